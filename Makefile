@@ -1,0 +1,26 @@
+# Both targets create or reuse .venv, so a fresh clone needs nothing but Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: train test lint bench
+
+$(BIN)/dnnspec: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+train: $(BIN)/dnnspec
+	$(BIN)/dnnspec train specs/digits_mlp.dnn --out runs/digits_mlp
+	cp runs/digits_mlp/model.onnx model.onnx
+
+test: $(BIN)/dnnspec
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/dnnspec
+	$(BIN)/ruff check dnnspec tests tools
+	$(BIN)/ruff format --check dnnspec tests tools
+
+bench: $(BIN)/dnnspec
+	$(BIN)/python tools/bench.py

@@ -1,0 +1,146 @@
+"""Diagnostics shared by every stage: a located message rendered like rustc/Elm.
+
+Every user mistake becomes a `Diagnostic` carrying the spec span it is about; stages
+collect several and raise one `DiagnosticError`, which the CLI renders with the source
+line, a caret under the span, notes and a help line, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Severity = Literal["error", "warning", "note"]
+
+
+class Span(BaseModel):
+    """A region of a spec file; lines and columns are 1-based, `end_col` is exclusive."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class Note(BaseModel):
+    """A secondary message, optionally pointing at another span (e.g. the producing layer)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message: str
+    span: Span | None = None
+
+
+class Diagnostic(BaseModel):
+    """One problem in a spec or its data, located at `span` when it has a place in the text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message: str
+    span: Span | None = None
+    severity: Severity = "error"
+    notes: tuple[Note, ...] = ()
+    help: str | None = None
+
+    def render(self, sources: SourceMap | None = None) -> str:
+        return render(self, sources)
+
+
+class DiagnosticError(Exception):
+    """Raised by any stage with one or more diagnostics; never shows a traceback to users."""
+
+    def __init__(self, diagnostics: Diagnostic | Sequence[Diagnostic]) -> None:
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        super().__init__("\n".join(d.message for d in self.diagnostics))
+
+    def render(self, sources: SourceMap | None = None) -> str:
+        return "\n\n".join(render(d, sources) for d in self.diagnostics)
+
+    def to_json(self) -> str:
+        return json.dumps([d.model_dump(mode="json") for d in self.diagnostics], indent=2)
+
+
+def error(message: str, span: Span | None = None, *, help: str | None = None,
+          notes: Iterable[Note] = ()) -> DiagnosticError:
+    """Shorthand for raising a single located error."""
+    return DiagnosticError(Diagnostic(message=message, span=span, help=help, notes=tuple(notes)))
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A help line suggesting the closest known name, or None when nothing is close."""
+    options = sorted(set(candidates))
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    lowered = [o for o in options if o.lower() == word.lower()]
+    if lowered:
+        return f"did you mean '{lowered[0]}'?"
+    if options and len(options) <= 12:
+        return "expected one of: " + ", ".join(f"'{o}'" for o in options)
+    return None
+
+
+class SourceMap:
+    """Spec texts by file name, so rendering can show lines of in-memory specs too."""
+
+    def __init__(self, texts: dict[str, str] | None = None) -> None:
+        self.texts: dict[str, str] = dict(texts or {})
+
+    def add(self, file: str, text: str) -> None:
+        self.texts[file] = text
+
+    def line(self, file: str, line: int) -> str | None:
+        text = self.texts.get(file)
+        if text is None:
+            try:
+                text = Path(file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return None
+            self.texts[file] = text
+        lines = text.splitlines()
+        return lines[line - 1] if 1 <= line <= len(lines) else None
+
+
+def _excerpt(span: Span, sources: SourceMap, label: str = "") -> list[str]:
+    source_line = sources.line(span.file, span.line)
+    if source_line is None:
+        return []
+    gutter = " " * len(str(span.line))
+    end = span.end_col if span.end_line == span.line else len(source_line) + 1
+    width = max(1, end - span.col)
+    marker = " " * (span.col - 1) + "^" * width
+    out = [f"{gutter} |", f"{span.line} | {source_line}", f"{gutter} | {marker}"]
+    if label:
+        out[-1] += f" {label}"
+    return out
+
+
+def render(diag: Diagnostic, sources: SourceMap | None = None) -> str:
+    """`file:line:col: error: message`, the line, a caret, then notes and help."""
+    sources = sources or SourceMap()
+    head = f"{diag.span}: " if diag.span else ""
+    lines = [f"{head}{diag.severity}: {diag.message}"]
+    if diag.span:
+        lines += _excerpt(diag.span, sources)
+    for note in diag.notes:
+        if note.span:
+            lines.append(f"note: {note.span}: {note.message}")
+            lines += _excerpt(note.span, sources)
+        else:
+            lines.append(f"note: {note.message}")
+    if diag.help:
+        lines.append(f"help: {diag.help}")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""A small ONNX graph builder: unique value names, node emission, constants, model assembly.
+
+Lowering, autodiff and the training-step assembly all append to one builder, so value
+names never collide and constants are shared. Models are written with an explicit opset
+and IR version because the onnx package's default IR version is newer than onnxruntime reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 21
+IR_VERSION = 10
+
+Dim = int | str | None
+
+DTYPES: dict[str, int] = {
+    "float32": TensorProto.FLOAT,
+    "float64": TensorProto.DOUBLE,
+    "int64": TensorProto.INT64,
+    "int32": TensorProto.INT32,
+    "bool": TensorProto.BOOL,
+    "uint32": TensorProto.UINT32,
+}
+
+
+def elem_type(dtype: str | np.dtype) -> int:
+    return DTYPES[np.dtype(dtype).name]
+
+
+class GraphBuilder:
+    """Accumulates nodes, initializers and graph inputs/outputs for one ONNX graph."""
+
+    def __init__(self, name: str, float_dtype: str = "float32") -> None:
+        self.name = name
+        self.float_dtype = np.dtype(float_dtype)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, onnx.TensorProto] = {}
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._used: set[str] = set()
+        self._counter: dict[str, int] = {}
+        self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+
+    # names -----------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        """A value name not used yet in this graph, derived from `hint`."""
+        base = hint.replace(" ", "_") or "v"
+        n = self._counter.get(base, 0)
+        name = base if n == 0 and base not in self._used else f"{base}_{n}"
+        while name in self._used:
+            n += 1
+            name = f"{base}_{n}"
+        self._counter[base] = n + 1
+        self._used.add(name)
+        return name
+
+    def reserve(self, name: str) -> str:
+        """Claim an exact name (graph inputs, parameters); it must be free."""
+        if name in self._used:
+            raise ValueError(f"value name '{name}' already used")
+        self._used.add(name)
+        return name
+
+    # graph interface ---------------------------------------------------------
+    def add_input(self, name: str, dtype: str | np.dtype, shape: Sequence[Dim]) -> str:
+        self.reserve(name)
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type(dtype), list(shape)))
+        return name
+
+    def add_output(self, name: str, dtype: str | np.dtype, shape: Sequence[Dim] | None) -> str:
+        shape_list = None if shape is None else list(shape)
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type(dtype), shape_list))
+        return name
+
+    def add_initializer(self, name: str, array: np.ndarray) -> str:
+        self.reserve(name)
+        self.initializers[name] = numpy_helper.from_array(np.asarray(array), name)
+        return name
+
+    def const(self, value: float | int | Sequence | np.ndarray, dtype: str | np.dtype | None = None,
+              hint: str = "c") -> str:
+        """A constant as a shared initializer (initializers cost no node execution)."""
+        dt = np.dtype(dtype) if dtype is not None else self.float_dtype
+        array = np.asarray(value, dtype=dt)
+        key = (dt.name, array.tobytes(), array.shape)
+        if key not in self._const_cache:
+            self._const_cache[key] = self.add_initializer(self.fresh(hint), array)
+        return self._const_cache[key]
+
+    def op(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1,
+           hint: str | None = None, **attrs: object) -> str:
+        """Emit one node and return its (first) output name."""
+        return self.op_multi(op_type, inputs, outputs, hint, **attrs)[0]
+
+    def op_multi(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1,
+                 hint: str | None = None, **attrs: object) -> list[str]:
+        """Emit one node and return all output names (fresh ones when `outputs` is a count)."""
+        if isinstance(outputs, int):
+            base = hint or op_type.lower()
+            out_names = [self.fresh(base) for _ in range(outputs)]
+        else:
+            out_names = list(outputs)
+            for name in out_names:
+                if name and name not in self._used:
+                    self._used.add(name)
+        node = helper.make_node(op_type, list(inputs), out_names, name=self.fresh(f"n_{op_type}"),
+                                **attrs)
+        self.nodes.append(node)
+        return out_names
+
+    # assembly ----------------------------------------------------------------
+    def graph(self) -> onnx.GraphProto:
+        return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs,
+                                 initializer=list(self.initializers.values()))
+
+    def model(self, metadata: dict[str, str] | None = None, doc: str = "") -> onnx.ModelProto:
+        model = helper.make_model(self.graph(), opset_imports=[helper.make_opsetid("", OPSET)],
+                                  ir_version=IR_VERSION, producer_name="dnnspec", doc_string=doc)
+        for key, value in (metadata or {}).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        return model

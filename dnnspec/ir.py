@@ -1,0 +1,110 @@
+"""Pydantic models of a spec after `resolve`: the contract every later stage reads.
+
+A resolved spec has no params, blocks or repeats left: the model is a flat DAG of layer
+nodes with every argument bound and defaulted, and each node keeps the span of its call
+plus the chain of block/repeat call sites it was expanded from. It is what
+`spec.lock.json` holds, and it round-trips through JSON unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from typing_extensions import TypeAliasType
+
+from pydantic import BaseModel, ConfigDict
+
+from dnnspec.errors import Span
+from dnnspec.schema import Duration
+
+DType = Literal["float32", "float64", "int64", "int32", "bool"]
+Dim = int | str
+ArgValue = TypeAliasType("ArgValue", Union[bool, int, float, str, Duration, list["ArgValue"]])  # noqa: UP007
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputDecl(_Strict):
+    """`input x: float32[N, 64]`: a graph input with symbolic (str) or literal (int) dims."""
+
+    name: str
+    dtype: DType
+    dims: tuple[Dim, ...]
+    span: Span
+
+
+class Node(_Strict):
+    """One layer application; its output value has the same name as the node."""
+
+    name: str
+    layer: str
+    inputs: tuple[str, ...]
+    args: dict[str, ArgValue]
+    span: Span
+    origin: tuple[Span, ...] = ()
+    share: str | None = None
+
+
+class Graph(_Strict):
+    """The model: inputs, nodes in topological order, and the value it returns."""
+
+    name: str
+    inputs: tuple[InputDecl, ...]
+    nodes: tuple[Node, ...]
+    output: str
+    span: Span
+
+
+class Call(_Strict):
+    """A named thing with bound arguments: `adam(lr = 1e-3)`, `cross_entropy`, `digits(...)`."""
+
+    name: str
+    args: dict[str, ArgValue]
+    span: Span
+
+
+class TrainSpec(_Strict):
+    """The `train { ... }` section, every default made explicit."""
+
+    data: Call
+    loss: Call
+    optimizer: Call
+    schedule: Call
+    batch: int
+    epochs: int
+    regularize: tuple[Call, ...] = ()
+    metrics: tuple[Call, ...] = ()
+    early_stop: Call | None = None
+    seed: int = 0
+    span: Span
+
+
+class SearchDim(_Strict):
+    """`hidden in choice(32, 64)`: the space one param is drawn from during a search."""
+
+    param: str
+    space: Literal["choice", "uniform", "log_uniform", "int_range"]
+    values: tuple[ArgValue, ...]
+    span: Span
+
+
+class SearchSpec(_Strict):
+    """The `search method(...) { ... }` section: a method call and the space it explores."""
+
+    method: Call
+    objective: str
+    direction: Literal["min", "max"]
+    dims: tuple[SearchDim, ...]
+    span: Span
+
+
+class Spec(_Strict):
+    """A whole resolved spec: what `spec.lock.json` contains."""
+
+    source: str
+    params: dict[str, ArgValue]
+    model: Graph
+    train: TrainSpec | None = None
+    search: SearchSpec | None = None

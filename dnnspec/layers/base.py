@@ -1,0 +1,105 @@
+"""What a layer family registers: argument schema, shape rule, parameters, FLOPs, lowering.
+
+Adding a layer touches one module under `layers/` (plus tests): it calls
+`LAYERS.add(name, LayerDef(...))` and everything else (resolve's argument checking,
+`check`'s shapes and layer table, lowering to ONNX, parameter initialisation) reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from dnnspec.graph.builder import GraphBuilder
+from dnnspec.ir import Node
+from dnnspec.registry import Registry
+from dnnspec.schema import Signature
+
+Dim = int | str
+Mode = Literal["train", "eval", "infer"]
+Init = Literal["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "zeros", "ones",
+               "normal_002", "orthogonal"]
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Static type of a value: dtype and symbolic (str) or literal (int) dims."""
+
+    dtype: str
+    dims: tuple[Dim, ...]
+
+    def __str__(self) -> str:
+        short = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool"}
+        return f"{short.get(self.dtype, self.dtype)}[{', '.join(str(d) for d in self.dims)}]"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One trainable (or state) tensor of a layer; `name` is local ('weight', 'bias')."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: Init
+    fan_in: int = 1
+    fan_out: int = 1
+    trainable: bool = True
+    decay: bool = True
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; `check` turns it into a Diagnostic at the node's span with
+    notes naming the layers that produced each operand and their types."""
+
+    def __init__(self, message: str, help: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.help = help
+
+
+class RandomSource(Protocol):
+    """Supplies uniform [0, 1) noise of a value's shape, reproducible from (seed, step, salt)."""
+
+    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str: ...
+
+
+@dataclass
+class LowerCtx:
+    """State handed to each layer's lowering: the builder, the mode and static types."""
+
+    b: GraphBuilder
+    mode: Mode
+    types: dict[str, TensorType]
+    rng: RandomSource | None = None
+    salt: int = 0
+    extra_outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def training(self) -> bool:
+        return self.mode == "train"
+
+
+InferFn = Callable[[Sequence[TensorType], dict[str, Any]], TensorType]
+ParamsFn = Callable[[Sequence[TensorType], dict[str, Any]], list[ParamSpec]]
+FlopsFn = Callable[[Sequence[TensorType], TensorType, dict[str, Any]], int]
+LowerFn = Callable[[LowerCtx, Node, Sequence[str], dict[str, str]], str]
+
+
+def no_params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:
+    return []
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    """A layer: `arity` tensor inputs (None: two or more), its schema and its rules."""
+
+    signature: Signature
+    infer: InferFn
+    lower: LowerFn
+    params: ParamsFn = no_params
+    flops: FlopsFn | None = None
+    arity: int | None = 1
+    doc: str = ""
+
+
+LAYERS: Registry[LayerDef] = Registry("layer")

@@ -1,0 +1,193 @@
+"""Argument schemas for everything a spec can call (layers, losses, optimizers, ...).
+
+One `Signature` per registered thing; `bind` turns the positional and keyword arguments
+written in a spec into a complete, typed argument dict with every default filled in,
+or located diagnostics (unknown argument with did-you-mean, wrong type, out of range).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from dnnspec.errors import Diagnostic, DiagnosticError, Span, did_you_mean
+
+ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any"]
+
+
+class Duration(BaseModel):
+    """A length of training written with its unit: `2 epochs`, `500 steps`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float
+    unit: Literal["steps", "epochs"]
+
+    def to_steps(self, steps_per_epoch: int) -> int:
+        return int(round(self.value * (steps_per_epoch if self.unit == "epochs" else 1)))
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+class ArgSpec(BaseModel):
+    """One argument: its type, default (REQUIRED when none), allowed words and bounds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    type: ArgType
+    default: Any = REQUIRED
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+class Signature(BaseModel):
+    """The ordered arguments of one callable; positional arguments fill them in order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    args: tuple[ArgSpec, ...] = ()
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.args]
+
+    def get(self, name: str) -> ArgSpec | None:
+        return next((a for a in self.args if a.name == name), None)
+
+    def bind(
+        self,
+        what: str,
+        positional: Sequence[tuple[Any, Span]],
+        keyword: Sequence[tuple[str, Any, Span]],
+        call_span: Span,
+    ) -> dict[str, Any]:
+        """Check and complete the arguments of a call of `what`; raise all problems at once."""
+        problems: list[Diagnostic] = []
+        bound: dict[str, Any] = {}
+        if len(positional) > len(self.args):
+            extra_span = positional[len(self.args)][1]
+            problems.append(
+                Diagnostic(
+                    message=f"{what} takes at most {len(self.args)} positional argument(s), "
+                    f"got {len(positional)}",
+                    span=extra_span,
+                    help=f"arguments of {what}: {', '.join(self.names()) or 'none'}",
+                )
+            )
+        for spec, (value, span) in zip(self.args, positional, strict=False):
+            bound[spec.name] = _check(what, spec, value, span, problems)
+        for name, value, span in keyword:
+            spec = self.get(name)
+            if spec is None:
+                hint = did_you_mean(name, self.names())
+                problems.append(
+                    Diagnostic(
+                        message=f"{what} has no argument '{name}'",
+                        span=span,
+                        help=hint or f"{what} takes no arguments",
+                    )
+                )
+                continue
+            if name in bound:
+                problems.append(
+                    Diagnostic(message=f"argument '{name}' of {what} given twice", span=span)
+                )
+                continue
+            bound[name] = _check(what, spec, value, span, problems)
+        for spec in self.args:
+            if spec.name not in bound:
+                if spec.required:
+                    problems.append(
+                        Diagnostic(
+                            message=f"{what} needs argument '{spec.name}' ({spec.type})",
+                            span=call_span,
+                            help=f"write {what}({spec.name} = ...)" + (f": {spec.doc}" if spec.doc else ""),
+                        )
+                    )
+                else:
+                    bound[spec.name] = spec.default
+        if problems:
+            raise DiagnosticError(problems)
+        return bound
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, Duration):
+        return "duration"
+    return {int: "int", float: "float", str: "word", list: "list"}.get(type(value), type(value).__name__)
+
+
+def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diagnostic]) -> Any:
+    """Coerce `value` to the argument's type (int -> float, number -> steps) or record why not."""
+
+    def bad(message: str, help: str | None = None) -> Any:
+        problems.append(Diagnostic(message=message, span=span, help=help))
+        return value
+
+    t = spec.type
+    label = f"argument '{spec.name}' of {what}"
+    if t == "any":
+        return value
+    if t == "bool":
+        if not isinstance(value, bool):
+            return bad(f"{label} must be true or false, got {_type_name(value)} {value!r}")
+        return value
+    if t in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return bad(f"{label} must be a number ({t}), got {_type_name(value)} {value!r}")
+        if t == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    return bad(f"{label} must be an integer, got {value!r}")
+                value = int(value)
+        else:
+            value = float(value)
+        lo, hi = spec.min, spec.max
+        if lo is not None and (value < lo or (spec.min_exclusive and value == lo)):
+            op = ">" if spec.min_exclusive else ">="
+            return bad(f"{label} must be {op} {lo:g}, got {value!r}")
+        if hi is not None and value > hi:
+            return bad(f"{label} must be <= {hi:g}, got {value!r}")
+        return value
+    if t == "str":
+        if not isinstance(value, str):
+            return bad(f"{label} must be a word, got {_type_name(value)} {value!r}")
+        if spec.choices is not None and value not in spec.choices:
+            return bad(
+                f"{label} has no option '{value}'",
+                did_you_mean(value, spec.choices) or "options: " + ", ".join(spec.choices),
+            )
+        return value
+    if t == "duration":
+        if isinstance(value, Duration):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return Duration(value=value, unit="steps")
+        return bad(
+            f"{label} must be a duration, got {_type_name(value)} {value!r}",
+            "write it with a unit, e.g. '2 epochs' or '500 steps'",
+        )
+    if t in ("ints", "floats"):
+        items = value if isinstance(value, list) else [value]
+        want = int if t == "ints" else (int, float)
+        if not all(isinstance(v, want) and not isinstance(v, bool) for v in items):
+            return bad(f"{label} must be a list of {t[:-1]}s, got {value!r}")
+        return [float(v) for v in items] if t == "floats" else list(items)
+    return bad(f"{label} has an unsupported type {t}")
