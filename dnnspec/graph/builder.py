@@ -46,6 +46,11 @@ class GraphBuilder:
         self._counter: dict[str, int] = {}
         self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
 
+    @property
+    def float_elem(self) -> int:
+        """The ONNX element type of this graph's floating-point values."""
+        return elem_type(self.float_dtype)
+
     # names -----------------------------------------------------------------
     def fresh(self, hint: str) -> str:
         """A value name not used yet in this graph, derived from `hint`."""

@@ -1,23 +1,56 @@
-"""Metrics computed in-graph next to the loss (summed per batch, averaged per epoch)."""
+"""Metrics computed in-graph next to the loss.
+
+Each metric emits a per-batch *sum* (correct predictions, absolute errors); the runtime
+adds the sums over an epoch and divides by the number of samples or elements, so a
+partial last batch weighs exactly what it should.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
+from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import Signature
+
+Per = Literal["sample", "element"]
+BuildMetric = Callable[[GraphBuilder, str, str], str]
 
 
 @dataclass(frozen=True)
 class MetricDef:
     signature: Signature
-    target: str  # "class" or "value": which losses it makes sense with
+    target: Literal["class", "value"]
     higher_is_better: bool
+    per: Per
+    build: BuildMetric
     doc: str = ""
 
 
 METRICS: Registry[MetricDef] = Registry("metric")
 
-METRICS.add("accuracy", MetricDef(Signature(), target="class", higher_is_better=True))
-METRICS.add("mae", MetricDef(Signature(), target="value", higher_is_better=False))
-METRICS.add("mse", MetricDef(Signature(), target="value", higher_is_better=False))
+
+def _accuracy(b: GraphBuilder, logits: str, labels: str) -> str:
+    pred = b.op("ArgMax", [logits], hint="pred", axis=-1, keepdims=0)
+    hits = b.op("Cast", [b.op("Equal", [pred, labels])], to=b.float_elem)
+    return b.op("ReduceSum", [hits], hint="correct", keepdims=0)
+
+
+def _abs_error(b: GraphBuilder, pred: str, target: str) -> str:
+    diff = b.op("Abs", [b.op("Sub", [pred, target])])
+    return b.op("ReduceSum", [diff], hint="abs_error", keepdims=0)
+
+
+def _sq_error(b: GraphBuilder, pred: str, target: str) -> str:
+    diff = b.op("Sub", [pred, target])
+    return b.op("ReduceSum", [b.op("Mul", [diff, diff])], hint="sq_error", keepdims=0)
+
+
+METRICS.add("accuracy", MetricDef(Signature(), "class", True, "sample", _accuracy,
+                                  "fraction of samples whose arg-max class is the label"))
+METRICS.add("mae", MetricDef(Signature(), "value", False, "element", _abs_error,
+                             "mean absolute error"))
+METRICS.add("mse", MetricDef(Signature(), "value", False, "element", _sq_error,
+                             "mean squared error"))
