@@ -94,7 +94,9 @@ class GraphBuilder:
         array = np.asarray(value, dtype=dt)
         key = (dt.name, array.tobytes(), array.shape)
         if key not in self._const_cache:
-            self._const_cache[key] = self.add_initializer(self.fresh(hint), array)
+            name = self.fresh(hint)
+            self.initializers[name] = numpy_helper.from_array(array, name)
+            self._const_cache[key] = name
         return self._const_cache[key]
 
     def op(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1,
