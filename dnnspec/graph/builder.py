@@ -120,6 +120,20 @@ class GraphBuilder:
         self.nodes.append(node)
         return out_names
 
+    def rename(self, old: str, new: str) -> str:
+        """Give a computed value an exact name (a graph output) without an Identity node;
+        values that are graph inputs or constants get an Identity instead."""
+        producers = [n for n in self.nodes if old in n.output]
+        if not producers:
+            return self.op("Identity", [old], outputs=[new])
+        self.reserve(new)
+        for node in self.nodes:
+            for field in (node.input, node.output):
+                for i, name in enumerate(field):
+                    if name == old:
+                        field[i] = new
+        return new
+
     # assembly ----------------------------------------------------------------
     def graph(self) -> onnx.GraphProto:
         return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs,

@@ -1,0 +1,236 @@
+"""`dnnspec` command line: a thin layer over the pipeline stages.
+
+Spec and data mistakes surface as rendered diagnostics with exit code 2; no traceback
+reaches the user for them. `--json` switches every command to machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeRemainingColumn)
+
+from dnnspec.errors import DiagnosticError, error
+
+OK, SPEC_ERROR, INTERRUPTED = 0, 2, 130
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise error(f"--set expects name=value, got '{pair}'", help="e.g. --set hidden=64")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - returns dnnspec.ir.Spec
+    from dnnspec.frontend import load_spec
+
+    return load_spec(args.spec, _overrides(getattr(args, "set", None) or []))
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.check.report import check_json, render_check
+    from dnnspec.check.shapes import check_spec
+
+    typed = check_spec(_load(args))
+    if args.json:
+        print(json.dumps(check_json(typed), indent=2))
+    else:
+        render_check(typed, console)
+    return OK
+
+
+class ProgressReporter:
+    """A rich progress bar (epoch, step, loss, samples/s, ETA) and one line per epoch."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:,.0f} samples/s"),
+            TimeRemainingColumn(), console=console, transient=True)
+        self.task = None
+        self.epochs = 0
+        self.samples = 0
+        self.t0 = time.perf_counter()
+
+    def start(self, epochs: int, steps_per_epoch: int) -> None:
+        self.epochs = epochs
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1,
+                                           epochs=epochs, loss=float("nan"), rate=0.0)
+        self.t0 = time.perf_counter()
+
+    def step(self, epoch: int, samples: int, loss: float) -> None:
+        self.samples += samples
+        rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
+        self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=loss, rate=rate)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in record.items()
+                          if k not in ("epoch", "step", "seconds"))
+        self.console.print(f"epoch {record['epoch']:>3}/{self.epochs}  {shown}  "
+                           f"({record['seconds']:.2f}s)", highlight=False)
+
+    def finish(self, message: str) -> None:
+        self.progress.stop()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _default_run_dir(spec: Path) -> Path:
+    base = Path("runs") / spec.stem
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.runtime.run import Silent, run_training
+
+    spec = _load(args)
+    run_dir = Path(args.out) if args.out else _default_run_dir(Path(args.spec))
+    reporter = Silent() if args.json else ProgressReporter(console)
+    try:
+        result = run_training(spec, run_dir, args.device, args.epochs, reporter)
+    finally:
+        if isinstance(reporter, ProgressReporter):
+            reporter.stop()
+    summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "steps": result.steps,
+               "stopped": result.stopped, "seconds": round(result.seconds, 3),
+               "metrics": result.metrics, "best": result.best,
+               "model": str(result.paths["model"])}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return OK
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k not in ("epoch", "step"))
+    console.print(f"[bold]done[/bold] ({result.stopped}) in {result.seconds:.1f}s, "
+                  f"{result.steps} steps")
+    console.print(f"best epoch {result.best.get('epoch', result.epochs)}: {shown}", highlight=False)
+    console.print(f"wrote {result.paths['model']} and the run in {result.run_dir}/")
+    return OK
+
+
+def cmd_compile(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.runtime.run import prepare, write_graphs
+    from dnnspec.runtime.trainer import Trainer
+
+    spec = _load(args)
+    prep = prepare(spec)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_graphs(prep.program, out)
+    from dnnspec.runtime.run import export_model
+
+    params = Trainer(prep.program, "cpu", prep.train.seed).params()
+    paths["model"] = export_model(prep.program, params, out / "model.onnx")
+    from dnnspec.resolve import write_lock
+
+    write_lock(spec, out / "spec.lock.json")
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    else:
+        for name, path in paths.items():
+            console.print(f"wrote {path} ({name})")
+    return OK
+
+
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import load
+
+    metrics = load(args.run).evaluate()
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
+    return OK
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    import numpy as np
+
+    from dnnspec.api import load, read_array
+
+    model = load(args.run)
+    x = read_array(Path(args.input))
+    pred = model.predict(x)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        np.save(out, pred) if out.suffix == ".npy" else np.savetxt(out, pred, delimiter=",")
+    if args.json or out is None:
+        payload: dict[str, Any] = {"predictions": pred.tolist()}
+        if model.classes is not None:
+            payload["classes"] = pred.argmax(axis=-1).tolist()
+        print(json.dumps(payload))
+    else:
+        console.print(f"wrote {len(pred)} predictions to {out}")
+    return OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dnnspec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def spec_command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("spec", help="path to a .dnn spec")
+        p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                       help="override a param (repeatable)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    spec_command("check", "validate a spec and show each layer's shape, parameters and FLOPs")
+    p = spec_command("train", "train a spec and write model.onnx and the run directory")
+    p.add_argument("--out", help="run directory (default: runs/<spec name>[-n])")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    p.add_argument("--epochs", type=int, help="override the spec's epoch count")
+    p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
+    p.add_argument("--out", required=True, help="output directory")
+    for name, help in (("eval", "evaluate a trained run on its validation data"),
+                       ("predict", "run a trained model on inputs from .npy/.npz/.csv")):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("run", help="run directory written by `dnnspec train`")
+        if name == "predict":
+            p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
+            p.add_argument("--out", help="write predictions to .npy or .csv")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+COMMANDS = {"check": cmd_check, "train": cmd_train, "compile": cmd_compile, "eval": cmd_eval,
+            "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    try:
+        return COMMANDS[args.command](args, console)
+    except DiagnosticError as exc:
+        if getattr(args, "json", False):
+            print(exc.to_json())
+        else:
+            print(exc.render(), file=sys.stderr)
+        return SPEC_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; the last finished epoch is in the run's checkpoint/", file=sys.stderr)
+        return INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Assemble the three graphs of a spec: train_step.onnx, eval_step.onnx and model.onnx.
+
+All three lower the same typed model, so they agree by construction:
+- train step: (params, optimizer state, step, seed, batch) -> (loss, metric sums, new
+  params, new state); forward, our backward pass, penalties, schedule and update in-graph;
+- eval step: (params, batch) -> (loss, metric sums), no dropout;
+- model: batch inputs -> output, trained weights as initializers, no training inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from dnnspec.autodiff.engine import gradients
+from dnnspec.check.shapes import TypedModel, param_name
+from dnnspec.graph.builder import GraphBuilder
+from dnnspec.graph.lower import lower_model
+from dnnspec.graph.rng import HashRandom
+from dnnspec.ir import TrainSpec
+from dnnspec.layers.base import LowerCtx, Mode, ParamSpec
+from dnnspec.training.losses import LOSSES
+from dnnspec.training.metrics import METRICS
+from dnnspec.training.optim import OPTIMIZERS
+from dnnspec.training.regularize import REGULARIZERS
+from dnnspec.training.schedules import SCHEDULES, Timing
+
+STEP, SEED, TARGET, LOSS, OUTPUT = "step", "seed", "target", "loss", "output"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One parameter tensor and the optimizer state kept beside it."""
+
+    name: str
+    spec: ParamSpec
+    state: tuple[str, ...] = ()
+
+    def state_name(self, kind: str) -> str:
+        return f"{self.name}.{kind}"
+
+    def names(self) -> list[str]:
+        """The parameter followed by its state tensors: what a train step carries over."""
+        return [self.name, *(self.state_name(k) for k in self.state)]
+
+
+def next_name(name: str) -> str:
+    """The train-step output that replaces input `name` after one update."""
+    return f"{name}.next"
+
+
+@dataclass
+class Program:
+    """Everything the runtime needs to drive a spec's graphs."""
+
+    typed: TypedModel
+    train: TrainSpec
+    classes: int | None
+    slots: list[Slot]
+    metric_names: list[str]
+    train_step: onnx.ModelProto
+    eval_step: onnx.ModelProto
+    float_dtype: str = "float32"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def carried(self) -> list[str]:
+        """Names of all tensors carried from one train step to the next."""
+        return [n for s in self.slots for n in s.names()]
+
+
+def parameter_slots(typed: TypedModel, state: tuple[str, ...] = ()) -> list[Slot]:
+    return [Slot(param_name(layer.node.name, p.name), p, state if p.trainable else ())
+            for layer in typed.layers for p in layer.params]
+
+
+def _float_dtype(dtype: str, float_dtype: str) -> str:
+    return float_dtype if dtype.startswith("float") else dtype
+
+
+def _add_model_inputs(b: GraphBuilder, typed: TypedModel) -> dict[str, str]:
+    names = {}
+    for decl in typed.spec.model.inputs:
+        names[decl.name] = b.add_input(decl.name, _float_dtype(decl.dtype, b.float_dtype.name),
+                                       decl.dims)
+    return names
+
+
+def _add_params(b: GraphBuilder, slots: list[Slot], as_inputs: bool,
+                values: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, str]]:
+    """Parameters as graph inputs (step graphs) or initializers (the deployable model)."""
+    by_node: dict[str, dict[str, str]] = {}
+    for slot in slots:
+        node, local = slot.name.rsplit(".", 1)
+        if as_inputs:
+            b.add_input(slot.name, b.float_dtype, slot.spec.shape)
+        else:
+            assert values is not None
+            b.add_initializer(slot.name, values[slot.name].astype(b.float_dtype))
+        by_node.setdefault(node, {})[local] = slot.name
+    return by_node
+
+
+def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
+    out = typed.output
+    if target == "class":
+        return b.add_input(TARGET, "int64", [out.dims[0]])
+    return b.add_input(TARGET, b.float_dtype, out.dims)
+
+
+def _loss_and_metrics(b: GraphBuilder, train: TrainSpec, output: str, classes: int | None,
+                      need_grad: bool) -> tuple[str | None, list[str]]:
+    loss_def = LOSSES.get(train.loss.name)
+    result = loss_def.build(b, output, TARGET, classes, train.loss.args, need_grad)
+    b.rename(result.loss, LOSS)
+    b.add_output(LOSS, b.float_dtype, [])
+    names = []
+    for metric in train.metrics:
+        value = METRICS.get(metric.name).build(b, output, TARGET)
+        name = f"metric.{metric.name}"
+        b.rename(value, name)
+        b.add_output(name, b.float_dtype, [])
+        names.append(metric.name)
+    return result.grad, names
+
+
+def build_train_step(typed: TypedModel, train: TrainSpec, classes: int | None, timing: Timing,
+                     float_dtype: str = "float32", emit_grads: bool = False) -> Program:
+    """The training step; `emit_grads` also outputs each parameter's gradient (grad.<name>)."""
+    opt = OPTIMIZERS.get(train.optimizer.name)
+    opt_args = train.optimizer.args
+    slots = parameter_slots(typed, opt.state(opt_args))
+    b = GraphBuilder("train_step", float_dtype)
+    params = _add_params(b, slots, as_inputs=True)
+    for slot in slots:
+        for kind in slot.state:
+            b.add_input(slot.state_name(kind), b.float_dtype, slot.spec.shape)
+    b.add_input(STEP, "int64", [])
+    b.add_input(SEED, "int64", [])
+    inputs = _add_model_inputs(b, typed)
+    loss_def = LOSSES.get(train.loss.name)
+    _target_input(b, typed, loss_def.target)
+
+    ctx = LowerCtx(b, "train", typed.types, rng=HashRandom(b, SEED, STEP))
+    output = lower_model(typed, ctx, inputs, params)
+    d_output, metric_names = _loss_and_metrics(b, train, output, classes, need_grad=True)
+    assert d_output is not None
+    trainable = [s for s in slots if s.spec.trainable]
+    grads = gradients(b, {output: d_output}, [s.name for s in trainable])
+
+    step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
+    sched = SCHEDULES.get(train.schedule.name)
+    factor = sched.build(b, step_f, train.schedule.args, timing)
+    lr = b.op("Mul", [factor, b.const(opt_args["lr"])], hint="lr")
+    scalars = opt.prepare(b, step_f, lr, opt_args)
+    for slot in trainable:
+        grad = grads[slot.name]
+        if emit_grads:
+            b.add_output(b.op("Identity", [grad], outputs=[f"grad.{slot.name}"]),
+                         b.float_dtype, slot.spec.shape)
+        if slot.spec.decay:
+            for reg in train.regularize:
+                term = REGULARIZERS.get(reg.name).grad(b, slot.name, reg.args)
+                grad = b.op("Add", [grad, term])
+        state = {kind: slot.state_name(kind) for kind in slot.state}
+        new_param, new_state = opt.update(b, slot.name, grad, state, scalars, opt_args)
+        for name, value in [(slot.name, new_param),
+                            *((state[k], v) for k, v in new_state.items())]:
+            b.rename(value, next_name(name))
+            b.add_output(next_name(name), b.float_dtype, slot.spec.shape)
+
+    metadata = model_metadata(typed, train, classes)
+    return Program(typed, train, classes, slots, metric_names,
+                   train_step=b.model(metadata, "dnnspec training step"),
+                   eval_step=build_eval_step(typed, train, classes, slots, float_dtype),
+                   float_dtype=float_dtype, metadata=metadata)
+
+
+def build_eval_step(typed: TypedModel, train: TrainSpec, classes: int | None,
+                    slots: list[Slot], float_dtype: str = "float32") -> onnx.ModelProto:
+    """Loss and metric sums of a batch with the current parameters, without dropout."""
+    b = GraphBuilder("eval_step", float_dtype)
+    params = _add_params(b, slots, as_inputs=True)
+    inputs = _add_model_inputs(b, typed)
+    _target_input(b, typed, LOSSES.get(train.loss.name).target)
+    output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
+    _loss_and_metrics(b, train, output, classes, need_grad=False)
+    return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
+
+
+def build_inference(typed: TypedModel, slots: list[Slot], values: dict[str, np.ndarray],
+                    metadata: dict[str, str], mode: Mode = "infer") -> onnx.ModelProto:
+    """The deployable model: inputs -> `output`, weights baked in as initializers."""
+    b = GraphBuilder(typed.spec.model.name, "float32")
+    params = _add_params(b, slots, as_inputs=False, values=values)
+    inputs = _add_model_inputs(b, typed)
+    output = lower_model(typed, LowerCtx(b, mode, typed.types), inputs, params)
+    if output in inputs.values():
+        output = b.op("Identity", [output])
+    b.rename(output, OUTPUT)
+    b.add_output(OUTPUT, "float32", typed.output.dims)
+    return b.model(metadata, f"dnnspec model {typed.spec.model.name}")
+
+
+def spec_hash(typed: TypedModel) -> str:
+    """A digest of the resolved spec, so a deployed model can be traced to its source."""
+    payload = typed.spec.model_dump_json(exclude={"source"}).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def model_metadata(typed: TypedModel, train: TrainSpec | None,
+                   classes: int | None) -> dict[str, str]:
+    inputs = [{"name": d.name, "dtype": d.dtype, "shape": list(d.dims)}
+              for d in typed.spec.model.inputs]
+    meta: dict[str, Any] = {
+        "dnnspec.model": typed.spec.model.name,
+        "dnnspec.inputs": json.dumps(inputs),
+        "dnnspec.output_shape": json.dumps(list(typed.output.dims)),
+        "dnnspec.spec_hash": spec_hash(typed),
+    }
+    if classes is not None:
+        meta["dnnspec.class_labels"] = json.dumps([str(i) for i in range(classes)])
+    if train is not None:
+        meta["dnnspec.loss"] = train.loss.name
+    return meta

@@ -1,0 +1,73 @@
+"""onnxruntime sessions: provider choice, quiet CUDA probing and session options.
+
+`--device auto` must pick CUDA only when it really loads: onnxruntime-gpu lists the CUDA
+provider even on machines without CUDA libraries and logs an error when asked for it,
+so the probe runs once, silenced, on a tiny graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Literal
+
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from dnnspec.errors import error
+from dnnspec.graph.builder import IR_VERSION, OPSET
+
+Device = Literal["cpu", "cuda", "auto"]
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """True when a CUDA session really initialises on this machine."""
+    if CUDA not in ort.get_available_providers():
+        return False
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              ir_version=IR_VERSION)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    previous = ort.get_default_logger_severity() if hasattr(ort, "get_default_logger_severity") \
+        else 2
+    ort.set_default_logger_severity(4)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA])
+        return CUDA in session.get_providers()
+    except Exception:  # noqa: BLE001 - any failure here just means "no usable CUDA"
+        return False
+    finally:
+        ort.set_default_logger_severity(previous)
+
+
+def providers_for(device: Device) -> list[str]:
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        if not cuda_available():
+            raise error("--device cuda was asked for, but CUDA does not load on this machine",
+                        help="install onnxruntime-gpu with matching CUDA/cuDNN libraries, "
+                        "or use --device cpu / auto")
+        return [CUDA, CPU]
+    return [CUDA, CPU] if cuda_available() else [CPU]
+
+
+def session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = int(os.environ.get("DNNSPEC_THREADS", "0")) or min(
+        os.cpu_count() or 1, 8)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def make_session(model: onnx.ModelProto, device: Device = "cpu") -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), session_options(),
+                                providers=providers_for(device))

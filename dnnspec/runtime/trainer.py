@@ -1,0 +1,177 @@
+"""The training loop: double-buffered IOBinding over the train-step graph.
+
+Parameters and optimizer state live as OrtValues on the device. Two bindings are built
+once: A reads buffer set 0 and writes set 1, B the reverse; a step binds only the batch,
+the step counter and the seed, runs, reads the scalar loss, and flips. Nothing carried
+is copied to the host during training, and after a failed (non-finite) step the input
+buffer still holds the last good parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from dnnspec.graph.assemble import LOSS, SEED, STEP, TARGET, Program, next_name
+from dnnspec.runtime.datasets import Dataset
+from dnnspec.runtime.session import Device, make_session
+from dnnspec.training.init import initial_value
+from dnnspec.training.metrics import METRICS
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite; the last good parameters are kept."""
+
+    def __init__(self, step: int, epoch: int, loss: float) -> None:
+        super().__init__(f"loss became {loss} at step {step} (epoch {epoch})")
+        self.step, self.epoch, self.loss = step, epoch, loss
+
+
+@dataclass
+class EpochStats:
+    """Sums accumulated over the batches of one pass."""
+
+    loss: float = 0.0
+    samples: int = 0
+    elements: int = 0
+    metric_sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, loss: float, n: int, elements: int, metrics: dict[str, float]) -> None:
+        self.loss += loss * n
+        self.samples += n
+        self.elements += elements
+        for k, v in metrics.items():
+            self.metric_sums[k] = self.metric_sums.get(k, 0.0) + v
+
+    def result(self, prefix: str = "") -> dict[str, float]:
+        out = {f"{prefix}loss": self.loss / max(1, self.samples)}
+        for name, total in self.metric_sums.items():
+            per = METRICS.get(name).per
+            out[f"{prefix}{name}"] = total / max(1, self.samples if per == "sample"
+                                                 else self.elements)
+        return out
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch, a pure function of (seed, epoch) so resume replays it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batches(n: int, batch: int, order: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    index = np.arange(n) if order is None else order
+    for start in range(0, n, batch):
+        yield index[start:start + batch]
+
+
+class Trainer:
+    """Owns the train and eval sessions and the carried tensors of one run."""
+
+    def __init__(self, program: Program, device: Device = "cpu", seed: int = 0) -> None:
+        self.program = program
+        self.seed = seed
+        self.train_session = make_session(program.train_step, device)
+        self.eval_session = make_session(program.eval_step, device)
+        self.device = "cuda" if "CUDAExecutionProvider" in self.train_session.get_providers() \
+            else "cpu"
+        self.dtype = np.dtype(program.float_dtype)
+        self.step = 0
+        self.carried = program.carried()
+        rng = np.random.default_rng(seed)
+        values: dict[str, np.ndarray] = {}
+        for slot in program.slots:
+            values[slot.name] = initial_value(slot.spec, rng, self.dtype)
+            for kind in slot.state:
+                values[slot.state_name(kind)] = np.zeros(slot.spec.shape, self.dtype)
+        self._buffers = [self._device_values(values), self._device_values(values)]
+        self._current = 0
+        self._bindings = [self._binding(0, 1), self._binding(1, 0)]
+
+    # device state ------------------------------------------------------------
+    def _device_values(self, values: dict[str, np.ndarray]) -> dict[str, ort.OrtValue]:
+        return {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(values[k]),
+                                                    self.device, 0) for k in self.carried}
+
+    def _binding(self, src: int, dst: int) -> ort.IOBinding:
+        io = self.train_session.io_binding()
+        for name in self.carried:
+            io.bind_ortvalue_input(name, self._buffers[src][name])
+            io.bind_ortvalue_output(next_name(name), self._buffers[dst][name])
+        for out in self._scalar_outputs():
+            io.bind_output(out, "cpu")
+        return io
+
+    def _scalar_outputs(self) -> list[str]:
+        return [LOSS, *(f"metric.{m}" for m in self.program.metric_names)]
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Host copies of the current parameters and state (for checkpoints and export)."""
+        return {k: v.numpy() for k, v in self._buffers[self._current].items()}
+
+    def load_values(self, values: dict[str, np.ndarray]) -> None:
+        """Replace the carried tensors (resume, or restoring the best epoch)."""
+        for buf in self._buffers:
+            for name in self.carried:
+                buf[name].update_inplace(np.ascontiguousarray(values[name].astype(self.dtype)))
+
+    def params(self) -> dict[str, np.ndarray]:
+        current = self._buffers[self._current]
+        return {s.name: current[s.name].numpy() for s in self.program.slots}
+
+    # steps -------------------------------------------------------------------
+    def train_step(self, x: dict[str, np.ndarray], y: np.ndarray) -> tuple[float, dict[str, float]]:
+        io = self._bindings[self._current]
+        for name, value in x.items():
+            io.bind_cpu_input(name, value)
+        io.bind_cpu_input(TARGET, y)
+        io.bind_cpu_input(STEP, np.array(self.step, np.int64))
+        io.bind_cpu_input(SEED, np.array(self.seed, np.int64))
+        self.train_session.run_with_iobinding(io)
+        outs = io.get_outputs()
+        loss = float(outs[len(self.carried)].numpy())
+        if not math.isfinite(loss):
+            raise Diverged(self.step, -1, loss)
+        metrics = {m: float(outs[len(self.carried) + 1 + i].numpy())
+                   for i, m in enumerate(self.program.metric_names)}
+        self._current ^= 1
+        self.step += 1
+        return loss, metrics
+
+    def evaluate(self, data: Dataset, input_name: str, batch: int = 1024) -> dict[str, float]:
+        stats = EpochStats()
+        io = self.eval_session.io_binding()
+        for name in (s.name for s in self.program.slots):
+            io.bind_ortvalue_input(name, self._buffers[self._current][name])
+        for out in self._scalar_outputs():
+            io.bind_output(out, "cpu")
+        for idx in batches(len(data), batch):
+            y = data.y[idx]
+            io.bind_cpu_input(input_name, np.ascontiguousarray(data.x[idx]))
+            io.bind_cpu_input(TARGET, np.ascontiguousarray(y))
+            self.eval_session.run_with_iobinding(io)
+            outs = [o.numpy() for o in io.get_outputs()]
+            metrics = {m: float(outs[1 + i]) for i, m in enumerate(self.program.metric_names)}
+            stats.add(float(outs[0]), len(idx), int(y.size), metrics)
+        return stats.result()
+
+    def run_epoch(self, data: Dataset, input_name: str, batch: int, epoch: int,
+                  on_step: Callable[[int, float], None] | None = None) -> dict[str, float]:
+        stats = EpochStats()
+        for idx in batches(len(data), batch, epoch_order(len(data), self.seed, epoch)):
+            y = np.ascontiguousarray(data.y[idx])
+            try:
+                loss, metrics = self.train_step({input_name: np.ascontiguousarray(data.x[idx])}, y)
+            except Diverged as exc:
+                raise Diverged(exc.step, epoch, exc.loss) from None
+            stats.add(loss, len(idx), int(y.size), metrics)
+            if on_step is not None:
+                on_step(len(idx), loss)
+        return stats.result()
+
+
+def throughput(samples: int, started: float) -> float:
+    return samples / max(1e-9, time.perf_counter() - started)
