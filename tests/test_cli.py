@@ -1,0 +1,134 @@
+"""The command line: exit codes, rendered errors without tracebacks, JSON output, and
+clear errors for bad data, out-of-range labels and a diverging loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnnspec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = str(ROOT / "specs" / "digits_mlp.dnn")
+
+FILE_SPEC = """model m {{
+  input x: float32[N, 4]
+  dense(8) -> relu
+  dense(3)
+}}
+train {{
+  data file(path = "{path}", validation = 0.25)
+  loss cross_entropy
+  optimizer sgd(lr = {lr})
+  batch 8
+  epochs 2
+  metrics accuracy
+}}
+"""
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def write_file_spec(tmp_path: Path, x: np.ndarray, y: np.ndarray, lr: float = 0.1) -> Path:
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    spec = tmp_path / "m.dnn"
+    spec.write_text(FILE_SPEC.format(path=tmp_path / "data.npz", lr=lr))
+    return spec
+
+
+def test_check_prints_layer_table_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "check", DIGITS)
+    assert code == 0
+    assert "dense" in out and "26,122" in out
+
+
+def test_check_json_reports_parameter_total(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "check", DIGITS, "--json")
+    assert code == 0
+    assert "26122" in out
+
+
+def test_spec_error_is_rendered_with_location_and_exit_code_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.dnn"
+    bad.write_text("model m {\n  input x: float32[N, 4]\n  dense(8) -> rleu\n}\n")
+    code, _, err = run_cli(capsys, "check", str(bad))
+    assert code == 2
+    assert f"{bad}:3:15: error" in err
+    assert "did you mean 'relu'?" in err
+
+
+def test_missing_spec_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "check", "no/such/spec.dnn")
+    assert code == 2 and "no/such/spec.dnn" in err
+
+
+def test_data_with_wrong_shape_is_reported_at_the_input_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_file_spec(tmp_path, np.zeros((20, 5), np.float32), np.zeros(20, np.int64))
+    code, _, err = run_cli(capsys, "train", str(spec), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert f"{spec}:2:3: error: input 'x' is declared [N, 4] but the data has shape [N, 5]" in err
+
+
+def test_labels_outside_class_range_are_rejected_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    y = np.array([0, 1, 2, 7] * 5, np.int64)
+    spec = write_file_spec(tmp_path, np.zeros((20, 4), np.float32), y)
+    code, _, err = run_cli(capsys, "train", str(spec), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "label 7 is outside the model's 3 classes (0..2)" in err
+
+
+def test_diverging_loss_stops_names_the_step_and_keeps_good_parameters(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e3, (40, 4)).astype(np.float32)
+    spec = write_file_spec(tmp_path, x, rng.integers(0, 3, 40), lr=1e30)
+    code, _, err = run_cli(capsys, "train", str(spec), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "training diverged" in err and "at step" in err
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(tmp_path / "run" / "model.onnx")
+    for init in model.graph.initializer:
+        assert np.isfinite(numpy_helper.to_array(init)).all()
+
+
+@pytest.mark.slow
+def test_train_json_then_eval_and_predict_on_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "train", DIGITS, "--out", str(run), "--epochs", "3",
+                           "--device", "cpu", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["epochs"] == 3 and 0.5 < summary["metrics"]["val_accuracy"] <= 1.0
+    code, out, _ = run_cli(capsys, "eval", str(run), "--json")
+    assert code == 0
+    assert json.loads(out)["accuracy"] == pytest.approx(summary["best"]["val_accuracy"])
+    np.save(tmp_path / "x.npy", np.zeros((5, 64), np.float32))
+    code, out, _ = run_cli(capsys, "predict", str(run), str(tmp_path / "x.npy"))
+    assert code == 0
+    assert len(json.loads(out)["classes"]) == 5
+    np.save(tmp_path / "bad.npy", np.zeros((5, 63), np.float32))
+    code, _, err = run_cli(capsys, "predict", str(run), str(tmp_path / "bad.npy"))
+    assert code == 2 and "expects shape" in err
+
+
+def test_python_dash_m_entry_point_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "dnnspec", "check", DIGITS, "--json"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)
