@@ -60,13 +60,17 @@ class Diagnostic(BaseModel):
 class DiagnosticError(Exception):
     """Raised by any stage with one or more diagnostics; never shows a traceback to users."""
 
-    def __init__(self, diagnostics: Diagnostic | Sequence[Diagnostic]) -> None:
+    def __init__(self, diagnostics: Diagnostic | Sequence[Diagnostic],
+                 sources: SourceMap | None = None) -> None:
         if isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
         self.diagnostics: list[Diagnostic] = list(diagnostics)
+        self.sources = sources
+        """Texts of in-memory specs the diagnostics point into (files are read from disk)."""
         super().__init__("\n".join(d.message for d in self.diagnostics))
 
     def render(self, sources: SourceMap | None = None) -> str:
+        sources = sources or self.sources
         return "\n\n".join(render(d, sources) for d in self.diagnostics)
 
     def to_json(self) -> str:
@@ -110,8 +114,8 @@ class SourceMap:
             except (OSError, UnicodeDecodeError):
                 return None
             self.texts[file] = text
-        lines = text.splitlines()
-        return lines[line - 1] if 1 <= line <= len(lines) else None
+        lines = text.split("\n")
+        return lines[line - 1].rstrip("\r") if 1 <= line <= len(lines) else None
 
 
 def _excerpt(span: Span, sources: SourceMap, label: str = "") -> list[str]:
@@ -119,10 +123,14 @@ def _excerpt(span: Span, sources: SourceMap, label: str = "") -> list[str]:
     if source_line is None:
         return []
     gutter = " " * len(str(span.line))
-    end = span.end_col if span.end_line == span.line else len(source_line) + 1
-    width = max(1, end - span.col)
-    marker = " " * (span.col - 1) + "^" * width
-    out = [f"{gutter} |", f"{span.line} | {source_line}", f"{gutter} | {marker}"]
+    end = span.end_col if span.end_line == span.line else len(source_line.rstrip()) + 1
+    # Tabs are shown as spaces, and the caret measured on the shown text, so that it lines
+    # up under the span; a span past the end of the line (end of file) still gets one.
+    start = len(source_line[: span.col - 1].expandtabs(4)) + max(0, span.col - 1 - len(source_line))
+    width = max(1, len(source_line[: end - 1].expandtabs(4)) - start)
+    marker = " " * start + "^" * width
+    shown = source_line.expandtabs(4)
+    out = [f"{gutter} |", f"{span.line} | {shown}".rstrip(), f"{gutter} | {marker}"]
     if label:
         out[-1] += f" {label}"
     return out

@@ -186,10 +186,12 @@ class SearchDim(_Node):
 
 
 class SearchDef(_Node):
-    """`search random(trials = 20, objective = max val_accuracy) { ... }`."""
+    """`search random(trials = 20, objective = max val_accuracy) { ... }`; `head` is the
+    span of the method call alone."""
 
     method: Name
     args: tuple[Arg, ...]
+    head: Span
     dims: tuple[SearchDim, ...]
 
 

@@ -169,8 +169,11 @@ class _Builder(Transformer_NonRecursive):
         return ast.TrainItem(key=self.name(c[0]), values=tuple(c[1:]), span=self.span(meta))
 
     def search(self, meta: Meta, c: list[Any]) -> ast.SearchDef:
-        args = c[1] if len(c) == 3 else ()
-        return ast.SearchDef(method=self.name(c[0]), args=args, dims=c[-1], span=self.span(meta))
+        head, method, args = c[0]
+        return ast.SearchDef(method=method, args=args, head=head, dims=c[1], span=self.span(meta))
+
+    def search_head(self, meta: Meta, c: list[Any]) -> tuple[Span, ast.Name, tuple[ast.Arg, ...]]:
+        return self.span(meta), self.name(c[0]), c[1] if len(c) > 1 else ()
 
     def search_body(self, meta: Meta, dims: list[ast.SearchDim]) -> tuple[ast.SearchDim, ...]:
         return tuple(dims)

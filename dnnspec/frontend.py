@@ -1,0 +1,90 @@
+"""Entry points of the front end: spec text or file -> syntax IR -> resolved `Spec`.
+
+Every later stage (check, compile, train, tune, the CLI and the Python API) starts here.
+Any mistake in the spec, its `--set` overrides or the file itself surfaces as one
+`DiagnosticError` carrying every problem found, with the spec text attached so that it
+renders with source lines even for specs that never lived in a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from dnnspec.errors import DiagnosticError, SourceMap, Span, error
+from dnnspec.ir import Spec
+from dnnspec.resolve import Scalar, resolve
+from dnnspec.syntax import ast
+from dnnspec.syntax.build import build
+from dnnspec.syntax.parse import parse_tree
+
+
+def parse_text(text: str, file: str = "<spec>") -> ast.SpecFile:
+    """The syntax IR of a spec's text; `file` is the name spans (and messages) use."""
+    try:
+        return build(parse_tree(text, file), file)
+    except DiagnosticError as exc:
+        exc.sources = SourceMap({file: text})
+        raise
+
+
+def parse_override(name: str, text: str) -> tuple[Scalar, Span]:
+    """The value of `--set name=text` and where it was written (file `--set name`).
+
+    The text is read with the grammar's literal rule (numbers, "strings", true/false,
+    lists, bare words). Text that is no literal is taken as a string as it stands, so
+    paths and other free text can be passed; a param that is not a string then rejects it.
+    """
+    file = f"--set {name}"
+    try:
+        literal = build(parse_tree(text, file, start="literal"), file)
+    except DiagnosticError:
+        return text, Span(file=file, line=1, col=1, end_line=1, end_col=len(text) + 1)
+    return _literal_value(literal), literal.span
+
+
+def _literal_value(expr: ast.Expr) -> Scalar:
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.ListExpr):
+        return [_literal_value(item) for item in expr.items]
+    assert isinstance(expr, ast.Number | ast.String | ast.Bool)
+    return expr.value
+
+
+def load_spec_text(
+    text: str, file: str = "<spec>", overrides: Mapping[str, str] | None = None
+) -> Spec:
+    """Parse and resolve a spec held in memory; `overrides` are `--set name=value` pairs."""
+    sources = SourceMap({file: text})
+    values: dict[str, tuple[Scalar, Span]] = {}
+    for name, value in (overrides or {}).items():
+        sources.add(f"--set {name}", value)
+        values[name] = parse_override(name, value)
+    try:
+        return resolve(parse_text(text, file), file, values)
+    except DiagnosticError as exc:
+        exc.sources = sources
+        raise
+
+
+def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> Spec:
+    """Read, parse and resolve a spec file; an unreadable file is a diagnostic too."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"spec file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise error(f"'{path}' is a directory, not a spec file") from None
+    except OSError as exc:
+        raise error(f"cannot read spec file '{path}': {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", errors="replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        span = Span(file=str(path), line=line, col=col, end_line=line, end_col=col + 1)
+        raise error(f"spec file '{path}' is not UTF-8 text", span) from None
+    return load_spec_text(text, str(path), overrides)
