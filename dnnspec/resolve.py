@@ -173,6 +173,14 @@ def _compatible(declared: str, value: Any) -> bool:
     return kind == declared or (declared == "float" and kind == "int")
 
 
+def _within(inner: Span, outer: Span) -> bool:
+    return (
+        inner.file == outer.file
+        and (outer.line, outer.col) <= (inner.line, inner.col)
+        and (inner.end_line, inner.end_col) <= (outer.end_line, outer.end_col)
+    )
+
+
 def _walk(node: BaseModel) -> Iterator[BaseModel]:
     """Every syntax node under `node` (nesting is bounded by the parser)."""
     yield node
@@ -209,6 +217,9 @@ class _Resolver:
         self.node_frames: dict[str, tuple[_Frame, ...]] = {}
         self.inputs: dict[str, ir.InputDecl] = {}
         self.words: dict[Span, str] = {}
+        """Bare words met in argument position, for did-you-mean help on binding errors."""
+        self.overridden: dict[Span, str] = {}
+        """Uses of overridden params, so binding errors can point at the override."""
         self.iterations = 0
 
     # -- reporting -----------------------------------------------------------------------
@@ -241,6 +252,12 @@ class _Resolver:
     def absorb(self, exc: DiagnosticError, scope: _Scope | None = None) -> Any:
         """Report the diagnostics of a registry lookup or argument binding."""
         for diag in exc.diagnostics:
+            for use, param in self.overridden.items():
+                if diag.span is not None and _within(use, diag.span):
+                    value, span = self.overrides[param]
+                    note = Note(message=f"{param} = {value!r} comes from here", span=span)
+                    diag = diag.model_copy(update={"notes": (*diag.notes, note)})
+                    break
             word = self.words.get(diag.span) if diag.span else None
             if word is not None and diag.help is None:
                 names = [
@@ -286,7 +303,7 @@ class _Resolver:
             self.fail(
                 "this spec has no model",
                 self.spec.span,
-                help="add one: model name { input x: float32[N, 4]  dense(1) }",
+                help="add one, e.g. model m { input x: float32[N, 4]; dense(1) }",
             )
         train = self.resolve_train(trains[0]) if trains else None
         search = self.resolve_search(searches[0], train) if searches else None
@@ -438,8 +455,11 @@ class _Resolver:
 
     def resolve_model(self, model: ast.ModelDef) -> ir.Graph | None:
         scope = _Scope()
+        before = len(self.problems)
         returned = self.body(model.body, scope, "model")
         output = returned if returned is not None else scope.current
+        if len(self.problems) > before:
+            return None
         if output is None or (not self.nodes and isinstance(output, Tensor)):
             self.fail(
                 f"model '{model.name.id}' has no layers",
@@ -447,9 +467,8 @@ class _Resolver:
                 help="add layers after the inputs, e.g. dense(10)",
             )
             return None
-        if isinstance(output, _Poison) or self.problems:
+        if not isinstance(output, Tensor) or self.problems:
             return None
-        assert isinstance(output, Tensor)
         self.check_unused(output.name)
         return ir.Graph(
             name=model.name.id,
@@ -656,6 +675,8 @@ class _Resolver:
         if ident in scope.consts:
             return scope.consts[ident]
         if ident in self.params:
+            if ident in self.overrides:
+                self.overridden[expr.span] = ident
             return self.params[ident]
         if ident in self.param_decls and not scope.tensors:
             return self.fail(f"param '{ident}' is used before it is declared", expr.span, scope)
@@ -1171,7 +1192,7 @@ class _Resolver:
                 kinds = {"class": "class labels", "value": "values"}
                 self.fail(
                     f"metric '{metric.name}' needs {kinds[METRICS.get(metric.name).target]}"
-                    f" as targets, but loss '{loss.name}' trains on {kinds[target]}",
+                    f", but loss '{loss.name}' trains on {kinds[target]}",
                     metric.span,
                     notes=[Note(message="the loss", span=loss.span)],
                     help=f"metrics for {kinds[target]}: {', '.join(fitting) or 'none'}",
@@ -1397,7 +1418,9 @@ class _Resolver:
                     message=f"with {dim.param} = {value!r} from this search space", span=dim.span
                 )
                 for diag in exc.diagnostics:
-                    self.report(diag.model_copy(update={"notes": (*diag.notes, note)}))
+                    if all(n.span != dim.span for n in diag.notes):
+                        diag = diag.model_copy(update={"notes": (*diag.notes, note)})
+                    self.report(diag)
 
 
 def resolve(

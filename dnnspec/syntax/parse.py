@@ -48,7 +48,7 @@ _JOINS_PREVIOUS = {"_ARROW", "RBRACE"}
 
 _CLOSING = {"COMMA", "RPAR", "RSQB", "RBRACE", "_NL"}
 """When one of these would do, the error is about structure: operators are noise."""
-_CONTINUING = {"PLUS", "MINUS", "STAR", "SLASH", "NAME", "LPAR"}
+_CONTINUING = {"PLUS", "MINUS", "STAR", "SLASH", "NAME", "LPAR", "_ARROW"}
 _KEYWORDS = {
     "PARAM",
     "MODEL",
@@ -134,7 +134,7 @@ def _found(tok: Token) -> str:
     if tok.type == "$END":
         return "the end of the file"
     if tok.type == "_NL":
-        return "the end of the line"
+        return "';'" if tok == ";" else "the end of the line"
     if tok.type == "NAME":
         return f"name '{tok}'"
     if tok.type == "NUMBER":
@@ -192,8 +192,8 @@ class _Tokens:
         previous: Token | None = None
         minus_run = 0
         for tok in self._raw():
-            if tok.type == "_NL":
-                in_brackets = bool(self.open) and self.open[-1].type != "LBRACE"
+            in_brackets = bool(self.open) and self.open[-1].type != "LBRACE"
+            if tok.type == "_NL" and not (in_brackets and tok == ";"):
                 if not in_brackets and previous is not None and previous.type not in _JOINS_NEXT:
                     pending_nl = pending_nl or tok
                 continue
