@@ -39,9 +39,9 @@ from dnnspec.tune.search import FINITE_SPACES, SEARCH_METHODS, SPACES
 
 Scalar = bool | int | float | str | Duration | list[Any]
 
-MAX_NODES = 100_000
+MAX_NODES = 20_000
 """A model expanding past this many layers is a mistake (a runaway repeat), not a model."""
-MAX_ITERATIONS = 100_000
+MAX_ITERATIONS = 20_000
 """Total `repeat` iterations allowed, so empty nested loops cannot spin for minutes."""
 MAX_BLOCK_DEPTH = 32
 """Deepest chain of block calls inside block calls."""
