@@ -120,7 +120,7 @@ def test_arbitrary_overrides_give_a_spec_or_diagnostics(text: str, value: str, n
         "model m {\n  input x: float32[N, 4]\n" + "  repeat 2 {\n" * 200 + "  }\n" * 200 + "}",
         "model m {\n  input x: float32[N, 4]\n  repeat 100000 { repeat 100000 { } }\n}\n",
         "model m {\n  input x: float32[N, 4]\n  repeat 1000000 { relu }\n}\n",
-        "block a(n: int) (x) {\n  return x -> a(n)\n}\nmodel m {\n  input x: float32[N, 4]\n  a(1)\n}\n",
+        "block a(n: int) (x) { return x -> a(n) }\nmodel m { input x: float32[N, 4]; a(1) }\n",
     ],
     ids=["parens", "brackets", "minus-signs", "nested-repeats", "empty-loops", "huge-repeat",
          "recursion"],
