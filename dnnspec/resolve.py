@@ -14,7 +14,7 @@ import difflib
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,12 @@ def _compatible(declared: str, value: Any) -> bool:
     return kind == declared or (declared == "float" and kind == "int")
 
 
+def _suggest(word: str, names: Iterable[str]) -> str | None:
+    """`did you mean 'x'?` when a name is close to `word`, else None (no list of options)."""
+    hint = did_you_mean(word, names)
+    return hint if hint is not None and hint.startswith("did you mean") else None
+
+
 def _within(inner: Span, outer: Span) -> bool:
     return (
         inner.file == outer.file
@@ -212,7 +218,8 @@ class _Resolver:
         """Param values in declaration order; POISON for a param whose value failed."""
         self.param_decls: dict[str, ast.ParamDecl] = {}
         self.blocks: dict[str, _Block] = {}
-        self.recursive: set[str] = set()
+        self.unusable: set[str] = set()
+        """Blocks whose definition is broken (recursive, no inputs): calls yield POISON."""
         self.nodes: list[ir.Node] = []
         self.node_frames: dict[str, tuple[_Frame, ...]] = {}
         self.inputs: dict[str, ir.InputDecl] = {}
@@ -265,8 +272,8 @@ class _Resolver:
                     *(scope.consts if scope else ()),
                     *(scope.values if scope else ()),
                 ]
-                hint = did_you_mean(word, names)
-                if hint and not hint.startswith("expected"):
+                hint = _suggest(word, names)
+                if hint is not None:
                     diag = diag.model_copy(update={"help": hint})
             self.report(diag, scope.frames if scope else ())
         return POISON
@@ -316,8 +323,10 @@ class _Resolver:
     # -- params --------------------------------------------------------------------------
 
     def resolve_params(self, decls: list[ast.ParamDecl]) -> None:
-        for name in self.overrides.keys() - {d.name.id for d in decls}:
-            value, span = self.overrides[name]
+        declared = {d.name.id for d in decls}
+        for name, (_, span) in self.overrides.items():
+            if name in declared:
+                continue
             self.fail(
                 f"there is no param '{name}' to set",
                 span,
@@ -365,13 +374,14 @@ class _Resolver:
                 )
                 continue
             if name in LAYERS:
+                self.unusable.add(name)
                 self.fail(
                     f"block '{name}' has the name of a built-in layer",
                     block.name.span,
                     help="rename the block",
                 )
-                continue
             if not block.inputs:
+                self.unusable.add(name)
                 self.fail(
                     f"block '{name}' declares no tensor inputs",
                     block.name.span,
@@ -428,7 +438,7 @@ class _Resolver:
             path = self.cycle_from(name, calls)
             if path is None:
                 continue
-            self.recursive.add(name)
+            self.unusable.add(name)
             if name == min(n.id for n in path):
                 through = " -> ".join([name, *(n.id for n in path)])
                 self.fail(
@@ -543,7 +553,7 @@ class _Resolver:
     def input(self, stmt: ast.InputStmt, scope: _Scope, kind: str) -> None:
         if kind != "model":
             self.fail(
-                "inputs are declared in the model",
+                "inputs are declared in the model body, not in a block or repeat",
                 stmt.span,
                 scope,
                 help="a block names its tensor inputs in its header: block b(...) (x)",
@@ -688,7 +698,7 @@ class _Resolver:
                 f"unknown name '{ident}': not a value, param, layer or block",
                 expr.span,
                 scope,
-                help=did_you_mean(ident, scope.values) or did_you_mean(ident, known),
+                help=_suggest(ident, scope.values) or _suggest(ident, known),
             )
         self.words[expr.span] = ident
         return ident
@@ -763,14 +773,12 @@ class _Resolver:
         numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
         if not numbers:
             bad = right if isinstance(left, int | float) and not isinstance(left, bool) else left
-            hint = (
-                did_you_mean(bad, [*self.params, *scope.consts]) if isinstance(bad, str) else None
-            )
+            names = [*self.params, *scope.consts]
             return self.fail(
                 f"'{op.symbol}' works on numbers, not {_describe(bad)}",
                 op.span,
                 scope,
-                help=hint if hint and hint.startswith("did") else None,
+                help=_suggest(bad, names) if isinstance(bad, str) else None,
             )
         if op.symbol == "/" and right == 0:
             return self.fail("division by zero", span, scope)
@@ -858,18 +866,15 @@ class _Resolver:
             value = self.eval(arg.value, scope, "arg")
             if value is POISON:
                 broken = True
+            elif arg.name is not None and isinstance(value, Tensor):
+                self.fail(
+                    f"argument '{arg.name.id}' of {name} must be a value, not a tensor",
+                    arg.span,
+                    scope,
+                )
+                broken = True
             elif arg.name is not None:
-                if isinstance(value, Tensor):
-                    broken = (
-                        self.fail(
-                            f"argument '{arg.name.id}' of {name} must be a value, not a tensor",
-                            arg.span,
-                            scope,
-                        )
-                        is POISON
-                    )
-                else:
-                    keyword.append((arg.name.id, value, arg.span))
+                keyword.append((arg.name.id, value, arg.span))
             elif isinstance(value, Tensor):
                 tensors.append(value)
             else:
@@ -938,12 +943,9 @@ class _Resolver:
         keyword: list[tuple[str, Any, Span]],
         scope: _Scope,
     ) -> Value:
-        layer = self.get(LAYERS, ast.Name(id=name, span=span), scope)
-        if layer is POISON:
-            return POISON
         canonical = LAYERS.canonical(name) or name
         try:
-            args = layer.signature.bind(canonical, positional, keyword, span)
+            args = LAYERS.get(name, span).signature.bind(canonical, positional, keyword, span)
         except DiagnosticError as exc:
             return self.absorb(exc, scope)
         if any(v is POISON for v in inputs):
@@ -988,19 +990,14 @@ class _Resolver:
             consts = block.signature.bind(name, positional, keyword, span)
         except DiagnosticError as exc:
             return self.absorb(exc, scope)
-        if name in self.recursive or any(v is POISON for v in inputs):
+        if name in self.unusable or any(v is POISON for v in inputs):
             return POISON
         if len(scope.frames) >= MAX_BLOCK_DEPTH:
             return self.fail(f"blocks are nested more than {MAX_BLOCK_DEPTH} deep", span, scope)
         instance = self.fresh(name, scope)
-        values: dict[str, Tensor | _Poison] = {
-            n.id: v
-            for n, v in zip(block.syntax.inputs, inputs, strict=True)
-            if isinstance(v, Tensor)
-        }
         inner = _Scope(
             prefix=instance + ".",
-            values=values,
+            values=dict(zip((n.id for n in block.syntax.inputs), inputs, strict=True)),
             consts=consts,
             frames=(*scope.frames, _Frame(span, f"in this call of block '{name}'")),
             current=inputs[-1],
@@ -1093,19 +1090,19 @@ class _Resolver:
                 scope,
             )
         entry = self.get(registry, func, scope)
-        positional, keyword = self.bind_args(args, scope)
-        if entry is POISON or positional is None or keyword is None:
+        bound_args = self.bind_args(args, scope)
+        if entry is POISON or bound_args is None:
             return POISON
         canonical = registry.canonical(func.id) or func.id
         try:
-            bound = entry.signature.bind(canonical, positional, keyword, expr.span)
+            bound = entry.signature.bind(canonical, *bound_args, expr.span)
         except DiagnosticError as exc:
             return self.absorb(exc, scope)
         return ir.Call(name=canonical, args=bound, span=expr.span)
 
     def bind_args(
         self, args: Sequence[ast.Arg], scope: _Scope
-    ) -> tuple[list[tuple[Any, Span]] | None, list[tuple[str, Any, Span]] | None]:
+    ) -> tuple[list[tuple[Any, Span]], list[tuple[str, Any, Span]]] | None:
         """Evaluate call arguments that must all be plain values (None when one failed)."""
         positional: list[tuple[Any, Span]] = []
         keyword: list[tuple[str, Any, Span]] = []
@@ -1118,7 +1115,7 @@ class _Resolver:
                 positional.append((value, arg.value.span))
             else:
                 keyword.append((arg.name.id, value, arg.span))
-        return (None, None) if broken else (positional, keyword)
+        return None if broken else (positional, keyword)
 
     def train_int(self, item: ast.TrainItem, scope: _Scope, minimum: int) -> int | _Poison:
         expr = self.one_value(item)
@@ -1172,11 +1169,11 @@ class _Resolver:
             value = item.values[0]
             assert isinstance(value, ast.Paren)
             args = value.args
-        positional, keyword = self.bind_args(args, scope)
-        if positional is None or keyword is None:
+        bound_args = self.bind_args(args, scope)
+        if bound_args is None:
             return POISON
         try:
-            bound = EARLY_STOP.bind("early_stop", positional, keyword, item.span)
+            bound = EARLY_STOP.bind("early_stop", *bound_args, item.span)
         except DiagnosticError as exc:
             return self.absorb(exc, scope)
         return ir.Call(name="early_stop", args=bound, span=item.span)
@@ -1230,20 +1227,26 @@ class _Resolver:
     ) -> ir.SearchSpec | None:
         scope = _Scope(tensors=False)
         method = self.get(SEARCH_METHODS, search.method)
-        objective_args = [a for a in search.args if a.name is not None and a.name.id == "objective"]
-        rest = [a for a in search.args if a not in objective_args]
         objective, direction = "val_loss", "min"
-        if objective_args:
-            objective, direction = self.objective(objective_args[0], train)
-        positional, keyword = self.bind_args(rest, scope)
+        rest: list[ast.Arg] = []
+        given: ast.Arg | None = None
+        for arg in search.args:
+            if arg.name is None or arg.name.id != "objective":
+                rest.append(arg)
+            elif given is not None:
+                self.fail("the objective is given twice", arg.span)
+            else:
+                given = arg
+                objective, direction = self.objective(arg, train)
+        bound_args = self.bind_args(rest, scope)
         call: ir.Call | _Poison = POISON
-        if method is not POISON and positional is not None and keyword is not None:
+        if method is not POISON and bound_args is not None:
             name = SEARCH_METHODS.canonical(search.method.id) or search.method.id
             try:
                 call = ir.Call(
                     name=name,
                     span=search.head,
-                    args=method.signature.bind(name, positional, keyword, search.head),
+                    args=method.signature.bind(name, *bound_args, search.head),
                 )
             except DiagnosticError as exc:
                 self.absorb(exc)
@@ -1350,17 +1353,17 @@ class _Resolver:
             if value is POISON:
                 return None
             values.append(value)
-        if not self.check_space_values(kind, values, dim, method):
+        if not self.check_space_values(space, values, dim.param, method):
             return None
         return ir.SearchDim(param=param, space=kind, values=tuple(values), span=dim.span)
 
     def check_space_values(
-        self, kind: str, values: list[Any], dim: ast.SearchDim, method: Any
+        self, space: ast.Call, values: list[Any], param_name: ast.Name, method: Any
     ) -> bool:
-        param = dim.param.id
+        """Whether a space's values fit its kind, the searched param and the method."""
+        kind, span, param = space.func.id, space.span, param_name.id
         current = self.params.get(param, POISON)
         declared = None if current is POISON else _kind(current)
-        span = dim.space.span
         if method is not POISON and method.finite_only and kind not in FINITE_SPACES:
             self.fail(
                 f"{kind} is a continuous space, which this search cannot enumerate",
@@ -1372,7 +1375,7 @@ class _Resolver:
             if not values:
                 self.fail("choice needs at least one value", span)
                 return False
-            for arg, value in zip(dim.space.args, values, strict=True):  # type: ignore[union-attr]
+            for arg, value in zip(space.args, values, strict=True):
                 if declared is not None and not _compatible(declared, value):
                     self.fail(
                         f"param '{param}' holds {_a(declared)}, not {_describe(value)}", arg.span
