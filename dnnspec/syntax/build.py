@@ -47,15 +47,6 @@ class _Builder(Transformer_NonRecursive):
     def name(self, tok: Token) -> ast.Name:
         return ast.Name(id=str(tok), span=token_span(tok, self.file))
 
-    def join(self, first: Span, last: Span) -> Span:
-        return Span(
-            file=self.file,
-            line=first.line,
-            col=first.col,
-            end_line=last.end_line,
-            end_col=last.end_col,
-        )
-
     def decode_number(self, tok: Token, negative: bool = False) -> ast.Number:
         span = token_span(tok, self.file)
         text = ("-" if negative else "") + str(tok)
