@@ -4,7 +4,8 @@ Each case builds a small forward graph, appends its backward pass with `gradient
 checks <g, v> = d/dt <dy, f(x + t v)> for random dy and v (fourth-order central
 differences, so float64 agrees to ~1e-10). Cases run in three modes: static shapes,
 a symbolic batch dim ("N"), and "dynamic" (every dim hidden from the rules, ranks kept) so
-the Shape-based fallbacks are exercised too.
+the Shape-based fallbacks are exercised too. onnx.reference gets a float64 Erf (its own
+rounds through float32); ops without float64 kernels in onnxruntime run there in float32.
 """
 
 from __future__ import annotations
@@ -585,6 +586,19 @@ def test_gradients_accumulate_over_consumers() -> None:
     out = check_both_runtimes(built, feeds)
     expected = (2 * feeds["x"] + np.exp(feeds["x"])) * feeds["dy"]
     np.testing.assert_allclose(out["grad.x"], expected, rtol=1e-12)
+
+
+def test_lowering_patterns_silu_masked_residual() -> None:
+    """What layer lowering emits: silu = x * Sigmoid(x), dropout = h * mask (a float mask
+    computed from non-wrt values), a residual Add and a Concat."""
+    b, (x, noise) = _graph(("x", ("N", 4)), ("noise", ("N", 4)))
+    mask = b.op("Cast", [b.op("Greater", [noise, b.const(0.0)])], to=onnx.TensorProto.DOUBLE)
+    silu = b.op("Mul", [x, b.op("Sigmoid", [x])])
+    dropped = b.op("Mul", [silu, mask])
+    y = b.op("Concat", [b.op("Add", [x, dropped]), silu], axis=1)
+    built = attach_backward(b, y, ["x", "noise"], ["x"])
+    assert not {"Greater", "Cast"} & {n.op_type for n in built.backward}  # the mask is data
+    check_both_runtimes(built, _feeds(built, np.random.default_rng(9)))
 
 
 def test_disconnected_wrt_gets_zeros() -> None:
