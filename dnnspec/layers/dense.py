@@ -1,0 +1,76 @@
+"""Fully connected layer: `dense(units)` (alias `linear`) over the last axis.
+
+The weight is stored [in, units] so a 2-D input is one Gemm without transposes (and the
+backward pass needs none either); higher-rank inputs use MatMul + Add over the last axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dnnspec.ir import Node
+from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.common import per_sample, require_float, require_rank
+from dnnspec.schema import ArgSpec, Signature
+
+INITS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "normal_002", "orthogonal")
+
+
+def _in_features(t: TensorType) -> int:
+    width = t.dims[-1]
+    if not isinstance(width, int):
+        raise ShapeError(
+            f"dense needs a known last dimension to size its weight, got {t}",
+            help="declare that dimension as a number, or flatten/reshape to a known width",
+        )
+    return width
+
+
+def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
+    x = require_float(inputs[0], "dense")
+    require_rank(x, "dense", 2)
+    _in_features(x)
+    return TensorType(x.dtype, (*x.dims[:-1], args["units"]))
+
+
+def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:
+    fan_in, units = _in_features(inputs[0]), args["units"]
+    weight = ParamSpec("weight", (fan_in, units), args["init"], fan_in=fan_in, fan_out=units)
+    if not args["bias"]:
+        return [weight]
+    return [weight, ParamSpec("bias", (units,), "zeros", fan_in, units, decay=False)]
+
+
+def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -> int:
+    per_row = 2 * _in_features(inputs[0]) * args["units"] + (args["units"] if args["bias"] else 0)
+    return per_row * per_sample(out) // args["units"]
+
+
+def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
+    x, weight, bias = inputs[0], params["weight"], params.get("bias")
+    if bias is None:
+        return ctx.b.op("MatMul", [x, weight], hint=node.name)
+    if len(ctx.types[node.inputs[0]].dims) == 2:
+        return ctx.b.op("Gemm", [x, weight, bias], hint=node.name)
+    return ctx.b.op("Add", [ctx.b.op("MatMul", [x, weight]), bias], hint=node.name)
+
+
+LAYERS.add(
+    "dense",
+    LayerDef(
+        signature=Signature(
+            args=(
+                ArgSpec(name="units", type="int", min=1, doc="output width"),
+                ArgSpec(name="bias", type="bool", default=True),
+                ArgSpec(name="init", type="str", default="glorot_uniform", choices=INITS),
+            )
+        ),
+        infer=infer,
+        lower=lower,
+        params=params,
+        flops=flops,
+        doc="fully connected over the last axis: x W + b, W of shape [in, units]",
+    ),
+    aliases=("linear",),
+)

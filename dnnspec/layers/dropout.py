@@ -1,0 +1,51 @@
+"""Dropout: in training, zero each element with probability p and scale the rest by
+1 / (1 - p); in evaluation and inference, the identity (no node at all).
+
+The mask comes from the training step's counter-based `RandomSource` rather than ONNX's
+Dropout, so a resumed run replays exactly the same masks; each node has its own stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dnnspec.ir import Node
+from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ShapeError, TensorType
+from dnnspec.layers.common import require_float
+from dnnspec.schema import ArgSpec, Signature
+
+
+def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
+    if args["p"] >= 1.0:
+        raise ShapeError(
+            f"dropout(p = {args['p']:g}) would drop every element",
+            help="p is the probability of dropping an element: choose it in [0, 1)",
+        )
+    return require_float(inputs[0], "dropout")
+
+
+def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
+    """Mul(x, Where(u >= p, 1 / (1 - p), 0)) with u uniform in [0, 1): keeps 1 - p."""
+    x, p = inputs[0], node.args["p"]
+    if not ctx.training or p == 0.0:
+        return x
+    if ctx.rng is None:
+        raise ValueError("lowering dropout for training needs a RandomSource in LowerCtx.rng")
+    b = ctx.b
+    keep = b.op("GreaterOrEqual", [ctx.rng.uniform_like(b, x, ctx.salt), b.const(p)])
+    mask = b.op("Where", [keep, b.const(1.0 / (1.0 - p)), b.const(0.0)], hint="dropout_mask")
+    return b.op("Mul", [x, mask], hint=node.name)
+
+
+LAYERS.add(
+    "dropout",
+    LayerDef(
+        signature=Signature(
+            args=(ArgSpec(name="p", type="float", min=0.0, max=1.0, doc="drop probability"),)
+        ),
+        infer=infer,
+        lower=lower,
+        doc="while training, zero elements with probability p and scale the rest; else identity",
+    ),
+)
