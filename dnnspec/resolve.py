@@ -272,9 +272,10 @@ class _Resolver:
                     *(scope.consts if scope else ()),
                     *(scope.values if scope else ()),
                 ]
-                hint = _suggest(word, names)
-                if hint is not None:
-                    diag = diag.model_copy(update={"help": hint})
+                hint = _suggest(word, names) or (
+                    f"'{word}' is read as a word: no param or value has that name"
+                )
+                diag = diag.model_copy(update={"help": hint})
             self.report(diag, scope.frames if scope else ())
         return POISON
 

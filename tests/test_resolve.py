@@ -359,3 +359,14 @@ def test_a_broken_lock_file_is_a_diagnostic(tmp_path: Path) -> None:
     broken.write_text('{"source": 3}')
     with pytest.raises(DiagnosticError, match="is not a valid spec.lock.json"):
         read_lock(broken)
+
+
+def test_an_unknown_word_where_a_number_is_needed_suggests_a_param() -> None:
+    with pytest.raises(DiagnosticError) as caught:
+        model("  dense(hiden)\n", "param hidden = 16\n")
+    assert caught.value.diagnostics[0].help == "did you mean 'hidden'?"
+    with pytest.raises(DiagnosticError) as caught:
+        model("  dense(width)\n")
+    assert caught.value.diagnostics[0].help == (
+        "'width' is read as a word: no param or value has that name"
+    )
