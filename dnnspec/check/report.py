@@ -1,0 +1,160 @@
+"""The `dnnspec check` report: a layer table (shapes, parameters, FLOPs) and a summary of
+the train and search sections, as rich text or as JSON for `--json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+from rich.console import Console
+from rich.table import Table
+
+from dnnspec.check.shapes import LayerInfo, TypedModel
+from dnnspec.ir import ArgValue, Call
+from dnnspec.layers.base import LAYERS
+from dnnspec.schema import Duration
+
+
+def value_text(value: ArgValue) -> str:
+    """A value written the way a spec would write it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Duration):
+        unit = value.unit.removesuffix("s") if value.value == 1 else value.unit
+        return f"{value.value:g} {unit}"
+    if isinstance(value, list):
+        return "[" + ", ".join(value_text(v) for v in value) + "]"
+    return str(value)
+
+
+def human(count: float) -> str:
+    """12, 12.3K, 1.2M, 3.4G: FLOPs at a glance."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return str(int(count))
+
+
+def layer_call(info: LayerInfo) -> str:
+    """`dense(128)`, `dropout(0.2)`, `concat(axis = 1)`: required arguments positionally,
+    optional ones only where they differ from their default."""
+    node = info.node
+    shown = []
+    for arg in LAYERS.get(node.layer).signature.args:
+        value = node.args[arg.name]
+        if arg.required:
+            shown.append(value_text(value))
+        elif value != arg.default:
+            shown.append(f"{arg.name} = {value_text(value)}")
+    return f"{node.layer}({', '.join(shown)})" if shown else node.layer
+
+
+def call_text(call: Call) -> str:
+    args = ", ".join(f"{k} = {value_text(v)}" for k, v in call.args.items())
+    return f"{call.name}({args})" if args else call.name
+
+
+def _dims(dims: tuple[int | str, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def render_check(typed: TypedModel, console: Console) -> None:
+    """Print the layer table, then the train and search summaries when the spec has them."""
+    table = Table(title=f"model {typed.spec.model.name}", title_justify="left")
+    for header, justify in (("name", "left"), ("layer", "left"), ("output", "left"),
+                            ("params", "right"), ("FLOPs/sample", "right")):  # fmt: skip
+        table.add_column(header, justify=justify)
+    for decl in typed.spec.model.inputs:
+        table.add_row(decl.name, f"input {decl.dtype}", _dims(decl.dims), "", "")
+    for info in typed.layers:
+        table.add_row(
+            info.node.name,
+            layer_call(info),
+            _dims(info.out.dims),
+            f"{info.param_count:,}",
+            human(info.flops),
+        )
+    table.add_section()
+    table.add_row("total", "", _dims(typed.output.dims), f"{typed.param_count():,}",
+                  human(typed.total_flops()), style="bold")  # fmt: skip
+    console.print(table)
+    for title, rows in (("train", _train_rows(typed)), ("search", _search_rows(typed))):
+        if rows:
+            summary = Table(title=title, title_justify="left", show_header=False, box=None)
+            summary.add_column(style="bold")
+            summary.add_column()
+            for key, text in rows:
+                summary.add_row(key, text)
+            console.print(summary)
+
+
+def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
+    train = typed.spec.train
+    if train is None:
+        return []
+    return [
+        ("data", call_text(train.data)),
+        ("loss", call_text(train.loss)),
+        ("optimizer", call_text(train.optimizer)),
+        ("schedule", call_text(train.schedule)),
+        ("batch", str(train.batch)),
+        ("epochs", str(train.epochs)),
+        ("regularize", ", ".join(call_text(c) for c in train.regularize) or "none"),
+        ("metrics", ", ".join(call_text(c) for c in train.metrics) or "none"),
+        ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
+        ("seed", str(train.seed)),
+    ]
+
+
+def _search_rows(typed: TypedModel) -> list[tuple[str, str]]:
+    search = typed.spec.search
+    if search is None:
+        return []
+    rows = [("method", call_text(search.method)),
+            ("objective", f"{search.direction} {search.objective}")]  # fmt: skip
+    rows += [
+        (dim.param, f"{dim.space}({', '.join(value_text(v) for v in dim.values)})")
+        for dim in search.dims
+    ]
+    return rows
+
+
+_ARGS = TypeAdapter(dict[str, ArgValue])
+_CALL = {"span"}
+_TRAIN_SPANS: Any = {
+    "span": True,
+    **dict.fromkeys(("data", "loss", "optimizer", "schedule", "early_stop"), _CALL),
+    **dict.fromkeys(("regularize", "metrics"), {"__all__": _CALL}),
+}
+_SEARCH_SPANS: Any = {"span": True, "method": _CALL, "dims": {"__all__": _CALL}}
+
+
+def check_json(typed: TypedModel) -> dict[str, Any]:
+    """The check report as plain JSON data (shapes as lists, symbolic dims as strings)."""
+    spec = typed.spec
+    return {
+        "model": spec.model.name,
+        "inputs": [
+            {"name": d.name, "dtype": d.dtype, "shape": list(d.dims)} for d in spec.model.inputs
+        ],
+        "layers": [
+            {
+                "name": info.node.name,
+                "layer": info.node.layer,
+                "args": _ARGS.dump_python(info.node.args, mode="json"),
+                "dtype": info.out.dtype,
+                "shape": list(info.out.dims),
+                "params": {p.name: list(p.shape) for p in info.params},
+                "param_count": info.param_count,
+                "flops": info.flops,
+            }
+            for info in typed.layers
+        ],
+        "output": {"dtype": typed.output.dtype, "shape": list(typed.output.dims)},
+        "total_params": typed.param_count(),
+        "total_flops": typed.total_flops(),
+        "train": spec.train and spec.train.model_dump(mode="json", exclude=_TRAIN_SPANS),
+        "search": spec.search and spec.search.model_dump(mode="json", exclude=_SEARCH_SPANS),
+    }

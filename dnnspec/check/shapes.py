@@ -1,0 +1,167 @@
+"""Static shape and dtype inference over a resolved spec: the typed model.
+
+Each node's layer rule sees its operands' symbolic types and returns its output type, its
+parameters and its FLOPs per sample. A rule's `ShapeError` becomes a located diagnostic
+with a note at the layer (or input) that produced each operand and at each block call or
+repeat the node came from. The failing node's value is then poisoned, so one mistake is
+reported once while independent mistakes are all reported together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dnnspec.layers  # noqa: F401  (registers every built-in layer)
+from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span
+from dnnspec.ir import Node, Spec
+from dnnspec.layers.base import LAYERS, ParamSpec, ShapeError, TensorType
+
+UNKNOWN = TensorType("unknown", ())
+"""The type of a value whose producer failed to check; nodes reading it are skipped."""
+
+
+def param_name(node_name: str, local: str) -> str:
+    """The graph-wide name of a layer's parameter: `dense_1.weight`, `residual_1.dense_2.bias`."""
+    return f"{node_name}.{local}"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One checked node: its output type, the parameters it owns and its FLOPs per sample."""
+
+    node: Node
+    out: TensorType
+    params: list[ParamSpec]
+    flops: int
+
+    @property
+    def param_count(self) -> int:
+        return sum(math.prod(p.shape) for p in self.params)
+
+
+@dataclass(frozen=True)
+class TypedModel:
+    """A spec whose every value has a static type: what lowering and the layer table read."""
+
+    spec: Spec
+    types: dict[str, TensorType]
+    layers: list[LayerInfo]
+    output: TensorType
+
+    def param_count(self) -> int:
+        """Every parameter element, trainable or not."""
+        return sum(layer.param_count for layer in self.layers)
+
+    def total_flops(self) -> int:
+        """Forward FLOPs per sample (inference mode)."""
+        return sum(layer.flops for layer in self.layers)
+
+
+class _Checker:
+    """Walks the nodes in order, keeping each value's type and where it was produced."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        graph = spec.model
+        self.types = {d.name: TensorType(d.dtype, d.dims) for d in graph.inputs}
+        self.sources: dict[str, tuple[str, Span]] = {
+            d.name: (f"is input '{d.name}' declared here", d.span) for d in graph.inputs
+        }
+        self.nodes: dict[str, Node] = {}
+        self.owned: dict[str, list[ParamSpec]] = {}
+        self.layers: list[LayerInfo] = []
+        self.problems: list[Diagnostic] = []
+
+    def run(self) -> TypedModel:
+        for node in self.spec.model.nodes:
+            self.nodes[node.name] = node
+            self.sources[node.name] = (f"comes from {node.name} here", node.span)
+            operands = [self.types[name] for name in node.inputs]
+            self.types[node.name] = UNKNOWN
+            if UNKNOWN in operands:
+                continue
+            try:
+                self.layers.append(self.check_node(node, operands))
+            except ShapeError as exc:
+                self.problems.append(self.diagnostic(node, operands, exc))
+                continue
+            self.types[node.name] = self.layers[-1].out
+        output = self.types[self.spec.model.output]
+        self.check_output(output)
+        if self.problems:
+            raise DiagnosticError(self.problems)
+        return TypedModel(self.spec, self.types, self.layers, output)
+
+    def check_node(self, node: Node, operands: list[TensorType]) -> LayerInfo:
+        layer = LAYERS.get(node.layer, node.span)
+        out = layer.infer(operands, node.args)
+        params = layer.params(operands, node.args)
+        flops = layer.flops(operands, out, node.args) if layer.flops else 0
+        self.owned[node.name] = params
+        if node.share is None:
+            return LayerInfo(node, out, params, flops)
+        shared = {p.name: p.shape for p in self.owned.get(node.share, [])}
+        if shared != {p.name: p.shape for p in params}:
+            raise ShapeError(
+                f"{node.name} shares the weights of {node.share}, but their shapes differ",
+                help="shared layers need operands of the same width",
+            )
+        return LayerInfo(node, out, [], flops)
+
+    def diagnostic(self, node: Node, operands: Sequence[TensorType], exc: ShapeError) -> Diagnostic:
+        notes = [
+            Note(message=f"{t} {self.sources[name][0]}", span=self.sources[name][1])
+            for name, t in zip(node.inputs, operands, strict=True)
+        ]
+        return Diagnostic(
+            message=exc.message,
+            span=node.span,
+            notes=(*notes, *_origin_notes(node)),
+            help=exc.help or self.merge_help(node, operands),
+        )
+
+    def merge_help(self, node: Node, operands: Sequence[TensorType]) -> str | None:
+        """For merged operands that differ only in width: which layer to widen or add."""
+        if LAYERS.get(node.layer).arity is not None or not all(t.dims for t in operands):
+            return None
+        if len({t.dims[:-1] for t in operands}) > 1 or len({t.dims[-1] for t in operands}) == 1:
+            return None
+        dense = [n for n in node.inputs if n in self.nodes and self.nodes[n].layer == "dense"]
+        if len(dense) == len(node.inputs):
+            return "make the dense layers the same width"
+        width = self.types[(dense or node.inputs)[0]].dims[-1]
+        other = next(n for n in node.inputs if self.types[n].dims[-1] != width)
+        widen = f"make {dense[0]} {self.types[other].dims[-1]} wide, or " if dense else ""
+        return f"{widen}project {other} with dense({width})"
+
+    def check_output(self, output: TensorType) -> None:
+        if output == UNKNOWN or output.dtype.startswith("float"):
+            return
+        name = self.spec.model.output
+        self.problems.append(
+            Diagnostic(
+                message=f"the model's output must be a float tensor, got {output}",
+                span=self.sources[name][1],
+                help="end the model with a layer that computes floats, e.g. dense(...)",
+            )
+        )
+
+
+def _origin_notes(node: Node) -> list[Note]:
+    """A note at each block call or repeat the node was expanded from, innermost first.
+    Block calls are named when the node's instance prefix accounts for every frame."""
+    blocks = [part.rsplit("_", 1)[0] for part in node.name.split(".")[:-1]]
+    spans = list(reversed(node.origin))
+    if len(blocks) == len(spans):
+        return [
+            Note(message=f"in block '{block}' called here", span=span)
+            for block, span in zip(reversed(blocks), spans, strict=True)
+        ]
+    return [Note(message="expanded from here", span=span) for span in spans]
+
+
+def check_spec(spec: Spec) -> TypedModel:
+    """Type every value of `spec`'s model; raise every shape and dtype error at once."""
+    return _Checker(spec).run()

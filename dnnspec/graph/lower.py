@@ -1,0 +1,31 @@
+"""Lower a typed model's forward pass into a graph builder, for training, eval or inference.
+
+The caller (the training-step or inference assembly) owns the graph interface: it adds the
+model inputs and parameters and passes their value names; lowering only appends nodes and
+returns the name of the model's output. Each node lowers with its own RNG salt (the
+context's salt plus its index), so every dropout draws an independent stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dnnspec.check.shapes import TypedModel
+from dnnspec.layers.base import LAYERS, LowerCtx
+
+
+def lower_model(
+    typed: TypedModel, ctx: LowerCtx, inputs: dict[str, str], params: dict[str, dict[str, str]]
+) -> str:
+    """Emit every layer into `ctx.b`; `params[node][local]` names each parameter's value
+    (a node that shares weights reads its owner's)."""
+    values = dict(inputs)
+    for index, info in enumerate(typed.layers):
+        node = info.node
+        values[node.name] = LAYERS.get(node.layer).lower(
+            replace(ctx, salt=ctx.salt + index),
+            node,
+            [values[name] for name in node.inputs],
+            params.get(node.share or node.name, {}),
+        )
+    return values[typed.spec.model.output]
