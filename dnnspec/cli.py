@@ -218,7 +218,7 @@ COMMANDS = {"check": cmd_check, "train": cmd_train, "compile": cmd_compile, "eva
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         return COMMANDS[args.command](args, console)
     except DiagnosticError as exc:

@@ -53,7 +53,7 @@ def test_regression_reaches_validation_mse_below_0_03(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_residual_blocks_spec_trains_on_digits(tmp_path: Path) -> None:
-    assert train("residual_mlp", tmp_path).best["val_accuracy"] >= 0.93
+    assert train("residual_mlp", tmp_path).best["val_accuracy"] >= 0.95
 
 
 def test_exported_model_is_valid_onnx_without_training_parts(digits_run: RunResult) -> None:

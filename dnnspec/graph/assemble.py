@@ -135,6 +135,7 @@ def build_train_step(typed: TypedModel, train: TrainSpec, classes: int | None, t
     opt_args = train.optimizer.args
     slots = parameter_slots(typed, opt.state(opt_args))
     b = GraphBuilder("train_step", float_dtype)
+    b.reserve(LOSS)
     params = _add_params(b, slots, as_inputs=True)
     for slot in slots:
         for kind in slot.state:
@@ -184,6 +185,7 @@ def build_eval_step(typed: TypedModel, train: TrainSpec, classes: int | None,
                     slots: list[Slot], float_dtype: str = "float32") -> onnx.ModelProto:
     """Loss and metric sums of a batch with the current parameters, without dropout."""
     b = GraphBuilder("eval_step", float_dtype)
+    b.reserve(LOSS)
     params = _add_params(b, slots, as_inputs=True)
     inputs = _add_model_inputs(b, typed)
     _target_input(b, typed, LOSSES.get(train.loss.name).target)
@@ -196,6 +198,7 @@ def build_inference(typed: TypedModel, slots: list[Slot], values: dict[str, np.n
                     metadata: dict[str, str], mode: Mode = "infer") -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights baked in as initializers."""
     b = GraphBuilder(typed.spec.model.name, "float32")
+    b.reserve(OUTPUT)
     params = _add_params(b, slots, as_inputs=False, values=values)
     inputs = _add_model_inputs(b, typed)
     output = lower_model(typed, LowerCtx(b, mode, typed.types), inputs, params)

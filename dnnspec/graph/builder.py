@@ -123,16 +123,24 @@ class GraphBuilder:
     def rename(self, old: str, new: str) -> str:
         """Give a computed value an exact name (a graph output) without an Identity node;
         values that are graph inputs or constants get an Identity instead."""
-        producers = [n for n in self.nodes if old in n.output]
-        if not producers:
+        if old == new:
+            return new
+        if self._bound(new):
+            raise ValueError(f"value name '{new}' already used")
+        self._used.add(new)
+        if not any(old in n.output for n in self.nodes):
             return self.op("Identity", [old], outputs=[new])
-        self.reserve(new)
         for node in self.nodes:
             for field in (node.input, node.output):
                 for i, name in enumerate(field):
                     if name == old:
                         field[i] = new
         return new
+
+    def _bound(self, name: str) -> bool:
+        """Whether `name` already names a value (as opposed to being merely reserved)."""
+        return (name in self.initializers or any(v.name == name for v in self.inputs)
+                or any(name in n.output for n in self.nodes))
 
     # assembly ----------------------------------------------------------------
     def graph(self) -> onnx.GraphProto:

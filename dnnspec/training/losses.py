@@ -53,8 +53,11 @@ def _cross_entropy(b: GraphBuilder, logits: str, labels: str, classes: int | Non
     eps = float(args["label_smoothing"])
     off, on = eps / classes, 1.0 - eps + eps / classes
     logp = b.op("LogSoftmax", [logits], hint="logp", axis=-1)
-    target = b.op("OneHot", [labels, b.const(classes, "int64"), b.const([off, on])],
+    # onnxruntime's OneHot has float32 values only: cast for float64 (gradient-check) graphs
+    target = b.op("OneHot", [labels, b.const(classes, "int64"), b.const([off, on], "float32")],
                   hint="target", axis=-1)
+    if b.float_dtype != "float32":
+        target = b.op("Cast", [target], to=b.float_elem)
     per_sample = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([1], "int64")],
                       keepdims=0)
     loss = b.op("Neg", [b.op("ReduceMean", [per_sample], keepdims=0)], hint="loss")
