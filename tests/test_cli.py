@@ -4,6 +4,7 @@ clear errors for bad data, out-of-range labels and a diverging loss."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_diverging_loss_stops_names_the_step_and_keeps_good_parameters(
     spec = write_file_spec(tmp_path, x, rng.integers(0, 3, 40), lr=1e30)
     code, _, err = run_cli(capsys, "train", str(spec), "--out", str(tmp_path / "run"))
     assert code == 2
-    assert "training diverged" in err and "at step" in err
+    assert re.search(r"training diverged: .* became (nan|inf|-inf) (at|by) step \d+", err), err
     import onnx
     from onnx import numpy_helper
 

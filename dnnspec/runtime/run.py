@@ -117,6 +117,10 @@ def _improved(value: float, best: float | None, mode: str, delta: float) -> bool
     return value < best - delta if mode == "min" else value > best + delta
 
 
+def _finite(params: dict[str, np.ndarray]) -> bool:
+    return all(np.isfinite(v).all() for v in params.values())
+
+
 def write_graphs(program: Program, run_dir: Path) -> dict[str, Path]:
     paths = {"train_step": run_dir / "train_step.onnx", "eval_step": run_dir / "eval_step.onnx"}
     onnx.save(program.train_step, paths["train_step"])
@@ -158,6 +162,7 @@ def run_training(spec: Spec, run_dir: Path, device: Device = "cpu", epochs: int 
     stopped = "completed"
     record: dict[str, Any] = {}
     started = time.perf_counter()
+    last_good = trainer.params()
     reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch))
     with paths["metrics"].open("w") as log:
         for epoch in range(train.epochs):
@@ -165,14 +170,22 @@ def run_training(spec: Spec, run_dir: Path, device: Device = "cpu", epochs: int 
             try:
                 result = trainer.run_epoch(prep.train_data, input_name, train.batch, epoch,
                                            lambda n, loss, e=epoch: reporter.step(e, n, loss))
+                params = trainer.params()
+                if not _finite(params):
+                    # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
+                    raise Diverged(trainer.step, epoch, math.nan, "the parameters")
             except Diverged as exc:
-                export_model(program, best_params or trainer.params(), run_dir / "model.onnx")
+                current = trainer.params()
+                kept = export_model(program, current if _finite(current) else last_good,
+                                    run_dir / "model.onnx")
                 raise DiagnosticError(Diagnostic(
-                    message=f"training diverged: the loss became {exc.loss} at step {exc.step} "
+                    message=f"training diverged: {exc.what} became {exc.loss} "
+                    f"{'by' if exc.what == 'the parameters' else 'at'} step {exc.step} "
                     f"(epoch {epoch + 1})",
                     span=train.optimizer.span,
                     help="lower the learning rate, add gradient clipping or check the data; "
-                    f"the last good parameters were kept in {run_dir / 'model.onnx'}")) from None
+                    f"the last good parameters were kept in {kept}")) from None
+            last_good = params
             record = {"epoch": epoch + 1, "step": trainer.step, **result}
             if len(prep.val_data):
                 record.update({f"val_{k}": v for k, v in

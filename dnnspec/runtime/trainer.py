@@ -1,10 +1,11 @@
-"""The training loop: double-buffered IOBinding over the train-step graph.
+"""The training loop: rotating IOBinding buffers over the train-step graph.
 
-Parameters and optimizer state live as OrtValues on the device. Two bindings are built
-once: A reads buffer set 0 and writes set 1, B the reverse; a step binds only the batch,
-the step counter and the seed, runs, reads the scalar loss, and flips. Nothing carried
-is copied to the host during training, and after a failed (non-finite) step the input
-buffer still holds the last good parameters.
+Parameters and optimizer state live as OrtValues on the device, in three buffer sets
+bound once: binding i reads set i and writes set i+1 (mod 3). A step binds only the
+batch, the step counter and the seed, runs, reads the scalar loss, and rotates. Nothing
+carried is copied to the host during training. A non-finite loss shows up one step after
+the update that broke the parameters, so the third set is what keeps the last good
+ones: the input of the previous step, whose loss was finite, is still intact.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from dnnspec.training.metrics import METRICS
 class Diverged(Exception):
     """The loss became NaN or infinite; the last good parameters are kept."""
 
-    def __init__(self, step: int, epoch: int, loss: float) -> None:
-        super().__init__(f"loss became {loss} at step {step} (epoch {epoch})")
-        self.step, self.epoch, self.loss = step, epoch, loss
+    def __init__(self, step: int, epoch: int, loss: float, what: str = "the loss") -> None:
+        super().__init__(f"{what} became {loss} at step {step} (epoch {epoch})")
+        self.step, self.epoch, self.loss, self.what = step, epoch, loss, what
 
 
 @dataclass
@@ -87,14 +88,21 @@ class Trainer:
             values[slot.name] = initial_value(slot.spec, rng, self.dtype)
             for kind in slot.state:
                 values[slot.state_name(kind)] = np.zeros(slot.spec.shape, self.dtype)
-        self._buffers = [self._device_values(values), self._device_values(values)]
+        self._buffers = [self._device_values(values) for _ in range(3)]
         self._current = 0
-        self._bindings = [self._binding(0, 1), self._binding(1, 0)]
+        self._previous: int | None = None
+        self._bindings = [self._binding(i, (i + 1) % 3) for i in range(3)]
 
     # device state ------------------------------------------------------------
     def _device_values(self, values: dict[str, np.ndarray]) -> dict[str, ort.OrtValue]:
-        return {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(values[k]),
-                                                    self.device, 0) for k in self.carried}
+        """Fresh onnxruntime-owned tensors (`ortvalue_from_numpy` would alias the array)."""
+        out = {}
+        for name in self.carried:
+            value = np.ascontiguousarray(values[name], self.dtype)
+            out[name] = ort.OrtValue.ortvalue_from_shape_and_type(value.shape, self.dtype,
+                                                                 self.device, 0)
+            out[name].update_inplace(value)
+        return out
 
     def _binding(self, src: int, dst: int) -> ort.IOBinding:
         io = self.train_session.io_binding()
@@ -109,8 +117,8 @@ class Trainer:
         return [LOSS, *(f"metric.{m}" for m in self.program.metric_names)]
 
     def values(self) -> dict[str, np.ndarray]:
-        """Host copies of the current parameters and state (for checkpoints and export)."""
-        return {k: v.numpy() for k, v in self._buffers[self._current].items()}
+        """Host copies of the current parameters and state (`OrtValue.numpy()` is a view)."""
+        return {k: v.numpy().copy() for k, v in self._buffers[self._current].items()}
 
     def load_values(self, values: dict[str, np.ndarray]) -> None:
         """Replace the carried tensors (resume, or restoring the best epoch)."""
@@ -120,7 +128,7 @@ class Trainer:
 
     def params(self) -> dict[str, np.ndarray]:
         current = self._buffers[self._current]
-        return {s.name: current[s.name].numpy() for s in self.program.slots}
+        return {s.name: current[s.name].numpy().copy() for s in self.program.slots}
 
     # steps -------------------------------------------------------------------
     def train_step(self, x: dict[str, np.ndarray], y: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -134,10 +142,12 @@ class Trainer:
         outs = io.get_outputs()
         loss = float(outs[len(self.carried)].numpy())
         if not math.isfinite(loss):
+            if self._previous is not None:
+                self._current = self._previous
             raise Diverged(self.step, -1, loss)
         metrics = {m: float(outs[len(self.carried) + 1 + i].numpy())
                    for i, m in enumerate(self.program.metric_names)}
-        self._current ^= 1
+        self._previous, self._current = self._current, (self._current + 1) % 3
         self.step += 1
         return loss, metrics
 
@@ -166,7 +176,7 @@ class Trainer:
             try:
                 loss, metrics = self.train_step({input_name: np.ascontiguousarray(data.x[idx])}, y)
             except Diverged as exc:
-                raise Diverged(exc.step, epoch, exc.loss) from None
+                raise Diverged(exc.step, epoch, exc.loss, exc.what) from None
             stats.add(loss, len(idx), int(y.size), metrics)
             if on_step is not None:
                 on_step(len(idx), loss)
