@@ -35,7 +35,7 @@ def require_rank(t: TensorType, layer: str, least: int) -> None:
 def product(dims: Sequence[Dim]) -> Dim:
     """The element count of `dims`: an int when all are known, else a symbolic `T*64`."""
     known = math.prod(d for d in dims if isinstance(d, int))
-    symbols = [d for d in dims if isinstance(d, str)]
+    symbols = [f"({d})" if "+" in d else d for d in dims if isinstance(d, str)]
     if not symbols:
         return known
     return "*".join([*symbols, *([str(known)] if known != 1 else [])])

@@ -1,0 +1,305 @@
+"""Each built-in layer: its shape rule, parameters, FLOPs, and its lowering run through
+onnxruntime on random data against a numpy reference, with the fewest nodes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import dnnspec.layers  # noqa: F401  (registers every built-in layer)
+from dnnspec.errors import Span
+from dnnspec.graph.builder import GraphBuilder
+from dnnspec.ir import Node
+from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ParamSpec, ShapeError, TensorType
+
+SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
+SIZES = {"N": 5, "T": 3}
+rng = np.random.default_rng(0)
+
+
+class SeededUniform:
+    """A test RandomSource: ONNX RandomUniformLike seeded by the salt."""
+
+    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
+        return b.op("RandomUniformLike", [like], seed=float(salt + 1))
+
+
+def f32(*dims: int | str) -> TensorType:
+    return TensorType("float32", dims)
+
+
+def bind(layer: str, args: dict[str, Any]) -> dict[str, Any]:
+    keyword = [(k, v, SPAN) for k, v in args.items()]
+    return LAYERS.get(layer).signature.bind(layer, [], keyword, SPAN)
+
+
+def infer(layer: str, *types: TensorType, **args: Any) -> TensorType:
+    return LAYERS.get(layer).infer(types, bind(layer, args))
+
+
+def params_of(layer: str, *types: TensorType, **args: Any) -> list[ParamSpec]:
+    return LAYERS.get(layer).params(types, bind(layer, args))
+
+
+def flops_of(layer: str, *types: TensorType, **args: Any) -> int:
+    definition, bound = LAYERS.get(layer), bind(layer, args)
+    assert definition.flops is not None
+    return definition.flops(types, definition.infer(types, bound), bound)
+
+
+def concrete(t: TensorType) -> tuple[int, ...]:
+    return tuple(SIZES[d] if isinstance(d, str) else d for d in t.dims)
+
+
+def run(
+    layer: str,
+    types: Sequence[TensorType],
+    args: dict[str, Any] | None = None,
+    mode: Mode = "infer",
+    values: Sequence[np.ndarray] | None = None,
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[str]]:
+    """Lower one node and run it: (output, input arrays, param arrays, emitted op types)."""
+    definition, bound = LAYERS.get(layer), bind(layer, args or {})
+    names = [f"in{i}" for i in range(len(types))]
+    node = Node(name="node", layer=layer, inputs=tuple(names), args=bound, span=SPAN)
+    out = definition.infer(types, bound)
+    b = GraphBuilder("t")
+    for name, t in zip(names, types, strict=True):
+        b.add_input(name, t.dtype, t.dims)
+    specs = definition.params(types, bound)
+    params = {p.name: b.add_input(f"node.{p.name}", "float32", p.shape) for p in specs}
+    ctx = LowerCtx(b, mode, {**dict(zip(names, types, strict=True)), "node": out}, SeededUniform())
+    result = definition.lower(ctx, node, names, params)
+    if result in names:
+        result = b.op("Identity", [result])
+    b.add_output(result, out.dtype, None)
+    ops = [n.op_type for n in b.nodes if n.op_type != "Identity"]
+    xs = (
+        list(values)
+        if values is not None
+        else [rng.standard_normal(concrete(t)).astype(np.float32) for t in types]
+    )
+    ws = [rng.standard_normal(p.shape).astype(np.float32) for p in specs]
+    session = ort.InferenceSession(
+        b.model().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    feeds = {
+        **dict(zip(names, xs, strict=True)),
+        **{f"node.{p.name}": w for p, w in zip(specs, ws, strict=True)},
+    }
+    (y,) = session.run(None, feeds)
+    assert y.shape[1:] == concrete(out)[1:]
+    return y, xs, ws, ops
+
+
+# dense -------------------------------------------------------------------------------------
+
+
+def test_dense_maps_the_last_axis_to_units_with_weight_in_by_out_and_undecayed_bias() -> None:
+    assert infer("dense", f32("N", 64), units=128) == f32("N", 128)
+    assert infer("linear", f32("N", "T", 8), units=4) == f32("N", "T", 4)
+    weight, bias = params_of("dense", f32("N", 64), units=128)
+    assert (weight.shape, weight.init, weight.fan_in, weight.fan_out) == (
+        (64, 128),
+        "glorot_uniform",
+        64,
+        128,
+    )
+    assert (bias.shape, bias.init, bias.decay) == ((128,), "zeros", False)
+    assert [p.name for p in params_of("dense", f32("N", 4), units=2, bias=False)] == ["weight"]
+    assert params_of("dense", f32("N", 4), units=2, init="he_normal")[0].init == "he_normal"
+
+
+def test_dense_flops_count_multiply_adds_and_bias_per_position() -> None:
+    assert flops_of("dense", f32("N", 64), units=128) == 2 * 64 * 128 + 128
+    assert flops_of("dense", f32("N", 64), units=128, bias=False) == 2 * 64 * 128
+    assert flops_of("dense", f32("N", 6, 8), units=4) == 6 * (2 * 8 * 4 + 4)
+
+
+def test_dense_on_a_matrix_is_one_gemm_matching_numpy() -> None:
+    y, (x,), (w, bias), ops = run("dense", [f32("N", 6)], {"units": 3})
+    assert ops == ["Gemm"]
+    np.testing.assert_allclose(y, x @ w + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_on_a_sequence_is_matmul_plus_add_and_without_bias_one_matmul() -> None:
+    y, (x,), (w, bias), ops = run("dense", [f32("N", "T", 6)], {"units": 3})
+    assert ops == ["MatMul", "Add"]
+    np.testing.assert_allclose(y, x @ w + bias, rtol=1e-5, atol=1e-5)
+    y, (x,), (w,), ops = run("dense", [f32("N", 6)], {"units": 3, "bias": False})
+    assert ops == ["MatMul"]
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_rejects_integer_ids_symbolic_widths_and_vectors() -> None:
+    with pytest.raises(ShapeError, match=r"dense needs a float tensor, got i64\[N, 8\]") as caught:
+        infer("dense", TensorType("int64", ("N", 8)), units=4)
+    assert caught.value.help is not None and "embedding" in caught.value.help
+    with pytest.raises(ShapeError, match=r"known last dimension.*f32\[N, T\]"):
+        infer("dense", f32("N", "T"), units=4)
+    with pytest.raises(ShapeError, match="rank 2 or more"):
+        infer("dense", f32("N"), units=4)
+
+
+# activations -------------------------------------------------------------------------------
+
+_erf = np.vectorize(math.erf)
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+ACTIVATIONS: list[tuple[str, dict[str, Any], Any]] = [
+    ("relu", {}, lambda x: np.maximum(x, 0)),
+    ("sigmoid", {}, lambda x: 1 / (1 + np.exp(-x))),
+    ("tanh", {}, np.tanh),
+    ("leaky_relu", {}, lambda x: np.where(x > 0, x, 0.01 * x)),
+    ("leaky_relu", {"alpha": 0.2}, lambda x: np.where(x > 0, x, 0.2 * x)),
+    ("elu", {}, lambda x: np.where(x > 0, x, np.exp(x) - 1)),
+    ("elu", {"alpha": 0.5}, lambda x: np.where(x > 0, x, 0.5 * (np.exp(x) - 1))),
+    ("gelu", {}, lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2)))),
+    (
+        "gelu",
+        {"approximate": "tanh"},
+        lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+    ),
+    ("silu", {}, lambda x: x / (1 + np.exp(-x))),
+    ("swish", {}, lambda x: x / (1 + np.exp(-x))),
+    ("softplus", {}, lambda x: np.log1p(np.exp(x))),
+    ("softmax", {}, lambda x: _softmax(x, -1)),
+    ("softmax", {"axis": 1}, lambda x: _softmax(x, 1)),
+    ("log_softmax", {}, lambda x: np.log(_softmax(x, -1))),
+]
+
+
+@pytest.mark.parametrize(
+    ("layer", "args", "reference"),
+    ACTIVATIONS,
+    ids=[f"{name}{args or ''}" for name, args, _ in ACTIVATIONS],
+)
+def test_activation_matches_numpy_in_one_node(
+    layer: str, args: dict[str, Any], reference: Any
+) -> None:
+    t = f32("N", "T", 4)
+    assert infer(layer, t, **args) == t
+    assert params_of(layer, t, **args) == []
+    assert flops_of(layer, t, **args) == 4  # per sample and per position along T
+    y, (x,), _, ops = run(layer, [t], args)
+    assert len(ops) == (2 if LAYERS.canonical(layer) == "silu" else 1)
+    np.testing.assert_allclose(y, reference(x.astype(np.float64)), rtol=1e-4, atol=1e-5)
+
+
+def test_activations_reject_integer_inputs_and_bad_axes() -> None:
+    with pytest.raises(ShapeError, match=r"relu needs a float tensor, got i64\[N, 3\]"):
+        infer("relu", TensorType("int64", ("N", 3)))
+    with pytest.raises(ShapeError, match=r"softmax axis 2 is out of range for f32\[N, 3\]"):
+        infer("softmax", f32("N", 3), axis=2)
+
+
+# dropout -----------------------------------------------------------------------------------
+
+
+def test_dropout_is_the_identity_without_nodes_outside_training_and_at_p_zero() -> None:
+    t = f32("N", 64)
+    assert infer("dropout", t, p=0.3) == t
+    for mode, p in (("eval", 0.3), ("infer", 0.3), ("train", 0.0)):
+        y, (x,), _, ops = run("dropout", [t], {"p": p}, mode)  # type: ignore[arg-type]
+        assert ops == []
+        np.testing.assert_array_equal(y, x)
+
+
+def test_dropout_in_training_zeroes_about_p_and_scales_the_rest() -> None:
+    x = np.ones((200, 50), np.float32)
+    y, _, _, ops = run("dropout", [f32("N", 50)], {"p": 0.25}, "train", [x])
+    assert ops[-3:] == ["GreaterOrEqual", "Where", "Mul"]
+    assert set(np.unique(y)) <= {0.0, np.float32(1 / 0.75)}
+    assert abs((y == 0).mean() - 0.25) < 0.02
+
+
+def test_dropout_rejects_p_of_one_and_needs_float() -> None:
+    with pytest.raises(ShapeError, match="would drop every element"):
+        infer("dropout", f32("N", 4), p=1.0)
+    with pytest.raises(ShapeError, match="float"):
+        infer("dropout", TensorType("int64", ("N", 4)), p=0.5)
+
+
+# flatten and reshape -----------------------------------------------------------------------
+
+
+def test_flatten_keeps_the_batch_and_multiplies_the_rest() -> None:
+    assert infer("flatten", f32("N", 2, 3, 4)) == f32("N", 24)
+    assert infer("flatten", f32("N", "T", 4)) == f32("N", "T*4")
+    y, (x,), _, ops = run("flatten", [f32("N", 2, 3, 4)])
+    assert ops == ["Flatten"]
+    np.testing.assert_array_equal(y, x.reshape(len(x), -1))
+    assert run("flatten", [f32("N", 7)])[3] == []
+
+
+def test_reshape_solves_one_minus_one_and_checks_the_element_count() -> None:
+    assert infer("reshape", f32("N", 12), shape=[3, -1]) == f32("N", 3, 4)
+    assert infer("reshape", f32("N", 2, 6), shape=[12]) == f32("N", 12)
+    y, (x,), _, ops = run("reshape", [f32("N", 2, 6)], {"shape": [3, -1]})
+    assert ops == ["Reshape"]
+    np.testing.assert_array_equal(y, x.reshape(len(x), 3, 4))
+    with pytest.raises(
+        ShapeError, match=r"cannot reshape f32\[N, 12\] \(12 per sample\) to \[N, 5\]"
+    ):
+        infer("reshape", f32("N", 12), shape=[5])
+    with pytest.raises(ShapeError, match="12 is not a multiple of 5"):
+        infer("reshape", f32("N", 12), shape=[5, -1])
+    with pytest.raises(ShapeError, match="at most one -1"):
+        infer("reshape", f32("N", 12), shape=[-1, -1])
+    with pytest.raises(ShapeError, match="known non-batch dimensions"):
+        infer("reshape", f32("N", "T", 4), shape=[-1])
+
+
+# merges ------------------------------------------------------------------------------------
+
+
+def test_add_and_mul_broadcast_from_the_right_on_symbolic_dims() -> None:
+    assert infer("add", f32("N", 1, 4), f32("N", 3, 1)) == f32("N", 3, 4)
+    assert infer("mul", f32("N", "T", 4), f32(4)) == f32("N", "T", 4)
+    assert infer("add", f32("N", 4), f32("N", 4), f32(1, 4)) == f32("N", 4)
+    with pytest.raises(ShapeError, match=r"^cannot add f32\[N, 64\] and f32\[N, 32\]$"):
+        infer("add", f32("N", 64), f32("N", 32))
+    with pytest.raises(ShapeError, match=r"cannot multiply f32\[N, T\] and f32\[N, S\]"):
+        infer("mul", f32("N", "T"), f32("N", "S"))
+    with pytest.raises(ShapeError, match="dtypes differ"):
+        infer("add", f32("N", 4), TensorType("int64", ("N", 4)))
+    assert LAYERS.get("add").arity is None and LAYERS.get("concat").arity is None
+
+
+def test_merges_match_numpy_with_one_node_per_extra_input() -> None:
+    y, (a, b, c), _, ops = run("add", [f32("N", 4), f32("N", 4), f32(1, 4)])
+    assert ops == ["Add", "Add"]
+    np.testing.assert_allclose(y, a + b + c, rtol=1e-6)
+    y, (a, b), _, ops = run("mul", [f32("N", 3, 1), f32("N", 1, 4)])
+    assert ops == ["Mul"]
+    np.testing.assert_allclose(y, a * b, rtol=1e-6)
+    assert flops_of("add", f32("N", 4), f32("N", 4), f32("N", 4)) == 2 * 4
+
+
+def test_concat_sums_the_axis_and_requires_the_other_dims_equal() -> None:
+    assert infer("concat", f32("N", 3), f32("N", 5)) == f32("N", 8)
+    assert infer("concat", f32("N", "T", 2), f32("N", "S", 2), axis=1) == f32("N", "T+S", 2)
+    y, (a, b), _, ops = run("concat", [f32("N", 3), f32("N", 5)])
+    assert ops == ["Concat"]
+    np.testing.assert_array_equal(y, np.concatenate([a, b], axis=-1))
+    with pytest.raises(ShapeError, match="along axis 0: dimension 1 differs"):
+        infer("concat", f32("N", 3), f32("N", 5), axis=0)
+    with pytest.raises(ShapeError, match="ranks differ"):
+        infer("concat", f32("N", 3), f32("N", 3, 1))
+    with pytest.raises(ShapeError, match="out of range"):
+        infer("concat", f32("N", 3), f32("N", 3), axis=2)
+
+
+def test_every_layer_has_a_doc_and_the_aliases_resolve() -> None:
+    assert all(LAYERS.get(name).doc for name in LAYERS)
+    assert LAYERS.canonical("linear") == "dense" and LAYERS.canonical("swish") == "silu"

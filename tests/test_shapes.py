@@ -1,0 +1,228 @@
+"""The check stage: types, parameter counts and FLOPs of the example specs against hand
+counts; located shape diagnostics with notes at the producing layers; the layer table."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from dnnspec.check.report import check_json, render_check
+from dnnspec.check.shapes import TypedModel, check_spec, param_name
+from dnnspec.errors import Diagnostic, DiagnosticError, Span
+from dnnspec.frontend import load_spec, load_spec_text
+from dnnspec.ir import Graph, InputDecl, Node, Spec
+from dnnspec.layers.base import TensorType
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def span(line: int, col: int = 3) -> Span:
+    return Span(file="t.dnn", line=line, col=col, end_line=line, end_col=col + 5)
+
+
+def f32(*dims: int | str) -> TensorType:
+    return TensorType("float32", dims)
+
+
+def dense(width_in: int, width_out: int) -> tuple[int, int]:
+    """(params, FLOPs per sample) of a dense layer with bias."""
+    return width_in * width_out + width_out, 2 * width_in * width_out + width_out
+
+
+def check_text(body: str, head: str = "") -> TypedModel:
+    return check_spec(load_spec_text(f"{head}model m {{\n{body}}}\n", "t.dnn"))
+
+
+def diagnostics(body: str, head: str = "") -> list[Diagnostic]:
+    with pytest.raises(DiagnosticError) as caught:
+        check_text(body, head)
+    return caught.value.diagnostics
+
+
+# example specs -----------------------------------------------------------------------------
+
+
+def test_digits_mlp_has_hand_counted_parameters_flops_and_shapes() -> None:
+    typed = check_spec(load_spec(SPECS / "digits_mlp.dnn"))
+    layers = [dense(64, 128), dense(128, 128), dense(128, 10)]
+    assert typed.param_count() == 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10 == 26122
+    assert typed.total_flops() == sum(f for _, f in layers) + 2 * 128
+    assert [(i.node.name, i.out) for i in typed.layers] == [
+        ("dense_1", f32("N", 128)),
+        ("relu_1", f32("N", 128)),
+        ("dropout_1", f32("N", 128)),
+        ("dense_2", f32("N", 128)),
+        ("relu_2", f32("N", 128)),
+        ("dense_3", f32("N", 10)),
+    ]
+    assert typed.output == f32("N", 10) and typed.types["x"] == f32("N", 64)
+    assert [i.param_count for i in typed.layers if i.params] == [p for p, _ in layers]
+
+
+@pytest.mark.parametrize(
+    ("name", "widths", "activations"),
+    [
+        ("regression", (3, 64, 64, 1), 2 * 64),
+        ("spirals", (2, 64, 64, 2), 2 * 64),
+    ],
+)
+def test_example_mlps_match_hand_counts(
+    name: str, widths: tuple[int, ...], activations: int
+) -> None:
+    typed = check_spec(load_spec(SPECS / f"{name}.dnn"))
+    counts = [dense(a, b) for a, b in zip(widths, widths[1:], strict=False)]
+    assert typed.param_count() == sum(p for p, _ in counts)
+    assert typed.total_flops() == sum(f for _, f in counts) + activations
+    assert typed.output == f32("N", widths[-1])
+
+
+def test_residual_mlp_counts_every_expanded_block() -> None:
+    typed = check_spec(load_spec(SPECS / "residual_mlp.dnn"))
+    params, flops = dense(64, 64)
+    head_params, head_flops = dense(64, 10)
+    assert typed.param_count() == 7 * params + head_params == 29770
+    # 7 dense, 1 + 3 * 2 relus and 3 adds of 64 elements; dropout is free at inference
+    assert typed.total_flops() == 7 * flops + head_flops + (7 + 3) * 64
+    assert typed.types["residual_3.add_1"] == f32("N", 64)
+
+
+def test_a_hand_built_spec_checks_without_the_front_end() -> None:
+    spec = Spec(
+        source="t.dnn",
+        params={},
+        model=Graph(
+            name="m",
+            inputs=(InputDecl(name="x", dtype="float32", dims=("N", 4), span=span(2)),),
+            nodes=(
+                Node(
+                    name="dense_1",
+                    layer="dense",
+                    inputs=("x",),
+                    span=span(3),
+                    args={"units": 4, "bias": True, "init": "glorot_uniform"},
+                ),
+                Node(
+                    name="dense_2",
+                    layer="dense",
+                    inputs=("dense_1",),
+                    span=span(4),
+                    args={"units": 4, "bias": True, "init": "glorot_uniform"},
+                    share="dense_1",
+                ),
+            ),  # fmt: skip
+            output="dense_2",
+            span=span(1),
+        ),
+    )
+    typed = check_spec(spec)
+    assert typed.param_count() == 4 * 4 + 4  # dense_2 reuses dense_1's weights
+    assert typed.total_flops() == 2 * (2 * 4 * 4 + 4)
+    assert param_name("residual_1.dense_2", "bias") == "residual_1.dense_2.bias"
+
+
+def test_symbolic_dims_flow_through_concat_and_flatten() -> None:
+    typed = check_text(
+        "  input a: float32[N, T, 4]\n  input b: float32[N, S, 4]\n"
+        "  c = concat(a, b, axis = 1)\n  return flatten(c)\n"
+    )
+    assert typed.types["concat_1"] == f32("N", "T+S", 4)
+    assert typed.output == f32("N", "(T+S)*4")
+
+
+# diagnostics -------------------------------------------------------------------------------
+
+
+def test_mismatched_add_points_at_both_producers_with_a_fix() -> None:
+    (diag,) = diagnostics(
+        "  input x: float32[N, 16]\n  a = x -> dense(64)\n  b = x -> dense(32) -> relu\n  a + b\n"
+    )
+    assert diag.message == "cannot add f32[N, 64] and f32[N, 32]"
+    assert diag.span is not None and (diag.span.line, diag.span.col) == (5, 3)
+    assert [(n.message, n.span.line if n.span else None) for n in diag.notes] == [
+        ("f32[N, 64] comes from dense_1 here", 3),
+        ("f32[N, 32] comes from relu_1 here", 4),
+    ]
+    assert diag.help == "make dense_1 32 wide, or project relu_1 with dense(64)"
+
+
+def test_a_mismatch_inside_a_block_notes_the_input_and_the_call_site() -> None:
+    head = "block residual(d: int) (x) {\n  h = x -> dense(d)\n  return relu(h + x)\n}\n"
+    (diag,) = diagnostics("  input x: float32[N, 64]\n  residual(32)\n", head)
+    assert diag.message == "cannot add f32[N, 32] and f32[N, 64]"
+    assert diag.span is not None and diag.span.line == 3
+    assert [(n.message, n.span.line if n.span else None) for n in diag.notes] == [
+        ("f32[N, 32] comes from residual_1.dense_1 here", 2),
+        ("f32[N, 64] is input 'x' declared here", 6),
+        ("in block 'residual' called here", 7),
+    ]
+    assert diag.help == "make residual_1.dense_1 64 wide, or project x with dense(32)"
+
+
+def test_two_dense_operands_of_different_widths_suggest_equal_widths() -> None:
+    (diag,) = diagnostics("  input x: float32[N, 16]\n  dense(8) + dense(4)\n")
+    assert diag.help == "make the dense layers the same width"
+
+
+def test_integer_input_into_dense_suggests_an_embedding() -> None:
+    (diag,) = diagnostics("  input t: int64[N, 8]\n  dense(4)\n")
+    assert diag.message == "dense needs a float tensor, got i64[N, 8]"
+    assert diag.help is not None and "add an embedding layer" in diag.help
+    assert [n.message for n in diag.notes] == ["i64[N, 8] is input 't' declared here"]
+
+
+def test_independent_errors_are_all_reported_and_do_not_cascade() -> None:
+    found = diagnostics(
+        "  input x: float32[N, 16]\n  input t: int64[N, 8]\n"
+        "  a = t -> dense(4) -> relu -> dense(2)\n"
+        "  b = x -> reshape([5]) -> dense(3)\n"
+        "  c = x -> dense(2)\n"
+        "  a + b + c\n"
+    )
+    assert [d.message for d in found] == [
+        "dense needs a float tensor, got i64[N, 8]",
+        "cannot reshape f32[N, 16] (16 per sample) to [N, 5] (5 per sample)",
+    ]
+
+
+def test_the_model_output_must_be_a_float_tensor() -> None:
+    (diag,) = diagnostics("  input t: int64[N, 2, 4]\n  flatten\n")
+    assert diag.message == "the model's output must be a float tensor, got i64[N, 8]"
+    assert diag.span is not None and diag.span.line == 3
+
+
+# the layer table ---------------------------------------------------------------------------
+
+
+def test_layer_table_shows_calls_shapes_totals_and_the_train_and_search_sections() -> None:
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    render_check(check_spec(load_spec(SPECS / "digits_mlp.dnn")), console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    for expected in (
+        "dense(128)", "dropout(0.2)", "[N, 128]", "16,512", "16.5K", "26,122", "52.2K",
+        "adam(lr = 0.001", "cosine(warmup = 1 epoch", "l2(strength = 0.0001)",
+        "early_stop(monitor = val_loss, patience = 5", "random(trials = 20)",
+        "max val_accuracy", "choice(32, 64, 128, 256)", "log_uniform(0.0001, 0.01)",
+    ):  # fmt: skip
+        assert expected in text, expected
+
+
+def test_layer_table_shows_optional_arguments_only_when_not_default() -> None:
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    render_check(check_text("  input x: float32[N, 4]\n  dense(3, bias = false) -> leaky_relu\n"),
+                 console)  # fmt: skip
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "dense(3, bias = false)" in text and "leaky_relu " in text and "train" not in text
+
+
+def test_check_json_reports_layers_totals_and_sections() -> None:
+    report = check_json(check_spec(load_spec(SPECS / "digits_mlp.dnn")))
+    assert report["total_params"] == 26122 and report["total_flops"] == 52234
+    first = report["layers"][0]
+    assert first["shape"] == ["N", 128] and first["params"] == {"weight": [64, 128], "bias": [128]}
+    assert report["train"]["optimizer"]["name"] == "adam" and "span" not in report["train"]
+    assert report["search"]["dims"][0] == {
+        "param": "hidden", "space": "choice", "values": [32, 64, 128, 256],
+    }  # fmt: skip
