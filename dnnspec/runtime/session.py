@@ -34,16 +34,14 @@ def cuda_available() -> bool:
                               ir_version=IR_VERSION)
     options = ort.SessionOptions()
     options.log_severity_level = 4
-    previous = ort.get_default_logger_severity() if hasattr(ort, "get_default_logger_severity") \
-        else 2
-    ort.set_default_logger_severity(4)
+    ort.set_default_logger_severity(4)  # provider-load errors go to the default logger
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA])
         return CUDA in session.get_providers()
     except Exception:  # noqa: BLE001 - any failure here just means "no usable CUDA"
         return False
     finally:
-        ort.set_default_logger_severity(previous)
+        ort.set_default_logger_severity(3)
 
 
 def providers_for(device: Device) -> list[str]:
