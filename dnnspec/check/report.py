@@ -12,6 +12,7 @@ from rich.table import Table
 from dnnspec.check.shapes import LayerInfo, TypedModel
 from dnnspec.ir import ArgValue, Call
 from dnnspec.layers.base import LAYERS
+from dnnspec.layers.common import shape_text
 from dnnspec.schema import Duration
 
 
@@ -56,10 +57,6 @@ def call_text(call: Call) -> str:
     return f"{call.name}({args})" if args else call.name
 
 
-def _dims(dims: tuple[int | str, ...]) -> str:
-    return "[" + ", ".join(str(d) for d in dims) + "]"
-
-
 def render_check(typed: TypedModel, console: Console) -> None:
     """Print the layer table, then the train and search summaries when the spec has them."""
     table = Table(title=f"model {typed.spec.model.name}", title_justify="left")
@@ -67,17 +64,17 @@ def render_check(typed: TypedModel, console: Console) -> None:
                             ("params", "right"), ("FLOPs/sample", "right")):  # fmt: skip
         table.add_column(header, justify=justify)
     for decl in typed.spec.model.inputs:
-        table.add_row(decl.name, f"input {decl.dtype}", _dims(decl.dims), "", "")
+        table.add_row(decl.name, f"input {decl.dtype}", shape_text(decl.dims), "", "")
     for info in typed.layers:
         table.add_row(
             info.node.name,
             layer_call(info),
-            _dims(info.out.dims),
+            shape_text(info.out.dims),
             f"{info.param_count:,}",
             human(info.flops),
         )
     table.add_section()
-    table.add_row("total", "", _dims(typed.output.dims), f"{typed.param_count():,}",
+    table.add_row("total", "", shape_text(typed.output.dims), f"{typed.param_count():,}",
                   human(typed.total_flops()), style="bold")  # fmt: skip
     console.print(table)
     for title, rows in (("train", _train_rows(typed)), ("search", _search_rows(typed))):

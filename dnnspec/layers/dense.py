@@ -43,8 +43,10 @@ def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec
 
 
 def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -> int:
-    per_row = 2 * _in_features(inputs[0]) * args["units"] + (args["units"] if args["bias"] else 0)
-    return per_row * per_sample(out) // args["units"]
+    """2 * in * units for the product (+ units for the bias) at each position of a sample."""
+    units = args["units"]
+    positions = per_sample(out) // units
+    return positions * (2 * _in_features(inputs[0]) * units + (units if args["bias"] else 0))
 
 
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
