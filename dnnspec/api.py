@@ -1,10 +1,10 @@
 """The Python API: the same pipeline as the CLI, as functions.
 
-    import dnnspec
-    program = dnnspec.compile("specs/digits_mlp.dnn")
-    result = dnnspec.train("specs/digits_mlp.dnn", hidden=64, out="runs/h64")
-    model = dnnspec.load(result.run_dir)
-    probabilities = model.predict(x)
+import dnnspec
+program = dnnspec.compile("specs/digits_mlp.dnn")
+result = dnnspec.train("specs/digits_mlp.dnn", hidden=64, out="runs/h64")
+model = dnnspec.load(result.run_dir)
+probabilities = model.predict(x)
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from dnnspec.runtime.session import Device, make_session
 def _spec(path: str | Path, overrides: dict[str, Any]):  # noqa: ANN202 - dnnspec.ir.Spec
     from dnnspec.frontend import load_spec
 
-    return load_spec(path, {k: json.dumps(v) if not isinstance(v, str) else v
-                            for k, v in overrides.items()})
+    return load_spec(
+        path, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
+    )
 
 
 def compile(path: str | Path, **overrides: Any) -> Program:  # noqa: A001 - the public verb
@@ -36,8 +37,13 @@ def compile(path: str | Path, **overrides: Any) -> Program:  # noqa: A001 - the 
     return prepare(_spec(path, overrides)).program
 
 
-def train(path: str | Path, out: str | Path | None = None, device: Device = "auto",
-          epochs: int | None = None, **overrides: Any) -> RunResult:
+def train(
+    path: str | Path,
+    out: str | Path | None = None,
+    device: Device = "auto",
+    epochs: int | None = None,
+    **overrides: Any,
+) -> RunResult:
     """Train a spec; keyword arguments override its params (`hidden=64`)."""
     spec = _spec(path, overrides)
     run_dir = Path(out) if out is not None else Path("runs") / Path(path).stem
@@ -57,8 +63,10 @@ def read_array(path: Path) -> np.ndarray:
                     return npz["x"]
                 if len(npz.files) == 1:
                     return npz[npz.files[0]]
-                raise error(f"'{path}' has several arrays and none is named 'x'",
-                            help=f"arrays: {', '.join(npz.files)}")
+                raise error(
+                    f"'{path}' has several arrays and none is named 'x'",
+                    help=f"arrays: {', '.join(npz.files)}",
+                )
         if path.suffix == ".csv":
             return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -73,8 +81,10 @@ class Model:
         self.run_dir = run_dir
         path = run_dir / "model.onnx"
         if not path.exists():
-            raise error(f"'{run_dir}' holds no model.onnx", help="pass a directory written "
-                        "by `dnnspec train`")
+            raise error(
+                f"'{run_dir}' holds no model.onnx",
+                help="pass a directory written by `dnnspec train`",
+            )
         try:
             self.onnx = onnx.load(path)
         except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
@@ -90,10 +100,12 @@ class Model:
         decl = self.inputs[0]
         x = np.asarray(x)
         if x.ndim != len(decl["shape"]) or any(
-                isinstance(d, int) and d != s for d, s in zip(decl["shape"][1:], x.shape[1:],
-                                                              strict=False)):
-            raise error(f"input '{decl['name']}' expects shape {decl['shape']}, got "
-                        f"{list(x.shape)}")
+            isinstance(d, int) and d != s
+            for d, s in zip(decl["shape"][1:], x.shape[1:], strict=False)
+        ):
+            raise error(
+                f"input '{decl['name']}' expects shape {decl['shape']}, got {list(x.shape)}"
+            )
         if x.dtype.kind not in "biuf":
             raise error(f"input '{decl['name']}' expects {decl['dtype']} data, got {x.dtype}")
         return self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dnnspec.errors import DiagnosticError, error
 
@@ -57,10 +56,14 @@ class ProgressReporter:
         self.console = console
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(), MofNCompleteColumn(),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"),
             TextColumn("{task.fields[rate]:,.0f} samples/s"),
-            TimeRemainingColumn(), console=console, transient=True)
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
         self.task = None
         self.epochs = 0
         self.samples = 0
@@ -69,8 +72,14 @@ class ProgressReporter:
     def start(self, epochs: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
         self.progress.start()
-        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1,
-                                           epochs=epochs, loss=float("nan"), rate=0.0)
+        self.task = self.progress.add_task(
+            "train",
+            total=epochs * steps_per_epoch,
+            epoch=1,
+            epochs=epochs,
+            loss=float("nan"),
+            rate=0.0,
+        )
         self.t0 = time.perf_counter()
 
     def step(self, epoch: int, samples: int, loss: float) -> None:
@@ -79,10 +88,13 @@ class ProgressReporter:
         self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=loss, rate=rate)
 
     def epoch(self, record: dict[str, Any]) -> None:
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in record.items()
-                          if k not in ("epoch", "step", "seconds"))
-        self.console.print(f"epoch {record['epoch']:>3}/{self.epochs}  {shown}  "
-                           f"({record['seconds']:.2f}s)", highlight=False)
+        shown = "  ".join(
+            f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "step", "seconds")
+        )
+        self.console.print(
+            f"epoch {record['epoch']:>3}/{self.epochs}  {shown}  ({record['seconds']:.2f}s)",
+            highlight=False,
+        )
 
     def finish(self, message: str) -> None:
         self.progress.stop()
@@ -111,16 +123,23 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     finally:
         if isinstance(reporter, ProgressReporter):
             reporter.stop()
-    summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "steps": result.steps,
-               "stopped": result.stopped, "seconds": round(result.seconds, 3),
-               "metrics": result.metrics, "best": result.best,
-               "model": str(result.paths["model"])}
+    summary = {
+        "run_dir": str(result.run_dir),
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "seconds": round(result.seconds, 3),
+        "metrics": result.metrics,
+        "best": result.best,
+        "model": str(result.paths["model"]),
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
         return OK
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k not in ("epoch", "step"))
-    console.print(f"[bold]done[/bold] ({result.stopped}) in {result.seconds:.1f}s, "
-                  f"{result.steps} steps")
+    console.print(
+        f"[bold]done[/bold] ({result.stopped}) in {result.seconds:.1f}s, {result.steps} steps"
+    )
     console.print(f"best epoch {result.best.get('epoch', result.epochs)}: {shown}", highlight=False)
     console.print(f"wrote {result.paths['model']} and the run in {result.run_dir}/")
     return OK
@@ -189,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     def spec_command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("spec", help="path to a .dnn spec")
-        p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                       help="override a param (repeatable)")
+        p.add_argument(
+            "--set", action="append", metavar="NAME=VALUE", help="override a param (repeatable)"
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
@@ -201,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the spec's epoch count")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
-    for name, help in (("eval", "evaluate a trained run on its validation data"),
-                       ("predict", "run a trained model on inputs from .npy/.npz/.csv")):
+    for name, help in (
+        ("eval", "evaluate a trained run on its validation data"),
+        ("predict", "run a trained model on inputs from .npy/.npz/.csv"),
+    ):
         p = sub.add_parser(name, help=help)
         p.add_argument("run", help="run directory written by `dnnspec train`")
         if name == "predict":
@@ -212,8 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"check": cmd_check, "train": cmd_train, "compile": cmd_compile, "eval": cmd_eval,
-            "predict": cmd_predict}
+COMMANDS = {
+    "check": cmd_check,
+    "train": cmd_train,
+    "compile": cmd_compile,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,8 +60,9 @@ class Diagnostic(BaseModel):
 class DiagnosticError(Exception):
     """Raised by any stage with one or more diagnostics; never shows a traceback to users."""
 
-    def __init__(self, diagnostics: Diagnostic | Sequence[Diagnostic],
-                 sources: SourceMap | None = None) -> None:
+    def __init__(
+        self, diagnostics: Diagnostic | Sequence[Diagnostic], sources: SourceMap | None = None
+    ) -> None:
         if isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
         self.diagnostics: list[Diagnostic] = list(diagnostics)
@@ -77,8 +78,9 @@ class DiagnosticError(Exception):
         return json.dumps([d.model_dump(mode="json") for d in self.diagnostics], indent=2)
 
 
-def error(message: str, span: Span | None = None, *, help: str | None = None,
-          notes: Iterable[Note] = ()) -> DiagnosticError:
+def error(
+    message: str, span: Span | None = None, *, help: str | None = None, notes: Iterable[Note] = ()
+) -> DiagnosticError:
     """Shorthand for raising a single located error."""
     return DiagnosticError(Diagnostic(message=message, span=span, help=help, notes=tuple(notes)))
 

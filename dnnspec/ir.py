@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from typing_extensions import TypeAliasType
-
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeAliasType
 
 from dnnspec.errors import Span
 from dnnspec.schema import Duration

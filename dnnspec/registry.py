@@ -57,5 +57,7 @@ class Registry(Generic[T]):
         """The definition for `name` (or an alias); a located did-you-mean error otherwise."""
         canonical = self.canonical(name)
         if canonical is None:
-            raise error(f"unknown {self.kind} '{name}'", span, help=did_you_mean(name, self.names()))
+            raise error(
+                f"unknown {self.kind} '{name}'", span, help=did_you_mean(name, self.names())
+            )
         return self._items[canonical]

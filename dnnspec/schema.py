@@ -116,7 +116,8 @@ class Signature(BaseModel):
                         Diagnostic(
                             message=f"{what} needs argument '{spec.name}' ({spec.type})",
                             span=call_span,
-                            help=f"write {what}({spec.name} = ...)" + (f": {spec.doc}" if spec.doc else ""),
+                            help=f"write {what}({spec.name} = ...)"
+                            + (f": {spec.doc}" if spec.doc else ""),
                         )
                     )
                 else:
@@ -131,7 +132,9 @@ def _type_name(value: Any) -> str:
         return "bool"
     if isinstance(value, Duration):
         return "duration"
-    return {int: "int", float: "float", str: "word", list: "list"}.get(type(value), type(value).__name__)
+    return {int: "int", float: "float", str: "word", list: "list"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diagnostic]) -> Any:

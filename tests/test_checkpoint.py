@@ -13,8 +13,10 @@ from dnnspec.runtime import checkpoint
 
 def sample() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"dense_1.weight": rng.normal(size=(4, 3)).astype(np.float32),
-            "dense_1.weight.m": np.zeros((4, 3), np.float32)}
+    return {
+        "dense_1.weight": rng.normal(size=(4, 3)).astype(np.float32),
+        "dense_1.weight.m": np.zeros((4, 3), np.float32),
+    }
 
 
 def test_checkpoint_round_trips_arrays_and_header(tmp_path: Path) -> None:
@@ -45,7 +47,10 @@ def test_tampered_checkpoint_fails_its_checksum(tmp_path: Path) -> None:
     checkpoint.save(path, sample(), {"step": 1})
     arrays, header = checkpoint.load(path)
     arrays["dense_1.weight"][0, 0] += 1.0
-    np.savez(path, **arrays, **{checkpoint.HEADER: np.frombuffer(
-        b'{"step": 1, "checksum": "0"}', np.uint8)})
+    np.savez(
+        path,
+        **arrays,
+        **{checkpoint.HEADER: np.frombuffer(b'{"step": 1, "checksum": "0"}', np.uint8)},
+    )
     with pytest.raises(DiagnosticError, match="checksum"):
         checkpoint.load(path)

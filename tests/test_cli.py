@@ -60,7 +60,8 @@ def test_check_json_reports_parameter_total(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_spec_error_is_rendered_with_location_and_exit_code_2(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.dnn"
     bad.write_text("model m {\n  input x: float32[N, 4]\n  dense(8) -> rleu\n}\n")
     code, _, err = run_cli(capsys, "check", str(bad))
@@ -75,7 +76,8 @@ def test_missing_spec_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_data_with_wrong_shape_is_reported_at_the_input_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = write_file_spec(tmp_path, np.zeros((20, 5), np.float32), np.zeros(20, np.int64))
     code, _, err = run_cli(capsys, "train", str(spec), "--out", str(tmp_path / "run"))
     assert code == 2
@@ -83,7 +85,8 @@ def test_data_with_wrong_shape_is_reported_at_the_input_line(
 
 
 def test_labels_outside_class_range_are_rejected_before_training(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     y = np.array([0, 1, 2, 7] * 5, np.int64)
     spec = write_file_spec(tmp_path, np.zeros((20, 4), np.float32), y)
     code, _, err = run_cli(capsys, "train", str(spec), "--out", str(tmp_path / "run"))
@@ -92,7 +95,8 @@ def test_labels_outside_class_range_are_rejected_before_training(
 
 
 def test_diverging_loss_stops_names_the_step_and_keeps_good_parameters(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1e3, (40, 4)).astype(np.float32)
     spec = write_file_spec(tmp_path, x, rng.integers(0, 3, 40), lr=1e30)
@@ -109,10 +113,12 @@ def test_diverging_loss_stops_names_the_step_and_keeps_good_parameters(
 
 @pytest.mark.slow
 def test_train_json_then_eval_and_predict_on_the_run(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
-    code, out, _ = run_cli(capsys, "train", DIGITS, "--out", str(run), "--epochs", "3",
-                           "--device", "cpu", "--json")
+    code, out, _ = run_cli(
+        capsys, "train", DIGITS, "--out", str(run), "--epochs", "3", "--device", "cpu", "--json"
+    )
     assert code == 0
     summary = json.loads(out)
     assert summary["epochs"] == 3 and 0.5 < summary["metrics"]["val_accuracy"] <= 1.0
@@ -129,7 +135,11 @@ def test_train_json_then_eval_and_predict_on_the_run(
 
 
 def test_python_dash_m_entry_point_runs() -> None:
-    done = subprocess.run([sys.executable, "-m", "dnnspec", "check", DIGITS, "--json"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "dnnspec", "check", DIGITS, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)

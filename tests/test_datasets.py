@@ -22,7 +22,7 @@ def load(name: str, **args: object) -> object:
 def test_digits_ships_1797_scaled_images_with_ten_classes() -> None:
     data = load("digits")
     assert data.x.shape == (1797, 64) and data.x.dtype == np.float32
-    assert 0.0 <= data.x.min() and data.x.max() <= 1.0
+    assert data.x.min() >= 0.0 and data.x.max() <= 1.0
     assert sorted(set(data.y.tolist())) == list(range(10)) and data.classes == 10
 
 

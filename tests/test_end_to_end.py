@@ -31,11 +31,18 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
 @pytest.mark.slow
 def test_digits_mlp_reaches_95_percent_validation_accuracy(digits_run: RunResult) -> None:
     assert digits_run.best["val_accuracy"] >= 0.95
-    for name in ("model.onnx", "train_step.onnx", "eval_step.onnx", "spec.lock.json",
-                 "metrics.jsonl", "checkpoint/last.npz"):
+    for name in (
+        "model.onnx",
+        "train_step.onnx",
+        "eval_step.onnx",
+        "spec.lock.json",
+        "metrics.jsonl",
+        "checkpoint/last.npz",
+    ):
         assert (digits_run.run_dir / name).exists(), name
-    records = [json.loads(line) for line in
-               (digits_run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (digits_run.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
     assert records[-1]["loss"] < records[0]["loss"]
 
@@ -83,7 +90,9 @@ def test_same_seed_gives_bit_identical_losses_and_other_seeds_differ(tmp_path: P
         assert spec.train is not None
         train_spec = spec.train.model_copy(update={"seed": int(seed), "epochs": 2})
         run_training(spec.model_copy(update={"train": train_spec}), out, "cpu")
-        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [
+            json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+        ]
 
     first = losses(tmp_path / "a", "0")
     assert first == losses(tmp_path / "b", "0")

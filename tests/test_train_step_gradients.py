@@ -25,23 +25,30 @@ def test_train_step_gradient_matches_finite_differences(path: Path) -> None:
     assert spec.train is not None
     typed = check_spec(spec)
     classes = typed.output.dims[-1] if spec.train.loss.name == "cross_entropy" else None
-    program = build_train_step(typed, spec.train, classes, Timing(10, 100), "float64",
-                               emit_grads=True)
-    session = ort.InferenceSession(program.train_step.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    program = build_train_step(
+        typed, spec.train, classes, Timing(10, 100), "float64", emit_grads=True
+    )
+    session = ort.InferenceSession(
+        program.train_step.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(0)
     decl = spec.model.inputs[0]
     batch = 6
     feeds: dict[str, np.ndarray] = {
         decl.name: rng.normal(size=(batch, *decl.dims[1:])),
-        STEP: np.array(3, np.int64), SEED: np.array(5, np.int64),
-        TARGET: (rng.integers(0, classes, batch) if classes
-                 else rng.normal(size=(batch, *typed.output.dims[1:]))),
+        STEP: np.array(3, np.int64),
+        SEED: np.array(5, np.int64),
+        TARGET: (
+            rng.integers(0, classes, batch)
+            if classes
+            else rng.normal(size=(batch, *typed.output.dims[1:]))
+        ),
     }
     for slot in program.slots:
         # non-zero biases so every ReLU input is away from its kink
-        feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64")) + \
-            rng.normal(0, 0.05, slot.spec.shape)
+        feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64")) + rng.normal(
+            0, 0.05, slot.spec.shape
+        )
         for kind in slot.state:
             feeds[slot.state_name(kind)] = np.zeros(slot.spec.shape)
     names = [o.name for o in session.get_outputs()]

@@ -17,8 +17,9 @@ from dnnspec.training.schedules import SCHEDULES, Timing
 
 
 def run(b: GraphBuilder, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(b.model().SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        b.model().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     return session.run(None, feeds)
 
 
@@ -37,23 +38,29 @@ def _span() -> Span:
 
 def test_cosine_schedule_warms_up_then_decays_to_min_factor() -> None:
     t = Timing(steps_per_epoch=10, total_steps=110)
-    got = schedule_factors("cosine", {"warmup": Duration(value=1, unit="epochs"),
-                                      "min_factor": 0.1}, t, [0, 4, 9, 10, 60, 110])
+    got = schedule_factors(
+        "cosine",
+        {"warmup": Duration(value=1, unit="epochs"), "min_factor": 0.1},
+        t,
+        [0, 4, 9, 10, 60, 110],
+    )
     expected = [0.1, 0.5, 1.0, 1.0, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)), 0.1]
     assert got == pytest.approx(expected, abs=1e-12)
 
 
 def test_step_schedule_drops_by_factor_every_period() -> None:
     t = Timing(steps_per_epoch=5, total_steps=100)
-    got = schedule_factors("step", {"every": Duration(value=2, unit="epochs"), "factor": 0.5},
-                           t, [0, 9, 10, 25])
+    got = schedule_factors(
+        "step", {"every": Duration(value=2, unit="epochs"), "factor": 0.5}, t, [0, 9, 10, 25]
+    )
     assert got == pytest.approx([1.0, 1.0, 0.5, 0.25])
 
 
 def test_exponential_and_linear_schedules() -> None:
     t = Timing(steps_per_epoch=10, total_steps=100)
-    exp = schedule_factors("exponential", {"rate": 0.5, "every": Duration(value=1, unit="epochs")},
-                           t, [0, 5, 20])
+    exp = schedule_factors(
+        "exponential", {"rate": 0.5, "every": Duration(value=1, unit="epochs")}, t, [0, 5, 20]
+    )
     assert exp == pytest.approx([1.0, 0.5**0.5, 0.25])
     lin = schedule_factors("linear", {"end_factor": 0.0}, t, [0, 50, 100])
     assert lin == pytest.approx([1.0, 0.5, 0.0])
@@ -84,14 +91,17 @@ def reference_update(name: str, args: dict, p, g, state, step):
     return p - lr * scaled, {"square_avg": sq}
 
 
-@pytest.mark.parametrize("name,args", [
-    ("sgd", {"lr": 0.1}),
-    ("sgd", {"lr": 0.1, "momentum": 0.9}),
-    ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
-    ("adam", {"lr": 0.01}),
-    ("rmsprop", {"lr": 0.01}),
-    ("rmsprop", {"lr": 0.01, "momentum": 0.5}),
-])
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("sgd", {"lr": 0.1}),
+        ("sgd", {"lr": 0.1, "momentum": 0.9}),
+        ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        ("adam", {"lr": 0.01}),
+        ("rmsprop", {"lr": 0.01}),
+        ("rmsprop", {"lr": 0.01, "momentum": 0.5}),
+    ],
+)
 def test_optimizer_update_matches_reference_over_three_steps(name: str, args: dict) -> None:
     opt = OPTIMIZERS.get(name)
     full = opt.signature.bind(name, [], [(k, v, _span()) for k, v in args.items()], _span())
@@ -125,8 +135,9 @@ def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> No
     rng = HashRandom(b, "seed", "step")
     for salt in (0, 1):
         b.add_output(rng.uniform_like(b, "x", salt), "float32", None)
-    session = ort.InferenceSession(b.model().SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        b.model().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     x = np.zeros((64, 256), np.float32)
 
     def draw(seed: int, step: int) -> list[np.ndarray]:
@@ -134,7 +145,7 @@ def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> No
 
     a0, a1 = draw(0, 0)
     assert a0.shape == x.shape
-    assert 0.0 <= a0.min() and a0.max() < 1.0
+    assert a0.min() >= 0.0 and a0.max() < 1.0
     assert abs(a0.mean() - 0.5) < 0.01 and abs(a0.std() - math.sqrt(1 / 12)) < 0.01
     assert abs(np.corrcoef(a0.ravel(), a1.ravel())[0, 1]) < 0.03
     assert np.array_equal(draw(0, 0)[0], a0)

@@ -34,10 +34,12 @@ class Case:
     def spec(self) -> str:
         hidden = "\n".join(f"  dense({w}) -> relu" for w in self.widths[1:-1])
         opt = {"sgd": "sgd(lr = 0.01)", "adam": "adam(lr = 0.001)"}[self.optimizer]
-        return (f"model bench {{\n  input x: float32[N, {self.widths[0]}]\n{hidden}\n"
-                f"  dense({self.widths[-1]})\n}}\n"
-                f"train {{\n  data digits\n  loss cross_entropy\n  optimizer {opt}\n"
-                f"  batch {self.batch}\n  epochs 1\n}}\n")
+        return (
+            f"model bench {{\n  input x: float32[N, {self.widths[0]}]\n{hidden}\n"
+            f"  dense({self.widths[-1]})\n}}\n"
+            f"train {{\n  data digits\n  loss cross_entropy\n  optimizer {opt}\n"
+            f"  batch {self.batch}\n  epochs 1\n}}\n"
+        )
 
 
 CASES = [
@@ -77,8 +79,11 @@ def torch_rate(case: Case, x: np.ndarray, y: np.ndarray, seconds: float) -> floa
     for a, b in zip(case.widths[:-2], case.widths[1:-1], strict=True):
         layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers, torch.nn.Linear(case.widths[-2], case.widths[-1]))
-    opt = (torch.optim.SGD(model.parameters(), lr=0.01) if case.optimizer == "sgd"
-           else torch.optim.Adam(model.parameters(), lr=0.001))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.01)
+        if case.optimizer == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=0.001)
+    )
     loss_fn = torch.nn.CrossEntropyLoss()
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 

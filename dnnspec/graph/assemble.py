@@ -74,8 +74,11 @@ class Program:
 
 
 def parameter_slots(typed: TypedModel, state: tuple[str, ...] = ()) -> list[Slot]:
-    return [Slot(param_name(layer.node.name, p.name), p, state if p.trainable else ())
-            for layer in typed.layers for p in layer.params]
+    return [
+        Slot(param_name(layer.node.name, p.name), p, state if p.trainable else ())
+        for layer in typed.layers
+        for p in layer.params
+    ]
 
 
 def _float_dtype(dtype: str, float_dtype: str) -> str:
@@ -85,13 +88,15 @@ def _float_dtype(dtype: str, float_dtype: str) -> str:
 def _add_model_inputs(b: GraphBuilder, typed: TypedModel) -> dict[str, str]:
     names = {}
     for decl in typed.spec.model.inputs:
-        names[decl.name] = b.add_input(decl.name, _float_dtype(decl.dtype, b.float_dtype.name),
-                                       decl.dims)
+        names[decl.name] = b.add_input(
+            decl.name, _float_dtype(decl.dtype, b.float_dtype.name), decl.dims
+        )
     return names
 
 
-def _add_params(b: GraphBuilder, slots: list[Slot], as_inputs: bool,
-                values: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, str]]:
+def _add_params(
+    b: GraphBuilder, slots: list[Slot], as_inputs: bool, values: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, str]]:
     """Parameters as graph inputs (step graphs) or initializers (the deployable model)."""
     by_node: dict[str, dict[str, str]] = {}
     for slot in slots:
@@ -112,8 +117,9 @@ def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
     return b.add_input(TARGET, b.float_dtype, out.dims)
 
 
-def _loss_and_metrics(b: GraphBuilder, train: TrainSpec, output: str, classes: int | None,
-                      need_grad: bool) -> tuple[str | None, list[str]]:
+def _loss_and_metrics(
+    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None, need_grad: bool
+) -> tuple[str | None, list[str]]:
     loss_def = LOSSES.get(train.loss.name)
     result = loss_def.build(b, output, TARGET, classes, train.loss.args, need_grad)
     b.rename(result.loss, LOSS)
@@ -128,8 +134,14 @@ def _loss_and_metrics(b: GraphBuilder, train: TrainSpec, output: str, classes: i
     return result.grad, names
 
 
-def build_train_step(typed: TypedModel, train: TrainSpec, classes: int | None, timing: Timing,
-                     float_dtype: str = "float32", emit_grads: bool = False) -> Program:
+def build_train_step(
+    typed: TypedModel,
+    train: TrainSpec,
+    classes: int | None,
+    timing: Timing,
+    float_dtype: str = "float32",
+    emit_grads: bool = False,
+) -> Program:
     """The training step; `emit_grads` also outputs each parameter's gradient (grad.<name>)."""
     opt = OPTIMIZERS.get(train.optimizer.name)
     opt_args = train.optimizer.args
@@ -161,28 +173,42 @@ def build_train_step(typed: TypedModel, train: TrainSpec, classes: int | None, t
     for slot in trainable:
         grad = grads[slot.name]
         if emit_grads:
-            b.add_output(b.op("Identity", [grad], outputs=[f"grad.{slot.name}"]),
-                         b.float_dtype, slot.spec.shape)
+            b.add_output(
+                b.op("Identity", [grad], outputs=[f"grad.{slot.name}"]),
+                b.float_dtype,
+                slot.spec.shape,
+            )
         if slot.spec.decay:
             for reg in train.regularize:
                 term = REGULARIZERS.get(reg.name).grad(b, slot.name, reg.args)
                 grad = b.op("Add", [grad, term])
         state = {kind: slot.state_name(kind) for kind in slot.state}
         new_param, new_state = opt.update(b, slot.name, grad, state, scalars, opt_args)
-        for name, value in [(slot.name, new_param),
-                            *((state[k], v) for k, v in new_state.items())]:
+        for name, value in [(slot.name, new_param), *((state[k], v) for k, v in new_state.items())]:
             b.rename(value, next_name(name))
             b.add_output(next_name(name), b.float_dtype, slot.spec.shape)
 
     metadata = model_metadata(typed, train, classes)
-    return Program(typed, train, classes, slots, metric_names,
-                   train_step=b.model(metadata, "dnnspec training step"),
-                   eval_step=build_eval_step(typed, train, classes, slots, float_dtype),
-                   float_dtype=float_dtype, metadata=metadata)
+    return Program(
+        typed,
+        train,
+        classes,
+        slots,
+        metric_names,
+        train_step=b.model(metadata, "dnnspec training step"),
+        eval_step=build_eval_step(typed, train, classes, slots, float_dtype),
+        float_dtype=float_dtype,
+        metadata=metadata,
+    )
 
 
-def build_eval_step(typed: TypedModel, train: TrainSpec, classes: int | None,
-                    slots: list[Slot], float_dtype: str = "float32") -> onnx.ModelProto:
+def build_eval_step(
+    typed: TypedModel,
+    train: TrainSpec,
+    classes: int | None,
+    slots: list[Slot],
+    float_dtype: str = "float32",
+) -> onnx.ModelProto:
     """Loss and metric sums of a batch with the current parameters, without dropout."""
     b = GraphBuilder("eval_step", float_dtype)
     b.reserve(LOSS)
@@ -194,8 +220,13 @@ def build_eval_step(typed: TypedModel, train: TrainSpec, classes: int | None,
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
 
 
-def build_inference(typed: TypedModel, slots: list[Slot], values: dict[str, np.ndarray],
-                    metadata: dict[str, str], mode: Mode = "infer") -> onnx.ModelProto:
+def build_inference(
+    typed: TypedModel,
+    slots: list[Slot],
+    values: dict[str, np.ndarray],
+    metadata: dict[str, str],
+    mode: Mode = "infer",
+) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights baked in as initializers."""
     b = GraphBuilder(typed.spec.model.name, "float32")
     b.reserve(OUTPUT)
@@ -215,10 +246,12 @@ def spec_hash(typed: TypedModel) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
-def model_metadata(typed: TypedModel, train: TrainSpec | None,
-                   classes: int | None) -> dict[str, str]:
-    inputs = [{"name": d.name, "dtype": d.dtype, "shape": list(d.dims)}
-              for d in typed.spec.model.inputs]
+def model_metadata(
+    typed: TypedModel, train: TrainSpec | None, classes: int | None
+) -> dict[str, str]:
+    inputs = [
+        {"name": d.name, "dtype": d.dtype, "shape": list(d.dims)} for d in typed.spec.model.inputs
+    ]
     meta: dict[str, Any] = {
         "dnnspec.model": typed.spec.model.name,
         "dnnspec.inputs": json.dumps(inputs),

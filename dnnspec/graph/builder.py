@@ -87,8 +87,12 @@ class GraphBuilder:
         self.initializers[name] = numpy_helper.from_array(np.asarray(array), name)
         return name
 
-    def const(self, value: float | int | Sequence | np.ndarray, dtype: str | np.dtype | None = None,
-              hint: str = "c") -> str:
+    def const(
+        self,
+        value: float | int | Sequence | np.ndarray,
+        dtype: str | np.dtype | None = None,
+        hint: str = "c",
+    ) -> str:
         """A constant as a shared initializer (initializers cost no node execution)."""
         dt = np.dtype(dtype) if dtype is not None else self.float_dtype
         array = np.asarray(value, dtype=dt)
@@ -99,13 +103,25 @@ class GraphBuilder:
             self._const_cache[key] = name
         return self._const_cache[key]
 
-    def op(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1,
-           hint: str | None = None, **attrs: object) -> str:
+    def op(
+        self,
+        op_type: str,
+        inputs: Sequence[str],
+        outputs: int | Sequence[str] = 1,
+        hint: str | None = None,
+        **attrs: object,
+    ) -> str:
         """Emit one node and return its (first) output name."""
         return self.op_multi(op_type, inputs, outputs, hint, **attrs)[0]
 
-    def op_multi(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1,
-                 hint: str | None = None, **attrs: object) -> list[str]:
+    def op_multi(
+        self,
+        op_type: str,
+        inputs: Sequence[str],
+        outputs: int | Sequence[str] = 1,
+        hint: str | None = None,
+        **attrs: object,
+    ) -> list[str]:
         """Emit one node and return all output names (fresh ones when `outputs` is a count)."""
         if isinstance(outputs, int):
             base = hint or op_type.lower()
@@ -115,8 +131,9 @@ class GraphBuilder:
             for name in out_names:
                 if name and name not in self._used:
                     self._used.add(name)
-        node = helper.make_node(op_type, list(inputs), out_names, name=self.fresh(f"n_{op_type}"),
-                                **attrs)
+        node = helper.make_node(
+            op_type, list(inputs), out_names, name=self.fresh(f"n_{op_type}"), **attrs
+        )
         self.nodes.append(node)
         return out_names
 
@@ -139,17 +156,30 @@ class GraphBuilder:
 
     def _bound(self, name: str) -> bool:
         """Whether `name` already names a value (as opposed to being merely reserved)."""
-        return (name in self.initializers or any(v.name == name for v in self.inputs)
-                or any(name in n.output for n in self.nodes))
+        return (
+            name in self.initializers
+            or any(v.name == name for v in self.inputs)
+            or any(name in n.output for n in self.nodes)
+        )
 
     # assembly ----------------------------------------------------------------
     def graph(self) -> onnx.GraphProto:
-        return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs,
-                                 initializer=list(self.initializers.values()))
+        return helper.make_graph(
+            self.nodes,
+            self.name,
+            self.inputs,
+            self.outputs,
+            initializer=list(self.initializers.values()),
+        )
 
     def model(self, metadata: dict[str, str] | None = None, doc: str = "") -> onnx.ModelProto:
-        model = helper.make_model(self.graph(), opset_imports=[helper.make_opsetid("", OPSET)],
-                                  ir_version=IR_VERSION, producer_name="dnnspec", doc_string=doc)
+        model = helper.make_model(
+            self.graph(),
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            ir_version=IR_VERSION,
+            producer_name="dnnspec",
+            doc_string=doc,
+        )
         for key, value in (metadata or {}).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

@@ -18,8 +18,16 @@ from dnnspec.schema import Signature
 
 Dim = int | str
 Mode = Literal["train", "eval", "infer"]
-Init = Literal["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "zeros", "ones",
-               "normal_002", "orthogonal"]
+Init = Literal[
+    "he_normal",
+    "he_uniform",
+    "glorot_uniform",
+    "glorot_normal",
+    "zeros",
+    "ones",
+    "normal_002",
+    "orthogonal",
+]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,14 @@ from dnnspec.errors import Span, error
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
-VALIDATION = ArgSpec(name="validation", type="float", default=0.2, min=0.0, max=0.9,
-                     doc="fraction held out for validation")
+VALIDATION = ArgSpec(
+    name="validation",
+    type="float",
+    default=0.2,
+    min=0.0,
+    max=0.9,
+    doc="fraction held out for validation",
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,10 @@ DATASETS: Registry[DatasetDef] = Registry("dataset")
 
 
 def _digits(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    with resources.files("dnnspec").joinpath("data/digits.npz").open("rb") as f, \
-            np.load(f, allow_pickle=False) as npz:
+    with (
+        resources.files("dnnspec").joinpath("data/digits.npz").open("rb") as f,
+        np.load(f, allow_pickle=False) as npz,
+    ):
         return Dataset((npz["x"].astype(np.float32) / 16.0), npz["y"].astype(np.int64), 10)
 
 
@@ -88,8 +96,11 @@ def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
             with np.load(path, allow_pickle=False) as npz:
                 missing = [k for k in (args["x"], args["y"]) if k not in npz.files]
                 if missing:
-                    raise error(f"'{path}' has no array named {missing[0]!r}", span,
-                                help=f"arrays in the file: {', '.join(npz.files)}")
+                    raise error(
+                        f"'{path}' has no array named {missing[0]!r}",
+                        span,
+                        help=f"arrays in the file: {', '.join(npz.files)}",
+                    )
                 x, y = npz[args["x"]], npz[args["y"]]
         elif path.suffix == ".csv":
             x, y = _read_csv(path)
@@ -132,21 +143,60 @@ def split(data: Dataset, validation: float, seed: int) -> tuple[Dataset, Dataset
     return data.take(np.sort(order[n_val:])), data.take(np.sort(order[:n_val]))
 
 
-DATASETS.add("digits", DatasetDef(Signature(args=(VALIDATION,)), _digits,
-                                  "scikit-learn's 1,797 8x8 handwritten digits, 10 classes"))
-DATASETS.add("spirals", DatasetDef(Signature(args=(
-    ArgSpec(name="samples", type="int", default=2000, min=10),
-    ArgSpec(name="classes", type="int", default=2, min=2),
-    ArgSpec(name="noise", type="float", default=0.1, min=0.0),
-    VALIDATION)), _spirals, "interleaved 2-D spirals, one arm per class"))
-DATASETS.add("regression", DatasetDef(Signature(args=(
-    ArgSpec(name="samples", type="int", default=2000, min=10),
-    ArgSpec(name="features", type="int", default=3, min=3),
-    ArgSpec(name="noise", type="float", default=0.05, min=0.0),
-    VALIDATION)), _regression, "y = sin(2 x0) + 0.5 x1^2 - 0.3 x0 x2 + noise"))
-DATASETS.add("file", DatasetDef(Signature(args=(
-    ArgSpec(name="path", type="str"),
-    VALIDATION,
-    ArgSpec(name="x", type="str", default="x", doc="array name of the inputs in an .npz"),
-    ArgSpec(name="y", type="str", default="y", doc="array name of the targets in an .npz"),
-)), _file, "a user .npz (arrays x, y) or .csv (last column is the target)"))
+DATASETS.add(
+    "digits",
+    DatasetDef(
+        Signature(args=(VALIDATION,)),
+        _digits,
+        "scikit-learn's 1,797 8x8 handwritten digits, 10 classes",
+    ),
+)
+DATASETS.add(
+    "spirals",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(name="samples", type="int", default=2000, min=10),
+                ArgSpec(name="classes", type="int", default=2, min=2),
+                ArgSpec(name="noise", type="float", default=0.1, min=0.0),
+                VALIDATION,
+            )
+        ),
+        _spirals,
+        "interleaved 2-D spirals, one arm per class",
+    ),
+)
+DATASETS.add(
+    "regression",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(name="samples", type="int", default=2000, min=10),
+                ArgSpec(name="features", type="int", default=3, min=3),
+                ArgSpec(name="noise", type="float", default=0.05, min=0.0),
+                VALIDATION,
+            )
+        ),
+        _regression,
+        "y = sin(2 x0) + 0.5 x1^2 - 0.3 x0 x2 + noise",
+    ),
+)
+DATASETS.add(
+    "file",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(name="path", type="str"),
+                VALIDATION,
+                ArgSpec(
+                    name="x", type="str", default="x", doc="array name of the inputs in an .npz"
+                ),
+                ArgSpec(
+                    name="y", type="str", default="y", doc="array name of the targets in an .npz"
+                ),
+            )
+        ),
+        _file,
+        "a user .npz (arrays x, y) or .csv (last column is the target)",
+    ),
+)

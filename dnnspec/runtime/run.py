@@ -77,14 +77,18 @@ class RunResult:
 def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     """Check the spec, load and validate its data, and assemble its graphs."""
     if spec.train is None:
-        raise error(f"spec '{spec.source}' has no train section", spec.model.span,
-                    help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`")
+        raise error(
+            f"spec '{spec.source}' has no train section",
+            spec.model.span,
+            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
+        )
     train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
     typed = check_spec(spec)
     loss = LOSSES.get(train.loss.name)
     dataset = DATASETS.get(train.data.name)
-    data, classes = conform(dataset.load(train.data.args, train.seed, train.data.span), typed,
-                            loss.target, train.data)
+    data, classes = conform(
+        dataset.load(train.data.args, train.seed, train.data.span), typed, loss.target, train.data
+    )
     train_data, val_data = split(data, train.data.args.get("validation", 0.0), train.seed)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
@@ -103,9 +107,11 @@ def _monitor(train: TrainSpec) -> tuple[str, str, float, int] | None:
     base = name.removeprefix("val_").removeprefix("train_")
     known = {"loss", *(m.name for m in train.metrics)}
     if base not in known:
-        raise error(f"early_stop monitors '{name}', which this run does not compute",
-                    train.early_stop.span,
-                    help="monitor one of: " + ", ".join(f"val_{k}" for k in sorted(known)))
+        raise error(
+            f"early_stop monitors '{name}', which this run does not compute",
+            train.early_stop.span,
+            help="monitor one of: " + ", ".join(f"val_{k}" for k in sorted(known)),
+        )
     mode = "max" if base != "loss" and METRICS.get(base).higher_is_better else "min"
     key = name if name.startswith(("val_", "train_")) else f"val_{name}"
     return key.removeprefix("train_"), mode, args["min_delta"], args["patience"]
@@ -136,8 +142,13 @@ def export_model(program: Program, params: dict[str, np.ndarray], path: Path) ->
     return path
 
 
-def run_training(spec: Spec, run_dir: Path, device: Device = "cpu", epochs: int | None = None,
-                 reporter: Reporter | None = None) -> RunResult:
+def run_training(
+    spec: Spec,
+    run_dir: Path,
+    device: Device = "cpu",
+    epochs: int | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
     """Train `spec` and write everything to `run_dir`."""
     reporter = reporter or Silent()
     prep = prepare(spec, epochs)
@@ -153,8 +164,10 @@ def run_training(spec: Spec, run_dir: Path, device: Device = "cpu", epochs: int 
     input_name = spec.model.inputs[0].name
     monitor = _monitor(train)
     if monitor and not len(prep.val_data) and monitor[0].startswith("val_"):
-        raise error("early_stop monitors a validation metric but validation = 0",
-                    train.early_stop.span if train.early_stop else None)
+        raise error(
+            "early_stop monitors a validation metric but validation = 0",
+            train.early_stop.span if train.early_stop else None,
+        )
     best_value: float | None = None
     best_params: dict[str, np.ndarray] | None = None
     best_record: dict[str, Any] = {}
@@ -168,40 +181,61 @@ def run_training(spec: Spec, run_dir: Path, device: Device = "cpu", epochs: int 
         for epoch in range(train.epochs):
             t0 = time.perf_counter()
             try:
-                result = trainer.run_epoch(prep.train_data, input_name, train.batch, epoch,
-                                           lambda n, loss, e=epoch: reporter.step(e, n, loss))
+                result = trainer.run_epoch(
+                    prep.train_data,
+                    input_name,
+                    train.batch,
+                    epoch,
+                    lambda n, loss, e=epoch: reporter.step(e, n, loss),
+                )
                 params = trainer.params()
                 if not _finite(params):
                     # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
                     raise Diverged(trainer.step, epoch, math.nan, "the parameters")
             except Diverged as exc:
                 current = trainer.params()
-                kept = export_model(program, current if _finite(current) else last_good,
-                                    run_dir / "model.onnx")
-                raise DiagnosticError(Diagnostic(
-                    message=f"training diverged: {exc.what} became {exc.loss} "
-                    f"{'by' if exc.what == 'the parameters' else 'at'} step {exc.step} "
-                    f"(epoch {epoch + 1})",
-                    span=train.optimizer.span,
-                    help="lower the learning rate, add gradient clipping or check the data; "
-                    f"the last good parameters were kept in {kept}")) from None
+                kept = export_model(
+                    program, current if _finite(current) else last_good, run_dir / "model.onnx"
+                )
+                raise DiagnosticError(
+                    Diagnostic(
+                        message=f"training diverged: {exc.what} became {exc.loss} "
+                        f"{'by' if exc.what == 'the parameters' else 'at'} step {exc.step} "
+                        f"(epoch {epoch + 1})",
+                        span=train.optimizer.span,
+                        help="lower the learning rate, add gradient clipping or check the data; "
+                        f"the last good parameters were kept in {kept}",
+                    )
+                ) from None
             last_good = params
             record = {"epoch": epoch + 1, "step": trainer.step, **result}
             if len(prep.val_data):
-                record.update({f"val_{k}": v for k, v in
-                               trainer.evaluate(prep.val_data, input_name).items()})
+                record.update(
+                    {f"val_{k}": v for k, v in trainer.evaluate(prep.val_data, input_name).items()}
+                )
             record["seconds"] = round(time.perf_counter() - t0, 4)
             log.write(json.dumps(record) + "\n")
             log.flush()
             reporter.epoch(record)
-            checkpoint.save(paths["checkpoint"], trainer.values(),
-                            {"step": trainer.step, "epoch": epoch + 1, "seed": train.seed,
-                             "spec_hash": program.metadata["dnnspec.spec_hash"]})
+            checkpoint.save(
+                paths["checkpoint"],
+                trainer.values(),
+                {
+                    "step": trainer.step,
+                    "epoch": epoch + 1,
+                    "seed": train.seed,
+                    "spec_hash": program.metadata["dnnspec.spec_hash"],
+                },
+            )
             if monitor:
                 key, mode, delta, patience = monitor
                 if _improved(record[key], best_value, mode, delta):
                     best_value, best_params, best_record, waited = (
-                        record[key], trainer.params(), record, 0)
+                        record[key],
+                        trainer.params(),
+                        record,
+                        0,
+                    )
                 else:
                     waited += 1
                     if waited >= patience:
@@ -212,5 +246,13 @@ def run_training(spec: Spec, run_dir: Path, device: Device = "cpu", epochs: int 
     metrics = {k: v for k, v in record.items() if k not in ("epoch", "step", "seconds")}
     best = {k: v for k, v in (best_record or record).items() if k != "seconds"}
     reporter.finish(stopped)
-    return RunResult(run_dir, metrics, best, int(record.get("epoch", 0)), trainer.step, stopped,
-                     time.perf_counter() - started, paths)
+    return RunResult(
+        run_dir,
+        metrics,
+        best,
+        int(record.get("epoch", 0)),
+        trainer.step,
+        stopped,
+        time.perf_counter() - started,
+        paths,
+    )

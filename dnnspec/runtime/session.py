@@ -30,8 +30,9 @@ def cuda_available() -> bool:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              ir_version=IR_VERSION)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+    )
     options = ort.SessionOptions()
     options.log_severity_level = 4
     ort.set_default_logger_severity(4)  # provider-load errors go to the default logger
@@ -49,9 +50,11 @@ def providers_for(device: Device) -> list[str]:
         return [CPU]
     if device == "cuda":
         if not cuda_available():
-            raise error("--device cuda was asked for, but CUDA does not load on this machine",
-                        help="install onnxruntime-gpu with matching CUDA/cuDNN libraries, "
-                        "or use --device cpu / auto")
+            raise error(
+                "--device cuda was asked for, but CUDA does not load on this machine",
+                help="install onnxruntime-gpu with matching CUDA/cuDNN libraries, "
+                "or use --device cpu / auto",
+            )
         return [CUDA, CPU]
     return [CUDA, CPU] if cuda_available() else [CPU]
 
@@ -60,12 +63,14 @@ def session_options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = int(os.environ.get("DNNSPEC_THREADS", "0")) or min(
-        os.cpu_count() or 1, 8)
+        os.cpu_count() or 1, 8
+    )
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return options
 
 
 def make_session(model: onnx.ModelProto, device: Device = "cpu") -> ort.InferenceSession:
-    return ort.InferenceSession(model.SerializeToString(), session_options(),
-                                providers=providers_for(device))
+    return ort.InferenceSession(
+        model.SerializeToString(), session_options(), providers=providers_for(device)
+    )

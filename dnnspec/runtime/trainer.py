@@ -53,8 +53,9 @@ class EpochStats:
         out = {f"{prefix}loss": self.loss / max(1, self.samples)}
         for name, total in self.metric_sums.items():
             per = METRICS.get(name).per
-            out[f"{prefix}{name}"] = total / max(1, self.samples if per == "sample"
-                                                 else self.elements)
+            out[f"{prefix}{name}"] = total / max(
+                1, self.samples if per == "sample" else self.elements
+            )
         return out
 
 
@@ -66,7 +67,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 def batches(n: int, batch: int, order: np.ndarray | None = None) -> Iterator[np.ndarray]:
     index = np.arange(n) if order is None else order
     for start in range(0, n, batch):
-        yield index[start:start + batch]
+        yield index[start : start + batch]
 
 
 class Trainer:
@@ -77,8 +78,9 @@ class Trainer:
         self.seed = seed
         self.train_session = make_session(program.train_step, device)
         self.eval_session = make_session(program.eval_step, device)
-        self.device = "cuda" if "CUDAExecutionProvider" in self.train_session.get_providers() \
-            else "cpu"
+        self.device = (
+            "cuda" if "CUDAExecutionProvider" in self.train_session.get_providers() else "cpu"
+        )
         self.dtype = np.dtype(program.float_dtype)
         self.step = 0
         self.carried = program.carried()
@@ -99,8 +101,9 @@ class Trainer:
         out = {}
         for name in self.carried:
             value = np.ascontiguousarray(values[name], self.dtype)
-            out[name] = ort.OrtValue.ortvalue_from_shape_and_type(value.shape, self.dtype,
-                                                                 self.device, 0)
+            out[name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                value.shape, self.dtype, self.device, 0
+            )
             out[name].update_inplace(value)
         return out
 
@@ -145,8 +148,10 @@ class Trainer:
             if self._previous is not None:
                 self._current = self._previous
             raise Diverged(self.step, -1, loss)
-        metrics = {m: float(outs[len(self.carried) + 1 + i].numpy())
-                   for i, m in enumerate(self.program.metric_names)}
+        metrics = {
+            m: float(outs[len(self.carried) + 1 + i].numpy())
+            for i, m in enumerate(self.program.metric_names)
+        }
         self._previous, self._current = self._current, (self._current + 1) % 3
         self.step += 1
         return loss, metrics
@@ -168,8 +173,14 @@ class Trainer:
             stats.add(float(outs[0]), len(idx), int(y.size), metrics)
         return stats.result()
 
-    def run_epoch(self, data: Dataset, input_name: str, batch: int, epoch: int,
-                  on_step: Callable[[int, float], None] | None = None) -> dict[str, float]:
+    def run_epoch(
+        self,
+        data: Dataset,
+        input_name: str,
+        batch: int,
+        epoch: int,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> dict[str, float]:
         stats = EpochStats()
         for idx in batches(len(data), batch, epoch_order(len(data), self.seed, epoch)):
             y = np.ascontiguousarray(data.y[idx])

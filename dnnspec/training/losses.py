@@ -43,23 +43,31 @@ LOSSES: Registry[LossDef] = Registry("loss")
 def batch_size(b: GraphBuilder, value: str) -> str:
     """The (dynamic) leading dimension of `value` as a float scalar."""
     n = b.op("Shape", [value], hint="batch_shape", start=0, end=1)
-    return b.op("Cast", [b.op("Squeeze", [n], hint="batch_n")], hint="batch_f",
-                to=b.float_elem)
+    return b.op("Cast", [b.op("Squeeze", [n], hint="batch_n")], hint="batch_f", to=b.float_elem)
 
 
-def _cross_entropy(b: GraphBuilder, logits: str, labels: str, classes: int | None,
-                   args: dict[str, Any], need_grad: bool) -> LossOut:
+def _cross_entropy(
+    b: GraphBuilder,
+    logits: str,
+    labels: str,
+    classes: int | None,
+    args: dict[str, Any],
+    need_grad: bool,
+) -> LossOut:
     assert classes is not None
     eps = float(args["label_smoothing"])
     off, on = eps / classes, 1.0 - eps + eps / classes
     logp = b.op("LogSoftmax", [logits], hint="logp", axis=-1)
     # onnxruntime's OneHot has float32 values only: cast for float64 (gradient-check) graphs
-    target = b.op("OneHot", [labels, b.const(classes, "int64"), b.const([off, on], "float32")],
-                  hint="target", axis=-1)
+    target = b.op(
+        "OneHot",
+        [labels, b.const(classes, "int64"), b.const([off, on], "float32")],
+        hint="target",
+        axis=-1,
+    )
     if b.float_dtype != "float32":
         target = b.op("Cast", [target], to=b.float_elem)
-    per_sample = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([1], "int64")],
-                      keepdims=0)
+    per_sample = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([1], "int64")], keepdims=0)
     loss = b.op("Neg", [b.op("ReduceMean", [per_sample], keepdims=0)], hint="loss")
     grad = None
     if need_grad:
@@ -68,8 +76,14 @@ def _cross_entropy(b: GraphBuilder, logits: str, labels: str, classes: int | Non
     return LossOut(loss, grad)
 
 
-def _mse(b: GraphBuilder, pred: str, target: str, classes: int | None,
-         args: dict[str, Any], need_grad: bool) -> LossOut:
+def _mse(
+    b: GraphBuilder,
+    pred: str,
+    target: str,
+    classes: int | None,
+    args: dict[str, Any],
+    need_grad: bool,
+) -> LossOut:
     diff = b.op("Sub", [pred, target], hint="residual")
     loss = b.op("ReduceMean", [b.op("Mul", [diff, diff])], hint="loss", keepdims=0)
     grad = None
@@ -79,8 +93,24 @@ def _mse(b: GraphBuilder, pred: str, target: str, classes: int | None,
     return LossOut(loss, grad)
 
 
-LOSSES.add("cross_entropy", LossDef(Signature(args=(
-    ArgSpec(name="label_smoothing", type="float", default=0.0, min=0.0, max=1.0,
-            doc="mix the one-hot target with a uniform distribution"),
-)), "class", _cross_entropy, "softmax cross-entropy from logits, mean over the batch"))
+LOSSES.add(
+    "cross_entropy",
+    LossDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="label_smoothing",
+                    type="float",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    doc="mix the one-hot target with a uniform distribution",
+                ),
+            )
+        ),
+        "class",
+        _cross_entropy,
+        "softmax cross-entropy from logits, mean over the batch",
+    ),
+)
 LOSSES.add("mse", LossDef(Signature(), "value", _mse, "mean squared error over all elements"))

@@ -48,9 +48,20 @@ def _sq_error(b: GraphBuilder, pred: str, target: str) -> str:
     return b.op("ReduceSum", [b.op("Mul", [diff, diff])], hint="sq_error", keepdims=0)
 
 
-METRICS.add("accuracy", MetricDef(Signature(), "class", True, "sample", _accuracy,
-                                  "fraction of samples whose arg-max class is the label"))
-METRICS.add("mae", MetricDef(Signature(), "value", False, "element", _abs_error,
-                             "mean absolute error"))
-METRICS.add("mse", MetricDef(Signature(), "value", False, "element", _sq_error,
-                             "mean squared error"))
+METRICS.add(
+    "accuracy",
+    MetricDef(
+        Signature(),
+        "class",
+        True,
+        "sample",
+        _accuracy,
+        "fraction of samples whose arg-max class is the label",
+    ),
+)
+METRICS.add(
+    "mae", MetricDef(Signature(), "value", False, "element", _abs_error, "mean absolute error")
+)
+METRICS.add(
+    "mse", MetricDef(Signature(), "value", False, "element", _sq_error, "mean squared error")
+)

@@ -16,14 +16,17 @@ from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
-LR = ArgSpec(name="lr", type="float", default=1e-3, min=0.0, min_exclusive=True,
-             doc="learning rate")
+LR = ArgSpec(
+    name="lr", type="float", default=1e-3, min=0.0, min_exclusive=True, doc="learning rate"
+)
 
 # prepare(b, step: float scalar (updates done so far), lr: float scalar, args) -> scalars
 Prepare = Callable[[GraphBuilder, str, str, dict[str, Any]], dict[str, str]]
 # update(b, param, grad, state, scalars, args) -> (new param, new state)
-Update = Callable[[GraphBuilder, str, str, dict[str, str], dict[str, str], dict[str, Any]],
-                  tuple[str, dict[str, str]]]
+Update = Callable[
+    [GraphBuilder, str, str, dict[str, str], dict[str, str], dict[str, Any]],
+    tuple[str, dict[str, str]],
+]
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ def _sgd_state(args: dict[str, Any]) -> tuple[str, ...]:
     return ("velocity",) if args["momentum"] > 0 else ()
 
 
-def _sgd(b: GraphBuilder, p: str, g: str, state: dict[str, str], s: dict[str, str],
-         args: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def _sgd(
+    b: GraphBuilder, p: str, g: str, state: dict[str, str], s: dict[str, str], args: dict[str, Any]
+) -> tuple[str, dict[str, str]]:
     mu = args["momentum"]
     if mu <= 0:
         return b.op("Sub", [p, b.op("Mul", [g, s["lr"]])]), {}
@@ -69,8 +73,9 @@ def _adam_prepare(b: GraphBuilder, step: str, lr: str, args: dict[str, Any]) -> 
     return {"lr": b.op("Mul", [lr, b.op("Div", [b.op("Sqrt", [c2]), c1])], hint="lr_t")}
 
 
-def _adam(b: GraphBuilder, p: str, g: str, state: dict[str, str], s: dict[str, str],
-          args: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def _adam(
+    b: GraphBuilder, p: str, g: str, state: dict[str, str], s: dict[str, str], args: dict[str, Any]
+) -> tuple[str, dict[str, str]]:
     m = _ema(b, state["m"], g, args["beta1"])
     v = _ema(b, state["v"], b.op("Mul", [g, g]), args["beta2"])
     denom = b.op("Add", [b.op("Sqrt", [v]), b.const(args["eps"])])
@@ -82,32 +87,67 @@ def _rmsprop_state(args: dict[str, Any]) -> tuple[str, ...]:
     return ("square_avg", "momentum_buf") if args["momentum"] > 0 else ("square_avg",)
 
 
-def _rmsprop(b: GraphBuilder, p: str, g: str, state: dict[str, str], s: dict[str, str],
-             args: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def _rmsprop(
+    b: GraphBuilder, p: str, g: str, state: dict[str, str], s: dict[str, str], args: dict[str, Any]
+) -> tuple[str, dict[str, str]]:
     sq = _ema(b, state["square_avg"], b.op("Mul", [g, g]), args["rho"])
     scaled = b.op("Div", [g, b.op("Add", [b.op("Sqrt", [sq]), b.const(args["eps"])])])
     if args["momentum"] > 0:
-        buf = b.op("Add", [b.op("Mul", [state["momentum_buf"], b.const(args["momentum"])]),
-                           scaled])
-        return b.op("Sub", [p, b.op("Mul", [buf, s["lr"]])]), {"square_avg": sq,
-                                                               "momentum_buf": buf}
+        buf = b.op("Add", [b.op("Mul", [state["momentum_buf"], b.const(args["momentum"])]), scaled])
+        return b.op("Sub", [p, b.op("Mul", [buf, s["lr"]])]), {
+            "square_avg": sq,
+            "momentum_buf": buf,
+        }
     return b.op("Sub", [p, b.op("Mul", [scaled, s["lr"]])]), {"square_avg": sq}
 
 
-OPTIMIZERS.add("sgd", OptimizerDef(Signature(args=(
-    LR.model_copy(update={"default": 0.01}),
-    ArgSpec(name="momentum", type="float", default=0.0, min=0.0, max=1.0),
-    ArgSpec(name="nesterov", type="bool", default=False),
-)), _sgd_state, _lr_only, _sgd, "stochastic gradient descent, optional (Nesterov) momentum"))
-OPTIMIZERS.add("adam", OptimizerDef(Signature(args=(
-    LR,
-    ArgSpec(name="beta1", type="float", default=0.9, min=0.0, max=1.0),
-    ArgSpec(name="beta2", type="float", default=0.999, min=0.0, max=1.0),
-    ArgSpec(name="eps", type="float", default=1e-8, min=0.0, min_exclusive=True),
-)), lambda args: ("m", "v"), _adam_prepare, _adam, "Adam with bias correction"))
-OPTIMIZERS.add("rmsprop", OptimizerDef(Signature(args=(
-    LR,
-    ArgSpec(name="rho", type="float", default=0.9, min=0.0, max=1.0),
-    ArgSpec(name="eps", type="float", default=1e-8, min=0.0, min_exclusive=True),
-    ArgSpec(name="momentum", type="float", default=0.0, min=0.0, max=1.0),
-)), _rmsprop_state, _lr_only, _rmsprop, "RMSprop, optional momentum"))
+OPTIMIZERS.add(
+    "sgd",
+    OptimizerDef(
+        Signature(
+            args=(
+                LR.model_copy(update={"default": 0.01}),
+                ArgSpec(name="momentum", type="float", default=0.0, min=0.0, max=1.0),
+                ArgSpec(name="nesterov", type="bool", default=False),
+            )
+        ),
+        _sgd_state,
+        _lr_only,
+        _sgd,
+        "stochastic gradient descent, optional (Nesterov) momentum",
+    ),
+)
+OPTIMIZERS.add(
+    "adam",
+    OptimizerDef(
+        Signature(
+            args=(
+                LR,
+                ArgSpec(name="beta1", type="float", default=0.9, min=0.0, max=1.0),
+                ArgSpec(name="beta2", type="float", default=0.999, min=0.0, max=1.0),
+                ArgSpec(name="eps", type="float", default=1e-8, min=0.0, min_exclusive=True),
+            )
+        ),
+        lambda args: ("m", "v"),
+        _adam_prepare,
+        _adam,
+        "Adam with bias correction",
+    ),
+)
+OPTIMIZERS.add(
+    "rmsprop",
+    OptimizerDef(
+        Signature(
+            args=(
+                LR,
+                ArgSpec(name="rho", type="float", default=0.9, min=0.0, max=1.0),
+                ArgSpec(name="eps", type="float", default=1e-8, min=0.0, min_exclusive=True),
+                ArgSpec(name="momentum", type="float", default=0.0, min=0.0, max=1.0),
+            )
+        ),
+        _rmsprop_state,
+        _lr_only,
+        _rmsprop,
+        "RMSprop, optional momentum",
+    ),
+)

@@ -39,7 +39,9 @@ def _l2(b: GraphBuilder, p: str, args: dict[str, Any]) -> str:
     return b.op("Mul", [p, b.const(2.0 * args["strength"])])
 
 
-REGULARIZERS.add("l1", RegularizerDef(Signature(args=(STRENGTH,)), _l1,
-                                      "strength * sum |w| over weights"))
-REGULARIZERS.add("l2", RegularizerDef(Signature(args=(STRENGTH,)), _l2,
-                                      "strength * sum w^2 over weights"))
+REGULARIZERS.add(
+    "l1", RegularizerDef(Signature(args=(STRENGTH,)), _l1, "strength * sum |w| over weights")
+)
+REGULARIZERS.add(
+    "l2", RegularizerDef(Signature(args=(STRENGTH,)), _l2, "strength * sum w^2 over weights")
+)

@@ -16,8 +16,12 @@ from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Duration, Signature
 
-WARMUP = ArgSpec(name="warmup", type="duration", default=Duration(value=0, unit="steps"),
-                 doc="linear warm-up from 0 before the schedule starts")
+WARMUP = ArgSpec(
+    name="warmup",
+    type="duration",
+    default=Duration(value=0, unit="steps"),
+    doc="linear warm-up from 0 before the schedule starts",
+)
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,18 @@ class ScheduleDef:
 SCHEDULES: Registry[ScheduleDef] = Registry("schedule")
 
 
-def with_warmup(b: GraphBuilder, step: str, factor: str | None, args: dict[str, Any],
-                timing: Timing) -> str:
+def with_warmup(
+    b: GraphBuilder, step: str, factor: str | None, args: dict[str, Any], timing: Timing
+) -> str:
     """Scale `factor` (None: 1) by min(1, (step + 1) / warmup) when a warm-up is set."""
     warm = timing.steps(args["warmup"])
     if warm <= 0:
         return factor or b.const(1.0)
-    ramp = b.op("Min", [b.op("Div", [b.op("Add", [step, b.const(1.0)]), b.const(float(warm))]),
-                        b.const(1.0)], hint="warmup")
+    ramp = b.op(
+        "Min",
+        [b.op("Div", [b.op("Add", [step, b.const(1.0)]), b.const(float(warm))]), b.const(1.0)],
+        hint="warmup",
+    )
     return ramp if factor is None else b.op("Mul", [ramp, factor])
 
 
@@ -94,19 +102,52 @@ def _linear(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
     return with_warmup(b, step, b.op("Add", [slope, b.const(1.0)]), args, t)
 
 
-SCHEDULES.add("constant", ScheduleDef(Signature(args=(WARMUP,)), _constant,
-                                      "the base rate throughout"))
-SCHEDULES.add("cosine", ScheduleDef(Signature(args=(
-    WARMUP, ArgSpec(name="min_factor", type="float", default=0.0, min=0.0, max=1.0))),
-    _cosine, "half a cosine from the base rate down to min_factor times it over the run"))
-SCHEDULES.add("step", ScheduleDef(Signature(args=(
-    ArgSpec(name="every", type="duration"),
-    ArgSpec(name="factor", type="float", default=0.1, min=0.0, min_exclusive=True),
-    WARMUP)), _step, "multiply the rate by factor every `every`"))
-SCHEDULES.add("exponential", ScheduleDef(Signature(args=(
-    ArgSpec(name="rate", type="float", min=0.0, min_exclusive=True, max=1.0),
-    ArgSpec(name="every", type="duration", default=Duration(value=1, unit="epochs")),
-    WARMUP)), _exponential, "rate ** (step / every), smoothly"))
-SCHEDULES.add("linear", ScheduleDef(Signature(args=(
-    WARMUP, ArgSpec(name="end_factor", type="float", default=0.0, min=0.0))),
-    _linear, "straight line from the base rate to end_factor times it"))
+SCHEDULES.add(
+    "constant", ScheduleDef(Signature(args=(WARMUP,)), _constant, "the base rate throughout")
+)
+SCHEDULES.add(
+    "cosine",
+    ScheduleDef(
+        Signature(
+            args=(WARMUP, ArgSpec(name="min_factor", type="float", default=0.0, min=0.0, max=1.0))
+        ),
+        _cosine,
+        "half a cosine from the base rate down to min_factor times it over the run",
+    ),
+)
+SCHEDULES.add(
+    "step",
+    ScheduleDef(
+        Signature(
+            args=(
+                ArgSpec(name="every", type="duration"),
+                ArgSpec(name="factor", type="float", default=0.1, min=0.0, min_exclusive=True),
+                WARMUP,
+            )
+        ),
+        _step,
+        "multiply the rate by factor every `every`",
+    ),
+)
+SCHEDULES.add(
+    "exponential",
+    ScheduleDef(
+        Signature(
+            args=(
+                ArgSpec(name="rate", type="float", min=0.0, min_exclusive=True, max=1.0),
+                ArgSpec(name="every", type="duration", default=Duration(value=1, unit="epochs")),
+                WARMUP,
+            )
+        ),
+        _exponential,
+        "rate ** (step / every), smoothly",
+    ),
+)
+SCHEDULES.add(
+    "linear",
+    ScheduleDef(
+        Signature(args=(WARMUP, ArgSpec(name="end_factor", type="float", default=0.0, min=0.0))),
+        _linear,
+        "straight line from the base rate to end_factor times it",
+    ),
+)
