@@ -113,13 +113,25 @@ def _default_run_dir(spec: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.runtime.run import Silent, run_training
+    from dnnspec.runtime.run import Interrupted, Silent, run_training
 
+    if args.resume and not args.out:
+        raise error("--resume needs the run directory: --out DIR")
     spec = _load(args)
     run_dir = Path(args.out) if args.out else _default_run_dir(Path(args.spec))
     reporter = Silent() if args.json else ProgressReporter(console)
     try:
-        result = run_training(spec, run_dir, args.device, args.epochs, reporter)
+        result = run_training(spec, run_dir, args.device, args.epochs, reporter, args.resume)
+    except Interrupted as stop:
+        extra = [f"--set {x}" for x in args.set or []]
+        extra += [f"--epochs {args.epochs}"] if args.epochs else []
+        again = " ".join(["dnnspec train", args.spec, "--out", str(run_dir), *extra, "--resume"])
+        print(
+            f"interrupted in epoch {stop.epoch + 1}; {run_dir}/model.onnx holds the weights of "
+            f"the last finished epoch.\ncontinue with: {again}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     finally:
         if isinstance(reporter, ProgressReporter):
             reporter.stop()
@@ -219,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<spec name>[-n])")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     p.add_argument("--epochs", type=int, help="override the spec's epoch count")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (
@@ -255,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.render(), file=sys.stderr)
         return SPEC_ERROR
     except KeyboardInterrupt:
-        print("interrupted; the last finished epoch is in the run's checkpoint/", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return INTERRUPTED
 
 

@@ -12,8 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
+from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
-from dnnspec.runtime.run import RunResult, run_training
+from dnnspec.runtime.run import Interrupted, RunResult, run_training
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -97,3 +98,46 @@ def test_same_seed_gives_bit_identical_losses_and_other_seeds_differ(tmp_path: P
     first = losses(tmp_path / "a", "0")
     assert first == losses(tmp_path / "b", "0")
     assert first != losses(tmp_path / "c", "1")
+
+
+class InterruptAt:
+    """A reporter that presses Ctrl-C in the middle of a given epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.at, self.steps = epoch, 0
+
+    def start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def epoch(self, record: dict) -> None: ...
+    def finish(self, message: str) -> None: ...
+
+    def step(self, epoch: int, samples: int, loss: float) -> None:
+        self.steps += 1
+        if epoch == self.at and self.steps % 5 == 0:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_bit_identically(tmp_path: Path) -> None:
+    spec = load_spec(SPECS / "digits_mlp.dnn")
+    whole = run_training(spec, tmp_path / "whole", "cpu", epochs=4)
+    with pytest.raises(Interrupted):
+        run_training(spec, tmp_path / "cut", "cpu", epochs=4, reporter=InterruptAt(2))
+    assert (tmp_path / "cut" / "model.onnx").exists()
+    resumed = run_training(spec, tmp_path / "cut", "cpu", epochs=4, resume=True)
+    assert resumed.steps == whole.steps
+    logs = [(tmp_path / r / "metrics.jsonl").read_text().splitlines() for r in ("whole", "cut")]
+    strip = [
+        [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in log]
+        for log in logs
+    ]
+    assert strip[0] == strip[1]
+    a = onnx.load(tmp_path / "whole" / "model.onnx").graph.initializer
+    b = onnx.load(tmp_path / "cut" / "model.onnx").graph.initializer
+    assert [x.raw_data for x in a] == [y.raw_data for y in b]
+
+
+def test_resume_refuses_a_checkpoint_of_another_spec(tmp_path: Path) -> None:
+    spec = load_spec(SPECS / "digits_mlp.dnn")
+    run_training(spec, tmp_path, "cpu", epochs=1)
+    other = load_spec(SPECS / "digits_mlp.dnn", {"hidden": "32"})
+    with pytest.raises(DiagnosticError, match="different spec"):
+        run_training(other, tmp_path, "cpu", epochs=1, resume=True)

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 import onnx
@@ -98,29 +98,49 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     return Prepared(spec, train, typed, train_data, val_data, program)
 
 
-def _monitor(train: TrainSpec) -> tuple[str, str, float, int] | None:
-    """(metric, 'min'|'max', min_delta, patience) of early stopping, checked up front."""
-    if train.early_stop is None:
-        return None
-    args = train.early_stop.args
-    name = args["monitor"]
-    base = name.removeprefix("val_").removeprefix("train_")
-    known = {"loss", *(m.name for m in train.metrics)}
-    if base not in known:
-        raise error(
-            f"early_stop monitors '{name}', which this run does not compute",
-            train.early_stop.span,
-            help="monitor one of: " + ", ".join(f"val_{k}" for k in sorted(known)),
+@dataclass
+class EarlyStop:
+    """Early-stopping bookkeeping; it travels in checkpoints so a resumed run agrees."""
+
+    key: str
+    mode: str
+    min_delta: float
+    patience: int
+    best: float | None = None
+    waited: int = 0
+
+    @classmethod
+    def from_spec(cls, train: TrainSpec) -> EarlyStop | None:
+        """The monitored record key and direction (resolve has checked the name)."""
+        if train.early_stop is None:
+            return None
+        args = train.early_stop.args
+        name = args["monitor"].removeprefix("train_")
+        base = name.removeprefix("val_")
+        mode = "max" if base != "loss" and METRICS.get(base).higher_is_better else "min"
+        key = (
+            name
+            if name.startswith("val_") or args["monitor"].startswith("train_")
+            else f"val_{name}"
         )
-    mode = "max" if base != "loss" and METRICS.get(base).higher_is_better else "min"
-    key = name if name.startswith(("val_", "train_")) else f"val_{name}"
-    return key.removeprefix("train_"), mode, args["min_delta"], args["patience"]
+        return cls(key, mode, args["min_delta"], args["patience"])
 
+    def update(self, value: float) -> bool:
+        """Record one epoch's value; True when it is the best so far."""
+        better = self.best is None or (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
+        if better:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+        return better
 
-def _improved(value: float, best: float | None, mode: str, delta: float) -> bool:
-    if best is None:
-        return True
-    return value < best - delta if mode == "min" else value > best + delta
+    @property
+    def exhausted(self) -> bool:
+        return self.waited >= self.patience
 
 
 def _finite(params: dict[str, np.ndarray]) -> bool:
@@ -142,116 +162,182 @@ def export_model(program: Program, params: dict[str, np.ndarray], path: Path) ->
     return path
 
 
+def _diverged(exc: Diverged, epoch: int, train: TrainSpec, kept: Path) -> DiagnosticError:
+    where = "by" if exc.what == "the parameters" else "at"
+    return DiagnosticError(
+        Diagnostic(
+            message=f"training diverged: {exc.what} became {exc.loss} {where} step {exc.step} "
+            f"(epoch {epoch + 1})",
+            span=train.optimizer.span,
+            help="lower the learning rate, add gradient clipping or check the data; "
+            f"the last good parameters were kept in {kept}",
+        )
+    )
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training: model.onnx and the checkpoint of the last epoch are kept."""
+
+    def __init__(self, run_dir: Path, epoch: int) -> None:
+        super().__init__(f"interrupted in epoch {epoch + 1}")
+        self.run_dir, self.epoch = run_dir, epoch
+
+
+BEST = "best:"
+
+
+@dataclass
+class _Run:
+    """The mutable state of one training run, and the steps of its epoch loop."""
+
+    prep: Prepared
+    trainer: Trainer
+    run_dir: Path
+    reporter: Reporter
+    stop: EarlyStop | None
+    epoch: int = 0
+    last_good: dict[str, np.ndarray] = field(default_factory=dict)
+    best_params: dict[str, np.ndarray] | None = None
+    best_record: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint" / "last.npz"
+
+    def restore(self) -> None:
+        """Continue from the last checkpoint (same spec required)."""
+        program = self.prep.program
+        arrays, header = checkpoint.load(self.checkpoint_path)
+        if header.get("spec_hash") != program.metadata["dnnspec.spec_hash"]:
+            raise error(
+                f"checkpoint '{self.checkpoint_path}' was written by a different spec",
+                help="resume with the spec (and --set values) that started the run, "
+                "or train into a new --out directory",
+            )
+        self.trainer.load_values({k: arrays[k] for k in program.carried()})
+        self.trainer.step = int(header["step"])
+        self.epoch = int(header["epoch"])
+        best = {k.removeprefix(BEST): v for k, v in arrays.items() if k.startswith(BEST)}
+        self.best_params = best or None
+        self.best_record = header["best_record"]
+        if self.stop is not None:
+            self.stop.best, self.stop.waited = header["early_stop"]
+        log = self.run_dir / "metrics.jsonl"
+        if log.exists():  # drop epochs logged after the checkpoint: they are trained again
+            kept = log.read_text().splitlines()[: self.epoch]
+            log.write_text("".join(line + "\n" for line in kept))
+
+    def train_epoch(self) -> dict[str, np.ndarray]:
+        """One pass over the training data; divergence keeps finite parameters and stops."""
+        prep, trainer, epoch = self.prep, self.trainer, self.epoch
+        try:
+            result = trainer.run_epoch(
+                prep.train_data,
+                prep.spec.model.inputs[0].name,
+                prep.train.batch,
+                epoch,
+                lambda n, loss: self.reporter.step(epoch, n, loss),
+            )
+            params = trainer.params()
+            if not _finite(params):
+                # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
+                raise Diverged(trainer.step, epoch, math.nan, "the parameters")
+        except Diverged as exc:
+            current = trainer.params()
+            kept = self.export(current if _finite(current) else self.last_good)
+            raise _diverged(exc, epoch, prep.train, kept) from None
+        self.record = {"epoch": epoch + 1, "step": trainer.step, **result}
+        self.last_good = params
+        return params
+
+    def validate(self) -> None:
+        if len(self.prep.val_data):
+            metrics = self.trainer.evaluate(self.prep.val_data, self.prep.spec.model.inputs[0].name)
+            self.record.update({f"val_{k}": v for k, v in metrics.items()})
+
+    def save(self) -> None:
+        arrays = self.trainer.values()
+        arrays.update({BEST + k: v for k, v in (self.best_params or {}).items()})
+        header = {
+            "step": self.trainer.step,
+            "epoch": self.epoch,
+            "seed": self.prep.train.seed,
+            "spec_hash": self.prep.program.metadata["dnnspec.spec_hash"],
+            "early_stop": [self.stop.best, self.stop.waited] if self.stop else None,
+            "best_record": self.best_record,
+        }
+        checkpoint.save(self.checkpoint_path, arrays, header)
+
+    def export(self, params: dict[str, np.ndarray]) -> Path:
+        return export_model(self.prep.program, params, self.run_dir / "model.onnx")
+
+    def loop(self, log: TextIO) -> str:
+        """Epochs until done or early-stopped; returns why it stopped."""
+        while self.epoch < self.prep.train.epochs:
+            t0 = time.perf_counter()
+            params = self.train_epoch()
+            self.validate()
+            self.record["seconds"] = round(time.perf_counter() - t0, 4)
+            log.write(json.dumps(self.record) + "\n")
+            log.flush()
+            self.reporter.epoch(self.record)
+            if self.stop is not None and self.stop.update(self.record[self.stop.key]):
+                self.best_params, self.best_record = params, self.record
+            self.epoch += 1
+            self.save()
+            if self.stop is not None and self.stop.exhausted:
+                return (
+                    f"early stop: {self.stop.key} did not improve for {self.stop.patience} epochs"
+                )
+        return "completed"
+
+
 def run_training(
     spec: Spec,
     run_dir: Path,
     device: Device = "cpu",
     epochs: int | None = None,
     reporter: Reporter | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Train `spec` and write everything to `run_dir`."""
-    reporter = reporter or Silent()
+    """Train `spec` into `run_dir`; with `resume`, continue from its last checkpoint so the
+    result is bit-identical to a run that was never interrupted."""
     prep = prepare(spec, epochs)
-    train, program = prep.train, prep.program
-    run_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_graphs(program, run_dir)
-    paths["lock"] = run_dir / "spec.lock.json"
-    write_lock(spec, paths["lock"])
-    paths["metrics"] = run_dir / "metrics.jsonl"
-    paths["checkpoint"] = run_dir / "checkpoint" / "last.npz"
-
-    trainer = Trainer(program, device, train.seed)
-    input_name = spec.model.inputs[0].name
-    monitor = _monitor(train)
-    if monitor and not len(prep.val_data) and monitor[0].startswith("val_"):
+    train = prep.train
+    stop = EarlyStop.from_spec(train)
+    if stop and stop.key.startswith("val_") and not len(prep.val_data):
         raise error(
             "early_stop monitors a validation metric but validation = 0",
             train.early_stop.span if train.early_stop else None,
         )
-    best_value: float | None = None
-    best_params: dict[str, np.ndarray] | None = None
-    best_record: dict[str, Any] = {}
-    waited = 0
-    stopped = "completed"
-    record: dict[str, Any] = {}
+    run = _Run(prep, Trainer(prep.program, device, train.seed), run_dir, reporter or Silent(), stop)
+    if resume:
+        run.restore()
+    run.last_good = run.trainer.params()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = write_graphs(prep.program, run_dir)
+    paths["lock"] = run_dir / "spec.lock.json"
+    write_lock(spec, paths["lock"])
+    paths["metrics"] = run_dir / "metrics.jsonl"
+    paths["checkpoint"] = run.checkpoint_path
     started = time.perf_counter()
-    last_good = trainer.params()
-    reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch))
-    with paths["metrics"].open("w") as log:
-        for epoch in range(train.epochs):
-            t0 = time.perf_counter()
-            try:
-                result = trainer.run_epoch(
-                    prep.train_data,
-                    input_name,
-                    train.batch,
-                    epoch,
-                    lambda n, loss, e=epoch: reporter.step(e, n, loss),
-                )
-                params = trainer.params()
-                if not _finite(params):
-                    # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
-                    raise Diverged(trainer.step, epoch, math.nan, "the parameters")
-            except Diverged as exc:
-                current = trainer.params()
-                kept = export_model(
-                    program, current if _finite(current) else last_good, run_dir / "model.onnx"
-                )
-                raise DiagnosticError(
-                    Diagnostic(
-                        message=f"training diverged: {exc.what} became {exc.loss} "
-                        f"{'by' if exc.what == 'the parameters' else 'at'} step {exc.step} "
-                        f"(epoch {epoch + 1})",
-                        span=train.optimizer.span,
-                        help="lower the learning rate, add gradient clipping or check the data; "
-                        f"the last good parameters were kept in {kept}",
-                    )
-                ) from None
-            last_good = params
-            record = {"epoch": epoch + 1, "step": trainer.step, **result}
-            if len(prep.val_data):
-                record.update(
-                    {f"val_{k}": v for k, v in trainer.evaluate(prep.val_data, input_name).items()}
-                )
-            record["seconds"] = round(time.perf_counter() - t0, 4)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            reporter.epoch(record)
-            checkpoint.save(
-                paths["checkpoint"],
-                trainer.values(),
-                {
-                    "step": trainer.step,
-                    "epoch": epoch + 1,
-                    "seed": train.seed,
-                    "spec_hash": program.metadata["dnnspec.spec_hash"],
-                },
-            )
-            if monitor:
-                key, mode, delta, patience = monitor
-                if _improved(record[key], best_value, mode, delta):
-                    best_value, best_params, best_record, waited = (
-                        record[key],
-                        trainer.params(),
-                        record,
-                        0,
-                    )
-                else:
-                    waited += 1
-                    if waited >= patience:
-                        stopped = f"early stop: {key} did not improve for {patience} epochs"
-                        break
-    final_params = best_params if best_params is not None else trainer.params()
-    paths["model"] = export_model(program, final_params, run_dir / "model.onnx")
-    metrics = {k: v for k, v in record.items() if k not in ("epoch", "step", "seconds")}
-    best = {k: v for k, v in (best_record or record).items() if k != "seconds"}
-    reporter.finish(stopped)
+    run.reporter.start(train.epochs - run.epoch, math.ceil(len(prep.train_data) / train.batch))
+    try:
+        with paths["metrics"].open("a" if resume else "w") as log:
+            stopped = run.loop(log)
+    except KeyboardInterrupt:
+        run.export(run.best_params or run.last_good)
+        raise Interrupted(run_dir, run.epoch) from None
+    paths["model"] = run.export(run.best_params if run.best_params is not None else run.last_good)
+    run.reporter.finish(stopped)
+    record = run.record or run.best_record
     return RunResult(
         run_dir,
-        metrics,
-        best,
-        int(record.get("epoch", 0)),
-        trainer.step,
+        {k: v for k, v in record.items() if k not in ("epoch", "step", "seconds")},
+        {k: v for k, v in (run.best_record or record).items() if k != "seconds"},
+        int(record.get("epoch", run.epoch)),
+        run.trainer.step,
         stopped,
         time.perf_counter() - started,
         paths,
