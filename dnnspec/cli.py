@@ -158,21 +158,19 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.runtime.run import prepare, write_graphs
-    from dnnspec.runtime.trainer import Trainer
+    from dnnspec.resolve import write_lock
+    from dnnspec.runtime.run import export_model, prepare, write_graphs
+    from dnnspec.runtime.trainer import initial_values
 
     spec = _load(args)
     prep = prepare(spec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_graphs(prep.program, out)
-    from dnnspec.runtime.run import export_model
-
-    params = Trainer(prep.program, "cpu", prep.train.seed).params()
+    params = initial_values(prep.program, prep.train.seed, params_only=True)
     paths["model"] = export_model(prep.program, params, out / "model.onnx")
-    from dnnspec.resolve import write_lock
-
-    write_lock(spec, out / "spec.lock.json")
+    paths["lock"] = out / "spec.lock.json"
+    write_lock(spec, paths["lock"])
     if args.json:
         print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     else:

@@ -143,3 +143,20 @@ def test_python_dash_m_entry_point_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)
+
+
+def test_compile_writes_three_loadable_graphs_and_the_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    code, out, _ = run_cli(capsys, "compile", DIGITS, "--out", str(tmp_path), "--json")
+    assert code == 0
+    paths = json.loads(out)
+    assert set(paths) == {"train_step", "eval_step", "model", "lock"}
+    for name in ("train_step", "eval_step", "model"):
+        model = onnx.load(paths[name])
+        onnx.checker.check_model(model, full_check=True)
+        ort.InferenceSession(paths[name], providers=["CPUExecutionProvider"])
+    assert all(n.domain in ("", "ai.onnx") for n in onnx.load(paths["train_step"]).graph.node)

@@ -11,7 +11,6 @@ ones: the input of the previous step, whose loss was finite, is still intact.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -59,6 +58,19 @@ class EpochStats:
         return out
 
 
+def initial_values(program: Program, seed: int, params_only: bool = False) -> dict[str, np.ndarray]:
+    """Seeded parameters (each layer's initialiser) and zero optimizer state."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(program.float_dtype)
+    values: dict[str, np.ndarray] = {}
+    for slot in program.slots:
+        values[slot.name] = initial_value(slot.spec, rng, dtype)
+        if not params_only:
+            for kind in slot.state:
+                values[slot.state_name(kind)] = np.zeros(slot.spec.shape, dtype)
+    return values
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The sample order of one epoch, a pure function of (seed, epoch) so resume replays it."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -84,12 +96,7 @@ class Trainer:
         self.dtype = np.dtype(program.float_dtype)
         self.step = 0
         self.carried = program.carried()
-        rng = np.random.default_rng(seed)
-        values: dict[str, np.ndarray] = {}
-        for slot in program.slots:
-            values[slot.name] = initial_value(slot.spec, rng, self.dtype)
-            for kind in slot.state:
-                values[slot.state_name(kind)] = np.zeros(slot.spec.shape, self.dtype)
+        values = initial_values(program, seed)
         self._buffers = [self._device_values(values) for _ in range(3)]
         self._current = 0
         self._previous: int | None = None
@@ -192,7 +199,3 @@ class Trainer:
             if on_step is not None:
                 on_step(len(idx), loss)
         return stats.result()
-
-
-def throughput(samples: int, started: float) -> float:
-    return samples / max(1e-9, time.perf_counter() - started)
