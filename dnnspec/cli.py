@@ -58,7 +58,7 @@ class ProgressReporter:
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[rate]:,.0f} samples/s"),
             TimeRemainingColumn(),
             console=console,
@@ -77,7 +77,7 @@ class ProgressReporter:
             total=epochs * steps_per_epoch,
             epoch=1,
             epochs=epochs,
-            loss=float("nan"),
+            loss="-",
             rate=0.0,
         )
         self.t0 = time.perf_counter()
@@ -85,7 +85,7 @@ class ProgressReporter:
     def step(self, epoch: int, samples: int, loss: float) -> None:
         self.samples += samples
         rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
-        self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=loss, rate=rate)
+        self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate)
 
     def epoch(self, record: dict[str, Any]) -> None:
         shown = "  ".join(
@@ -152,7 +152,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"[bold]done[/bold] ({result.stopped}) in {result.seconds:.1f}s, {result.steps} steps"
     )
-    console.print(f"best epoch {result.best.get('epoch', result.epochs)}: {shown}", highlight=False)
+    which = "best epoch" if spec.train and spec.train.early_stop else "epoch"
+    console.print(f"{which} {result.best.get('epoch', result.epochs)}: {shown}", highlight=False)
     console.print(f"wrote {result.paths['model']} and the run in {result.run_dir}/")
     return OK
 
