@@ -19,14 +19,16 @@ import onnx
 from onnx import numpy_helper
 
 from dnnspec.errors import error
+from dnnspec.frontend import load_spec
 from dnnspec.graph.assemble import OUTPUT, Program
+from dnnspec.ir import Spec
+from dnnspec.resolve import read_lock
 from dnnspec.runtime.run import RunResult, prepare, run_training
 from dnnspec.runtime.session import Device, make_session
+from dnnspec.runtime.trainer import Trainer
 
 
-def _spec(path: str | Path, overrides: dict[str, Any]):  # noqa: ANN202 - dnnspec.ir.Spec
-    from dnnspec.frontend import load_spec
-
+def _spec(path: str | Path, overrides: dict[str, Any]) -> Spec:
     return load_spec(
         path, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
     )
@@ -112,9 +114,6 @@ class Model:
 
     def evaluate(self) -> dict[str, float]:
         """Loss and metrics of model.onnx's weights on the run's validation split."""
-        from dnnspec.resolve import read_lock
-        from dnnspec.runtime.trainer import Trainer
-
         spec = read_lock(self.run_dir / "spec.lock.json")
         prep = prepare(spec)
         trainer = Trainer(prep.program, "cpu", prep.train.seed)

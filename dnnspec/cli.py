@@ -11,12 +11,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dnnspec.errors import DiagnosticError, error
+
+if TYPE_CHECKING:
+    from dnnspec.ir import Spec
 
 OK, SPEC_ERROR, INTERRUPTED = 0, 2, 130
 
@@ -31,7 +34,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202 - returns dnnspec.ir.Spec
+def _load(args: argparse.Namespace) -> Spec:
     from dnnspec.frontend import load_spec
 
     return load_spec(args.spec, _overrides(getattr(args, "set", None) or []))
