@@ -8,7 +8,7 @@ Adding a layer touches one module under `layers/` (plus tests): it calls
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from dnnspec.graph.builder import GraphBuilder
@@ -80,7 +80,6 @@ class LowerCtx:
     types: dict[str, TensorType]
     rng: RandomSource | None = None
     salt: int = 0
-    extra_outputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def training(self) -> bool:
