@@ -25,7 +25,7 @@ from dnnspec.training.metrics import METRICS
 
 
 class Diverged(Exception):
-    """The loss became NaN or infinite; the last good parameters are kept."""
+    """The loss (or the parameters) became NaN or infinite; training stops."""
 
     def __init__(self, step: int, epoch: int, loss: float, what: str = "the loss") -> None:
         super().__init__(f"{what} became {loss} at step {step} (epoch {epoch})")
@@ -48,11 +48,12 @@ class EpochStats:
         for k, v in metrics.items():
             self.metric_sums[k] = self.metric_sums.get(k, 0.0) + v
 
-    def result(self, prefix: str = "") -> dict[str, float]:
-        out = {f"{prefix}loss": self.loss / max(1, self.samples)}
+    def result(self) -> dict[str, float]:
+        """Means: loss per sample, each metric per sample or per element as it declares."""
+        out = {"loss": self.loss / max(1, self.samples)}
         for name, total in self.metric_sums.items():
             per = METRICS.get(name).per
-            out[f"{prefix}{name}"] = total / max(
+            out[name] = total / max(
                 1, self.samples if per == "sample" else self.elements
             )
         return out
