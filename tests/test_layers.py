@@ -106,7 +106,7 @@ def test_dense_maps_the_last_axis_to_units_with_weight_in_by_out_and_undecayed_b
     weight, bias = params_of("dense", f32("N", 64), units=128)
     assert (weight.shape, weight.init, weight.fan_in, weight.fan_out) == (
         (64, 128),
-        "glorot_uniform",
+        "auto",
         64,
         128,
     )

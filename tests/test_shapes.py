@@ -226,3 +226,13 @@ def test_check_json_reports_layers_totals_and_sections() -> None:
     assert report["search"]["dims"][0] == {
         "param": "hidden", "space": "choice", "values": [32, 64, 128, 256],
     }  # fmt: skip
+
+
+def test_auto_init_is_he_before_relu_like_activations_and_glorot_elsewhere() -> None:
+    text = (
+        "model m {\n  input x: float32[N, 4]\n  dense(8) -> relu\n  dense(8) -> tanh\n"
+        "  dense(8, init = orthogonal) -> relu\n  dense(2)\n}\n"
+    )
+    typed = check_spec(load_spec_text(text, "m.dnn"))
+    inits = [info.params[0].init for info in typed.layers if info.node.layer == "dense"]
+    assert inits == ["he_normal", "glorot_uniform", "orthogonal", "glorot_uniform"]

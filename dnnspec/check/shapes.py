@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span
 from dnnspec.ir import Node, Spec
 from dnnspec.layers.base import LAYERS, ParamSpec, ShapeError, TensorType
+
+RELU_LIKE = frozenset({"relu", "leaky_relu", "elu", "gelu", "silu"})
+"""Activations after which a layer's `auto` weight init is He's rather than Glorot's."""
 
 UNKNOWN = TensorType("unknown", ())
 """The type of a value whose producer failed to check; nodes reading it are skipped."""
@@ -92,7 +95,17 @@ class _Checker:
         self.check_output(output)
         if self.problems:
             raise DiagnosticError(self.problems)
-        return TypedModel(self.spec, self.types, self.layers, output)
+        return TypedModel(self.spec, self.types, [self.with_init(i) for i in self.layers], output)
+
+    def with_init(self, info: LayerInfo) -> LayerInfo:
+        """Settle `auto` initialisers: He for weights feeding only ReLU-like activations
+        (they halve the variance), Glorot otherwise."""
+        if not any(p.init == "auto" for p in info.params):
+            return info
+        consumers = {n.layer for n in self.spec.model.nodes if info.node.name in n.inputs}
+        init = "he_normal" if consumers and consumers <= RELU_LIKE else "glorot_uniform"
+        params = [replace(p, init=init) if p.init == "auto" else p for p in info.params]
+        return replace(info, params=params)
 
     def check_node(self, node: Node, operands: list[TensorType]) -> LayerInfo:
         layer = LAYERS.get(node.layer, node.span)

@@ -19,6 +19,7 @@ from dnnspec.schema import Signature
 Dim = int | str
 Mode = Literal["train", "eval", "infer"]
 Init = Literal[
+    "auto",
     "he_normal",
     "he_uniform",
     "glorot_uniform",

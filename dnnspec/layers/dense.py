@@ -65,7 +65,13 @@ LAYERS.add(
             args=(
                 ArgSpec(name="units", type="int", min=1, doc="output width"),
                 ArgSpec(name="bias", type="bool", default=True),
-                ArgSpec(name="init", type="str", default="glorot_uniform", choices=INITS),
+                ArgSpec(
+                    name="init",
+                    type="str",
+                    default="auto",
+                    choices=("auto", *INITS),
+                    doc="auto: he_normal when a ReLU-like activation follows, else glorot_uniform",
+                ),
             )
         ),
         infer=infer,

@@ -53,9 +53,7 @@ class EpochStats:
         out = {"loss": self.loss / max(1, self.samples)}
         for name, total in self.metric_sums.items():
             per = METRICS.get(name).per
-            out[name] = total / max(
-                1, self.samples if per == "sample" else self.elements
-            )
+            out[name] = total / max(1, self.samples if per == "sample" else self.elements)
         return out
 
 
