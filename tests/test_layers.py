@@ -139,7 +139,9 @@ def test_dense_on_a_sequence_is_matmul_plus_add_and_without_bias_one_matmul() ->
 def test_dense_rejects_integer_ids_symbolic_widths_and_vectors() -> None:
     with pytest.raises(ShapeError, match=r"dense needs a float tensor, got i64\[N, 8\]") as caught:
         infer("dense", TensorType("int64", ("N", 8)), units=4)
-    assert caught.value.help is not None and "embedding" in caught.value.help
+    # There is no embedding layer to suggest: the fix is a float input.
+    assert caught.value.help is not None and "declare the input float32" in caught.value.help
+    assert "embedding" not in caught.value.help
     with pytest.raises(ShapeError, match=r"known last dimension.*f32\[N, T\]"):
         infer("dense", f32("N", "T"), units=4)
     with pytest.raises(ShapeError, match="rank 2 or more"):
@@ -201,6 +203,15 @@ def test_activations_reject_integer_inputs_and_bad_axes() -> None:
         infer("relu", TensorType("int64", ("N", 3)))
     with pytest.raises(ShapeError, match=r"softmax axis 2 is out of range for f32\[N, 3\]"):
         infer("softmax", f32("N", 3), axis=2)
+
+
+@pytest.mark.parametrize("layer", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [0, -2])
+def test_normalising_over_the_batch_axis_is_refused(layer: str, axis: int) -> None:
+    # Normalising across the batch makes each prediction depend on the rest of the batch.
+    with pytest.raises(ShapeError, match=f"{layer} cannot work along axis {axis}, the batch") as e:
+        infer(layer, f32("N", 3), axis=axis)
+    assert e.value.help == "use axis 1 (or -1)"
 
 
 # dropout -----------------------------------------------------------------------------------
@@ -292,8 +303,11 @@ def test_concat_sums_the_axis_and_requires_the_other_dims_equal() -> None:
     y, (a, b), _, ops = run("concat", [f32("N", 3), f32("N", 5)])
     assert ops == ["Concat"]
     np.testing.assert_array_equal(y, np.concatenate([a, b], axis=-1))
-    with pytest.raises(ShapeError, match="along axis 0: dimension 1 differs"):
-        infer("concat", f32("N", 3), f32("N", 5), axis=0)
+    with pytest.raises(ShapeError, match="along axis 1: dimension 2 differs"):
+        infer("concat", f32("N", 3, 2), f32("N", 5, 3), axis=1)
+    # Joining along the batch axis would give a batch of N+N outputs for N targets.
+    with pytest.raises(ShapeError, match="concat cannot work along axis 0, the batch axis"):
+        infer("concat", f32("N", 3), f32("N", 3), axis=0)
     with pytest.raises(ShapeError, match="ranks differ"):
         infer("concat", f32("N", 3), f32("N", 3, 1))
     with pytest.raises(ShapeError, match="out of range"):

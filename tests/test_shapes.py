@@ -166,11 +166,24 @@ def test_two_dense_operands_of_different_widths_suggest_equal_widths() -> None:
     assert diag.help == "make the dense layers the same width"
 
 
-def test_integer_input_into_dense_suggests_an_embedding() -> None:
+def test_integer_input_into_dense_suggests_a_float_input() -> None:
     (diag,) = diagnostics("  input t: int64[N, 8]\n  dense(4)\n")
     assert diag.message == "dense needs a float tensor, got i64[N, 8]"
-    assert diag.help is not None and "add an embedding layer" in diag.help
+    # No embedding layer exists, so the help must not send users looking for one.
+    assert diag.help == "declare the input float32 (integer data is converted when it is loaded)"
     assert [n.message for n in diag.notes] == ["i64[N, 8] is input 't' declared here"]
+
+
+def test_an_axis_out_of_range_says_which_axes_exist_not_how_to_widen_a_layer() -> None:
+    (diag,) = diagnostics("  input x: float32[N, 4]\n  h = dense(3)\n  concat(h, x, axis = 5)\n")
+    assert diag.message == "concat axis 5 is out of range for f32[N, 3] (rank 2)"
+    assert diag.help == "use axis 1 (or -1)"
+
+
+def test_concat_along_the_batch_axis_is_an_error_at_the_call() -> None:
+    (diag,) = diagnostics("  input x: float32[N, 4]\n  h = dense(4)\n  concat(h, x, axis = 0)\n")
+    assert diag.message.startswith("concat cannot work along axis 0, the batch axis of f32[N, 4]")
+    assert diag.span is not None and (diag.span.line, diag.span.col) == (4, 3)
 
 
 def test_independent_errors_are_all_reported_and_do_not_cascade() -> None:

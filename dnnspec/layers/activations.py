@@ -46,7 +46,7 @@ def _activation(
     def infer(inputs: Sequence[TensorType], bound: dict[str, Any]) -> TensorType:
         x = require_float(inputs[0], name)
         if "axis" in bound:
-            normalize_axis(bound["axis"], x, name)
+            normalize_axis(bound["axis"], x, name, batch=False)
         return x
 
     LAYERS.add(

@@ -20,7 +20,7 @@ def require_float(t: TensorType, layer: str) -> TensorType:
     if t.dtype.startswith("float"):
         return t
     help = (
-        "add an embedding layer to turn integer ids into vectors, or declare the input float32"
+        "declare the input float32 (integer data is converted when it is loaded)"
         if t.dtype.startswith("int")
         else "declare the input as float32"
     )
@@ -46,8 +46,28 @@ def per_sample(t: TensorType) -> int:
     return math.prod(d for d in t.dims[1:] if isinstance(d, int))
 
 
-def normalize_axis(axis: int, t: TensorType, layer: str) -> int:
+def normalize_axis(axis: int, t: TensorType, layer: str, batch: bool = True) -> int:
+    """`axis` as an index into `t.dims`; with `batch=False` the batch axis is refused,
+    since a layer working across it would mix the samples of a batch."""
     rank = len(t.dims)
     if not -rank <= axis < rank:
-        raise ShapeError(f"{layer} axis {axis} is out of range for {t} (rank {rank})")
+        raise ShapeError(
+            f"{layer} axis {axis} is out of range for {t} (rank {rank})",
+            help=_axes_help(rank, batch),
+        )
+    if not batch and axis % rank == 0:
+        raise ShapeError(
+            f"{layer} cannot work along axis {axis}, the batch axis of {t}: "
+            "it would mix the samples of a batch",
+            help=_axes_help(rank, batch),
+        )
     return axis % rank
+
+
+def _axes_help(rank: int, batch: bool) -> str:
+    first = 0 if batch else 1
+    if rank - 1 < first:
+        return "this tensor has only the batch axis; reshape it to [N, ...] first"
+    if rank - 1 == first:
+        return f"use axis {first} (or -1)"
+    return f"use an axis from {first} to {rank - 1}, or -1 for the last"

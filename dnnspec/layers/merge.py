@@ -69,7 +69,7 @@ def infer_concat(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorTy
     first = inputs[0]
     if len({len(t.dims) for t in inputs}) > 1:
         raise ShapeError(f"cannot concatenate {operands_text(inputs)}: the ranks differ")
-    axis = normalize_axis(args["axis"], first, "concat")
+    axis = normalize_axis(args["axis"], first, "concat", batch=False)
     for i, dim in enumerate(first.dims):
         if i != axis and any(t.dims[i] != dim for t in inputs):
             raise ShapeError(
