@@ -8,6 +8,7 @@ renders with source lines even for specs that never lived in a file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from dnnspec.resolve import Scalar, resolve
 from dnnspec.syntax import ast
 from dnnspec.syntax.build import build
 from dnnspec.syntax.parse import parse_tree
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""Text that reads as a number literal (the grammar's, with an optional sign)."""
 
 
 def parse_text(text: str, file: str = "<spec>") -> ast.SpecFile:
@@ -38,9 +42,19 @@ def parse_override(name: str, text: str) -> tuple[Scalar, Span]:
     file = f"--set {name}"
     try:
         literal = build(parse_tree(text, file, start="literal"), file)
-    except DiagnosticError:
+    except DiagnosticError as exc:
+        if _is_number(text):
+            # A number the grammar refuses (too large, beyond 64 bits): say so, rather than
+            # passing it on as a string that the param then rejects as a word.
+            exc.sources = SourceMap({file: text})
+            raise
         return text, Span(file=file, line=1, col=1, end_line=1, end_col=len(text) + 1)
     return _literal_value(literal), literal.span
+
+
+def _is_number(text: str) -> bool:
+    """Whether `text` reads as a number (decimal digits, a point or an exponent)."""
+    return NUMBER.fullmatch(text.strip()) is not None
 
 
 def _literal_value(expr: ast.Expr) -> Scalar:

@@ -173,6 +173,19 @@ def _compatible(declared: str, value: Any) -> bool:
     return kind == declared or (declared == "float" and kind == "int")
 
 
+def _override_help(name: str, declared: Any, value: Any) -> str | None:
+    """How to write `--set name=...` for a param holding `declared`, given `value`."""
+    kind = _kind(declared)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return f"write it without a fraction: --set {name}={int(value)}"
+    if kind in ("int", "float") and isinstance(value, str):
+        example = f"give {_a(kind)}, e.g. --set {name}={declared!r}"
+        if any(c in value for c in "+-*/()"):
+            return f"--set takes a literal, not an expression: {example}"
+        return example
+    return None
+
+
 def _suggest(word: str, names: Iterable[str]) -> str | None:
     """`did you mean 'x'?` when a name is close to `word`, else None (no list of options)."""
     hint = did_you_mean(word, names)
@@ -356,6 +369,7 @@ class _Resolver:
                         f"param '{name}' holds {_a(_kind(declared))}, not {_describe(value)}",
                         span,
                         notes=[Note(message="declared here", span=decl.span)],
+                        help=_override_help(name, declared, value),
                     )
                 declared = value
             self.params[name] = declared
@@ -380,6 +394,14 @@ class _Resolver:
                     f"block '{name}' has the name of a built-in layer",
                     block.name.span,
                     help="rename the block",
+                )
+            if not block.body:
+                self.unusable.add(name)
+                self.fail(
+                    f"block '{name}' has an empty body",
+                    block.name.span,
+                    help="add its layers, e.g. "
+                    + (f"return {block.inputs[0].id} -> dense(8)" if block.inputs else "dense(8)"),
                 )
             if not block.inputs:
                 self.unusable.add(name)
@@ -414,11 +436,16 @@ class _Resolver:
         if p.default is None:
             return ArgSpec(name=p.name.id, type=type_)
         default = self.scalar(p.default, consts, f"the default of '{p.name.id}'")
-        if default is not POISON and not _compatible(type_, default):
-            self.fail(
-                f"the default of '{p.name.id}' must be a {type_}, got {_describe(default)}",
-                p.default.span,
-            )
+        if default is POISON or not _compatible(type_, default):
+            if default is not POISON:
+                self.fail(
+                    f"the default of '{p.name.id}' must be {_a(type_)}, got {_describe(default)}",
+                    p.default.span,
+                )
+            # Calls of the block would only repeat the mistake (at each use of the parameter,
+            # or as a missing argument), so they bind anything and yield POISON.
+            self.unusable.add(block)
+            return ArgSpec(name=p.name.id, type="any", default=None)
         elif type_ == "float" and isinstance(default, int):
             default = float(default)
         return ArgSpec(name=p.name.id, type=type_, default=default)
@@ -602,7 +629,7 @@ class _Resolver:
             return
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             self.fail(
-                f"repeat needs a count of zero or more, got {_describe(count)}",
+                f"repeat needs an integer count, zero or more, got {_describe(count)}",
                 stmt.count.span,
                 scope,
             )
@@ -619,7 +646,11 @@ class _Resolver:
             self.iterations += 1
             if self.iterations > MAX_ITERATIONS:
                 self.fail(
-                    f"repeat loops run more than {MAX_ITERATIONS} times in all", stmt.head, scope
+                    f"repeat loops run more than {MAX_ITERATIONS} times in all",
+                    stmt.head,
+                    scope,
+                    help=f"this repeat asks for {count}; a model is expanded layer by layer, "
+                    f"so keep the total number of iterations under {MAX_ITERATIONS}",
                 )
                 raise _Fatal
             consts = dict(scope.consts)
@@ -1128,7 +1159,7 @@ class _Resolver:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            least = "zero or more" if minimum == 0 else "a positive integer"
+            least = "an integer, zero or more" if minimum == 0 else "a positive integer"
             return self.fail(
                 f"'{item.key.id}' must be {least}, got {_describe(value)}", expr.span, scope
             )
@@ -1391,7 +1422,9 @@ class _Resolver:
         lo, hi = values
         if kind == "int_range":
             if not (isinstance(lo, int) and isinstance(hi, int)) or lo > hi:
-                self.fail("int_range takes two integers with lo <= hi", span)
+                self.fail(
+                    f"int_range takes two integers with lo <= hi, got {lo!r} and {hi!r}", span
+                )
                 return False
         elif lo >= hi or (kind == "log_uniform" and lo <= 0):
             need = "0 < lo < hi" if kind == "log_uniform" else "lo < hi"

@@ -127,6 +127,17 @@ class Signature(BaseModel):
         return bound
 
 
+def _shown(value: Any) -> str:
+    """`value` as it would be written in a spec: `true`, `"abc"`, `[1, 2]`, `2 epochs`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, Duration):
+        return f"{value.value:g} {value.unit}"
+    return repr(value)
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -150,11 +161,11 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
         return value
     if t == "bool":
         if not isinstance(value, bool):
-            return bad(f"{label} must be true or false, got {_type_name(value)} {value!r}")
+            return bad(f"{label} must be true or false, got {_type_name(value)} {_shown(value)}")
         return value
     if t in ("int", "float"):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return bad(f"{label} must be a number ({t}), got {_type_name(value)} {value!r}")
+            return bad(f"{label} must be a number ({t}), got {_type_name(value)} {_shown(value)}")
         if t == "int":
             if isinstance(value, float):
                 if not value.is_integer():
@@ -171,7 +182,7 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
         return value
     if t == "str":
         if not isinstance(value, str):
-            return bad(f"{label} must be a word, got {_type_name(value)} {value!r}")
+            return bad(f"{label} must be a word, got {_type_name(value)} {_shown(value)}")
         if spec.choices is not None and value not in spec.choices:
             return bad(
                 f"{label} has no option '{value}'",
@@ -184,13 +195,13 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return Duration(value=value, unit="steps")
         return bad(
-            f"{label} must be a duration, got {_type_name(value)} {value!r}",
+            f"{label} must be a duration, got {_type_name(value)} {_shown(value)}",
             "write it with a unit, e.g. '2 epochs' or '500 steps'",
         )
     if t in ("ints", "floats"):
         items = value if isinstance(value, list) else [value]
         want = int if t == "ints" else (int, float)
         if not all(isinstance(v, want) and not isinstance(v, bool) for v in items):
-            return bad(f"{label} must be a list of {t[:-1]}s, got {value!r}")
+            return bad(f"{label} must be a list of {t[:-1]}s, got {_shown(value)}")
         return [float(v) for v in items] if t == "floats" else list(items)
     return bad(f"{label} has an unsupported type {t}")

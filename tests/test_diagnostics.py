@@ -97,7 +97,7 @@ help: did you mean 'x'?"""
 
 def test_an_error_inside_a_block_points_into_the_block_with_notes_at_the_call_and_repeat() -> None:
     expected = """\
-specs/x.dnn:2:10: error: repeat needs a count of zero or more, got number -1
+specs/x.dnn:2:10: error: repeat needs an integer count, zero or more, got number -1
   |
 2 |   repeat n { relu }
   |          ^

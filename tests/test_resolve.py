@@ -241,7 +241,7 @@ def test_a_search_value_that_breaks_the_model_is_reported_before_any_trial() -> 
     with pytest.raises(DiagnosticError) as caught:
         load_spec_text(text, "t.dnn")
     (diag,) = caught.value.diagnostics
-    assert diag.message == "repeat needs a count of zero or more, got number -1"
+    assert diag.message == "repeat needs an integer count, zero or more, got number -1"
     assert diag.notes[-1].message == "with depth = -1 from this search space"
 
 
@@ -298,7 +298,7 @@ def test_block_params_are_type_checked_at_the_call() -> None:
     found = messages(f"{head}model m {{\n{INPUT}  b(4.5, p = true)\n}}\n")
     assert found == [
         "argument 'd' of b must be an integer, got 4.5",
-        "argument 'p' of b must be a number (float), got bool True",
+        "argument 'p' of b must be a number (float), got bool true",
     ]
 
 
@@ -370,3 +370,83 @@ def test_an_unknown_word_where_a_number_is_needed_suggests_a_param() -> None:
     assert caught.value.diagnostics[0].help == (
         "'width' is read as a word: no param or value has that name"
     )
+
+
+def test_a_bad_block_default_is_reported_once_not_again_at_each_call() -> None:
+    head = "block b(d: int = 2.5) (x) {\n  return x -> dense(d)\n}\n"
+    found = messages(f"{head}model m {{\n{INPUT}  b\n  b(3)\n}}\n")
+    assert found == ["the default of 'd' must be an int, got number 2.5"]
+
+
+def test_a_block_with_an_empty_body_is_named_rather_than_the_model() -> None:
+    head = "block b(d: int) (x) {\n}\n"
+    with pytest.raises(DiagnosticError) as caught:
+        model("  b(3)\n", head)
+    (diag,) = caught.value.diagnostics
+    assert diag.message == "block 'b' has an empty body"
+    assert diag.span is not None and (diag.span.line, diag.span.col) == (1, 7)
+    assert diag.help == "add its layers, e.g. return x -> dense(8)"
+
+
+def test_counts_that_must_be_integers_say_so() -> None:
+    train = "train {\n  data digits\n  loss cross_entropy\n  optimizer adam\n  batch 8\n"
+    assert messages(f"model m {{\n{INPUT}  dense(10)\n}}\n{train}  epochs 1\n  seed 1.5\n}}\n") == [
+        "'seed' must be an integer, zero or more, got number 1.5"
+    ]
+    assert messages(f"model m {{\n{INPUT}  repeat 2.5 {{ relu }}\n  dense(2)\n}}\n") == [
+        "repeat needs an integer count, zero or more, got number 2.5"
+    ]
+
+
+def test_a_repeat_past_the_iteration_limit_says_how_many_it_asked_for() -> None:
+    with pytest.raises(DiagnosticError) as caught:
+        model("  repeat 100000 { relu }\n  dense(2)\n")
+    (diag,) = caught.value.diagnostics
+    assert diag.message == "repeat loops run more than 20000 times in all"
+    assert diag.help is not None and "asks for 100000" in diag.help
+
+
+def test_a_reversed_int_range_shows_the_bounds() -> None:
+    text = (
+        f"param w = 4\nmodel m {{\n{INPUT}  dense(w)\n}}\n"
+        "search grid {\n  w in int_range(5, 1)\n}\n"
+    )
+    assert messages(text) == ["int_range takes two integers with lo <= hi, got 5 and 1"]
+
+
+def test_a_bool_argument_of_the_wrong_type_is_shown_as_written_in_a_spec() -> None:
+    assert messages(f"model m {{\n{INPUT}  dense(true)\n}}\n") == [
+        "argument 'units' of dense must be a number (int), got bool true"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e400", "number 1e400 is too large"),
+        ("99999999999999999999999", "integer 99999999999999999999999 does not fit in 64 bits"),
+    ],
+)
+def test_an_override_number_out_of_range_is_reported_as_a_number(text: str, message: str) -> None:
+    # Not passed on as the string '1e400', which the param would reject as a "word".
+    with pytest.raises(DiagnosticError) as caught:
+        model("  dense(hidden)\n", "param hidden = 16\n", hidden=text)
+    (diag,) = caught.value.diagnostics
+    assert diag.message == message
+    assert diag.span is not None and diag.span.file == "--set hidden"
+    assert "--set hidden" in caught.value.render()
+
+
+@pytest.mark.parametrize(
+    ("text", "help"),
+    [
+        ("2*8", "--set takes a literal, not an expression: give an int, e.g. --set hidden=16"),
+        ("wide", "give an int, e.g. --set hidden=16"),
+        ("32.0", "write it without a fraction: --set hidden=32"),
+    ],
+)
+def test_an_override_of_the_wrong_kind_shows_how_to_write_it(text: str, help: str) -> None:
+    with pytest.raises(DiagnosticError) as caught:
+        model("  dense(hidden)\n", "param hidden = 16\n", hidden=text)
+    (diag,) = caught.value.diagnostics
+    assert diag.help == help
