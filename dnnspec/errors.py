@@ -120,6 +120,10 @@ class SourceMap:
         return lines[line - 1].rstrip("\r") if 1 <= line <= len(lines) else None
 
 
+MAX_SHOWN = 100
+"""Longest part of a source line an excerpt shows, in characters."""
+
+
 def _excerpt(span: Span, sources: SourceMap, label: str = "") -> list[str]:
     source_line = sources.line(span.file, span.line)
     if source_line is None:
@@ -130,8 +134,17 @@ def _excerpt(span: Span, sources: SourceMap, label: str = "") -> list[str]:
     # up under the span; a span past the end of the line (end of file) still gets one.
     start = len(source_line[: span.col - 1].expandtabs(4)) + max(0, span.col - 1 - len(source_line))
     width = max(1, len(source_line[: end - 1].expandtabs(4)) - start)
-    marker = " " * start + "^" * width
     shown = source_line.expandtabs(4)
+    if len(shown) > MAX_SHOWN:
+        # A very long line (a generated spec, a chain of thousands of steps) is shown as a
+        # window around the span, so that one diagnostic stays a few lines long.
+        left = max(0, min(start - MAX_SHOWN // 3, len(shown) - MAX_SHOWN))
+        right = left + MAX_SHOWN
+        head, tail = ("..." if left else ""), ("..." if right < len(shown) else "")
+        shown = head + shown[left:right] + tail
+        start = start - left + len(head)
+        width = max(1, min(width, len(head) + MAX_SHOWN - start))
+    marker = " " * start + "^" * width
     out = [f"{gutter} |", f"{span.line} | {shown}".rstrip(), f"{gutter} | {marker}"]
     if label:
         out[-1] += f" {label}"

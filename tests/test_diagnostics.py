@@ -290,3 +290,17 @@ def test_diagnostics_serialise_to_json_with_their_spans() -> None:
         "file": "specs/x.dnn", "line": 3, "col": 3, "end_line": 3, "end_col": 7,
     }  # fmt: skip
     assert data[0]["help"] == "did you mean 'dense'?"
+
+
+def test_a_very_long_line_is_shown_as_a_window_around_the_caret() -> None:
+    chain = " -> relu" * 30 + " -> relu2" + " -> relu" * 30
+    text = MODEL + "  dense(3)" + chain + "\n}\n"
+    window = "... relu -> relu -> relu -> relu -> relu2" + " -> relu" * 7 + " -> re..."
+    expected = (
+        "specs/x.dnn:3:255: error: unknown layer 'relu2'\n  |\n"
+        f"3 | {window}\n"
+        f"  | {' ' * 36}^^^^^\n"
+        "help: did you mean 'relu'?"
+    )
+    assert len(window) == 106  # 100 characters of the line and the two ellipses
+    assert rendered(text) == expected
