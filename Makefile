@@ -12,7 +12,7 @@ $(BIN)/dnnspec: pyproject.toml
 	touch $@
 
 train: $(BIN)/dnnspec
-	$(BIN)/dnnspec train specs/digits_mlp.dnn --out runs/digits_mlp
+	$(BIN)/dnnspec train specs/digits_mlp.dnn --out runs/digits_mlp --overwrite
 	cp runs/digits_mlp/model.onnx model.onnx
 
 test: $(BIN)/dnnspec

@@ -23,7 +23,7 @@ from dnnspec.frontend import load_spec
 from dnnspec.graph.assemble import OUTPUT, Program
 from dnnspec.ir import Spec
 from dnnspec.resolve import read_lock
-from dnnspec.runtime.run import RunResult, prepare, run_training
+from dnnspec.runtime.run import RunResult, new_run_dir, prepare, run_training
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer
 
@@ -44,12 +44,14 @@ def train(
     out: str | Path | None = None,
     device: Device = "auto",
     epochs: int | None = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> RunResult:
-    """Train a spec; keyword arguments override its params (`hidden=64`)."""
+    """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
+    override its params (`hidden=64`)."""
     spec = _spec(path, overrides)
-    run_dir = Path(out) if out is not None else Path("runs") / Path(path).stem
-    return run_training(spec, run_dir, device, epochs)
+    run_dir = Path(out) if out is not None else new_run_dir(Path(path))
+    return run_training(spec, run_dir, device, epochs, overwrite=overwrite)
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -106,7 +108,8 @@ class Model:
             for d, s in zip(decl["shape"][1:], x.shape[1:], strict=False)
         ):
             raise error(
-                f"input '{decl['name']}' expects shape {decl['shape']}, got {list(x.shape)}"
+                f"input '{decl['name']}' expects shape [{', '.join(map(str, decl['shape']))}], "
+                f"got [{', '.join(map(str, x.shape))}]"
             )
         if x.dtype.kind not in "biuf":
             raise error(f"input '{decl['name']}' expects {decl['dtype']} data, got {x.dtype}")

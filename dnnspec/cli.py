@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -72,13 +73,13 @@ class ProgressReporter:
         self.samples = 0
         self.t0 = time.perf_counter()
 
-    def start(self, epochs: int, steps_per_epoch: int) -> None:
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
         self.epochs = epochs
         self.progress.start()
         self.task = self.progress.add_task(
             "train",
-            total=epochs * steps_per_epoch,
-            epoch=1,
+            total=(epochs - first_epoch) * steps_per_epoch,
+            epoch=first_epoch + 1,
             epochs=epochs,
             loss="-",
             rate=0.0,
@@ -106,25 +107,18 @@ class ProgressReporter:
         self.progress.stop()
 
 
-def _default_run_dir(spec: Path) -> Path:
-    base = Path("runs") / spec.stem
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.runtime.run import Interrupted, Silent, run_training
+    from dnnspec.runtime.run import Interrupted, Silent, new_run_dir, run_training
 
     if args.resume and not args.out:
         raise error("--resume needs the run directory: --out DIR")
     spec = _load(args)
-    run_dir = Path(args.out) if args.out else _default_run_dir(Path(args.spec))
+    run_dir = Path(args.out) if args.out else new_run_dir(Path(args.spec))
     reporter = Silent() if args.json else ProgressReporter(console)
     try:
-        result = run_training(spec, run_dir, args.device, args.epochs, reporter, args.resume)
+        result = run_training(
+            spec, run_dir, args.device, args.epochs, reporter, args.resume, args.overwrite
+        )
     except Interrupted as stop:
         extra = [f"--set {x}" for x in args.set or []]
         extra += [f"--epochs {args.epochs}"] if args.epochs else []
@@ -169,7 +163,10 @@ def cmd_compile(args: argparse.Namespace, console: Console) -> int:
     spec = _load(args)
     prep = prepare(spec)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"cannot create the output directory '{out}': {exc.strerror}") from None
     paths = write_graphs(prep.program, out)
     params = initial_values(prep.program, prep.train.seed, params_only=True)
     paths["model"] = export_model(prep.program, params, out / "model.onnx")
@@ -194,21 +191,34 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
-def cmd_predict(args: argparse.Namespace, console: Console) -> int:
-    import numpy as np
+PREDICTION_FORMATS = (".npy", ".csv")
 
+
+def _jsonable(values: np.ndarray) -> list[Any]:
+    """Nested lists with NaN/inf as null: JSON has no NaN."""
+    return np.where(np.isfinite(values), values, None).tolist()
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import load, read_array
 
-    model = load(args.run)
-    x = read_array(Path(args.input))
-    pred = model.predict(x)
     out = Path(args.out) if args.out else None
+    if out is not None and out.suffix not in PREDICTION_FORMATS:
+        raise error(f"--out '{out}': predictions are written as .npy or .csv")
+    model = load(args.run)
+    pred = model.predict(read_array(Path(args.input)))
     if out is not None:
-        np.save(out, pred) if out.suffix == ".npy" else np.savetxt(out, pred, delimiter=",")
+        try:
+            np.save(out, pred) if out.suffix == ".npy" else np.savetxt(out, pred, delimiter=",")
+        except OSError as exc:
+            raise error(f"cannot write predictions to '{out}': {exc.strerror}") from None
     if args.json or out is None:
-        payload: dict[str, Any] = {"predictions": pred.tolist()}
+        payload: dict[str, Any] = {"predictions": _jsonable(pred)}
         if model.classes is not None:
-            payload["classes"] = pred.argmax(axis=-1).tolist()
+            finite = np.isfinite(pred).all(axis=-1)
+            payload["classes"] = [
+                int(c) if ok else None for c, ok in zip(pred.argmax(axis=-1), finite, strict=True)
+            ]
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
@@ -236,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (

@@ -148,6 +148,16 @@ def _type_name(value: Any) -> str:
     )
 
 
+def _out_of_bounds(spec: ArgSpec, value: float) -> str | None:
+    """'> 0', '<= 1', ... when `value` breaks the argument's bounds, else None."""
+    lo, hi = spec.min, spec.max
+    if lo is not None and (value < lo or (spec.min_exclusive and value == lo)):
+        return f"{'>' if spec.min_exclusive else '>='} {lo:g}"
+    if hi is not None and value > hi:
+        return f"<= {hi:g}"
+    return None
+
+
 def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diagnostic]) -> Any:
     """Coerce `value` to the argument's type (int -> float, number -> steps) or record why not."""
 
@@ -173,13 +183,8 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
                 value = int(value)
         else:
             value = float(value)
-        lo, hi = spec.min, spec.max
-        if lo is not None and (value < lo or (spec.min_exclusive and value == lo)):
-            op = ">" if spec.min_exclusive else ">="
-            return bad(f"{label} must be {op} {lo:g}, got {value!r}")
-        if hi is not None and value > hi:
-            return bad(f"{label} must be <= {hi:g}, got {value!r}")
-        return value
+        problem = _out_of_bounds(spec, value)
+        return bad(f"{label} must be {problem}, got {value!r}") if problem else value
     if t == "str":
         if not isinstance(value, str):
             return bad(f"{label} must be a word, got {_type_name(value)} {_shown(value)}")
@@ -190,10 +195,13 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
             )
         return value
     if t == "duration":
-        if isinstance(value, Duration):
-            return value
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return Duration(value=value, unit="steps")
+            value = Duration(value=value, unit="steps")
+        if isinstance(value, Duration):
+            problem = _out_of_bounds(spec, value.value)
+            if problem:
+                return bad(f"{label} must be {problem} {value.unit}, got {value.value:g}")
+            return value
         return bad(
             f"{label} must be a duration, got {_type_name(value)} {_shown(value)}",
             "write it with a unit, e.g. '2 epochs' or '500 steps'",

@@ -160,3 +160,35 @@ def test_compile_writes_three_loadable_graphs_and_the_lock(
         onnx.checker.check_model(model, full_check=True)
         ort.InferenceSession(paths[name], providers=["CPUExecutionProvider"])
     assert all(n.domain in ("", "ai.onnx") for n in onnx.load(paths["train_step"]).graph.node)
+
+
+def test_zero_epochs_is_rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "train", DIGITS, "--epochs", "0", "--out", str(tmp_path))
+    assert code == 2 and "--epochs must be at least 1" in err
+
+
+def test_predict_rejects_unknown_output_format_and_writes_null_for_nan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_file_spec(tmp_path, np.zeros((20, 4), np.float32), np.arange(20) % 3)
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", str(spec), "--out", str(run))[0] == 0
+    x = np.zeros((2, 4), np.float32)
+    x[1, 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = run_cli(capsys, "predict", str(run), str(tmp_path / "x.npy"), "--out", "p.txt")
+    assert code == 2 and "written as .npy or .csv" in err
+    code, out, _ = run_cli(capsys, "predict", str(run), str(tmp_path / "x.npy"))
+    payload = json.loads(out)
+    assert payload["classes"][1] is None and payload["predictions"][1] == [None] * 3
+    assert isinstance(payload["classes"][0], int)
+
+
+def test_schedule_period_of_zero_is_a_located_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (ROOT / "specs" / "spirals.dnn").read_text()
+    bad = tmp_path / "s.dnn"
+    bad.write_text(text.replace("every = 100 epochs", "every = 0 epochs"))
+    code, _, err = run_cli(capsys, "check", str(bad))
+    assert code == 2 and "must be > 0 epochs" in err

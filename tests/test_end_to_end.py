@@ -106,7 +106,7 @@ class InterruptAt:
     def __init__(self, epoch: int) -> None:
         self.at, self.steps = epoch, 0
 
-    def start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
     def epoch(self, record: dict) -> None: ...
     def finish(self, message: str) -> None: ...
 
@@ -141,3 +141,20 @@ def test_resume_refuses_a_checkpoint_of_another_spec(tmp_path: Path) -> None:
     other = load_spec(SPECS / "digits_mlp.dnn", {"hidden": "32"})
     with pytest.raises(DiagnosticError, match="different spec"):
         run_training(other, tmp_path, "cpu", epochs=1, resume=True)
+
+
+def test_a_run_directory_is_not_clobbered_without_overwrite(tmp_path: Path) -> None:
+    spec = load_spec(SPECS / "spirals.dnn")
+    run_training(spec, tmp_path, "cpu", epochs=1)
+    with pytest.raises(DiagnosticError, match="already holds a training run"):
+        run_training(spec, tmp_path, "cpu", epochs=1)
+    assert run_training(spec, tmp_path, "cpu", epochs=1, overwrite=True).epochs == 1
+
+
+def test_resume_accepts_the_same_spec_moved_and_commented(tmp_path: Path) -> None:
+    text = (SPECS / "spirals.dnn").read_text()
+    run_training(load_spec(SPECS / "spirals.dnn"), tmp_path / "run", "cpu", epochs=2)
+    moved = tmp_path / "elsewhere.dnn"
+    moved.write_text("# a new comment shifts every line\n" + text)
+    resumed = run_training(load_spec(moved), tmp_path / "run", "cpu", epochs=3, resume=True)
+    assert resumed.epochs == 3

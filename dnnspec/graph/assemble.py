@@ -240,17 +240,31 @@ def build_inference(
     return b.model(metadata, f"dnnspec model {typed.spec.model.name}")
 
 
+def _without_locations(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _without_locations(v)
+            for k, v in value.items()
+            if k not in ("span", "origin", "source")
+        }
+    if isinstance(value, list):
+        return [_without_locations(v) for v in value]
+    return value
+
+
 def spec_hash(typed: TypedModel) -> str:
-    """A digest of the resolved spec, so a deployed model can be traced to its source."""
-    payload = typed.spec.model_dump_json(exclude={"source"}).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
+    """A digest of what the resolved spec means (not where it is written: moving the file
+    or adding a comment keeps the hash), so a model or checkpoint can be traced to it."""
+    meaning = _without_locations(typed.spec.model_dump(mode="json"))
+    return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def model_metadata(
     typed: TypedModel, train: TrainSpec | None, classes: int | None
 ) -> dict[str, str]:
     inputs = [
-        {"name": d.name, "dtype": d.dtype, "shape": list(d.dims)} for d in typed.spec.model.inputs
+        {"name": d.name, "dtype": _float_dtype(d.dtype, "float32"), "shape": list(d.dims)}
+        for d in typed.spec.model.inputs
     ]
     meta: dict[str, Any] = {
         "dnnspec.model": typed.spec.model.name,

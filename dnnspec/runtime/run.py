@@ -35,14 +35,14 @@ from dnnspec.training.schedules import Timing
 class Reporter(Protocol):
     """Receives progress; the CLI draws it, the library API ignores it."""
 
-    def start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
     def step(self, epoch: int, samples: int, loss: float) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
     def finish(self, message: str) -> None: ...
 
 
 class Silent:
-    def start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
     def step(self, epoch: int, samples: int, loss: float) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
     def finish(self, message: str) -> None: ...
@@ -82,6 +82,8 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
             spec.model.span,
             help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
         )
+    if epochs is not None and epochs < 1:
+        raise error(f"--epochs must be at least 1, got {epochs}")
     train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
     typed = check_spec(spec)
     loss = LOSSES.get(train.loss.name)
@@ -293,6 +295,32 @@ class _Run:
         return "completed"
 
 
+def _claim(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Make `run_dir` usable, refusing to clobber an earlier run by accident."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise error(f"--out '{run_dir}' is a file, not a directory")
+    holds_run = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoint").exists()
+    if holds_run and not (resume or overwrite):
+        raise error(
+            f"'{run_dir}' already holds a training run",
+            help="continue it with --resume, replace it with --overwrite, or choose another --out",
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"cannot create the run directory '{run_dir}': {exc.strerror}") from None
+
+
+def new_run_dir(spec_path: Path) -> Path:
+    """runs/<spec name>, numbered (-2, -3, ...) when that exists."""
+    base = Path("runs") / spec_path.stem
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def run_training(
     spec: Spec,
     run_dir: Path,
@@ -300,9 +328,11 @@ def run_training(
     epochs: int | None = None,
     reporter: Reporter | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train `spec` into `run_dir`; with `resume`, continue from its last checkpoint so the
-    result is bit-identical to a run that was never interrupted."""
+    result is bit-identical to a run that was never interrupted. An existing run is only
+    replaced with `overwrite`."""
     prep = prepare(spec, epochs)
     train = prep.train
     stop = EarlyStop.from_spec(train)
@@ -312,17 +342,17 @@ def run_training(
             train.early_stop.span if train.early_stop else None,
         )
     run = _Run(prep, Trainer(prep.program, device, train.seed), run_dir, reporter or Silent(), stop)
+    _claim(run_dir, resume, overwrite)
     if resume:
         run.restore()
     run.last_good = run.trainer.params()
-    run_dir.mkdir(parents=True, exist_ok=True)
     paths = write_graphs(prep.program, run_dir)
     paths["lock"] = run_dir / "spec.lock.json"
     write_lock(spec, paths["lock"])
     paths["metrics"] = run_dir / "metrics.jsonl"
     paths["checkpoint"] = run.checkpoint_path
     started = time.perf_counter()
-    run.reporter.start(train.epochs - run.epoch, math.ceil(len(prep.train_data) / train.batch))
+    run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
     try:
         with paths["metrics"].open("a" if resume else "w") as log:
             stopped = run.loop(log)

@@ -120,7 +120,7 @@ SCHEDULES.add(
     ScheduleDef(
         Signature(
             args=(
-                ArgSpec(name="every", type="duration"),
+                ArgSpec(name="every", type="duration", min=0.0, min_exclusive=True),
                 ArgSpec(name="factor", type="float", default=0.1, min=0.0, min_exclusive=True),
                 WARMUP,
             )
@@ -135,7 +135,13 @@ SCHEDULES.add(
         Signature(
             args=(
                 ArgSpec(name="rate", type="float", min=0.0, min_exclusive=True, max=1.0),
-                ArgSpec(name="every", type="duration", default=Duration(value=1, unit="epochs")),
+                ArgSpec(
+                    name="every",
+                    type="duration",
+                    min=0.0,
+                    min_exclusive=True,
+                    default=Duration(value=1, unit="epochs"),
+                ),
                 WARMUP,
             )
         ),
