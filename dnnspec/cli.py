@@ -101,10 +101,13 @@ class ProgressReporter:
         )
 
     def finish(self, message: str) -> None:
-        self.progress.stop()
+        self.stop()
 
     def stop(self) -> None:
-        self.progress.stop()
+        """Idempotent, and silent when the bar never started (an error before training)."""
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
