@@ -10,7 +10,6 @@ probabilities = model.predict(x)
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,30 +51,6 @@ def train(
     spec = _spec(path, overrides)
     run_dir = Path(out) if out is not None else new_run_dir(Path(path))
     return run_training(spec, run_dir, device, epochs, overwrite=overwrite)
-
-
-def read_array(path: Path) -> np.ndarray:
-    """Inputs for prediction from .npy, .npz (array `x`, or its only array) or .csv."""
-    if not path.exists():
-        raise error(f"input file '{path}' does not exist")
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                if "x" in npz.files:
-                    return npz["x"]
-                if len(npz.files) == 1:
-                    return npz[npz.files[0]]
-                raise error(
-                    f"'{path}' has several arrays and none is named 'x'",
-                    help=f"arrays: {', '.join(npz.files)}",
-                )
-        if path.suffix == ".csv":
-            return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise error(f"cannot read '{path}': {exc}") from None
-    raise error(f"cannot read '{path}': expected .npy, .npz or .csv")
 
 
 class Model:

@@ -203,13 +203,14 @@ def _jsonable(values: np.ndarray) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import load, read_array
+    from dnnspec.api import load
+    from dnnspec.runtime.datasets import read_inputs
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     model = load(args.run)
-    pred = model.predict(read_array(Path(args.input)))
+    pred = model.predict(read_inputs(Path(args.input)))
     if out is not None:
         try:
             np.save(out, pred) if out.suffix == ".npy" else np.savetxt(out, pred, delimiter=",")

@@ -91,7 +91,7 @@ def test_labels_outside_class_range_are_rejected_before_training(
     spec = write_file_spec(tmp_path, np.zeros((20, 4), np.float32), y)
     code, _, err = run_cli(capsys, "train", str(spec), "--out", str(tmp_path / "run"))
     assert code == 2
-    assert "label 7 is outside the model's 3 classes (0..2)" in err
+    assert "label 7 of sample 3 is outside the model's 3 classes (0..2)" in err
 
 
 def test_diverging_loss_stops_names_the_step_and_keeps_good_parameters(

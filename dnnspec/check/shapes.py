@@ -17,6 +17,7 @@ import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span
 from dnnspec.ir import Node, Spec
 from dnnspec.layers.base import LAYERS, ParamSpec, ShapeError, TensorType
+from dnnspec.training.losses import LOSSES
 
 RELU_LIKE = frozenset({"relu", "leaky_relu", "elu", "gelu", "silu"})
 """Activations after which a layer's `auto` weight init is He's rather than Glorot's."""
@@ -150,16 +151,32 @@ class _Checker:
         return f"{widen}project {other} with dense({width})"
 
     def check_output(self, output: TensorType) -> None:
-        if output == UNKNOWN or output.dtype.startswith("float"):
+        if output == UNKNOWN:
             return
-        name = self.spec.model.output
-        self.problems.append(
-            Diagnostic(
-                message=f"the model's output must be a float tensor, got {output}",
-                span=self.sources[name][1],
-                help="end the model with a layer that computes floats, e.g. dense(...)",
+        span = self.sources[self.spec.model.output][1]
+        if not output.dtype.startswith("float"):
+            self.problems.append(
+                Diagnostic(
+                    message=f"the model's output must be a float tensor, got {output}",
+                    span=span,
+                    help="end the model with a layer that computes floats, e.g. dense(...)",
+                )
             )
-        )
+        loss = self.spec.train.loss if self.spec.train else None
+        if loss is None or LOSSES.get(loss.name).target != "class":
+            return
+        if len(output.dims) != 2 or not isinstance(output.dims[1], int):
+            self.problems.append(
+                Diagnostic(
+                    message=f"loss '{loss.name}' needs one row of class scores per sample, "
+                    f"[N, classes], but the model outputs {output}",
+                    span=span,
+                    notes=(Note(message="the loss is chosen here", span=loss.span),),
+                    help="flatten and end the model with dense(classes)"
+                    if len(output.dims) > 2
+                    else "end the model with dense(classes)",
+                )
+            )
 
 
 def _origin_notes(node: Node) -> list[Note]:

@@ -49,12 +49,15 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint; a missing, unreadable or tampered file is a clear error."""
     if not path.exists():
         raise error(f"no checkpoint at '{path}'", help="train first, or pass the run directory")
+    if not zipfile.is_zipfile(path):
+        raise error(f"checkpoint '{path}' is corrupt: it is not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files if k != HEADER}
             header = json.loads(bytes(npz[HEADER]).decode())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise error(f"checkpoint '{path}' is corrupt or unreadable: {exc}") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        reason = "it holds Python objects" if "pickle" in str(exc) else str(exc)
+        raise error(f"checkpoint '{path}' is corrupt or unreadable: {reason}") from None
     checksum = header.pop("checksum", None)
     if checksum != _digest(arrays, header):
         raise error(f"checkpoint '{path}' is corrupt: its checksum does not match its contents")

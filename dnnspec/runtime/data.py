@@ -1,7 +1,7 @@
 """The data contract: arrays are checked against the spec's declared input and output.
 
-Mismatches (shape, dtype, labels out of range) are reported at the spec line that
-declares what was expected, before any training step runs.
+Mismatches (shape, dtype, non-finite values, labels out of range) are reported at the
+spec line that declares what was expected, before any training step runs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,58 @@ from dnnspec.runtime.datasets import Dataset
 
 def _shape(dims: tuple[int | str, ...]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _check_finite(array: np.ndarray, what: str, source: Call) -> None:
+    """NaN or inf in the data would surface later as a diverged loss; name the cell now."""
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return
+    index = np.argwhere(~np.isfinite(array))[0]
+    where = f"sample {index[0]}" + (
+        f", position {tuple(index[1:].tolist())}" if len(index) > 1 else ""
+    )
+    raise error(
+        f"the {what} contain {array[tuple(index)]} at {where} (counting from 0)",
+        source.span,
+        help="remove or impute non-finite values before training",
+    )
+
+
+def _labels(y: np.ndarray, classes: int, output: str, source: Call) -> np.ndarray:
+    """Class ids as int64; integral floats (as CSV and many .npz files store them) pass."""
+    if y.ndim != 1 or y.dtype.kind not in "biuf":
+        raise error(
+            f"the loss expects integer class labels of shape [N], got {y.dtype} "
+            f"{_shape(('N',) + y.shape[1:]) if y.ndim else '[]'}",
+            source.span,
+        )
+    if y.dtype.kind == "f":
+        _check_finite(y, "labels", source)
+        fractional = np.flatnonzero(y != np.round(y))
+        if len(fractional):
+            raise error(
+                f"label {y[fractional[0]]} of sample {fractional[0]} is not a whole number",
+                source.span,
+                help="a classification loss needs class ids 0, 1, 2, ...; "
+                "for real-valued targets use loss mse",
+            )
+    if len(y) and y.min() < 0:
+        row = int(np.argmin(y))
+        raise error(
+            f"label {int(y[row])} of sample {row} is negative",
+            source.span,
+            help=f"class ids run from 0 to {classes - 1}",
+        )
+    if len(y) and y.max() >= classes:
+        row = int(np.argmax(y))
+        raise error(
+            f"label {int(y[row])} of sample {row} is outside the model's {classes} classes "
+            f"(0..{classes - 1})",
+            source.span,
+            help=f"the model outputs {output}; make its last dense layer "
+            f"as wide as the number of classes ({int(y.max()) + 1})",
+        )
+    return y.astype(np.int64)
 
 
 def conform(
@@ -58,27 +110,15 @@ def conform(
             notes=[where],
             help=f"declare `input {decl.name}: {decl.dtype}{_shape(got)}`" if x.ndim else None,
         )
-    x = x.astype(decl.dtype)
+    _check_finite(x, "inputs", source)
+    # float inputs of every declared width run in float32 graphs
+    x = x.astype(np.float32 if decl.dtype.startswith("float") else decl.dtype)
 
     out = typed.output
     y = np.asarray(data.y)
     if target == "class":
-        classes = out.dims[-1]
-        if y.dtype.kind not in "iu" or y.ndim != 1:
-            raise error(
-                f"the loss expects integer class labels of shape [N], got {y.dtype} "
-                f"{_shape(y.shape)}",
-                source.span,
-            )
-        if len(y) and (y.min() < 0 or y.max() >= classes):
-            bad = int(y.max() if y.max() >= classes else y.min())
-            raise error(
-                f"label {bad} is outside the model's {classes} classes (0..{classes - 1})",
-                source.span,
-                help=f"the model outputs {out}; make its last dense layer "
-                f"as wide as the number of classes ({int(y.max()) + 1})",
-            )
-        return Dataset(x, y.astype(np.int64), int(classes)), int(classes)
+        classes = int(out.dims[-1])
+        return Dataset(x, _labels(y, classes, str(out), source)), classes
     if y.dtype.kind not in "biuf":
         raise error(f"targets must be numbers, got dtype {y.dtype}", source.span)
     want = tuple(out.dims[1:])
@@ -89,4 +129,5 @@ def conform(
             f"the model outputs {out} but the targets have shape {_shape(('N',) + y.shape[1:])}",
             source.span,
         )
-    return Dataset(x, y.astype(np.float32), None), None
+    _check_finite(y, "targets", source)
+    return Dataset(x, y.astype(np.float32)), None

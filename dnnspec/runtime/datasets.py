@@ -1,7 +1,8 @@
 """Built-in and file datasets; each registered with the arguments a spec may pass.
 
-A loader returns one `Dataset` (inputs, targets, optional class count); the split into
-training and validation parts is done once, seeded, by `split`.
+A loader returns one `Dataset` (inputs and targets as found); `data.conform` checks them
+against the model and the loss, and `split` divides them once, seeded, into training and
+validation parts. The file readers here are shared with `dnnspec predict`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dnnspec.errors import Span, error
+from dnnspec.errors import Note, Span, error
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
@@ -32,17 +33,16 @@ VALIDATION = ArgSpec(
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs `x` and targets `y` (int64 class ids or float values)."""
+    """Inputs `x` and targets `y` (class ids or float values)."""
 
     x: np.ndarray
     y: np.ndarray
-    classes: int | None = None
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index], self.classes)
+        return Dataset(self.x[index], self.y[index])
 
 
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
@@ -63,7 +63,7 @@ def _digits(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
         resources.files("dnnspec").joinpath("data/digits.npz").open("rb") as f,
         np.load(f, allow_pickle=False) as npz,
     ):
-        return Dataset((npz["x"].astype(np.float32) / 16.0), npz["y"].astype(np.int64), 10)
+        return Dataset((npz["x"].astype(np.float32) / 16.0), npz["y"].astype(np.int64))
 
 
 def _spirals(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
@@ -75,7 +75,7 @@ def _spirals(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     angle = 3.5 * np.pi * t + 2 * np.pi * labels / k
     pts = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
     pts += rng.normal(0.0, noise * 0.1, pts.shape)
-    return Dataset((pts * 2.0).astype(np.float32), labels.astype(np.int64), k)
+    return Dataset((pts * 2.0).astype(np.float32), labels.astype(np.int64))
 
 
 def _regression(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
@@ -84,48 +84,131 @@ def _regression(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     x = rng.uniform(-1.5, 1.5, (n, d))
     y = np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] ** 2 - 0.3 * x[:, 0] * x[:, 2]
     y = y + rng.normal(0.0, args["noise"], n)
-    return Dataset(x.astype(np.float32), y[:, None].astype(np.float32), None)
+    return Dataset(x.astype(np.float32), y[:, None].astype(np.float32))
+
+
+def _find(path: Path, span: Span | None) -> Path:
+    """A relative path is looked up next to the spec first, then in the working directory."""
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        spec_dir = Path(span.file).parent if span is not None else None
+        candidates = [spec_dir / path] if spec_dir is not None else []
+        candidates.append(path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " and ".join(f"'{c}'" for c in dict.fromkeys(candidates))
+    raise error(
+        f"data file '{path}' does not exist",
+        span,
+        notes=[Note(message=f"looked for {looked}")],
+        help="a relative path is read from the spec's folder, then the current directory",
+    )
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    path = Path(args["path"])
-    if not path.exists():
-        raise error(f"data file '{path}' does not exist", span)
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                missing = [k for k in (args["x"], args["y"]) if k not in npz.files]
-                if missing:
-                    raise error(
-                        f"'{path}' has no array named {missing[0]!r}",
-                        span,
-                        help=f"arrays in the file: {', '.join(npz.files)}",
-                    )
-                x, y = npz[args["x"]], npz[args["y"]]
-        elif path.suffix == ".csv":
-            x, y = _read_csv(path)
-        else:
-            raise error(f"cannot read '{path}': expected a .npz or .csv file", span)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise error(f"cannot read data file '{path}': {exc}", span) from None
+    path = _find(Path(args["path"]), span)
+    if path.suffix == ".npz":
+        arrays = read_npz(path, span)
+        missing = [k for k in (args["x"], args["y"]) if k not in arrays]
+        if missing:
+            raise error(
+                f"'{path}' has no array named {missing[0]!r}",
+                span,
+                help=f"arrays in the file: {', '.join(arrays) or 'none'}",
+            )
+        x, y = arrays[args["x"]], arrays[args["y"]]
+        for key, array in ((args["x"], x), (args["y"], y)):
+            if array.ndim == 0:
+                raise error(
+                    f"array {key!r} in '{path}' is a single number, not one row per sample",
+                    span,
+                )
+    elif path.suffix == ".csv":
+        table = read_csv(path, span)
+        if table.shape[1] < 2:
+            raise error(
+                f"'{path}' has one column; a training CSV needs input columns "
+                "followed by a target column",
+                span,
+            )
+        x, y = table[:, :-1], table[:, -1]
+    else:
+        raise error(f"cannot read '{path}': expected a .npz or .csv file", span)
     if len(x) != len(y):
         raise error(f"'{path}': {len(x)} inputs but {len(y)} targets", span)
-    if np.issubdtype(y.dtype, np.integer):
-        return Dataset(x, y.astype(np.int64), int(y.max()) + 1 if len(y) else 0)
-    return Dataset(x, y, None)
+    return Dataset(x, y)
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Numeric CSV, optional header row; the last column is the target."""
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
-    if rows and not _is_number(rows[0][0]):
+def read_npz(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
+    """Every array of an .npz file; anything but a valid, pickle-free one is a clear error."""
+    if not zipfile.is_zipfile(path):
+        raise error(f"'{path}' is not a valid .npz file (not a zip archive)", span)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        reason = "it holds Python objects" if "pickle" in str(exc) else str(exc)
+        raise error(f"'{path}' is not a valid .npz file: {reason}", span) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise error(f"'{path}' is not a valid .npz file: {exc}", span) from None
+
+
+def read_csv(path: Path, span: Span | None = None) -> np.ndarray:
+    """A numeric CSV with an optional header row as a float64 [rows, columns] table."""
+    try:
+        with path.open(newline="") as f:
+            rows = [
+                (i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise error(f"cannot read '{path}': {exc}", span) from None
+    if rows and not all(_is_number(c) for c in rows[0][1]):
         rows = rows[1:]
-    table = np.array(rows, dtype=np.float64)
-    x, y = table[:, :-1].astype(np.float32), table[:, -1]
-    if np.all(y == np.round(y)):
-        return x, y.astype(np.int64)
-    return x, y[:, None].astype(np.float32)
+    if not rows:
+        raise error(f"'{path}' has no data rows", span)
+    width = len(rows[0][1])
+    for line, row in rows:
+        if len(row) != width:
+            raise error(
+                f"'{path}' line {line} has {len(row)} columns, but line {rows[0][0]} has {width}",
+                span,
+            )
+        for column, cell in enumerate(row, start=1):
+            if not _is_number(cell):
+                raise error(
+                    f"'{path}' line {line}, column {column}: {cell.strip()!r} is not a number",
+                    span,
+                )
+    return np.array([r for _, r in rows], dtype=np.float64)
+
+
+def read_inputs(path: Path) -> np.ndarray:
+    """Prediction inputs: an .npy, an .npz (array `x`, or its only array) or a CSV."""
+    if not path.is_file():
+        raise error(f"input file '{path}' does not exist")
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            reason = "it holds Python objects" if "pickle" in str(exc) else str(exc)
+            raise error(f"'{path}' is not a valid .npy file: {reason}") from None
+    if path.suffix == ".npz":
+        arrays = read_npz(path)
+        if "x" in arrays:
+            return arrays["x"]
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        raise error(
+            f"'{path}' has no arrays"
+            if not arrays
+            else f"'{path}' has several arrays and none is named 'x'",
+            help=f"arrays: {', '.join(arrays)}" if arrays else None,
+        )
+    if path.suffix == ".csv":
+        return read_csv(path).astype(np.float32)
+    raise error(f"cannot read '{path}': expected .npy, .npz or .csv")
 
 
 def _is_number(text: str) -> bool:
