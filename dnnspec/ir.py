@@ -43,7 +43,6 @@ class Node(_Strict):
     args: dict[str, ArgValue]
     span: Span
     origin: tuple[Span, ...] = ()
-    share: str | None = None
 
 
 class Graph(_Strict):

@@ -12,7 +12,6 @@ from dnnspec.check.shapes import TypedModel, check_spec, param_name
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.lower import lower_model
-from dnnspec.ir import Graph
 from dnnspec.layers.base import LowerCtx, Mode
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -99,17 +98,3 @@ def test_each_dropout_draws_its_own_stream_in_training_only() -> None:
     y, _ = run(b, typed, x)
     assert set(np.unique(y)) <= {0.0, 4.0} and 0.1 < (y == 4.0).mean() < 0.4
     assert [n.op_type for n in lower(typed, "eval").nodes] == ["Identity"]
-
-
-def test_a_node_sharing_weights_reads_its_owners_parameters() -> None:
-    spec = load_spec_text(
-        "model m {\n  input x: float32[N, 4]\n  dense(4) -> dense(4)\n}\n", "t.dnn"
-    )
-    second = spec.model.nodes[1].model_copy(update={"share": "dense_1"})
-    graph: Graph = spec.model.model_copy(update={"nodes": (spec.model.nodes[0], second)})
-    typed = check_spec(spec.model_copy(update={"model": graph}))
-    b = lower(typed, "infer")
-    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
-    y, w = run(b, typed, x)
-    weight, bias = w["dense_1.weight"], w["dense_1.bias"]
-    np.testing.assert_allclose(y, (x @ weight + bias) @ weight + bias, rtol=1e-4, atol=1e-4)

@@ -110,7 +110,6 @@ def test_a_hand_built_spec_checks_without_the_front_end() -> None:
                     inputs=("dense_1",),
                     span=span(4),
                     args={"units": 4, "bias": True, "init": "glorot_uniform"},
-                    share="dense_1",
                 ),
             ),  # fmt: skip
             output="dense_2",
@@ -118,7 +117,7 @@ def test_a_hand_built_spec_checks_without_the_front_end() -> None:
         ),
     )
     typed = check_spec(spec)
-    assert typed.param_count() == 4 * 4 + 4  # dense_2 reuses dense_1's weights
+    assert typed.param_count() == 2 * (4 * 4 + 4)
     assert typed.total_flops() == 2 * (2 * 4 * 4 + 4)
     assert param_name("residual_1.dense_2", "bias") == "residual_1.dense_2.bias"
 

@@ -74,7 +74,6 @@ class _Checker:
             d.name: (f"is input '{d.name}' declared here", d.span) for d in graph.inputs
         }
         self.nodes: dict[str, Node] = {}
-        self.owned: dict[str, list[ParamSpec]] = {}
         self.layers: list[LayerInfo] = []
         self.problems: list[Diagnostic] = []
 
@@ -113,16 +112,7 @@ class _Checker:
         out = layer.infer(operands, node.args)
         params = layer.params(operands, node.args)
         flops = layer.flops(operands, out, node.args) if layer.flops else 0
-        self.owned[node.name] = params
-        if node.share is None:
-            return LayerInfo(node, out, params, flops)
-        shared = {p.name: p.shape for p in self.owned.get(node.share, [])}
-        if shared != {p.name: p.shape for p in params}:
-            raise ShapeError(
-                f"{node.name} shares the weights of {node.share}, but their shapes differ",
-                help="shared layers need operands of the same width",
-            )
-        return LayerInfo(node, out, [], flops)
+        return LayerInfo(node, out, params, flops)
 
     def diagnostic(self, node: Node, operands: Sequence[TensorType], exc: ShapeError) -> Diagnostic:
         notes = [

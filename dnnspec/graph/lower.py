@@ -17,8 +17,7 @@ from dnnspec.layers.base import LAYERS, LowerCtx
 def lower_model(
     typed: TypedModel, ctx: LowerCtx, inputs: dict[str, str], params: dict[str, dict[str, str]]
 ) -> str:
-    """Emit every layer into `ctx.b`; `params[node][local]` names each parameter's value
-    (a node that shares weights reads its owner's)."""
+    """Emit every layer into `ctx.b`; `params[node][local]` names each parameter's value."""
     values = dict(inputs)
     for index, info in enumerate(typed.layers):
         node = info.node
@@ -26,6 +25,6 @@ def lower_model(
             replace(ctx, salt=ctx.salt + index),
             node,
             [values[name] for name in node.inputs],
-            params.get(node.share or node.name, {}),
+            params.get(node.name, {}),
         )
     return values[typed.spec.model.output]
