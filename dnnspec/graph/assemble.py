@@ -188,6 +188,7 @@ def build_train_step(
             b.rename(value, next_name(name))
             b.add_output(next_name(name), b.float_dtype, slot.spec.shape)
 
+    b.prune()
     metadata = model_metadata(typed, train, classes)
     return Program(
         typed,
@@ -217,6 +218,7 @@ def build_eval_step(
     _target_input(b, typed, LOSSES.get(train.loss.name).target)
     output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     _loss_and_metrics(b, train, output, classes, need_grad=False)
+    b.prune()
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
 
 

@@ -163,6 +163,19 @@ class GraphBuilder:
         )
 
     # assembly ----------------------------------------------------------------
+    def prune(self) -> None:
+        """Drop nodes and initializers that no declared output depends on (a random key
+        nothing samples, a step counter a constant schedule ignores): in onnxruntime each
+        costs a kernel launch per step. Call once the outputs are declared."""
+        needed = {o.name for o in self.outputs}
+        kept = []
+        for node in reversed(self.nodes):
+            if any(name in needed for name in node.output):
+                kept.append(node)
+                needed.update(node.input)
+        self.nodes = kept[::-1]
+        self.initializers = {k: v for k, v in self.initializers.items() if k in needed}
+
     def graph(self) -> onnx.GraphProto:
         return helper.make_graph(
             self.nodes,

@@ -97,6 +97,17 @@ class Trainer:
         self.carried = program.carried()
         values = initial_values(program, seed)
         self._buffers = [self._device_values(values) for _ in range(3)]
+        # host scalars bound once: OrtValues made by `ortvalue_from_numpy` alias their
+        # arrays, so writing the step counter in place is all a step needs to do for it
+        self._step_host = np.zeros((), np.int64)
+        self._scalars = {
+            STEP: ort.OrtValue.ortvalue_from_numpy(self._step_host),
+            SEED: ort.OrtValue.ortvalue_from_numpy(np.array(seed, np.int64)),
+        }
+        self._results = {
+            name: ort.OrtValue.ortvalue_from_shape_and_type([], self.dtype, "cpu", 0)
+            for name in self._scalar_outputs()
+        }
         self._current = 0
         self._previous: int | None = None
         self._bindings = [self._binding(i, (i + 1) % 3) for i in range(3)]
@@ -118,8 +129,10 @@ class Trainer:
         for name in self.carried:
             io.bind_ortvalue_input(name, self._buffers[src][name])
             io.bind_ortvalue_output(next_name(name), self._buffers[dst][name])
-        for out in self._scalar_outputs():
-            io.bind_output(out, "cpu")
+        for name, value in self._scalars.items():
+            io.bind_ortvalue_input(name, value)
+        for name, value in self._results.items():
+            io.bind_ortvalue_output(name, value)
         return io
 
     def _scalar_outputs(self) -> list[str]:
@@ -145,18 +158,15 @@ class Trainer:
         for name, value in x.items():
             io.bind_cpu_input(name, value)
         io.bind_cpu_input(TARGET, y)
-        io.bind_cpu_input(STEP, np.array(self.step, np.int64))
-        io.bind_cpu_input(SEED, np.array(self.seed, np.int64))
+        self._step_host[...] = self.step
         self.train_session.run_with_iobinding(io)
-        outs = io.get_outputs()
-        loss = float(outs[len(self.carried)].numpy())
+        loss = float(self._results[LOSS].numpy())
         if not math.isfinite(loss):
             if self._previous is not None:
                 self._current = self._previous
             raise Diverged(self.step, -1, loss)
         metrics = {
-            m: float(outs[len(self.carried) + 1 + i].numpy())
-            for i, m in enumerate(self.program.metric_names)
+            m: float(self._results[f"metric.{m}"].numpy()) for m in self.program.metric_names
         }
         self._previous, self._current = self._current, (self._current + 1) % 3
         self.step += 1
