@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from dnnspec.check.shapes import check_spec
-from dnnspec.frontend import load_spec
+from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.assemble import LOSS, SEED, STEP, TARGET, build_train_step
 from dnnspec.training.init import initial_value
 from dnnspec.training.schedules import Timing
@@ -67,3 +67,50 @@ def test_train_step_gradient_matches_finite_differences(path: Path) -> None:
             index = tuple(int(rng.integers(0, d)) for d in slot.spec.shape)
             fd = (loss_at(slot.name, index, eps) - loss_at(slot.name, index, -eps)) / (2 * eps)
             assert grad[index] == pytest.approx(fd, rel=1e-4, abs=1e-7), (slot.name, index)
+
+
+FOLDABLE_SGD = """
+model m {
+  input x: float32[N, 5]
+  dense(12) -> tanh
+  dense(3)
+}
+train {
+  data spirals
+  loss cross_entropy
+  optimizer sgd(lr = 0.1)
+  batch 7
+  epochs 1
+}
+"""
+
+
+def test_sgd_update_folded_into_the_gradient_gemm_equals_param_minus_lr_times_grad() -> None:
+    """Plain SGD's `W - lr * Gemm(A, B)` becomes one Gemm accumulating onto W, scaling
+    A for the [5, 12] weight and B for the [12, 3] one; the result must not change."""
+    spec = load_spec_text(FOLDABLE_SGD, "<sgd>")
+    assert spec.train is not None
+    typed = check_spec(spec)
+    build = lambda emit: build_train_step(  # noqa: E731
+        typed, spec.train, 3, Timing(10, 100), "float64", emit_grads=emit
+    )
+    folded, reference = build(False), build(True)
+    producers = {o: n.op_type for n in folded.train_step.graph.node for o in n.output}
+    assert producers["dense_1.weight.next"] == producers["dense_2.weight.next"] == "Gemm"
+    assert producers["dense_1.bias.next"] == "Sub"
+
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.normal(size=(7, 5)), TARGET: rng.integers(0, 3, 7)}
+    feeds |= {STEP: np.array(0, np.int64), SEED: np.array(0, np.int64)}
+    for slot in folded.slots:
+        feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64"))
+    runs = []
+    for program in (folded, reference):
+        session = ort.InferenceSession(
+            program.train_step.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        names = [o.name for o in session.get_outputs()]
+        runs.append(dict(zip(names, session.run(None, feeds), strict=True)))
+    for slot in folded.slots:
+        expected = feeds[slot.name] - 0.1 * runs[1][f"grad.{slot.name}"]
+        np.testing.assert_allclose(runs[0][f"{slot.name}.next"], expected, rtol=1e-12, atol=1e-14)

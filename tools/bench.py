@@ -3,14 +3,16 @@
     python tools/bench.py [--seconds 3] [--threads 2]
 
 For each model the same MLP, batch, loss and optimizer run in both frameworks on the
-same random batch; the table shows steps/s and the ratio dnnspec / PyTorch. Without
-torch installed only dnnspec's numbers are printed. This is a benchmark, not a test.
+same random batch, in alternating rounds; the table shows median steps/s and the ratio
+dnnspec / PyTorch. Without torch installed only dnnspec's numbers are printed. This is a
+benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,27 +52,35 @@ CASES = [
 ]
 
 
-def rate(step: Callable[[], object], seconds: float) -> float:
-    """Steps per second after a warm-up, timed over at least `seconds`."""
-    for _ in range(20):
-        step()
-    n, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(10):
+def rates(steps: list[Callable[[], object]], seconds: float) -> list[float]:
+    """Steps per second of each step function: after a warm-up they run in alternating
+    rounds of about 0.2 s for `seconds` each, so that machine noise (a shared virtual
+    CPU drifts by 20% over seconds) hits all of them alike; each rate is the median
+    over its rounds."""
+    for step in steps:
+        for _ in range(20):
             step()
-        n += 10
-    return n / elapsed
+    per_round: list[list[float]] = [[] for _ in steps]
+    for _ in range(max(1, round(seconds / 0.2))):
+        for step, seen in zip(steps, per_round, strict=True):
+            time.sleep(0.05)  # let the other framework's spinning worker threads park
+            n, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < 0.2:
+                step()
+                n += 1
+            seen.append(n / elapsed)
+    return [statistics.median(seen) for seen in per_round]
 
 
-def dnnspec_rate(case: Case, x: np.ndarray, y: np.ndarray, seconds: float) -> float:
+def dnnspec_step(case: Case, x: np.ndarray, y: np.ndarray) -> Callable[[], object]:
     spec = load_spec_text(case.spec(), "<bench>")
     assert spec.train is not None
     program = build_train_step(check_spec(spec), spec.train, case.widths[-1], Timing(100, 10_000))
     trainer = Trainer(program, "cpu", 0)
-    return rate(lambda: trainer.train_step({"x": x}, y), seconds)
+    return lambda: trainer.train_step({"x": x}, y)
 
 
-def torch_rate(case: Case, x: np.ndarray, y: np.ndarray, seconds: float) -> float | None:
+def torch_step(case: Case, x: np.ndarray, y: np.ndarray) -> Callable[[], object] | None:
     try:
         import torch
     except ImportError:
@@ -94,7 +104,7 @@ def torch_rate(case: Case, x: np.ndarray, y: np.ndarray, seconds: float) -> floa
         opt.step()
         loss.item()
 
-    return rate(step, seconds)
+    return step
 
 
 def main() -> None:
@@ -114,8 +124,10 @@ def main() -> None:
         rng = np.random.default_rng(0)
         x = rng.normal(size=(case.batch, case.widths[0])).astype(np.float32)
         y = rng.integers(0, case.widths[-1], case.batch).astype(np.int64)
-        ours = dnnspec_rate(case, x, y, args.seconds)
-        theirs = torch_rate(case, x, y, args.seconds)
+        theirs_step = torch_step(case, x, y)
+        steps = [dnnspec_step(case, x, y), *([theirs_step] if theirs_step else [])]
+        ours, *rest = rates(steps, args.seconds)
+        theirs = rest[0] if rest else None
         ratio = f"{ours / theirs:6.2f}x" if theirs else "    -"
         theirs_s = f"{theirs:14.0f}" if theirs else f"{'(no torch)':>14}"
         print(f"{case.name:<44} {ours:16.0f} {theirs_s} {ratio}", flush=True)

@@ -20,6 +20,7 @@ import onnx
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.graph.builder import GraphBuilder
+from dnnspec.graph.fuse import fold_gemm_updates
 from dnnspec.graph.lower import lower_model
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import TrainSpec
@@ -188,6 +189,7 @@ def build_train_step(
             b.rename(value, next_name(name))
             b.add_output(next_name(name), b.float_dtype, slot.spec.shape)
 
+    fold_gemm_updates(b, scalars["lr"], {s.name: s.spec.shape for s in trainable})
     b.prune()
     metadata = model_metadata(typed, train, classes)
     return Program(
