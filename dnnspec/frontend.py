@@ -33,23 +33,31 @@ def parse_text(text: str, file: str = "<spec>") -> ast.SpecFile:
 
 
 def parse_override(name: str, text: str) -> tuple[Scalar, Span]:
-    """The value of `--set name=text` and where it was written (file `--set name`).
+    """The value of `--set name=text` and where it was written: file `--set name`, whose
+    one line reads `name=text` (see `override_source`), so carets land under the value.
 
     The text is read with the grammar's literal rule (numbers, "strings", true/false,
     lists, bare words). Text that is no literal is taken as a string as it stands, so
     paths and other free text can be passed; a param that is not a string then rejects it.
     """
-    file = f"--set {name}"
+    file, offset = f"--set {name}", len(name) + 1
     try:
-        literal = build(parse_tree(text, file, start="literal"), file)
+        # Leading blanks are ignored by the grammar and shift every span past `name=`.
+        literal = build(parse_tree(" " * offset + text, file, start="literal"), file)
     except DiagnosticError as exc:
         if _is_number(text):
             # A number the grammar refuses (too large, beyond 64 bits): say so, rather than
             # passing it on as a string that the param then rejects as a word.
-            exc.sources = SourceMap({file: text})
+            exc.sources = SourceMap({file: override_source(name, text)})
             raise
-        return text, Span(file=file, line=1, col=1, end_line=1, end_col=len(text) + 1)
+        end = offset + len(text) + 1
+        return text, Span(file=file, line=1, col=offset + 1, end_line=1, end_col=end)
     return _literal_value(literal), literal.span
+
+
+def override_source(name: str, text: str) -> str:
+    """The source line diagnostics show for `--set name=text`."""
+    return f"{name}={text}"
 
 
 def _is_number(text: str) -> bool:
@@ -73,7 +81,7 @@ def load_spec_text(
     sources = SourceMap({file: text})
     values: dict[str, tuple[Scalar, Span]] = {}
     for name, value in (overrides or {}).items():
-        sources.add(f"--set {name}", value)
+        sources.add(f"--set {name}", override_source(name, value))
         values[name] = parse_override(name, value)
     try:
         return resolve(parse_text(text, file), file, values)

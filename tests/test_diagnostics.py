@@ -235,18 +235,18 @@ def test_set_overrides_are_shown_where_they_were_written() -> None:
     expected = """\
 --set rl:1:1: error: there is no param 'rl' to set
   |
-1 | 2
-  | ^
+1 | rl=2
+  | ^^
 help: expected one of: 'lr'
 
 specs/x.dnn:10:17: error: argument 'lr' of sgd must be > 0, got -1.0
    |
 10 |   optimizer sgd(lr = lr)
    |                 ^^^^^^^
-note: --set lr:1:1: lr = -1 comes from here
+note: --set lr:1:4: lr = -1 comes from here
   |
-1 | -1
-  | ^^"""
+1 | lr=-1
+  |    ^^"""
     assert (
         rendered(
             "param lr = 0.1\n"

@@ -211,4 +211,4 @@ def test_reserved_words_cannot_name_things() -> None:
 def test_override_values_are_literals_or_else_raw_text(text: str, value: object) -> None:
     parsed, span = parse_override("p", text)
     assert parsed == value and type(parsed) is type(value)
-    assert span.file == "--set p"
+    assert span.file == "--set p" and (span.col, span.end_col) == (3, 3 + len(text))

@@ -56,7 +56,7 @@ class DefinitionsResolver(ModelResolver):
                 continue
             self.fail(
                 f"there is no param '{name}' to set",
-                span,
+                span.model_copy(update={"col": 1, "end_col": len(name) + 1}),
                 help=did_you_mean(name, [d.name.id for d in decls])
                 or "params are declared in the spec: param name = value",
             )
