@@ -49,6 +49,7 @@ class ArgSpec(BaseModel):
     min: float | None = None
     max: float | None = None
     min_exclusive: bool = False
+    max_exclusive: bool = False
     doc: str = ""
 
     @property
@@ -153,8 +154,8 @@ def _out_of_bounds(spec: ArgSpec, value: float) -> str | None:
     lo, hi = spec.min, spec.max
     if lo is not None and (value < lo or (spec.min_exclusive and value == lo)):
         return f"{'>' if spec.min_exclusive else '>='} {lo:g}"
-    if hi is not None and value > hi:
-        return f"<= {hi:g}"
+    if hi is not None and (value > hi or (spec.max_exclusive and value == hi)):
+        return f"{'<' if spec.max_exclusive else '<='} {hi:g}"
     return None
 
 

@@ -304,3 +304,14 @@ def test_a_very_long_line_is_shown_as_a_window_around_the_caret() -> None:
     )
     assert len(window) == 106  # 100 characters of the line and the two ellipses
     assert rendered(text) == expected
+
+
+def test_a_decay_rate_of_one_is_rejected() -> None:
+    """beta1 = 1 makes Adam's bias correction divide by zero; beta2 = 1 would freeze it."""
+    out = rendered(
+        MODEL
+        + "  dense(10)\n}\n\ntrain {\n  data digits\n  loss cross_entropy\n"
+        + "  optimizer adam(beta1 = 1, beta2 = 0.5)\n  batch 64\n  epochs 3\n}\n"
+    )
+    assert "argument 'beta1' of adam must be < 1, got 1" in out
+    assert "argument 'beta2'" not in out

@@ -80,8 +80,8 @@ def reference_update(name: str, args: dict, p, g, state, step):
         m = b1 * state["m"] + (1 - b1) * g
         v = b2 * state["v"] + (1 - b2) * g * g
         t = step + 1
-        lr_t = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
-        return p - lr_t * m / (np.sqrt(v) + eps), {"m": m, "v": v}
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        return p - lr * m_hat / (np.sqrt(v_hat) + eps), {"m": m, "v": v}
     rho, eps, mu = args["rho"], args["eps"], args["momentum"]
     sq = rho * state["square_avg"] + (1 - rho) * g * g
     scaled = g / (np.sqrt(sq) + eps)
@@ -98,6 +98,7 @@ def reference_update(name: str, args: dict, p, g, state, step):
         ("sgd", {"lr": 0.1, "momentum": 0.9}),
         ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
         ("adam", {"lr": 0.01}),
+        ("adam", {"lr": 0.01, "eps": 0.1, "beta2": 0.9}),
         ("rmsprop", {"lr": 0.01}),
         ("rmsprop", {"lr": 0.01, "momentum": 0.5}),
     ],

@@ -52,11 +52,12 @@ def arg_text(arg: ArgSpec) -> str:
     if arg.choices:
         text += " (" + " \\| ".join(arg.choices) + ")"
     if arg.min is not None and arg.max is not None:
-        text += f" in {'(' if arg.min_exclusive else '['}{arg.min:g}, {arg.max:g}]"
+        low, high = "(["[not arg.min_exclusive], ")]"[not arg.max_exclusive]
+        text += f" in {low}{arg.min:g}, {arg.max:g}{high}"
     elif arg.min is not None:
         text += f" {'>' if arg.min_exclusive else '>='} {arg.min:g}"
     elif arg.max is not None:
-        text += f" <= {arg.max:g}"
+        text += f" {'<' if arg.max_exclusive else '<='} {arg.max:g}"
     if arg.default is not REQUIRED:
         text += f" = `{value_text(arg.default)}`"
     return text

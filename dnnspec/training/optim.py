@@ -66,11 +66,19 @@ def _sgd(
 
 
 def _adam_prepare(b: GraphBuilder, step: str, lr: str, args: dict[str, Any]) -> dict[str, str]:
-    """lr * sqrt(1 - beta2^t) / (1 - beta1^t) with t = step + 1: the bias correction."""
+    """Bias-corrected scalars, t = step + 1, so the update is PyTorch's exactly.
+
+    lr * m_hat / (sqrt(v_hat) + eps) equals lr_t * m / (sqrt(v) + eps_t) with
+    lr_t = lr * sqrt(c2) / c1 and eps_t = eps * sqrt(c2) (c_i = 1 - beta_i^t): two scalars
+    per step instead of two extra elementwise passes per parameter.
+    """
     t = b.op("Add", [step, b.const(1.0)])
     c1 = b.op("Sub", [b.const(1.0), b.op("Pow", [b.const(args["beta1"]), t])])
-    c2 = b.op("Sub", [b.const(1.0), b.op("Pow", [b.const(args["beta2"]), t])])
-    return {"lr": b.op("Mul", [lr, b.op("Div", [b.op("Sqrt", [c2]), c1])], hint="lr_t")}
+    root_c2 = b.op("Sqrt", [b.op("Sub", [b.const(1.0), b.op("Pow", [b.const(args["beta2"]), t])])])
+    return {
+        "lr": b.op("Mul", [lr, b.op("Div", [root_c2, c1])], hint="lr_t"),
+        "eps": b.op("Mul", [root_c2, b.const(args["eps"])], hint="eps_t"),
+    }
 
 
 def _adam(
@@ -78,7 +86,7 @@ def _adam(
 ) -> tuple[str, dict[str, str]]:
     m = _ema(b, state["m"], g, args["beta1"])
     v = _ema(b, state["v"], b.op("Mul", [g, g]), args["beta2"])
-    denom = b.op("Add", [b.op("Sqrt", [v]), b.const(args["eps"])])
+    denom = b.op("Add", [b.op("Sqrt", [v]), s["eps"]])
     step = b.op("Div", [b.op("Mul", [m, s["lr"]]), denom])
     return b.op("Sub", [p, step]), {"m": m, "v": v}
 
@@ -107,7 +115,9 @@ OPTIMIZERS.add(
         Signature(
             args=(
                 LR.model_copy(update={"default": 0.01}),
-                ArgSpec(name="momentum", type="float", default=0.0, min=0.0, max=1.0),
+                ArgSpec(
+                    name="momentum", type="float", default=0.0, min=0.0, max=1.0, max_exclusive=True
+                ),
                 ArgSpec(name="nesterov", type="bool", default=False),
             )
         ),
@@ -123,8 +133,12 @@ OPTIMIZERS.add(
         Signature(
             args=(
                 LR,
-                ArgSpec(name="beta1", type="float", default=0.9, min=0.0, max=1.0),
-                ArgSpec(name="beta2", type="float", default=0.999, min=0.0, max=1.0),
+                ArgSpec(
+                    name="beta1", type="float", default=0.9, min=0.0, max=1.0, max_exclusive=True
+                ),
+                ArgSpec(
+                    name="beta2", type="float", default=0.999, min=0.0, max=1.0, max_exclusive=True
+                ),
                 ArgSpec(name="eps", type="float", default=1e-8, min=0.0, min_exclusive=True),
             )
         ),
@@ -140,9 +154,13 @@ OPTIMIZERS.add(
         Signature(
             args=(
                 LR,
-                ArgSpec(name="rho", type="float", default=0.9, min=0.0, max=1.0),
+                ArgSpec(
+                    name="rho", type="float", default=0.9, min=0.0, max=1.0, max_exclusive=True
+                ),
                 ArgSpec(name="eps", type="float", default=1e-8, min=0.0, min_exclusive=True),
-                ArgSpec(name="momentum", type="float", default=0.0, min=0.0, max=1.0),
+                ArgSpec(
+                    name="momentum", type="float", default=0.0, min=0.0, max=1.0, max_exclusive=True
+                ),
             )
         ),
         _rmsprop_state,
