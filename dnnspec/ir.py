@@ -18,6 +18,9 @@ from dnnspec.schema import Duration
 
 DType = Literal["float32", "float64", "int64", "int32", "bool"]
 Dim = int | str
+GRAPH_NAMES = ("step", "seed", "target", "loss", "output")
+"""The names the compiled graphs give their own inputs and outputs: no model input may
+take one, or it would collide with them in train_step.onnx or model.onnx."""
 ArgValue = TypeAliasType("ArgValue", Union[bool, int, float, str, Duration, list["ArgValue"]])  # noqa: UP007
 
 

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict
 
 from dnnspec.errors import Diagnostic, DiagnosticError, Span, did_you_mean
 
+INT64_MAX = 2**63 - 1
+"""The largest integer a spec may hold: every integer ends up in an int64 somewhere."""
+
 ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any"]
 
 
@@ -181,6 +184,8 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
             if isinstance(value, float):
                 if not value.is_integer():
                     return bad(f"{label} must be an integer, got {value!r}")
+                if abs(value) > INT64_MAX:
+                    return bad(f"{label} does not fit in 64 bits, got {value!r}")
                 value = int(value)
         else:
             value = float(value)

@@ -315,3 +315,19 @@ def test_a_decay_rate_of_one_is_rejected() -> None:
     )
     assert "argument 'beta1' of adam must be < 1, got 1" in out
     assert "argument 'beta2'" not in out
+
+
+def test_an_input_may_not_take_a_graph_name_or_fix_the_batch() -> None:
+    expected = """\
+specs/x.dnn:2:9: error: 'step' is a name the compiled graphs use for their own input
+  |
+2 |   input step: float32[32, 4]
+  |         ^^^^
+help: give this input another name, e.g. 'step_in'
+
+specs/x.dnn:2:23: error: the first dimension of an input is the batch, which varies, got 32
+  |
+2 |   input step: float32[32, 4]
+  |                       ^^
+help: name it instead, e.g. N"""
+    assert rendered("model m {\n  input step: float32[32, 4]\n  dense(2)\n}\n") == expected

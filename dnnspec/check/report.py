@@ -31,8 +31,8 @@ def value_text(value: ArgValue) -> str:
 
 
 def human(count: float) -> str:
-    """12, 12.3K, 1.2M, 3.4G: FLOPs at a glance."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    """12, 12.3K, 1.2M, 3.4G, 5.6T: FLOPs at a glance."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if count >= scale:
             return f"{count / scale:.1f}{unit}"
     return str(int(count))

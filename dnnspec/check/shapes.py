@@ -22,6 +22,10 @@ from dnnspec.training.losses import LOSSES
 RELU_LIKE = frozenset({"relu", "leaky_relu", "elu", "gelu", "silu"})
 """Activations after which a layer's `auto` weight init is He's rather than Glorot's."""
 
+MAX_PARAMS = 2**29
+"""Parameters a model may have: 2 GiB of float32, the size ONNX caps a model file at, and
+model.onnx keeps its weights inside the file."""
+
 UNKNOWN = TensorType("unknown", ())
 """The type of a value whose producer failed to check; nodes reading it are skipped."""
 
@@ -93,6 +97,7 @@ class _Checker:
             self.types[node.name] = self.layers[-1].out
         output = self.types[self.spec.model.output]
         self.check_output(output)
+        self.check_size()
         if self.problems:
             raise DiagnosticError(self.problems)
         return TypedModel(self.spec, self.types, [self.with_init(i) for i in self.layers], output)
@@ -139,6 +144,22 @@ class _Checker:
         other = next(n for n in node.inputs if self.types[n].dims[-1] != width)
         widen = f"make {dense[0]} {self.types[other].dims[-1]} wide, or " if dense else ""
         return f"{widen}project {other} with dense({width})"
+
+    def check_size(self) -> None:
+        total = sum(layer.param_count for layer in self.layers)
+        if total <= MAX_PARAMS:
+            return
+        largest = max(self.layers, key=lambda layer: layer.param_count)
+        self.problems.append(
+            Diagnostic(
+                message=f"the model has {total:,} parameters, {total * 4 / 2**30:,.1f} GiB as "
+                f"float32; model.onnx holds its weights and an ONNX file is capped at 2 GiB",
+                span=largest.node.span,
+                notes=tuple(_origin_notes(largest.node)),
+                help=f"keep it under {MAX_PARAMS:,}; the largest layer, {largest.node.name} "
+                f"(here), has {largest.param_count:,}",
+            )
+        )
 
     def check_output(self, output: TensorType) -> None:
         if output == UNKNOWN:

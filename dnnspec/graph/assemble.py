@@ -23,7 +23,7 @@ from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.fuse import fold_gemm_updates
 from dnnspec.graph.lower import lower_model
 from dnnspec.graph.rng import HashRandom
-from dnnspec.ir import TrainSpec
+from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, Mode, ParamSpec
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
@@ -31,7 +31,7 @@ from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import SCHEDULES, Timing
 
-STEP, SEED, TARGET, LOSS, OUTPUT = "step", "seed", "target", "loss", "output"
+STEP, SEED, TARGET, LOSS, OUTPUT = GRAPH_NAMES
 
 
 @dataclass(frozen=True)

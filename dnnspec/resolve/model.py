@@ -27,7 +27,7 @@ from dnnspec.resolve.values import (
     describe,
     suggest,
 )
-from dnnspec.schema import Duration
+from dnnspec.schema import INT64_MAX, Duration
 from dnnspec.syntax import ast
 
 MAX_NODES = 20_000
@@ -36,7 +36,6 @@ MAX_ITERATIONS = 20_000
 """Total `repeat` iterations allowed, so empty nested loops cannot spin for minutes."""
 MAX_BLOCK_DEPTH = 32
 """Deepest chain of block calls inside block calls."""
-INT64_MAX = 2**63 - 1
 
 DTYPES = ("float32", "float64", "int64", "int32", "bool")
 UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs"}
@@ -148,6 +147,13 @@ class ModelResolver(ResolverCore):
         taken = self.name_clash(name, scope)
         if taken:
             self.fail(f"'{name}' is already {taken}; give this input another name", stmt.name.span)
+        if name in ir.GRAPH_NAMES:
+            self.fail(
+                f"'{name}' is a name the compiled graphs use for their own "
+                f"{'output' if name in ('loss', 'output') else 'input'}",
+                stmt.name.span,
+                help=f"give this input another name, e.g. '{name}_in'",
+            )
         dtype = stmt.dtype.id
         if dtype not in DTYPES:
             self.fail(f"unknown dtype '{dtype}'", stmt.dtype.span, help=did_you_mean(dtype, DTYPES))
@@ -164,6 +170,12 @@ class ModelResolver(ResolverCore):
                     f"a dimension must be a positive integer or a name like N, "
                     f"got {describe(value)}",
                     dim.span,
+                )
+            elif dim is stmt.dims[0]:
+                self.fail(
+                    f"the first dimension of an input is the batch, which varies, got {value}",
+                    dim.span,
+                    help="name it instead, e.g. N",
                 )
             else:
                 dims.append(value)

@@ -11,6 +11,7 @@ from dnnspec.registry import Registry
 from dnnspec.resolve.model import ModelResolver
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
 from dnnspec.runtime.datasets import DATASETS
+from dnnspec.schema import INT64_MAX
 from dnnspec.syntax import ast
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES
@@ -149,6 +150,8 @@ class TrainResolver(ModelResolver):
             return self.fail(
                 f"'{item.key.id}' must be {least}, got {describe(value)}", expr.span, scope
             )
+        if value > INT64_MAX:
+            return self.fail(f"'{item.key.id}' does not fit in 64 bits", expr.span, scope)
         return value
 
     def train_list(

@@ -14,10 +14,10 @@ from lark import Token, Transformer_NonRecursive, Tree, v_args
 from lark.tree import Meta
 
 from dnnspec.errors import Diagnostic, DiagnosticError, Span
+from dnnspec.schema import INT64_MAX
 from dnnspec.syntax import ast
 from dnnspec.syntax.parse import token_span
 
-INT64_MAX = 2**63 - 1
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 _ESCAPE = re.compile(r"\\(.)")
 
