@@ -15,7 +15,7 @@ from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.data import conform
-from dnnspec.runtime.datasets import DATASETS, read_inputs
+from dnnspec.runtime.datasets import DATASETS, Dataset, read_inputs
 from dnnspec.runtime.run import prepare
 
 SPEC = """model m {{
@@ -210,3 +210,22 @@ def test_garbage_checkpoint_is_reported_corrupt_without_numpy_internals(tmp_path
     with pytest.raises(DiagnosticError, match="corrupt") as info:
         checkpoint.load(path)
     assert "pickle" not in info.value.render()
+
+
+def test_named_dims_match_any_size_but_the_same_size_in_inputs_and_targets(
+    tmp_path: Path,
+) -> None:
+    """A sequence model [N, T, 4] -> [N, T, 1]: T takes the data's length, once."""
+    spec = load_spec_text(
+        "model m {\n  input x: float32[N, T, 4]\n  dense(1)\n}\n"
+        'train {\n  data file(path = "d.npz")\n  loss mse\n  optimizer sgd\n'
+        "  batch 4\n  epochs 1\n}\n",
+        str(tmp_path / "m.dnn"),
+    )
+    assert spec.train is not None
+    typed = check_spec(spec)
+    x = np.ones((6, 7, 4), np.float32)
+    fitted, _ = conform(Dataset(x, np.ones((6, 7, 1))), typed, "value", spec.train.data)
+    assert fitted.y.shape == (6, 7, 1) and fitted.y.dtype == np.float32
+    with pytest.raises(DiagnosticError, match=r"targets have shape \[N, 5, 1\]"):
+        conform(Dataset(x, np.ones((6, 5, 1))), typed, "value", spec.train.data)

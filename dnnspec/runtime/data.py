@@ -18,6 +18,21 @@ def _shape(dims: tuple[int | str, ...]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
+def _fits(dims: tuple[int | str, ...], shape: tuple[int, ...], sizes: dict[str, int]) -> bool:
+    """Whether `shape` matches declared `dims` past the batch: a literal must be equal, a
+    name takes the size it first meets (recorded in `sizes`) and must keep it; a derived
+    name such as `T*4` matches anything."""
+    if len(dims) != len(shape):
+        return False
+    for dim, size in zip(dims[1:], shape[1:], strict=True):
+        if isinstance(dim, int):
+            if dim != size:
+                return False
+        elif dim.isidentifier() and sizes.setdefault(dim, size) != size:
+            return False
+    return True
+
+
 def _check_finite(array: np.ndarray, what: str, source: Call) -> None:
     """NaN or inf in the data would surface later as a diverged loss; name the cell now."""
     if array.dtype.kind != "f" or np.isfinite(array).all():
@@ -99,10 +114,8 @@ def conform(
             help="declare the input as float32, or supply integer data",
         )
     got = (("N",) + x.shape[1:]) if x.ndim else ()
-    ok = x.ndim == len(decl.dims) and all(
-        isinstance(d, str) or d == s for d, s in zip(decl.dims[1:], x.shape[1:], strict=False)
-    )
-    if not ok:
+    sizes: dict[str, int] = {}
+    if not _fits(decl.dims, x.shape, sizes):
         raise error(
             f"input '{decl.name}' is declared {_shape(decl.dims)} but the data has "
             f"shape {_shape(got)} ({x.shape[0] if x.ndim else 0} samples)",
@@ -121,10 +134,9 @@ def conform(
         return Dataset(x, _labels(y, classes, str(out), source)), classes
     if y.dtype.kind not in "biuf":
         raise error(f"targets must be numbers, got dtype {y.dtype}", source.span)
-    want = tuple(out.dims[1:])
-    if y.ndim == 1 and want == (1,):
+    if y.ndim == 1 and out.dims[1:] == (1,):
         y = y[:, None]
-    if y.shape[1:] != want:
+    if not _fits(out.dims, y.shape, sizes):
         raise error(
             f"the model outputs {out} but the targets have shape {_shape(('N',) + y.shape[1:])}",
             source.span,
