@@ -126,9 +126,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         extra = [f"--set {x}" for x in args.set or []]
         extra += [f"--epochs {args.epochs}"] if args.epochs else []
         again = " ".join(["dnnspec train", args.spec, "--out", str(run_dir), *extra, "--resume"])
+        which = "best" if spec.train and spec.train.early_stop else "last finished"
         print(
             f"interrupted in epoch {stop.epoch + 1}; {run_dir}/model.onnx holds the weights of "
-            f"the last finished epoch.\ncontinue with: {again}",
+            f"the {which} epoch.\ncontinue with: {again}",
             file=sys.stderr,
         )
         return INTERRUPTED

@@ -158,3 +158,36 @@ def test_resume_accepts_the_same_spec_moved_and_commented(tmp_path: Path) -> Non
     moved.write_text("# a new comment shifts every line\n" + text)
     resumed = run_training(load_spec(moved), tmp_path / "run", "cpu", epochs=3, resume=True)
     assert resumed.epochs == 3
+
+
+def _digits_with_early_stop(patience: int, min_delta: float):
+    spec = load_spec(SPECS / "digits_mlp.dnn")
+    assert spec.train is not None and spec.train.early_stop is not None
+    stop = spec.train.early_stop
+    args = {**stop.args, "patience": patience, "min_delta": min_delta}
+    train_spec = spec.train.model_copy(
+        update={"early_stop": stop.model_copy(update={"args": args})}
+    )
+    return spec.model_copy(update={"train": train_spec})
+
+
+def test_resuming_an_early_stopped_run_keeps_it_stopped(tmp_path: Path) -> None:
+    """No loss can improve by 10, so the run stops after epoch 2 and stays stopped."""
+    spec = _digits_with_early_stop(patience=1, min_delta=10.0)
+    first = run_training(spec, tmp_path, "cpu", epochs=6)
+    assert first.stopped == "early stop: val_loss did not improve for 1 epoch"
+    assert first.epochs == 2
+    log = (tmp_path / "metrics.jsonl").read_text()
+    model = (tmp_path / "model.onnx").read_bytes()
+    again = run_training(spec, tmp_path, "cpu", epochs=6, resume=True)
+    assert (again.stopped, again.steps, again.best) == (first.stopped, first.steps, first.best)
+    assert (tmp_path / "metrics.jsonl").read_text() == log
+    assert (tmp_path / "model.onnx").read_bytes() == model
+
+
+def test_resume_keeps_the_epochs_a_run_long_schedule_was_built_for(tmp_path: Path) -> None:
+    """digits_mlp's cosine schedule spans the run: 2 epochs would change every step's rate."""
+    spec = load_spec(SPECS / "digits_mlp.dnn")
+    run_training(spec, tmp_path, "cpu", epochs=1)
+    with pytest.raises(DiagnosticError, match="started for 1 epoch, not 2, and its cosine"):
+        run_training(spec, tmp_path, "cpu", epochs=2, resume=True)

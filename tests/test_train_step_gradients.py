@@ -12,7 +12,7 @@ import pytest
 
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec, load_spec_text
-from dnnspec.graph.assemble import LOSS, SEED, STEP, TARGET, build_train_step
+from dnnspec.graph.assemble import LOSS, SEED, STEP, TARGET, Program, build_train_step
 from dnnspec.training.init import initial_value
 from dnnspec.training.schedules import Timing
 
@@ -85,32 +85,54 @@ train {
 """
 
 
+def step_feeds(slots: list, seed: int = 1) -> dict[str, np.ndarray]:
+    """A batch of 7 samples for FOLDABLE_SGD's model, step 0, and seeded parameters."""
+    rng = np.random.default_rng(seed)
+    feeds = {"x": rng.normal(size=(7, 5)), TARGET: rng.integers(0, 3, 7)}
+    feeds |= {STEP: np.array(0, np.int64), SEED: np.array(0, np.int64)}
+    for slot in slots:
+        feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64"))
+    return feeds
+
+
+def run_step(program: Program, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(
+        program.train_step.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds), strict=True))
+
+
+def sgd_program(text: str, emit_grads: bool) -> Program:
+    spec = load_spec_text(text, "<sgd>")
+    assert spec.train is not None
+    return build_train_step(
+        check_spec(spec), spec.train, 3, Timing(10, 100), "float64", emit_grads=emit_grads
+    )
+
+
 def test_sgd_update_folded_into_the_gradient_gemm_equals_param_minus_lr_times_grad() -> None:
     """Plain SGD's `W - lr * Gemm(A, B)` becomes one Gemm accumulating onto W, scaling
     A for the [5, 12] weight and B for the [12, 3] one; the result must not change."""
-    spec = load_spec_text(FOLDABLE_SGD, "<sgd>")
-    assert spec.train is not None
-    typed = check_spec(spec)
-    build = lambda emit: build_train_step(  # noqa: E731
-        typed, spec.train, 3, Timing(10, 100), "float64", emit_grads=emit
-    )
-    folded, reference = build(False), build(True)
+    folded, reference = sgd_program(FOLDABLE_SGD, False), sgd_program(FOLDABLE_SGD, True)
     producers = {o: n.op_type for n in folded.train_step.graph.node for o in n.output}
     assert producers["dense_1.weight.next"] == producers["dense_2.weight.next"] == "Gemm"
     assert producers["dense_1.bias.next"] == "Sub"
+    feeds = step_feeds(folded.slots)
+    got, ref = run_step(folded, feeds), run_step(reference, feeds)
+    for slot in folded.slots:
+        expected = feeds[slot.name] - 0.1 * ref[f"grad.{slot.name}"]
+        np.testing.assert_allclose(got[f"{slot.name}.next"], expected, rtol=1e-12, atol=1e-14)
 
-    rng = np.random.default_rng(1)
-    feeds = {"x": rng.normal(size=(7, 5)), TARGET: rng.integers(0, 3, 7)}
-    feeds |= {STEP: np.array(0, np.int64), SEED: np.array(0, np.int64)}
-    for slot in folded.slots:
-        feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64"))
-    runs = []
-    for program in (folded, reference):
-        session = ort.InferenceSession(
-            program.train_step.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-        names = [o.name for o in session.get_outputs()]
-        runs.append(dict(zip(names, session.run(None, feeds), strict=True)))
-    for slot in folded.slots:
-        expected = feeds[slot.name] - 0.1 * runs[1][f"grad.{slot.name}"]
-        np.testing.assert_allclose(runs[0][f"{slot.name}.next"], expected, rtol=1e-12, atol=1e-14)
+
+def test_l1_and_l2_penalties_add_their_exact_gradient_to_weights_but_not_biases() -> None:
+    """strength * sum |w| and strength * sum w^2 have gradients strength * sign(w) and
+    2 * strength * w; the data gradient (grad.*) excludes them."""
+    text = FOLDABLE_SGD.replace("  epochs 1\n", "  epochs 1\n  regularize l1(0.01), l2(0.003)\n")
+    program = sgd_program(text, True)
+    feeds = step_feeds(program.slots)
+    out = run_step(program, feeds)
+    for slot in program.slots:
+        p, grad = feeds[slot.name], out[f"grad.{slot.name}"]
+        penalty = 0.01 * np.sign(p) + 2 * 0.003 * p if slot.name.endswith("weight") else 0.0
+        np.testing.assert_allclose(out[f"{slot.name}.next"], p - 0.1 * (grad + penalty), 1e-12)

@@ -27,9 +27,9 @@ from dnnspec.runtime.data import conform
 from dnnspec.runtime.datasets import DATASETS, Dataset, split
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
+from dnnspec.training.early_stop import EarlyStop
 from dnnspec.training.losses import LOSSES
-from dnnspec.training.metrics import METRICS
-from dnnspec.training.schedules import Timing
+from dnnspec.training.schedules import SCHEDULES, Timing
 
 
 class Reporter(Protocol):
@@ -100,51 +100,6 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     return Prepared(spec, train, typed, train_data, val_data, program)
 
 
-@dataclass
-class EarlyStop:
-    """Early-stopping bookkeeping; it travels in checkpoints so a resumed run agrees."""
-
-    key: str
-    mode: str
-    min_delta: float
-    patience: int
-    best: float | None = None
-    waited: int = 0
-
-    @classmethod
-    def from_spec(cls, train: TrainSpec) -> EarlyStop | None:
-        """The monitored record key and direction (resolve has checked the name)."""
-        if train.early_stop is None:
-            return None
-        args = train.early_stop.args
-        name = args["monitor"].removeprefix("train_")
-        base = name.removeprefix("val_")
-        mode = "max" if base != "loss" and METRICS.get(base).higher_is_better else "min"
-        key = (
-            name
-            if name.startswith("val_") or args["monitor"].startswith("train_")
-            else f"val_{name}"
-        )
-        return cls(key, mode, args["min_delta"], args["patience"])
-
-    def update(self, value: float) -> bool:
-        """Record one epoch's value; True when it is the best so far."""
-        better = self.best is None or (
-            value < self.best - self.min_delta
-            if self.mode == "min"
-            else value > self.best + self.min_delta
-        )
-        if better:
-            self.best, self.waited = value, 0
-        else:
-            self.waited += 1
-        return better
-
-    @property
-    def exhausted(self) -> bool:
-        return self.waited >= self.patience
-
-
 def _finite(params: dict[str, np.ndarray]) -> bool:
     return all(np.isfinite(v).all() for v in params.values())
 
@@ -164,15 +119,16 @@ def export_model(program: Program, params: dict[str, np.ndarray], path: Path) ->
     return path
 
 
-def _diverged(exc: Diverged, epoch: int, train: TrainSpec, kept: Path) -> DiagnosticError:
+def _diverged(
+    exc: Diverged, epoch: int, train: TrainSpec, kept: Path, which: str
+) -> DiagnosticError:
     where = "by" if exc.what == "the parameters" else "at"
     return DiagnosticError(
         Diagnostic(
             message=f"training diverged: {exc.what} became {exc.loss} {where} step {exc.step} "
             f"(epoch {epoch + 1})",
             span=train.optimizer.span,
-            help="lower the learning rate, add gradient clipping or check the data; "
-            f"the last good parameters were kept in {kept}",
+            help=f"lower the learning rate or check the data; {kept} holds {which}",
         )
     )
 
@@ -202,6 +158,7 @@ class _Run:
     best_params: dict[str, np.ndarray] | None = None
     best_record: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -217,12 +174,21 @@ class _Run:
                 help="resume with the spec (and --set values) that started the run, "
                 "or train into a new --out directory",
             )
+        schedule, started = self.prep.train.schedule, header["epochs"]
+        if started != self.prep.train.epochs and SCHEDULES.get(schedule.name).spans_run:
+            raise error(
+                f"the run in '{self.run_dir}' was started for {started} "
+                f"epoch{'s' if started != 1 else ''}, not {self.prep.train.epochs}, "
+                f"and its {schedule.name} schedule spans them",
+                help=f"resume with --epochs {started}, or train into a new --out directory",
+            )
         self.trainer.load_values({k: arrays[k] for k in program.carried()})
         self.trainer.step = int(header["step"])
         self.epoch = int(header["epoch"])
         best = {k.removeprefix(BEST): v for k, v in arrays.items() if k.startswith(BEST)}
         self.best_params = best or None
         self.best_record = header["best_record"]
+        self.stopped = header["stopped"]
         if self.stop is not None:
             self.stop.best, self.stop.waited = header["early_stop"]
         log = self.run_dir / "metrics.jsonl"
@@ -247,8 +213,12 @@ class _Run:
                 raise Diverged(trainer.step, epoch, math.nan, "the parameters")
         except Diverged as exc:
             current = trainer.params()
-            kept = self.export(current if _finite(current) else self.last_good)
-            raise _diverged(exc, epoch, prep.train, kept) from None
+            if self.best_params is not None:
+                kept, which = self.best_params, "the weights of the best epoch"
+            else:
+                kept = current if _finite(current) else self.last_good
+                which = "the last finite weights"
+            raise _diverged(exc, epoch, prep.train, self.export(kept), which) from None
         self.record = {"epoch": epoch + 1, "step": trainer.step, **result}
         self.last_good = params
         return params
@@ -264,6 +234,8 @@ class _Run:
         header = {
             "step": self.trainer.step,
             "epoch": self.epoch,
+            "epochs": self.prep.train.epochs,
+            "stopped": self.stopped,
             "seed": self.prep.train.seed,
             "spec_hash": self.prep.program.metadata["dnnspec.spec_hash"],
             "early_stop": [self.stop.best, self.stop.waited] if self.stop else None,
@@ -275,8 +247,9 @@ class _Run:
         return export_model(self.prep.program, params, self.run_dir / "model.onnx")
 
     def loop(self, log: TextIO) -> str:
-        """Epochs until done or early-stopped; returns why it stopped."""
-        while self.epoch < self.prep.train.epochs:
+        """Epochs until done or early-stopped; returns why it stopped. A resumed run that
+        had already stopped early stays stopped, as it would have without the interruption."""
+        while self.stopped is None and self.epoch < self.prep.train.epochs:
             t0 = time.perf_counter()
             params = self.train_epoch()
             self.validate()
@@ -287,12 +260,12 @@ class _Run:
             if self.stop is not None and self.stop.update(self.record[self.stop.key]):
                 self.best_params, self.best_record = params, self.record
             self.epoch += 1
-            self.save()
             if self.stop is not None and self.stop.exhausted:
-                return (
-                    f"early stop: {self.stop.key} did not improve for {self.stop.patience} epochs"
+                self.stopped = f"early stop: {self.stop.key} did not improve for " + (
+                    "1 epoch" if self.stop.patience == 1 else f"{self.stop.patience} epochs"
                 )
-        return "completed"
+            self.save()
+        return self.stopped or "completed"
 
 
 def _claim(run_dir: Path, resume: bool, overwrite: bool) -> None:

@@ -59,12 +59,23 @@ def providers_for(device: Device) -> list[str]:
     return [CUDA, CPU] if cuda_available() else [CPU]
 
 
+def threads() -> int:
+    """Intra-op threads: $DNNSPEC_THREADS when set, else the cores up to 8."""
+    text = os.environ.get("DNNSPEC_THREADS", "").strip()
+    if not text:
+        return min(os.cpu_count() or 1, 8)
+    if not text.isdigit() or int(text) < 1:
+        raise error(
+            f"DNNSPEC_THREADS must be a positive whole number, got '{text}'",
+            help="unset it to use one thread per core (up to 8)",
+        )
+    return int(text)
+
+
 def session_options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(os.environ.get("DNNSPEC_THREADS", "0")) or min(
-        os.cpu_count() or 1, 8
-    )
+    options.intra_op_num_threads = threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return options

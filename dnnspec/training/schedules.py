@@ -41,9 +41,13 @@ BuildSchedule = Callable[[GraphBuilder, str, dict[str, Any], Timing], str]
 
 @dataclass(frozen=True)
 class ScheduleDef:
+    """`spans_run`: the factor depends on the run's total steps, so changing the epoch
+    count changes every step's rate (a resumed run must keep its epochs)."""
+
     signature: Signature
     build: BuildSchedule
     doc: str = ""
+    spans_run: bool = False
 
 
 SCHEDULES: Registry[ScheduleDef] = Registry("schedule")
@@ -113,6 +117,7 @@ SCHEDULES.add(
         ),
         _cosine,
         "half a cosine from the base rate down to min_factor times it over the run",
+        spans_run=True,
     ),
 )
 SCHEDULES.add(
@@ -155,5 +160,6 @@ SCHEDULES.add(
         Signature(args=(WARMUP, ArgSpec(name="end_factor", type="float", default=0.0, min=0.0))),
         _linear,
         "straight line from the base rate to end_factor times it",
+        spans_run=True,
     ),
 )
