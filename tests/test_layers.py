@@ -60,7 +60,7 @@ def run(
     layer: str,
     types: Sequence[TensorType],
     args: dict[str, Any] | None = None,
-    mode: Mode = "infer",
+    mode: Mode = "eval",
     values: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[str]]:
     """Lower one node and run it: (output, input arrays, param arrays, emitted op types)."""
@@ -220,7 +220,7 @@ def test_normalising_over_the_batch_axis_is_refused(layer: str, axis: int) -> No
 def test_dropout_is_the_identity_without_nodes_outside_training_and_at_p_zero() -> None:
     t = f32("N", 64)
     assert infer("dropout", t, p=0.3) == t
-    for mode, p in (("eval", 0.3), ("infer", 0.3), ("train", 0.0)):
+    for mode, p in (("eval", 0.3), ("train", 0.0)):
         y, (x,), _, ops = run("dropout", [t], {"p": p}, mode)  # type: ignore[arg-type]
         assert ops == []
         np.testing.assert_array_equal(y, x)

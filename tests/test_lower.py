@@ -61,7 +61,7 @@ def run(
 
 def test_digits_mlp_lowers_to_one_node_per_layer_and_matches_numpy() -> None:
     typed = check_spec(load_spec(SPECS / "digits_mlp.dnn"))
-    b = lower(typed, "infer")
+    b = lower(typed, "eval")
     assert [n.op_type for n in b.nodes] == ["Gemm", "Relu", "Gemm", "Relu", "Gemm"]
     x = np.random.default_rng(0).uniform(0, 1, (7, 64)).astype(np.float32)
     y, w = run(b, typed, x)

@@ -59,7 +59,7 @@ class TypedModel:
     output: TensorType
 
     def param_count(self) -> int:
-        """Every parameter element, trainable or not."""
+        """Every parameter element."""
         return sum(layer.param_count for layer in self.layers)
 
     def total_flops(self) -> int:

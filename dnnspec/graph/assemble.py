@@ -24,7 +24,7 @@ from dnnspec.graph.fuse import fold_gemm_updates
 from dnnspec.graph.lower import lower_model
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
-from dnnspec.layers.base import LowerCtx, Mode, ParamSpec
+from dnnspec.layers.base import LowerCtx, ParamSpec
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
@@ -76,7 +76,7 @@ class Program:
 
 def parameter_slots(typed: TypedModel, state: tuple[str, ...] = ()) -> list[Slot]:
     return [
-        Slot(param_name(layer.node.name, p.name), p, state if p.trainable else ())
+        Slot(param_name(layer.node.name, p.name), p, state)
         for layer in typed.layers
         for p in layer.params
     ]
@@ -163,15 +163,14 @@ def build_train_step(
     output = lower_model(typed, ctx, inputs, params)
     d_output, metric_names = _loss_and_metrics(b, train, output, classes, need_grad=True)
     assert d_output is not None
-    trainable = [s for s in slots if s.spec.trainable]
-    grads = gradients(b, {output: d_output}, [s.name for s in trainable])
+    grads = gradients(b, {output: d_output}, [s.name for s in slots])
 
     step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)
     factor = sched.build(b, step_f, train.schedule.args, timing)
     lr = b.op("Mul", [factor, b.const(opt_args["lr"])], hint="lr")
     scalars = opt.prepare(b, step_f, lr, opt_args)
-    for slot in trainable:
+    for slot in slots:
         grad = grads[slot.name]
         if emit_grads:
             b.add_output(
@@ -189,7 +188,7 @@ def build_train_step(
             b.rename(value, next_name(name))
             b.add_output(next_name(name), b.float_dtype, slot.spec.shape)
 
-    fold_gemm_updates(b, scalars["lr"], {s.name: s.spec.shape for s in trainable})
+    fold_gemm_updates(b, scalars["lr"], {s.name: s.spec.shape for s in slots})
     b.prune()
     metadata = model_metadata(typed, train, classes)
     return Program(
@@ -229,14 +228,13 @@ def build_inference(
     slots: list[Slot],
     values: dict[str, np.ndarray],
     metadata: dict[str, str],
-    mode: Mode = "infer",
 ) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights baked in as initializers."""
     b = GraphBuilder(typed.spec.model.name, "float32")
     b.reserve(OUTPUT)
     params = _add_params(b, slots, as_inputs=False, values=values)
     inputs = _add_model_inputs(b, typed)
-    output = lower_model(typed, LowerCtx(b, mode, typed.types), inputs, params)
+    output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     if output in inputs.values():
         output = b.op("Identity", [output])
     b.rename(output, OUTPUT)

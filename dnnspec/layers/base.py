@@ -17,7 +17,7 @@ from dnnspec.registry import Registry
 from dnnspec.schema import Signature
 
 Dim = int | str
-Mode = Literal["train", "eval", "infer"]
+Mode = Literal["train", "eval"]
 Init = Literal[
     "auto",
     "he_normal",
@@ -25,7 +25,6 @@ Init = Literal[
     "glorot_uniform",
     "glorot_normal",
     "zeros",
-    "ones",
     "normal_002",
     "orthogonal",
 ]
@@ -45,14 +44,14 @@ class TensorType:
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One trainable (or state) tensor of a layer; `name` is local ('weight', 'bias')."""
+    """One trainable tensor of a layer; `name` is local ('weight', 'bias'). `decay`: the
+    L1/L2 penalties apply to it (weights, not biases)."""
 
     name: str
     shape: tuple[int, ...]
     init: Init
     fan_in: int = 1
     fan_out: int = 1
-    trainable: bool = True
     decay: bool = True
 
 
