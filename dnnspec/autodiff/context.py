@@ -14,9 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from dnnspec.graph.builder import GraphBuilder
+from dnnspec.graph.builder import Dim, GraphBuilder
 
-Dim = int | str | None
 Shape = tuple[Dim, ...]
 ValueType = tuple[int, Shape | None]
 

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.ir import Node
+from dnnspec.ir import Dim, Node
 from dnnspec.registry import Registry
 from dnnspec.schema import Signature
 
-Dim = int | str
 Mode = Literal["train", "eval"]
 Init = Literal[
     "auto",

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec.errors import error
+from dnnspec.runtime.datasets import load_failure
 
 HEADER = "__header__"
 
@@ -56,8 +57,7 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays = {k: npz[k] for k in npz.files if k != HEADER}
             header = json.loads(bytes(npz[HEADER]).decode())
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        reason = "it holds Python objects" if "pickle" in str(exc) else str(exc)
-        raise error(f"checkpoint '{path}' is corrupt or unreadable: {reason}") from None
+        raise error(f"checkpoint '{path}' is corrupt or unreadable: {load_failure(exc)}") from None
     checksum = header.pop("checksum", None)
     if checksum != _digest(arrays, header):
         raise error(f"checkpoint '{path}' is corrupt: its checksum does not match its contents")

@@ -141,6 +141,11 @@ def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     return Dataset(x, y)
 
 
+def load_failure(exc: Exception) -> str:
+    """Why numpy could not load a file, in user terms (we never allow pickles)."""
+    return "it holds Python objects" if "pickle" in str(exc) else str(exc)
+
+
 def read_npz(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
     """Every array of an .npz file; anything but a valid, pickle-free one is a clear error."""
     if not zipfile.is_zipfile(path):
@@ -149,8 +154,7 @@ def read_npz(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except ValueError as exc:
-        reason = "it holds Python objects" if "pickle" in str(exc) else str(exc)
-        raise error(f"'{path}' is not a valid .npz file: {reason}", span) from None
+        raise error(f"'{path}' is not a valid .npz file: {load_failure(exc)}", span) from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise error(f"'{path}' is not a valid .npz file: {exc}", span) from None
 
@@ -192,8 +196,7 @@ def read_inputs(path: Path) -> np.ndarray:
         try:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            reason = "it holds Python objects" if "pickle" in str(exc) else str(exc)
-            raise error(f"'{path}' is not a valid .npy file: {reason}") from None
+            raise error(f"'{path}' is not a valid .npy file: {load_failure(exc)}") from None
     if path.suffix == ".npz":
         arrays = read_npz(path)
         if "x" in arrays:

@@ -14,6 +14,7 @@ from typing import Literal
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import Signature
+from dnnspec.training.losses import Target
 
 Per = Literal["sample", "element"]
 BuildMetric = Callable[[GraphBuilder, str, str], str]
@@ -22,7 +23,7 @@ BuildMetric = Callable[[GraphBuilder, str, str], str]
 @dataclass(frozen=True)
 class MetricDef:
     signature: Signature
-    target: Literal["class", "value"]
+    target: Target
     higher_is_better: bool
     per: Per
     build: BuildMetric
