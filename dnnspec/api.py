@@ -57,7 +57,7 @@ class Model:
     """A trained run: its deployable model.onnx plus what is needed to evaluate it."""
 
     def __init__(self, run_dir: Path, device: Device = "auto") -> None:
-        self.run_dir = run_dir
+        self.run_dir, self.device = run_dir, device
         path = run_dir / "model.onnx"
         if not path.exists():
             raise error(
@@ -94,7 +94,7 @@ class Model:
         """Loss and metrics of model.onnx's weights on the run's validation split."""
         spec = read_lock(self.run_dir / "spec.lock.json")
         prep = prepare(spec)
-        trainer = Trainer(prep.program, "cpu", prep.train.seed)
+        trainer = Trainer(prep.program, self.device, prep.train.seed)
         weights = {t.name: numpy_helper.to_array(t) for t in self.onnx.graph.initializer}
         values = trainer.values()
         values.update({s.name: weights[s.name] for s in prep.program.slots})

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from dnnspec.errors import DiagnosticError, error
 
@@ -68,7 +75,7 @@ class ProgressReporter:
             console=console,
             transient=True,
         )
-        self.task = None
+        self.task: TaskID | None = None
         self.epochs = 0
         self.samples = 0
         self.t0 = time.perf_counter()
