@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dnnspec.errors import DiagnosticError, error
+from dnnspec.errors import Diagnostic, DiagnosticError, error
 
 if TYPE_CHECKING:
     from dnnspec.ir import Spec
@@ -48,6 +49,12 @@ def _load(args: argparse.Namespace) -> Spec:
     return load_spec(args.spec, _overrides(getattr(args, "set", None) or []))
 
 
+def show_warnings(warnings: Sequence[Diagnostic]) -> None:
+    """Rendered like errors, on stderr, before the command's own output."""
+    for warning in warnings:
+        print(warning.render() + "\n", file=sys.stderr)
+
+
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.check.report import check_json, render_check
     from dnnspec.check.shapes import check_spec
@@ -56,6 +63,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(check_json(typed), indent=2))
     else:
+        show_warnings(typed.warnings)
         render_check(typed, console)
     return OK
 
@@ -79,6 +87,9 @@ class ProgressReporter:
         self.epochs = 0
         self.samples = 0
         self.t0 = time.perf_counter()
+
+    def warn(self, warnings: Sequence[Diagnostic]) -> None:
+        show_warnings(warnings)
 
     def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
         self.epochs = epochs
@@ -173,6 +184,8 @@ def cmd_compile(args: argparse.Namespace, console: Console) -> int:
 
     spec = _load(args)
     prep = prepare(spec)
+    if not args.json:
+        show_warnings(prep.typed.warnings)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

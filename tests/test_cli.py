@@ -192,3 +192,18 @@ def test_schedule_period_of_zero_is_a_located_error(
     bad.write_text(text.replace("every = 100 epochs", "every = 0 epochs"))
     code, _, err = run_cli(capsys, "check", str(bad))
     assert code == 2 and "must be > 0 epochs" in err
+
+
+def test_check_shows_warnings_on_stderr_and_still_exits_zero(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = tmp_path / "soft.dnn"
+    spec.write_text(
+        (ROOT / "specs" / "digits_mlp.dnn").read_text().replace("dense(10)", "dense(10) -> softmax")
+    )
+    code, out, err = run_cli(capsys, "check", str(spec))
+    assert code == 0 and "softmax_1" in out
+    assert f"{spec}:" in err and "warning: the model ends in softmax" in err
+    code, out, err = run_cli(capsys, "check", str(spec), "--json")
+    assert code == 0 and err == ""
+    assert json.loads(out)["warnings"][0]["severity"] == "warning"

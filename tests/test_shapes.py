@@ -32,8 +32,8 @@ def dense(width_in: int, width_out: int) -> tuple[int, int]:
     return width_in * width_out + width_out, 2 * width_in * width_out + width_out
 
 
-def check_text(body: str, head: str = "") -> TypedModel:
-    return check_spec(load_spec_text(f"{head}model m {{\n{body}}}\n", "t.dnn"))
+def check_text(body: str, head: str = "", tail: str = "") -> TypedModel:
+    return check_spec(load_spec_text(f"{head}model m {{\n{body}}}\n{tail}", "t.dnn"))
 
 
 def diagnostics(body: str, head: str = "") -> list[Diagnostic]:
@@ -255,3 +255,21 @@ def test_a_model_too_large_for_an_onnx_file_is_an_error_at_its_largest_layer() -
     assert d.message.startswith("the model has 75,000,000,000,010 parameters")
     assert (d.span.line, d.span.col) == (3, 3)
     assert "dense_1" in (d.help or "")
+
+
+@pytest.mark.parametrize(
+    ("last", "loss", "warned"),
+    [("softmax", "cross_entropy", True), ("sigmoid", "cross_entropy", True),
+     ("log_softmax", "cross_entropy", False), ("softmax", "mse", False)],
+)  # fmt: skip
+def test_a_probability_output_fed_to_a_from_logits_loss_is_a_warning(
+    last: str, loss: str, warned: bool
+) -> None:
+    typed = check_text(
+        f"  input x: float32[N, 4]\n  dense(3) -> {last}\n",
+        tail=f"train {{\n  data digits\n  loss {loss}\n  optimizer sgd\n"
+        "  batch 8\n  epochs 1\n}\n",
+    )
+    assert [(w.severity, w.span.line if w.span else 0) for w in typed.warnings] == (
+        [("warning", 3)] if warned else []
+    )

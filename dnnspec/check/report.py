@@ -154,4 +154,5 @@ def check_json(typed: TypedModel) -> dict[str, Any]:
         "total_flops": typed.total_flops(),
         "train": spec.train and spec.train.model_dump(mode="json", exclude=_TRAIN_SPANS),
         "search": spec.search and spec.search.model_dump(mode="json", exclude=_SEARCH_SPANS),
+        "warnings": [d.model_dump(mode="json") for d in typed.warnings],
     }

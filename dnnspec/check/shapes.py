@@ -26,6 +26,10 @@ MAX_PARAMS = 2**29
 """Parameters a model may have: 2 GiB of float32, the size ONNX caps a model file at, and
 model.onnx keeps its weights inside the file."""
 
+SQUASHING = frozenset({"softmax", "sigmoid"})
+"""Final layers that turn logits into probabilities, which a from-logits loss then squashes
+again (log_softmax is harmless: softmax of log-probabilities is softmax of the logits)."""
+
 UNKNOWN = TensorType("unknown", ())
 """The type of a value whose producer failed to check; nodes reading it are skipped."""
 
@@ -57,6 +61,8 @@ class TypedModel:
     types: dict[str, TensorType]
     layers: list[LayerInfo]
     output: TensorType
+    warnings: tuple[Diagnostic, ...] = ()
+    """Mistakes that still train, but badly: shown by check, train and compile."""
 
     def param_count(self) -> int:
         """Every parameter element."""
@@ -80,6 +86,7 @@ class _Checker:
         self.nodes: dict[str, Node] = {}
         self.layers: list[LayerInfo] = []
         self.problems: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
 
     def run(self) -> TypedModel:
         for node in self.spec.model.nodes:
@@ -100,7 +107,8 @@ class _Checker:
         self.check_size()
         if self.problems:
             raise DiagnosticError(self.problems)
-        return TypedModel(self.spec, self.types, [self.with_init(i) for i in self.layers], output)
+        layers = [self.with_init(i) for i in self.layers]
+        return TypedModel(self.spec, self.types, layers, output, tuple(self.warnings))
 
     def with_init(self, info: LayerInfo) -> LayerInfo:
         """Settle `auto` initialisers: He for weights feeding only ReLU-like activations
@@ -176,6 +184,20 @@ class _Checker:
         loss = self.spec.train.loss if self.spec.train else None
         if loss is None or LOSSES.get(loss.name).target != "class":
             return
+        last = self.nodes.get(self.spec.model.output)
+        if last is not None and last.layer in SQUASHING:
+            self.warnings.append(
+                Diagnostic(
+                    severity="warning",
+                    message=f"the model ends in {last.layer}, but '{loss.name}' applies "
+                    "softmax to the model's output itself: it would squash scores twice "
+                    "and train slowly",
+                    span=last.span,
+                    notes=(Note(message="the loss is chosen here", span=loss.span),),
+                    help=f"end the model with the dense layer; model.onnx outputs logits, "
+                    f"so apply {last.layer} where you use it",
+                )
+            )
         if len(output.dims) != 2 or not isinstance(output.dims[1], int):
             self.problems.append(
                 Diagnostic(

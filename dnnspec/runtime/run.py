@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -35,6 +36,7 @@ from dnnspec.training.schedules import SCHEDULES, Timing
 class Reporter(Protocol):
     """Receives progress; the CLI draws it, the library API ignores it."""
 
+    def warn(self, warnings: Sequence[Diagnostic]) -> None: ...
     def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
     def step(self, epoch: int, samples: int, loss: float) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
@@ -42,6 +44,7 @@ class Reporter(Protocol):
 
 
 class Silent:
+    def warn(self, warnings: Sequence[Diagnostic]) -> None: ...
     def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
     def step(self, epoch: int, samples: int, loss: float) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
@@ -315,6 +318,7 @@ def run_training(
             train.early_stop.span if train.early_stop else None,
         )
     run = _Run(prep, Trainer(prep.program, device, train.seed), run_dir, reporter or Silent(), stop)
+    run.reporter.warn(prep.typed.warnings)
     _claim(run_dir, resume, overwrite)
     if resume:
         run.restore()
