@@ -154,3 +154,15 @@ def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> No
     assert not np.array_equal(draw(1, 0)[0], a0)
     # neighbouring elements are not correlated
     assert abs(np.corrcoef(a0.ravel()[:-1], a0.ravel()[1:])[0, 1]) < 0.03
+
+
+def test_step_and_exponential_decay_start_when_the_warm_up_ends() -> None:
+    t = Timing(steps_per_epoch=10, total_steps=100)
+    warm = Duration(value=5, unit="steps")
+    every = Duration(value=10, unit="steps")
+    got = schedule_factors(
+        "step", {"every": every, "factor": 0.5, "warmup": warm}, t, [0, 4, 14, 15, 25]
+    )
+    assert got == pytest.approx([0.2, 1.0, 1.0, 0.5, 0.25])
+    got = schedule_factors("exponential", {"rate": 0.5, "every": every, "warmup": warm}, t, [4, 25])
+    assert got == pytest.approx([1.0, 0.25])

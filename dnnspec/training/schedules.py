@@ -86,17 +86,20 @@ def _cosine(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
     return with_warmup(b, step, b.op("Add", [half, b.const(args["min_factor"])]), args, t)
 
 
-def _staircase(b: GraphBuilder, step: str, every: int) -> str:
-    return b.op("Floor", [b.op("Div", [step, b.const(float(max(1, every)))])])
+def _periods(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
+    """Periods of `every` since the warm-up ended, as cosine and linear count progress."""
+    warm = t.steps(args["warmup"])
+    since = b.op("Max", [b.op("Sub", [step, b.const(float(warm))]), b.const(0.0)]) if warm else step
+    return b.op("Div", [since, b.const(float(max(1, t.steps(args["every"]))))])
 
 
 def _step(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
-    drops = _staircase(b, step, t.steps(args["every"]))
+    drops = b.op("Floor", [_periods(b, step, args, t)])
     return with_warmup(b, step, b.op("Pow", [b.const(args["factor"]), drops]), args, t)
 
 
 def _exponential(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
-    exponent = b.op("Div", [step, b.const(float(max(1, t.steps(args["every"]))))])
+    exponent = _periods(b, step, args, t)
     return with_warmup(b, step, b.op("Pow", [b.const(args["rate"]), exponent]), args, t)
 
 
@@ -131,7 +134,7 @@ SCHEDULES.add(
             )
         ),
         _step,
-        "multiply the rate by factor every `every`",
+        "multiply the rate by factor every `every` after the warm-up",
     ),
 )
 SCHEDULES.add(
@@ -151,7 +154,7 @@ SCHEDULES.add(
             )
         ),
         _exponential,
-        "rate ** (step / every), smoothly",
+        "rate ** (steps since the warm-up / every), smoothly",
     ),
 )
 SCHEDULES.add(
