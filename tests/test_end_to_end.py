@@ -182,6 +182,7 @@ def test_resuming_an_early_stopped_run_keeps_it_stopped(tmp_path: Path) -> None:
     model = (tmp_path / "model.onnx").read_bytes()
     again = run_training(spec, tmp_path, "cpu", epochs=6, resume=True)
     assert (again.stopped, again.steps, again.best) == (first.stopped, first.steps, first.best)
+    assert again.metrics == first.metrics and again.epochs == first.epochs
     assert (tmp_path / "metrics.jsonl").read_text() == log
     assert (tmp_path / "model.onnx").read_bytes() == model
 
@@ -192,3 +193,11 @@ def test_resume_keeps_the_epochs_a_run_long_schedule_was_built_for(tmp_path: Pat
     run_training(spec, tmp_path, "cpu", epochs=1)
     with pytest.raises(DiagnosticError, match="started for 1 epoch, not 2, and its cosine"):
         run_training(spec, tmp_path, "cpu", epochs=2, resume=True)
+
+
+def test_resuming_a_finished_run_reports_its_final_metrics(tmp_path: Path) -> None:
+    spec = load_spec(SPECS / "spirals.dnn")
+    first = run_training(spec, tmp_path, "cpu", epochs=2)
+    again = run_training(spec, tmp_path, "cpu", epochs=2, resume=True)
+    assert again.metrics == first.metrics and "val_accuracy" in again.metrics
+    assert (again.best, again.epochs, again.steps) == (first.best, first.epochs, first.steps)

@@ -191,6 +191,7 @@ class _Run:
         best = {k.removeprefix(BEST): v for k, v in arrays.items() if k.startswith(BEST)}
         self.best_params = best or None
         self.best_record = header["best_record"]
+        self.record = header["record"]
         self.stopped = header["stopped"]
         if self.stop is not None:
             self.stop.best, self.stop.waited = header["early_stop"]
@@ -243,6 +244,7 @@ class _Run:
             "spec_hash": self.prep.program.metadata["dnnspec.spec_hash"],
             "early_stop": [self.stop.best, self.stop.waited] if self.stop else None,
             "best_record": self.best_record,
+            "record": self.record,
         }
         checkpoint.save(self.checkpoint_path, arrays, header)
 
