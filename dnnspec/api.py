@@ -22,6 +22,7 @@ from dnnspec.frontend import load_spec
 from dnnspec.graph.assemble import OUTPUT, Program
 from dnnspec.ir import Spec
 from dnnspec.resolve import read_lock
+from dnnspec.runtime.data import fits_shape
 from dnnspec.runtime.run import RunResult, new_run_dir, prepare, run_training
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer
@@ -78,10 +79,7 @@ class Model:
         """Model outputs for a batch; shapes and dtypes are checked against the spec."""
         decl = self.inputs[0]
         x = np.asarray(x)
-        if x.ndim != len(decl["shape"]) or any(
-            isinstance(d, int) and d != s
-            for d, s in zip(decl["shape"][1:], x.shape[1:], strict=False)
-        ):
+        if not fits_shape(tuple(decl["shape"]), x.shape, {}):
             raise error(
                 f"input '{decl['name']}' expects shape [{', '.join(map(str, decl['shape']))}], "
                 f"got [{', '.join(map(str, x.shape))}]"

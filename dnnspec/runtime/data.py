@@ -18,7 +18,7 @@ def _shape(dims: tuple[int | str, ...]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
-def _fits(dims: tuple[int | str, ...], shape: tuple[int, ...], sizes: dict[str, int]) -> bool:
+def fits_shape(dims: tuple[int | str, ...], shape: tuple[int, ...], sizes: dict[str, int]) -> bool:
     """Whether `shape` matches declared `dims` past the batch: a literal must be equal, a
     name takes the size it first meets (recorded in `sizes`) and must keep it; a derived
     name such as `T*4` matches anything."""
@@ -115,7 +115,7 @@ def conform(
         )
     got = (("N",) + x.shape[1:]) if x.ndim else ()
     sizes: dict[str, int] = {}
-    if not _fits(decl.dims, x.shape, sizes):
+    if not fits_shape(decl.dims, x.shape, sizes):
         raise error(
             f"input '{decl.name}' is declared {_shape(decl.dims)} but the data has "
             f"shape {_shape(got)} ({x.shape[0] if x.ndim else 0} samples)",
@@ -136,7 +136,7 @@ def conform(
         raise error(f"targets must be numbers, got dtype {y.dtype}", source.span)
     if y.ndim == 1 and out.dims[1:] == (1,):
         y = y[:, None]
-    if not _fits(out.dims, y.shape, sizes):
+    if not fits_shape(out.dims, y.shape, sizes):
         raise error(
             f"the model outputs {out} but the targets have shape {_shape(('N',) + y.shape[1:])}",
             source.span,
