@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.errors import error
 from dnnspec.frontend import load_spec
-from dnnspec.graph.assemble import OUTPUT, Program
 from dnnspec.ir import Spec
 from dnnspec.resolve import read_lock
 from dnnspec.runtime.data import fits_shape

@@ -225,7 +225,7 @@ def _jsonable(values: np.ndarray) -> list[Any]:
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import load
-    from dnnspec.runtime.datasets import read_inputs
+    from dnnspec.data.datasets import read_inputs
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in PREDICTION_FORMATS:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from dnnspec.check.shapes import check_spec
+from dnnspec.data.datasets import DATASETS, Dataset, read_inputs
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.data import conform
-from dnnspec.runtime.datasets import DATASETS, Dataset, read_inputs
 from dnnspec.runtime.run import prepare
 
 SPEC = """model m {{

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dnnspec.data.datasets import DATASETS, split
 from dnnspec.errors import DiagnosticError, Span
-from dnnspec.runtime.datasets import DATASETS, split
 
 SPAN = Span(file="s.dnn", line=3, col=3, end_line=3, end_col=10)
 

@@ -11,8 +11,8 @@ import onnxruntime as ort
 from dnnspec.check.shapes import TypedModel, check_spec, param_name
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.graph.lower import lower_model
 from dnnspec.layers.base import LowerCtx, Mode
+from dnnspec.lower.model import lower_model
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
+from dnnspec.assemble.steps import SEED, STEP, TARGET, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec
-from dnnspec.graph.assemble import SEED, STEP, TARGET, build_train_step
 from dnnspec.runtime.trainer import initial_values
 from dnnspec.training.schedules import Timing
 

@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, Program, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec, load_spec_text
-from dnnspec.graph.assemble import LOSS, SEED, STEP, TARGET, Program, build_train_step
 from dnnspec.training.init import initial_value
 from dnnspec.training.schedules import Timing
 

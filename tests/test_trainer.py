@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dnnspec.data.datasets import Dataset
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
-from dnnspec.runtime.datasets import Dataset
 from dnnspec.runtime.run import prepare
 from dnnspec.runtime.session import threads
 from dnnspec.runtime.trainer import Diverged, Trainer

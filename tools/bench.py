@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnnspec.assemble.steps import build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec_text
-from dnnspec.graph.assemble import build_train_step
 from dnnspec.runtime.trainer import Trainer
 from dnnspec.training.schedules import Timing
 

@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
+from dnnspec.data.datasets import DATASETS
 from dnnspec.layers.base import LAYERS
 from dnnspec.registry import Registry
-from dnnspec.runtime.datasets import DATASETS
 from dnnspec.schema import REQUIRED, ArgSpec, Duration, Signature
+from dnnspec.search.methods import SEARCH_METHODS, SPACES
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import SCHEDULES
-from dnnspec.tune.search import SEARCH_METHODS, SPACES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "language.md"
 BEGIN = "<!-- BEGIN GENERATED TABLES: tools/gen_language_tables.py -->"

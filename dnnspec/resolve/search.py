@@ -8,9 +8,9 @@ from dnnspec import ir
 from dnnspec.errors import DiagnosticError, did_you_mean
 from dnnspec.resolve.model import ModelResolver
 from dnnspec.resolve.values import POISON, Poison, Scope, article, compatible, describe, kind_of
+from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES
 from dnnspec.syntax import ast
 from dnnspec.training.metrics import METRICS
-from dnnspec.tune.search import FINITE_SPACES, SEARCH_METHODS, SPACES
 
 
 class SearchResolver(ModelResolver):

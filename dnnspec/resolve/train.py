@@ -6,11 +6,11 @@ import difflib
 from typing import Any
 
 from dnnspec import ir
+from dnnspec.data.datasets import DATASETS
 from dnnspec.errors import DiagnosticError, Note, Span, did_you_mean
 from dnnspec.registry import Registry
 from dnnspec.resolve.model import ModelResolver
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
-from dnnspec.runtime.datasets import DATASETS
 from dnnspec.schema import INT64_MAX
 from dnnspec.syntax import ast
 from dnnspec.training.early_stop import EARLY_STOP

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from dnnspec.data.datasets import load_failure
 from dnnspec.errors import error
-from dnnspec.runtime.datasets import load_failure
 
 HEADER = "__header__"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from dnnspec.check.shapes import TypedModel
+from dnnspec.data.datasets import Dataset
 from dnnspec.errors import Note, error
 from dnnspec.ir import Call
-from dnnspec.runtime.datasets import Dataset
 
 
 def _shape(dims: tuple[int | str, ...]) -> str:

@@ -18,14 +18,14 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 import onnx
 
+from dnnspec.assemble.steps import Program, build_inference, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
+from dnnspec.data.datasets import DATASETS, Dataset, split
 from dnnspec.errors import Diagnostic, DiagnosticError, error
-from dnnspec.graph.assemble import Program, build_inference, build_train_step
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.resolve import write_lock
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.data import conform
-from dnnspec.runtime.datasets import DATASETS, Dataset, split
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from dnnspec.graph.assemble import LOSS, SEED, STEP, TARGET, Program, next_name
-from dnnspec.runtime.datasets import Dataset
+from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, Program, next_name
+from dnnspec.data.datasets import Dataset
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.training.init import initial_value
 from dnnspec.training.metrics import METRICS

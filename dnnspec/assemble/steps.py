@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import onnx
 
+from dnnspec.assemble.fuse import fold_gemm_updates
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.graph.fuse import fold_gemm_updates
-from dnnspec.graph.lower import lower_model
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec
+from dnnspec.lower.model import lower_model
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
