@@ -10,6 +10,7 @@ probabilities = model.predict(x)
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,16 @@ from dnnspec.runtime.data import fits_shape
 from dnnspec.runtime.run import RunResult, new_run_dir, prepare, run_training
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer
+from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
+
+
+def _texts(overrides: dict[str, Any]) -> dict[str, str]:
+    """Python values as the `--set` text that reads back as them."""
+    return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
 
 
 def _spec(path: str | Path, overrides: dict[str, Any]) -> Spec:
-    return load_spec(
-        path, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
-    )
+    return load_spec(path, _texts(overrides))
 
 
 def compile(path: str | Path, **overrides: Any) -> Program:  # noqa: A001 - the public verb
@@ -52,6 +57,43 @@ def train(
     spec = _spec(path, overrides)
     run_dir = Path(out) if out is not None else new_run_dir(Path(path))
     return run_training(spec, run_dir, device, epochs, overwrite=overwrite)
+
+
+def tune(
+    path: str | Path,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    trials: int | None = None,
+    epochs: int | None = None,
+    device: Device = "cpu",
+    backend: str = "local",
+    address: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    **overrides: Any,
+) -> TuneResult:
+    """Run the spec's search section into `out` (default: a new runs/<spec name>-tune[-n]):
+    each trial is a run directory under `out/trials/`, the table goes to results.csv and
+    results.jsonl, the best values into best.dnn. Keyword arguments override params."""
+    texts = _texts(overrides)
+    spec = load_spec(path, texts)
+    tuner = Tuner(
+        Path(path),
+        spec,
+        texts,
+        Path(out) if out is not None else new_run_dir(Path(path), "-tune"),
+        workers or os.cpu_count() or 1,
+        trials,
+        epochs,
+        device,
+        backend,
+        address,
+        resume,
+        overwrite,
+        progress,
+    )
+    return tuner.run()
 
 
 class Model:
