@@ -67,9 +67,7 @@ def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
                 "Gather", [data_name(name), "loop/index"], [name], name=f"loop/gather_{name}"
             )
         )
-    step_next = helper.make_node(
-        "Add", [STEP, "loop/one"], [STEP_NEXT], name="loop/step_add"
-    )
+    step_next = helper.make_node("Add", [STEP, "loop/one"], [STEP_NEXT], name="loop/step_add")
     cond = helper.make_node("Identity", [COND], [COND_OUT], name="loop/cond_identity")
     one = helper.make_tensor("loop/one", TensorProto.INT64, [], [1])
     body = helper.make_graph(

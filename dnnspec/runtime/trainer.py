@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from functools import cached_property
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import onnxruntime as ort
@@ -120,7 +120,14 @@ class _Call:
 class Trainer:
     """Owns the train-loop and eval sessions and the carried tensors of one run."""
 
-    def __init__(self, program: Program, device: Device = "cpu", seed: int = 0) -> None:
+    def __init__(
+        self,
+        program: Program,
+        device: Device = "cpu",
+        seed: int = 0,
+        steps_per_call: int | None = None,
+    ) -> None:
+        """`steps_per_call` fixes K; by default it adapts to take about CALL_SECONDS."""
         self.program = program
         self.seed = seed
         self.loop_session = make_session(build_train_loop(program.train_step), device)
@@ -131,7 +138,8 @@ class Trainer:
         )
         self.dtype = np.dtype(program.float_dtype)
         self.step = 0
-        self.steps_per_call = 8
+        self.adaptive = steps_per_call is None
+        self.steps_per_call = steps_per_call or 8
         self.carried = program.carried()
         values = initial_values(program, seed)
         self._buffers = [self._device_values(values) for _ in range(3)]
@@ -323,11 +331,11 @@ class Trainer:
         input_name: str,
         batch: int,
         epoch: int,
-        on_progress: Callable[[int, int, float], None] | None = None,
+        on_call: Callable[[np.ndarray, int], None] | None = None,
     ) -> dict[str, float]:
-        """One pass in the epoch's order: full batches in calls of `steps_per_call` steps,
-        adapted to take about CALL_SECONDS each, then the partial last batch.
-        `on_progress(steps, samples, last loss)` follows each call."""
+        """One pass in the epoch's order: full batches in calls of `steps_per_call` steps
+        (adapted to take about CALL_SECONDS each), then the partial last batch.
+        `on_call(losses of its steps, samples)` follows each call."""
         self._bind_data(data, input_name)
         order = epoch_order(len(data), self.seed, epoch)
         full, rest = divmod(len(order), batch)
@@ -345,14 +353,14 @@ class Trainer:
                 losses, metrics = self.run_steps(rows)
             except Diverged as exc:
                 raise Diverged(exc.step, epoch, exc.loss, exc.what) from None
-            if done < full:
+            if done < full and self.adaptive:
                 per_step = (time.perf_counter() - started) / k
                 self.steps_per_call = max(
                     1, min(MAX_STEPS_PER_CALL, int(CALL_SECONDS / max(per_step, 1e-7)))
                 )
             n = rows.shape[1]
             stats.add_steps(losses, n, n * per_sample, metrics)
-            if on_progress is not None:
-                on_progress(k, k * n, float(losses[-1]))
+            if on_call is not None:
+                on_call(losses, k * n)
             done += k
         return stats.result()
