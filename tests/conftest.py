@@ -102,11 +102,13 @@ def assert_train_step_matches_finite_differences(
     inputs: Mapping[str, np.ndarray] | None = None,
     probes: int = 4,
     seed: int = 0,
+    ids: int = 3,
 ) -> None:
     """The float64 train step's gradient of every parameter (`grad.<name>`) agrees with
     central differences of its `loss` at `probes` random elements; symbolic dims take
-    `sizes`, dropout is on (its mask is a function of the seed and step inputs), and float
-    inputs are standard normal unless given in `inputs`."""
+    `sizes`, dropout is on (its mask is a function of the seed and step inputs), float
+    inputs are standard normal and integer inputs (token ids) uniform in [0, ids), unless
+    given in `inputs`."""
     assert spec.train is not None
     typed = check_spec(spec)
     target_kind = LOSSES.get(spec.train.loss.name).target
@@ -120,7 +122,10 @@ def assert_train_step_matches_finite_differences(
     feeds: dict[str, np.ndarray] = {STEP: np.array(3, np.int64), SEED: np.array(5, np.int64)}
     for decl in spec.model.inputs:
         shape = [dim_size(d, sizes) for d in decl.dims]
-        feeds[decl.name] = rng.normal(size=shape)
+        if decl.dtype.startswith("int"):
+            feeds[decl.name] = rng.integers(0, ids, shape).astype(decl.dtype)
+        else:
+            feeds[decl.name] = rng.normal(size=shape)
     feeds |= dict(inputs or {})
     feeds[TARGET] = (
         rng.integers(0, classes, out_dims[:-1]) if classes else rng.normal(size=out_dims)

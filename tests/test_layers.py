@@ -190,6 +190,8 @@ LAYER_CASES: list[LayerCase] = [
     # shape
     LayerCase("flatten", ("float32[N, 2, 3]",), "f32[N, 6]", 0),
     LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
+    # embedding (ids are drawn in [0, 3))
+    LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
 ]
 
 
