@@ -13,7 +13,7 @@ import math
 
 import onnx
 
-from dnnspec.autodiff.context import VjpContext
+from dnnspec.autodiff.context import Dim, VjpContext
 from dnnspec.autodiff.rules.base import VJP, single
 
 Grads = list[str | None]
@@ -41,7 +41,8 @@ def _reduce(ctx: VjpContext, node: onnx.NodeProto, dys: Grads, mean: bool) -> Gr
                 count = math.prod(d for d in sizes if isinstance(d, int))
                 grad = b.op("Mul", [grad, ctx.scalar(1.0 / count, y)])
             else:
-                grad = b.op("Mul", [grad, _dynamic_ratio(ctx, x, y)])
+                kept = [d for a, d in enumerate(shape) if a not in reduced]
+                grad = b.op("Mul", [grad, _dynamic_ratio(ctx, x, y, kept)])
         if not keepdims and reduced != list(range(len(reduced))):
             grad = b.op("Unsqueeze", [grad, ctx.int_const(reduced)])
         if static:
@@ -60,14 +61,17 @@ def _reduce(ctx: VjpContext, node: onnx.NodeProto, dys: Grads, mean: bool) -> Gr
     return grads
 
 
-def _dynamic_ratio(ctx: VjpContext, x: str, y: str) -> str:
-    """size(y) / size(x): the mean's 1 / count when the reduced dims are not static."""
+def _dynamic_ratio(ctx: VjpContext, x: str, y: str, kept: list[Dim] | None = None) -> str:
+    """size(y) / size(x): the mean's 1 / count when the reduced dims are not static.
+    `kept`: x's dims that are not reduced, when known; if they are all static, size(y) is
+    a constant (a batch mean reduced to a scalar needs only size(x))."""
     b = ctx.b
     elem = ctx.elem(y)
-    return b.op(
-        "Div",
-        [b.op("Cast", [b.op("Size", [y])], to=elem), b.op("Cast", [b.op("Size", [x])], to=elem)],
-    )
+    if kept is not None and all(isinstance(d, int) for d in kept):
+        y_size = ctx.scalar(float(math.prod(d for d in kept if isinstance(d, int))), y)
+    else:
+        y_size = b.op("Cast", [b.op("Size", [y])], to=elem)
+    return b.op("Div", [y_size, b.op("Cast", [b.op("Size", [x])], to=elem)])
 
 
 @VJP.register("ReduceSum")
