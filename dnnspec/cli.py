@@ -107,6 +107,7 @@ class ProgressReporter:
     def step(self, epoch: int, samples: int, loss: float) -> None:
         self.samples += samples
         rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
+        assert self.task is not None, "step() before start()"
         self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate)
 
     def epoch(self, record: dict[str, Any]) -> None:
@@ -220,7 +221,10 @@ PREDICTION_FORMATS = (".npy", ".csv")
 
 def _jsonable(values: np.ndarray) -> list[Any]:
     """Nested lists with NaN/inf as null: JSON has no NaN."""
-    return np.where(np.isfinite(values), values, None).tolist()
+    cells = values.astype(object)
+    cells[~np.isfinite(values)] = None
+    nested: list[Any] = cells.tolist()
+    return nested
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:

@@ -76,14 +76,14 @@ class ResolverCore:
         scope: Scope | None = None,
         help: str | None = None,
         notes: Sequence[Note] = (),
-    ) -> Any:
+    ) -> Poison:
         self.report(
             Diagnostic(message=message, span=span, help=help, notes=tuple(notes)),
             scope.frames if scope else (),
         )
         return POISON
 
-    def absorb(self, exc: DiagnosticError, scope: Scope | None = None) -> Any:
+    def absorb(self, exc: DiagnosticError, scope: Scope | None = None) -> Poison:
         """Report the diagnostics of a registry lookup or argument binding."""
         for diag in exc.diagnostics:
             for use, param in self.overridden.items():

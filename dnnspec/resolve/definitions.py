@@ -15,11 +15,20 @@ from pydantic import BaseModel
 from dnnspec.errors import Note, did_you_mean
 from dnnspec.layers.base import LAYERS
 from dnnspec.resolve.model import ModelResolver
-from dnnspec.resolve.values import POISON, Block, Scope, article, compatible, describe, kind_of
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.resolve.values import (
+    POISON,
+    Block,
+    Scope,
+    article,
+    compatible,
+    describe,
+    kind_of,
+    word_in,
+)
+from dnnspec.schema import ArgSpec, ArgType, Signature
 from dnnspec.syntax import ast
 
-BLOCK_PARAM_TYPES = ("int", "float", "bool", "str")
+BLOCK_PARAM_TYPES: tuple[ArgType, ...] = ("int", "float", "bool", "str")
 
 
 def _override_help(name: str, declared: Any, value: Any) -> str | None:
@@ -50,9 +59,9 @@ class DefinitionsResolver(ModelResolver):
     """Resolves the `param` declarations and `block` definitions."""
 
     def resolve_params(self, decls: list[ast.ParamDecl]) -> None:
-        declared = {d.name.id for d in decls}
+        names = {d.name.id for d in decls}
         for name, (_, span) in self.overrides.items():
-            if name in declared:
+            if name in names:
                 continue
             self.fail(
                 f"there is no param '{name}' to set",
@@ -78,13 +87,14 @@ class DefinitionsResolver(ModelResolver):
             if name in self.overrides:
                 value, span = self.overrides[name]
                 if declared is not POISON and not compatible(kind_of(declared), value):
-                    value = self.fail(
+                    declared = self.fail(
                         f"param '{name}' holds {article(kind_of(declared))}, not {describe(value)}",
                         span,
                         notes=[Note(message="declared here", span=decl.span)],
                         help=_override_help(name, declared, value),
                     )
-                declared = value
+                else:
+                    declared = value
             self.params[name] = declared
 
     def collect_blocks(self, defs: list[ast.BlockDef]) -> None:
@@ -136,12 +146,12 @@ class DefinitionsResolver(ModelResolver):
     ) -> ArgSpec:
         if p.name.id in earlier:
             self.fail(f"parameter '{p.name.id}' of block '{block}' is declared twice", p.name.span)
-        type_ = p.type.id
-        if type_ not in BLOCK_PARAM_TYPES:
+        type_ = word_in(p.type.id, BLOCK_PARAM_TYPES)
+        if type_ is None:
             self.fail(
-                f"unknown parameter type '{type_}'",
+                f"unknown parameter type '{p.type.id}'",
                 p.type.span,
-                help=did_you_mean(type_, BLOCK_PARAM_TYPES),
+                help=did_you_mean(p.type.id, BLOCK_PARAM_TYPES),
             )
             return ArgSpec(name=p.name.id, type="any")
         if p.default is None:

@@ -21,13 +21,15 @@ from dnnspec.resolve.values import (
     Fatal,
     Frame,
     Poison,
+    Scalar,
     Scope,
     Tensor,
     Value,
     describe,
     suggest,
+    word_in,
 )
-from dnnspec.schema import INT64_MAX, Duration
+from dnnspec.schema import INT64_MAX, Duration, DurationUnit
 from dnnspec.syntax import ast
 
 MAX_NODES = 20_000
@@ -37,8 +39,13 @@ MAX_ITERATIONS = 20_000
 MAX_BLOCK_DEPTH = 32
 """Deepest chain of block calls inside block calls."""
 
-DTYPES = ("float32", "float64", "int64", "int32", "bool")
-UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs"}
+DTYPES: tuple[ir.DType, ...] = ("float32", "float64", "int64", "int32", "bool")
+UNITS: dict[str, DurationUnit] = {
+    "step": "steps",
+    "steps": "steps",
+    "epoch": "epochs",
+    "epochs": "epochs",
+}
 
 
 class ModelResolver(ResolverCore):
@@ -154,9 +161,10 @@ class ModelResolver(ResolverCore):
                 stmt.name.span,
                 help=f"give this input another name, e.g. '{name}_in'",
             )
-        dtype = stmt.dtype.id
-        if dtype not in DTYPES:
-            self.fail(f"unknown dtype '{dtype}'", stmt.dtype.span, help=did_you_mean(dtype, DTYPES))
+        dtype = word_in(stmt.dtype.id, DTYPES)
+        if dtype is None:
+            word = stmt.dtype.id
+            self.fail(f"unknown dtype '{word}'", stmt.dtype.span, help=did_you_mean(word, DTYPES))
         dims: list[int | str] = []
         for dim in stmt.dims:
             if isinstance(dim, ast.Name) and dim.id not in self.params:
@@ -179,15 +187,14 @@ class ModelResolver(ResolverCore):
                 )
             else:
                 dims.append(value)
-        if dtype in DTYPES and len(dims) == len(stmt.dims):
+        declared: Tensor | Poison = POISON
+        if dtype is not None and len(dims) == len(stmt.dims):
             self.inputs[name] = ir.InputDecl(
                 name=name, dtype=dtype, dims=tuple(dims), span=stmt.span
             )
-            value: Tensor | Poison = Tensor(name)
-        else:
-            value = POISON
-        scope.values[name] = value
-        scope.current = value
+            declared = Tensor(name)
+        scope.values[name] = declared
+        scope.current = declared
 
     def repeat(self, stmt: ast.Repeat, scope: Scope) -> None:
         count = self.scalar(stmt.count, scope, "the repeat count")
@@ -236,7 +243,7 @@ class ModelResolver(ResolverCore):
             return value
         return self.fail(f"expected a tensor here, got {describe(value)}", span, scope)
 
-    def scalar(self, expr: ast.Expr, scope: Scope, what: str) -> Value:
+    def scalar(self, expr: ast.Expr, scope: Scope, what: str) -> Scalar | Poison:
         """A number, word, bool, duration or list; a tensor here is an error."""
         value = self.eval(expr, scope, "arg")
         if isinstance(value, Tensor):
@@ -351,7 +358,8 @@ class ModelResolver(ResolverCore):
             symbols = {op.symbol for op in expr.ops}
             if symbols in ({"+"}, {"*"}):
                 layer = "add" if symbols == {"+"} else "mul"
-                return self.apply_layer(layer, expr.span, values, [], [], scope)
+                operands = [v for v in values if isinstance(v, Tensor)]
+                return self.apply_layer(layer, expr.span, operands, [], [], scope)
             bad = next(op for op in expr.ops if op.symbol in "-/")
             return self.fail(
                 f"tensors cannot be combined with '{bad.symbol}'",
@@ -397,7 +405,7 @@ class ModelResolver(ResolverCore):
             )
         if op.symbol == "/" and right == 0:
             return self.fail("division by zero", span, scope)
-        result = {
+        result: int | float = {
             "+": lambda: left + right,
             "-": lambda: left - right,
             "*": lambda: left * right,
@@ -473,7 +481,7 @@ class ModelResolver(ResolverCore):
                 scope,
                 help=did_you_mean(name, [*LAYERS.names(), *self.blocks]),
             )
-        tensors: list[Value] = []
+        tensors: list[Tensor] = []
         positional: list[tuple[Any, Span]] = []
         keyword: list[tuple[str, Any, Span]] = []
         broken = not known
@@ -504,8 +512,8 @@ class ModelResolver(ResolverCore):
         return self.apply_layer(name, span, inputs, positional, keyword, scope)
 
     def call_inputs(
-        self, name: str, chain_input: Value | None, tensors: list[Value], span: Span, scope: Scope
-    ) -> list[Value] | None:
+        self, name: str, chain_input: Value | None, tensors: list[Tensor], span: Span, scope: Scope
+    ) -> list[Tensor | Poison] | None:
         """The tensor inputs of a call: the chain input, then tensor arguments; when there
         are neither, the current value. Checks the count against the layer's arity."""
         if chain_input is not None and not isinstance(chain_input, Tensor | Poison):
@@ -515,7 +523,8 @@ class ModelResolver(ResolverCore):
                 scope,
             )
             return None
-        inputs = ([chain_input] if chain_input is not None else []) + tensors
+        inputs: list[Tensor | Poison] = [chain_input] if chain_input is not None else []
+        inputs += tensors
         if not inputs:
             if scope.current is None:
                 self.fail(
@@ -553,7 +562,7 @@ class ModelResolver(ResolverCore):
         self,
         name: str,
         span: Span,
-        inputs: Sequence[Value],
+        inputs: Sequence[Tensor | Poison],
         positional: list[tuple[Any, Span]],
         keyword: list[tuple[str, Any, Span]],
         scope: Scope,
@@ -593,7 +602,7 @@ class ModelResolver(ResolverCore):
     def expand(
         self,
         name: str,
-        inputs: list[Value],
+        inputs: list[Tensor | Poison],
         positional: list[tuple[Any, Span]],
         keyword: list[tuple[str, Any, Span]],
         span: Span,

@@ -11,7 +11,7 @@ from dnnspec.errors import DiagnosticError, Note, Span, did_you_mean
 from dnnspec.registry import Registry
 from dnnspec.resolve.model import ModelResolver
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
-from dnnspec.schema import INT64_MAX
+from dnnspec.schema import INT64_MAX, arg_str
 from dnnspec.syntax import ast
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES
@@ -74,7 +74,12 @@ class TrainResolver(ModelResolver):
                     help=f"add a line like: {example}",
                 )
         found: dict[str, Any] = {}
-        calls = {"data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+        calls: dict[str, Registry[Any]] = {
+            "data": DATASETS,
+            "loss": LOSSES,
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+        }
         for key, item in items.items():
             if key in calls:
                 found[key] = self.train_call(self.one_value(item), calls[key], scope)
@@ -115,8 +120,9 @@ class TrainResolver(ModelResolver):
         """`adam(lr = 1e-3)` or `cross_entropy`: a registry entry with its bound arguments."""
         if expr is None:
             return POISON
+        args: tuple[ast.Arg, ...] = ()
         if isinstance(expr, ast.Name):
-            func, args = expr, ()
+            func = expr
         elif isinstance(expr, ast.Call):
             func, args = expr.func, expr.args
         else:
@@ -173,9 +179,8 @@ class TrainResolver(ModelResolver):
                         notes=[Note(message="first listed here", span=names[call.name])],
                     )
                 names.setdefault(call.name, call.span)
-        if any(c is POISON for c in calls):
-            return POISON
-        return tuple(calls)
+        resolved = tuple(c for c in calls if isinstance(c, ir.Call))
+        return resolved if len(resolved) == len(calls) else POISON
 
     def early_stop(self, item: ast.TrainItem, scope: Scope) -> ir.Call | Poison:
         args: tuple[ast.Arg, ...] = ()
@@ -220,7 +225,7 @@ class TrainResolver(ModelResolver):
         listed = [m.name for m in metrics] if isinstance(metrics, tuple) else []
         known = {"loss", "val_loss", "train_loss"}
         known |= {f"{p}{m}" for m in listed for p in ("", "val_", "train_")}
-        monitor = stop.args["monitor"]
+        monitor = arg_str(stop.args, "monitor")
         if monitor not in known:
             span = self.arg_span(item, "monitor", 0) or stop.span
             self.fail(
