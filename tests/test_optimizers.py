@@ -107,7 +107,7 @@ def test_optimizer_steps_match_the_published_formula(case: OptimizerCase) -> Non
     rng = np.random.default_rng(0)
     p = rng.normal(size=shape)
     state: State = {k: np.zeros(shape) for k in kinds}
-    ref_p, ref_state = p.copy(), {}
+    ref_p, ref_state = p.copy(), State()
     for step in range(case.steps):
         g = rng.normal(size=shape)
         outs = session.run(None, {"p": p, "g": g, "step": np.array(float(step)), **state})
