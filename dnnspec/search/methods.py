@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnnspec.ir import SpaceKind
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 from dnnspec.search.strategies import (
@@ -19,7 +20,7 @@ from dnnspec.search.strategies import (
     TpeStrategy,
 )
 
-SPACES: dict[str, str] = {
+SPACES: dict[SpaceKind, str] = {
     "choice": "one of the listed values",
     "uniform": "a float drawn uniformly from [lo, hi]; `uniform(lo, hi, step)` only on the grid"
     " lo, lo + step, ... <= hi",
@@ -29,7 +30,7 @@ SPACES: dict[str, str] = {
 }
 """The space kinds a search dimension may use, with what each draws."""
 
-FINITE_SPACES = ("choice", "int_range")
+FINITE_SPACES: tuple[SpaceKind, ...] = ("choice", "int_range")
 """Spaces a grid can enumerate as written; `uniform` can too when given a step."""
 
 SEED = ArgSpec(name="seed", type="int", default=0, min=0, doc="seed of the draws")
