@@ -18,15 +18,18 @@ from dnnspec.ir import SearchDim
 Params = dict[str, Any]
 
 
-def _step(dim: SearchDim) -> float | int | None:
-    return dim.values[2] if len(dim.values) == 3 else None
+def _bounds(dim: SearchDim) -> tuple[float, float, float | None]:
+    """(lo, hi, step or None) of a range space; resolve checked that they are numbers."""
+    numbers = [v for v in dim.values if isinstance(v, int | float) and not isinstance(v, bool)]
+    assert len(numbers) == len(dim.values) in (2, 3), dim
+    return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else None
 
 
 def points(dim: SearchDim) -> list[Any]:
     """Every value a grid visits for one dimension, in order."""
     if dim.space == "choice":
         return list(dim.values)
-    lo, hi, step = dim.values[0], dim.values[1], _step(dim)
+    lo, hi, step = _bounds(dim)
     if dim.space == "int_range":
         return list(range(int(lo), int(hi) + 1, int(step or 1)))
     if dim.space == "uniform" and step is not None:
@@ -45,10 +48,10 @@ def draw(dim: SearchDim, rng: np.random.Generator) -> Any:
     """One random value of a dimension."""
     if dim.space == "choice":
         return dim.values[int(rng.integers(len(dim.values)))]
-    if dim.space == "int_range" or _step(dim) is not None:
+    lo, hi, step = _bounds(dim)
+    if dim.space == "int_range" or step is not None:
         options = points(dim)
         return options[int(rng.integers(len(options)))]
-    lo, hi = float(dim.values[0]), float(dim.values[1])
     if dim.space == "log_uniform":
         return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
     return float(rng.uniform(lo, hi))

@@ -141,7 +141,7 @@ class TpeStrategy:
         self.asked: dict[int, Any] = {}
 
     def ask(self, free: int) -> list[Plan]:
-        plans = []
+        plans: list[Plan] = []
         while free > len(plans) and self.left > 0:
             trial = self.study.ask(self.space)
             self.asked[trial.number] = trial
