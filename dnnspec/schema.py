@@ -17,7 +17,9 @@ from dnnspec.errors import Diagnostic, DiagnosticError, Span, did_you_mean
 INT64_MAX = 2**63 - 1
 """The largest integer a spec may hold: every integer ends up in an int64 somewhere."""
 
-ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any"]
+ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any", "tensor"]
+"""`tensor`: a tensor passed by keyword (`memory = enc`); resolve binds the value's name,
+and the empty string (the default) means none was passed."""
 
 
 class Duration(BaseModel):
@@ -171,7 +173,7 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
 
     t = spec.type
     label = f"argument '{spec.name}' of {what}"
-    if t == "any":
+    if t in ("any", "tensor"):
         return value
     if t == "bool":
         if not isinstance(value, bool):
