@@ -3,6 +3,7 @@
 from dnnspec.autodiff.rules import (
     activations,
     elementwise,
+    gather,
     matmul,
     nn,
     normalization,
@@ -16,6 +17,7 @@ __all__ = [
     "VjpRule",
     "activations",
     "elementwise",
+    "gather",
     "matmul",
     "nn",
     "normalization",
