@@ -29,6 +29,7 @@ from dnnspec.errors import error
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
 from dnnspec.resolve import read_lock, write_lock
+from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import fits_shape
 from dnnspec.runtime.run import (
     Interrupted,
@@ -44,6 +45,7 @@ from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
 
 __all__ = [
+    "Cadence",
     "Device",
     "Interrupted",
     "Model",
@@ -112,17 +114,22 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     reporter: Reporter | None = None,
+    checkpoint_every: Cadence | str | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
     override its params (`hidden=64`). `resume` continues the run in `out` from its last
-    checkpoint; `reporter` receives progress. Ctrl-C raises `Interrupted` (the run keeps
-    model.onnx of the last finished epoch and can be resumed)."""
+    checkpoint; `reporter` receives progress; `checkpoint_every` is a `Cadence` or its
+    text (`5` epochs, `30s`; default at most once a minute). Ctrl-C raises `Interrupted`
+    (the run keeps model.onnx of the last finished epoch and can be resumed)."""
     if resume and out is None:
         raise error("resume needs the run directory to continue: out=DIR")
     spec = _spec(source, overrides)
     run_dir = Path(out) if out is not None else new_run_dir(Path(spec.source))
-    return run_training(spec, run_dir, device, epochs, reporter, resume, overwrite)
+    every = (
+        Cadence.parse(checkpoint_every) if isinstance(checkpoint_every, str) else checkpoint_every
+    )
+    return run_training(spec, run_dir, device, epochs, reporter, resume, overwrite, every)
 
 
 class Model:

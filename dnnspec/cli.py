@@ -105,10 +105,12 @@ class ProgressReporter:
         )
         self.t0 = time.perf_counter()
 
-    def step(self, epoch: int, samples: int, loss: float) -> None:
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
         self.samples += samples
         rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
-        self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate)
+        self.progress.update(
+            self.task, advance=steps, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate
+        )
 
     def epoch(self, record: dict[str, Any]) -> None:
         shown = "  ".join(
@@ -145,6 +147,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             overwrite=args.overwrite,
             resume=args.resume,
             reporter=reporter,
+            checkpoint_every=args.checkpoint_every,
         )
     except Interrupted as stop:
         run_dir = stop.run_dir
@@ -266,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument(
+        "--checkpoint-every",
+        metavar="N|Ts",
+        default="60s",
+        help="checkpoint every N epochs, or at most every T seconds (30s, 2m); always at the "
+        "end, on early stop, Ctrl-C and divergence (default: 60s)",
+    )
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (

@@ -111,9 +111,9 @@ class InterruptAt:
     def epoch(self, record: dict) -> None: ...
     def finish(self, message: str) -> None: ...
 
-    def step(self, epoch: int, samples: int, loss: float) -> None:
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
         self.steps += 1
-        if epoch == self.at and self.steps % 5 == 0:
+        if epoch == self.at:
             raise KeyboardInterrupt
 
 
