@@ -10,13 +10,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import SPECS
 from onnx.reference import ReferenceEvaluator
 
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.run import Interrupted, RunResult, run_training
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def train(name: str, out: Path, **overrides: str) -> RunResult:
