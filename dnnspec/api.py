@@ -23,7 +23,8 @@ import onnx
 from onnx import numpy_helper
 
 from dnnspec.assemble.steps import OUTPUT, Program
-from dnnspec.check.shapes import TypedModel, check_spec
+from dnnspec.check import shapes
+from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import read_inputs
 from dnnspec.errors import error
 from dnnspec.frontend import load_spec as _load_spec
@@ -54,7 +55,7 @@ __all__ = [
     "RunResult",
     "Spec",
     "TypedModel",
-    "check",
+    "check_spec",
     "compile",
     "load",
     "load_spec",
@@ -78,10 +79,11 @@ def _spec(source: str | Path | Spec, overrides: dict[str, Any]) -> Spec:
     return source
 
 
-def check(source: str | Path | Spec, /, **overrides: Any) -> TypedModel:
+def check_spec(source: str | Path | Spec, /, **overrides: Any) -> TypedModel:
     """Resolve and shape-check a spec without touching data: each layer's type, parameters
-    and FLOPs, and the warnings (mistakes that still train)."""
-    return check_spec(_spec(source, overrides))
+    and FLOPs, and the warnings (mistakes that still train). (`dnnspec.check` is the
+    package of that stage, hence the longer name.)"""
+    return shapes.check_spec(_spec(source, overrides))
 
 
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb

@@ -57,10 +57,10 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import check
+    from dnnspec.api import check_spec
     from dnnspec.check.report import check_json, render_check
 
-    typed = check(_load(args))
+    typed = check_spec(_load(args))
     if args.json:
         print(json.dumps(check_json(typed), indent=2))
     else:
