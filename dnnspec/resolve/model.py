@@ -308,7 +308,7 @@ class ModelResolver:
 
     def tensor_arg(self, callee: str, arg: str) -> bool:
         """Whether `arg` of layer `callee` takes a tensor by keyword (`memory = enc`)."""
-        if callee in self.blocks or callee not in LAYERS:
+        if callee in self.defs.blocks or callee not in LAYERS:
             return False
         spec = LAYERS.get(callee).signature.get(arg)
         return spec is not None and spec.type == "tensor"
