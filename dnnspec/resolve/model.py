@@ -27,6 +27,7 @@ from dnnspec.resolve.values import (
     Tensor,
     Value,
     describe,
+    suggest,
 )
 from dnnspec.syntax import ast
 
