@@ -275,7 +275,7 @@ class ModelResolver:
                 broken = True
             elif arg.name is not None and self.tensor_arg(name, arg.name.id):
                 if not isinstance(value, Tensor):
-                    self.fail(
+                    self.problems.fail(
                         f"argument '{arg.name.id}' of {name} must be a tensor, "
                         f"got {describe(value)}",
                         arg.value.span,
