@@ -26,7 +26,8 @@ NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 def parse_text(text: str, file: str = "<spec>") -> ast.SpecFile:
     """The syntax IR of a spec's text; `file` is the name spans (and messages) use."""
     try:
-        return build(parse_tree(text, file), file)
+        spec: ast.SpecFile = build(parse_tree(text, file), file)
+        return spec
     except DiagnosticError as exc:
         exc.sources = SourceMap({file: text})
         raise

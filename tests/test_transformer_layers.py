@@ -349,7 +349,7 @@ def test_train_step_through_attention_and_layer_norm_matches_finite_differences(
     from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, build_train_step
     from dnnspec.check.shapes import check_spec
     from dnnspec.frontend import load_spec_text
-    from dnnspec.training.init import initial_value
+    from dnnspec.layers.init import initial_value
     from dnnspec.training.schedules import Timing
 
     text = BLOCK.replace("LEN", length).replace("KIND", kind).replace("AXES", axes)
@@ -399,7 +399,11 @@ def _diagnostics(text: str) -> list[str]:
 
     with pytest.raises(DiagnosticError) as caught:
         load_spec_text(text, "t.dnn")
-    return [f"{d.span.line}:{d.span.col} {d.message} | {d.help}" for d in caught.value.diagnostics]
+    return [
+        f"{d.span.line}:{d.span.col} {d.message} | {d.help}"
+        for d in caught.value.diagnostics
+        if d.span is not None
+    ]
 
 
 def test_memory_keyword_adds_the_tensor_as_an_input_of_the_node() -> None:

@@ -194,7 +194,8 @@ def read_inputs(path: Path) -> np.ndarray:
         raise error(f"input file '{path}' does not exist")
     if path.suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
+            array: np.ndarray = np.load(path, allow_pickle=False)
+            return array
         except (OSError, ValueError, EOFError) as exc:
             raise error(f"'{path}' is not a valid .npy file: {load_failure(exc)}") from None
     if path.suffix == ".npz":

@@ -18,22 +18,24 @@ so the inference graph uses the same nodes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
+from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.dropout import drop
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_float, arg_int
 
 MASKED = -1e9
 TENSOR_ARGS = ("memory", "lengths", "tokens")
+V = TypeVar("V")
 
 
-def operands(inputs: Sequence[Any], args: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def operands(inputs: Sequence[V], args: Mapping[str, object]) -> tuple[V, dict[str, V]]:
     """The query sequence and the keyword tensors present, by name (they follow it in
     `inputs`, in TENSOR_ARGS order)."""
     named = [a for a in TENSOR_ARGS if args.get(a)]
@@ -153,10 +155,10 @@ def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -
     keys = named.get("memory", x)
     s, dm = _positions(keys.dims[1]), _sequence(keys, "memory")
     proj = 2 * t * d * 3 * d if "memory" not in named else 2 * t * d * d + 2 * s * dm * 2 * d
-    return proj + 2 * t * d * d + 4 * t * s * d + 5 * args["heads"] * t * s
+    return proj + 2 * t * d * d + 4 * t * s * d + 5 * int(args["heads"]) * t * s
 
 
-def _heads(b: Any, x: str, parts: int, heads: int, dh: int) -> list[str]:
+def _heads(b: GraphBuilder, x: str, parts: int, heads: int, dh: int) -> list[str]:
     """[N, T, parts * d] -> `parts` tensors [N, heads, T, dh]."""
     split = b.op("Reshape", [x, b.const([0, 0, parts * heads, dh], "int64")])
     moved = b.op("Transpose", [split], perm=[0, 2, 1, 3])
@@ -197,7 +199,7 @@ def _padding(ctx: LowerCtx, node: Node, named: dict[str, str], keys: str, length
         column = b.op("Unsqueeze", [lengths, b.const([1], "int64")])
         padded = b.op("GreaterOrEqual", [positions, column])
     else:
-        pad = b.const(int(node.args["pad"]), types["tokens"].dtype)
+        pad = b.const(arg_int(node.args, "pad"), types["tokens"].dtype)
         padded = b.op("Equal", [named["tokens"], pad])
     mask = b.op("Where", [padded, b.const(MASKED), b.const(0.0)])
     return b.op("Unsqueeze", [mask, b.const([1, 2], "int64")], hint="padding_mask")
@@ -207,7 +209,7 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
     b = ctx.b
     x, named = operands(inputs, node.args)
     x_type = ctx.types[node.inputs[0]]
-    d, heads = int(x_type.dims[2]), int(node.args["heads"])
+    d, heads = int(x_type.dims[2]), arg_int(node.args, "heads")
     dh = d // heads
     if "memory" in named:
         keys, key_len = named["memory"], ctx.types[node.inputs[1]].dims[1]
@@ -221,12 +223,12 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
         q, k, v = _heads(b, qkv, 3, heads, dh)
     q = b.op("Mul", [q, b.const(1.0 / math.sqrt(dh))])
     scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])], hint="scores")
-    if node.args["causal"]:
+    if arg_bool(node.args, "causal"):
         scores = b.op("Add", [scores, _causal(ctx, x, x_type.dims[1])])
     if "lengths" in named or "tokens" in named:
         scores = b.op("Add", [scores, _padding(ctx, node, named, keys, key_len)])
     weights = b.op("Softmax", [scores], hint="attention_weights", axis=-1)
-    weights = drop(ctx, weights, float(node.args["dropout"]))
+    weights = drop(ctx, weights, arg_float(node.args, "dropout"))
     mixed = b.op("Transpose", [b.op("MatMul", [weights, v])], perm=[0, 2, 1, 3])
     merged = b.op("Reshape", [mixed, b.const([0, 0, d], "int64")])
     out = b.op("MatMul", [merged, params["out_weight"]])

@@ -13,7 +13,7 @@ from typing import Any
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ShapeError, TensorType
 from dnnspec.layers.common import require_float
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_float
 
 
 def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
@@ -39,7 +39,7 @@ def drop(ctx: LowerCtx, x: str, p: float, hint: str | None = None) -> str:
 
 
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
-    return drop(ctx, inputs[0], float(node.args["p"]), hint=node.name)
+    return drop(ctx, inputs[0], arg_float(node.args, "p"), hint=node.name)
 
 
 LAYERS.add(

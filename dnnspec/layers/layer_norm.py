@@ -13,7 +13,7 @@ from typing import Any
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.common import per_sample, require_float, require_rank, shape_text
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_float
 
 
 def normalized_dims(t: TensorType, axes: str) -> tuple[int, ...]:
@@ -57,7 +57,7 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
         [inputs[0], params["scale"], params["bias"]],
         hint=node.name,
         axis=axis,
-        epsilon=float(node.args["eps"]),
+        epsilon=arg_float(node.args, "eps"),
     )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.common import per_sample, require_float
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_int
 
 
 def sinusoid_table(length: int, width: int) -> np.ndarray:
@@ -73,7 +73,7 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
     x, b = inputs[0], ctx.b
     length, width = ctx.types[node.inputs[0]].dims[1:]
     assert isinstance(width, int)
-    max_len = int(node.args["max_len"])
+    max_len = arg_int(node.args, "max_len")
     learned = node.args["kind"] == "learned"
     if learned:
         table = params["table"]

@@ -37,7 +37,8 @@ def save(path: Path, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     full = dict(header, checksum=_digest(arrays, header))
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{HEADER: np.frombuffer(json.dumps(full).encode(), np.uint8)})
+    entries: dict[str, Any] = {**arrays, HEADER: np.frombuffer(json.dumps(full).encode(), np.uint8)}
+    np.savez(buffer, **entries)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(buffer.getvalue())
