@@ -26,6 +26,9 @@ from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span
 MAX_NESTING = 32
 """Deepest bracket nesting accepted; far beyond real specs, well within Python's stack."""
 
+MAX_TOKENS = 20_000
+"""Most tokens one spec may hold (parsing takes ~0.15 ms a token); real specs hold hundreds."""
+
 MAX_MINUS_RUN = 8
 """Longest run of unary minus signs accepted (`- - x`)."""
 
@@ -235,7 +238,15 @@ class _Tokens:
         pending_nl: Token | None = None
         previous: Token | None = None
         minus_run = 0
-        for tok in self._raw():
+        for count, tok in enumerate(self._raw()):
+            if count == MAX_TOKENS:
+                raise DiagnosticError(
+                    Diagnostic(
+                        message=f"this spec is longer than {MAX_TOKENS:,} tokens",
+                        span=token_span(tok, self.file),
+                        help="split long expressions and repeated layers into blocks and repeat",
+                    )
+                )
             in_brackets = bool(self.open) and self.open[-1].type != "LBRACE"
             if tok.type == "_NL" and not (in_brackets and tok == ";"):
                 if not in_brackets and previous is not None and previous.type not in _JOINS_NEXT:
