@@ -24,6 +24,7 @@ Init = Literal[
     "glorot_uniform",
     "glorot_normal",
     "zeros",
+    "normal",
     "normal_002",
     "orthogonal",
 ]

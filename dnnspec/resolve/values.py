@@ -2,12 +2,12 @@
 
 Shared by every section of the resolver: a value is a scalar (number, word, bool, duration,
 list), a `Tensor` (the name of an input or node) or `POISON` (a computation that already
-failed and was reported).
+failed and was reported). `Definitions` holds what names the spec defines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,21 @@ class Block:
 
     syntax: ast.BlockDef
     signature: Signature
+
+
+@dataclass
+class Definitions:
+    """What the spec defines before its model uses it: params (after `--set` overrides) and
+    blocks. Filled by the definitions section, read by expressions and the other sections."""
+
+    overrides: Mapping[str, tuple[Scalar, Span]]
+    """`--set` values by param name, with where each was written."""
+    params: dict[str, Scalar | Poison] = field(default_factory=dict)
+    """Param values in declaration order; POISON for a param whose value failed."""
+    param_decls: dict[str, ast.ParamDecl] = field(default_factory=dict)
+    blocks: dict[str, Block] = field(default_factory=dict)
+    unusable: set[str] = field(default_factory=set)
+    """Blocks whose definition is broken (recursive, no inputs): calls yield POISON."""
 
 
 def kind_of(value: Any) -> str:
