@@ -12,6 +12,7 @@ full disk or a kill leaves no torn file behind.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import tempfile
@@ -63,7 +64,7 @@ def _kind(mode: int) -> str:
 @contextmanager
 def open_regular(
     path: Path | str, what: str, limit: int, span: Span | None = None
-) -> Iterator[BinaryIO]:
+) -> Iterator[io.BufferedReader]:
     """`path` opened for reading, once it is known to be a regular file within `limit`.
 
     Opened non-blocking so that a FIFO cannot stall us before fstat says what it is.
@@ -122,7 +123,7 @@ def _umask() -> int:
     return mask
 
 
-def write_with(path: Path, write: Callable[[BinaryIO], None], what: str | None = None) -> None:
+def write_with(path: Path, write: Callable[[BinaryIO], object], what: str | None = None) -> None:
     """Write `path` atomically through `write(file)`: an exclusive temporary file in the same
     directory, fsynced, given the permissions a plain `open` would, then renamed over it."""
     what = what or f"'{path}'"

@@ -9,20 +9,30 @@ its declared size must fit the caller's limit and agree byte for byte with what 
 
 from __future__ import annotations
 
+import io
 import math
 import zipfile
-from typing import BinaryIO
+from typing import Protocol, cast
 
 import numpy as np
 
 from dnnspec.errors import Span, error
 from dnnspec.files import size_text
 
+
+class Stream(Protocol):
+    """A binary file or archive member, read sequentially."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+    def tell(self) -> int: ...
+
+
 MAX_MEMBERS = 4096
 """Arrays one archive may hold; far beyond any dataset or checkpoint we write."""
 
 
-def _header(f: BinaryIO, where: str, span: Span | None) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _header(f: Stream, where: str, span: Span | None) -> tuple[tuple[int, ...], bool, np.dtype]:
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -43,7 +53,7 @@ def _header(f: BinaryIO, where: str, span: Span | None) -> tuple[tuple[int, ...]
 
 
 def _read(
-    f: BinaryIO, available: int, where: str, limit: int, span: Span | None
+    f: Stream, available: int, where: str, limit: int, span: Span | None
 ) -> tuple[np.ndarray, int]:
     """One array from `f` whose header starts here and which has `available` bytes."""
     start = f.tell()
@@ -63,7 +73,7 @@ def _read(
             span,
         )
     flat = np.empty(math.prod(shape), dtype=dtype)
-    view, got = memoryview(flat).cast("B"), 0
+    view, got = flat.data.cast("B"), 0
     while got < declared:
         n = f.readinto(view[got:])
         if not n:
@@ -74,15 +84,13 @@ def _read(
     return flat.reshape(shape, order="F" if fortran else "C"), declared
 
 
-def read_npy(
-    f: BinaryIO, size: int, where: str, limit: int, span: Span | None = None
-) -> np.ndarray:
+def read_npy(f: Stream, size: int, where: str, limit: int, span: Span | None = None) -> np.ndarray:
     """The array of an `.npy` file of `size` bytes opened as `f`."""
     return _read(f, size, where, limit, span)[0]
 
 
 def read_npz(
-    f: BinaryIO, where: str, limit: int, span: Span | None = None
+    f: io.BufferedReader, where: str, limit: int, span: Span | None = None
 ) -> dict[str, np.ndarray]:
     """Every array of an `.npz` archive, together at most `limit` bytes."""
     try:
@@ -102,7 +110,9 @@ def read_npz(
             member = f"array '{name}' of {where}"
             try:
                 with archive.open(info) as stream:
-                    arrays[name], used = _read(stream, info.file_size, member, left, span)  # type: ignore[arg-type]
+                    arrays[name], used = _read(
+                        cast(Stream, stream), info.file_size, member, left, span
+                    )
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
                 raise error(f"{member} is damaged: {exc}", span) from None
             left -= used

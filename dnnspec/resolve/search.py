@@ -187,7 +187,7 @@ class SearchResolver:
                 self.problems.fail("choice needs at least one value", span)
                 return False
             if len(values) > MAX_CHOICES:
-                self.fail(
+                self.problems.fail(
                     f"choice takes at most {MAX_CHOICES} values, got {len(values)}",
                     span,
                     help="search a range with int_range, uniform or log_uniform",

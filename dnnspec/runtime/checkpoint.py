@@ -53,7 +53,8 @@ def save(path: Path, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> N
         raise error(f"cannot create '{path.parent}': {exc.strerror}") from None
     full = dict(header, checksum=_digest(arrays, header))
     blob = np.frombuffer(json.dumps(full, allow_nan=False).encode(), np.uint8)
-    write_with(path, lambda f: np.savez(f, **arrays, **{HEADER: blob}), f"checkpoint '{path}'")
+    payload: dict[str, Any] = {**arrays, HEADER: blob}
+    write_with(path, lambda f: np.savez(f, **payload), f"checkpoint '{path}'")
 
 
 def load(path: Path, limit: int = 4 * GiB) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
