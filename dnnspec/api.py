@@ -167,7 +167,8 @@ class Model:
             )
         if x.dtype.kind not in "biuf":
             raise error(f"input '{decl['name']}' expects {decl['dtype']} data, got {x.dtype}")
-        return self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]
+        output: np.ndarray = self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]
+        return output
 
     def evaluate(self) -> dict[str, float]:
         """Loss and metrics of model.onnx's weights on the run's validation split."""

@@ -108,6 +108,7 @@ class ProgressReporter:
     def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
         self.samples += samples
         rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
+        assert self.task is not None, "advance() before start()"
         self.progress.update(
             self.task, advance=steps, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate
         )
@@ -218,7 +219,10 @@ PREDICTION_FORMATS = (".npy", ".csv")
 
 def _jsonable(values: np.ndarray) -> list[Any]:
     """Nested lists with NaN/inf as null: JSON has no NaN."""
-    return np.where(np.isfinite(values), values, None).tolist()
+    cells = values.astype(object)
+    cells[~np.isfinite(values)] = None
+    nested: list[Any] = cells.tolist()
+    return nested
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:

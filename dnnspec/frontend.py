@@ -31,7 +31,8 @@ def parse_text(text: str, file: str = "<spec>") -> ast.SpecFile:
     """The syntax IR of a spec's text; `file` is the name spans (and messages) use."""
     text = one_newline(text)
     try:
-        return build(parse_tree(text, file), file)
+        spec: ast.SpecFile = build(parse_tree(text, file), file)
+        return spec
     except DiagnosticError as exc:
         exc.sources = SourceMap({file: text})
         raise

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnnspec.data.datasets import DATASETS, split
+from dnnspec.data.datasets import DATASETS, Dataset, split
 from dnnspec.errors import DiagnosticError, Span
 
 SPAN = Span(file="s.dnn", line=3, col=3, end_line=3, end_col=10)
 
 
-def load(name: str, **args: object) -> object:
+def load(name: str, **args: object) -> Dataset:
     d = DATASETS.get(name)
     bound = d.signature.bind(name, [], [(k, v, SPAN) for k, v in args.items()], SPAN)
     return d.load(bound, 0, SPAN)

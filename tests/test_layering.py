@@ -32,6 +32,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("lower",),
     ("assemble",),
     ("runtime",),
+    ("tune",),  # trials run through the runtime (the package arrives with `dnnspec tune`)
     ("api",),  # the one public surface
     ("cli",),
     ("__main__", "__init__"),  # `python -m dnnspec`; the package re-exports the API lazily

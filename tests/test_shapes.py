@@ -251,7 +251,7 @@ def test_auto_init_is_he_before_relu_like_activations_and_glorot_elsewhere() -> 
 def test_a_model_too_large_for_an_onnx_file_is_an_error_at_its_largest_layer() -> None:
     (d,) = diagnostics("  input x: float32[N, 64]\n  dense(1e12)\n  dense(10)\n")
     assert d.message.startswith("the model has 75,000,000,000,010 parameters")
-    assert (d.span.line, d.span.col) == (3, 3)
+    assert d.span is not None and (d.span.line, d.span.col) == (3, 3)
     assert "dense_1" in (d.help or "")
 
 

@@ -11,7 +11,7 @@ rounds through float32); ops without float64 kernels in onnxruntime run there in
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,11 +51,11 @@ class Case:
     rtol: float = 1e-6
 
 
-def c(b: GraphBuilder, values: object) -> str:
+def c(b: GraphBuilder, values: float | Sequence[float]) -> str:
     return b.const(values, "int64")
 
 
-def fc(b: GraphBuilder, values: object) -> str:
+def fc(b: GraphBuilder, values: float | Sequence[float]) -> str:
     """A constant in the builder's float type."""
     return b.const(values)
 
@@ -367,7 +367,7 @@ def attach_backward(
     types = _types(b.model())
     y_dims = types[y][1]
     b.add_input("dy", b.float_dtype, y_dims)
-    value_types = None
+    value_types: dict[str, tuple[int, tuple[int | str | None, ...]]] | None = None
     if hide_dims:
         value_types = {k: (e, tuple(None for _ in d)) for k, (e, d) in _types(b.model()).items()}
     start = len(b.nodes)
@@ -449,7 +449,9 @@ def forward_shape(built: Built, feeds: dict[str, np.ndarray]) -> tuple[int, ...]
     del model.graph.output[:]
     model.graph.output.append(onnx.helper.make_tensor_value_info(built.y, F64, None))
     del model.graph.input[len(built.inputs) :]
-    return ReferenceEvaluator(model).run(None, {k: feeds[k] for k in built.inputs})[0].shape
+    outputs = ReferenceEvaluator(model).run(None, {k: feeds[k] for k in built.inputs})
+    assert isinstance(outputs, list)
+    return tuple(outputs[0].shape)
 
 
 def random_feeds(built: Built, case: Case) -> dict[str, np.ndarray]:

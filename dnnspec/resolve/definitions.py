@@ -26,10 +26,10 @@ from dnnspec.resolve.values import (
     describe,
     kind_of,
 )
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, ArgType, Signature
 from dnnspec.syntax import ast
 
-BLOCK_PARAM_TYPES = ("int", "float", "bool", "str")
+BLOCK_PARAM_TYPES: tuple[ArgType, ...] = ("int", "float", "bool", "str")
 
 
 def _override_help(name: str, declared: Any, value: Any) -> str | None:
@@ -65,9 +65,9 @@ class DefinitionsResolver:
         self.expr = expr
 
     def resolve_params(self, decls: list[ast.ParamDecl]) -> None:
-        declared = {d.name.id for d in decls}
+        names = {d.name.id for d in decls}
         for name, (_, span) in self.defs.overrides.items():
-            if name in declared:
+            if name in names:
                 continue
             self.problems.fail(
                 f"there is no param '{name}' to set",
@@ -96,13 +96,14 @@ class DefinitionsResolver:
             if name in self.defs.overrides:
                 value, span = self.defs.overrides[name]
                 if declared is not POISON and not compatible(kind_of(declared), value):
-                    value = self.problems.fail(
+                    declared = self.problems.fail(
                         f"param '{name}' holds {article(kind_of(declared))}, not {describe(value)}",
                         span,
                         notes=[Note(message="declared here", span=decl.span)],
                         help=_override_help(name, declared, value),
                     )
-                declared = value
+                else:
+                    declared = value
             self.defs.params[name] = declared
 
     def collect_blocks(self, defs: list[ast.BlockDef]) -> None:

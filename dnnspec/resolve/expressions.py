@@ -21,16 +21,22 @@ from dnnspec.resolve.values import (
     POISON,
     Definitions,
     Poison,
+    Scalar,
     Scope,
     Tensor,
     Value,
     describe,
     suggest,
 )
-from dnnspec.schema import INT64_MAX, Duration
+from dnnspec.schema import INT64_MAX, Duration, DurationUnit
 from dnnspec.syntax import ast
 
-UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs"}
+UNITS: dict[str, DurationUnit] = {
+    "step": "steps",
+    "steps": "steps",
+    "epoch": "epochs",
+    "epochs": "epochs",
+}
 
 
 def _within(inner: Span, outer: Span) -> bool:
@@ -67,7 +73,7 @@ class Calls(Protocol):
         self,
         name: str,
         span: Span,
-        inputs: Sequence[Value],
+        inputs: Sequence[Tensor | Poison],
         positional: list[tuple[Any, Span]],
         keyword: list[tuple[str, Any, Span]],
         scope: Scope,
@@ -109,7 +115,7 @@ class Expressions:
             return value
         return self.problems.fail(f"expected a tensor here, got {describe(value)}", span, scope)
 
-    def scalar(self, expr: ast.Expr, scope: Scope, what: str) -> Value:
+    def scalar(self, expr: ast.Expr, scope: Scope, what: str) -> Scalar | Poison:
         """A number, word, bool, duration or list; a tensor here is an error."""
         value = self.eval(expr, scope, "arg")
         if isinstance(value, Tensor):
@@ -229,7 +235,8 @@ class Expressions:
             if symbols in ({"+"}, {"*"}):
                 layer = "add" if symbols == {"+"} else "mul"
                 assert self.calls is not None  # tensors exist only where layers can be called
-                return self.calls.apply_layer(layer, expr.span, values, [], [], scope)
+                operands = [v for v in values if isinstance(v, Tensor)]
+                return self.calls.apply_layer(layer, expr.span, operands, [], [], scope)
             bad = next(op for op in expr.ops if op.symbol in "-/")
             return self.problems.fail(
                 f"tensors cannot be combined with '{bad.symbol}'",
@@ -275,7 +282,7 @@ class Expressions:
             )
         if op.symbol == "/" and right == 0:
             return self.problems.fail("division by zero", span, scope)
-        result = {
+        result: int | float = {
             "+": lambda: left + right,
             "-": lambda: left - right,
             "*": lambda: left * right,

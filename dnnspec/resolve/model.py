@@ -27,6 +27,7 @@ from dnnspec.resolve.values import (
     Tensor,
     Value,
     describe,
+    word_in,
 )
 from dnnspec.syntax import ast
 
@@ -37,7 +38,7 @@ MAX_ITERATIONS = 20_000
 MAX_BLOCK_DEPTH = 32
 """Deepest chain of block calls inside block calls."""
 
-DTYPES = ("float32", "float64", "int64", "int32", "bool")
+DTYPES: tuple[ir.DType, ...] = ("float32", "float64", "int64", "int32", "bool")
 
 
 class ModelResolver:
@@ -167,10 +168,11 @@ class ModelResolver:
                 stmt.name.span,
                 help=f"give this input another name, e.g. '{name}_in'",
             )
-        dtype = stmt.dtype.id
-        if dtype not in DTYPES:
+        dtype = word_in(stmt.dtype.id, DTYPES)
+        if dtype is None:
+            word = stmt.dtype.id
             self.problems.fail(
-                f"unknown dtype '{dtype}'", stmt.dtype.span, help=did_you_mean(dtype, DTYPES)
+                f"unknown dtype '{word}'", stmt.dtype.span, help=did_you_mean(word, DTYPES)
             )
         dims: list[int | str] = []
         for dim in stmt.dims:
@@ -194,15 +196,14 @@ class ModelResolver:
                 )
             else:
                 dims.append(value)
-        if dtype in DTYPES and len(dims) == len(stmt.dims):
+        declared: Tensor | Poison = POISON
+        if dtype is not None and len(dims) == len(stmt.dims):
             self.inputs[name] = ir.InputDecl(
                 name=name, dtype=dtype, dims=tuple(dims), span=stmt.span
             )
-            value: Tensor | Poison = Tensor(name)
-        else:
-            value = POISON
-        scope.values[name] = value
-        scope.current = value
+            declared = Tensor(name)
+        scope.values[name] = declared
+        scope.current = declared
 
     def repeat(self, stmt: ast.Repeat, scope: Scope) -> None:
         count = self.expr.scalar(stmt.count, scope, "the repeat count")
@@ -264,7 +265,7 @@ class ModelResolver:
                 scope,
                 help=did_you_mean(name, [*LAYERS.names(), *self.defs.blocks]),
             )
-        tensors: list[Value] = []
+        tensors: list[Tensor] = []
         positional: list[tuple[Any, Span]] = []
         keyword: list[tuple[str, Any, Span]] = []
         broken = not known
@@ -295,8 +296,8 @@ class ModelResolver:
         return self.apply_layer(name, span, inputs, positional, keyword, scope)
 
     def call_inputs(
-        self, name: str, chain_input: Value | None, tensors: list[Value], span: Span, scope: Scope
-    ) -> list[Value] | None:
+        self, name: str, chain_input: Value | None, tensors: list[Tensor], span: Span, scope: Scope
+    ) -> list[Tensor | Poison] | None:
         """The tensor inputs of a call: the chain input, then tensor arguments; when there
         are neither, the current value. Checks the count against the layer's arity."""
         if chain_input is not None and not isinstance(chain_input, Tensor | Poison):
@@ -306,7 +307,8 @@ class ModelResolver:
                 scope,
             )
             return None
-        inputs = ([chain_input] if chain_input is not None else []) + tensors
+        inputs: list[Tensor | Poison] = [chain_input] if chain_input is not None else []
+        inputs += tensors
         if not inputs:
             if scope.current is None:
                 self.problems.fail(
@@ -344,7 +346,7 @@ class ModelResolver:
         self,
         name: str,
         span: Span,
-        inputs: Sequence[Value],
+        inputs: Sequence[Tensor | Poison],
         positional: list[tuple[Any, Span]],
         keyword: list[tuple[str, Any, Span]],
         scope: Scope,
@@ -384,7 +386,7 @@ class ModelResolver:
     def expand(
         self,
         name: str,
-        inputs: list[Value],
+        inputs: list[Tensor | Poison],
         positional: list[tuple[Any, Span]],
         keyword: list[tuple[str, Any, Span]],
         span: Span,

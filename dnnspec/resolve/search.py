@@ -17,6 +17,7 @@ from dnnspec.resolve.values import (
     compatible,
     describe,
     kind_of,
+    word_in,
 )
 from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES
 from dnnspec.syntax import ast
@@ -24,6 +25,8 @@ from dnnspec.training.metrics import METRICS
 
 MAX_CHOICES = 256
 """Most values one choice(...) may list: each is resolved with the whole spec when checked."""
+
+DIRECTIONS: tuple[ir.Direction, ...] = ("min", "max")
 
 
 class SearchResolver:
@@ -39,7 +42,8 @@ class SearchResolver:
     ) -> ir.SearchSpec | None:
         scope = Scope(tensors=False)
         method = self.expr.get(SEARCH_METHODS, search.method)
-        objective, direction = "val_loss", "min"
+        objective: str = "val_loss"
+        direction: ir.Direction = "min"
         rest: list[ast.Arg] = []
         given: ast.Arg | None = None
         for arg in search.args:
@@ -49,7 +53,8 @@ class SearchResolver:
                 self.problems.fail("the objective is given twice", arg.span)
             else:
                 given = arg
-                objective, direction = self.objective(arg, train)
+                found = self.objective(arg, train)
+                objective, direction = found if found is not None else ("", direction)
         bound_args = self.expr.bind_args(rest, scope)
         call: ir.Call | Poison = POISON
         if method is not POISON and bound_args is not None:
@@ -84,8 +89,10 @@ class SearchResolver:
             span=search.span,
         )
 
-    def objective(self, arg: ast.Arg, train: ir.TrainSpec | None) -> tuple[str, str]:
-        """`max val_accuracy` -> ("val_accuracy", "max"); ("", "") when it is wrong."""
+    def objective(
+        self, arg: ast.Arg, train: ir.TrainSpec | None
+    ) -> tuple[str, ir.Direction] | None:
+        """`max val_accuracy` -> ("val_accuracy", "max"); None when it is wrong."""
         expr = arg.value
         if isinstance(expr, ast.WithUnit) and isinstance(expr.value, ast.Name):
             direction, metric = expr.value, expr.unit
@@ -95,14 +102,15 @@ class SearchResolver:
             self.problems.fail(
                 "the objective is written like max val_accuracy or min val_loss", expr.span
             )
-            return "", ""
-        if direction is not None and direction.id not in ("min", "max"):
+            return None
+        chosen = None if direction is None else word_in(direction.id, DIRECTIONS)
+        if direction is not None and chosen is None:
             self.problems.fail(
                 f"unknown direction '{direction.id}'",
                 direction.span,
-                help=did_you_mean(direction.id, ("min", "max")),
+                help=did_you_mean(direction.id, DIRECTIONS),
             )
-            return "", ""
+            return None
         name = metric.id
         base = name.removeprefix("val_").removeprefix("train_")
         listed = [m.name for m in train.metrics] if train else list(METRICS)
@@ -113,18 +121,18 @@ class SearchResolver:
                 metric.span,
                 help=did_you_mean(name, options) or "expected one of: " + ", ".join(options),
             )
-            return "", ""
+            return None
         if base != "loss" and base not in listed:
             self.problems.fail(
                 f"the objective '{name}' is not computed by this run",
                 metric.span,
                 help=f"add it to the train section: metrics {base}",
             )
-            return "", ""
-        if direction is None:
+            return None
+        if chosen is None:
             better = base != "loss" and METRICS.get(base).higher_is_better
             return name, "max" if better else "min"
-        return name, direction.id
+        return name, chosen
 
     def search_dim(
         self, dim: ast.SearchDim, method: Any, earlier: list[str]

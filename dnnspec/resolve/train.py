@@ -12,7 +12,7 @@ from dnnspec.registry import Registry
 from dnnspec.resolve.expressions import Expressions
 from dnnspec.resolve.problems import Problems
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
-from dnnspec.schema import INT64_MAX
+from dnnspec.schema import INT64_MAX, arg_str
 from dnnspec.syntax import ast
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES
@@ -79,7 +79,12 @@ class TrainResolver:
                     help=f"add a line like: {example}",
                 )
         found: dict[str, Any] = {}
-        calls = {"data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+        calls: dict[str, Registry[Any]] = {
+            "data": DATASETS,
+            "loss": LOSSES,
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+        }
         for key, item in items.items():
             if key in calls:
                 found[key] = self.train_call(self.one_value(item), calls[key], scope)
@@ -120,8 +125,9 @@ class TrainResolver:
         """`adam(lr = 1e-3)` or `cross_entropy`: a registry entry with its bound arguments."""
         if expr is None:
             return POISON
+        args: tuple[ast.Arg, ...] = ()
         if isinstance(expr, ast.Name):
-            func, args = expr, ()
+            func = expr
         elif isinstance(expr, ast.Call):
             func, args = expr.func, expr.args
         else:
@@ -178,9 +184,8 @@ class TrainResolver:
                         notes=[Note(message="first listed here", span=names[call.name])],
                     )
                 names.setdefault(call.name, call.span)
-        if any(c is POISON for c in calls):
-            return POISON
-        return tuple(calls)
+        resolved = tuple(c for c in calls if isinstance(c, ir.Call))
+        return resolved if len(resolved) == len(calls) else POISON
 
     def early_stop(self, item: ast.TrainItem, scope: Scope) -> ir.Call | Poison:
         args: tuple[ast.Arg, ...] = ()
@@ -225,7 +230,7 @@ class TrainResolver:
         listed = [m.name for m in metrics] if isinstance(metrics, tuple) else []
         known = {"loss", "val_loss", "train_loss"}
         known |= {f"{p}{m}" for m in listed for p in ("", "val_", "train_")}
-        monitor = stop.args["monitor"]
+        monitor = arg_str(stop.args, "monitor")
         if monitor not in known:
             span = self.arg_span(item, "monitor", 0) or stop.span
             self.problems.fail(

@@ -7,15 +7,16 @@ failed and was reported). `Definitions` holds what names the spec defines.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from dnnspec.errors import Span, did_you_mean
 from dnnspec.schema import Duration, Signature
 from dnnspec.syntax import ast
 
 Scalar = bool | int | float | str | Duration | list[Any]
+W = TypeVar("W", bound=str)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Poison:
         return "POISON"
 
 
-POISON: Any = Poison()
+POISON = Poison()
 Value = Tensor | Scalar | Poison
 
 
@@ -62,7 +63,7 @@ class Scope:
     consts: dict[str, Scalar] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     frames: tuple[Frame, ...] = ()
-    current: Value | None = None
+    current: Tensor | Poison | None = None
     tensors: bool = True
     """False where layers cannot be called: params, train and search sections."""
 
@@ -133,6 +134,11 @@ def compatible(declared: str, value: Any) -> bool:
     """Whether `value` may stand where a value of kind `declared` was written."""
     kind = kind_of(value)
     return kind == declared or (declared == "float" and kind == "int")
+
+
+def word_in(word: str, options: Sequence[W]) -> W | None:
+    """`word` as the option it equals, typed as the options are (a Literal); else None."""
+    return next((o for o in options if o == word), None)
 
 
 def suggest(word: str, names: Iterable[str]) -> str | None:

@@ -29,6 +29,7 @@ from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import conform
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
+from dnnspec.schema import arg_float
 from dnnspec.training.early_stop import EarlyStop
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.schedules import SCHEDULES, Timing
@@ -95,7 +96,9 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     data, classes = conform(
         dataset.load(train.data.args, train.seed, train.data.span), typed, loss.target, train.data
     )
-    train_data, val_data = split(data, train.data.args.get("validation", 0.0), train.seed)
+    args = train.data.args
+    validation = arg_float(args, "validation") if "validation" in args else 0.0
+    train_data, val_data = split(data, validation, train.seed)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
     steps_per_epoch = math.ceil(len(train_data) / train.batch)

@@ -217,7 +217,8 @@ class _Tokens:
         try:
             yield from _lark().lex(self.text)
         except UnexpectedCharacters as exc:
-            char = self.text[exc.pos_in_stream] if exc.pos_in_stream < len(self.text) else ""
+            pos: int | None = exc.pos_in_stream  # lark declares the attribute as None
+            char = self.text[pos] if pos is not None and pos < len(self.text) else ""
             span = Span(
                 file=self.file,
                 line=exc.line,
@@ -304,7 +305,7 @@ class _Tokens:
         )
 
 
-def parse_tree(text: str, file: str, start: str = "start") -> Tree:
+def parse_tree(text: str, file: str, start: str = "start") -> Tree[Token]:
     """Parse `text` with the grammar's `start` rule; syntax errors raise `DiagnosticError`."""
     tokens = _Tokens(text, file)
     parser = _lark().parse_interactive(start=start)
@@ -315,7 +316,8 @@ def parse_tree(text: str, file: str, start: str = "start") -> Tree:
             fed.append(tok)
         lines = text.split("\n")
         end = (len(lines), len(lines[-1]) + 1)
-        return parser.feed_token(Token("$END", "", len(text), *end, *end))
+        tree: Tree[Token] = parser.feed_token(Token("$END", "", len(text), *end, *end))
+        return tree
     except UnexpectedToken as exc:
         raise DiagnosticError(_unexpected(exc.token, fed, tokens, start, file)) from None
     except LarkError as exc:

@@ -13,7 +13,7 @@ import math
 
 import onnx
 
-from dnnspec.autodiff.context import VjpContext
+from dnnspec.autodiff.context import VjpContext, static_dims
 from dnnspec.autodiff.rules.base import VJP, single
 
 Grads = list[str | None]
@@ -34,18 +34,18 @@ def _reduce(ctx: VjpContext, node: onnx.NodeProto, dys: Grads, mean: bool) -> Gr
         rank = len(shape)
         reduced = sorted({a % rank for a in axes}) if axes else list(range(rank))
         grad = dy
-        sizes = [shape[a] for a in reduced]
-        static = all(isinstance(d, int) for d in sizes)
+        sizes = static_dims([shape[a] for a in reduced])
         if mean:
-            if static:
-                count = math.prod(d for d in sizes if isinstance(d, int))
+            if sizes is not None:
+                count = math.prod(sizes)
                 grad = b.op("Mul", [grad, ctx.scalar(1.0 / count, y)])
             else:
                 grad = b.op("Mul", [grad, _dynamic_ratio(ctx, x, y)])
         if not keepdims and reduced != list(range(len(reduced))):
             grad = b.op("Unsqueeze", [grad, ctx.int_const(reduced)])
-        if static:
-            target = ctx.int_const([shape[a] if a in reduced else 1 for a in range(rank)])
+        if sizes is not None:
+            size_of = dict(zip(reduced, sizes, strict=True))
+            target = ctx.int_const([size_of.get(a, 1) for a in range(rank)])
         else:
             target = ctx.shape_of(x)
         grads[0] = b.op("Expand", [grad, target])
