@@ -21,8 +21,8 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("ir",),
     ("graph",),  # the graph builder and RNG: what layers, training and autodiff emit into
     ("syntax",),
-    # Layers sit below training rather than beside it: an initialiser reads the layer's
-    # ParamSpec (training/init.py), and losses, metrics and optimizers need nothing above.
+    # Layers sit below training rather than beside it: losses, metrics and optimizers
+    # need nothing above, and the trainer initialises parameters from layers/init.py.
     ("layers",),
     ("training", "data", "search"),
     ("autodiff",),

@@ -25,6 +25,7 @@ from dnnspec.frontend import load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.init import INITIALISERS
 
 SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
 SIZES = {"N": 5, "T": 3}
@@ -205,6 +206,8 @@ def test_layer_case_infers_its_type_and_parameter_count(case: LayerCase) -> None
     info = typed.layers[-1]
     assert info.node.layer == case.layer
     assert (str(info.out), info.param_count) == (case.output, case.params)
+    # check settles `auto`: every parameter names an initialiser the trainer can draw
+    assert all(p.init in INITIALISERS for p in info.params)
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: c.id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span
 from dnnspec.ir import Node, Spec
-from dnnspec.layers.base import LAYERS, Init, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.base import LAYERS, ParamSpec, ShapeError, TensorType
 from dnnspec.training.losses import LOSSES
 
 RELU_LIKE = frozenset({"relu", "leaky_relu", "elu", "gelu", "silu"})
@@ -116,7 +116,7 @@ class _Checker:
         if not any(p.init == "auto" for p in info.params):
             return info
         consumers = {n.layer for n in self.spec.model.nodes if info.node.name in n.inputs}
-        init: Init = "he_normal" if consumers and consumers <= RELU_LIKE else "glorot_uniform"
+        init = "he_normal" if consumers and consumers <= RELU_LIKE else "glorot_uniform"
         params = [replace(p, init=init) if p.init == "auto" else p for p in info.params]
         return replace(info, params=params)
 

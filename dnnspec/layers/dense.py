@@ -12,9 +12,8 @@ from typing import Any
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.common import per_sample, require_float, require_rank
+from dnnspec.layers.init import INITIALISERS
 from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_int
-
-INITS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "normal_002", "orthogonal")
 
 
 def _in_features(t: TensorType) -> int:
@@ -70,7 +69,7 @@ LAYERS.add(
                     name="init",
                     type="str",
                     default="auto",
-                    choices=("auto", *INITS),
+                    choices=("auto", *INITIALISERS),
                     doc="auto: he_normal when a ReLU-like activation follows, else glorot_uniform",
                 ),
             )
