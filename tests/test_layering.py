@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dnnspec"
 
 TIERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("registry", "schema"),
+    ("files",),  # reading and writing user files: regular files, limits, atomic writes
+    ("registry", "schema", "npz"),
     ("ir",),
     ("graph",),  # the graph builder and RNG: what layers, training and autodiff emit into
     ("syntax",),

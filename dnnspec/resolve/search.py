@@ -23,6 +23,9 @@ from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES
 from dnnspec.syntax import ast
 from dnnspec.training.metrics import METRICS
 
+MAX_CHOICES = 256
+"""Most values one choice(...) may list: each is resolved with the whole spec when checked."""
+
 DIRECTIONS: tuple[ir.Direction, ...] = ("min", "max")
 
 
@@ -196,6 +199,13 @@ class SearchResolver:
         if kind == "choice":
             if not values:
                 self.problems.fail("choice needs at least one value", span)
+                return False
+            if len(values) > MAX_CHOICES:
+                self.problems.fail(
+                    f"choice takes at most {MAX_CHOICES} values, got {len(values)}",
+                    span,
+                    help="search a range with int_range, uniform or log_uniform",
+                )
                 return False
             for arg, value in zip(space.args, values, strict=True):
                 if declared is not None and not compatible(declared, value):
