@@ -1,6 +1,15 @@
 """VJP rules, one module per op family; importing this package registers all of them."""
 
-from dnnspec.autodiff.rules import activations, elementwise, gather, matmul, nn, reduce, shape
+from dnnspec.autodiff.rules import (
+    activations,
+    elementwise,
+    gather,
+    matmul,
+    nn,
+    reduce,
+    scan,
+    shape,
+)
 from dnnspec.autodiff.rules.base import VJP, VjpRule
 
 __all__ = [
@@ -12,5 +21,6 @@ __all__ = [
     "matmul",
     "nn",
     "reduce",
+    "scan",
     "shape",
 ]

@@ -1,4 +1,4 @@
-"""Data movement: Reshape, Flatten, Squeeze/Unsqueeze, Transpose, Concat, Slice, Expand.
+"""Data movement: Reshape, Flatten, Squeeze/Unsqueeze, Transpose, Concat, Split, Slice, Expand.
 
 Each inverts the movement on the gradient with constants taken from static shapes where
 known (a Reshape target with one -1 for a symbolic batch, Split sizes, Pad amounts), so
@@ -179,3 +179,17 @@ def slice_(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
 def expand(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     x = node.input[0]
     return [ctx.reduce_to(single(dys), ctx.shape(node.output[0]), x), None]
+
+
+@VJP.register("Split")
+def split(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
+    """Concat of the parts' gradients along the split axis; a part without one (unused
+    gates) contributes zeros of its shape."""
+    rank = ctx.require_rank(node.input[0], "Split")
+    axis = int(ctx.attr(node, "axis", 0)) % rank
+    parts = [
+        dy if dy is not None else ctx.zeros_like(o) for dy, o in zip(dys, node.output, strict=True)
+    ]
+    grads: Grads = [None] * len(node.input)
+    grads[0] = ctx.b.op("Concat", parts, axis=axis) if len(parts) > 1 else parts[0]
+    return grads
