@@ -13,10 +13,25 @@ import pytest
 from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, Program, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec, load_spec_text
+from dnnspec.ir import InputDecl, Spec
 from dnnspec.training.init import initial_value
 from dnnspec.training.schedules import Timing
 
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.dnn"))
+
+
+def sample_input(spec: Spec, decl: InputDecl, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """A batch for `decl`: token ids inside every embedding's vocabulary that reads it,
+    else normal floats; symbolic dims past the batch (a sequence's T) take 5."""
+    dims = (batch, *(d if isinstance(d, int) else 5 for d in decl.dims[1:]))
+    if not decl.dtype.startswith("int"):
+        return rng.normal(size=dims)
+    vocab = min(
+        int(n.args["vocab"])
+        for n in spec.model.nodes
+        if n.layer == "embedding" and decl.name in n.inputs
+    )
+    return rng.integers(0, vocab, dims)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
@@ -35,7 +50,7 @@ def test_train_step_gradient_matches_finite_differences(path: Path) -> None:
     decl = spec.model.inputs[0]
     batch = 6
     feeds: dict[str, np.ndarray] = {
-        decl.name: rng.normal(size=(batch, *decl.dims[1:])),
+        decl.name: sample_input(spec, decl, batch, rng),
         STEP: np.array(3, np.int64),
         SEED: np.array(5, np.int64),
         TARGET: (
