@@ -21,6 +21,7 @@ test: $(BIN)/dnnspec
 lint: $(BIN)/dnnspec
 	$(BIN)/ruff check dnnspec tests tools
 	$(BIN)/ruff format --check dnnspec tests tools
+	$(BIN)/mypy
 
 bench: $(BIN)/dnnspec
 	$(BIN)/python tools/bench.py

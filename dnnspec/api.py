@@ -23,12 +23,14 @@ import onnx
 from onnx import numpy_helper
 
 from dnnspec.assemble.steps import OUTPUT, Program
-from dnnspec.check.shapes import TypedModel, check_spec
+from dnnspec.check import shapes
+from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import read_inputs
 from dnnspec.errors import error
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
 from dnnspec.resolve import read_lock, write_lock
+from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import fits_shape
 from dnnspec.runtime.run import (
     Interrupted,
@@ -44,6 +46,7 @@ from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
 
 __all__ = [
+    "Cadence",
     "Device",
     "Interrupted",
     "Model",
@@ -52,7 +55,7 @@ __all__ = [
     "RunResult",
     "Spec",
     "TypedModel",
-    "check",
+    "check_spec",
     "compile",
     "load",
     "load_spec",
@@ -76,10 +79,11 @@ def _spec(source: str | Path | Spec, overrides: dict[str, Any]) -> Spec:
     return source
 
 
-def check(source: str | Path | Spec, /, **overrides: Any) -> TypedModel:
+def check_spec(source: str | Path | Spec, /, **overrides: Any) -> TypedModel:
     """Resolve and shape-check a spec without touching data: each layer's type, parameters
-    and FLOPs, and the warnings (mistakes that still train)."""
-    return check_spec(_spec(source, overrides))
+    and FLOPs, and the warnings (mistakes that still train). (`dnnspec.check` is the
+    package of that stage, hence the longer name.)"""
+    return shapes.check_spec(_spec(source, overrides))
 
 
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb
@@ -112,17 +116,22 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     reporter: Reporter | None = None,
+    checkpoint_every: Cadence | str | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
     override its params (`hidden=64`). `resume` continues the run in `out` from its last
-    checkpoint; `reporter` receives progress. Ctrl-C raises `Interrupted` (the run keeps
-    model.onnx of the last finished epoch and can be resumed)."""
+    checkpoint; `reporter` receives progress; `checkpoint_every` is a `Cadence` or its
+    text (`5` epochs, `30s`; default at most once a minute). Ctrl-C raises `Interrupted`
+    (the run keeps model.onnx of the last finished epoch and can be resumed)."""
     if resume and out is None:
         raise error("resume needs the run directory to continue: out=DIR")
     spec = _spec(source, overrides)
     run_dir = Path(out) if out is not None else new_run_dir(Path(spec.source))
-    return run_training(spec, run_dir, device, epochs, reporter, resume, overwrite)
+    every = (
+        Cadence.parse(checkpoint_every) if isinstance(checkpoint_every, str) else checkpoint_every
+    )
+    return run_training(spec, run_dir, device, epochs, reporter, resume, overwrite, every)
 
 
 class Model:
@@ -158,7 +167,8 @@ class Model:
             )
         if x.dtype.kind not in "biuf":
             raise error(f"input '{decl['name']}' expects {decl['dtype']} data, got {x.dtype}")
-        return self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]
+        output: np.ndarray = self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]
+        return output
 
     def evaluate(self) -> dict[str, float]:
         """Loss and metrics of model.onnx's weights on the run's validation split."""

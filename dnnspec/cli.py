@@ -57,10 +57,10 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import check
+    from dnnspec.api import check_spec
     from dnnspec.check.report import check_json, render_check
 
-    typed = check(_load(args))
+    typed = check_spec(_load(args))
     if args.json:
         print(json.dumps(check_json(typed), indent=2))
     else:
@@ -105,10 +105,13 @@ class ProgressReporter:
         )
         self.t0 = time.perf_counter()
 
-    def step(self, epoch: int, samples: int, loss: float) -> None:
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
         self.samples += samples
         rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
-        self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate)
+        assert self.task is not None, "advance() before start()"
+        self.progress.update(
+            self.task, advance=steps, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate
+        )
 
     def epoch(self, record: dict[str, Any]) -> None:
         shown = "  ".join(
@@ -145,6 +148,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             overwrite=args.overwrite,
             resume=args.resume,
             reporter=reporter,
+            checkpoint_every=args.checkpoint_every,
         )
     except Interrupted as stop:
         run_dir = stop.run_dir
@@ -215,7 +219,10 @@ PREDICTION_FORMATS = (".npy", ".csv")
 
 def _jsonable(values: np.ndarray) -> list[Any]:
     """Nested lists with NaN/inf as null: JSON has no NaN."""
-    return np.where(np.isfinite(values), values, None).tolist()
+    cells = values.astype(object)
+    cells[~np.isfinite(values)] = None
+    nested: list[Any] = cells.tolist()
+    return nested
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
@@ -266,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument(
+        "--checkpoint-every",
+        metavar="N|Ts",
+        default="60s",
+        help="checkpoint every N epochs, or at most every T seconds (30s, 2m); always at the "
+        "end, on early stop, Ctrl-C and divergence (default: 60s)",
+    )
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (

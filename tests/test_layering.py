@@ -16,12 +16,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dnnspec"
 
 TIERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("registry", "schema"),
+    ("files",),  # reading and writing user files: regular files, limits, atomic writes
+    ("registry", "schema", "npz"),
     ("ir",),
     ("graph",),  # the graph builder and RNG: what layers, training and autodiff emit into
     ("syntax",),
-    # Layers sit below training rather than beside it: an initialiser reads the layer's
-    # ParamSpec (training/init.py), and losses, metrics and optimizers need nothing above.
+    # Layers sit below training rather than beside it: losses, metrics and optimizers
+    # need nothing above, and the trainer initialises parameters from layers/init.py.
     ("layers",),
     ("training", "data", "search"),
     ("autodiff",),
@@ -31,6 +32,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("lower",),
     ("assemble",),
     ("runtime",),
+    ("tune",),  # trials run through the runtime (the package arrives with `dnnspec tune`)
     ("api",),  # the one public surface
     ("cli",),
     ("__main__", "__init__"),  # `python -m dnnspec`; the package re-exports the API lazily

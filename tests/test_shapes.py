@@ -4,9 +4,9 @@ counts; located shape diagnostics with notes at the producing layers; the layer 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
+from conftest import SPECS
 from rich.console import Console
 
 from dnnspec.check.report import check_json, render_check
@@ -15,8 +15,6 @@ from dnnspec.errors import Diagnostic, DiagnosticError, Span
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.ir import Graph, InputDecl, Node, Spec
 from dnnspec.layers.base import TensorType
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def span(line: int, col: int = 3) -> Span:
@@ -253,7 +251,7 @@ def test_auto_init_is_he_before_relu_like_activations_and_glorot_elsewhere() -> 
 def test_a_model_too_large_for_an_onnx_file_is_an_error_at_its_largest_layer() -> None:
     (d,) = diagnostics("  input x: float32[N, 64]\n  dense(1e12)\n  dense(10)\n")
     assert d.message.startswith("the model has 75,000,000,000,010 parameters")
-    assert (d.span.line, d.span.col) == (3, 3)
+    assert d.span is not None and (d.span.line, d.span.col) == (3, 3)
     assert "dense_1" in (d.help or "")
 
 

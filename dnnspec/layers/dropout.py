@@ -13,7 +13,7 @@ from typing import Any
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ShapeError, TensorType
 from dnnspec.layers.common import require_float
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_float
 
 
 def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
@@ -27,7 +27,7 @@ def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
 
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
     """Mul(x, Where(u >= p, 1 / (1 - p), 0)) with u uniform in [0, 1): keeps 1 - p."""
-    x, p = inputs[0], node.args["p"]
+    x, p = inputs[0], arg_float(node.args, "p")
     if not ctx.training or p == 0.0:
         return x
     if ctx.rng is None:

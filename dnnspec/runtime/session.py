@@ -60,7 +60,7 @@ def providers_for(device: Device) -> list[str]:
 
 
 def threads() -> int:
-    """Intra-op threads: $DNNSPEC_THREADS when set, else the cores up to 8."""
+    """Intra-op threads: $DNNSPEC_THREADS when set (at most the cores), else the cores up to 8."""
     text = os.environ.get("DNNSPEC_THREADS", "").strip()
     if not text:
         return min(os.cpu_count() or 1, 8)
@@ -68,6 +68,13 @@ def threads() -> int:
         raise error(
             f"DNNSPEC_THREADS must be a positive whole number, got '{text}'",
             help="unset it to use one thread per core (up to 8)",
+        )
+    cores = os.cpu_count() or 1
+    if int(text) > cores:
+        raise error(
+            f"DNNSPEC_THREADS is {text}, but this machine has {cores} "
+            f"core{'s' if cores != 1 else ''}",
+            help=f"use at most {cores}, or unset it",
         )
     return int(text)
 
@@ -77,6 +84,10 @@ def session_options() -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads()
     options.inter_op_num_threads = 1
+    # Spinning workers keep a core busy between kernels; with the eval session's pool
+    # beside the train session's, or any other process, on two cores they starve the
+    # threads doing the work (measured in docs/architecture.md, "Runtime").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnnspec.ir import SpaceKind
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
-SPACES: dict[str, str] = {
+SPACES: dict[SpaceKind, str] = {
     "choice": "one of the listed values",
     "uniform": "a float drawn uniformly from [lo, hi]",
     "log_uniform": "a float whose logarithm is uniform in [log lo, log hi] (lo > 0)",
@@ -19,7 +20,7 @@ SPACES: dict[str, str] = {
 }
 """The space kinds a search dimension may use, with what each draws."""
 
-FINITE_SPACES = ("choice", "int_range")
+FINITE_SPACES: tuple[SpaceKind, ...] = ("choice", "int_range")
 
 
 @dataclass(frozen=True)

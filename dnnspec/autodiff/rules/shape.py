@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from dnnspec.autodiff.context import AutodiffError, VjpContext
+from dnnspec.autodiff.context import AutodiffError, VjpContext, static_dims
 from dnnspec.autodiff.rules.base import VJP, single
 
 Grads = list[str | None]
@@ -61,9 +61,9 @@ def concat(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     axis = int(ctx.attr(node, "axis", 0)) % rank
     inputs = list(node.input)
     needed = [i for i, x in enumerate(inputs) if ctx.needs(x)]
-    sizes = [(ctx.shape(x) or (None,) * rank)[axis] for x in inputs]
+    sizes = static_dims([(ctx.shape(x) or (None,) * rank)[axis] for x in inputs])
     grads: Grads = [None] * len(inputs)
-    if all(isinstance(s, int) for s in sizes):
+    if sizes is not None:
         offsets = np.cumsum([0, *sizes]).tolist()
         if len(needed) == 1:
             i = needed[0]
