@@ -113,7 +113,7 @@ def reference(
         backwards = args.get("reverse", False) or index == 1
         h = np.zeros((x.shape[0], units), np.float64)
         c = np.zeros_like(h)
-        outs = [None] * x.shape[1]
+        outs: list[np.ndarray] = [h] * x.shape[1]
         order = range(x.shape[1] - 1, -1, -1) if backwards else range(x.shape[1])
         for t in order:
             gx, gh = x[:, t] @ wi + bi, h @ wh + bh

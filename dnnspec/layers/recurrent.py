@@ -33,7 +33,7 @@ from onnx import numpy_helper
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_int
 
 UNROLL_MAX = 32
 """Static sequences up to this length are unrolled; longer or symbolic ones use Scan."""
@@ -202,7 +202,7 @@ def _flops(kind: str) -> Callable[[Sequence[TensorType], TensorType, dict[str, A
         features, width = _features(kind, x), cell.gates * units
         steps = x.dims[1] if isinstance(x.dims[1], int) else 1
         per_step = 2 * width * (features + units) + 2 * width + cell.elementwise * units
-        return steps * per_step * len(_directions(args))
+        return int(steps * per_step * len(_directions(args)))
 
     return flops
 
@@ -300,10 +300,10 @@ def _zero(b: GraphBuilder) -> onnx.TensorProto:
 def _lower_train(ctx: LowerCtx, node: Node, x: str, params: dict[str, str]) -> str:
     """The training forward in standard ops our autodiff differentiates."""
     b, kind, args = ctx.b, node.layer, node.args
-    units, sequences = args["units"], args["return_sequences"]
+    units, sequences = arg_int(args, "units"), arg_bool(args, "return_sequences")
     steps = ctx.types[node.inputs[0]].dims[1]
     directions = [
-        (_weights(params, suffix), args["reverse"] or suffix == "_reverse")
+        (_weights(params, suffix), arg_bool(args, "reverse") or suffix == "_reverse")
         for suffix in _directions(args)
     ]
     if isinstance(steps, int) and steps <= UNROLL_MAX:
@@ -356,7 +356,7 @@ def _fused_weights(b: GraphBuilder, cell: Cell, w: Weights, units: int) -> tuple
 def _lower_fused(ctx: LowerCtx, node: Node, x: str, params: dict[str, str]) -> str:
     """ONNX's LSTM/GRU/RNN op (time-major: onnxruntime's CPU kernels refuse layout = 1)."""
     b, kind, args = ctx.b, node.layer, node.args
-    cell, units = CELLS[kind], args["units"]
+    cell, units = CELLS[kind], arg_int(args, "units")
     suffixes = _directions(args)
     packed = [_fused_weights(b, cell, _weights(params, s), units) for s in suffixes]
     w, r, bias = (

@@ -19,6 +19,7 @@ from onnx import helper
 
 from dnnspec.autodiff.context import AutodiffError, VjpContext, captured, node_inputs
 from dnnspec.autodiff.rules.base import VJP, single
+from dnnspec.graph.builder import Dim
 
 Grads = list[str | None]
 
@@ -41,7 +42,7 @@ def _reverse(ctx: VjpContext, value: str) -> str:
     )
 
 
-def _value_info(name: str, elem: int, dims: tuple | None) -> onnx.ValueInfoProto:
+def _value_info(name: str, elem: int, dims: tuple[Dim, ...] | None) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem, None if dims is None else list(dims))
 
 
