@@ -211,6 +211,21 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase(
         "gru(3, reverse = true, return_sequences = true)", ("float32[N, 3, 2]",), "f32[N, 3, 3]", 63
     ),
+    # transformer layers (the memory case attends from h1 to itself through the cross path)
+    LayerCase("layer_norm", ("float32[N, T, 4]",), "f32[N, T, 4]", 8, {"N": 2, "T": 3}),
+    LayerCase("layer_norm(eps = 1e-3, axes = all)", ("float32[N, 2, 3]",), "f32[N, 2, 3]", 12),
+    LayerCase("positional(learned, max_len = 5)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 20),
+    LayerCase(
+        "positional(max_len = 8)", ("float32[N, T, 4]",), "f32[N, T, 4]", 0, {"N": 2, "T": 3}
+    ),
+    LayerCase(
+        "attention(2, causal = true, dropout = 0.2)",
+        ("float32[N, T, 4]",),
+        "f32[N, T, 4]",
+        4 * 4 * 4 + 4 * 4,
+        {"N": 2, "T": 3},
+    ),
+    LayerCase("attention(2, memory = h1)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 80),
 ]
 
 
