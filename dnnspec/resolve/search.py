@@ -183,11 +183,17 @@ class SearchResolver:
         kind, span, param = space.func.id, space.span, param_name.id
         current = self.defs.params.get(param, POISON)
         declared = None if current is POISON else kind_of(current)
-        if method is not POISON and method.finite_only and kind not in FINITE_SPACES:
+        stepped = kind == "uniform" and len(values) == 3
+        if (
+            method is not POISON
+            and method.finite_only
+            and kind not in FINITE_SPACES
+            and not stepped
+        ):
             self.problems.fail(
                 f"{kind} is a continuous space, which this search cannot enumerate",
                 span,
-                help="use choice(...) or int_range(lo, hi)",
+                help="use choice(...), int_range(lo, hi) or uniform(lo, hi, step)",
             )
             return False
         if kind == "choice":
@@ -209,12 +215,26 @@ class SearchResolver:
                     )
                     return False
             return True
-        if len(values) != 2 or not all(
+        takes_step = kind in ("int_range", "uniform")
+        if len(values) not in ((2, 3) if takes_step else (2,)) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in values
         ):
-            self.problems.fail(f"{kind} takes two numbers: {kind}(lo, hi)", span)
+            self.problems.fail(
+                f"{kind} takes two numbers and an optional step: {kind}(lo, hi, step)"
+                if takes_step
+                else f"{kind} takes two numbers: {kind}(lo, hi)",
+                span,
+            )
             return False
-        lo, hi = values
+        lo, hi = values[0], values[1]
+        if len(values) == 3 and (
+            values[2] <= 0 or (kind == "int_range" and not isinstance(values[2], int))
+        ):
+            what = "a positive integer" if kind == "int_range" else "positive"
+            self.problems.fail(
+                f"the step of {kind} must be {what}, got {values[2]!r}", space.args[2].span
+            )
+            return False
         if kind == "int_range":
             if not (isinstance(lo, int) and isinstance(hi, int)) or lo > hi:
                 self.problems.fail(
