@@ -19,7 +19,7 @@ from dnnspec.resolve.values import (
     kind_of,
     word_in,
 )
-from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES
+from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES, SearchMethodDef
 from dnnspec.syntax import ast
 from dnnspec.training.metrics import METRICS
 
@@ -135,7 +135,7 @@ class SearchResolver:
         return name, chosen
 
     def search_dim(
-        self, dim: ast.SearchDim, method: Any, earlier: list[str]
+        self, dim: ast.SearchDim, method: SearchMethodDef | Poison, earlier: list[str]
     ) -> ir.SearchDim | None:
         param = dim.param.id
         if param not in self.defs.param_decls:
@@ -177,7 +177,11 @@ class SearchResolver:
         return ir.SearchDim(param=param, space=kind, values=tuple(values), span=dim.span)
 
     def check_space_values(
-        self, space: ast.Call, values: list[Any], param_name: ast.Name, method: Any
+        self,
+        space: ast.Call,
+        values: list[Any],
+        param_name: ast.Name,
+        method: SearchMethodDef | Poison,
     ) -> bool:
         """Whether a space's values fit its kind, the searched param and the method."""
         kind, span, param = space.func.id, space.span, param_name.id
