@@ -38,6 +38,7 @@ SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
 TARGETS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
     "class": lambda rng, shape: rng.integers(0, shape[-1], shape[:-1]),
     "value": lambda rng, shape: rng.normal(size=shape),
+    "binary": lambda rng, shape: rng.integers(0, 2, shape).astype(np.float64),
 }
 """How a target of each kind (a loss's or metric's `target`) is drawn for a model output
 of the given shape: class ids index its last axis, values have its shape."""

@@ -144,10 +144,10 @@ def test_missing_relative_data_path_says_where_it_looked(tmp_path: Path) -> None
     assert str(tmp_path / "nowhere.npz") in text
 
 
-def test_class_loss_on_a_rank_3_output_is_a_check_error_at_the_output_layer() -> None:
+def test_class_loss_on_a_rank_4_output_is_a_check_error_at_the_output_layer() -> None:
     spec = load_spec_text(
         """model m {
-  input x: float32[N, 4, 5]
+  input x: float32[N, 2, 4, 5]
   dense(3)
 }
 train {
@@ -163,7 +163,7 @@ train {
         check_spec(spec)
     diagnostic = info.value.diagnostics[0]
     assert "needs one row of class scores per sample" in diagnostic.message
-    assert "f32[N, 4, 3]" in diagnostic.message
+    assert "f32[N, 2, 4, 3]" in diagnostic.message
     assert diagnostic.span is not None and diagnostic.span.line == 3
     assert diagnostic.notes[0].span is not None and diagnostic.notes[0].span.line == 7
 

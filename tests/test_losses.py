@@ -30,15 +30,48 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def weighted_mean(per: np.ndarray, labels: np.ndarray, args: dict[str, Any]) -> float:
+    """PyTorch's reduction: sum(w[y] l) / sum(w[y]) over the positions not ignored."""
+    w = np.asarray(args["class_weights"] or np.ones(labels.max() + 1))[labels]
+    w = w * (labels != args["ignore_index"])
+    return float((w * per).sum() / w.sum())
+
+
 def cross_entropy(out: np.ndarray, labels: np.ndarray, args: dict[str, Any]) -> float:
     classes, eps = out.shape[-1], args["label_smoothing"]
-    target = np.full(out.shape, eps / classes)
-    target[np.arange(len(labels)), labels] += 1.0 - eps
-    return float(-(target * log_softmax(out)).sum(axis=-1).mean())
+    target = np.eye(classes)[labels] * (1.0 - eps) + eps / classes
+    return weighted_mean(-(target * log_softmax(out)).sum(axis=-1), labels, args)
+
+
+def nll(out: np.ndarray, labels: np.ndarray, args: dict[str, Any]) -> float:
+    return weighted_mean(-(np.eye(out.shape[-1])[labels] * out).sum(axis=-1), labels, args)
 
 
 def mse(out: np.ndarray, target: np.ndarray, args: dict[str, Any]) -> float:
     return float(((out - target) ** 2).mean())
+
+
+def mae(out: np.ndarray, target: np.ndarray, args: dict[str, Any]) -> float:
+    return float(np.abs(out - target).mean())
+
+
+def huber(out: np.ndarray, target: np.ndarray, args: dict[str, Any]) -> float:
+    """Huber (1964): quadratic within delta of the target, linear beyond."""
+    d, delta = np.abs(out - target), args["delta"]
+    return float(np.where(d < delta, 0.5 * d**2, delta * (d - 0.5 * delta)).mean())
+
+
+def smooth_l1(out: np.ndarray, target: np.ndarray, args: dict[str, Any]) -> float:
+    d, beta = np.abs(out - target), args["beta"]
+    if beta == 0:
+        return float(d.mean())
+    return float(np.where(d < beta, 0.5 * d**2 / beta, d - 0.5 * beta).mean())
+
+
+def binary_cross_entropy(out: np.ndarray, target: np.ndarray, args: dict[str, Any]) -> float:
+    p = 1.0 / (1.0 + np.exp(-out))
+    pos = np.asarray(args["pos_weight"] or [1.0])
+    return float(-(pos * target * np.log(p) + (1 - target) * np.log(1 - p)).mean())
 
 
 @dataclass(frozen=True)
@@ -48,16 +81,36 @@ class LossCase:
     output: tuple[int, ...]
     args: dict[str, Any] = field(default_factory=dict)
     rtol: float = 1e-7
+    id: str = ""
 
-    @property
-    def id(self) -> str:
-        return "-".join([self.loss, *(f"{k}={v}" for k, v in self.args.items())])
+    def __post_init__(self) -> None:
+        if not self.id:
+            words = [self.loss, *(f"{k}={v}" for k, v in self.args.items())]
+            object.__setattr__(self, "id", "-".join(words).replace(" ", ""))
 
 
 LOSS_CASES: list[LossCase] = [
     LossCase("cross_entropy", cross_entropy, (5, 4)),
     LossCase("cross_entropy", cross_entropy, (6, 3), {"label_smoothing": 0.1}),
+    LossCase("cross_entropy", cross_entropy, (5, 4), {"class_weights": [1.0, 2.0, 0.5, 3.0]}),
+    LossCase("cross_entropy", cross_entropy, (4, 6, 5), {"ignore_index": 0}, id="sequence"),
+    LossCase(
+        "cross_entropy",
+        cross_entropy,
+        (4, 6, 3),
+        {"ignore_index": 2, "class_weights": [2.0, 1.0, 4.0], "label_smoothing": 0.2},
+    ),
+    LossCase("nll", nll, (5, 4)),
+    LossCase("nll", nll, (6, 4), {"class_weights": [1.0, 0.0, 2.0, 1.0], "ignore_index": 3}),
     LossCase("mse", mse, (5, 3)),
+    LossCase("mae", mae, (5, 3)),
+    LossCase("huber", huber, (6, 4)),
+    LossCase("huber", huber, (6, 4), {"delta": 0.3}),
+    LossCase("smooth_l1", smooth_l1, (6, 4), {"beta": 0.5}),
+    LossCase("smooth_l1", smooth_l1, (6, 4), {"beta": 0.0}),
+    LossCase("binary_cross_entropy", binary_cross_entropy, (6, 3)),
+    LossCase("binary_cross_entropy", binary_cross_entropy, (6, 3), {"pos_weight": [2.0]}),
+    LossCase("binary_cross_entropy", binary_cross_entropy, (6, 3), {"pos_weight": [0.5, 1.0, 3.0]}),
     LossCase("mse", mse, (4, 2, 3)),
 ]
 

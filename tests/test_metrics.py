@@ -34,6 +34,8 @@ class MetricCase:
 
 METRIC_CASES: list[MetricCase] = [
     MetricCase("accuracy", lambda out, y: float((out.argmax(-1) == y).mean()), (40, 3)),
+    MetricCase("accuracy", lambda out, y: float((out.argmax(-1) == y).mean()), (6, 5, 3)),
+    MetricCase("binary_accuracy", lambda out, y: float(((out > 0) == (y == 1)).mean()), (10, 3)),
     MetricCase("mae", lambda out, y: float(np.abs(out - y).mean()), (6, 2, 3)),
     MetricCase("mse", lambda out, y: float(((out - y) ** 2).mean()), (6, 4)),
 ]
@@ -51,7 +53,7 @@ def count(per: Per, target: np.ndarray) -> int:
     return len(target) if per == "sample" else target.size
 
 
-@pytest.mark.parametrize("case", METRIC_CASES, ids=lambda c: c.metric)
+@pytest.mark.parametrize("case", METRIC_CASES, ids=lambda c: f"{c.metric}-{len(c.output)}d")
 def test_metric_sum_over_its_count_matches_the_reference(case: MetricCase) -> None:
     definition = METRICS.get(case.metric)
     dims: list[int | str] = ["N", *case.output[1:]]

@@ -22,7 +22,7 @@ from dnnspec.registry import Registry
 from dnnspec.schema import REQUIRED, ArgSpec, Duration, Signature
 from dnnspec.search.methods import SEARCH_METHODS, SPACES
 from dnnspec.training.early_stop import EARLY_STOP
-from dnnspec.training.losses import LOSSES
+from dnnspec.training.losses import LOSSES, TARGET_WORDS
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
@@ -86,7 +86,7 @@ def table(title: str, registry: Registry[Any], extra: str = "") -> list[str]:
         if extra == "tensor inputs":
             cells.append("2 or more" if entry.arity is None else str(entry.arity))
         elif extra == "targets":
-            cells.append({"class": "class labels", "value": "values"}[entry.target])
+            cells.append(TARGET_WORDS[entry.target])
         cells.append(entry.doc.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]

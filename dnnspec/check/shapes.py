@@ -182,10 +182,33 @@ class _Checker:
                 )
             )
         loss = self.spec.train.loss if self.spec.train else None
-        if loss is None or LOSSES.get(loss.name).target != "class":
+        if loss is None:
+            return
+        definition = LOSSES.get(loss.name)
+        for message, help in definition.check(loss.args, output.dims):
+            self.problems.append(
+                Diagnostic(
+                    message=f"loss '{loss.name}': {message}",
+                    span=loss.span,
+                    notes=(Note(message=f"the model outputs {output}", span=span),),
+                    help=help,
+                )
+            )
+        if definition.target == "binary" and len(output.dims) < 2:
+            self.problems.append(
+                Diagnostic(
+                    message=f"loss '{loss.name}' needs one logit per target unit, [N, units], "
+                    f"but the model outputs {output}",
+                    span=span,
+                    notes=(Note(message="the loss is chosen here", span=loss.span),),
+                    help="end the model with dense(units)",
+                )
+            )
+        if definition.target != "class":
             return
         last = self.nodes.get(self.spec.model.output)
-        if last is not None and last.layer in SQUASHING:
+        from_logits = loss.name != "nll"
+        if from_logits and last is not None and last.layer in SQUASHING:
             self.warnings.append(
                 Diagnostic(
                     severity="warning",
@@ -198,15 +221,28 @@ class _Checker:
                     f"so apply {last.layer} where you use it",
                 )
             )
-        if len(output.dims) != 2 or not isinstance(output.dims[1], int):
+        if not from_logits and (last is None or last.layer != "log_softmax"):
+            self.warnings.append(
+                Diagnostic(
+                    severity="warning",
+                    message=f"'{loss.name}' reads log-probabilities, but the model does not "
+                    "end in log_softmax",
+                    span=span,
+                    notes=(Note(message="the loss is chosen here", span=loss.span),),
+                    help="end the model with log_softmax, or train with cross_entropy on "
+                    "the logits",
+                )
+            )
+        if len(output.dims) not in (2, 3) or not isinstance(output.dims[-1], int):
             self.problems.append(
                 Diagnostic(
                     message=f"loss '{loss.name}' needs one row of class scores per sample, "
-                    f"[N, classes], but the model outputs {output}",
+                    f"[N, classes] (or [N, T, classes] for a sequence of labels), but the "
+                    f"model outputs {output}",
                     span=span,
                     notes=(Note(message="the loss is chosen here", span=loss.span),),
                     help="flatten and end the model with dense(classes)"
-                    if len(output.dims) > 2
+                    if len(output.dims) > 3
                     else "end the model with dense(classes)",
                 )
             )

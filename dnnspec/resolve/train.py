@@ -15,7 +15,7 @@ from dnnspec.resolve.values import POISON, Poison, Scope, describe
 from dnnspec.schema import INT64_MAX, arg_str
 from dnnspec.syntax import ast
 from dnnspec.training.early_stop import EARLY_STOP
-from dnnspec.training.losses import LOSSES
+from dnnspec.training.losses import LOSSES, TARGET_WORDS
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
@@ -217,13 +217,12 @@ class TrainResolver:
         for metric in metrics:
             if METRICS.get(metric.name).target != target:
                 fitting = sorted(m for m in METRICS if METRICS.get(m).target == target)
-                kinds = {"class": "class labels", "value": "values"}
                 self.problems.fail(
-                    f"metric '{metric.name}' needs {kinds[METRICS.get(metric.name).target]}"
-                    f", but loss '{loss.name}' trains on {kinds[target]}",
+                    f"metric '{metric.name}' needs {TARGET_WORDS[METRICS.get(metric.name).target]}"
+                    f", but loss '{loss.name}' trains on {TARGET_WORDS[target]}",
                     metric.span,
                     notes=[Note(message="the loss", span=loss.span)],
-                    help=f"metrics for {kinds[target]}: {', '.join(fitting) or 'none'}",
+                    help=f"metrics for {TARGET_WORDS[target]}: {', '.join(fitting) or 'none'}",
                 )
 
     def check_monitor(self, stop: ir.Call, item: ast.TrainItem, metrics: Any) -> None:

@@ -49,11 +49,15 @@ def _check_finite(array: np.ndarray, what: str, source: Call) -> None:
     )
 
 
-def _labels(y: np.ndarray, classes: int, output: str, source: Call) -> np.ndarray:
-    """Class ids as int64; integral floats (as CSV and many .npz files store them) pass."""
-    if y.ndim != 1 or y.dtype.kind not in "biuf":
+def _labels(
+    y: np.ndarray, dims: tuple[int | str, ...], sizes: dict[str, int], output: str, source: Call
+) -> np.ndarray:
+    """Class ids as int64 shaped like the output without its class axis ([N] or [N, T]);
+    integral floats (as CSV and many .npz files store them) pass."""
+    classes = int(dims[-1])
+    if not fits_shape(dims[:-1], y.shape, sizes) or y.dtype.kind not in "biuf":
         raise error(
-            f"the loss expects integer class labels of shape [N], got {y.dtype} "
+            f"the loss expects integer class labels of shape {_shape(dims[:-1])}, got {y.dtype} "
             f"{_shape(('N',) + y.shape[1:]) if y.ndim else '[]'}",
             source.span,
         )
@@ -67,20 +71,24 @@ def _labels(y: np.ndarray, classes: int, output: str, source: Call) -> np.ndarra
                 help="a classification loss needs class ids 0, 1, 2, ...; "
                 "for real-valued targets use loss mse",
             )
-    if len(y) and y.min() < 0:
-        row = int(np.argmin(y))
+    if y.size and y.min() < 0:
+        row = int(np.unravel_index(np.argmin(y), y.shape)[0])
         raise error(
-            f"label {int(y[row])} of sample {row} is negative",
+            f"label {int(y.min())} of sample {row} is negative",
             source.span,
             help=f"class ids run from 0 to {classes - 1}",
         )
-    if len(y) and y.max() >= classes:
-        row = int(np.argmax(y))
+    if y.size and y.max() >= classes:
+        row = int(np.unravel_index(np.argmax(y), y.shape)[0])
+        starts_at_one = y.size and y.min() == 1 and y.max() == classes
         raise error(
-            f"label {int(y[row])} of sample {row} is outside the model's {classes} classes "
+            f"label {int(y.max())} of sample {row} is outside the model's {classes} classes "
             f"(0..{classes - 1})",
             source.span,
-            help=f"the model outputs {output}; make its last dense layer "
+            help="class ids must start at 0: these labels run from 1 to "
+            f"{classes}, so subtract 1 from each (ids run from 0 to {classes - 1})"
+            if starts_at_one
+            else f"the model outputs {output}; make its last dense layer "
             f"as wide as the number of classes ({int(y.max()) + 1})",
         )
     return y.astype(np.int64)
@@ -153,8 +161,8 @@ def conform(
     out = typed.output
     y = np.asarray(data.y)
     if target == "class":
-        classes = int(out.dims[-1])
-        return Dataset(x, _labels(y, classes, str(out), source)), classes
+        labels = _labels(y, out.dims, sizes, str(out), source)
+        return Dataset(x, labels), int(out.dims[-1])
     if y.dtype.kind not in "biuf":
         raise error(f"targets must be numbers, got dtype {y.dtype}", source.span)
     if y.ndim == 1 and out.dims[1:] == (1,):
@@ -165,4 +173,15 @@ def conform(
             source.span,
         )
     _check_finite(y, "targets", source)
+    if target == "binary":
+        bad = np.argwhere((y != 0) & (y != 1))
+        if len(bad):
+            index = tuple(bad[0].tolist())
+            raise error(
+                f"the targets hold {y[index]} at sample {index[0]}"
+                + (f", unit {index[1:]}" if len(index) > 1 else "")
+                + "; this loss needs 0 or 1 per output unit",
+                source.span,
+                help="binary_cross_entropy reads one 0/1 target per output unit",
+            )
     return Dataset(x, y.astype(np.float32)), None

@@ -39,6 +39,13 @@ def _accuracy(b: GraphBuilder, logits: str, labels: str) -> str:
     return b.op("ReduceSum", [hits], hint="correct", keepdims=0)
 
 
+def _binary_accuracy(b: GraphBuilder, logits: str, target: str) -> str:
+    """A unit predicts 1 where its logit is positive (probability above one half)."""
+    pred = b.op("Cast", [b.op("Greater", [logits, b.const(0.0)])], to=b.float_elem)
+    hits = b.op("Cast", [b.op("Equal", [pred, target])], to=b.float_elem)
+    return b.op("ReduceSum", [hits], hint="correct", keepdims=0)
+
+
 def _abs_error(b: GraphBuilder, pred: str, target: str) -> str:
     diff = b.op("Abs", [b.op("Sub", [pred, target])])
     return b.op("ReduceSum", [diff], hint="abs_error", keepdims=0)
@@ -55,9 +62,20 @@ METRICS.add(
         Signature(),
         "class",
         True,
-        "sample",
+        "element",
         _accuracy,
-        "fraction of samples whose arg-max class is the label",
+        "fraction of labels (samples, or positions of a sequence) whose arg-max class is right",
+    ),
+)
+METRICS.add(
+    "binary_accuracy",
+    MetricDef(
+        Signature(),
+        "binary",
+        True,
+        "element",
+        _binary_accuracy,
+        "fraction of 0/1 targets matched by logit > 0",
     ),
 )
 METRICS.add(
