@@ -2,7 +2,12 @@
 
 The training step seeds the autodiff engine at the loss, so a loss brings no gradient of
 its own: every op it uses has a VJP rule (checked against finite differences), and the
-derived gradient is the exact gradient of the formula as computed.
+derived gradient is the exact gradient of the formula as computed. Like JAX's custom_vjp,
+a loss may hand back a `vjp` that writes d(loss)/d(output) itself from the forward's
+values; the step then seeds the engine at the output instead. Only cross-entropy does:
+"softmax - target" is 6 nodes where the derivation emits 14, measured 25-40% faster for
+the loss and its gradient alone and about 5% per step of the digits MLP with SGD.
+tests/test_losses.py checks every hand-written gradient against the derived one.
 
 A loss names the kind of target it reads (`Target`) and may check its arguments against
 the model's output (`check`, e.g. one class weight per class), so a mismatch is a located
@@ -29,8 +34,18 @@ TARGET_WORDS: dict[str, str] = {
     "binary": "0/1 targets",
 }
 
-# build(b, output, target, classes, args) -> name of the scalar batch-mean loss
-BuildLoss = Callable[[GraphBuilder, str, str, int | None, dict[str, Any]], str]
+
+@dataclass(frozen=True)
+class LossOut:
+    """The scalar batch-mean loss and, rarely, a hand-written `vjp` that emits its gradient
+    with respect to the model output when called (residuals captured from the forward)."""
+
+    loss: str
+    vjp: Callable[[], str] | None = None
+
+
+# build(b, output, target, classes, args) -> the loss (a name, or a LossOut with its vjp)
+BuildLoss = Callable[[GraphBuilder, str, str, int | None, dict[str, Any]], str | LossOut]
 # check(args, output dims) -> (message, help) for each argument that does not fit the model
 CheckLoss = Callable[[dict[str, Any], tuple[int | str, ...]], list[tuple[str, str]]]
 
@@ -49,6 +64,12 @@ class LossDef:
 
 
 LOSSES: Registry[LossDef] = Registry("loss")
+
+
+def loss_out(built: str | LossOut) -> LossOut:
+    """What a loss's `build` returned, as a LossOut."""
+    return built if isinstance(built, LossOut) else LossOut(built)
+
 
 NO_INDEX = -1
 """`ignore_index` when no class is ignored (class ids are never negative)."""
@@ -118,13 +139,25 @@ def _one_hot(b: GraphBuilder, labels: str, classes: int, off: float, on: float) 
     return target
 
 
-def _weighted_mean(b: GraphBuilder, per_position: str, labels: str, args: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class Reduced:
+    """A weighted mean: `value` = sum(w_i l_i) / `count`; `weights` None means all 1."""
+
+    value: str
+    weights: str | None
+    count: str
+
+
+def _weighted_mean(
+    b: GraphBuilder, per_position: str, labels: str, args: dict[str, Any]
+) -> Reduced:
     """Mean of the per-position losses, or with class weights / an ignored class
     sum(w_i l_i) / sum(w_i), w_i = weight[label_i] (0 where ignored): PyTorch's reduction.
     A batch with nothing to count has loss 0, not 0/0."""
     weights, ignore = args["class_weights"], args["ignore_index"]
     if not weights and ignore == NO_INDEX:
-        return b.op("ReduceMean", [per_position], keepdims=0)
+        count = b.op("Cast", [b.op("Size", [per_position])], hint="positions", to=b.float_elem)
+        return Reduced(b.op("ReduceMean", [per_position], keepdims=0), None, count)
     keep = None
     if ignore != NO_INDEX:
         kept = b.op("Not", [b.op("Equal", [labels, b.const(ignore, "int64")])])
@@ -137,26 +170,36 @@ def _weighted_mean(b: GraphBuilder, per_position: str, labels: str, args: dict[s
         assert keep is not None
         w = keep
     total = b.op("ReduceSum", [b.op("Mul", [w, per_position])], keepdims=0)
-    count = b.op("Max", [b.op("ReduceSum", [w], keepdims=0), b.const(1e-30)])
-    return b.op("Div", [total, count])
+    count = b.op("Max", [b.op("ReduceSum", [w], keepdims=0), b.const(1e-30)], hint="counted")
+    return Reduced(b.op("Div", [total, count]), w, count)
 
 
 def _cross_entropy(
     b: GraphBuilder, logits: str, labels: str, classes: int | None, args: dict[str, Any]
-) -> str:
+) -> LossOut:
     assert classes is not None
     eps = float(args["label_smoothing"])
     logp = b.op("LogSoftmax", [logits], hint="logp", axis=-1)
     target = _one_hot(b, labels, classes, eps / classes, 1.0 - eps + eps / classes)
     per = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([-1], "int64")], keepdims=0)
-    return b.op("Neg", [_weighted_mean(b, per, labels, args)], hint="loss")
+    mean = _weighted_mean(b, per, labels, args)
+    loss = b.op("Neg", [mean.value], hint="loss")
+
+    def vjp() -> str:
+        """w_i (softmax - target) / count: the gradient, since each target row sums to 1."""
+        diff = b.op("Sub", [b.op("Exp", [logp], hint="probs"), target])
+        if mean.weights is not None:
+            diff = b.op("Mul", [diff, b.op("Unsqueeze", [mean.weights, b.const([-1], "int64")])])
+        return b.op("Div", [diff, mean.count], hint="d_output")
+
+    return LossOut(loss, vjp)
 
 
 def _nll(b: GraphBuilder, logp: str, labels: str, classes: int | None, args: dict[str, Any]) -> str:
     assert classes is not None
     target = _one_hot(b, labels, classes, 0.0, 1.0)
     per = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([-1], "int64")], keepdims=0)
-    return b.op("Neg", [_weighted_mean(b, per, labels, args)], hint="loss")
+    return b.op("Neg", [_weighted_mean(b, per, labels, args).value], hint="loss")
 
 
 def _mse(b: GraphBuilder, pred: str, target: str, classes: int | None, args: dict[str, Any]) -> str:
