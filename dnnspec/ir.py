@@ -68,6 +68,14 @@ class Call(_Strict):
     span: Span
 
 
+class Selector(_Strict):
+    """A node (every parameter of it and of nodes inside it, `enc`) or one parameter
+    (`head.bias`) named in the train section."""
+
+    name: str
+    span: Span
+
+
 class TrainSpec(_Strict):
     """The `train { ... }` section, every default made explicit."""
 
@@ -81,6 +89,8 @@ class TrainSpec(_Strict):
     metrics: tuple[Call, ...] = ()
     early_stop: Call | None = None
     seed: int = 0
+    decay: tuple[Selector, ...] = ()
+    no_decay: tuple[Selector, ...] = ()
     span: Span
 
 

@@ -185,7 +185,8 @@ def build_train_step(
                 term = REGULARIZERS.get(reg.name).grad(b, slot.name, reg.args)
                 grad = b.op("Add", [grad, term])
         state = {kind: slot.state_name(kind) for kind in slot.state}
-        new_param, new_state = opt.update(b, slot.name, grad, state, scalars, opt_args)
+        args = opt_args if slot.spec.decay else {**opt_args, "weight_decay": 0.0}
+        new_param, new_state = opt.update(b, slot.name, grad, state, scalars, args)
         for name, value in [(slot.name, new_param), *((state[k], v) for k, v in new_state.items())]:
             b.rename(value, next_name(name))
             b.add_output(next_name(name), b.float_dtype, slot.spec.shape)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
-from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span
+from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, did_you_mean
 from dnnspec.ir import Node, Spec
 from dnnspec.layers.base import LAYERS, ParamSpec, ShapeError, TensorType
 from dnnspec.training.losses import LOSSES
@@ -107,8 +107,41 @@ class _Checker:
         self.check_size()
         if self.problems:
             raise DiagnosticError(self.problems)
-        layers = [self.with_init(i) for i in self.layers]
+        layers = self.with_decay([self.with_init(i) for i in self.layers])
+        if self.problems:
+            raise DiagnosticError(self.problems)
         return TypedModel(self.spec, self.types, layers, output, tuple(self.warnings))
+
+    def with_decay(self, layers: list[LayerInfo]) -> list[LayerInfo]:
+        """Apply the train section's `decay` / `no_decay` choices over the layers' defaults
+        (weights decay; biases, normalisation and position tables do not)."""
+        train = self.spec.train
+        if train is None or not (train.decay or train.no_decay):
+            return layers
+        names = [param_name(i.node.name, p.name) for i in layers for p in i.params]
+        chosen: dict[str, bool] = {}
+        for selectors, on in ((train.no_decay, False), (train.decay, True)):
+            for sel in selectors:
+                hits = [n for n in names if n == sel.name or n.startswith(sel.name + ".")]
+                if not hits:
+                    nodes = sorted({n.rsplit(".", 1)[0] for n in names})
+                    self.problems.append(
+                        Diagnostic(
+                            message=f"no parameter of the model is called '{sel.name}'",
+                            span=sel.span,
+                            help=did_you_mean(sel.name, [*nodes, *names])
+                            or "name a layer with parameters, or layer.param in quotes",
+                        )
+                    )
+                chosen.update(dict.fromkeys(hits, on))
+        out = []
+        for info in layers:
+            params = [
+                replace(p, decay=chosen.get(param_name(info.node.name, p.name), p.decay))
+                for p in info.params
+            ]
+            out.append(replace(info, params=params))
+        return out
 
     def with_init(self, info: LayerInfo) -> LayerInfo:
         """Settle `auto` initialisers: He for weights feeding only ReLU-like activations

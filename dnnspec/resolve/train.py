@@ -32,6 +32,8 @@ TRAIN_ITEMS = (
     "metrics",
     "early_stop",
     "seed",
+    "decay",
+    "no_decay",
 )
 REQUIRED_TRAIN_ITEMS = {
     "data": "data digits(validation = 0.2)",
@@ -90,6 +92,8 @@ class TrainResolver:
                 found[key] = self.train_call(self.one_value(item), calls[key], scope)
             elif key in ("batch", "epochs", "seed"):
                 found[key] = self.train_int(item, scope, minimum=0 if key == "seed" else 1)
+            elif key in ("decay", "no_decay"):
+                found[key] = self.selectors(item, scope)
             elif key in ("regularize", "metrics"):
                 registry = REGULARIZERS if key == "regularize" else METRICS
                 found[key] = self.train_list(item, registry, scope)
@@ -186,6 +190,26 @@ class TrainResolver:
                 names.setdefault(call.name, call.span)
         resolved = tuple(c for c in calls if isinstance(c, ir.Call))
         return resolved if len(resolved) == len(calls) else POISON
+
+    def selectors(self, item: ast.TrainItem, scope: Scope) -> tuple[ir.Selector, ...] | Poison:
+        """`no_decay embed, "head.bias"`: node names, or node.param in quotes."""
+        if not item.values:
+            return self.problems.fail(
+                f"'{item.key.id}' needs at least one layer name", item.key.span, scope
+            )
+        found: list[ir.Selector] = []
+        for value in item.values:
+            if isinstance(value, ast.Name):
+                found.append(ir.Selector(name=value.id, span=value.span))
+            elif isinstance(value, ast.String):
+                found.append(ir.Selector(name=value.value, span=value.span))
+            else:
+                return self.problems.fail(
+                    f"'{item.key.id}' takes layer names, like {item.key.id} head, \"head.bias\"",
+                    value.span,
+                    scope,
+                )
+        return tuple(found)
 
     def early_stop(self, item: ast.TrainItem, scope: Scope) -> ir.Call | Poison:
         args: tuple[ast.Arg, ...] = ()
