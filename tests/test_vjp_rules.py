@@ -118,6 +118,19 @@ CASES: list[Case] = [
     Case("sub_outer", "Sub", op("Sub"), (In(("N", 1, 3)), In((2, 1)))),
     Case("mul_broadcast", "Mul", op("Mul"), (In(("N", 3, 4)), In((3, 1)))),
     Case("mul_square", "Mul", lambda b, x: b.op("Mul", [x, x]), (In(("N", 3)),)),
+    # a mean's rule expands dy over the batch; the Mul rule multiplies by its source instead
+    Case(
+        "mul_under_mean",
+        "Mul",
+        lambda b, x, w: b.op("ReduceMean", [b.op("Mul", [x, w])], keepdims=0),
+        (In(("N", 4)), In(("N", 4))),
+    ),
+    Case(
+        "mul_bias_under_mean",
+        "Mul",
+        lambda b, x, w: b.op("ReduceMean", [b.op("Mul", [x, w])], keepdims=0),
+        (In(("N", 4)), In((4,))),
+    ),
     Case("mul_const", "Mul", lambda b, x: b.op("Mul", [x, fc(b, [1.5, -2.0])]), (In(("N", 2)),)),
     Case("div_bias", "Div", op("Div"), (In(("N", 4)), In((4,), "positive"))),
     Case("div_scalar", "Div", op("Div"), (In((2, 3)), In((), "positive"))),
@@ -609,6 +622,13 @@ def test_lean_backward_forms() -> None:
     assert backward_ops("relu") == ["Greater", "Cast", "Mul"]
     assert backward_ops("sigmoid") == ["Sub", "Mul", "Mul"]
     assert backward_ops("mul_square") == ["Mul", "Add"]
+    # the Expand of the mean's gradient is read by nothing once the products use its source
+    # (with a [4] operand, only the [N, 4] one's product can: a [4] product would be short)
+    for case_id, readers in (("mul_under_mean", 0), ("mul_bias_under_mean", 1)):
+        nodes = build(next(c for c in CASES if c.id == case_id), "symbolic").backward
+        expanded = {n.output[0] for n in nodes if n.op_type == "Expand"}
+        assert len(expanded) == 1
+        assert sum(bool(set(n.input) & expanded) for n in nodes) == readers
     # a batch mean to a scalar: 1 / size(x) without Size(y)
     assert backward_ops("reducemean_all").count("Size") == 1
     assert backward_ops("tanh") == ["Mul", "Sub", "Mul"]
