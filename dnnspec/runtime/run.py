@@ -116,7 +116,7 @@ def write_graphs(program: Program, run_dir: Path) -> dict[str, Path]:
 
 def export_model(program: Program, params: dict[str, np.ndarray], path: Path) -> Path:
     """Write the deployable model and check it fully before anyone ships it."""
-    model = build_inference(program.typed, program.slots, params, program.metadata)
+    model = build_inference(program.typed, program.model_slots(), params, program.metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path

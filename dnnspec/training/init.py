@@ -12,6 +12,8 @@ def initial_value(spec: ParamSpec, rng: np.random.Generator, dtype: np.dtype) ->
     shape, fan_in, fan_out = spec.shape, max(1, spec.fan_in), max(1, spec.fan_out)
     if spec.init == "zeros":
         value = np.zeros(shape)
+    elif spec.init == "ones":
+        value = np.ones(shape)
     elif spec.init == "he_normal":
         value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
     elif spec.init == "he_uniform":

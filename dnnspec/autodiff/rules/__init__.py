@@ -1,6 +1,16 @@
 """VJP rules, one module per op family; importing this package registers all of them."""
 
-from dnnspec.autodiff.rules import activations, elementwise, matmul, nn, reduce, shape
+from dnnspec.autodiff.rules import activations, conv, elementwise, matmul, nn, reduce, shape
 from dnnspec.autodiff.rules.base import VJP, VjpRule
 
-__all__ = ["VJP", "VjpRule", "activations", "elementwise", "matmul", "nn", "reduce", "shape"]
+__all__ = [
+    "VJP",
+    "VjpRule",
+    "activations",
+    "conv",
+    "elementwise",
+    "matmul",
+    "nn",
+    "reduce",
+    "shape",
+]
