@@ -1,10 +1,15 @@
-"""The Python API: the same pipeline as the CLI, as functions.
+"""The Python API: the same pipeline as the CLI, as functions; the one public surface
+(the CLI is a thin layer over it).
 
 import dnnspec
 program = dnnspec.compile("specs/digits_mlp.dnn")
 result = dnnspec.train("specs/digits_mlp.dnn", hidden=64, out="runs/h64")
 model = dnnspec.load(result.run_dir)
 probabilities = model.predict(x)
+
+Every function taking a spec accepts a path or a `Spec` from `load_spec`. Keyword overrides
+replace params: a string is read as `--set` text (`hidden="64"` is the int 64), any other
+value as itself.
 """
 
 from __future__ import annotations
@@ -18,40 +23,113 @@ import onnx
 from onnx import numpy_helper
 
 from dnnspec.assemble.steps import OUTPUT, Program
+from dnnspec.check.shapes import TypedModel, check_spec
+from dnnspec.data.datasets import read_inputs
 from dnnspec.errors import error
-from dnnspec.frontend import load_spec
+from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
-from dnnspec.resolve import read_lock
+from dnnspec.resolve import read_lock, write_lock
+from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import fits_shape
-from dnnspec.runtime.run import RunResult, new_run_dir, prepare, run_training
+from dnnspec.runtime.run import (
+    Interrupted,
+    Reporter,
+    RunResult,
+    export_model,
+    new_run_dir,
+    prepare,
+    run_training,
+    write_graphs,
+)
 from dnnspec.runtime.session import Device, make_session
-from dnnspec.runtime.trainer import Trainer
+from dnnspec.runtime.trainer import Trainer, initial_values
+
+__all__ = [
+    "Cadence",
+    "Device",
+    "Interrupted",
+    "Model",
+    "Program",
+    "Reporter",
+    "RunResult",
+    "Spec",
+    "TypedModel",
+    "check",
+    "compile",
+    "load",
+    "load_spec",
+    "save",
+    "train",
+]
 
 
-def _spec(path: str | Path, overrides: dict[str, Any]) -> Spec:
-    return load_spec(
+def load_spec(path: str | Path, /, **overrides: Any) -> Spec:
+    """Parse and resolve a spec file; keyword arguments override its params."""
+    return _load_spec(
         path, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
     )
 
 
-def compile(path: str | Path, **overrides: Any) -> Program:  # noqa: A001 - the public verb
+def _spec(source: str | Path | Spec, overrides: dict[str, Any]) -> Spec:
+    if not isinstance(source, Spec):
+        return load_spec(source, **overrides)
+    if overrides:
+        raise TypeError("params of an already resolved Spec cannot be overridden")
+    return source
+
+
+def check(source: str | Path | Spec, /, **overrides: Any) -> TypedModel:
+    """Resolve and shape-check a spec without touching data: each layer's type, parameters
+    and FLOPs, and the warnings (mistakes that still train)."""
+    return check_spec(_spec(source, overrides))
+
+
+def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb
     """Check a spec and assemble its train-step and eval-step graphs (loads its data)."""
-    return prepare(_spec(path, overrides)).program
+    return prepare(_spec(source, overrides)).program
+
+
+def save(program: Program, out: str | Path) -> dict[str, Path]:
+    """Write a compiled program into `out`: its train-step and eval-step graphs, model.onnx
+    with the seeded initial weights and spec.lock.json; returns each file by kind."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"cannot create the output directory '{out}': {exc.strerror}") from None
+    paths = write_graphs(program, out)
+    params = initial_values(program, program.train.seed, params_only=True)
+    paths["model"] = export_model(program, params, out / "model.onnx")
+    paths["lock"] = out / "spec.lock.json"
+    write_lock(program.typed.spec, paths["lock"])
+    return paths
 
 
 def train(
-    path: str | Path,
+    source: str | Path | Spec,
+    /,
     out: str | Path | None = None,
     device: Device = "auto",
     epochs: int | None = None,
     overwrite: bool = False,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    checkpoint_every: Cadence | str | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
-    override its params (`hidden=64`)."""
-    spec = _spec(path, overrides)
-    run_dir = Path(out) if out is not None else new_run_dir(Path(path))
-    return run_training(spec, run_dir, device, epochs, overwrite=overwrite)
+    override its params (`hidden=64`). `resume` continues the run in `out` from its last
+    checkpoint; `reporter` receives progress; `checkpoint_every` is a `Cadence` or its
+    text (`5` epochs, `30s`; default at most once a minute). Ctrl-C raises `Interrupted`
+    (the run keeps model.onnx of the last finished epoch and can be resumed)."""
+    if resume and out is None:
+        raise error("resume needs the run directory to continue: out=DIR")
+    spec = _spec(source, overrides)
+    run_dir = Path(out) if out is not None else new_run_dir(Path(spec.source))
+    every = (
+        Cadence.parse(checkpoint_every) if isinstance(checkpoint_every, str) else checkpoint_every
+    )
+    return run_training(spec, run_dir, device, epochs, reporter, resume, overwrite, every)
 
 
 class Model:
@@ -75,10 +153,11 @@ class Model:
         self.classes = len(json.loads(labels)) if labels else None
         self.session = make_session(self.onnx, device)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Model outputs for a batch; shapes and dtypes are checked against the spec."""
+    def predict(self, x: np.ndarray | str | Path) -> np.ndarray:
+        """Model outputs for a batch, given as an array or an .npy, .npz (array `x`) or .csv
+        file; shapes and dtypes are checked against the spec."""
         decl = self.inputs[0]
-        x = np.asarray(x)
+        x = read_inputs(Path(x)) if isinstance(x, str | Path) else np.asarray(x)
         if not fits_shape(tuple(decl["shape"]), x.shape, {}):
             raise error(
                 f"input '{decl['name']}' expects shape [{', '.join(map(str, decl['shape']))}], "

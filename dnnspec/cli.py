@@ -1,4 +1,4 @@
-"""`dnnspec` command line: a thin layer over the pipeline stages.
+"""`dnnspec` command line: a thin layer over the Python API (`dnnspec.api`).
 
 Spec and data mistakes surface as rendered diagnostics with exit code 2; no traceback
 reaches the user for them. `--json` switches every command to machine-readable output.
@@ -28,7 +28,7 @@ from rich.progress import (
 from dnnspec.errors import Diagnostic, DiagnosticError, error
 
 if TYPE_CHECKING:
-    from dnnspec.ir import Spec
+    from dnnspec.api import Spec
 
 OK, SPEC_ERROR, INTERRUPTED = 0, 2, 130
 
@@ -44,9 +44,10 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _load(args: argparse.Namespace) -> Spec:
-    from dnnspec.frontend import load_spec
+    from dnnspec.api import load_spec
 
-    return load_spec(args.spec, _overrides(getattr(args, "set", None) or []))
+    # --set text is passed as text: the API reads a string override as the command line does.
+    return load_spec(args.spec, **_overrides(getattr(args, "set", None) or []))
 
 
 def show_warnings(warnings: Sequence[Diagnostic]) -> None:
@@ -56,10 +57,10 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import check
     from dnnspec.check.report import check_json, render_check
-    from dnnspec.check.shapes import check_spec
 
-    typed = check_spec(_load(args))
+    typed = check(_load(args))
     if args.json:
         print(json.dumps(check_json(typed), indent=2))
     else:
@@ -104,10 +105,12 @@ class ProgressReporter:
         )
         self.t0 = time.perf_counter()
 
-    def step(self, epoch: int, samples: int, loss: float) -> None:
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
         self.samples += samples
         rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
-        self.progress.update(self.task, advance=1, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate)
+        self.progress.update(
+            self.task, advance=steps, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate
+        )
 
     def epoch(self, record: dict[str, Any]) -> None:
         shown = "  ".join(
@@ -129,18 +132,25 @@ class ProgressReporter:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.runtime.run import Interrupted, Silent, new_run_dir, run_training
+    from dnnspec.api import Interrupted, train
 
     if args.resume and not args.out:
         raise error("--resume needs the run directory: --out DIR")
     spec = _load(args)
-    run_dir = Path(args.out) if args.out else new_run_dir(Path(args.spec))
-    reporter = Silent() if args.json else ProgressReporter(console)
+    reporter = None if args.json else ProgressReporter(console)
     try:
-        result = run_training(
-            spec, run_dir, args.device, args.epochs, reporter, args.resume, args.overwrite
+        result = train(
+            spec,
+            out=args.out,
+            device=args.device,
+            epochs=args.epochs,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            reporter=reporter,
+            checkpoint_every=args.checkpoint_every,
         )
     except Interrupted as stop:
+        run_dir = stop.run_dir
         extra = [f"--set {x}" for x in args.set or []]
         extra += [f"--epochs {args.epochs}"] if args.epochs else []
         again = " ".join(["dnnspec train", args.spec, "--out", str(run_dir), *extra, "--resume"])
@@ -178,24 +188,12 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.resolve import write_lock
-    from dnnspec.runtime.run import export_model, prepare, write_graphs
-    from dnnspec.runtime.trainer import initial_values
+    from dnnspec.api import compile, save
 
-    spec = _load(args)
-    prep = prepare(spec)
+    program = compile(_load(args))
     if not args.json:
-        show_warnings(prep.typed.warnings)
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise error(f"cannot create the output directory '{out}': {exc.strerror}") from None
-    paths = write_graphs(prep.program, out)
-    params = initial_values(prep.program, prep.train.seed, params_only=True)
-    paths["model"] = export_model(prep.program, params, out / "model.onnx")
-    paths["lock"] = out / "spec.lock.json"
-    write_lock(spec, paths["lock"])
+        show_warnings(program.typed.warnings)
+    paths = save(program, args.out)
     if args.json:
         print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     else:
@@ -225,13 +223,12 @@ def _jsonable(values: np.ndarray) -> list[Any]:
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import load
-    from dnnspec.data.datasets import read_inputs
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     model = load(args.run)
-    pred = model.predict(read_inputs(Path(args.input)))
+    pred = model.predict(Path(args.input))
     if out is not None:
         try:
             np.save(out, pred) if out.suffix == ".npy" else np.savetxt(out, pred, delimiter=",")
@@ -272,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument(
+        "--checkpoint-every",
+        metavar="N|Ts",
+        default="60s",
+        help="checkpoint every N epochs, or at most every T seconds (30s, 2m); always at the "
+        "end, on early stop, Ctrl-C and divergence (default: 60s)",
+    )
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (

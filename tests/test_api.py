@@ -6,16 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SPECS
 
 import dnnspec
 from dnnspec.errors import DiagnosticError
 from dnnspec.runtime.session import cuda_available, providers_for
 
-SPEC = Path(__file__).resolve().parent.parent / "specs" / "spirals.dnn"
-
 
 def test_compile_assembles_graphs_with_param_overrides() -> None:
-    program = dnnspec.compile(SPEC, width=16)
+    program = dnnspec.compile(SPECS / "spirals.dnn", width=16)
     shapes = {s.name: s.spec.shape for s in program.slots}
     assert shapes["dense_1.weight"] == (2, 16)
     assert {i.name for i in program.train_step.graph.input} >= {"p", "target", "step", "seed"}
@@ -23,7 +22,7 @@ def test_compile_assembles_graphs_with_param_overrides() -> None:
 
 @pytest.mark.slow
 def test_train_load_predict_round_trip(tmp_path: Path) -> None:
-    result = dnnspec.train(SPEC, out=tmp_path, device="cpu", epochs=3, width=16)
+    result = dnnspec.train(SPECS / "spirals.dnn", out=tmp_path, device="cpu", epochs=3, width=16)
     assert result.epochs == 3 and result.paths["model"].exists()
     model = dnnspec.load(tmp_path, device="cpu")
     x = np.array([[0.1, 0.2], [-0.5, 0.3]], np.float32)

@@ -10,13 +10,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import SPECS
 from onnx.reference import ReferenceEvaluator
 
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.run import Interrupted, RunResult, run_training
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def train(name: str, out: Path, **overrides: str) -> RunResult:
@@ -111,9 +110,9 @@ class InterruptAt:
     def epoch(self, record: dict) -> None: ...
     def finish(self, message: str) -> None: ...
 
-    def step(self, epoch: int, samples: int, loss: float) -> None:
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
         self.steps += 1
-        if epoch == self.at and self.steps % 5 == 0:
+        if epoch == self.at:
             raise KeyboardInterrupt
 
 

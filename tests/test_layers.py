@@ -1,18 +1,27 @@
 """Each built-in layer: its shape rule, parameters, FLOPs, and its lowering run through
-onnxruntime on random data against a numpy reference, with the fewest nodes."""
+onnxruntime on random data against a numpy reference, with the fewest nodes.
+
+`LAYER_CASES` holds at least one case per registered layer (a completeness test fails
+otherwise): the type it infers, its parameter count, and a whole train step through it
+checked against finite differences.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import assert_train_step_matches_finite_differences
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
+from dnnspec.check.shapes import check_spec
 from dnnspec.errors import Span
+from dnnspec.frontend import load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ParamSpec, ShapeError, TensorType
@@ -95,6 +104,133 @@ def run(
     (y,) = session.run(None, feeds)
     assert y.shape[1:] == concrete(out)[1:]
     return y, xs, ws, ops
+
+
+# the case table ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """`call` (spec text, tensor inputs left out) applied to inputs of the given types must
+    infer `output` (as `check` prints it) with `params` parameters, and a train step
+    through it must match finite differences. Float inputs with a known last dim pass
+    through a `dense` of that width first, so the gradient into the layer is checked too;
+    `sizes` are the run-time sizes of symbolic dims."""
+
+    call: str
+    inputs: tuple[str, ...]
+    output: str
+    params: int
+    sizes: dict[str, int] = field(default_factory=lambda: {"N": 4})
+
+    @property
+    def layer(self) -> str:
+        name = self.call.split("(", 1)[0].strip()
+        return LAYERS.canonical(name) or name
+
+    @property
+    def id(self) -> str:
+        return self.call.replace(" ", "")
+
+    def spec_text(self) -> str:
+        """A model that ends in the call, trained with mse (its output has any shape)."""
+        lines, tensors = [], []
+        for i, declared in enumerate(self.inputs, start=1):
+            lines.append(f"  input x{i}: {declared}")
+            last = declared.rstrip("]").rsplit(",", 1)[-1].strip()
+            if declared.startswith("float") and last.isdigit():
+                lines.append(f"  h{i} = x{i} -> dense({last})")
+                tensors.append(f"h{i}")
+            else:
+                tensors.append(f"x{i}")
+        name, _, rest = self.call.partition("(")
+        args = rest.rstrip().removesuffix(")")
+        lines.append(f"  {name.strip()}({', '.join([*tensors, *([args] if args else [])])})")
+        body = "\n".join(lines)
+        return (
+            f"model case {{\n{body}\n}}\n"
+            "train {\n  data regression\n  loss mse\n  optimizer sgd\n  batch 4\n  epochs 1\n}\n"
+        )
+
+
+LAYER_CASES: list[LayerCase] = [
+    # dense
+    LayerCase("dense(3)", ("float32[N, 4]",), "f32[N, 3]", 15),
+    LayerCase("linear(3, bias = false)", ("float32[N, 2, 4]",), "f32[N, 2, 3]", 12),
+    LayerCase("dense(2)", ("float32[N, T, 3]",), "f32[N, T, 2]", 8, {"N": 3, "T": 2}),
+    # activations
+    LayerCase("relu", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("sigmoid", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("tanh", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("leaky_relu(alpha = 0.2)", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("elu(alpha = 0.5)", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("gelu", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("gelu(approximate = tanh)", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("swish", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("softplus", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("softmax", ("float32[N, 5]",), "f32[N, 5]", 0),
+    LayerCase("softmax(axis = 1)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 0),
+    LayerCase("log_softmax", ("float32[N, 5]",), "f32[N, 5]", 0),
+    # dropout
+    LayerCase("dropout(p = 0.3)", ("float32[N, 6]",), "f32[N, 6]", 0, {"N": 8}),
+    # merges
+    LayerCase("add", ("float32[N, 4]", "float32[N, 4]"), "f32[N, 4]", 0),
+    LayerCase(
+        "add", ("float32[N, 3, 4]", "float32[N, 1, 4]", "float32[N, 3, 1]"), "f32[N, 3, 4]", 0
+    ),
+    LayerCase("mul", ("float32[N, 4]", "float32[N, 1]"), "f32[N, 4]", 0),
+    LayerCase("concat(axis = 1)", ("float32[N, 2]", "float32[N, 3]"), "f32[N, 5]", 0),
+    LayerCase(
+        "concat(axis = 1)",
+        ("float32[N, T, 2]", "float32[N, S, 2]"),
+        "f32[N, T+S, 2]",
+        0,
+        {"N": 2, "T": 2, "S": 3},
+    ),
+    # shape
+    LayerCase("flatten", ("float32[N, 2, 3]",), "f32[N, 6]", 0),
+    LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
+    # convolution and pooling (channels first)
+    LayerCase("conv2d(3, 3, padding = same)", ("float32[N, 2, 5, 5]",), "f32[N, 3, 5, 5]", 57),
+    LayerCase(
+        "conv2d(4, [2, 3], stride = 2, padding = 1, dilation = [1, 2], groups = 2, bias = false)",
+        ("float32[N, 2, 6, 6]",),
+        "f32[N, 4, 4, 2]",
+        24,
+    ),
+    LayerCase("conv1d(2, 3, stride = 2)", ("float32[N, 3, 7]",), "f32[N, 2, 3]", 20),
+    LayerCase("max_pool2d(2)", ("float32[N, 2, 4, 4]",), "f32[N, 2, 2, 2]", 0),
+    LayerCase("max_pool1d(3, stride = 2, padding = 1)", ("float32[N, 2, 7]",), "f32[N, 2, 4]", 0),
+    LayerCase("avg_pool2d(2, padding = same)", ("float32[N, 2, 3, 3]",), "f32[N, 2, 2, 2]", 0),
+    LayerCase("avg_pool1d(2)", ("float32[N, 3, 6]",), "f32[N, 3, 3]", 0),
+    LayerCase("global_avg_pool", ("float32[N, 3, 4, 4]",), "f32[N, 3]", 0),
+    LayerCase("global_max_pool", ("float32[N, 3, 5]",), "f32[N, 3]", 0),
+    LayerCase("upsample2d(2)", ("float32[N, 2, 2, 3]",), "f32[N, 2, 4, 6]", 0),
+    # batch normalisation: scale and shift count, the running statistics do not
+    LayerCase("batchnorm", ("float32[N, 3, 4, 4]",), "f32[N, 3, 4, 4]", 6),
+    LayerCase("batchnorm(momentum = 0.3)", ("float32[N, 3, 6]",), "f32[N, 3, 6]", 6),
+    LayerCase("batchnorm(eps = 1e-3)", ("float32[N, 5]",), "f32[N, 5]", 10, {"N": 6}),
+    # embedding (ids are drawn in [0, 3))
+    LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
+]
+
+
+def test_every_layer_has_a_case() -> None:
+    assert set(LAYERS) <= {case.layer for case in LAYER_CASES}
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: c.id)
+def test_layer_case_infers_its_type_and_parameter_count(case: LayerCase) -> None:
+    typed = check_spec(load_spec_text(case.spec_text(), "case.dnn"))
+    info = typed.layers[-1]
+    assert info.node.layer == case.layer
+    assert (str(info.out), info.param_count) == (case.output, case.params)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: c.id)
+def test_layer_case_train_step_matches_finite_differences(case: LayerCase) -> None:
+    spec = load_spec_text(case.spec_text(), "case.dnn")
+    assert_train_step_matches_finite_differences(spec, case.sizes)
 
 
 # dense -------------------------------------------------------------------------------------

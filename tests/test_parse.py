@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, ROOT
 
 from dnnspec.errors import DiagnosticError, Span
 from dnnspec.frontend import parse_override, parse_text
 from dnnspec.syntax import ast
 from dnnspec.syntax.parse import grammar_text
-
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.dnn"))
 
 
 def model_body(text: str) -> tuple[ast.Stmt, ...]:
@@ -34,7 +32,7 @@ def test_grammar_ships_as_package_data_and_the_top_level_link_points_at_it() -> 
     assert (ROOT / "grammar" / "dnn.lark").resolve() == packaged.resolve()
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_spec_parses(path: Path) -> None:
     spec = parse_text(path.read_text(encoding="utf-8"), str(path))
     assert sum(isinstance(i, ast.ModelDef) for i in spec.items) == 1

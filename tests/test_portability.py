@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import EXAMPLES
 from onnx.reference import ReferenceEvaluator
 
 from dnnspec.assemble.steps import SEED, STEP, TARGET, build_train_step
@@ -16,10 +17,8 @@ from dnnspec.frontend import load_spec
 from dnnspec.runtime.trainer import initial_values
 from dnnspec.training.schedules import Timing
 
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.dnn"))
 
-
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None:
     spec = load_spec(path)
     assert spec.train is not None

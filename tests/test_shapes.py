@@ -4,9 +4,9 @@ counts; located shape diagnostics with notes at the producing layers; the layer 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
+from conftest import SPECS
 from rich.console import Console
 
 from dnnspec.check.report import check_json, render_check
@@ -15,8 +15,6 @@ from dnnspec.errors import Diagnostic, DiagnosticError, Span
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.ir import Graph, InputDecl, Node, Spec
 from dnnspec.layers.base import TensorType
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def span(line: int, col: int = 3) -> Span:

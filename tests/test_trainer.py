@@ -3,10 +3,9 @@ rollback to the last parameters with a finite loss, and the thread setting."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import SPECS
 
 from dnnspec.data.datasets import Dataset
 from dnnspec.errors import DiagnosticError
@@ -15,8 +14,6 @@ from dnnspec.runtime.run import prepare
 from dnnspec.runtime.session import threads
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def stop_for(monitor: str, patience: int = 2, min_delta: float = 0.0) -> EarlyStop:

@@ -133,11 +133,11 @@ def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
 
 
 def _loss_and_metrics(
-    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None, need_grad: bool
-) -> tuple[str | None, list[str]]:
-    loss_def = LOSSES.get(train.loss.name)
-    result = loss_def.build(b, output, TARGET, classes, train.loss.args, need_grad)
-    b.rename(result.loss, LOSS)
+    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None
+) -> list[str]:
+    """The graph output `loss` (the batch mean) and one `metric.<name>` sum per metric."""
+    loss = LOSSES.get(train.loss.name).build(b, output, TARGET, classes, train.loss.args)
+    b.rename(loss, LOSS)
     b.add_output(LOSS, b.float_dtype, [])
     names = []
     for metric in train.metrics:
@@ -146,7 +146,7 @@ def _loss_and_metrics(
         b.rename(value, name)
         b.add_output(name, b.float_dtype, [])
         names.append(metric.name)
-    return result.grad, names
+    return names
 
 
 def build_train_step(
@@ -180,9 +180,8 @@ def build_train_step(
         updated = ctx.updates.get(buffer.name) or b.op("Identity", [buffer.name])
         b.rename(updated, next_name(buffer.name))
         b.add_output(next_name(buffer.name), b.float_dtype, buffer.spec.shape)
-    d_output, metric_names = _loss_and_metrics(b, train, output, classes, need_grad=True)
-    assert d_output is not None
-    grads = gradients(b, {output: d_output}, [s.name for s in slots])
+    metric_names = _loss_and_metrics(b, train, output, classes)
+    grads = gradients(b, {LOSS: b.const(1.0, hint="d_loss")}, [s.name for s in slots])
 
     step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)
@@ -239,7 +238,7 @@ def build_eval_step(
     inputs = _add_model_inputs(b, typed)
     _target_input(b, typed, LOSSES.get(train.loss.name).target)
     output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
-    _loss_and_metrics(b, train, output, classes, need_grad=False)
+    _loss_and_metrics(b, train, output, classes)
     b.prune()
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
 

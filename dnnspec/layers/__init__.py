@@ -1,5 +1,5 @@
 """Built-in layer families; importing this package registers every layer in `LAYERS`."""
 
-from dnnspec.layers import activations, conv, dense, dropout, merge, norm, shape
+from dnnspec.layers import activations, conv, dense, dropout, embedding, merge, norm, shape
 
-__all__ = ["activations", "conv", "dense", "dropout", "merge", "norm", "shape"]
+__all__ = ["activations", "conv", "dense", "dropout", "embedding", "merge", "norm", "shape"]

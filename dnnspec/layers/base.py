@@ -25,6 +25,7 @@ Init = Literal[
     "glorot_normal",
     "zeros",
     "ones",
+    "normal",
     "normal_002",
     "orthogonal",
 ]

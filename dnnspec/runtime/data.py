@@ -85,6 +85,27 @@ def _labels(y: np.ndarray, classes: int, output: str, source: Call) -> np.ndarra
     return y.astype(np.int64)
 
 
+def _check_ids(x: np.ndarray, name: str, typed: TypedModel, source: Call) -> None:
+    """Token ids read by an embedding must index its table (Gather fails mid-run otherwise)."""
+    for node in typed.spec.model.nodes:
+        if node.layer != "embedding" or node.inputs[0] != name or not x.size:
+            continue
+        vocab = int(node.args["vocab"])
+        bad = np.argwhere((x < 0) | (x >= vocab))
+        if len(bad):
+            index = tuple(bad[0].tolist())
+            raise error(
+                f"input '{name}' holds token id {int(x[index])} at sample {index[0]}, "
+                f"position {index[1:]}, outside {node.name}'s vocabulary of {vocab} "
+                f"(0..{vocab - 1})",
+                source.span,
+                notes=[Note(message=f"{node.name} is declared here", span=node.span)],
+                help=f"make the embedding's vocab at least {int(x.max()) + 1}"
+                if x.min() >= 0
+                else "token ids are counted from 0",
+            )
+
+
 def conform(
     data: Dataset, typed: TypedModel, target: str, source: Call
 ) -> tuple[Dataset, int | None]:
@@ -124,6 +145,7 @@ def conform(
             help=f"declare `input {decl.name}: {decl.dtype}{_shape(got)}`" if x.ndim else None,
         )
     _check_finite(x, "inputs", source)
+    _check_ids(x, decl.name, typed, source)
     # float inputs of every declared width run in float32 graphs
     x = x.astype(np.float32 if decl.dtype.startswith("float") else decl.dtype)
 

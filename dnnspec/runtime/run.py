@@ -25,6 +25,7 @@ from dnnspec.errors import Diagnostic, DiagnosticError, error
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.resolve import write_lock
 from dnnspec.runtime import checkpoint
+from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import conform
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
@@ -38,7 +39,7 @@ class Reporter(Protocol):
 
     def warn(self, warnings: Sequence[Diagnostic]) -> None: ...
     def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
-    def step(self, epoch: int, samples: int, loss: float) -> None: ...
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
     def finish(self, message: str) -> None: ...
 
@@ -46,7 +47,7 @@ class Reporter(Protocol):
 class Silent:
     def warn(self, warnings: Sequence[Diagnostic]) -> None: ...
     def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
-    def step(self, epoch: int, samples: int, loss: float) -> None: ...
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
     def finish(self, message: str) -> None: ...
 
@@ -156,12 +157,16 @@ class _Run:
     run_dir: Path
     reporter: Reporter
     stop: EarlyStop | None
+    cadence: Cadence = field(default_factory=Cadence)
     epoch: int = 0
     last_good: dict[str, np.ndarray] = field(default_factory=dict)
     best_params: dict[str, np.ndarray] | None = None
     best_record: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
     stopped: str | None = None
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    pending: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
+    saved_at: float = field(default_factory=time.perf_counter)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -209,9 +214,10 @@ class _Run:
                 prep.spec.model.inputs[0].name,
                 prep.train.batch,
                 epoch,
-                lambda n, loss: self.reporter.step(epoch, n, loss),
+                lambda losses, n: self.reporter.advance(epoch, len(losses), n, float(losses[-1])),
             )
-            params = trainer.params()
+            self.values = trainer.values()
+            params = {s.name: self.values[s.name] for s in prep.program.slots}
             if not _finite(params):
                 # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
                 raise Diverged(trainer.step, epoch, math.nan, "the parameters")
@@ -222,6 +228,7 @@ class _Run:
             else:
                 kept = current if _finite(current) else self.last_good
                 which = "the last finite weights"
+            self.flush()
             raise _diverged(exc, epoch, prep.train, self.export(kept), which) from None
         self.record = {"epoch": epoch + 1, "step": trainer.step, **result}
         self.last_good = params
@@ -232,8 +239,10 @@ class _Run:
             metrics = self.trainer.evaluate(self.prep.val_data, self.prep.spec.model.inputs[0].name)
             self.record.update({f"val_{k}": v for k, v in metrics.items()})
 
-    def save(self) -> None:
-        arrays = self.trainer.values()
+    def snapshot(self) -> None:
+        """The state after the epoch just finished, to be written when the cadence says so
+        (or at the end, an early stop, Ctrl-C or divergence)."""
+        arrays = dict(self.values)
         arrays.update({BEST + k: v for k, v in (self.best_params or {}).items()})
         header = {
             "step": self.trainer.step,
@@ -246,7 +255,13 @@ class _Run:
             "best_record": self.best_record,
             "record": self.record,
         }
-        checkpoint.save(self.checkpoint_path, arrays, header)
+        self.pending = arrays, header
+
+    def flush(self) -> None:
+        """Write the pending snapshot, if any."""
+        if self.pending is not None:
+            checkpoint.save(self.checkpoint_path, *self.pending)
+            self.pending, self.saved_at = None, time.perf_counter()
 
     def export(self, params: dict[str, np.ndarray]) -> Path:
         return export_model(self.prep.program, params, self.run_dir / "model.onnx")
@@ -269,7 +284,10 @@ class _Run:
                 self.stopped = f"early stop: {self.stop.key} did not improve for " + (
                     "1 epoch" if self.stop.patience == 1 else f"{self.stop.patience} epochs"
                 )
-            self.save()
+            self.snapshot()
+            if self.cadence.due(self.epoch, time.perf_counter() - self.saved_at):
+                self.flush()
+        self.flush()
         return self.stopped or "completed"
 
 
@@ -307,10 +325,12 @@ def run_training(
     reporter: Reporter | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    checkpoint_every: Cadence | None = None,
 ) -> RunResult:
     """Train `spec` into `run_dir`; with `resume`, continue from its last checkpoint so the
     result is bit-identical to a run that was never interrupted. An existing run is only
-    replaced with `overwrite`."""
+    replaced with `overwrite`. Checkpoints follow `checkpoint_every` (default: at most once a
+    minute) and are always written at the end, on an early stop, Ctrl-C and divergence."""
     prep = prepare(spec, epochs)
     train = prep.train
     stop = EarlyStop.from_spec(train)
@@ -319,7 +339,8 @@ def run_training(
             "early_stop monitors a validation metric but validation = 0",
             train.early_stop.span if train.early_stop else None,
         )
-    run = _Run(prep, Trainer(prep.program, device, train.seed), run_dir, reporter or Silent(), stop)
+    trainer = Trainer(prep.program, device, train.seed)
+    run = _Run(prep, trainer, run_dir, reporter or Silent(), stop, checkpoint_every or Cadence())
     run.reporter.warn(prep.typed.warnings)
     _claim(run_dir, resume, overwrite)
     if resume:
@@ -336,6 +357,7 @@ def run_training(
         with paths["metrics"].open("a" if resume else "w") as log:
             stopped = run.loop(log)
     except KeyboardInterrupt:
+        run.flush()
         run.export(run.best_params or run.last_good)
         raise Interrupted(run_dir, run.epoch) from None
     paths["model"] = run.export(run.best_params if run.best_params is not None else run.last_good)

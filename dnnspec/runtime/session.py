@@ -77,6 +77,10 @@ def session_options() -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads()
     options.inter_op_num_threads = 1
+    # Spinning workers keep a core busy between kernels; with the eval session's pool
+    # beside the train session's, or any other process, on two cores they starve the
+    # threads doing the work (measured in docs/architecture.md, "Runtime").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
 

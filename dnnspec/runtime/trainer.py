@@ -1,22 +1,32 @@
-"""The training loop: rotating IOBinding buffers over the train-step graph.
+"""The training loop: rotating IOBinding buffers over the train-loop graph.
 
-Parameters and optimizer state live as OrtValues on the device, in three buffer sets
-bound once: binding i reads set i and writes set i+1 (mod 3). A step binds only the
-batch, the step counter and the seed, runs, reads the scalar loss, and rotates. Nothing
-carried is copied to the host during training. A non-finite loss shows up one step after
-the update that broke the parameters, so the third set is what keeps the last good
-ones: the input of the previous step, whose loss was finite, is still intact.
+Parameters and optimizer state (every carried tensor) live as OrtValues on the device,
+in three buffer sets bound once: binding i reads set i and writes set i+1 (mod 3). The
+dataset is bound once too, so a call binds only the K x B sample indices of its batches
+(`assemble/loop.py` gathers them in the graph), runs K steps, reads K losses and
+rotates. Nothing carried is copied to the host during an epoch, and the calls are sized
+to take about `CALL_SECONDS`, which is all the progress bar needs.
+
+A non-finite loss shows up one step after the update that broke the parameters, so the
+last good parameters are the input of the step before it. The third buffer set keeps the
+input of the previous call intact; when a call meets a non-finite loss, the trainer
+replays the previous call and this one step by step from that set (steps are
+deterministic, and K-step calls give bit-identical results to single steps), stopping
+with the input of the step before the bad one.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import onnxruntime as ort
 
+from dnnspec.assemble.loop import IN, ORDER, OUT, build_train_loop, data_name
 from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, Program, next_name
 from dnnspec.data.datasets import Dataset
 from dnnspec.runtime.session import Device, make_session
@@ -47,6 +57,13 @@ class EpochStats:
         self.elements += elements
         for k, v in metrics.items():
             self.metric_sums[k] = self.metric_sums.get(k, 0.0) + v
+
+    def add_steps(
+        self, losses: np.ndarray, n: int, elements: int, metrics: dict[str, np.ndarray]
+    ) -> None:
+        """K steps of `n` samples each, summed in step order as `add` would."""
+        for i, loss in enumerate(losses.tolist()):
+            self.add(loss, n, elements, {k: float(v[i]) for k, v in metrics.items()})
 
     def result(self) -> dict[str, float]:
         """Means: loss per sample, each metric per sample or per element as it declares."""
@@ -84,36 +101,61 @@ def batches(n: int, batch: int, order: np.ndarray | None = None) -> Iterator[np.
         yield index[start : start + batch]
 
 
-class Trainer:
-    """Owns the train and eval sessions and the carried tensors of one run."""
+CALL_SECONDS = 0.25
+"""Target duration of one train-loop call: few enough progress updates that the host
+does almost nothing per step, often enough for a live bar and a prompt Ctrl-C."""
+MAX_STEPS_PER_CALL = 4096
+RESIDENT_BYTES = 2 << 30
+"""Datasets up to this size live on the device for the whole run; larger ones are
+gathered on the host, call by call, into a [K*B, ...] block (same graph)."""
 
-    def __init__(self, program: Program, device: Device = "cpu", seed: int = 0) -> None:
+
+@dataclass
+class _Call:
+    """A train-loop call kept for replay: the buffer set it read, its first step, its
+    batches (sample indices, [K, B])."""
+
+    source: int
+    step: int
+    rows: np.ndarray
+
+
+class Trainer:
+    """Owns the train-loop and eval sessions and the carried tensors of one run."""
+
+    def __init__(
+        self,
+        program: Program,
+        device: Device = "cpu",
+        seed: int = 0,
+        steps_per_call: int | None = None,
+    ) -> None:
+        """`steps_per_call` fixes K; by default it adapts to take about CALL_SECONDS."""
         self.program = program
         self.seed = seed
-        self.train_session = make_session(program.train_step, device)
+        self.loop_session = make_session(build_train_loop(program.train_step), device)
         self.eval_session = make_session(program.eval_step, device)
+        self._device_choice = device
         self.device = (
-            "cuda" if "CUDAExecutionProvider" in self.train_session.get_providers() else "cpu"
+            "cuda" if "CUDAExecutionProvider" in self.loop_session.get_providers() else "cpu"
         )
         self.dtype = np.dtype(program.float_dtype)
         self.step = 0
+        self.adaptive = steps_per_call is None
+        self.steps_per_call = steps_per_call or 8
         self.carried = program.carried()
         values = initial_values(program, seed)
         self._buffers = [self._device_values(values) for _ in range(3)]
         # host scalars bound once: OrtValues made by `ortvalue_from_numpy` alias their
-        # arrays, so writing the step counter in place is all a step needs to do for it
+        # arrays, so writing the step counter in place is all a call needs to do for it
         self._step_host = np.zeros((), np.int64)
-        self._scalars = {
-            STEP: ort.OrtValue.ortvalue_from_numpy(self._step_host),
-            SEED: ort.OrtValue.ortvalue_from_numpy(np.array(seed, np.int64)),
-        }
-        self._results = {
-            name: ort.OrtValue.ortvalue_from_shape_and_type([], self.dtype, "cpu", 0)
-            for name in self._scalar_outputs()
-        }
+        self._step_value = ort.OrtValue.ortvalue_from_numpy(self._step_host)
+        self._seed_value = ort.OrtValue.ortvalue_from_numpy(np.array(seed, np.int64))
         self._current = 0
         self._previous: int | None = None
-        self._bindings = [self._binding(i, (i + 1) % 3) for i in range(3)]
+        self._last_call: _Call | None = None
+        self._loop = [self._loop_binding(i, (i + 1) % 3) for i in range(3)]
+        self._data: tuple[Dataset, str, bool] | None = None
 
     # device state ------------------------------------------------------------
     def _device_values(self, values: dict[str, np.ndarray]) -> dict[str, ort.OrtValue]:
@@ -127,15 +169,13 @@ class Trainer:
             out[name].update_inplace(value)
         return out
 
-    def _binding(self, src: int, dst: int) -> ort.IOBinding:
-        io = self.train_session.io_binding()
+    def _loop_binding(self, src: int, dst: int) -> ort.IOBinding:
+        io = self.loop_session.io_binding()
         for name in self.carried:
-            io.bind_ortvalue_input(name, self._buffers[src][name])
-            io.bind_ortvalue_output(next_name(name), self._buffers[dst][name])
-        for name, value in self._scalars.items():
-            io.bind_ortvalue_input(name, value)
-        for name, value in self._results.items():
-            io.bind_ortvalue_output(name, value)
+            io.bind_ortvalue_input(IN + name, self._buffers[src][name])
+            io.bind_ortvalue_output(OUT + name, self._buffers[dst][name])
+        io.bind_ortvalue_input(IN + STEP, self._step_value)
+        io.bind_ortvalue_input(SEED, self._seed_value)
         return io
 
     def _scalar_outputs(self) -> list[str]:
@@ -150,31 +190,127 @@ class Trainer:
         for buf in self._buffers:
             for name in self.carried:
                 buf[name].update_inplace(np.ascontiguousarray(values[name].astype(self.dtype)))
+        self._previous = self._last_call = None
 
     def params(self) -> dict[str, np.ndarray]:
         """Host copies of what model.onnx holds: parameters and non-trained state."""
         current = self._buffers[self._current]
         return {s.name: current[s.name].numpy().copy() for s in self.program.model_slots()}
 
+    # data --------------------------------------------------------------------
+    def _bind_data(self, data: Dataset, input_name: str) -> bool:
+        """Bind `data` to every loop binding once; returns whether it is resident (else
+        each call binds its own gathered block)."""
+        if self._data is not None and self._data[0] is data and self._data[1] == input_name:
+            return self._data[2]
+        resident = self.device == "cpu" or data.x.nbytes + data.y.nbytes <= RESIDENT_BYTES
+        if resident:
+            arrays = {input_name: data.x, TARGET: data.y}
+            for name, array in arrays.items():
+                # on the CPU this aliases the array (no copy); on CUDA it is one upload
+                value = ort.OrtValue.ortvalue_from_numpy(
+                    np.ascontiguousarray(array), self.device, 0
+                )
+                for io in self._loop:
+                    io.bind_ortvalue_input(data_name(name), value)
+        self._data = (data, input_name, resident)
+        return resident
+
     # steps -------------------------------------------------------------------
+    @cached_property
+    def train_session(self) -> ort.InferenceSession:
+        """The single-step graph, for `train_step` on batches given by the caller."""
+        return make_session(self.program.train_step, self._device_choice)
+
+    @cached_property
+    def _results(self) -> dict[str, ort.OrtValue]:
+        return {
+            name: ort.OrtValue.ortvalue_from_shape_and_type([], self.dtype, "cpu", 0)
+            for name in self._scalar_outputs()
+        }
+
+    @cached_property
+    def _step_bindings(self) -> list[ort.IOBinding]:
+        bindings = []
+        for src in range(3):
+            io = self.train_session.io_binding()
+            for name in self.carried:
+                io.bind_ortvalue_input(name, self._buffers[src][name])
+                io.bind_ortvalue_output(next_name(name), self._buffers[(src + 1) % 3][name])
+            io.bind_ortvalue_input(STEP, self._step_value)
+            io.bind_ortvalue_input(SEED, self._seed_value)
+            for name, value in self._results.items():
+                io.bind_ortvalue_output(name, value)
+            bindings.append(io)
+        return bindings
+
     def train_step(self, x: dict[str, np.ndarray], y: np.ndarray) -> tuple[float, dict[str, float]]:
-        io = self._bindings[self._current]
+        """One step on a batch given by the caller (tests, benchmarks); `run_epoch` is the
+        fast path."""
+        io = self._step_bindings[self._current]
         for name, value in x.items():
             io.bind_cpu_input(name, value)
         io.bind_cpu_input(TARGET, y)
         self._step_host[...] = self.step
         self.train_session.run_with_iobinding(io)
-        loss = float(self._results[LOSS].numpy())
+        outs = [float(v.numpy()) for v in self._results.values()]
+        self._last_call = None
+        self._advance(outs[0], 1)
+        return outs[0], dict(zip(self.program.metric_names, outs[1:], strict=True))
+
+    def _advance(self, loss: float, steps: int) -> None:
+        """Rotate the buffer sets after a call; a non-finite loss rolls back to the input
+        of the previous call instead and stops."""
         if not math.isfinite(loss):
             if self._previous is not None:
                 self._current = self._previous
             raise Diverged(self.step, -1, loss)
-        metrics = {
-            m: float(self._results[f"metric.{m}"].numpy()) for m in self.program.metric_names
-        }
         self._previous, self._current = self._current, (self._current + 1) % 3
-        self.step += 1
-        return loss, metrics
+        self.step += steps
+
+    def _call(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Run the K steps whose batches are `rows`; per-step losses and metric sums."""
+        assert self._data is not None
+        data, input_name, resident = self._data
+        io = self._loop[self._current]
+        if resident:
+            io.bind_cpu_input(ORDER, rows)
+        else:
+            flat = rows.reshape(-1)
+            io.bind_cpu_input(data_name(input_name), np.ascontiguousarray(data.x[flat]))
+            io.bind_cpu_input(data_name(TARGET), np.ascontiguousarray(data.y[flat]))
+            io.bind_cpu_input(ORDER, np.arange(flat.size, dtype=np.int64).reshape(rows.shape))
+        scalars = self._scalar_outputs()
+        for name in scalars:
+            io.bind_output(OUT + name, "cpu")
+        self._step_host[...] = self.step
+        self.loop_session.run_with_iobinding(io)
+        outs = [o.numpy() for o in io.get_outputs()[-len(scalars) :]]
+        return outs[0], dict(zip(self.program.metric_names, outs[1:], strict=True))
+
+    def run_steps(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """K train steps in one call over the bound data; `rows` [K, B] are sample indices.
+        On a non-finite loss, replays step by step to leave the last good parameters."""
+        source, step = self._current, self.step
+        losses, metrics = self._call(rows)
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            self._replay(rows[: bad[0] + 1])
+        self._advance(float(losses[-1]), len(rows))
+        self._last_call = _Call(source, step, rows)
+        return losses, metrics
+
+    def _replay(self, rows: np.ndarray) -> None:
+        """Re-run the previous call and `rows` one step at a time from the previous call's
+        input (still intact in its buffer set) until the non-finite loss raises."""
+        if self._last_call is not None:
+            before = self._last_call
+            self._current, self._previous, self.step = before.source, None, before.step
+            rows = np.concatenate([before.rows, rows])
+        for row in rows:
+            loss, _ = self._call(row[None])
+            self._advance(float(loss[0]), 1)
+        raise Diverged(self.step, -1, math.nan)  # unreachable unless steps are not replayable
 
     def evaluate(self, data: Dataset, input_name: str, batch: int = 1024) -> dict[str, float]:
         stats = EpochStats()
@@ -199,16 +335,36 @@ class Trainer:
         input_name: str,
         batch: int,
         epoch: int,
-        on_step: Callable[[int, float], None] | None = None,
+        on_call: Callable[[np.ndarray, int], None] | None = None,
     ) -> dict[str, float]:
+        """One pass in the epoch's order: full batches in calls of `steps_per_call` steps
+        (adapted to take about CALL_SECONDS each), then the partial last batch.
+        `on_call(losses of its steps, samples)` follows each call."""
+        self._bind_data(data, input_name)
+        order = epoch_order(len(data), self.seed, epoch)
+        full, rest = divmod(len(order), batch)
+        per_sample = int(np.prod(data.y.shape[1:], dtype=np.int64))
         stats = EpochStats()
-        for idx in batches(len(data), batch, epoch_order(len(data), self.seed, epoch)):
-            y = np.ascontiguousarray(data.y[idx])
+        done = 0
+        while done < full + (rest > 0):
+            if done < full:
+                k = min(full - done, self.steps_per_call)
+                rows = order[done * batch : (done + k) * batch].reshape(k, batch)
+            else:
+                k, rows = 1, order[full * batch :].reshape(1, rest)
+            started = time.perf_counter()
             try:
-                loss, metrics = self.train_step({input_name: np.ascontiguousarray(data.x[idx])}, y)
+                losses, metrics = self.run_steps(rows)
             except Diverged as exc:
                 raise Diverged(exc.step, epoch, exc.loss, exc.what) from None
-            stats.add(loss, len(idx), int(y.size), metrics)
-            if on_step is not None:
-                on_step(len(idx), loss)
+            if done < full and self.adaptive:
+                per_step = (time.perf_counter() - started) / k
+                self.steps_per_call = max(
+                    1, min(MAX_STEPS_PER_CALL, int(CALL_SECONDS / max(per_step, 1e-7)))
+                )
+            n = rows.shape[1]
+            stats.add_steps(losses, n, n * per_sample, metrics)
+            if on_call is not None:
+                on_call(losses, k * n)
+            done += k
         return stats.result()

@@ -24,6 +24,8 @@ def initial_value(spec: ParamSpec, rng: np.random.Generator, dtype: np.dtype) ->
     elif spec.init == "glorot_uniform":
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         value = rng.uniform(-limit, limit, shape)
+    elif spec.init == "normal":
+        value = rng.normal(0.0, 1.0, shape)
     elif spec.init == "normal_002":
         value = rng.normal(0.0, 0.02, shape)
     elif spec.init == "orthogonal":

@@ -1,6 +1,15 @@
 """VJP rules, one module per op family; importing this package registers all of them."""
 
-from dnnspec.autodiff.rules import activations, conv, elementwise, matmul, nn, reduce, shape
+from dnnspec.autodiff.rules import (
+    activations,
+    conv,
+    elementwise,
+    gather,
+    matmul,
+    nn,
+    reduce,
+    shape,
+)
 from dnnspec.autodiff.rules.base import VJP, VjpRule
 
 __all__ = [
@@ -9,6 +18,7 @@ __all__ = [
     "activations",
     "conv",
     "elementwise",
+    "gather",
     "matmul",
     "nn",
     "reduce",

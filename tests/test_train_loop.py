@@ -1,0 +1,198 @@
+"""Many steps per runtime call: the train-loop graph gives exactly the losses of single
+steps; checkpoints follow their cadence, and a killed run resumes bit-identically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from dnnspec.assemble.loop import build_train_loop, carried_names
+from dnnspec.errors import DiagnosticError
+from dnnspec.frontend import load_spec
+from dnnspec.runtime import checkpoint
+from dnnspec.runtime.cadence import Cadence
+from dnnspec.runtime.run import Prepared, prepare, run_training
+from dnnspec.runtime.session import cuda_available
+from dnnspec.runtime.trainer import Trainer, epoch_order
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+STEPS = 100
+
+
+@pytest.fixture(scope="module")
+def digits() -> Prepared:
+    """The digits spec (dropout, Adam, cosine warm-up, l2) at batch 16: 89 full batches and
+    a partial one per epoch, so 100 steps cross an epoch boundary and a partial batch."""
+    return prepare(load_spec(SPECS / "digits_mlp.dnn", {"hidden": "32"}), epochs=2)
+
+
+def single_step_losses(prep: Prepared, batch: int) -> list[float]:
+    trainer = Trainer(prep.program, "cpu", prep.train.seed)
+    data, losses, epoch = prep.train_data, [], 0
+    while len(losses) < STEPS:
+        order = epoch_order(len(data), prep.train.seed, epoch)
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            losses.append(trainer.train_step({"x": data.x[idx]}, data.y[idx])[0])
+        epoch += 1
+    return losses[:STEPS]
+
+
+def loop_losses(prep: Prepared, batch: int, steps_per_call: int) -> list[float]:
+    trainer = Trainer(prep.program, "cpu", prep.train.seed, steps_per_call=steps_per_call)
+    losses: list[float] = []
+    epoch = 0
+    while len(losses) < STEPS:
+        trainer.run_epoch(
+            prep.train_data, "x", batch, epoch, lambda call, n: losses.extend(call.tolist())
+        )
+        epoch += 1
+    return losses[:STEPS]
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 7, 4096], ids=["K=1", "K=7", "whole epoch"])
+def test_k_steps_per_call_give_the_losses_of_single_steps(
+    digits: Prepared, steps_per_call: int
+) -> None:
+    batch = 16
+    assert len(digits.train_data) % batch != 0
+    expected = single_step_losses(digits, batch)
+    assert loop_losses(digits, batch, steps_per_call) == expected
+
+
+def test_train_loop_graph_is_valid_onnx_and_carries_every_state_tensor(digits: Prepared) -> None:
+    loop = build_train_loop(digits.program.train_step)
+    onnx.checker.check_model(loop, full_check=True)
+    carried = carried_names(digits.program.train_step)
+    assert sorted(carried) == sorted(digits.program.carried())
+    assert any(name.endswith(".m") for name in carried)  # Adam's state rides along
+    names = {i.name for i in loop.graph.input}
+    assert {"in/x", "in/target", "in/order", "in/step", "seed"} <= names
+
+
+def test_a_non_finite_loss_inside_a_call_rolls_back_to_the_last_good_parameters(
+    digits: Prepared,
+) -> None:
+    """Step 5 of a 9-step call sees overflowing inputs: the trainer keeps the input of
+    step 4, exactly what single steps keep."""
+    from dnnspec.data.datasets import Dataset
+    from dnnspec.runtime.trainer import Diverged
+
+    x = digits.train_data.x[:144].copy()
+    x[80:96] = 1e38  # batch 5 of 16
+    data = Dataset(x, digits.train_data.y[:144])
+    rows = np.arange(144).reshape(9, 16)
+    reference = Trainer(digits.program, "cpu", 0)
+    for row in rows[:4]:
+        reference.train_step({"x": data.x[row]}, data.y[row])
+    kept = reference.params()  # the input of step 4
+    trainer = Trainer(digits.program, "cpu", 0, steps_per_call=3)
+    trainer._bind_data(data, "x")
+    trainer.run_steps(rows[:3])  # steps 0-2
+    with pytest.raises(Diverged) as caught:
+        trainer.run_steps(rows[3:])  # steps 3-8, the loss of 5 is not finite
+    assert caught.value.step == 5
+    assert all(np.array_equal(kept[k], v) for k, v in trainer.params().items())
+
+
+class KillAt:
+    """A reporter that kills the run (nothing handles it) in the middle of an epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.at = epoch
+
+    def warn(self, warnings: object) -> None: ...
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
+    def epoch(self, record: dict) -> None: ...
+    def finish(self, message: str) -> None: ...
+
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
+        if epoch == self.at:
+            raise Killed
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: no handler runs, no checkpoint is written on the way out."""
+
+
+def test_a_killed_run_resumes_bit_identically_from_its_last_cadence_checkpoint(
+    tmp_path: Path,
+) -> None:
+    spec = load_spec(SPECS / "digits_mlp.dnn", {"hidden": "32"})
+    every2 = Cadence(epochs=2)
+    whole = run_training(spec, tmp_path / "whole", "cpu", epochs=5, checkpoint_every=every2)
+    with pytest.raises(Killed):
+        run_training(
+            spec, tmp_path / "cut", "cpu", epochs=5, reporter=KillAt(3), checkpoint_every=every2
+        )
+    _, header = checkpoint.load(tmp_path / "cut" / "checkpoint" / "last.npz")
+    assert header["epoch"] == 2  # epoch 3 finished (and was logged) but was not checkpointed
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
+    resumed = run_training(
+        spec, tmp_path / "cut", "cpu", epochs=5, resume=True, checkpoint_every=every2
+    )
+    assert resumed.steps == whole.steps
+    logs = [
+        [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()
+        ]
+        for r in ("whole", "cut")
+    ]
+    assert logs[0] == logs[1] and len(logs[0]) == 5
+    a, _ = checkpoint.load(tmp_path / "whole" / "checkpoint" / "last.npz")
+    b, _ = checkpoint.load(tmp_path / "cut" / "checkpoint" / "last.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("cadence", "saves"), [(Cadence(epochs=1), 3), (Cadence(epochs=2), 2), (Cadence(), 1)]
+)
+def test_checkpoints_follow_the_cadence_and_always_end_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cadence: Cadence, saves: int
+) -> None:
+    written: list[int] = []
+    save = checkpoint.save
+    monkeypatch.setattr(
+        checkpoint,
+        "save",
+        lambda path, arrays, header: (written.append(header["epoch"]), save(path, arrays, header)),
+    )
+    spec = load_spec(SPECS / "digits_mlp.dnn", {"hidden": "16"})
+    run_training(spec, tmp_path, "cpu", epochs=3, checkpoint_every=cadence)
+    assert len(written) == saves and written[-1] == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "cadence"),
+    [("5", Cadence(epochs=5)), ("30s", Cadence(seconds=30)), ("2m", Cadence(seconds=120))],
+)
+def test_checkpoint_cadence_reads_epochs_or_a_time(text: str, cadence: Cadence) -> None:
+    assert Cadence.parse(text) == cadence
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "1.5", "3h"])
+def test_a_bad_checkpoint_cadence_is_a_clear_error(text: str) -> None:
+    with pytest.raises(DiagnosticError, match="--checkpoint-every expects"):
+        Cadence.parse(text)
+
+
+@pytest.mark.skipif(not cuda_available(), reason="CUDA does not load on this machine")
+def test_cuda_training_keeps_the_losses_of_the_cpu_within_float_tolerance(
+    digits: Prepared,
+) -> None:
+    """--device cuda runs the same loop with data, parameters and state on the GPU."""
+    cpu = Trainer(digits.program, "cpu", 0, steps_per_call=16)
+    gpu = Trainer(digits.program, "cuda", 0, steps_per_call=16)
+    assert gpu.device == "cuda"
+    assert all(v.device_name() == "cuda" for v in gpu._buffers[0].values())
+    a = cpu.run_epoch(digits.train_data, "x", 64, 0)
+    b = gpu.run_epoch(digits.train_data, "x", 64, 0)
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+    assert gpu.evaluate(digits.val_data, "x")["loss"] == pytest.approx(
+        cpu.evaluate(digits.val_data, "x")["loss"], rel=1e-3
+    )
