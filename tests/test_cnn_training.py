@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
+from test_end_to_end import InterruptAt
 
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.run import Interrupted, RunResult, run_training
@@ -67,23 +68,6 @@ def test_resnet_small_with_repeated_residual_conv_blocks_trains(tmp_path: Path) 
     model = onnx.load(tmp_path / "model.onnx")
     onnx.checker.check_model(model, full_check=True)
     assert [n.op_type for n in model.graph.node].count("Conv") == 5
-
-
-class InterruptAt:
-    """A reporter that presses Ctrl-C in the middle of a given epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        self.at, self.steps = epoch, 0
-
-    def warn(self, warnings: object) -> None: ...
-    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
-    def epoch(self, record: dict) -> None: ...
-    def finish(self, message: str) -> None: ...
-
-    def step(self, epoch: int, samples: int, loss: float) -> None:
-        self.steps += 1
-        if epoch == self.at and self.steps % 5 == 0:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.slow

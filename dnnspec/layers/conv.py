@@ -281,11 +281,9 @@ for _spatial in (1, 2):
 
 
 def _pool_window(kind: str, spatial: int, x: TensorType, args: dict[str, Any]) -> Window:
-    stride = args["stride"]
-    return window(
-        f"{kind}_pool{spatial}d", x, spatial, args["kernel"], None if stride == [] else stride,
-        args["padding"],
-    )  # fmt: skip
+    stride = None if args["stride"] == "kernel" else args["stride"]
+    layer = f"{kind}_pool{spatial}d"
+    return window(layer, x, spatial, args["kernel"], stride, args["padding"])
 
 
 def pool_infer(kind: str, spatial: int):  # noqa: ANN201
@@ -321,7 +319,7 @@ def pool_signature() -> Signature:
     return Signature(
         args=(
             ArgSpec(name="kernel", type="ints", doc="window size: an int or one per spatial axis"),
-            _ints_arg("stride", [], "step between windows (default: the kernel)"),
+            _ints_arg("stride", "kernel", "step between windows (default: the kernel's size)"),
             ArgSpec(name="padding", type="any", default="valid", doc=PADDING_DOC),
         )
     )

@@ -217,7 +217,7 @@ class _Run:
                 lambda losses, n: self.reporter.advance(epoch, len(losses), n, float(losses[-1])),
             )
             self.values = trainer.values()
-            params = {s.name: self.values[s.name] for s in prep.program.slots}
+            params = {s.name: self.values[s.name] for s in prep.program.model_slots()}
             if not _finite(params):
                 # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
                 raise Diverged(trainer.step, epoch, math.nan, "the parameters")
