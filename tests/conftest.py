@@ -22,8 +22,8 @@ from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.errors import Span
 from dnnspec.ir import Dim, Spec
+from dnnspec.layers.init import initial_value
 from dnnspec.schema import Signature
-from dnnspec.training.init import initial_value
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.schedules import Timing
 
@@ -33,6 +33,14 @@ EXAMPLES = sorted(SPECS.glob("*.dnn"))
 """Every example spec: each is parsed, resolved, checked, differentiated and trained."""
 
 SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
+
+
+TARGETS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
+    "class": lambda rng, shape: rng.integers(0, shape[-1], shape[:-1]),
+    "value": lambda rng, shape: rng.normal(size=shape),
+}
+"""How a target of each kind (a loss's or metric's `target`) is drawn for a model output
+of the given shape: class ids index its last axis, values have its shape."""
 
 
 def bind(signature: Signature, what: str, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dnnspec.frontend import load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.init import INITIALISERS
 
 SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
 SIZES = {"N": 5, "T": 3}
@@ -212,6 +213,21 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("batchnorm(eps = 1e-3)", ("float32[N, 5]",), "f32[N, 5]", 10, {"N": 6}),
     # embedding (ids are drawn in [0, 3))
     LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
+    # transformer layers (the memory case attends from h1 to itself through the cross path)
+    LayerCase("layer_norm", ("float32[N, T, 4]",), "f32[N, T, 4]", 8, {"N": 2, "T": 3}),
+    LayerCase("layer_norm(eps = 1e-3, axes = all)", ("float32[N, 2, 3]",), "f32[N, 2, 3]", 12),
+    LayerCase("positional(learned, max_len = 5)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 20),
+    LayerCase(
+        "positional(max_len = 8)", ("float32[N, T, 4]",), "f32[N, T, 4]", 0, {"N": 2, "T": 3}
+    ),
+    LayerCase(
+        "attention(2, causal = true, dropout = 0.2)",
+        ("float32[N, T, 4]",),
+        "f32[N, T, 4]",
+        4 * 4 * 4 + 4 * 4,
+        {"N": 2, "T": 3},
+    ),
+    LayerCase("attention(2, memory = h1)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 80),
 ]
 
 
@@ -225,6 +241,8 @@ def test_layer_case_infers_its_type_and_parameter_count(case: LayerCase) -> None
     info = typed.layers[-1]
     assert info.node.layer == case.layer
     assert (str(info.out), info.param_count) == (case.output, case.params)
+    # check settles `auto`: every parameter names an initialiser the trainer can draw
+    assert all(p.init in INITIALISERS for p in info.params)
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: c.id)

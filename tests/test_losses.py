@@ -11,24 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import bind, ort_runner, reference_runner
+from conftest import TARGETS, bind, ort_runner, reference_runner
 
 from dnnspec.autodiff import gradients
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.training.losses import LOSSES, Target
+from dnnspec.training.losses import LOSSES
 
 Reference = Callable[[np.ndarray, np.ndarray, dict[str, Any]], float]
 """(model output, target, bound args) -> the batch-mean loss, in float64 NumPy."""
-
-TARGETS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
-    "class": lambda rng, shape: rng.integers(0, shape[-1], shape[:-1]),
-    "value": lambda rng, shape: rng.normal(size=shape),
-}
-"""How a target of each kind is drawn for a model output of a given shape."""
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -70,10 +64,6 @@ LOSS_CASES: list[LossCase] = [
 
 def test_every_loss_has_a_case() -> None:
     assert set(LOSSES) <= {LOSSES.canonical(case.loss) for case in LOSS_CASES}
-
-
-def test_every_target_kind_can_be_drawn() -> None:
-    assert set(TARGETS) == set(get_args(Target))
 
 
 def loss_graph(

@@ -14,7 +14,7 @@ from conftest import EXAMPLES, assert_train_step_matches_finite_differences
 from dnnspec.assemble.steps import SEED, STEP, TARGET, Program, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec, load_spec_text
-from dnnspec.training.init import initial_value
+from dnnspec.layers.init import initial_value
 from dnnspec.training.schedules import Timing
 
 

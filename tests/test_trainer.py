@@ -90,5 +90,14 @@ def test_a_bad_thread_count_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, va
     monkeypatch.setenv("DNNSPEC_THREADS", value)
     with pytest.raises(DiagnosticError, match="DNNSPEC_THREADS must be a positive whole number"):
         threads()
-    monkeypatch.setenv("DNNSPEC_THREADS", "3")
-    assert threads() == 3
+    monkeypatch.setenv("DNNSPEC_THREADS", "1")
+    assert threads() == 1
+
+
+def test_more_threads_than_cores_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setenv("DNNSPEC_THREADS", "4")
+    assert threads() == 4
+    monkeypatch.setenv("DNNSPEC_THREADS", "99999999")
+    with pytest.raises(DiagnosticError, match="this machine has 4 cores"):
+        threads()

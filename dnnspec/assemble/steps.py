@@ -25,6 +25,7 @@ from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec
 from dnnspec.lower.model import lower_model
+from dnnspec.schema import arg_float
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
@@ -186,7 +187,7 @@ def build_train_step(
     step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)
     factor = sched.build(b, step_f, train.schedule.args, timing)
-    lr = b.op("Mul", [factor, b.const(opt_args["lr"])], hint="lr")
+    lr = b.op("Mul", [factor, b.const(arg_float(opt_args, "lr"))], hint="lr")
     scalars = opt.prepare(b, step_f, lr, opt_args)
     for slot in slots:
         grad = grads[slot.name]

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dnnspec.autodiff.context import AutodiffError, Dim, Shape, ValueType, VjpContext
+from dnnspec.autodiff.context import AutodiffError, Shape, ValueType, VjpContext
 from dnnspec.autodiff.rules import VJP
-from dnnspec.graph.builder import GraphBuilder
+from dnnspec.graph.builder import Dim, GraphBuilder
 
 FLOAT_TYPES = frozenset(
     {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
@@ -40,7 +40,7 @@ def gradients(
     optional output to a forward node (Dropout's mask).
     """
     forward = list(b.nodes)  # topological: the builder appends producers before consumers
-    types = _static_types(b) if value_types is None else dict(value_types)
+    types: dict[str, ValueType] = _static_types(b) if value_types is None else dict(value_types)
     for name, tensor in b.initializers.items():
         types.setdefault(name, (tensor.data_type, tuple(tensor.dims)))
 

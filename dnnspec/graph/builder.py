@@ -8,8 +8,10 @@ and IR version because the onnx package's default IR version is newer than onnxr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -89,8 +91,8 @@ class GraphBuilder:
 
     def const(
         self,
-        value: float | int | Sequence | np.ndarray,
-        dtype: str | np.dtype | None = None,
+        value: float | int | Sequence[Any] | np.ndarray | np.generic,
+        dtype: npt.DTypeLike | None = None,
         hint: str = "c",
     ) -> str:
         """A constant as a shared initializer (initializers cost no node execution)."""
@@ -109,7 +111,7 @@ class GraphBuilder:
         inputs: Sequence[str],
         outputs: int | Sequence[str] = 1,
         hint: str | None = None,
-        **attrs: object,
+        **attrs: Any,
     ) -> str:
         """Emit one node and return its (first) output name."""
         return self.op_multi(op_type, inputs, outputs, hint, **attrs)[0]
@@ -120,7 +122,7 @@ class GraphBuilder:
         inputs: Sequence[str],
         outputs: int | Sequence[str] = 1,
         hint: str | None = None,
-        **attrs: object,
+        **attrs: Any,
     ) -> list[str]:
         """Emit one node and return all output names (fresh ones when `outputs` is a count)."""
         if isinstance(outputs, int):

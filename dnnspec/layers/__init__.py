@@ -1,5 +1,29 @@
 """Built-in layer families; importing this package registers every layer in `LAYERS`."""
 
-from dnnspec.layers import activations, conv, dense, dropout, embedding, merge, norm, shape
+from dnnspec.layers import (
+    activations,
+    attention,
+    conv,
+    dense,
+    dropout,
+    embedding,
+    layer_norm,
+    merge,
+    norm,
+    positional,
+    shape,
+)
 
-__all__ = ["activations", "conv", "dense", "dropout", "embedding", "merge", "norm", "shape"]
+__all__ = [
+    "activations",
+    "attention",
+    "conv",
+    "dense",
+    "dropout",
+    "embedding",
+    "layer_norm",
+    "merge",
+    "norm",
+    "positional",
+    "shape",
+]

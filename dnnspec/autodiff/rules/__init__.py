@@ -7,6 +7,7 @@ from dnnspec.autodiff.rules import (
     gather,
     matmul,
     nn,
+    normalization,
     reduce,
     shape,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "gather",
     "matmul",
     "nn",
+    "normalization",
     "reduce",
     "shape",
 ]
