@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import reference_runner
 from onnx import numpy_helper
-from onnx.reference import ReferenceEvaluator
 from test_end_to_end import InterruptAt
 
 from dnnspec.frontend import load_spec
@@ -57,7 +57,7 @@ def test_exported_cnn_agrees_between_onnxruntime_and_reference(cnn_run: RunResul
     x = np.random.default_rng(0).uniform(0, 16, (16, 64)).astype(np.float32)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ours = session.run(None, {"x": x})[0]
-    reference = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    reference = reference_runner(model)({"x": x})["output"]
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4)
 
 

@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnnspec.ir import Node
-from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.base import (
+    LAYERS,
+    InferFn,
+    LayerDef,
+    LowerCtx,
+    LowerFn,
+    ParamsFn,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+)
 from dnnspec.layers.common import require_float, shape_text
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_int
 
 INITS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "normal_002", "orthogonal")
 LAYOUT = {1: "[N, C, L]", 2: "[N, C, H, W]"}
@@ -35,8 +45,8 @@ class Window:
     """ONNX order: the begin pads of every axis, then the end pads."""
     out: tuple[int, ...]
 
-    def attrs(self, dilations: bool = True) -> dict[str, list[int]]:
-        attrs = {"kernel_shape": list(self.kernel), "strides": list(self.stride)}
+    def attrs(self, dilations: bool = True) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"kernel_shape": list(self.kernel), "strides": list(self.stride)}
         if any(p for p in self.pads):
             attrs["pads"] = list(self.pads)
         if dilations and any(d != 1 for d in self.dilation):
@@ -44,11 +54,17 @@ class Window:
         return attrs
 
 
-def per_axis(
-    layer: str, name: str, value: int | list[int], spatial: int, least: int
-) -> tuple[int, ...]:
+def _int_list(layer: str, name: str, value: object) -> list[int]:
+    """`value` as a list of ints (an int is a list of one)."""
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ShapeError(f"{layer} {name} must be an int or a list of ints, got {value!r}")
+    return [v for v in values if isinstance(v, int)]
+
+
+def per_axis(layer: str, name: str, value: object, spatial: int, least: int) -> tuple[int, ...]:
     """An int (same for every spatial axis) or a list of one int per axis, each >= `least`."""
-    values = [value] if isinstance(value, int) else list(value)
+    values = _int_list(layer, name, value)
     if len(values) == 1:
         values = values * spatial
     if len(values) != spatial:
@@ -94,10 +110,10 @@ def window(
     layer: str,
     x: TensorType,
     spatial: int,
-    kernel: int | list[int],
-    stride: int | list[int] | None,
-    padding: Any,
-    dilation: int | list[int] = 1,
+    kernel: object,
+    stride: object,
+    padding: object,
+    dilation: object = 1,
 ) -> Window:
     """Kernel, stride, dilation and padding resolved per axis, and the output size.
 
@@ -110,6 +126,7 @@ def window(
     s = k if stride is None else per_axis(layer, "stride", stride, spatial, 1)
     d = per_axis(layer, "dilation", dilation, spatial, 1)
     span = tuple(di * (ki - 1) + 1 for ki, di in zip(k, d, strict=True))
+    pads: tuple[int, ...]
     if padding == "valid":
         pads = (0,) * (2 * spatial)
     elif padding == "same":
@@ -123,9 +140,7 @@ def window(
             f"{layer} padding must be valid, same, an int or a list of ints, got {padding!r}"
         )
     else:
-        values = [padding] if isinstance(padding, int) else list(padding)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise ShapeError(f"{layer} padding list must hold ints, got {shape_text(values)}")
+        values = _int_list(layer, "padding", padding)
         if len(values) == 1:
             values = values * spatial
         if len(values) == spatial:
@@ -148,8 +163,8 @@ def window(
             f"{'x'.join(map(str, padded))} (input {x})",
             help="use padding = same, a smaller kernel or stride, or downsample less before it",
         )
-    out = tuple((p - e) // si + 1 for p, e, si in zip(padded, span, s, strict=True))
-    return Window(k, s, d, pads, out)
+    size_out = tuple((p - e) // si + 1 for p, e, si in zip(padded, span, s, strict=True))
+    return Window(k, s, d, pads, size_out)
 
 
 def _channels(x: TensorType, layer: str) -> int:
@@ -188,7 +203,7 @@ def _conv_channels(spatial: int, x: TensorType, args: dict[str, Any]) -> int:
     return channels
 
 
-def conv_infer(spatial: int):  # noqa: ANN201 - a closure per rank
+def conv_infer(spatial: int) -> InferFn:
     def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
         x = inputs[0]
         geometry = _conv_window(spatial, x, args)
@@ -198,7 +213,7 @@ def conv_infer(spatial: int):  # noqa: ANN201 - a closure per rank
     return infer
 
 
-def conv_params(spatial: int):  # noqa: ANN201
+def conv_params(spatial: int) -> ParamsFn:
     def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:
         x = inputs[0]
         kernel = _conv_window(spatial, x, args).kernel
@@ -219,8 +234,8 @@ def conv_flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, An
     x = inputs[0]
     spatial = len(x.dims) - 2
     kernel = per_axis("conv", "kernel", args["kernel"], spatial, 1)
-    per_group = _channels(x, "conv") // args["groups"]
-    elements = args["filters"] * math.prod(d for d in out.dims[2:] if isinstance(d, int))
+    per_group = _channels(x, "conv") // arg_int(args, "groups")
+    elements = arg_int(args, "filters") * math.prod(d for d in out.dims[2:] if isinstance(d, int))
     return elements * (2 * per_group * math.prod(kernel) + (1 if args["bias"] else 0))
 
 
@@ -286,7 +301,7 @@ def _pool_window(kind: str, spatial: int, x: TensorType, args: dict[str, Any]) -
     return window(layer, x, spatial, args["kernel"], stride, args["padding"])
 
 
-def pool_infer(kind: str, spatial: int):  # noqa: ANN201
+def pool_infer(kind: str, spatial: int) -> InferFn:
     def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
         x = inputs[0]
         geometry = _pool_window(kind, spatial, x, args)
@@ -302,7 +317,7 @@ def pool_flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, An
     return math.prod(d for d in out.dims[1:] if isinstance(d, int)) * taps
 
 
-def pool_lower(kind: str):  # noqa: ANN201
+def pool_lower(kind: str) -> LowerFn:
     def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
         x = ctx.types[node.inputs[0]]
         geometry = _pool_window(kind, len(x.dims) - 2, x, node.args)
@@ -342,7 +357,7 @@ for _kind, _what in (("max", "maximum"), ("avg", "mean")):
 # global pooling and upsampling ----------------------------------------------------------------
 
 
-def global_infer(kind: str):  # noqa: ANN201
+def global_infer(kind: str) -> InferFn:
     def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
         x = require_float(inputs[0], f"global_{kind}_pool")
         if len(x.dims) < 3:
@@ -359,7 +374,7 @@ def global_flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, 
     return math.prod(d for d in inputs[0].dims[1:] if isinstance(d, int))
 
 
-def global_lower(kind: str):  # noqa: ANN201
+def global_lower(kind: str) -> LowerFn:
     """ReduceMean/ReduceMax over the spatial axes straight to [N, C] (GlobalAveragePool
     would keep them as ones and need a Flatten)."""
 

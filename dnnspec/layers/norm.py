@@ -17,7 +17,7 @@ from typing import Any
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.common import require_float
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_float
 
 
 def _features(x: TensorType) -> int:
@@ -71,7 +71,7 @@ def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
     x, b = inputs[0], ctx.b
     rank = len(ctx.types[node.inputs[0]].dims)
-    eps, momentum = node.args["eps"], node.args["momentum"]
+    eps, momentum = arg_float(node.args, "eps"), arg_float(node.args, "momentum")
     mean_in, var_in = params["running_mean"], params["running_var"]
     if not ctx.training:
         operands = [x, params["weight"], params["bias"], mean_in, var_in]

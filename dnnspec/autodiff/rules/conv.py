@@ -17,6 +17,7 @@ x's run-time size, so the rules work on any shape.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import onnx
@@ -29,7 +30,7 @@ INT_MAX = int(np.iinfo(np.int64).max)
 
 
 def _ints(ctx: VjpContext, node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
-    return [int(v) for v in ctx.attr(node, name, default)]  # type: ignore[attr-defined]
+    return [int(v) for v in ctx.attr(node, name, default)]
 
 
 def _geometry(
@@ -39,7 +40,7 @@ def _geometry(
     op = node.op_type
     if ctx.attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         raise AutodiffError(f"the {op} gradient needs explicit pads, not auto_pad")
-    if int(ctx.attr(node, "ceil_mode", 0)):  # type: ignore[call-overload]
+    if int(ctx.attr(node, "ceil_mode", 0)):
         raise AutodiffError(f"the {op} gradient supports ceil_mode = 0 only")
     spatial = ctx.require_rank(node.input[0], op) - 2
     kernel = _ints(ctx, node, "kernel_shape", kernel or [])
@@ -78,7 +79,7 @@ def transposed_window(
     """ConvTranspose of dy back onto x's spatial size: the adjoint of a windowed op."""
     spatial, kernel, strides, dilations, pads = geometry
     b = ctx.b
-    attrs: dict[str, object] = {"kernel_shape": kernel, "strides": strides}
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": strides}
     if any(d != 1 for d in dilations):
         attrs["dilations"] = dilations
     if group != 1:
@@ -151,7 +152,7 @@ def _conv_weight_grad(
     dtype = onnx.helper.tensor_dtype_to_np_dtype(ctx.elem(x))
     one_hot = b.const(_one_hot_kernel(kernel, dtype), dtype, hint="one_hot_taps")
     folded = b.op("Reshape", [x, _spatial_tensor(ctx, x, [-1, 1])])
-    attrs: dict[str, object] = {"kernel_shape": kernel, "strides": strides}
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": strides}
     if any(pads):
         attrs["pads"] = pads
     if any(d != 1 for d in dilations):
@@ -187,7 +188,7 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     if w_shape is not None and all(isinstance(d, int) for d in w_shape[2:]):
         kernel = [d for d in w_shape[2:] if isinstance(d, int)]
     geometry = _geometry(ctx, node, kernel)
-    group = int(ctx.attr(node, "group", 1))  # type: ignore[call-overload]
+    group = int(ctx.attr(node, "group", 1))
     grads: Grads = [None] * len(node.input)
     if ctx.needs(x):
         grads[0] = transposed_window(ctx, dy, w, x, geometry, group)
@@ -202,7 +203,7 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
 def _indices_output(ctx: VjpContext, node: onnx.NodeProto) -> str:
     """MaxPool's Indices output, added under a fresh name when the node lacks one."""
     if len(node.output) > 1 and node.output[1]:
-        return node.output[1]
+        return str(node.output[1])
     indices = ctx.b.fresh(f"{node.output[0]}_argmax")
     node.output.append(indices)
     return indices
@@ -216,7 +217,7 @@ def max_pool(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     x = node.input[0]
     dy, b = single(dys), ctx.b
     _geometry(ctx, node)  # refuses auto_pad and ceil_mode
-    if int(ctx.attr(node, "storage_order", 0)):  # type: ignore[call-overload]
+    if int(ctx.attr(node, "storage_order", 0)):
         raise AutodiffError("the MaxPool gradient supports storage_order = 0 only")
     indices = _indices_output(ctx, node)
     flat = ctx.int_const([-1])
@@ -263,7 +264,7 @@ def average_pool(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     _, kernel, _, dilations, pads = geometry
     if any(d != 1 for d in dilations):
         raise AutodiffError("the AveragePool gradient supports dilations = 1 only")
-    if any(pads) and not int(ctx.attr(node, "count_include_pad", 0)):  # type: ignore[call-overload]
+    if any(pads) and not int(ctx.attr(node, "count_include_pad", 0)):
         scaled = b.op("Mul", [dy, _average_counts(ctx, x, y, geometry)])
     else:
         scaled = b.op("Mul", [dy, ctx.scalar(1.0 / math.prod(kernel), y)])

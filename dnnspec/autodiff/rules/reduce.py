@@ -95,10 +95,10 @@ def reduce_max(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     axes_in = ctx.input(node, 1)
     grads: Grads = [None] * len(node.input)
     axes = ctx.ints(axes_in) if axes_in else []
-    if axes == [] and int(ctx.attr(node, "noop_with_empty_axes", 0)):  # type: ignore[call-overload]
+    if axes == [] and int(ctx.attr(node, "noop_with_empty_axes", 0)):
         grads[0] = dy
         return grads
-    if not int(ctx.attr(node, "keepdims", 1)) and axes_in is not None:  # type: ignore[call-overload]
+    if not int(ctx.attr(node, "keepdims", 1)) and axes_in is not None:
         if axes is not None and ctx.rank(x) is not None:
             rank = ctx.require_rank(x, "ReduceMax")
             axes_in = ctx.int_const(sorted(a % rank for a in axes))
