@@ -11,6 +11,7 @@ from dnnspec.layers import (
     merge,
     norm,
     positional,
+    recurrent,
     shape,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "merge",
     "norm",
     "positional",
+    "recurrent",
     "shape",
 ]

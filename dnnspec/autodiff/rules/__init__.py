@@ -9,6 +9,7 @@ from dnnspec.autodiff.rules import (
     nn,
     normalization,
     reduce,
+    scan,
     shape,
 )
 from dnnspec.autodiff.rules.base import VJP, VjpRule
@@ -24,5 +25,6 @@ __all__ = [
     "nn",
     "normalization",
     "reduce",
+    "scan",
     "shape",
 ]
