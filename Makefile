@@ -23,4 +23,5 @@ lint: $(BIN)/dnnspec
 	$(BIN)/ruff format --check dnnspec tests tools
 
 bench: $(BIN)/dnnspec
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python tools/bench.py

@@ -170,6 +170,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         "steps": result.steps,
         "stopped": result.stopped,
         "seconds": round(result.seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
         "metrics": result.metrics,
         "best": result.best,
         "model": str(result.paths["model"]),

@@ -75,6 +75,7 @@ class RunResult:
     steps: int
     stopped: str
     seconds: float
+    cpu_seconds: float = 0.0
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -351,7 +352,7 @@ def run_training(
     write_lock(spec, paths["lock"])
     paths["metrics"] = run_dir / "metrics.jsonl"
     paths["checkpoint"] = run.checkpoint_path
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
     try:
         with paths["metrics"].open("a" if resume else "w") as log:
@@ -371,5 +372,6 @@ def run_training(
         run.trainer.step,
         stopped,
         time.perf_counter() - started,
+        time.process_time() - cpu_started,
         paths,
     )
