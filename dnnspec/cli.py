@@ -30,7 +30,7 @@ from dnnspec.errors import Diagnostic, DiagnosticError, error
 if TYPE_CHECKING:
     from dnnspec.api import Spec
 
-OK, SPEC_ERROR, INTERRUPTED = 0, 2, 130
+OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED = 0, 1, 2, 130
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -57,10 +57,10 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import check
+    from dnnspec.api import check_spec
     from dnnspec.check.report import check_json, render_check
 
-    typed = check(_load(args))
+    typed = check_spec(_load(args))
     if args.json:
         print(json.dumps(check_json(typed), indent=2))
     else:
@@ -108,6 +108,7 @@ class ProgressReporter:
     def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
         self.samples += samples
         rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
+        assert self.task is not None, "advance() before start()"
         self.progress.update(
             self.task, advance=steps, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate
         )
@@ -148,6 +149,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             resume=args.resume,
             reporter=reporter,
             checkpoint_every=args.checkpoint_every,
+            stop_after=args.stop_after,
         )
     except Interrupted as stop:
         run_dir = stop.run_dir
@@ -188,6 +190,97 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import TuneInterrupted, tune
+    from dnnspec.tune.report import TuneProgress, render_results, results_json
+
+    if args.resume and not args.out:
+        raise error("--resume needs the search directory: --out DIR")
+    if args.resume and args.overwrite:
+        raise error("--resume and --overwrite contradict each other", help="choose one")
+    progress = None if args.json else TuneProgress(console)
+    try:
+        result = tune(
+            args.spec,
+            out=args.out,
+            workers=args.workers,
+            trials=args.trials,
+            epochs=args.epochs,
+            device=args.device,
+            backend=args.backend,
+            address=args.address,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+            **_overrides(args.set or []),
+        )
+    except TuneInterrupted as stop:
+        if progress is not None:
+            progress.stop()
+        again = ["dnnspec tune", args.spec, "--out", str(stop.out), "--resume"]
+        again += [f"--set {x}" for x in args.set or []]
+        for flag in ("workers", "trials", "epochs"):
+            if getattr(args, flag):
+                again.append(f"--{flag} {getattr(args, flag)}")
+        print(
+            "search interrupted; finished trials are kept.\ncontinue with: " + " ".join(again),
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    if progress is not None:
+        progress.stop()
+    if args.json:
+        print(json.dumps(results_json(result), indent=2))
+    else:
+        render_results(result, console)
+    return OK
+
+
+def _spec_files(paths: Sequence[str]) -> list[Path]:
+    """The files named, with every `.dnn` file under a named directory."""
+    found: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        found += sorted(path.rglob("*.dnn")) if path.is_dir() else [path]
+    return found
+
+
+def cmd_fmt(args: argparse.Namespace, console: Console) -> int:
+    import difflib
+
+    from dnnspec.api import format_file
+
+    results, problems = [], []
+    for path in _spec_files(args.files):
+        try:
+            results.append(format_file(path))
+        except DiagnosticError as exc:
+            problems.append(exc)
+    changed = [r for r in results if r.changed]
+    for result in changed:
+        if args.diff:
+            name = str(result.path)
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    result.original.splitlines(True), result.text.splitlines(True), name, name
+                )
+            )
+        elif args.check:
+            print(f"would reformat {result.path}")
+        else:
+            result.write()
+            print(f"reformatted {result.path}")
+    for problem in problems:
+        print(problem.render(), file=sys.stderr)
+    if problems:
+        return SPEC_ERROR
+    unchanged = len(results) - len(changed)
+    if not args.diff:
+        verb = "would be reformatted" if args.check else "reformatted"
+        print(f"{len(changed)} file(s) {verb}, {unchanged} already formatted", file=sys.stderr)
+    return CHANGES_NEEDED if (args.check or args.diff) and changed else OK
+
+
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import compile, save
 
@@ -219,7 +312,10 @@ PREDICTION_FORMATS = (".npy", ".csv")
 
 def _jsonable(values: np.ndarray) -> list[Any]:
     """Nested lists with NaN/inf as null: JSON has no NaN."""
-    return np.where(np.isfinite(values), values, None).tolist()
+    cells = values.astype(object)
+    cells[~np.isfinite(values)] = None
+    nested: list[Any] = cells.tolist()
+    return nested
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
@@ -277,6 +373,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint every N epochs, or at most every T seconds (30s, 2m); always at the "
         "end, on early stop, Ctrl-C and divergence (default: 60s)",
     )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="pause after epoch N (the schedule still spans the whole run); --resume continues",
+    )
+    p = spec_command("tune", "run the spec's search section: trials, a results table, best.dnn")
+    p.add_argument("--out", help="search directory (default: runs/<spec name>-tune[-n])")
+    p.add_argument("--workers", type=int, help="trials run at once (default: the cores)")
+    p.add_argument("--trials", type=int, help="at most this many trials (caps the method's own)")
+    p.add_argument("--epochs", type=int, help="override the spec's epoch count in every trial")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
+    p = sub.add_parser("fmt", help="rewrite .dnn files in the canonical layout (comments kept)")
+    p.add_argument("files", nargs="+", help=".dnn files, or directories to search for them")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
+    p.add_argument("--diff", action="store_true", help="print the changes as a diff; exit 1 if any")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (
@@ -295,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "check": cmd_check,
     "train": cmd_train,
+    "tune": cmd_tune,
+    "fmt": cmd_fmt,
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,

@@ -13,11 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dnnspec.errors import DiagnosticError, SourceMap, Span, error
+from dnnspec.files import MiB, read_bytes
 from dnnspec.ir import Spec
 from dnnspec.resolve import Scalar, resolve
 from dnnspec.syntax import ast
 from dnnspec.syntax.build import build
 from dnnspec.syntax.parse import parse_tree
+
+MAX_SPEC_BYTES = 1 * MiB
+"""Largest spec file read; real specs are a few KiB."""
 
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 """Text that reads as a number literal (the grammar's, with an optional sign)."""
@@ -25,11 +29,18 @@ NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def parse_text(text: str, file: str = "<spec>") -> ast.SpecFile:
     """The syntax IR of a spec's text; `file` is the name spans (and messages) use."""
+    text = one_newline(text)
     try:
-        return build(parse_tree(text, file), file)
+        spec: ast.SpecFile = build(parse_tree(text, file), file)
+        return spec
     except DiagnosticError as exc:
         exc.sources = SourceMap({file: text})
         raise
+
+
+def one_newline(text: str) -> str:
+    """Windows (CRLF) and old Mac (CR) line endings read as newlines, like Unix ones."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def parse_override(name: str, text: str) -> tuple[Scalar, Span]:
@@ -78,6 +89,7 @@ def load_spec_text(
     text: str, file: str = "<spec>", overrides: Mapping[str, str] | None = None
 ) -> Spec:
     """Parse and resolve a spec held in memory; `overrides` are `--set name=value` pairs."""
+    text = one_newline(text)
     sources = SourceMap({file: text})
     values: dict[str, tuple[Scalar, Span]] = {}
     for name, value in (overrides or {}).items():
@@ -90,23 +102,19 @@ def load_spec_text(
         raise
 
 
-def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> Spec:
-    """Read, parse and resolve a spec file; an unreadable file is a diagnostic too."""
-    path = Path(path)
+def read_spec_text(path: str | Path) -> str:
+    """The text of a spec file; an unreadable or non-UTF-8 file is a diagnostic."""
+    data = read_bytes(path, "spec file", MAX_SPEC_BYTES)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"spec file '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise error(f"'{path}' is a directory, not a spec file") from None
-    except OSError as exc:
-        raise error(f"cannot read spec file '{path}': {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         before = data[: exc.start].decode("utf-8", errors="replace")
         line = before.count("\n") + 1
         col = len(before) - (before.rfind("\n") + 1) + 1
         span = Span(file=str(path), line=line, col=col, end_line=line, end_col=col + 1)
         raise error(f"spec file '{path}' is not UTF-8 text", span) from None
-    return load_spec_text(text, str(path), overrides)
+
+
+def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> Spec:
+    """Read, parse and resolve a spec file; an unreadable file is a diagnostic too."""
+    return load_spec_text(read_spec_text(path), str(path), overrides)

@@ -8,7 +8,7 @@ plus the chain of block/repeat call sites it was expanded from. It is what
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypeAliasType
@@ -17,11 +17,13 @@ from dnnspec.errors import Span
 from dnnspec.schema import Duration
 
 DType = Literal["float32", "float64", "int64", "int32", "bool"]
+Direction = Literal["min", "max"]
+SpaceKind = Literal["choice", "uniform", "log_uniform", "int_range"]
 Dim = int | str
 GRAPH_NAMES = ("step", "seed", "target", "loss", "output")
 """The names the compiled graphs give their own inputs and outputs: no model input may
 take one, or it would collide with them in train_step.onnx or model.onnx."""
-ArgValue = TypeAliasType("ArgValue", Union[bool, int, float, str, Duration, list["ArgValue"]])  # noqa: UP007
+ArgValue = TypeAliasType("ArgValue", "bool | int | float | str | Duration | list[ArgValue]")
 
 
 class _Strict(BaseModel):
@@ -86,7 +88,7 @@ class SearchDim(_Strict):
     """`hidden in choice(32, 64)`: the space one param is drawn from during a search."""
 
     param: str
-    space: Literal["choice", "uniform", "log_uniform", "int_range"]
+    space: SpaceKind
     values: tuple[ArgValue, ...]
     span: Span
 
@@ -96,7 +98,7 @@ class SearchSpec(_Strict):
 
     method: Call
     objective: str
-    direction: Literal["min", "max"]
+    direction: Direction
     dims: tuple[SearchDim, ...]
     span: Span
 

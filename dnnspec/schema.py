@@ -7,8 +7,8 @@ or located diagnostics (unknown argument with did-you-mean, wrong type, out of r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,7 +17,14 @@ from dnnspec.errors import Diagnostic, DiagnosticError, Span, did_you_mean
 INT64_MAX = 2**63 - 1
 """The largest integer a spec may hold: every integer ends up in an int64 somewhere."""
 
-ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any"]
+T = TypeVar("T")
+
+ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any", "tensor"]
+"""`tensor`: a tensor passed by keyword (`memory = enc`); resolve binds the value\'s name,
+and the empty string (the default) means none was passed."""
+
+
+DurationUnit = Literal["steps", "epochs"]
 
 
 class Duration(BaseModel):
@@ -26,7 +33,7 @@ class Duration(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     value: float
-    unit: Literal["steps", "epochs"]
+    unit: DurationUnit
 
     def to_steps(self, steps_per_epoch: int) -> int:
         return int(round(self.value * (steps_per_epoch if self.unit == "epochs" else 1)))
@@ -93,8 +100,8 @@ class Signature(BaseModel):
                     help=f"arguments of {what}: {', '.join(self.names()) or 'none'}",
                 )
             )
-        for spec, (value, span) in zip(self.args, positional, strict=False):
-            bound[spec.name] = _check(what, spec, value, span, problems)
+        for arg, (value, span) in zip(self.args, positional, strict=False):
+            bound[arg.name] = _check(what, arg, value, span, problems)
         for name, value, span in keyword:
             spec = self.get(name)
             if spec is None:
@@ -171,7 +178,7 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
 
     t = spec.type
     label = f"argument '{spec.name}' of {what}"
-    if t == "any":
+    if t in ("any", "tensor"):
         return value
     if t == "bool":
         if not isinstance(value, bool):
@@ -219,3 +226,38 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
             return bad(f"{label} must be a list of {t[:-1]}s, got {_shown(value)}")
         return [float(v) for v in items] if t == "floats" else list(items)
     return bad(f"{label} has an unsupported type {t}")
+
+
+# -- typed access to bound arguments ---------------------------------------------------------
+# `Signature.bind` has already checked each argument's type, so these only narrow the static
+# type of one value (a wrong type here is a bug in the caller, not a spec mistake).
+
+
+def _typed(args: Mapping[str, object], name: str, kind: type[T], what: str) -> T:
+    value = args[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(f"argument '{name}' should be {what}, got {value!r}")
+    return value
+
+
+def arg_int(args: Mapping[str, object], name: str) -> int:
+    """A bound `int` argument."""
+    return _typed(args, name, int, "an int")
+
+
+def arg_float(args: Mapping[str, object], name: str) -> float:
+    """A bound `float` argument (an int is accepted: a lock file may hold `1` for `1.0`)."""
+    value = args[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"argument '{name}' should be a number, got {value!r}")
+    return float(value)
+
+
+def arg_str(args: Mapping[str, object], name: str) -> str:
+    """A bound `str` argument (a word)."""
+    return _typed(args, name, str, "a word")
+
+
+def arg_bool(args: Mapping[str, object], name: str) -> bool:
+    """A bound `bool` argument."""
+    return _typed(args, name, bool, "true or false")

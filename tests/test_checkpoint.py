@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,10 +48,10 @@ def test_tampered_checkpoint_fails_its_checksum(tmp_path: Path) -> None:
     checkpoint.save(path, sample(), {"step": 1})
     arrays, header = checkpoint.load(path)
     arrays["dense_1.weight"][0, 0] += 1.0
-    np.savez(
-        path,
+    entries: dict[str, Any] = {
         **arrays,
-        **{checkpoint.HEADER: np.frombuffer(b'{"step": 1, "checksum": "0"}', np.uint8)},
-    )
+        checkpoint.HEADER: np.frombuffer(b'{"step": 1, "checksum": "0"}', np.uint8),
+    }
+    np.savez(path, **entries)
     with pytest.raises(DiagnosticError, match="checksum"):
         checkpoint.load(path)

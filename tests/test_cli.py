@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SPECS
 
 from dnnspec.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-DIGITS = str(ROOT / "specs" / "digits_mlp.dnn")
+DIGITS = str(SPECS / "digits_mlp.dnn")
 
 FILE_SPEC = """model m {{
   input x: float32[N, 4]
@@ -187,7 +187,7 @@ def test_predict_rejects_unknown_output_format_and_writes_null_for_nan(
 def test_schedule_period_of_zero_is_a_located_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = (ROOT / "specs" / "spirals.dnn").read_text()
+    text = (SPECS / "spirals.dnn").read_text()
     bad = tmp_path / "s.dnn"
     bad.write_text(text.replace("every = 100 epochs", "every = 0 epochs"))
     code, _, err = run_cli(capsys, "check", str(bad))
@@ -199,7 +199,7 @@ def test_check_shows_warnings_on_stderr_and_still_exits_zero(
 ) -> None:
     spec = tmp_path / "soft.dnn"
     spec.write_text(
-        (ROOT / "specs" / "digits_mlp.dnn").read_text().replace("dense(10)", "dense(10) -> softmax")
+        (SPECS / "digits_mlp.dnn").read_text().replace("dense(10)", "dense(10) -> softmax")
     )
     code, out, err = run_cli(capsys, "check", str(spec))
     assert code == 0 and "softmax_1" in out

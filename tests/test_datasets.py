@@ -1,22 +1,104 @@
-"""Built-in datasets are deterministic and shaped as documented; user files load or fail clearly."""
+"""Built-in datasets are deterministic and shaped as documented; user files load or fail clearly.
+
+`DATASET_CASES` holds at least one case per registered dataset (a completeness test fails
+otherwise): the shapes and dtypes it loads, its classes, and whether the seed matters.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from dnnspec.data.datasets import DATASETS, split
+from dnnspec.data.datasets import DATASETS, Dataset, split
 from dnnspec.errors import DiagnosticError, Span
 
 SPAN = Span(file="s.dnn", line=3, col=3, end_line=3, end_col=10)
 
 
-def load(name: str, **args: object) -> object:
+def load(name: str, **args: object) -> Dataset:
     d = DATASETS.get(name)
     bound = d.signature.bind(name, [], [(k, v, SPAN) for k, v in args.items()], SPAN)
     return d.load(bound, 0, SPAN)
+
+
+def write_npz(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(folder / "d.npz", x=rng.normal(size=(12, 5)), y=rng.integers(0, 4, 12))
+
+
+@dataclass(frozen=True)
+class DatasetCase:
+    """`dataset(args)` loads inputs of shape `x` and targets of shape `y` with these
+    dtypes; class targets (`classes`) cover every id from 0; `seeded`: another seed gives
+    other data. `write` creates the files it reads in a temporary folder, which `{dir}`
+    in a string argument names."""
+
+    dataset: str
+    x: tuple[tuple[int, ...], str]
+    y: tuple[tuple[int, ...], str]
+    args: dict[str, Any] = field(default_factory=dict)
+    classes: int | None = None
+    seeded: bool = True
+    write: Callable[[Path], None] | None = None
+
+
+DATASET_CASES: list[DatasetCase] = [
+    DatasetCase("digits", ((1797, 64), "float32"), ((1797,), "int64"), classes=10, seeded=False),
+    DatasetCase(
+        "spirals", ((90, 2), "float32"), ((90,), "int64"), {"samples": 90, "classes": 3}, 3
+    ),
+    DatasetCase(
+        "regression", ((50, 4), "float32"), ((50, 1), "float32"), {"samples": 50, "features": 4}
+    ),
+    *(
+        DatasetCase(
+            "sequences",
+            ((60, 7), "int64"),
+            ((60,), "int64"),
+            {"task": task, "samples": 60, "length": 7, "symbols": symbols},
+            classes,
+        )
+        for task, symbols, classes in (("query", 5, 2), ("recall", 5, 5), ("parity", 3, 2))
+    ),
+    DatasetCase(
+        "file",
+        ((12, 5), "float64"),
+        ((12,), "int64"),
+        {"path": "{dir}/d.npz"},
+        seeded=False,
+        write=write_npz,
+    ),
+]
+
+
+def test_every_dataset_has_a_case() -> None:
+    assert set(DATASETS) <= {DATASETS.canonical(c.dataset) for c in DATASET_CASES}
+
+
+@pytest.mark.parametrize("case", DATASET_CASES, ids=lambda c: c.dataset)
+def test_dataset_case_loads_its_shapes_deterministically(case: DatasetCase, tmp_path: Path) -> None:
+    if case.write is not None:
+        case.write(tmp_path)
+    args = {k: v.format(dir=tmp_path) if isinstance(v, str) else v for k, v in case.args.items()}
+    definition = DATASETS.get(case.dataset)
+    bound = definition.signature.bind(
+        case.dataset, [], [(k, v, SPAN) for k, v in args.items()], SPAN
+    )
+    data = definition.load(bound, 0, SPAN)
+    assert (data.x.shape, data.x.dtype.name) == case.x
+    assert (data.y.shape, data.y.dtype.name) == case.y
+    assert np.isfinite(data.x).all()
+    if case.classes is not None:
+        assert sorted(set(data.y.tolist())) == list(range(case.classes))
+    again, other = definition.load(bound, 0, SPAN), definition.load(bound, 1, SPAN)
+    np.testing.assert_array_equal(again.x, data.x)
+    np.testing.assert_array_equal(again.y, data.y)
+    assert np.array_equal(other.x, data.x) != case.seeded
 
 
 def test_digits_ships_1797_scaled_images_with_ten_classes() -> None:
@@ -59,3 +141,14 @@ def test_missing_or_corrupt_user_file_is_a_located_error(tmp_path: Path) -> None
     np.savez(tmp_path / "other.npz", inputs=np.zeros(3))
     with pytest.raises(DiagnosticError, match="no array named 'x'"):
         load("file", path=str(tmp_path / "other.npz"))
+
+
+def test_sequence_labels_are_what_each_task_asks_about_the_tokens() -> None:
+    query = load("sequences", task="query", samples=300, length=6, symbols=4)
+    assert np.array_equal(query.y, [row[-1] in row[:-1] for row in query.x])
+    assert 0.4 < query.y.mean() < 0.6  # balanced: chance is one half
+    recall = load("sequences", task="recall", samples=50, length=6, symbols=4)
+    assert np.array_equal(recall.y, recall.x[:, 0])
+    parity = load("sequences", task="parity", samples=50, length=6, symbols=3)
+    assert np.array_equal(parity.y, (parity.x == 1).sum(axis=1) % 2)
+    assert set(np.unique(parity.x)) <= {0, 1, 2}

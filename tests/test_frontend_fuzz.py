@@ -8,18 +8,17 @@ that cannot be rendered, is a bug.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec_text
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "specs").glob("*.dnn"))]
-EXAMPLES.append(
+EXAMPLE_TEXTS = [p.read_text(encoding="utf-8") for p in EXAMPLES]
+EXAMPLE_TEXTS.append(
     'block gate(d: int, s: str = "a") (a, b) {\n  return (a -> dense(d)) * (b -> sigmoid)\n}\n'
     "model m {\n  input x: float32[N, 8]\n  h = x -> dense(8)\n  g = h + (h -> relu)\n"
     "  concat(g, h, axis = 1) -> gate(8, x)\n  repeat 2 as i { dense(8 - i) }\n  return relu\n}\n"
@@ -85,7 +84,7 @@ edits = st.lists(
 
 
 @FUZZ
-@given(st.sampled_from(EXAMPLES), edits)
+@given(st.sampled_from(EXAMPLE_TEXTS), edits)
 def test_mutated_example_specs_give_a_spec_or_diagnostics(text: str, changes: list[Edit]) -> None:
     answers_cleanly(mutate(text, changes))
 
@@ -103,7 +102,9 @@ def test_arbitrary_characters_give_diagnostics(text: str) -> None:
 
 
 @FUZZ
-@given(st.sampled_from(EXAMPLES), st.text(max_size=12), st.sampled_from(["hidden", "width", "x"]))
+@given(
+    st.sampled_from(EXAMPLE_TEXTS), st.text(max_size=12), st.sampled_from(["hidden", "width", "x"])
+)
 def test_arbitrary_overrides_give_a_spec_or_diagnostics(text: str, value: str, name: str) -> None:
     try:
         load_spec_text(text, "fuzz.dnn", {name: value})

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from dnnspec.frontend import load_spec_text
 
-ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "language.md"
 EXAMPLES = re.findall(r"```dnn\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
 

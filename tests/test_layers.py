@@ -1,21 +1,31 @@
 """Each built-in layer: its shape rule, parameters, FLOPs, and its lowering run through
-onnxruntime on random data against a numpy reference, with the fewest nodes."""
+onnxruntime on random data against a numpy reference, with the fewest nodes.
+
+`LAYER_CASES` holds at least one case per registered layer (a completeness test fails
+otherwise): the type it infers, its parameter count, and a whole train step through it
+checked against finite differences.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import assert_train_step_matches_finite_differences
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
+from dnnspec.check.shapes import check_spec
 from dnnspec.errors import Span
+from dnnspec.frontend import load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.init import INITIALISERS
 
 SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
 SIZES = {"N": 5, "T": 3}
@@ -95,6 +105,148 @@ def run(
     (y,) = session.run(None, feeds)
     assert y.shape[1:] == concrete(out)[1:]
     return y, xs, ws, ops
+
+
+# the case table ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """`call` (spec text, tensor inputs left out) applied to inputs of the given types must
+    infer `output` (as `check` prints it) with `params` parameters, and a train step
+    through it must match finite differences. Float inputs with a known last dim pass
+    through a `dense` of that width first, so the gradient into the layer is checked too;
+    `sizes` are the run-time sizes of symbolic dims."""
+
+    call: str
+    inputs: tuple[str, ...]
+    output: str
+    params: int
+    sizes: dict[str, int] = field(default_factory=lambda: {"N": 4})
+
+    @property
+    def layer(self) -> str:
+        name = self.call.split("(", 1)[0].strip()
+        return LAYERS.canonical(name) or name
+
+    @property
+    def id(self) -> str:
+        return self.call.replace(" ", "")
+
+    def spec_text(self) -> str:
+        """A model that ends in the call, trained with mse (its output has any shape)."""
+        lines, tensors = [], []
+        for i, declared in enumerate(self.inputs, start=1):
+            lines.append(f"  input x{i}: {declared}")
+            last = declared.rstrip("]").rsplit(",", 1)[-1].strip()
+            if declared.startswith("float") and last.isdigit():
+                lines.append(f"  h{i} = x{i} -> dense({last})")
+                tensors.append(f"h{i}")
+            else:
+                tensors.append(f"x{i}")
+        name, _, rest = self.call.partition("(")
+        args = rest.rstrip().removesuffix(")")
+        lines.append(f"  {name.strip()}({', '.join([*tensors, *([args] if args else [])])})")
+        body = "\n".join(lines)
+        return (
+            f"model case {{\n{body}\n}}\n"
+            "train {\n  data regression\n  loss mse\n  optimizer sgd\n  batch 4\n  epochs 1\n}\n"
+        )
+
+
+LAYER_CASES: list[LayerCase] = [
+    # dense
+    LayerCase("dense(3)", ("float32[N, 4]",), "f32[N, 3]", 15),
+    LayerCase("linear(3, bias = false)", ("float32[N, 2, 4]",), "f32[N, 2, 3]", 12),
+    LayerCase("dense(2)", ("float32[N, T, 3]",), "f32[N, T, 2]", 8, {"N": 3, "T": 2}),
+    # activations
+    LayerCase("relu", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("sigmoid", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("tanh", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("leaky_relu(alpha = 0.2)", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("elu(alpha = 0.5)", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("gelu", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("gelu(approximate = tanh)", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("swish", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("softplus", ("float32[N, 4]",), "f32[N, 4]", 0),
+    LayerCase("softmax", ("float32[N, 5]",), "f32[N, 5]", 0),
+    LayerCase("softmax(axis = 1)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 0),
+    LayerCase("log_softmax", ("float32[N, 5]",), "f32[N, 5]", 0),
+    # dropout
+    LayerCase("dropout(p = 0.3)", ("float32[N, 6]",), "f32[N, 6]", 0, {"N": 8}),
+    # merges
+    LayerCase("add", ("float32[N, 4]", "float32[N, 4]"), "f32[N, 4]", 0),
+    LayerCase(
+        "add", ("float32[N, 3, 4]", "float32[N, 1, 4]", "float32[N, 3, 1]"), "f32[N, 3, 4]", 0
+    ),
+    LayerCase("mul", ("float32[N, 4]", "float32[N, 1]"), "f32[N, 4]", 0),
+    LayerCase("concat(axis = 1)", ("float32[N, 2]", "float32[N, 3]"), "f32[N, 5]", 0),
+    LayerCase(
+        "concat(axis = 1)",
+        ("float32[N, T, 2]", "float32[N, S, 2]"),
+        "f32[N, T+S, 2]",
+        0,
+        {"N": 2, "T": 2, "S": 3},
+    ),
+    # shape
+    LayerCase("flatten", ("float32[N, 2, 3]",), "f32[N, 6]", 0),
+    LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
+    # embedding (ids are drawn in [0, 3))
+    LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
+    # recurrent: a number of steps unrolls the loop, a symbolic T makes it a Scan
+    LayerCase("rnn(3)", ("float32[N, 4, 2]",), "f32[N, 3]", 21),
+    LayerCase(
+        "rnn(3, bidirectional = true, return_sequences = true)",
+        ("float32[N, T, 2]",),
+        "f32[N, T, 6]",
+        42,
+        {"N": 2, "T": 3},
+    ),
+    LayerCase("lstm(3)", ("float32[N, T, 2]",), "f32[N, 3]", 84, {"N": 2, "T": 3}),
+    LayerCase("lstm(3, return_sequences = true)", ("float32[N, 4, 2]",), "f32[N, 4, 3]", 84),
+    LayerCase("lstm(2, reverse = true)", ("float32[N, T, 2]",), "f32[N, 2]", 48, {"N": 2, "T": 3}),
+    LayerCase(
+        "gru(3, bidirectional = true)", ("float32[N, T, 2]",), "f32[N, 6]", 126, {"N": 2, "T": 3}
+    ),
+    LayerCase(
+        "gru(3, reverse = true, return_sequences = true)", ("float32[N, 3, 2]",), "f32[N, 3, 3]", 63
+    ),
+    # transformer layers (the memory case attends from h1 to itself through the cross path)
+    LayerCase("layer_norm", ("float32[N, T, 4]",), "f32[N, T, 4]", 8, {"N": 2, "T": 3}),
+    LayerCase("layer_norm(eps = 1e-3, axes = all)", ("float32[N, 2, 3]",), "f32[N, 2, 3]", 12),
+    LayerCase("positional(learned, max_len = 5)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 20),
+    LayerCase(
+        "positional(max_len = 8)", ("float32[N, T, 4]",), "f32[N, T, 4]", 0, {"N": 2, "T": 3}
+    ),
+    LayerCase(
+        "attention(2, causal = true, dropout = 0.2)",
+        ("float32[N, T, 4]",),
+        "f32[N, T, 4]",
+        4 * 4 * 4 + 4 * 4,
+        {"N": 2, "T": 3},
+    ),
+    LayerCase("attention(2, memory = h1)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 80),
+]
+
+
+def test_every_layer_has_a_case() -> None:
+    assert set(LAYERS) <= {case.layer for case in LAYER_CASES}
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: c.id)
+def test_layer_case_infers_its_type_and_parameter_count(case: LayerCase) -> None:
+    typed = check_spec(load_spec_text(case.spec_text(), "case.dnn"))
+    info = typed.layers[-1]
+    assert info.node.layer == case.layer
+    assert (str(info.out), info.param_count) == (case.output, case.params)
+    # check settles `auto`: every parameter names an initialiser the trainer can draw
+    assert all(p.init in INITIALISERS for p in info.params)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: c.id)
+def test_layer_case_train_step_matches_finite_differences(case: LayerCase) -> None:
+    spec = load_spec_text(case.spec_text(), "case.dnn")
+    assert_train_step_matches_finite_differences(spec, case.sizes)
 
 
 # dense -------------------------------------------------------------------------------------

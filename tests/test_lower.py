@@ -3,18 +3,15 @@ against numpy, with one node per simple layer and an RNG stream per dropout."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
+from conftest import SPECS
 
 from dnnspec.check.shapes import TypedModel, check_spec, param_name
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.layers.base import LowerCtx, Mode
 from dnnspec.lower.model import lower_model
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 class RecordingUniform:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, ROOT
 
 from dnnspec.errors import DiagnosticError, Span
 from dnnspec.frontend import parse_override, parse_text
 from dnnspec.syntax import ast
 from dnnspec.syntax.parse import grammar_text
-
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.dnn"))
 
 
 def model_body(text: str) -> tuple[ast.Stmt, ...]:
@@ -34,7 +32,7 @@ def test_grammar_ships_as_package_data_and_the_top_level_link_points_at_it() -> 
     assert (ROOT / "grammar" / "dnn.lark").resolve() == packaged.resolve()
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_spec_parses(path: Path) -> None:
     spec = parse_text(path.read_text(encoding="utf-8"), str(path))
     assert sum(isinstance(i, ast.ModelDef) for i in spec.items) == 1
@@ -57,6 +55,7 @@ def test_a_chain_is_one_statement_whose_steps_are_calls_and_names() -> None:
 
 def test_spans_are_one_based_with_an_exclusive_end() -> None:
     body = model_body("model m {\n  input x: float32[N, 64]\n  dense(64, bias = false)\n}\n")
+    assert isinstance(body[1], ast.ExprStmt)
     call = body[1].value
     assert isinstance(call, ast.Call)
     assert call.span == Span(file="t.dnn", line=3, col=3, end_line=3, end_col=26)
@@ -70,7 +69,8 @@ def test_input_declares_dtype_and_symbolic_or_literal_dims() -> None:
     stmt = model_body("model m {\n  input tokens: int64[N, T, 8]\n  relu\n}\n")[0]
     assert isinstance(stmt, ast.InputStmt)
     assert (stmt.name.id, stmt.dtype.id) == ("tokens", "int64")
-    assert [d.id if isinstance(d, ast.Name) else d.value for d in stmt.dims] == ["N", "T", 8]
+    dims = [d.id if isinstance(d, ast.Name) else d for d in stmt.dims]
+    assert dims[:2] == ["N", "T"] and isinstance(dims[2], ast.Number) and dims[2].value == 8
 
 
 def test_newlines_inside_brackets_and_around_arrows_continue_the_statement() -> None:
@@ -79,7 +79,7 @@ def test_newlines_inside_brackets_and_around_arrows_continue_the_statement() -> 
         "  dense(\n    64,\n    bias = true,\n  )\n    -> relu ->\n    dropout(0.1)\n}\n"
     )
     body = model_body(text)
-    assert len(body) == 2
+    assert len(body) == 2 and isinstance(body[1], ast.ExprStmt)
     chain = body[1].value
     assert isinstance(chain, ast.Chain) and len(chain.steps) == 3
 

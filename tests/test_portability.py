@@ -8,35 +8,43 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import EXAMPLES
 from onnx.reference import ReferenceEvaluator
 
 from dnnspec.assemble.steps import SEED, STEP, TARGET, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.trainer import initial_values
+from dnnspec.training.losses import LOSSES
 from dnnspec.training.schedules import Timing
 
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.dnn"))
 
-
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None:
     spec = load_spec(path)
     assert spec.train is not None
     typed = check_spec(spec)
-    classes = typed.output.dims[-1] if spec.train.loss.name == "cross_entropy" else None
+    last = typed.output.dims[-1]
+    class_target = LOSSES.get(spec.train.loss.name).target == "class"
+    classes = last if isinstance(last, int) and class_target else None
     program = build_train_step(typed, spec.train, classes, Timing(10, 100))
     rng = np.random.default_rng(0)
     decl = spec.model.inputs[0]
+    dims = (16, *(d if isinstance(d, int) else 5 for d in decl.dims[1:]))  # T = 5
+    batch = (
+        rng.integers(0, 2, dims)  # token ids inside every example's vocabulary
+        if decl.dtype.startswith("int")
+        else rng.normal(size=dims).astype(np.float32)
+    )
     feeds = {
         **initial_values(program, 0),
-        decl.name: rng.normal(size=(16, *decl.dims[1:])).astype(np.float32),
+        decl.name: batch,
         STEP: np.array(7, np.int64),
         SEED: np.array(3, np.int64),
         TARGET: (
             rng.integers(0, classes, 16)
             if classes
-            else rng.normal(size=(16, *typed.output.dims[1:])).astype(np.float32)
+            else rng.normal(size=(16, *map(int, typed.output.dims[1:]))).astype(np.float32)
         ),
     }
     model = program.train_step.SerializeToString()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, SPECS
 
 from dnnspec.errors import DiagnosticError, Span
 from dnnspec.frontend import load_spec, load_spec_text
@@ -13,8 +14,6 @@ from dnnspec.layers.base import LAYERS
 from dnnspec.resolve import read_lock, write_lock
 from dnnspec.schema import Duration
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.dnn"))
 INPUT = "  input x: float32[N, 64]\n"
 
 
@@ -37,7 +36,7 @@ def messages(text: str, **overrides: str) -> list[str]:
     return [d.message for d in caught.value.diagnostics]
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_spec_round_trips_through_its_lock_file(path: Path, tmp_path: Path) -> None:
     spec = load_spec(path)
     write_lock(spec, tmp_path / "spec.lock.json")
@@ -45,7 +44,7 @@ def test_every_example_spec_round_trips_through_its_lock_file(path: Path, tmp_pa
 
 
 def test_a_sequential_model_numbers_nodes_per_layer_and_chains_them() -> None:
-    spec = load_spec(ROOT / "specs" / "digits_mlp.dnn")
+    spec = load_spec(SPECS / "digits_mlp.dnn")
     graph = spec.model
     assert [n.name for n in graph.nodes] == [
         "dense_1", "relu_1", "dropout_1", "dense_2", "relu_2", "dense_3",
@@ -59,7 +58,7 @@ def test_a_sequential_model_numbers_nodes_per_layer_and_chains_them() -> None:
 
 
 def test_blocks_expand_with_instance_prefixes_and_origins_outermost_first() -> None:
-    spec = load_spec(ROOT / "specs" / "residual_mlp.dnn")
+    spec = load_spec(SPECS / "residual_mlp.dnn")
     by_name = nodes(spec)
     assert "residual_1.dense_1" in by_name and "residual_3.relu_2" in by_name
     add = by_name["residual_2.add_1"]
@@ -222,9 +221,12 @@ def test_durations_carry_their_unit() -> None:
 
 
 def test_the_search_section_is_stored_and_params_keep_their_defaults() -> None:
-    spec = load_spec(ROOT / "specs" / "digits_mlp.dnn")
+    spec = load_spec(SPECS / "digits_mlp.dnn")
     assert spec.search is not None
-    assert (spec.search.method.name, spec.search.method.args) == ("random", {"trials": 20})
+    assert (spec.search.method.name, spec.search.method.args) == (
+        "random",
+        {"trials": 20, "seed": 0},
+    )
     assert (spec.search.objective, spec.search.direction) == ("val_accuracy", "max")
     assert [(d.param, d.space, d.values) for d in spec.search.dims] == [
         ("hidden", "choice", (32, 64, 128, 256)),

@@ -4,9 +4,9 @@ counts; located shape diagnostics with notes at the producing layers; the layer 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
+from conftest import SPECS
 from rich.console import Console
 
 from dnnspec.check.report import check_json, render_check
@@ -15,8 +15,6 @@ from dnnspec.errors import Diagnostic, DiagnosticError, Span
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.ir import Graph, InputDecl, Node, Spec
 from dnnspec.layers.base import TensorType
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def span(line: int, col: int = 3) -> Span:
@@ -215,7 +213,7 @@ def test_layer_table_shows_calls_shapes_totals_and_the_train_and_search_sections
     for expected in (
         "dense(128)", "dropout(0.2)", "[N, 128]", "16,512", "16.5K", "26,122", "52.2K",
         "adam(lr = 0.001", "cosine(warmup = 1 epoch", "l2(strength = 0.0001)",
-        "early_stop(monitor = val_loss, patience = 5", "random(trials = 20)",
+        "early_stop(monitor = val_loss, patience = 5", "random(trials = 20, seed = 0)",
         "max val_accuracy", "choice(32, 64, 128, 256)", "log_uniform(0.0001, 0.01)",
     ):  # fmt: skip
         assert expected in text, expected
@@ -253,7 +251,7 @@ def test_auto_init_is_he_before_relu_like_activations_and_glorot_elsewhere() -> 
 def test_a_model_too_large_for_an_onnx_file_is_an_error_at_its_largest_layer() -> None:
     (d,) = diagnostics("  input x: float32[N, 64]\n  dense(1e12)\n  dense(10)\n")
     assert d.message.startswith("the model has 75,000,000,000,010 parameters")
-    assert (d.span.line, d.span.col) == (3, 3)
+    assert d.span is not None and (d.span.line, d.span.col) == (3, 3)
     assert "dense_1" in (d.help or "")
 
 

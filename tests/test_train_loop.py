@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,7 +33,8 @@ def digits() -> Prepared:
 
 def single_step_losses(prep: Prepared, batch: int) -> list[float]:
     trainer = Trainer(prep.program, "cpu", prep.train.seed)
-    data, losses, epoch = prep.train_data, [], 0
+    data, epoch = prep.train_data, 0
+    losses: list[float] = []
     while len(losses) < STEPS:
         order = epoch_order(len(data), prep.train.seed, epoch)
         for start in range(0, len(order), batch):
@@ -157,11 +159,12 @@ def test_checkpoints_follow_the_cadence_and_always_end_the_run(
 ) -> None:
     written: list[int] = []
     save = checkpoint.save
-    monkeypatch.setattr(
-        checkpoint,
-        "save",
-        lambda path, arrays, header: (written.append(header["epoch"]), save(path, arrays, header)),
-    )
+
+    def recording_save(path: Path, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
+        written.append(header["epoch"])
+        save(path, arrays, header)
+
+    monkeypatch.setattr(checkpoint, "save", recording_save)
     spec = load_spec(SPECS / "digits_mlp.dnn", {"hidden": "16"})
     run_training(spec, tmp_path, "cpu", epochs=3, checkpoint_every=cadence)
     assert len(written) == saves and written[-1] == 3

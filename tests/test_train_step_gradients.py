@@ -9,64 +9,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import EXAMPLES, assert_train_step_matches_finite_differences
 
-from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, Program, build_train_step
+from dnnspec.assemble.steps import SEED, STEP, TARGET, Program, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec, load_spec_text
-from dnnspec.training.init import initial_value
+from dnnspec.layers.init import initial_value
 from dnnspec.training.schedules import Timing
 
-SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.dnn"))
 
-
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_train_step_gradient_matches_finite_differences(path: Path) -> None:
-    spec = load_spec(path)
-    assert spec.train is not None
-    typed = check_spec(spec)
-    classes = typed.output.dims[-1] if spec.train.loss.name == "cross_entropy" else None
-    program = build_train_step(
-        typed, spec.train, classes, Timing(10, 100), "float64", emit_grads=True
-    )
-    session = ort.InferenceSession(
-        program.train_step.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    rng = np.random.default_rng(0)
-    decl = spec.model.inputs[0]
-    batch = 6
-    feeds: dict[str, np.ndarray] = {
-        decl.name: rng.normal(size=(batch, *decl.dims[1:])),
-        STEP: np.array(3, np.int64),
-        SEED: np.array(5, np.int64),
-        TARGET: (
-            rng.integers(0, classes, batch)
-            if classes
-            else rng.normal(size=(batch, *typed.output.dims[1:]))
-        ),
-    }
-    for slot in program.slots:
-        # non-zero biases so every ReLU input is away from its kink
-        feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64")) + rng.normal(
-            0, 0.05, slot.spec.shape
-        )
-        for kind in slot.state:
-            feeds[slot.state_name(kind)] = np.zeros(slot.spec.shape)
-    names = [o.name for o in session.get_outputs()]
-    outs = dict(zip(names, session.run(None, feeds), strict=True))
-
-    def loss_at(name: str, index: tuple[int, ...], delta: float) -> float:
-        moved = feeds[name].copy()
-        moved[index] += delta
-        return float(session.run([LOSS], {**feeds, name: moved})[0])
-
-    eps = 1e-6
-    for slot in program.slots:
-        grad = outs[f"grad.{slot.name}"]
-        assert grad.shape == slot.spec.shape
-        for _ in range(4):
-            index = tuple(int(rng.integers(0, d)) for d in slot.spec.shape)
-            fd = (loss_at(slot.name, index, eps) - loss_at(slot.name, index, -eps)) / (2 * eps)
-            assert grad[index] == pytest.approx(fd, rel=1e-4, abs=1e-7), (slot.name, index)
+    assert_train_step_matches_finite_differences(load_spec(path), {"N": 6, "T": 5})
 
 
 FOLDABLE_SGD = """

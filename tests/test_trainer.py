@@ -3,10 +3,9 @@ rollback to the last parameters with a finite loss, and the thread setting."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import SPECS
 
 from dnnspec.data.datasets import Dataset
 from dnnspec.errors import DiagnosticError
@@ -15,8 +14,6 @@ from dnnspec.runtime.run import prepare
 from dnnspec.runtime.session import threads
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def stop_for(monitor: str, patience: int = 2, min_delta: float = 0.0) -> EarlyStop:
@@ -93,5 +90,14 @@ def test_a_bad_thread_count_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, va
     monkeypatch.setenv("DNNSPEC_THREADS", value)
     with pytest.raises(DiagnosticError, match="DNNSPEC_THREADS must be a positive whole number"):
         threads()
-    monkeypatch.setenv("DNNSPEC_THREADS", "3")
-    assert threads() == 3
+    monkeypatch.setenv("DNNSPEC_THREADS", "1")
+    assert threads() == 1
+
+
+def test_more_threads_than_cores_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setenv("DNNSPEC_THREADS", "4")
+    assert threads() == 4
+    monkeypatch.setenv("DNNSPEC_THREADS", "99999999")
+    with pytest.raises(DiagnosticError, match="this machine has 4 cores"):
+        threads()

@@ -10,24 +10,20 @@ rounds through float32); ops without float64 kernels in onnxruntime run there in
 
 from __future__ import annotations
 
-import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from conftest import Run, ort_runner, reference_runner
 from onnx.reference import ReferenceEvaluator
-from onnx.reference.op_run import OpRun
-from onnx.reference.ops._op import OpRunUnaryNum
-from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotImplementedError_
 
 from dnnspec.autodiff import VJP, AutodiffError, gradients
 from dnnspec.graph.builder import GraphBuilder
 
-SYMBOLS = {"N": 3, "B": 1}  # run-time sizes of the symbolic dims used below
+SYMBOLS = {"N": 3, "B": 1, "T": 4}  # run-time sizes of the symbolic dims used below
 INT_MAX = int(np.iinfo(np.int64).max)
 H = 1e-3
 GRID = {"grid0": 0.05, "grid1": 0.2, "grid2": 0.1}  # offsets on a 0.3 grid: no ties in Max/Min
@@ -55,11 +51,11 @@ class Case:
     rtol: float = 1e-6
 
 
-def c(b: GraphBuilder, values: object) -> str:
+def c(b: GraphBuilder, values: float | Sequence[float]) -> str:
     return b.const(values, "int64")
 
 
-def fc(b: GraphBuilder, values: object) -> str:
+def fc(b: GraphBuilder, values: float | Sequence[float]) -> str:
     """A constant in the builder's float type."""
     return b.const(values)
 
@@ -77,6 +73,39 @@ def unary(
 F64 = onnx.TensorProto.DOUBLE
 F32 = onnx.TensorProto.FLOAT
 
+
+def scan_rnn(output: str) -> Build:
+    """A Scan over xs [T, N, 2] with states h [N, 3] (h' = tanh(x Wx + h Wh)) and c
+    (c' = c + h' * h'), reading the weights from the outer graph; `output` picks what the
+    case differentiates: the per-step outputs, the final state, or both combined."""
+
+    def build(b: GraphBuilder, h0: str, c0: str, xs: str, wx: str, wh: str) -> str:
+        body = b.subgraph("rnn_body")
+        h = body.fresh_input("h", b.float_dtype, ["N", 3])
+        cell = body.fresh_input("c", b.float_dtype, ["N", 3])
+        x = body.fresh_input("x", b.float_dtype, ["N", 2])
+        pre = body.op("Add", [body.op("MatMul", [x, wx]), body.op("MatMul", [h, wh])])
+        h_next = body.op("Tanh", [pre])
+        c_next = body.op("Add", [cell, body.op("Mul", [h_next, h_next])])
+        y = body.op("Mul", [h_next, body.op("Sigmoid", [cell])])
+        for name in (h_next, c_next, y):
+            body.add_output(name, b.float_dtype, ["N", 3])
+        h_last, c_last, ys = b.op_multi(
+            "Scan", [h0, c0, xs], 3, body=body.graph(), num_scan_inputs=1
+        )
+        if output == "steps":
+            return ys
+        if output == "final":
+            return h_last
+        total = b.op("ReduceSum", [ys, c(b, [0])], keepdims=0)
+        return b.op("Add", [b.op("Mul", [total, c_last]), h_last])
+
+    return build
+
+
+SCAN_INPUTS = (In(("N", 3)), In(("N", 3)), In(("T", "N", 2)), In((2, 3)), In((3, 3)))
+
+
 CASES: list[Case] = [
     # broadcasting arithmetic
     Case("add_same", "Add", op("Add"), (In(("N", 4)), In(("N", 4)))),
@@ -88,6 +117,7 @@ CASES: list[Case] = [
     Case("sub_bias", "Sub", op("Sub"), (In(("N", 4)), In((4,)))),
     Case("sub_outer", "Sub", op("Sub"), (In(("N", 1, 3)), In((2, 1)))),
     Case("mul_broadcast", "Mul", op("Mul"), (In(("N", 3, 4)), In((3, 1)))),
+    Case("mul_square", "Mul", lambda b, x: b.op("Mul", [x, x]), (In(("N", 3)),)),
     Case("mul_const", "Mul", lambda b, x: b.op("Mul", [x, fc(b, [1.5, -2.0])]), (In(("N", 2)),)),
     Case("div_bias", "Div", op("Div"), (In(("N", 4)), In((4,), "positive"))),
     Case("div_scalar", "Div", op("Div"), (In((2, 3)), In((), "positive"))),
@@ -197,6 +227,20 @@ CASES: list[Case] = [
     ),
     Case("concat_batch_axis", "Concat", op("Concat", axis=0), (In(("N", 2)), In((2, 2)))),
     Case(
+        "split_sizes",
+        "Split",
+        lambda b, x: b.op("Add", b.op_multi("Split", [x, c(b, [1, 3])], 2, axis=1)[:1] * 2),
+        (In(("N", 4)),),
+    ),
+    Case(
+        "split_equal_parts",
+        "Split",
+        lambda b, x: b.op(
+            "Mul", b.op_multi("Split", [x], 3, axis=-1, num_outputs=3)[1:], hint="prod"
+        ),
+        (In(("N", 2, 6)),),
+    ),
+    Case(
         "slice",
         "Slice",
         lambda b, x: b.op("Slice", [x, c(b, [1]), c(b, [5]), c(b, [1])]),
@@ -262,6 +306,37 @@ CASES: list[Case] = [
         lambda b, x, s: b.op("Expand", [x, b.op("Shape", [s])]),
         (In((1, 4)), In(("N", 4), wrt=False)),
     ),
+    Case(
+        "split3",
+        "Split",
+        lambda b, x: b.op_multi("Split", [x], 3, axis=1, num_outputs=3)[1],
+        (In(("N", 6, 2)),),
+    ),
+    Case(
+        "split_sizes_two_used",
+        "Split",
+        lambda b, x: b.op("Mul", b.op_multi("Split", [x, c(b, [1, 3, 2])], 3, axis=-1)[::2]),
+        (In(("N", 6)),),
+    ),
+    # normalisation
+    Case(
+        "layer_norm_last",
+        "LayerNormalization",
+        op("LayerNormalization", axis=-1, epsilon=1e-3),
+        (In(("N", 3, 5)), In((5,)), In((5,))),
+    ),
+    Case(
+        "layer_norm_all_no_bias",
+        "LayerNormalization",
+        op("LayerNormalization", axis=1),
+        (In(("N", 3, 4)), In((3, 4))),
+    ),
+    Case(
+        "layer_norm_input_only",
+        "LayerNormalization",
+        op("LayerNormalization", axis=-1),
+        (In(("N", 4)), In((4,), wrt=False), In((4,), wrt=False)),
+    ),
     # reductions
     *[
         Case(f"{name.lower()}_{tag}", name, build, (In(shape),))
@@ -306,6 +381,29 @@ CASES: list[Case] = [
         "Gather",
         op("Gather", axis=-1),
         (In(("N", 3, 4)), In((), "int", wrt=False, value=(2,))),
+    ),
+    # loops: the body differentiated by the engine, run backwards in time
+    Case("scan_steps", "Scan", scan_rnn("steps"), SCAN_INPUTS),
+    Case("scan_final_state", "Scan", scan_rnn("final"), SCAN_INPUTS),
+    Case("scan_states_and_steps", "Scan", scan_rnn("both"), SCAN_INPUTS),
+    Case(
+        "scan_weights_only",
+        "Scan",
+        scan_rnn("both"),
+        (In(("N", 3), wrt=False), In(("N", 3), wrt=False), In(("T", "N", 2), wrt=False))
+        + SCAN_INPUTS[3:],
+    ),
+    Case(
+        "reverse_sequence_time_major",
+        "ReverseSequence",
+        op("ReverseSequence", time_axis=0, batch_axis=1),
+        (In((4, "N", 2)), In(("N",), "int", wrt=False, value=(4, 4, 4))),
+    ),
+    Case(
+        "reverse_sequence_ragged",
+        "ReverseSequence",
+        op("ReverseSequence", time_axis=1, batch_axis=0),
+        (In(("N", 4, 2)), In(("N",), "int", wrt=False, value=(4, 1, 3))),
     ),
     # training-only ops in inference mode (training mode: see test_dropout_training_mode)
     Case("dropout_inference", "Dropout", op("Dropout"), (In(("N", 4)),)),
@@ -371,7 +469,7 @@ def attach_backward(
     types = _types(b.model())
     y_dims = types[y][1]
     b.add_input("dy", b.float_dtype, y_dims)
-    value_types = None
+    value_types: dict[str, tuple[int, tuple[int | str | None, ...]]] | None = None
     if hide_dims:
         value_types = {k: (e, tuple(None for _ in d)) for k, (e, d) in _types(b.model()).items()}
     start = len(b.nodes)
@@ -385,51 +483,6 @@ def attach_backward(
     model = b.model()
     onnx.checker.check_model(model, full_check=True)
     return Built(model, inputs, wrt, y, start, backward)
-
-
-Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-class Erf(OpRunUnaryNum):
-    """onnx.reference's Erf rounds through float32; float64 finite differences need more."""
-
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray]:
-        return (_erf(x).astype(x.dtype),)
-
-
-class Gelu(OpRun):
-    """onnx.reference runs Gelu as its function body, with the float32 Erf above."""
-
-    def _run(self, x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray]:
-        if approximate == "tanh":
-            inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
-            return ((0.5 * x * (1 + np.tanh(inner))).astype(x.dtype),)
-        return ((0.5 * x * (1 + _erf(x / math.sqrt(2)))).astype(x.dtype),)
-
-
-def reference_runner(model: onnx.ModelProto) -> Run:
-    evaluator = ReferenceEvaluator(model, new_ops=[Erf, Gelu])
-    names = [o.name for o in model.graph.output]
-    return lambda feeds: dict(zip(names, evaluator.run(None, feeds), strict=True))
-
-
-def ort_runner(model: onnx.ModelProto) -> Run | None:
-    """An onnxruntime CPU session, or None when it has no kernel for some op in this float
-    type (Elu, Erf, LeakyRelu and Softplus have no float64 kernels in onnxruntime 1.31)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-    except NotImplementedError_:
-        return None
-    names = [o.name for o in model.graph.output]
-    return lambda feeds: dict(zip(names, session.run(None, feeds), strict=True))
 
 
 def check_against_fd(
@@ -498,7 +551,9 @@ def forward_shape(built: Built, feeds: dict[str, np.ndarray]) -> tuple[int, ...]
     del model.graph.output[:]
     model.graph.output.append(onnx.helper.make_tensor_value_info(built.y, F64, None))
     del model.graph.input[len(built.inputs) :]
-    return ReferenceEvaluator(model).run(None, {k: feeds[k] for k in built.inputs})[0].shape
+    outputs = ReferenceEvaluator(model).run(None, {k: feeds[k] for k in built.inputs})
+    assert isinstance(outputs, list)
+    return tuple(outputs[0].shape)
 
 
 def random_feeds(built: Built, case: Case) -> dict[str, np.ndarray]:
@@ -553,6 +608,9 @@ def test_lean_backward_forms() -> None:
     assert backward_ops("add_bias") == ["ReduceSum"]
     assert backward_ops("relu") == ["Greater", "Cast", "Mul"]
     assert backward_ops("sigmoid") == ["Sub", "Mul", "Mul"]
+    assert backward_ops("mul_square") == ["Mul", "Add"]
+    # a batch mean to a scalar: 1 / size(x) without Size(y)
+    assert backward_ops("reducemean_all").count("Size") == 1
     assert backward_ops("tanh") == ["Mul", "Sub", "Mul"]
     assert backward_ops("exp") == ["Mul"]
     assert backward_ops("gemm_bias") == ["Gemm", "Gemm", "ReduceSum"]
@@ -597,19 +655,19 @@ def test_pruning_skips_unrelated_branches_and_non_wrt_inputs() -> None:
 
 def test_gradients_accumulate_over_consumers() -> None:
     b, (x,) = _graph(("x", ("N", 3)))
-    built = attach_backward(b, b.op("Mul", [x, x]), ["x"], ["x"])
-    assert [n.op_type for n in built.backward].count("Add") == 1
+    built = attach_backward(b, b.op("Add", [x, x]), ["x"], ["x"])
+    assert [n.op_type for n in built.backward] == ["Add"]
     feeds = _feeds(built, np.random.default_rng(2))
     out = check_both_runtimes(built, feeds)
-    np.testing.assert_allclose(out["grad.x"], 2 * feeds["x"] * feeds["dy"], rtol=1e-12)
+    np.testing.assert_allclose(out["grad.x"], 2 * feeds["dy"], rtol=1e-12)
 
     b, (x,) = _graph(("x", ("N", 3)))
-    y = b.op("Add", [b.op("Mul", [x, x]), b.op("Exp", [x])])
+    y = b.op("Add", [b.op("Sub", [x, b.op("Neg", [x])]), b.op("Exp", [x])])
     built = attach_backward(b, y, ["x"], ["x"])
     assert [n.op_type for n in built.backward].count("Sum") == 1
     feeds = _feeds(built, np.random.default_rng(3))
     out = check_both_runtimes(built, feeds)
-    expected = (2 * feeds["x"] + np.exp(feeds["x"])) * feeds["dy"]
+    expected = (2 + np.exp(feeds["x"])) * feeds["dy"]
     np.testing.assert_allclose(out["grad.x"], expected, rtol=1e-12)
 
 
@@ -685,7 +743,8 @@ def test_mlp_gradients_match_finite_differences(batch: int | str) -> None:
 
 
 def test_mlp_seeded_at_logits_skips_the_loss_nodes() -> None:
-    """The training step seeds d(loss)/d(logits) computed analytically by the loss."""
+    """A seed inside the graph differentiates only what lies before it: seeded at the
+    logits, the loss nodes after them emit nothing."""
     b, inputs, logits, _ = _mlp("N")
     built = attach_backward(b, logits, inputs, PARAMS_MLP)
     assert sorted(n.op_type for n in built.backward) == [
@@ -748,3 +807,22 @@ def test_dropout_runtime_ratio_and_training_flag() -> None:
         np.testing.assert_allclose(out["grad.x"], base["dy"] * out[mask] / 0.5, rtol=1e-12)
         out = runner(base | {"training": np.asarray(False)})
         np.testing.assert_allclose(out["grad.x"], base["dy"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("case_id", ["layer_norm_last", "layer_norm_all_no_bias"])
+def test_layer_norm_float32_rule_reads_the_fused_statistics(case_id: str) -> None:
+    """In float32 the rule takes Mean and InvStdDev from the forward node instead of
+    recomputing them; its gradients match the float64 (recomputing) rule's."""
+    case = next(c for c in CASES if c.id == case_id)
+    built64, built32 = build(case, "symbolic"), build(case, "symbolic", "float32")
+    forward = next(n for n in built32.model.graph.node if n.op_type == "LayerNormalization")
+    assert len([o for o in forward.output if o]) == 3
+    means = [[n.op_type for n in b.backward].count("ReduceMean") for b in (built32, built64)]
+    assert means == [2, 4]
+    feeds = random_feeds(built64, case)
+    reference = reference_runner(built64.model)(feeds)
+    run32 = ort_runner(built32.model)
+    assert run32 is not None
+    out32 = run32({k: v.astype(np.float32) for k, v in feeds.items()})
+    for x in built64.wrt:
+        np.testing.assert_allclose(out32[f"grad.{x}"], reference[f"grad.{x}"], rtol=1e-4, atol=1e-5)

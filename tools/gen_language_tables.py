@@ -17,6 +17,7 @@ from typing import Any
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.data.datasets import DATASETS
 from dnnspec.layers.base import LAYERS
+from dnnspec.layers.init import INITIALISERS
 from dnnspec.registry import Registry
 from dnnspec.schema import REQUIRED, ArgSpec, Duration, Signature
 from dnnspec.search.methods import SEARCH_METHODS, SPACES
@@ -48,6 +49,8 @@ def value_text(value: Any) -> str:
 
 def arg_text(arg: ArgSpec) -> str:
     """`rate: float in [0, 1] = 0.5`: an argument's type, bounds, options and default."""
+    if arg.type == "tensor":
+        return f"`{arg.name}`: tensor (optional)"
     text = f"`{arg.name}`: {arg.type}"
     if arg.choices:
         text += " (" + " \\| ".join(arg.choices) + ")"
@@ -93,6 +96,9 @@ def tables() -> str:
     """Every generated table, in the order the reference presents them."""
     lines = [BEGIN, ""]
     lines += table("Layers", LAYERS, "tensor inputs")
+    lines += ["### Initialisers", "", "| name | draws |", "|---|---|"]
+    lines += [f"| `{name}` | {INITIALISERS.get(name).doc} |" for name in sorted(INITIALISERS)]
+    lines += [""]
     lines += table("Losses", LOSSES, "targets")
     lines += table("Metrics", METRICS, "targets")
     lines += table("Optimizers", OPTIMIZERS)

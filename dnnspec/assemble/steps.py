@@ -25,7 +25,8 @@ from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec
 from dnnspec.lower.model import lower_model
-from dnnspec.training.losses import LOSSES
+from dnnspec.schema import arg_float
+from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
@@ -119,11 +120,11 @@ def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
 
 
 def _loss_and_metrics(
-    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None, need_grad: bool
-) -> tuple[str | None, list[str]]:
-    loss_def = LOSSES.get(train.loss.name)
-    result = loss_def.build(b, output, TARGET, classes, train.loss.args, need_grad)
-    b.rename(result.loss, LOSS)
+    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None
+) -> tuple[LossOut, list[str]]:
+    """The graph output `loss` (the batch mean) and one `metric.<name>` sum per metric."""
+    loss = loss_out(LOSSES.get(train.loss.name).build(b, output, TARGET, classes, train.loss.args))
+    b.rename(loss.loss, LOSS)
     b.add_output(LOSS, b.float_dtype, [])
     names = []
     for metric in train.metrics:
@@ -132,7 +133,7 @@ def _loss_and_metrics(
         b.rename(value, name)
         b.add_output(name, b.float_dtype, [])
         names.append(metric.name)
-    return result.grad, names
+    return loss, names
 
 
 def build_train_step(
@@ -161,14 +162,15 @@ def build_train_step(
 
     ctx = LowerCtx(b, "train", typed.types, rng=HashRandom(b, SEED, STEP))
     output = lower_model(typed, ctx, inputs, params)
-    d_output, metric_names = _loss_and_metrics(b, train, output, classes, need_grad=True)
-    assert d_output is not None
-    grads = gradients(b, {output: d_output}, [s.name for s in slots])
+    loss, metric_names = _loss_and_metrics(b, train, output, classes)
+    # the engine differentiates the loss nodes, unless the loss wrote its own gradient
+    seed = {output: loss.vjp()} if loss.vjp else {LOSS: b.const(1.0, hint="d_loss")}
+    grads = gradients(b, seed, [s.name for s in slots])
 
     step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)
     factor = sched.build(b, step_f, train.schedule.args, timing)
-    lr = b.op("Mul", [factor, b.const(opt_args["lr"])], hint="lr")
+    lr = b.op("Mul", [factor, b.const(arg_float(opt_args, "lr"))], hint="lr")
     scalars = opt.prepare(b, step_f, lr, opt_args)
     for slot in slots:
         grad = grads[slot.name]
@@ -218,7 +220,7 @@ def build_eval_step(
     inputs = _add_model_inputs(b, typed)
     _target_input(b, typed, LOSSES.get(train.loss.name).target)
     output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
-    _loss_and_metrics(b, train, output, classes, need_grad=False)
+    _loss_and_metrics(b, train, output, classes)
     b.prune()
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
 

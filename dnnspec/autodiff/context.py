@@ -8,24 +8,64 @@ or None (unknown); a shape of None means the rank itself is unknown.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from typing_extensions import TypeIs
 
 from dnnspec.graph.builder import Dim, GraphBuilder
 
 Shape = tuple[Dim, ...]
 ValueType = tuple[int, Shape | None]
+Differentiate = Callable[[GraphBuilder, dict[str, str], Sequence[str]], dict[str, str]]
 
 
 class AutodiffError(Exception):
     """The forward graph cannot be differentiated (no rule, or a rule lacks static facts)."""
 
 
-def _static(dim: Dim) -> bool:
+def captured(graph: onnx.GraphProto) -> list[str]:
+    """Outer values a body graph reads by name (ONNX lets Scan/Loop/If bodies capture the
+    enclosing scope), in first-use order; nested bodies count too."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    names: list[str] = []
+    for node in graph.node:
+        inner = [
+            name
+            for attribute in node.attribute
+            if attribute.type == onnx.AttributeProto.GRAPH
+            for name in captured(attribute.g)
+        ]
+        for name in [*node.input, *inner]:
+            if name and name not in defined and name not in names:
+                names.append(name)
+        defined.update(node.output)
+    return names
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs followed by the outer values its body graphs capture: a rule returns
+    one gradient per entry, so a Scan body's weights get theirs like explicit inputs."""
+    inputs = list(node.input)
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            inputs.extend(n for n in captured(attribute.g) if n not in inputs)
+    return inputs
+
+
+def _static(dim: Dim) -> TypeIs[int]:
     return isinstance(dim, int)
+
+
+def static_dims(dims: Sequence[Dim] | None) -> tuple[int, ...] | None:
+    """`dims` when every one is a known integer; None when any is symbolic or unknown."""
+    if dims is None:
+        return None
+    known = tuple(d for d in dims if _static(d))
+    return known if len(known) == len(dims) else None
 
 
 def same_dim(a: Dim, b: Dim) -> bool:
@@ -61,8 +101,11 @@ class VjpContext:
         types: dict[str, ValueType],
         needed: set[str],
         consts: dict[str, np.ndarray],
+        differentiate: Differentiate | None = None,
     ) -> None:
         self.b = b
+        self.differentiate = differentiate
+        """The engine itself, for rules that differentiate a body graph (Scan)."""
         self._types = types
         self._needed = needed
         self._consts = consts
@@ -105,7 +148,9 @@ class VjpContext:
         return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
 
     @staticmethod
-    def attr(node: onnx.NodeProto, name: str, default: object) -> object:
+    def attr(node: onnx.NodeProto, name: str, default: object) -> Any:
+        """Attribute `name` of `node`, or `default`. ONNX attribute values are dynamically
+        typed (int, float, bytes, lists), so callers state the type: int(...), float(...)."""
         for attribute in node.attribute:
             if attribute.name == name:
                 return helper.get_attribute_value(attribute)
@@ -144,11 +189,8 @@ class VjpContext:
     def zeros_like(self, name: str) -> str:
         """Zeros shaped like `name`: ConstantOfShape of a constant shape when static (which
         onnxruntime folds away), of Shape(name) otherwise."""
-        shape = self.shape(name)
-        if shape is not None and all(_static(d) for d in shape):
-            dims = self.int_const(shape)
-        else:
-            dims = self.shape_of(name)
+        shape = static_dims(self.shape(name))
+        dims = self.int_const(shape) if shape is not None else self.shape_of(name)
         dtype = helper.tensor_dtype_to_np_dtype(self.elem(name))
         value = numpy_helper.from_array(np.zeros(1, dtype))
         return self.b.op("ConstantOfShape", [dims], hint=f"d_{name}_zero", value=value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import TypeAdapter
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from dnnspec.check.shapes import LayerInfo, TypedModel
@@ -57,11 +57,19 @@ def call_text(call: Call) -> str:
     return f"{call.name}({args})" if args else call.name
 
 
+_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("name", "left"),
+    ("layer", "left"),
+    ("output", "left"),
+    ("params", "right"),
+    ("FLOPs/sample", "right"),
+)
+
+
 def render_check(typed: TypedModel, console: Console) -> None:
     """Print the layer table, then the train and search summaries when the spec has them."""
     table = Table(title=f"model {typed.spec.model.name}", title_justify="left")
-    for header, justify in (("name", "left"), ("layer", "left"), ("output", "left"),
-                            ("params", "right"), ("FLOPs/sample", "right")):  # fmt: skip
+    for header, justify in _COLUMNS:
         table.add_column(header, justify=justify)
     for decl in typed.spec.model.inputs:
         table.add_row(decl.name, f"input {decl.dtype}", shape_text(decl.dims), "", "")

@@ -8,7 +8,8 @@ validation parts. The file readers here are shared with `dnnspec predict`.
 from __future__ import annotations
 
 import csv
-import zipfile
+import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -17,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from dnnspec import npz
 from dnnspec.errors import Note, Span, error
+from dnnspec.files import GiB, MiB, open_regular, read_bytes
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
@@ -87,6 +90,42 @@ def _regression(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     return Dataset(x.astype(np.float32), y[:, None].astype(np.float32))
 
 
+def _sequences(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+    """Token sequences [N, length] whose label needs memory of earlier steps."""
+    rng = np.random.default_rng(seed)
+    n, length, symbols, task = args["samples"], args["length"], args["symbols"], args["task"]
+    x = rng.integers(0, symbols, (n, length))
+    if task == "parity":
+        return Dataset(x.astype(np.int64), ((x == 1).sum(axis=1) % 2).astype(np.int64))
+    if task == "recall":
+        return Dataset(x.astype(np.int64), x[:, 0].astype(np.int64))
+    # query: the last token is a symbol; label 1 when it occurs among the earlier ones
+    labels = rng.integers(0, 2, n)
+    for row, label in zip(x, labels, strict=True):
+        if label:
+            row[-1] = row[rng.integers(0, length - 1)]
+        else:
+            row[-1] = rng.integers(0, symbols)
+            seen = row[:-1] == row[-1]
+            others = (row[-1] + rng.integers(1, symbols, int(seen.sum()))) % symbols
+            row[:-1][seen] = others
+    return Dataset(x.astype(np.int64), labels.astype(np.int64))
+
+
+MAX_DATA_BYTES = 2 * GiB
+"""Largest array data one .npz/.npy file may declare (all its arrays together)."""
+
+MAX_CSV_BYTES = 256 * MiB
+"""Largest CSV file read (its cells become Python strings before they become numbers)."""
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists() or path.is_symlink()
+    except OSError:  # e.g. a name too long to look up: opening it reports why
+        return False
+
+
 def _find(path: Path, span: Span | None) -> Path:
     """A relative path is looked up next to the spec first, then in the working directory."""
     if path.is_absolute():
@@ -96,8 +135,10 @@ def _find(path: Path, span: Span | None) -> Path:
         candidates = [spec_dir / path] if spec_dir is not None else []
         candidates.append(path)
     for candidate in candidates:
-        if candidate.is_file():
+        if _exists(candidate):
             return candidate
+    if any(len(str(c)) > 1024 or len(c.name) > 255 for c in candidates):
+        raise error(f"data file path '{str(path)[:80]}...' is too long", span)
     looked = " and ".join(f"'{c}'" for c in dict.fromkeys(candidates))
     raise error(
         f"data file '{path}' does not exist",
@@ -107,8 +148,15 @@ def _find(path: Path, span: Span | None) -> Path:
     )
 
 
+def locate(args: dict[str, Any], span: Span | None) -> Path:
+    """The absolute path of a file dataset's data, as the run will read it."""
+    if not args["path"]:
+        raise error("the data file path is empty", span)
+    return Path(os.path.abspath(_find(Path(args["path"]), span)))
+
+
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    path = _find(Path(args["path"]), span)
+    path = locate(args, span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)
         missing = [k for k in (args["x"], args["y"]) if k not in arrays]
@@ -141,32 +189,23 @@ def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     return Dataset(x, y)
 
 
-def load_failure(exc: Exception) -> str:
-    """Why numpy could not load a file, in user terms (we never allow pickles)."""
-    return "it holds Python objects" if "pickle" in str(exc) else str(exc)
-
-
 def read_npz(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
     """Every array of an .npz file; anything but a valid, pickle-free one is a clear error."""
-    if not zipfile.is_zipfile(path):
-        raise error(f"'{path}' is not a valid .npz file (not a zip archive)", span)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except ValueError as exc:
-        raise error(f"'{path}' is not a valid .npz file: {load_failure(exc)}", span) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise error(f"'{path}' is not a valid .npz file: {exc}", span) from None
+    with open_regular(path, "data file", MAX_DATA_BYTES, span) as f:
+        return npz.read_npz(f, f"'{path}'", MAX_DATA_BYTES, span)
 
 
 def read_csv(path: Path, span: Span | None = None) -> np.ndarray:
     """A numeric CSV with an optional header row as a float64 [rows, columns] table."""
+    data = read_bytes(path, "data file", MAX_CSV_BYTES, span)
     try:
-        with path.open(newline="") as f:
-            rows = [
-                (i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)
-            ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = data.decode("utf-8-sig")
+        rows = [
+            (i, r)
+            for i, r in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
+            if any(c.strip() for c in r)
+        ]
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise error(f"cannot read '{path}': {exc}", span) from None
     if rows and not all(_is_number(c) for c in rows[0][1]):
         rows = rows[1:]
@@ -190,13 +229,10 @@ def read_csv(path: Path, span: Span | None = None) -> np.ndarray:
 
 def read_inputs(path: Path) -> np.ndarray:
     """Prediction inputs: an .npy, an .npz (array `x`, or its only array) or a CSV."""
-    if not path.is_file():
-        raise error(f"input file '{path}' does not exist")
     if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise error(f"'{path}' is not a valid .npy file: {load_failure(exc)}") from None
+        with open_regular(path, "input file", MAX_DATA_BYTES) as f:
+            size = os.fstat(f.fileno()).st_size
+            return npz.read_npy(f, size, f"'{path}'", MAX_DATA_BYTES)
     if path.suffix == ".npz":
         arrays = read_npz(path)
         if "x" in arrays:
@@ -210,7 +246,9 @@ def read_inputs(path: Path) -> np.ndarray:
             help=f"arrays: {', '.join(arrays)}" if arrays else None,
         )
     if path.suffix == ".csv":
-        return read_csv(path).astype(np.float32)
+        return read_csv(path)
+    if not str(path):
+        raise error("the input file path is empty")
     raise error(f"cannot read '{path}': expected .npy, .npz or .csv")
 
 
@@ -265,6 +303,29 @@ DATASETS.add(
         ),
         _regression,
         "y = sin(2 x0) + 0.5 x1^2 - 0.3 x0 x2 + noise",
+    ),
+)
+DATASETS.add(
+    "sequences",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="task",
+                    type="str",
+                    default="query",
+                    choices=("query", "recall", "parity"),
+                    doc="query: did the last token occur earlier (2 classes); recall: the "
+                    "first token (symbols classes); parity: is the count of 1s odd (2 classes)",
+                ),
+                ArgSpec(name="samples", type="int", default=2000, min=10),
+                ArgSpec(name="length", type="int", default=12, min=2, doc="tokens per sample"),
+                ArgSpec(name="symbols", type="int", default=8, min=2, doc="token ids 0..symbols-1"),
+                VALIDATION,
+            )
+        ),
+        _sequences,
+        "int64 token sequences [N, length] whose label needs memory (seeded)",
     ),
 )
 DATASETS.add(

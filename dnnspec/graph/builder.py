@@ -8,8 +8,10 @@ and IR version because the onnx package's default IR version is newer than onnxr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -46,6 +48,15 @@ class GraphBuilder:
         self._counter: dict[str, int] = {}
         self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
 
+    def subgraph(self, name: str) -> GraphBuilder:
+        """A builder for a control-flow body (Scan, Loop) of this graph: it shares this
+        graph's value names, since a body may read outer values by name (and ONNX forbids a
+        body from shadowing them), but has its own nodes, constants, inputs and outputs."""
+        sub = GraphBuilder(name, self.float_dtype.name)
+        sub._used = self._used
+        sub._counter = self._counter
+        return sub
+
     @property
     def float_elem(self) -> int:
         """The ONNX element type of this graph's floating-point values."""
@@ -77,6 +88,12 @@ class GraphBuilder:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type(dtype), list(shape)))
         return name
 
+    def fresh_input(self, hint: str, dtype: str | np.dtype, shape: Sequence[Dim]) -> str:
+        """A graph input under a new name derived from `hint` (a body's loop variables)."""
+        name = self.fresh(hint)
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type(dtype), list(shape)))
+        return name
+
     def add_output(self, name: str, dtype: str | np.dtype, shape: Sequence[Dim] | None) -> str:
         shape_list = None if shape is None else list(shape)
         self.outputs.append(helper.make_tensor_value_info(name, elem_type(dtype), shape_list))
@@ -89,8 +106,8 @@ class GraphBuilder:
 
     def const(
         self,
-        value: float | int | Sequence | np.ndarray,
-        dtype: str | np.dtype | None = None,
+        value: float | int | Sequence[Any] | np.ndarray | np.generic,
+        dtype: npt.DTypeLike | None = None,
         hint: str = "c",
     ) -> str:
         """A constant as a shared initializer (initializers cost no node execution)."""
@@ -109,7 +126,7 @@ class GraphBuilder:
         inputs: Sequence[str],
         outputs: int | Sequence[str] = 1,
         hint: str | None = None,
-        **attrs: object,
+        **attrs: Any,
     ) -> str:
         """Emit one node and return its (first) output name."""
         return self.op_multi(op_type, inputs, outputs, hint, **attrs)[0]
@@ -120,7 +137,7 @@ class GraphBuilder:
         inputs: Sequence[str],
         outputs: int | Sequence[str] = 1,
         hint: str | None = None,
-        **attrs: object,
+        **attrs: Any,
     ) -> list[str]:
         """Emit one node and return all output names (fresh ones when `outputs` is a count)."""
         if isinstance(outputs, int):

@@ -20,7 +20,8 @@ def _one_node(op: str) -> LowerFn:
     """Lowering to `op` applied to the input, with the node's arguments as attributes."""
 
     def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
-        return ctx.b.op(op, [inputs[0]], hint=node.name, **node.args)
+        attrs: dict[str, Any] = dict(node.args)
+        return ctx.b.op(op, [inputs[0]], hint=node.name, **attrs)
 
     return lower
 

@@ -17,17 +17,6 @@ from dnnspec.registry import Registry
 from dnnspec.schema import Signature
 
 Mode = Literal["train", "eval"]
-Init = Literal[
-    "auto",
-    "he_normal",
-    "he_uniform",
-    "glorot_uniform",
-    "glorot_normal",
-    "zeros",
-    "normal",
-    "normal_002",
-    "orthogonal",
-]
 
 
 @dataclass(frozen=True)
@@ -49,7 +38,7 @@ class ParamSpec:
 
     name: str
     shape: tuple[int, ...]
-    init: Init
+    init: str  # a name in layers.init.INITIALISERS, or "auto" (settled by check)
     fan_in: int = 1
     fan_out: int = 1
     decay: bool = True

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from dnnspec.layers.base import Dim, ShapeError, TensorType
+from dnnspec.ir import Dim
+from dnnspec.layers.base import ShapeError, TensorType
 
 
 def shape_text(dims: Sequence[Dim]) -> str:

@@ -12,9 +12,8 @@ from typing import Any
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.common import per_sample, require_float, require_rank
-from dnnspec.schema import ArgSpec, Signature
-
-INITS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "normal_002", "orthogonal")
+from dnnspec.layers.init import INITIALISERS
+from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_int
 
 
 def _in_features(t: TensorType) -> int:
@@ -44,9 +43,10 @@ def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec
 
 def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -> int:
     """2 * in * units for the product (+ units for the bias) at each position of a sample."""
-    units = args["units"]
+    units = arg_int(args, "units")
     positions = per_sample(out) // units
-    return positions * (2 * _in_features(inputs[0]) * units + (units if args["bias"] else 0))
+    bias = units if arg_bool(args, "bias") else 0
+    return positions * (2 * _in_features(inputs[0]) * units + bias)
 
 
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
@@ -69,7 +69,7 @@ LAYERS.add(
                     name="init",
                     type="str",
                     default="auto",
-                    choices=("auto", *INITS),
+                    choices=("auto", *INITIALISERS),
                     doc="auto: he_normal when a ReLU-like activation follows, else glorot_uniform",
                 ),
             )

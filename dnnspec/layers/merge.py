@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from functools import reduce
 from typing import Any
 
-from dnnspec.ir import Node
-from dnnspec.layers.base import LAYERS, Dim, LayerDef, LowerCtx, ShapeError, TensorType
+from dnnspec.ir import Dim, Node
+from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ShapeError, TensorType
 from dnnspec.layers.common import normalize_axis, per_sample
 from dnnspec.schema import ArgSpec, Signature
 
@@ -29,7 +29,10 @@ def _same_dtype(verb: str, inputs: Sequence[TensorType]) -> str:
     return inputs[0].dtype
 
 
-def _broadcast_dim(a: Dim, b: Dim) -> Dim | None:
+def _broadcast_dim(a: Dim | None, b: Dim) -> Dim | None:
+    """The broadcast of two dims; None when they clash (or `a` already clashed)."""
+    if a is None:
+        return None
     if a == b or b == 1:
         return a
     return b if a == 1 else None
@@ -44,7 +47,8 @@ def _elementwise(verb: str, op: str, doc: str) -> LayerDef:
         dims: list[Dim] = []
         for axis in range(-rank, 0):
             present = [t.dims[axis] for t in inputs if len(t.dims) >= -axis]
-            dim = reduce(lambda a, b: None if a is None else _broadcast_dim(a, b), present)
+            first: Dim | None = present[0]
+            dim = reduce(_broadcast_dim, present[1:], first)
             if dim is None:
                 raise ShapeError(f"cannot {verb} {operands_text(inputs)}")
             dims.append(dim)

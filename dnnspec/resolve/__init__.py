@@ -7,9 +7,11 @@ defaulted by each layer's `Signature`; the train and search sections are bound a
 their registries. Independent mistakes are collected and raised together: a failed
 computation yields `POISON`, which later steps pass along without reporting again.
 
-The modules: `values` (what resolution computes with), `core` (state and reporting),
-`definitions` (params and blocks), `model`, `train` and `search` (one section each),
-`resolver` (all of them in order) and `lock` (`spec.lock.json`).
+The modules: `values` (what resolution computes with, and `Definitions`: params and blocks),
+`problems` (the diagnostics every section reports into), `expressions` (evaluation, shared by
+every section), `definitions` (params and blocks), `model`, `train` and `search` (one
+section each), `resolver` (all of them in order, each given the state it shares explicitly)
+and `lock` (`spec.lock.json`).
 """
 
 from dnnspec.resolve.lock import read_lock, write_lock

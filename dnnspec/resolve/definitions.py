@@ -14,12 +14,22 @@ from pydantic import BaseModel
 
 from dnnspec.errors import Note, did_you_mean
 from dnnspec.layers.base import LAYERS
-from dnnspec.resolve.model import ModelResolver
-from dnnspec.resolve.values import POISON, Block, Scope, article, compatible, describe, kind_of
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.resolve.expressions import Expressions
+from dnnspec.resolve.problems import Problems
+from dnnspec.resolve.values import (
+    POISON,
+    Block,
+    Definitions,
+    Scope,
+    article,
+    compatible,
+    describe,
+    kind_of,
+)
+from dnnspec.schema import ArgSpec, ArgType, Signature
 from dnnspec.syntax import ast
 
-BLOCK_PARAM_TYPES = ("int", "float", "bool", "str")
+BLOCK_PARAM_TYPES: tuple[ArgType, ...] = ("int", "float", "bool", "str")
 
 
 def _override_help(name: str, declared: Any, value: Any) -> str | None:
@@ -46,15 +56,20 @@ def _walk(node: BaseModel) -> Iterator[BaseModel]:
                 yield from _walk(item)
 
 
-class DefinitionsResolver(ModelResolver):
-    """Resolves the `param` declarations and `block` definitions."""
+class DefinitionsResolver:
+    """Resolves the `param` declarations and `block` definitions into `defs`."""
+
+    def __init__(self, problems: Problems, defs: Definitions, expr: Expressions) -> None:
+        self.problems = problems
+        self.defs = defs
+        self.expr = expr
 
     def resolve_params(self, decls: list[ast.ParamDecl]) -> None:
-        declared = {d.name.id for d in decls}
-        for name, (_, span) in self.overrides.items():
-            if name in declared:
+        names = {d.name.id for d in decls}
+        for name, (_, span) in self.defs.overrides.items():
+            if name in names:
                 continue
-            self.fail(
+            self.problems.fail(
                 f"there is no param '{name}' to set",
                 span.model_copy(update={"col": 1, "end_col": len(name) + 1}),
                 help=did_you_mean(name, [d.name.id for d in decls])
@@ -62,61 +77,65 @@ class DefinitionsResolver(ModelResolver):
             )
         scope = Scope(tensors=False)
         for decl in decls:
-            self.param_decls.setdefault(decl.name.id, decl)
+            self.defs.param_decls.setdefault(decl.name.id, decl)
         for decl in decls:
             name = decl.name.id
-            if name in self.params or self.param_decls[name] is not decl:
-                self.fail(
+            if name in self.defs.params or self.defs.param_decls[name] is not decl:
+                self.problems.fail(
                     f"param '{name}' is declared twice",
                     decl.name.span,
                     notes=[
-                        Note(message="first declared here", span=self.param_decls[name].name.span)
+                        Note(
+                            message="first declared here",
+                            span=self.defs.param_decls[name].name.span,
+                        )
                     ],
                 )
                 continue
-            declared = self.scalar(decl.value, scope, f"param '{name}'")
-            if name in self.overrides:
-                value, span = self.overrides[name]
+            declared = self.expr.scalar(decl.value, scope, f"param '{name}'")
+            if name in self.defs.overrides:
+                value, span = self.defs.overrides[name]
                 if declared is not POISON and not compatible(kind_of(declared), value):
-                    value = self.fail(
+                    declared = self.problems.fail(
                         f"param '{name}' holds {article(kind_of(declared))}, not {describe(value)}",
                         span,
                         notes=[Note(message="declared here", span=decl.span)],
                         help=_override_help(name, declared, value),
                     )
-                declared = value
-            self.params[name] = declared
+                else:
+                    declared = value
+            self.defs.params[name] = declared
 
     def collect_blocks(self, defs: list[ast.BlockDef]) -> None:
         consts = Scope(tensors=False)
         for block in defs:
             name = block.name.id
-            if name in self.blocks:
-                first = self.blocks[name].syntax.name.span
-                self.fail(
+            if name in self.defs.blocks:
+                first = self.defs.blocks[name].syntax.name.span
+                self.problems.fail(
                     f"block '{name}' is defined twice",
                     block.name.span,
                     notes=[Note(message="first defined here", span=first)],
                 )
                 continue
             if name in LAYERS:
-                self.unusable.add(name)
-                self.fail(
+                self.defs.unusable.add(name)
+                self.problems.fail(
                     f"block '{name}' has the name of a built-in layer",
                     block.name.span,
                     help="rename the block",
                 )
             if not block.body:
-                self.unusable.add(name)
-                self.fail(
+                self.defs.unusable.add(name)
+                self.problems.fail(
                     f"block '{name}' has an empty body",
                     block.name.span,
                     help="add its layers, e.g. "
                     + (f"return {block.inputs[0].id} -> dense(8)" if block.inputs else "dense(8)"),
                 )
             if not block.inputs:
-                self.unusable.add(name)
-                self.fail(
+                self.defs.unusable.add(name)
+                self.problems.fail(
                     f"block '{name}' declares no tensor inputs",
                     block.name.span,
                     help=f"name them after the parameters: block {name}(...) (x) {{ ... }}",
@@ -127,18 +146,20 @@ class DefinitionsResolver(ModelResolver):
             names = [n.id for n in block.inputs]
             for i, n in enumerate(block.inputs):
                 if n.id in names[:i] or n.id in (a.name for a in args):
-                    self.fail(f"'{n.id}' is declared twice in block '{name}'", n.span)
-            self.blocks[name] = Block(block, Signature(args=tuple(args)))
+                    self.problems.fail(f"'{n.id}' is declared twice in block '{name}'", n.span)
+            self.defs.blocks[name] = Block(block, Signature(args=tuple(args)))
         self.find_recursion()
 
     def block_param(
         self, block: str, p: ast.BlockParam, consts: Scope, earlier: list[str]
     ) -> ArgSpec:
         if p.name.id in earlier:
-            self.fail(f"parameter '{p.name.id}' of block '{block}' is declared twice", p.name.span)
+            self.problems.fail(
+                f"parameter '{p.name.id}' of block '{block}' is declared twice", p.name.span
+            )
         type_ = p.type.id
         if type_ not in BLOCK_PARAM_TYPES:
-            self.fail(
+            self.problems.fail(
                 f"unknown parameter type '{type_}'",
                 p.type.span,
                 help=did_you_mean(type_, BLOCK_PARAM_TYPES),
@@ -146,17 +167,17 @@ class DefinitionsResolver(ModelResolver):
             return ArgSpec(name=p.name.id, type="any")
         if p.default is None:
             return ArgSpec(name=p.name.id, type=type_)
-        default = self.scalar(p.default, consts, f"the default of '{p.name.id}'")
+        default = self.expr.scalar(p.default, consts, f"the default of '{p.name.id}'")
         if default is POISON or not compatible(type_, default):
             if default is not POISON:
-                self.fail(
+                self.problems.fail(
                     f"the default of '{p.name.id}' must be {article(type_)}, "
                     f"got {describe(default)}",
                     p.default.span,
                 )
             # Calls of the block would only repeat the mistake (at each use of the parameter,
             # or as a missing argument), so they bind anything and yield POISON.
-            self.unusable.add(block)
+            self.defs.unusable.add(block)
             return ArgSpec(name=p.name.id, type="any", default=None)
         elif type_ == "float" and isinstance(default, int):
             default = float(default)
@@ -165,23 +186,23 @@ class DefinitionsResolver(ModelResolver):
     def find_recursion(self) -> None:
         """Report every block that can reach itself through block calls."""
         calls: dict[str, list[ast.Name]] = {}
-        for name, block in self.blocks.items():
+        for name, block in self.defs.blocks.items():
             targets = []
             for stmt in block.syntax.body:
                 for node in _walk(stmt):
-                    if isinstance(node, ast.Call) and node.func.id in self.blocks:
+                    if isinstance(node, ast.Call) and node.func.id in self.defs.blocks:
                         targets.append(node.func)
-                    elif isinstance(node, ast.Name) and node.id in self.blocks:
+                    elif isinstance(node, ast.Name) and node.id in self.defs.blocks:
                         targets.append(node)
             calls[name] = targets
-        for name in self.blocks:
+        for name in self.defs.blocks:
             path = self.cycle_from(name, calls)
             if path is None:
                 continue
-            self.unusable.add(name)
+            self.defs.unusable.add(name)
             if name == min(n.id for n in path):
                 through = " -> ".join([name, *(n.id for n in path)])
-                self.fail(
+                self.problems.fail(
                     f"block '{name}' calls itself ({through})",
                     path[0].span,
                     help="blocks are expanded in place, so they cannot be recursive",

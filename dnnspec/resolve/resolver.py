@@ -7,14 +7,42 @@ from collections.abc import Mapping
 from dnnspec import ir
 from dnnspec.errors import DiagnosticError, Note, Span
 from dnnspec.resolve.definitions import DefinitionsResolver
+from dnnspec.resolve.expressions import Expressions, NameUses
+from dnnspec.resolve.model import ModelResolver
+from dnnspec.resolve.problems import Problems
 from dnnspec.resolve.search import SearchResolver
 from dnnspec.resolve.train import TrainResolver
-from dnnspec.resolve.values import Fatal, Poison, Scalar
+from dnnspec.resolve.values import Definitions, Fatal, Poison, Scalar
 from dnnspec.syntax import ast
 
 
-class Resolver(DefinitionsResolver, TrainResolver, SearchResolver):
-    """Resolves one parsed spec; `run` returns the Spec or raises every problem found."""
+class Resolver:
+    """Resolves one parsed spec; `run` returns the Spec or raises every problem found.
+
+    The sections share three things, passed to each explicitly: the `Problems` they report
+    into, the `Definitions` (params and blocks) the first section fills and the others
+    read, and the `NameUses` their expressions record for later binding errors.
+    """
+
+    def __init__(
+        self,
+        spec: ast.SpecFile,
+        source: str,
+        overrides: Mapping[str, tuple[Scalar, Span]],
+        check_space: bool,
+    ) -> None:
+        self.spec = spec
+        self.source = source
+        self.overrides = overrides
+        self.check_space = check_space
+        self.problems = Problems()
+        self.defs = Definitions(overrides)
+        uses = NameUses()
+        values = Expressions(self.problems, self.defs, uses)  # outside the model: no calls
+        self.definitions = DefinitionsResolver(self.problems, self.defs, values)
+        self.model = ModelResolver(self.problems, self.defs, uses)
+        self.train = TrainResolver(self.problems, values)
+        self.search = SearchResolver(self.problems, self.defs, values)
 
     def run(self) -> ir.Spec:
         items = self.spec.items
@@ -23,34 +51,34 @@ class Resolver(DefinitionsResolver, TrainResolver, SearchResolver):
         searches = [i for i in items if isinstance(i, ast.SearchDef)]
         for kind, found in (("model", models), ("train", trains), ("search", searches)):
             for extra in found[1:]:
-                self.fail(
+                self.problems.fail(
                     f"a spec has one {kind} section; this is a second one",
                     extra.span,
                     notes=[Note(message=f"the first {kind} section", span=found[0].span)],
                 )
-        self.resolve_params([i for i in items if isinstance(i, ast.ParamDecl)])
-        self.collect_blocks([i for i in items if isinstance(i, ast.BlockDef)])
+        self.definitions.resolve_params([i for i in items if isinstance(i, ast.ParamDecl)])
+        self.definitions.collect_blocks([i for i in items if isinstance(i, ast.BlockDef)])
         graph = None
         if models:
             try:
-                graph = self.resolve_model(models[0])
+                graph = self.model.resolve_model(models[0])
             except Fatal:
-                raise DiagnosticError(self.problems) from None
+                raise self.problems.error() from None
         else:
-            self.fail(
+            self.problems.fail(
                 "this spec has no model",
                 self.spec.span,
                 help="add one, e.g. model m { input x: float32[N, 4]; dense(1) }",
             )
-        train = self.resolve_train(trains[0]) if trains else None
-        search = self.resolve_search(searches[0], train) if searches else None
+        train = self.train.resolve_train(trains[0]) if trains else None
+        search = self.search.resolve_search(searches[0], train) if searches else None
         if search is not None and self.check_space and not self.problems:
             for dim in search.dims:
                 self.check_candidates(dim)
         if self.problems:
-            raise DiagnosticError(self.problems)
+            raise self.problems.error()
         assert graph is not None
-        params = {k: v for k, v in self.params.items() if not isinstance(v, Poison)}
+        params = {k: v for k, v in self.defs.params.items() if not isinstance(v, Poison)}
         return ir.Spec(source=self.source, params=params, model=graph, train=train, search=search)
 
     def check_candidates(self, dim: ir.SearchDim) -> None:
@@ -68,7 +96,7 @@ class Resolver(DefinitionsResolver, TrainResolver, SearchResolver):
                 for diag in exc.diagnostics:
                     if all(n.span != dim.span for n in diag.notes):
                         diag = diag.model_copy(update={"notes": (*diag.notes, note)})
-                    self.report(diag)
+                    self.problems.report(diag)
 
 
 def resolve(

@@ -9,9 +9,10 @@ from dnnspec import ir
 from dnnspec.data.datasets import DATASETS
 from dnnspec.errors import DiagnosticError, Note, Span, did_you_mean
 from dnnspec.registry import Registry
-from dnnspec.resolve.model import ModelResolver
+from dnnspec.resolve.expressions import Expressions
+from dnnspec.resolve.problems import Problems
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
-from dnnspec.schema import INT64_MAX
+from dnnspec.schema import INT64_MAX, arg_str
 from dnnspec.syntax import ast
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES
@@ -41,8 +42,12 @@ REQUIRED_TRAIN_ITEMS = {
 }
 
 
-class TrainResolver(ModelResolver):
+class TrainResolver:
     """Resolves the `train { ... }` section."""
+
+    def __init__(self, problems: Problems, expr: Expressions) -> None:
+        self.problems = problems
+        self.expr = expr
 
     def resolve_train(self, train: ast.TrainDef) -> ir.TrainSpec | None:
         scope = Scope(tensors=False)
@@ -53,13 +58,13 @@ class TrainResolver(ModelResolver):
             if key not in TRAIN_ITEMS:
                 close = difflib.get_close_matches(key, TRAIN_ITEMS, n=1, cutoff=0.6)
                 misspelt.update(close)
-                self.fail(
+                self.problems.fail(
                     f"unknown train setting '{key}'",
                     item.key.span,
                     help=did_you_mean(key, TRAIN_ITEMS),
                 )
             elif key in items:
-                self.fail(
+                self.problems.fail(
                     f"'{key}' is given twice",
                     item.key.span,
                     notes=[Note(message="first given here", span=items[key].key.span)],
@@ -68,13 +73,18 @@ class TrainResolver(ModelResolver):
                 items[key] = item
         for key, example in REQUIRED_TRAIN_ITEMS.items():
             if key not in items and key not in misspelt:
-                self.fail(
+                self.problems.fail(
                     f"the train section needs '{key}'",
                     train.span,
                     help=f"add a line like: {example}",
                 )
         found: dict[str, Any] = {}
-        calls = {"data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+        calls: dict[str, Registry[Any]] = {
+            "data": DATASETS,
+            "loss": LOSSES,
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+        }
         for key, item in items.items():
             if key in calls:
                 found[key] = self.train_call(self.one_value(item), calls[key], scope)
@@ -106,7 +116,7 @@ class TrainResolver(ModelResolver):
         if len(item.values) == 1:
             return item.values[0]
         span = item.values[1].span if item.values else item.key.span
-        self.fail(f"'{item.key.id}' takes one value, got {len(item.values)}", span)
+        self.problems.fail(f"'{item.key.id}' takes one value, got {len(item.values)}", span)
         return None
 
     def train_call(
@@ -115,50 +125,51 @@ class TrainResolver(ModelResolver):
         """`adam(lr = 1e-3)` or `cross_entropy`: a registry entry with its bound arguments."""
         if expr is None:
             return POISON
+        args: tuple[ast.Arg, ...] = ()
         if isinstance(expr, ast.Name):
-            func, args = expr, ()
+            func = expr
         elif isinstance(expr, ast.Call):
             func, args = expr.func, expr.args
         else:
-            return self.fail(
+            return self.problems.fail(
                 f"expected the name of a {registry.kind}, like {next(iter(registry), 'name')}",
                 expr.span,
                 scope,
             )
-        entry = self.get(registry, func, scope)
-        bound_args = self.bind_args(args, scope)
+        entry = self.expr.get(registry, func, scope)
+        bound_args = self.expr.bind_args(args, scope)
         if entry is POISON or bound_args is None:
             return POISON
         canonical = registry.canonical(func.id) or func.id
         try:
             bound = entry.signature.bind(canonical, *bound_args, expr.span)
         except DiagnosticError as exc:
-            return self.absorb(exc, scope)
+            return self.expr.absorb(exc, scope)
         return ir.Call(name=canonical, args=bound, span=expr.span)
 
     def train_int(self, item: ast.TrainItem, scope: Scope, minimum: int) -> int | Poison:
         expr = self.one_value(item)
         if expr is None:
             return POISON
-        value = self.scalar(expr, scope, f"'{item.key.id}'")
+        value = self.expr.scalar(expr, scope, f"'{item.key.id}'")
         if value is POISON:
             return POISON
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             least = "an integer, zero or more" if minimum == 0 else "a positive integer"
-            return self.fail(
+            return self.problems.fail(
                 f"'{item.key.id}' must be {least}, got {describe(value)}", expr.span, scope
             )
         if value > INT64_MAX:
-            return self.fail(f"'{item.key.id}' does not fit in 64 bits", expr.span, scope)
+            return self.problems.fail(f"'{item.key.id}' does not fit in 64 bits", expr.span, scope)
         return value
 
     def train_list(
         self, item: ast.TrainItem, registry: Registry[Any], scope: Scope
     ) -> tuple[ir.Call, ...] | Poison:
         if not item.values:
-            return self.fail(
+            return self.problems.fail(
                 f"'{item.key.id}' needs at least one {registry.kind}", item.key.span, scope
             )
         calls = [self.train_call(v, registry, scope) for v in item.values]
@@ -166,21 +177,20 @@ class TrainResolver(ModelResolver):
         for call in calls:
             if isinstance(call, ir.Call):
                 if call.name in names:
-                    self.fail(
+                    self.problems.fail(
                         f"{registry.kind} '{call.name}' is listed twice",
                         call.span,
                         scope,
                         notes=[Note(message="first listed here", span=names[call.name])],
                     )
                 names.setdefault(call.name, call.span)
-        if any(c is POISON for c in calls):
-            return POISON
-        return tuple(calls)
+        resolved = tuple(c for c in calls if isinstance(c, ir.Call))
+        return resolved if len(resolved) == len(calls) else POISON
 
     def early_stop(self, item: ast.TrainItem, scope: Scope) -> ir.Call | Poison:
         args: tuple[ast.Arg, ...] = ()
         if len(item.values) > 1 or (item.values and not isinstance(item.values[0], ast.Paren)):
-            return self.fail(
+            return self.problems.fail(
                 "early_stop takes its arguments in parentheses",
                 item.values[0].span,
                 scope,
@@ -190,13 +200,13 @@ class TrainResolver(ModelResolver):
             value = item.values[0]
             assert isinstance(value, ast.Paren)
             args = value.args
-        bound_args = self.bind_args(args, scope)
+        bound_args = self.expr.bind_args(args, scope)
         if bound_args is None:
             return POISON
         try:
             bound = EARLY_STOP.bind("early_stop", *bound_args, item.span)
         except DiagnosticError as exc:
-            return self.absorb(exc, scope)
+            return self.expr.absorb(exc, scope)
         return ir.Call(name="early_stop", args=bound, span=item.span)
 
     def check_targets(self, loss: Any, metrics: Any) -> None:
@@ -208,7 +218,7 @@ class TrainResolver(ModelResolver):
             if METRICS.get(metric.name).target != target:
                 fitting = sorted(m for m in METRICS if METRICS.get(m).target == target)
                 kinds = {"class": "class labels", "value": "values"}
-                self.fail(
+                self.problems.fail(
                     f"metric '{metric.name}' needs {kinds[METRICS.get(metric.name).target]}"
                     f", but loss '{loss.name}' trains on {kinds[target]}",
                     metric.span,
@@ -220,10 +230,10 @@ class TrainResolver(ModelResolver):
         listed = [m.name for m in metrics] if isinstance(metrics, tuple) else []
         known = {"loss", "val_loss", "train_loss"}
         known |= {f"{p}{m}" for m in listed for p in ("", "val_", "train_")}
-        monitor = stop.args["monitor"]
+        monitor = arg_str(stop.args, "monitor")
         if monitor not in known:
             span = self.arg_span(item, "monitor", 0) or stop.span
-            self.fail(
+            self.problems.fail(
                 f"early_stop monitors '{monitor}', which this run does not compute",
                 span,
                 help=did_you_mean(monitor, known)

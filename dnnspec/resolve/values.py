@@ -2,20 +2,22 @@
 
 Shared by every section of the resolver: a value is a scalar (number, word, bool, duration,
 list), a `Tensor` (the name of an input or node) or `POISON` (a computation that already
-failed and was reported).
+failed and was reported). `Definitions` holds what names the spec defines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Final, TypeVar
 
 from dnnspec.errors import Span, did_you_mean
 from dnnspec.schema import Duration, Signature
 from dnnspec.syntax import ast
 
 Scalar = bool | int | float | str | Duration | list[Any]
+W = TypeVar("W", bound=str)
 
 
 @dataclass(frozen=True)
@@ -25,14 +27,17 @@ class Tensor:
     name: str
 
 
-class Poison:
-    """The value of a computation that already failed (and was reported)."""
+class Poison(Enum):
+    """The value of a computation that already failed (and was reported). A one-member
+    enum, so `value is POISON` narrows a value's type."""
+
+    POISON = "POISON"
 
     def __repr__(self) -> str:
         return "POISON"
 
 
-POISON: Any = Poison()
+POISON: Final = Poison.POISON
 Value = Tensor | Scalar | Poison
 
 
@@ -62,7 +67,7 @@ class Scope:
     consts: dict[str, Scalar] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     frames: tuple[Frame, ...] = ()
-    current: Value | None = None
+    current: Tensor | Poison | None = None
     tensors: bool = True
     """False where layers cannot be called: params, train and search sections."""
 
@@ -84,6 +89,21 @@ class Block:
 
     syntax: ast.BlockDef
     signature: Signature
+
+
+@dataclass
+class Definitions:
+    """What the spec defines before its model uses it: params (after `--set` overrides) and
+    blocks. Filled by the definitions section, read by expressions and the other sections."""
+
+    overrides: Mapping[str, tuple[Scalar, Span]]
+    """`--set` values by param name, with where each was written."""
+    params: dict[str, Scalar | Poison] = field(default_factory=dict)
+    """Param values in declaration order; POISON for a param whose value failed."""
+    param_decls: dict[str, ast.ParamDecl] = field(default_factory=dict)
+    blocks: dict[str, Block] = field(default_factory=dict)
+    unusable: set[str] = field(default_factory=set)
+    """Blocks whose definition is broken (recursive, no inputs): calls yield POISON."""
 
 
 def kind_of(value: Any) -> str:
@@ -118,6 +138,11 @@ def compatible(declared: str, value: Any) -> bool:
     """Whether `value` may stand where a value of kind `declared` was written."""
     kind = kind_of(value)
     return kind == declared or (declared == "float" and kind == "int")
+
+
+def word_in(word: str, options: Sequence[W]) -> W | None:
+    """`word` as the option it equals, typed as the options are (a Literal); else None."""
+    return next((o for o in options if o == word), None)
 
 
 def suggest(word: str, names: Iterable[str]) -> str | None:

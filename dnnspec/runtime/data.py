@@ -12,6 +12,7 @@ from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import Dataset
 from dnnspec.errors import Note, error
 from dnnspec.ir import Call
+from dnnspec.schema import arg_int
 
 
 def _shape(dims: tuple[int | str, ...]) -> str:
@@ -90,7 +91,7 @@ def _check_ids(x: np.ndarray, name: str, typed: TypedModel, source: Call) -> Non
     for node in typed.spec.model.nodes:
         if node.layer != "embedding" or node.inputs[0] != name or not x.size:
             continue
-        vocab = int(node.args["vocab"])
+        vocab = arg_int(node.args, "vocab")
         bad = np.argwhere((x < 0) | (x >= vocab))
         if len(bad):
             index = tuple(bad[0].tolist())

@@ -60,7 +60,7 @@ def providers_for(device: Device) -> list[str]:
 
 
 def threads() -> int:
-    """Intra-op threads: $DNNSPEC_THREADS when set, else the cores up to 8."""
+    """Intra-op threads: $DNNSPEC_THREADS when set (at most the cores), else the cores up to 8."""
     text = os.environ.get("DNNSPEC_THREADS", "").strip()
     if not text:
         return min(os.cpu_count() or 1, 8)
@@ -68,6 +68,13 @@ def threads() -> int:
         raise error(
             f"DNNSPEC_THREADS must be a positive whole number, got '{text}'",
             help="unset it to use one thread per core (up to 8)",
+        )
+    cores = os.cpu_count() or 1
+    if int(text) > cores:
+        raise error(
+            f"DNNSPEC_THREADS is {text}, but this machine has {cores} "
+            f"core{'s' if cores != 1 else ''}",
+            help=f"use at most {cores}, or unset it",
         )
     return int(text)
 

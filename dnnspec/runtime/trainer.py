@@ -29,8 +29,8 @@ import onnxruntime as ort
 from dnnspec.assemble.loop import IN, ORDER, OUT, build_train_loop, data_name
 from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, Program, next_name
 from dnnspec.data.datasets import Dataset
+from dnnspec.layers.init import initial_value
 from dnnspec.runtime.session import Device, make_session
-from dnnspec.training.init import initial_value
 from dnnspec.training.metrics import METRICS
 
 

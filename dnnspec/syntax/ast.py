@@ -68,8 +68,11 @@ class Paren(_Node):
     args: tuple[Arg, ...]
 
 
+OperatorSymbol = Literal["+", "-", "*", "/"]
+
+
 class Operator(_Node):
-    symbol: Literal["+", "-", "*", "/"]
+    symbol: OperatorSymbol
 
 
 class Arith(_Node):

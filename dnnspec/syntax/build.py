@@ -20,10 +20,11 @@ from dnnspec.syntax.parse import token_span
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 _ESCAPE = re.compile(r"\\(.)")
+_OPERATORS: dict[str, ast.OperatorSymbol] = {"+": "+", "-": "-", "*": "*", "/": "/"}
 
 
 @v_args(meta=True)
-class _Builder(Transformer_NonRecursive):
+class _Builder(Transformer_NonRecursive[Token, Any]):
     """Turns each rule's children into the matching syntax-IR node."""
 
     def __init__(self, file: str) -> None:
@@ -181,11 +182,13 @@ class _Builder(Transformer_NonRecursive):
         return ast.WithUnit(value=c[0], unit=self.name(c[1]), span=self.span(meta))
 
     def arith(self, meta: Meta, c: list[Any]) -> ast.Arith:
-        ops = tuple(ast.Operator(symbol=str(t), span=token_span(t, self.file)) for t in c[1::2])
+        ops = tuple(
+            ast.Operator(symbol=_OPERATORS[str(t)], span=token_span(t, self.file)) for t in c[1::2]
+        )
         return ast.Arith(operands=tuple(c[0::2]), ops=ops, span=self.span(meta))
 
     def neg(self, meta: Meta, c: list[Any]) -> ast.Expr:
-        operand = c[-1]
+        operand: ast.Expr = c[-1]
         if len(c) % 2 == 1:
             return operand
         return ast.Neg(operand=operand, span=self.span(meta))
@@ -215,7 +218,7 @@ class _Builder(Transformer_NonRecursive):
     def paren(self, meta: Meta, c: list[Any]) -> ast.Paren:
         return ast.Paren(args=c[0], span=self.span(meta))
 
-    def list(self, meta: Meta, items: list[ast.Expr]) -> ast.ListExpr:
+    def list_expr(self, meta: Meta, items: list[ast.Expr]) -> ast.ListExpr:
         return ast.ListExpr(items=tuple(items), span=self.span(meta))
 
     def call_args(self, meta: Meta, c: list[Any]) -> tuple[ast.Arg, ...]:
@@ -227,7 +230,7 @@ class _Builder(Transformer_NonRecursive):
         return ast.Arg(name=self.name(c[0]), value=c[1], span=self.span(meta))
 
 
-def build(tree: Tree, file: str) -> Any:
+def build(tree: Tree[Token], file: str) -> Any:
     """The syntax IR of a parse tree (a `SpecFile` for `start`, an `Expr` for `literal`)."""
     builder = _Builder(file)
     result = builder.transform(tree)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnnspec.ir import TrainSpec
-from dnnspec.schema import ArgSpec, Signature
+from dnnspec.schema import ArgSpec, Signature, arg_float, arg_int, arg_str
 from dnnspec.training.metrics import METRICS
 
 EARLY_STOP = Signature(
@@ -38,14 +38,14 @@ class EarlyStop:
         if train.early_stop is None:
             return None
         args = train.early_stop.args
-        monitor = args["monitor"]
+        monitor = arg_str(args, "monitor")
         if monitor.startswith("train_"):
             key = base = monitor.removeprefix("train_")
         else:
             base = monitor.removeprefix("val_")
             key = f"val_{base}"
         mode = "max" if base != "loss" and METRICS.get(base).higher_is_better else "min"
-        return cls(key, mode, args["min_delta"], args["patience"])
+        return cls(key, mode, arg_float(args, "min_delta"), arg_int(args, "patience"))
 
     def update(self, value: float) -> bool:
         """Record one epoch's value; True when it is the best so far."""

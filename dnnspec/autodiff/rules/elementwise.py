@@ -40,6 +40,12 @@ def mul(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     a, b_ = node.input
     dy = single(dys)
     shape = ctx.shape(node.output[0])
+    if a == b_:
+        # x * x: one 2 dy x instead of two products summed by the engine
+        if not ctx.needs(a):
+            return [None, None]
+        half = ctx.b.op("Mul", [dy, a])
+        return [ctx.b.op("Add", [half, half]), None]
     grads: Grads = []
     for x, other in ((a, b_), (b_, a)):
         if ctx.needs(x):

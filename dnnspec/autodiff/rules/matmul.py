@@ -12,9 +12,11 @@ swapped operand and sum broadcast batch axes back; 1-D operands follow numpy's p
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnx
 
-from dnnspec.autodiff.context import Shape, VjpContext
+from dnnspec.autodiff.context import Shape, VjpContext, static_dims
 from dnnspec.autodiff.rules.base import VJP, single
 
 Grads = list[str | None]
@@ -67,9 +69,9 @@ def matmul(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
             row = b.op("Unsqueeze", [dy, ctx.int_const([-2])])  # [..., 1, M]
             full = b.op("MatMul", [row, a])  # [..., 1, K]
             dw = ctx.reduce_to(full, _join(_dims(sy, slice(0, -1)), (1,), sw), w)
-    elif rw == 2 and isinstance(sw, tuple) and all(isinstance(d, int) for d in sw):
+    elif rw == 2 and (static_w := static_dims(sw)) is not None:
         # the dense layer on >2-D inputs: fold the batch axes into Gemm rows for dW
-        k, n = sw
+        k, n = static_w
         if need_a:
             da = b.op("MatMul", [dy, b.op("Transpose", [w], perm=[1, 0])])
         if need_w:
@@ -97,7 +99,7 @@ def gemm(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     alpha = float(ctx.attr(node, "alpha", 1.0))
     beta = float(ctx.attr(node, "beta", 1.0))
     ta, tw = int(ctx.attr(node, "transA", 0)), int(ctx.attr(node, "transB", 0))
-    scale = {} if alpha == 1.0 else {"alpha": alpha}
+    scale: dict[str, Any] = {} if alpha == 1.0 else {"alpha": alpha}
     da = dw = dc = None
     if ctx.needs(a):
         if ta:

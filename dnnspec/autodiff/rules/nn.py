@@ -18,7 +18,8 @@ Grads = list[str | None]
 def _mask_output(ctx: VjpContext, node: onnx.NodeProto) -> str:
     """The node's mask output, added under a fresh name when the node lacks one."""
     if len(node.output) > 1 and node.output[1]:
-        return node.output[1]
+        existing: str = node.output[1]
+        return existing
     mask = ctx.b.fresh(f"{node.output[0]}_mask")
     if len(node.output) > 1:
         node.output[1] = mask

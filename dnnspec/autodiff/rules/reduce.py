@@ -13,8 +13,9 @@ import math
 
 import onnx
 
-from dnnspec.autodiff.context import VjpContext
+from dnnspec.autodiff.context import VjpContext, static_dims
 from dnnspec.autodiff.rules.base import VJP, single
+from dnnspec.graph.builder import Dim
 
 Grads = list[str | None]
 
@@ -34,18 +35,19 @@ def _reduce(ctx: VjpContext, node: onnx.NodeProto, dys: Grads, mean: bool) -> Gr
         rank = len(shape)
         reduced = sorted({a % rank for a in axes}) if axes else list(range(rank))
         grad = dy
-        sizes = [shape[a] for a in reduced]
-        static = all(isinstance(d, int) for d in sizes)
+        sizes = static_dims([shape[a] for a in reduced])
         if mean:
-            if static:
-                count = math.prod(d for d in sizes if isinstance(d, int))
+            if sizes is not None:
+                count = math.prod(sizes)
                 grad = b.op("Mul", [grad, ctx.scalar(1.0 / count, y)])
             else:
-                grad = b.op("Mul", [grad, _dynamic_ratio(ctx, x, y)])
+                kept = [d for a, d in enumerate(shape) if a not in reduced]
+                grad = b.op("Mul", [grad, _dynamic_ratio(ctx, x, y, kept)])
         if not keepdims and reduced != list(range(len(reduced))):
             grad = b.op("Unsqueeze", [grad, ctx.int_const(reduced)])
-        if static:
-            target = ctx.int_const([shape[a] if a in reduced else 1 for a in range(rank)])
+        if sizes is not None:
+            size_of = dict(zip(reduced, sizes, strict=True))
+            target = ctx.int_const([size_of.get(a, 1) for a in range(rank)])
         else:
             target = ctx.shape_of(x)
         grads[0] = b.op("Expand", [grad, target])
@@ -60,14 +62,18 @@ def _reduce(ctx: VjpContext, node: onnx.NodeProto, dys: Grads, mean: bool) -> Gr
     return grads
 
 
-def _dynamic_ratio(ctx: VjpContext, x: str, y: str) -> str:
-    """size(y) / size(x): the mean's 1 / count when the reduced dims are not static."""
+def _dynamic_ratio(ctx: VjpContext, x: str, y: str, kept: list[Dim] | None = None) -> str:
+    """size(y) / size(x): the mean's 1 / count when the reduced dims are not static.
+    `kept`: x's dims that are not reduced, when known; if they are all static, size(y) is
+    a constant (a batch mean reduced to a scalar needs only size(x))."""
     b = ctx.b
     elem = ctx.elem(y)
-    return b.op(
-        "Div",
-        [b.op("Cast", [b.op("Size", [y])], to=elem), b.op("Cast", [b.op("Size", [x])], to=elem)],
-    )
+    kept_sizes = static_dims(kept)
+    if kept_sizes is not None:
+        y_size = ctx.scalar(float(math.prod(kept_sizes)), y)
+    else:
+        y_size = b.op("Cast", [b.op("Size", [y])], to=elem)
+    return b.op("Div", [y_size, b.op("Cast", [b.op("Size", [x])], to=elem)])
 
 
 @VJP.register("ReduceSum")

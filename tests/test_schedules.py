@@ -1,0 +1,112 @@
+"""Every learning-rate schedule's factor at chosen steps, computed in-graph from the step
+counter, against values worked out by hand from its definition.
+
+`SCHEDULE_CASES` holds at least one case per registered schedule (a completeness test
+fails otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import bind
+
+from dnnspec.graph.builder import GraphBuilder
+from dnnspec.schema import Duration
+from dnnspec.training.schedules import SCHEDULES, Timing
+
+
+def steps(n: float) -> Duration:
+    return Duration(value=n, unit="steps")
+
+
+def epochs(n: float) -> Duration:
+    return Duration(value=n, unit="epochs")
+
+
+@dataclass(frozen=True)
+class ScheduleCase:
+    """`factors`: step (updates done so far) -> the multiplier of the base rate."""
+
+    schedule: str
+    timing: Timing
+    factors: dict[int, float]
+    args: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+
+SCHEDULE_CASES: list[ScheduleCase] = [
+    ScheduleCase("constant", Timing(10, 100), {0: 1.0, 99: 1.0}),
+    ScheduleCase(
+        "constant",
+        Timing(10, 100),
+        {0: 0.25, 1: 0.5, 3: 1.0, 50: 1.0},
+        {"warmup": steps(4)},
+        "warmup",
+    ),
+    ScheduleCase(
+        "cosine",
+        Timing(10, 110),
+        {
+            0: 0.1,
+            4: 0.5,
+            9: 1.0,
+            10: 1.0,
+            60: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)),
+            110: 0.1,
+        },
+        {"warmup": epochs(1), "min_factor": 0.1},
+        "warmup-then-min_factor",
+    ),
+    ScheduleCase(
+        "step",
+        Timing(5, 100),
+        {0: 1.0, 9: 1.0, 10: 0.5, 25: 0.25},
+        {"every": epochs(2), "factor": 0.5},
+    ),
+    # decay counts periods from the end of the warm-up
+    ScheduleCase(
+        "step",
+        Timing(10, 100),
+        {0: 0.2, 4: 1.0, 14: 1.0, 15: 0.5, 25: 0.25},
+        {"every": steps(10), "factor": 0.5, "warmup": steps(5)},
+        "after-warmup",
+    ),
+    ScheduleCase("exponential", Timing(10, 100), {0: 1.0, 5: 0.5**0.5, 20: 0.25}, {"rate": 0.5}),
+    ScheduleCase(
+        "exponential",
+        Timing(10, 100),
+        {4: 1.0, 25: 0.25},
+        {"rate": 0.5, "every": steps(10), "warmup": steps(5)},
+        "after-warmup",
+    ),
+    ScheduleCase("linear", Timing(10, 100), {0: 1.0, 50: 0.5, 100: 0.0, 120: 0.0}),
+    ScheduleCase(
+        "linear", Timing(10, 100), {0: 1.0, 50: 1.5, 100: 2.0}, {"end_factor": 2.0}, "rising"
+    ),
+]
+
+
+def test_every_schedule_has_a_case() -> None:
+    assert set(SCHEDULES) <= {SCHEDULES.canonical(c.schedule) for c in SCHEDULE_CASES}
+
+
+@pytest.mark.parametrize(
+    "case", SCHEDULE_CASES, ids=lambda c: "-".join(filter(None, [c.schedule, c.id]))
+)
+def test_schedule_factor_at_chosen_steps(case: ScheduleCase) -> None:
+    definition = SCHEDULES.get(case.schedule)
+    b = GraphBuilder("schedule", "float64")
+    b.add_input("step", "float64", [])
+    args = bind(definition.signature, case.schedule, case.args)
+    b.add_output(definition.build(b, "step", args, case.timing), "float64", [])
+    session = ort.InferenceSession(
+        b.model().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    got = {s: float(session.run(None, {"step": np.array(float(s))})[0]) for s in case.factors}
+    assert got == pytest.approx(case.factors, abs=1e-12)

@@ -1,0 +1,71 @@
+"""Nothing a user is handed (or finds in a writable directory) runs code: the parser never
+reads a pickled parse-table cache, and its shipped tables are data that match the grammar."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import lark
+
+from dnnspec.syntax.parse import (
+    TABLES,
+    _lark,
+    build_parser,
+    grammar_digest,
+    grammar_text,
+    load_tables,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.dnn"))
+
+
+class _Plant:
+    """Unpickling this creates the file named by `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickle_planted_in_the_cache_directory_is_never_loaded(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "cache" / "dnnspec"
+    folder.mkdir(parents=True)
+    version = f"{sys.version_info[0]}{sys.version_info[1]}"
+    payload = b"0" * 64 + b"\n" + pickle.dumps(_Plant(marker))
+    (folder / f"grammar-lark{lark.__version__}-py{version}.cache").write_bytes(payload)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "dnnspec", "check", str(ROOT / "specs" / "spirals.dnn")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+
+
+def test_shipped_parse_tables_record_the_current_grammar() -> None:
+    text = (ROOT / "dnnspec" / "grammar" / TABLES).read_text(encoding="utf-8")
+    assert load_tables(text)["grammar_sha256"] == grammar_digest(grammar_text()), (
+        "the grammar changed: run tools/gen_parser_tables.py"
+    )
+
+
+def test_the_parser_from_shipped_tables_parses_like_one_built_from_the_grammar() -> None:
+    built = build_parser()
+    for path in SPECS:
+        tokens = [(t.type, str(t)) for t in built.lex(path.read_text())]
+        assert [(t.type, str(t)) for t in _lark().lex(path.read_text())] == tokens
+    for start in ("start", "literal"):
+        assert _lark().parse_interactive(start=start).accepts() == (
+            built.parse_interactive(start=start).accepts()
+        )
