@@ -218,7 +218,9 @@ def build_train_step(
         classes,
         slots,
         metric_names,
-        train_step=b.model(metadata, "dnnspec training step"),
+        train_step=b.model(
+            {**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step"
+        ),
         eval_step=build_eval_step(typed, train, classes, [*slots, *buffers], float_dtype),
         float_dtype=float_dtype,
         metadata=metadata,
@@ -285,6 +287,28 @@ def spec_hash(typed: TypedModel) -> str:
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> dict[str, str]:
+    """`dnnspec.carried`: every tensor the train step carries, as structured data (node and
+    parameter apart, since block node names hold dots), for drivers and `dnnspec inspect`;
+    a layer's non-trained state (running statistics) has kind `state`."""
+    carried = []
+    for slot in slots:
+        node = slot.name[: -len(slot.spec.name) - 1]
+        carried.append(
+            {"name": slot.name, "node": node, "param": slot.spec.name, "kind": "parameter"}
+        )
+        carried += [
+            {"name": slot.state_name(k), "node": node, "param": slot.spec.name, "kind": k}
+            for k in slot.state
+        ]
+    for buffer in buffers:
+        node = buffer.name[: -len(buffer.spec.name) - 1]
+        carried.append(
+            {"name": buffer.name, "node": node, "param": buffer.spec.name, "kind": "state"}
+        )
+    return {"dnnspec.carried": json.dumps(carried)}
+
+
 def model_metadata(
     typed: TypedModel, train: TrainSpec | None, classes: int | None
 ) -> dict[str, str]:
@@ -292,8 +316,14 @@ def model_metadata(
         {"name": d.name, "dtype": _float_dtype(d.dtype, "float32"), "shape": list(d.dims)}
         for d in typed.spec.model.inputs
     ]
+    parameters = [
+        {"name": param_name(layer.node.name, p.name), "node": layer.node.name, "param": p.name}
+        for layer in typed.layers
+        for p in layer.params
+    ]
     meta: dict[str, Any] = {
         "dnnspec.model": typed.spec.model.name,
+        "dnnspec.parameters": json.dumps(parameters),
         "dnnspec.inputs": json.dumps(inputs),
         "dnnspec.output_shape": json.dumps(list(typed.output.dims)),
         "dnnspec.spec_hash": spec_hash(typed),

@@ -76,6 +76,7 @@ class RunResult:
     steps: int
     stopped: str
     seconds: float
+    cpu_seconds: float = 0.0
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -363,7 +364,7 @@ def run_training(
     write_lock(spec, paths["lock"])
     paths["metrics"] = run_dir / "metrics.jsonl"
     paths["checkpoint"] = run.checkpoint_path
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
     try:
         with paths["metrics"].open("a" if resume else "w") as log:
@@ -383,5 +384,6 @@ def run_training(
         run.trainer.step,
         stopped,
         time.perf_counter() - started,
+        time.process_time() - cpu_started,
         paths,
     )
