@@ -89,6 +89,7 @@ class TrainSpec(_Strict):
     metrics: tuple[Call, ...] = ()
     early_stop: Call | None = None
     seed: int = 0
+    clip: Call | None = None
     decay: tuple[Selector, ...] = ()
     no_decay: tuple[Selector, ...] = ()
     span: Span

@@ -177,7 +177,7 @@ specs/x.dnn:9:29: error: adam has no argument 'momentum'
   |
 9 |   optimizer adam(lr = 1e-3, momentum = 0.9)
   |                             ^^^^^^^^^^^^^^
-help: expected one of: 'beta1', 'beta2', 'eps', 'lr'"""
+help: expected one of: 'amsgrad', 'beta1', 'beta2', 'eps', 'lr'"""
     assert (
         rendered(
             TRAIN_HEAD

@@ -91,3 +91,13 @@ def test_adamw_shrinks_weights_by_lr_times_decay_and_leaves_biases_alone() -> No
     forced = one_step("adamw(lr = 0.1, weight_decay = 0.5)", "decay dense_2\n  no_decay dense_1")
     np.testing.assert_array_equal(forced["dense_1.weight"], plain["dense_1.weight"])
     np.testing.assert_array_equal(forced["dense_2.weight"], decayed["dense_2.weight"])
+
+
+def test_clip_value_bounds_the_sgd_step_of_every_parameter() -> None:
+    """With plain SGD the update is lr * clipped gradient: at most lr * limit per element."""
+    free = one_step("sgd(lr = 1)")
+    clipped = one_step("sgd(lr = 1)", "clip value(1e-3)")
+    for name in ("dense_1.weight", "dense_2.weight", "dense_2.bias"):
+        moved = np.abs(clipped[name] - clipped[f"{name}.0"])
+        assert moved.max() <= 1e-3 + 1e-7
+        assert np.abs(free[name] - free[f"{name}.0"]).max() > 1e-2

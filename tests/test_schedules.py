@@ -87,6 +87,25 @@ SCHEDULE_CASES: list[ScheduleCase] = [
     ),
     ScheduleCase("linear", Timing(10, 100), {0: 1.0, 50: 0.5, 100: 0.0, 120: 0.0}),
     ScheduleCase(
+        "multistep",
+        Timing(10, 100),
+        {0: 1.0, 19: 1.0, 20: 0.5, 49: 0.5, 50: 0.25, 99: 0.25},
+        {"milestones": [5, 2], "factor": 0.5},
+    ),
+    # peak 4 at step 0.25 * 100 - 1 = 24, from 4 / 8 = 0.5, down to 0.5 / 100 at step 99
+    ScheduleCase(
+        "one_cycle",
+        Timing(10, 100),
+        {
+            0: 0.5,
+            12: 0.5 + 3.5 * 0.5 * (1 - math.cos(math.pi * 12 / 24)),
+            24: 4.0,
+            99: 0.005,
+            120: 0.005,
+        },
+        {"max_factor": 4.0, "pct_start": 0.25, "div_factor": 8.0, "final_div_factor": 100.0},
+    ),
+    ScheduleCase(
         "linear", Timing(10, 100), {0: 1.0, 50: 1.5, 100: 2.0}, {"end_factor": 2.0}, "rising"
     ),
 ]
@@ -110,3 +129,47 @@ def test_schedule_factor_at_chosen_steps(case: ScheduleCase) -> None:
     )
     got = {s: float(session.run(None, {"step": np.array(float(s))})[0]) for s in case.factors}
     assert got == pytest.approx(case.factors, abs=1e-12)
+
+
+def torch_factors(case: ScheduleCase, steps: list[int]) -> list[float]:
+    """The same schedule in torch.optim.lr_scheduler, stepped once per update."""
+    torch = pytest.importorskip("torch")
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    args = bind(SCHEDULES.get(case.schedule).signature, case.schedule, case.args)
+    if case.schedule == "one_cycle":
+        sched: Any = torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=args["max_factor"],
+            total_steps=case.timing.total_steps,
+            pct_start=args["pct_start"],
+            div_factor=args["div_factor"],
+            final_div_factor=args["final_div_factor"],
+            anneal_strategy="cos",
+            cycle_momentum=False,
+        )
+    else:
+        sched = torch.optim.lr_scheduler.MultiStepLR(
+            opt,
+            [m * case.timing.steps_per_epoch for m in args["milestones"]],
+            gamma=args["factor"],
+        )
+    got = []
+    for step in range(max(steps) + 1):
+        if step in steps:
+            got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return got
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in SCHEDULE_CASES if c.schedule in ("one_cycle", "multistep")],
+    ids=lambda c: c.schedule,
+)
+def test_schedule_matches_torch_lr_scheduler(case: ScheduleCase) -> None:
+    steps_ = [s for s in case.factors if s < case.timing.total_steps]
+    assert [case.factors[s] for s in steps_] == pytest.approx(
+        torch_factors(case, steps_), abs=1e-12
+    )

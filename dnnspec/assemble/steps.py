@@ -26,6 +26,7 @@ from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec
 from dnnspec.lower.model import lower_model
 from dnnspec.schema import arg_float
+from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
@@ -185,6 +186,9 @@ def build_train_step(
     # the engine differentiates the loss nodes, unless the loss wrote its own gradient
     seed = {output: loss.vjp()} if loss.vjp else {LOSS: b.const(1.0, hint="d_loss")}
     grads = gradients(b, seed, [s.name for s in slots])
+    clipped = grads
+    if train.clip is not None:
+        clipped = CLIPPING.get(train.clip.name).build(b, grads, train.clip.args)
 
     step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)
@@ -199,6 +203,7 @@ def build_train_step(
                 b.float_dtype,
                 slot.spec.shape,
             )
+        grad = clipped[slot.name]
         if slot.spec.decay:
             for reg in train.regularize:
                 term = REGULARIZERS.get(reg.name).grad(b, slot.name, reg.args)

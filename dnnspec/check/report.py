@@ -109,6 +109,7 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ("regularize", ", ".join(call_text(c) for c in train.regularize) or "none"),
         ("metrics", ", ".join(call_text(c) for c in train.metrics) or "none"),
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
+        ("clip", call_text(train.clip) if train.clip else "none"),
         ("seed", str(train.seed)),
     ]
 
@@ -130,8 +131,8 @@ _ARGS = TypeAdapter(dict[str, ArgValue])
 _CALL = {"span"}
 _TRAIN_SPANS: Any = {
     "span": True,
-    **dict.fromkeys(("data", "loss", "optimizer", "schedule", "early_stop"), _CALL),
-    **dict.fromkeys(("regularize", "metrics"), {"__all__": _CALL}),
+    **dict.fromkeys(("data", "loss", "optimizer", "schedule", "early_stop", "clip"), _CALL),
+    **dict.fromkeys(("regularize", "metrics", "decay", "no_decay"), {"__all__": _CALL}),
 }
 _SEARCH_SPANS: Any = {"span": True, "method": _CALL, "dims": {"__all__": _CALL}}
 

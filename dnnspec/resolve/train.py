@@ -14,6 +14,7 @@ from dnnspec.resolve.problems import Problems
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
 from dnnspec.schema import INT64_MAX, arg_str
 from dnnspec.syntax import ast
+from dnnspec.training.clip import CLIPPING
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES, TARGET_WORDS
 from dnnspec.training.metrics import METRICS
@@ -32,6 +33,7 @@ TRAIN_ITEMS = (
     "metrics",
     "early_stop",
     "seed",
+    "clip",
     "decay",
     "no_decay",
 )
@@ -86,6 +88,7 @@ class TrainResolver:
             "loss": LOSSES,
             "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES,
+            "clip": CLIPPING,
         }
         for key, item in items.items():
             if key in calls:

@@ -109,6 +109,51 @@ def _linear(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
     return with_warmup(b, step, b.op("Add", [slope, b.const(1.0)]), args, t)
 
 
+def _multistep(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
+    """factor ** (milestones passed), a milestone being an epoch count (MultiStepLR)."""
+    passed = [
+        b.op(
+            "Cast",
+            [b.op("GreaterOrEqual", [step, b.const(float(m * t.steps_per_epoch))])],
+            to=b.float_elem,
+        )
+        for m in sorted(args["milestones"])
+    ]
+    if not passed:
+        return with_warmup(b, step, None, args, t)
+    count = passed[0] if len(passed) == 1 else b.op("Sum", passed, hint="milestones_passed")
+    return with_warmup(b, step, b.op("Pow", [b.const(args["factor"]), count]), args, t)
+
+
+def _annealed(b: GraphBuilder, start: float, end: float, pct: str) -> str:
+    """end + (start - end) / 2 * (1 + cos(pi pct)): PyTorch's cosine annealing."""
+    cos = b.op("Cos", [b.op("Mul", [pct, b.const(math.pi)])])
+    half = b.op("Mul", [b.op("Add", [cos, b.const(1.0)]), b.const(0.5 * (start - end))])
+    return b.op("Add", [half, b.const(end)])
+
+
+def one_cycle_phases(args: dict[str, Any], t: Timing) -> tuple[float, float, float, float, float]:
+    """(start, peak, end factors, last step of the rise, last step of the run)."""
+    peak = float(args["max_factor"])
+    start = peak / args["div_factor"]
+    end = start / args["final_div_factor"]
+    last = float(max(1, t.total_steps - 1))
+    rise = max(1.0, float(args["pct_start"]) * t.total_steps - 1)
+    return start, peak, end, rise, last
+
+
+def _one_cycle(b: GraphBuilder, step: str, args: dict[str, Any], t: Timing) -> str:
+    """OneCycleLR (Smith & Topin) with cosine phases: from peak / div_factor up to
+    max_factor over the first pct_start of the run, then down to start / final_div_factor."""
+    start, peak, end, rise, last = one_cycle_phases(args, t)
+    up = _annealed(b, start, peak, b.op("Div", [step, b.const(rise)]))
+    since = b.op("Sub", [step, b.const(rise)])
+    pct = b.op("Div", [since, b.const(max(1.0, last - rise))])
+    down = _annealed(b, peak, end, b.op("Clip", [pct, b.const(0.0), b.const(1.0)]))
+    rising = b.op("Less", [step, b.const(rise)])
+    return b.op("Where", [rising, up, down], hint="one_cycle")
+
+
 SCHEDULES.add(
     "constant", ScheduleDef(Signature(args=(WARMUP,)), _constant, "the base rate throughout")
 )
@@ -163,6 +208,51 @@ SCHEDULES.add(
         Signature(args=(WARMUP, ArgSpec(name="end_factor", type="float", default=0.0, min=0.0))),
         _linear,
         "straight line from the base rate to end_factor times it",
+        spans_run=True,
+    ),
+)
+SCHEDULES.add(
+    "multistep",
+    ScheduleDef(
+        Signature(
+            args=(
+                ArgSpec(name="milestones", type="ints", doc="epochs after which the rate drops"),
+                ArgSpec(name="factor", type="float", default=0.1, min=0.0, min_exclusive=True),
+                WARMUP,
+            )
+        ),
+        _multistep,
+        "multiply the rate by factor at each milestone epoch",
+    ),
+)
+SCHEDULES.add(
+    "one_cycle",
+    ScheduleDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="max_factor",
+                    type="float",
+                    default=10.0,
+                    min=0.0,
+                    min_exclusive=True,
+                    doc="the peak rate as a multiple of the optimizer's lr",
+                ),
+                ArgSpec(
+                    name="pct_start",
+                    type="float",
+                    default=0.3,
+                    min=0.0,
+                    max=1.0,
+                    min_exclusive=True,
+                    max_exclusive=True,
+                ),
+                ArgSpec(name="div_factor", type="float", default=25.0, min=1.0),
+                ArgSpec(name="final_div_factor", type="float", default=1e4, min=1.0),
+            )
+        ),
+        _one_cycle,
+        "rise from max_factor / div_factor to max_factor, then anneal far below (OneCycleLR)",
         spans_run=True,
     ),
 )
