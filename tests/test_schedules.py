@@ -8,17 +8,20 @@ fails otherwise).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import bind
+from conftest import SPECS, bind
 
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.schema import Duration
-from dnnspec.training.schedules import SCHEDULES, Timing
+from dnnspec.training.schedules import SCHEDULES, Timing, curve_summary, factor_curve
 
 
 def steps(n: float) -> Duration:
@@ -172,4 +175,28 @@ def test_schedule_matches_torch_lr_scheduler(case: ScheduleCase) -> None:
     steps_ = [s for s in case.factors if s < case.timing.total_steps]
     assert [case.factors[s] for s in steps_] == pytest.approx(
         torch_factors(case, steps_), abs=1e-12
+    )
+
+
+def test_check_summarises_the_learning_rate_curve() -> None:
+    """start, peak and end of the rate with their steps, from the schedule's own graph."""
+    args = bind(SCHEDULES.get("one_cycle").signature, "one_cycle", {"max_factor": 4.0})
+    factors = factor_curve("one_cycle", args, Timing(10, 100))
+    assert len(factors) == 100
+    assert int(np.argmax(factors)) == 29
+    text = curve_summary(0.01, factors, 10)
+    assert text.startswith("start 0.0016 at step 0 (epoch 1), peak 0.04 at step 29 (epoch 3)")
+    assert text.endswith("end 1.6e-07 at step 99 (epoch 10); 100 steps, 10 per epoch")
+
+
+def test_dnnspec_check_prints_the_learning_rate_curve() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dnnspec", "check", str(SPECS / "digits_mlp.dnn")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert (
+        "learning rate  start 4.35e-05 at step 0 (epoch 1), peak 0.001 at step 22" in result.stdout
     )

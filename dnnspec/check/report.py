@@ -3,6 +3,7 @@ the train and search sections, as rich text or as JSON for `--json`."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -10,10 +11,13 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from dnnspec.check.shapes import LayerInfo, TypedModel
-from dnnspec.ir import ArgValue, Call
+from dnnspec.data.datasets import DATASETS
+from dnnspec.errors import DiagnosticError
+from dnnspec.ir import ArgValue, Call, TrainSpec
 from dnnspec.layers.base import LAYERS
 from dnnspec.layers.common import shape_text
-from dnnspec.schema import Duration
+from dnnspec.schema import Duration, arg_float
+from dnnspec.training.schedules import Timing, curve_summary, factor_curve
 
 
 def value_text(value: ArgValue) -> str:
@@ -111,7 +115,23 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
         ("clip", call_text(train.clip) if train.clip else "none"),
         ("seed", str(train.seed)),
+        ("learning rate", _lr_text(train)),
     ]
+
+
+def _lr_text(train: TrainSpec) -> str:
+    """The rate over the run, which needs the number of training samples: the data is
+    loaded (as training would) to count them."""
+    try:
+        data = DATASETS.get(train.data.name).load(train.data.args, train.seed, train.data.span)
+    except DiagnosticError:
+        return "not computed: the data could not be read"
+    validation = arg_float(train.data.args, "validation") if "validation" in train.data.args else 0
+    n_train = len(data) - int(round(len(data) * validation))
+    steps_per_epoch = max(1, math.ceil(n_train / train.batch))
+    timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
+    factors = factor_curve(train.schedule.name, train.schedule.args, timing)
+    return curve_summary(arg_float(train.optimizer.args, "lr"), factors, steps_per_epoch)
 
 
 def _search_rows(typed: TypedModel) -> list[tuple[str, str]]:

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
+
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Duration, Signature
@@ -256,3 +259,34 @@ SCHEDULES.add(
         spans_run=True,
     ),
 )
+
+
+def factor_curve(name: str, args: dict[str, Any], timing: Timing) -> np.ndarray:
+    """The schedule's factor at every step of the run, from the same graph the train step
+    embeds (evaluated over a vector of steps), so a summary cannot drift from training."""
+    b = GraphBuilder("schedule_curve", "float64")
+    b.add_input("step", "float64", ["S"])
+    factor = SCHEDULES.get(name).build(b, "step", args, timing)
+    out = b.op("Add", [factor, b.op("Mul", ["step", b.const(0.0)])], hint="factors")
+    b.add_output(out, "float64", ["S"])
+    session = ort.InferenceSession(
+        b.model().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    steps = np.arange(max(1, timing.total_steps), dtype=np.float64)
+    return np.asarray(session.run(None, {"step": steps})[0])
+
+
+def curve_summary(lr: float, factors: np.ndarray, steps_per_epoch: int) -> str:
+    """'1e-03 at step 0, peak 1e-02 at step 299 (epoch 3), end 4e-08 at step 999'."""
+    rates = lr * factors
+
+    def at(i: int) -> str:
+        return f"{rates[i]:.3g} at step {i} (epoch {i // steps_per_epoch + 1})"
+
+    peak = int(np.argmax(rates))
+    low = int(np.argmin(rates))
+    parts = [f"start {at(0)}", f"peak {at(peak)}"]
+    if low not in (0, len(rates) - 1):
+        parts.append(f"lowest {at(low)}")
+    parts.append(f"end {at(len(rates) - 1)}")
+    return ", ".join(parts) + f"; {len(rates)} steps, {steps_per_epoch} per epoch"
