@@ -89,6 +89,10 @@ SCHEDULE_CASES: list[ScheduleCase] = [
         "after-warmup",
     ),
     ScheduleCase("linear", Timing(10, 100), {0: 1.0, 50: 0.5, 100: 0.0, 120: 0.0}),
+    # the in-graph part (the host's factor multiplies it; tests/test_plateau.py)
+    ScheduleCase(
+        "reduce_on_plateau", Timing(10, 100), {0: 0.5, 1: 1.0, 70: 1.0}, {"warmup": steps(2)}
+    ),
     ScheduleCase(
         "multistep",
         Timing(10, 100),

@@ -31,7 +31,7 @@ from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
-from dnnspec.training.schedules import SCHEDULES, Timing
+from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
 
 STEP, SEED, TARGET, LOSS, OUTPUT = GRAPH_NAMES
 
@@ -74,10 +74,14 @@ class Program:
     float_dtype: str = "float32"
     metadata: dict[str, str] = field(default_factory=dict)
     buffers: list[Slot] = field(default_factory=list)
+    controls: list[str] = field(default_factory=list)
+    """Scalars the host sets between epochs (a plateau schedule's factor, 1 at the start),
+    carried and checkpointed like state but in no model."""
 
     def carried(self) -> list[str]:
         """Names of all tensors carried from one train step to the next."""
-        return [n for s in self.slots for n in s.names()] + [s.name for s in self.buffers]
+        slots = [n for s in self.slots for n in s.names()]
+        return [*slots, *(s.name for s in self.buffers), *self.controls]
 
     def model_slots(self) -> list[Slot]:
         """What model.onnx holds: the parameters and the non-trained state."""
@@ -193,6 +197,13 @@ def build_train_step(
     step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)
     factor = sched.build(b, step_f, train.schedule.args, timing)
+    controls = []
+    if sched.host_fed:
+        controls.append(b.add_input(LR_FACTOR, b.float_dtype, []))
+        b.add_output(
+            b.op("Identity", [LR_FACTOR], outputs=[next_name(LR_FACTOR)]), b.float_dtype, []
+        )
+        factor = b.op("Mul", [factor, LR_FACTOR], hint="fed_factor")
     lr = b.op("Mul", [factor, b.const(arg_float(opt_args, "lr"))], hint="lr")
     scalars = opt.prepare(b, step_f, lr, opt_args)
     for slot in slots:
@@ -231,6 +242,7 @@ def build_train_step(
         float_dtype=float_dtype,
         metadata=metadata,
         buffers=buffers,
+        controls=controls,
     )
 
 

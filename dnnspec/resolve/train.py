@@ -112,6 +112,9 @@ class TrainResolver:
             self.check_targets(found["loss"], found["metrics"])
         if isinstance(found.get("early_stop"), ir.Call):
             self.check_monitor(found["early_stop"], items["early_stop"], found.get("metrics", ()))
+        schedule = found.get("schedule")
+        if isinstance(schedule, ir.Call) and "monitor" in schedule.args and "schedule" in items:
+            self.check_monitor(schedule, items["schedule"], found.get("metrics", ()))
         if (
             any(v is POISON for v in found.values())
             or not REQUIRED_TRAIN_ITEMS.keys() <= found.keys()
@@ -253,6 +256,7 @@ class TrainResolver:
                 )
 
     def check_monitor(self, stop: ir.Call, item: ast.TrainItem, metrics: Any) -> None:
+        """`monitor` of early_stop or a plateau schedule must name a value the run logs."""
         listed = [m.name for m in metrics] if isinstance(metrics, tuple) else []
         known = {"loss", "val_loss", "train_loss"}
         known |= {f"{p}{m}" for m in listed for p in ("", "val_", "train_")}
@@ -260,7 +264,7 @@ class TrainResolver:
         if monitor not in known:
             span = self.arg_span(item, "monitor", 0) or stop.span
             self.problems.fail(
-                f"early_stop monitors '{monitor}', which this run does not compute",
+                f"{stop.name} monitors '{monitor}', which this run does not compute",
                 span,
                 help=did_you_mean(monitor, known)
                 or "monitor val_loss or val_ plus a metric listed in 'metrics'",
@@ -268,7 +272,7 @@ class TrainResolver:
 
     def arg_span(self, item: ast.TrainItem, name: str, position: int) -> Span | None:
         """Where argument `name` (or the positional argument at `position`) is written."""
-        if not item.values or not isinstance(item.values[0], ast.Paren):
+        if not item.values or not isinstance(item.values[0], ast.Paren | ast.Call):
             return None
         args = item.values[0].args
         for arg in args:

@@ -32,7 +32,8 @@ from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.schema import arg_float
 from dnnspec.training.early_stop import EarlyStop
 from dnnspec.training.losses import LOSSES
-from dnnspec.training.schedules import SCHEDULES, Timing
+from dnnspec.training.metrics import METRICS
+from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau, Timing
 
 
 class Reporter(Protocol):
@@ -161,6 +162,7 @@ class _Run:
     run_dir: Path
     reporter: Reporter
     stop: EarlyStop | None
+    plateau: Plateau | None = None
     cadence: Cadence = field(default_factory=Cadence)
     epoch: int = 0
     last_good: dict[str, np.ndarray] = field(default_factory=dict)
@@ -204,6 +206,8 @@ class _Run:
         self.stopped = header["stopped"]
         if self.stop is not None:
             self.stop.best, self.stop.waited = header["early_stop"]
+        if self.plateau is not None:
+            self.plateau.best, self.plateau.waited, self.plateau.current = header["plateau"]
         log = self.run_dir / "metrics.jsonl"
         if log.exists():  # drop epochs logged after the checkpoint: they are trained again
             kept = log.read_text().splitlines()[: self.epoch]
@@ -256,6 +260,9 @@ class _Run:
             "seed": self.prep.train.seed,
             "spec_hash": self.prep.program.metadata["dnnspec.spec_hash"],
             "early_stop": [self.stop.best, self.stop.waited] if self.stop else None,
+            "plateau": [self.plateau.best, self.plateau.waited, self.plateau.current]
+            if self.plateau
+            else None,
             "best_record": self.best_record,
             "record": self.record,
         }
@@ -280,6 +287,12 @@ class _Run:
             t0 = time.perf_counter()
             params = self.train_epoch()
             self.validate()
+            if self.plateau is not None:
+                self.record["lr_factor"] = self.plateau.current
+                factor = self.plateau.update(self.record[self.plateau.key])
+                if factor != self.record["lr_factor"]:
+                    self.trainer.set_control(LR_FACTOR, factor)
+                    self.values = self.trainer.values()
             self.record["seconds"] = round(time.perf_counter() - t0, 4)
             log.write(json.dumps(self.record) + "\n")
             log.flush()
@@ -352,8 +365,17 @@ def run_training(
             "early_stop monitors a validation metric but validation = 0",
             train.early_stop.span if train.early_stop else None,
         )
+    plateau = Plateau.from_spec(train.schedule, lambda m: METRICS.get(m).higher_is_better)
+    if plateau and plateau.key.startswith("val_") and not len(prep.val_data):
+        raise error(
+            "reduce_on_plateau monitors a validation metric but validation = 0",
+            train.schedule.span,
+            help="monitor train_loss, or keep a validation split",
+        )
     trainer = Trainer(prep.program, device, train.seed)
-    run = _Run(prep, trainer, run_dir, reporter or Silent(), stop, checkpoint_every or Cadence())
+    run = _Run(
+        prep, trainer, run_dir, reporter or Silent(), stop, plateau, checkpoint_every or Cadence()
+    )
     run.reporter.warn(prep.typed.warnings)
     _claim(run_dir, resume, overwrite)
     if resume:

@@ -87,6 +87,9 @@ def initial_values(program: Program, seed: int, params_only: bool = False) -> di
                 values[slot.state_name(kind)] = np.zeros(slot.spec.shape, dtype)
     for buffer in program.buffers:
         values[buffer.name] = initial_value(buffer.spec, rng, dtype)
+    if not params_only:
+        for name in program.controls:
+            values[name] = np.ones((), dtype)
     return values
 
 
@@ -190,6 +193,12 @@ class Trainer:
         for buf in self._buffers:
             for name in self.carried:
                 buf[name].update_inplace(np.ascontiguousarray(values[name].astype(self.dtype)))
+        self._previous = self._last_call = None
+
+    def set_control(self, name: str, value: float) -> None:
+        """Set a host-fed scalar (a plateau factor) for the steps from now on."""
+        for buf in self._buffers:
+            buf[name].update_inplace(np.array(value, self.dtype))
         self._previous = self._last_call = None
 
     def params(self) -> dict[str, np.ndarray]:

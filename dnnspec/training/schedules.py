@@ -51,6 +51,9 @@ class ScheduleDef:
     build: BuildSchedule
     doc: str = ""
     spans_run: bool = False
+    host_fed: bool = False
+    """The host sets a factor between epochs (`LR_FACTOR`, carried and checkpointed with
+    the parameters) that multiplies what `build` emits."""
 
 
 SCHEDULES: Registry[ScheduleDef] = Registry("schedule")
@@ -215,6 +218,38 @@ SCHEDULES.add(
     ),
 )
 SCHEDULES.add(
+    "reduce_on_plateau",
+    ScheduleDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="monitor",
+                    type="str",
+                    default="val_loss",
+                    doc="a record key, as early_stop's",
+                ),
+                ArgSpec(name="patience", type="int", default=10, min=0),
+                ArgSpec(
+                    name="factor",
+                    type="float",
+                    default=0.1,
+                    min=0.0,
+                    max=1.0,
+                    min_exclusive=True,
+                    max_exclusive=True,
+                ),
+                ArgSpec(name="min_factor", type="float", default=0.0, min=0.0, max=1.0),
+                ArgSpec(name="min_delta", type="float", default=0.0, min=0.0),
+                WARMUP,
+            )
+        ),
+        _constant,
+        "multiply the rate by factor when monitor has not improved for more than patience "
+        "epochs (ReduceLROnPlateau), never below min_factor",
+        host_fed=True,
+    ),
+)
+SCHEDULES.add(
     "multistep",
     ScheduleDef(
         Signature(
@@ -290,3 +325,60 @@ def curve_summary(lr: float, factors: np.ndarray, steps_per_epoch: int) -> str:
         parts.append(f"lowest {at(low)}")
     parts.append(f"end {at(len(rates) - 1)}")
     return ", ".join(parts) + f"; {len(rates)} steps, {steps_per_epoch} per epoch"
+
+
+LR_FACTOR = "control/lr_factor"
+"""The train-step input (and carried state) holding a host-fed schedule's factor."""
+
+
+@dataclass
+class Plateau:
+    """ReduceLROnPlateau's bookkeeping on the host; it travels in checkpoints (and the
+    factor it sets in the carried `LR_FACTOR`), so a resumed run agrees bit for bit."""
+
+    key: str
+    mode: str
+    patience: int
+    factor: float
+    min_factor: float
+    min_delta: float
+    best: float | None = None
+    waited: int = 0
+    current: float = 1.0
+
+    @classmethod
+    def from_spec(cls, schedule: Any, higher_is_better: Callable[[str], bool]) -> Plateau | None:
+        if schedule.name != "reduce_on_plateau":
+            return None
+        a = schedule.args
+        monitor = str(a["monitor"])
+        if monitor.startswith("train_"):
+            key = base = monitor.removeprefix("train_")
+        else:
+            base = monitor.removeprefix("val_")
+            key = f"val_{base}"
+        mode = "max" if base != "loss" and higher_is_better(base) else "min"
+        return cls(
+            key,
+            mode,
+            int(a["patience"]),
+            float(a["factor"]),
+            float(a["min_factor"]),
+            float(a["min_delta"]),
+        )
+
+    def update(self, value: float) -> float:
+        """Record one epoch's value; returns the factor for the next epoch."""
+        better = self.best is None or (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
+        if better:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+        if self.waited > self.patience:
+            self.current = max(self.current * self.factor, self.min_factor)
+            self.waited = 0
+        return self.current
