@@ -247,7 +247,7 @@ class Model:
         trainer = Trainer(prep.program, self.device, prep.train.seed)
         weights = {t.name: numpy_helper.to_array(t) for t in self.onnx.graph.initializer}
         values = trainer.values()
-        values.update({s.name: weights[s.name] for s in prep.program.slots})
+        values.update({s.name: weights[s.name] for s in prep.program.model_slots()})
         trainer.load_values(values)
         data = prep.val_data if len(prep.val_data) else prep.train_data
         return trainer.evaluate(data, spec.model.inputs[0].name)
