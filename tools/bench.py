@@ -52,6 +52,66 @@ CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class LstmCase:
+    """lstm(units) over [N, steps, features] (the last step's output) -> dense(10), Adam;
+    `symbolic` declares T as a name, so the loop is a Scan instead of unrolled."""
+
+    name: str
+    steps: int
+    features: int
+    units: int
+    batch: int
+    symbolic: bool = False
+
+    def spec(self) -> str:
+        t = "T" if self.symbolic else str(self.steps)
+        return (
+            f"model bench {{\n  input x: float32[N, {t}, {self.features}]\n"
+            f"  lstm({self.units})\n  dense(10)\n}}\n"
+            "train {\n  data digits\n  loss cross_entropy\n  optimizer adam(lr = 0.001)\n"
+            f"  batch {self.batch}\n  epochs 1\n}}\n"
+        )
+
+
+LSTM_CASES = [
+    LstmCase("LSTM 16x32 -> 128, T = 16 (unrolled), batch 64", 16, 32, 128, 64),
+    LstmCase("LSTM 32x32 -> 128, T = 32 (Scan), batch 64", 32, 32, 128, 64),
+    LstmCase("LSTM 32x32 -> 128, symbolic T (Scan), batch 64", 32, 32, 128, 64, symbolic=True),
+    LstmCase("LSTM 8x16 -> 32, T = 8 (unrolled), batch 32", 8, 16, 32, 32),
+]
+
+
+def lstm_dnnspec_step(case: LstmCase, x: np.ndarray, y: np.ndarray) -> Callable[[], object]:
+    spec = load_spec_text(case.spec(), "<bench>")
+    assert spec.train is not None
+    program = build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000))
+    trainer = Trainer(program, "cpu", 0)
+    return lambda: trainer.train_step({"x": x}, y)
+
+
+def lstm_torch_step(case: LstmCase, x: np.ndarray, y: np.ndarray) -> Callable[[], object] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    lstm = torch.nn.LSTM(case.features, case.units, batch_first=True)
+    head = torch.nn.Linear(case.units, 10)
+    opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=0.001)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out, _ = lstm(tx)
+        loss = loss_fn(head(out[:, -1]), ty)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    return step
+
+
 def rates(steps: list[Callable[[], object]], seconds: float) -> list[float]:
     """Steps per second of each step function: after a warm-up they run in alternating
     rounds of about 0.2 s for `seconds` each, so that machine noise (a shared virtual
@@ -131,6 +191,17 @@ def main() -> None:
         ratio = f"{ours / theirs:6.2f}x" if theirs else "    -"
         theirs_s = f"{theirs:14.0f}" if theirs else f"{'(no torch)':>14}"
         print(f"{case.name:<44} {ours:16.0f} {theirs_s} {ratio}", flush=True)
+    for lcase in LSTM_CASES:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(lcase.batch, lcase.steps, lcase.features)).astype(np.float32)
+        y = rng.integers(0, 10, lcase.batch).astype(np.int64)
+        theirs_step = lstm_torch_step(lcase, x, y)
+        steps = [lstm_dnnspec_step(lcase, x, y), *([theirs_step] if theirs_step else [])]
+        ours, *rest = rates(steps, args.seconds)
+        theirs = rest[0] if rest else None
+        ratio = f"{ours / theirs:6.2f}x" if theirs else "    -"
+        theirs_s = f"{theirs:14.0f}" if theirs else f"{'(no torch)':>14}"
+        print(f"{lcase.name:<44} {ours:16.0f} {theirs_s} {ratio}", flush=True)
 
 
 if __name__ == "__main__":
