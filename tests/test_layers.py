@@ -372,8 +372,9 @@ def test_normalising_over_the_batch_axis_is_refused(layer: str, axis: int) -> No
 def test_dropout_is_the_identity_without_nodes_outside_training_and_at_p_zero() -> None:
     t = f32("N", 64)
     assert infer("dropout", t, p=0.3) == t
-    for mode, p in (("eval", 0.3), ("train", 0.0)):
-        y, (x,), _, ops = run("dropout", [t], {"p": p}, mode)  # type: ignore[arg-type]
+    cases: tuple[tuple[Mode, float], ...] = (("eval", 0.3), ("train", 0.0))
+    for mode, p in cases:
+        y, (x,), _, ops = run("dropout", [t], {"p": p}, mode)
         assert ops == []
         np.testing.assert_array_equal(y, x)
 
