@@ -191,6 +191,26 @@ LAYER_CASES: list[LayerCase] = [
     # shape
     LayerCase("flatten", ("float32[N, 2, 3]",), "f32[N, 6]", 0),
     LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
+    # convolution and pooling (channels first)
+    LayerCase("conv2d(3, 3, padding = same)", ("float32[N, 2, 5, 5]",), "f32[N, 3, 5, 5]", 57),
+    LayerCase(
+        "conv2d(4, [2, 3], stride = 2, padding = 1, dilation = [1, 2], groups = 2, bias = false)",
+        ("float32[N, 2, 6, 6]",),
+        "f32[N, 4, 4, 2]",
+        24,
+    ),
+    LayerCase("conv1d(2, 3, stride = 2)", ("float32[N, 3, 7]",), "f32[N, 2, 3]", 20),
+    LayerCase("max_pool2d(2)", ("float32[N, 2, 4, 4]",), "f32[N, 2, 2, 2]", 0),
+    LayerCase("max_pool1d(3, stride = 2, padding = 1)", ("float32[N, 2, 7]",), "f32[N, 2, 4]", 0),
+    LayerCase("avg_pool2d(2, padding = same)", ("float32[N, 2, 3, 3]",), "f32[N, 2, 2, 2]", 0),
+    LayerCase("avg_pool1d(2)", ("float32[N, 3, 6]",), "f32[N, 3, 3]", 0),
+    LayerCase("global_avg_pool", ("float32[N, 3, 4, 4]",), "f32[N, 3]", 0),
+    LayerCase("global_max_pool", ("float32[N, 3, 5]",), "f32[N, 3]", 0),
+    LayerCase("upsample2d(2)", ("float32[N, 2, 2, 3]",), "f32[N, 2, 4, 6]", 0),
+    # batch normalisation: scale and shift count, the running statistics do not
+    LayerCase("batchnorm", ("float32[N, 3, 4, 4]",), "f32[N, 3, 4, 4]", 6),
+    LayerCase("batchnorm(momentum = 0.3)", ("float32[N, 3, 6]",), "f32[N, 3, 6]", 6),
+    LayerCase("batchnorm(eps = 1e-3)", ("float32[N, 5]",), "f32[N, 5]", 10, {"N": 6}),
     # embedding (ids are drawn in [0, 3))
     LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
     # recurrent: a number of steps unrolls the loop, a symbolic T makes it a Scan
