@@ -185,7 +185,7 @@ def test_schedule_matches_torch_lr_scheduler(case: ScheduleCase) -> None:
 def test_check_summarises_the_learning_rate_curve() -> None:
     """start, peak and end of the rate with their steps, from the schedule's own graph."""
     args = bind(SCHEDULES.get("one_cycle").signature, "one_cycle", {"max_factor": 4.0})
-    factors = factor_curve("one_cycle", args, Timing(10, 100))
+    factors = factor_curve("one_cycle", args, Timing(10, 100), np.arange(100.0))
     assert len(factors) == 100
     assert int(np.argmax(factors)) == 29
     text = curve_summary(0.01, factors, 10)

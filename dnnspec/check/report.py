@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter
 from rich.console import Console, JustifyMethod
 from rich.table import Table
@@ -130,7 +131,8 @@ def _lr_text(train: TrainSpec) -> str:
     n_train = len(data) - int(round(len(data) * validation))
     steps_per_epoch = max(1, math.ceil(n_train / train.batch))
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
-    factors = factor_curve(train.schedule.name, train.schedule.args, timing)
+    steps = np.arange(timing.total_steps, dtype=np.float64)
+    factors = factor_curve(train.schedule.name, dict(train.schedule.args), timing, steps)
     return curve_summary(arg_float(train.optimizer.args, "lr"), factors, steps_per_epoch)
 
 

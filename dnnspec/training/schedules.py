@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
@@ -296,21 +295,6 @@ SCHEDULES.add(
 )
 
 
-def factor_curve(name: str, args: dict[str, Any], timing: Timing) -> np.ndarray:
-    """The schedule's factor at every step of the run, from the same graph the train step
-    embeds (evaluated over a vector of steps), so a summary cannot drift from training."""
-    b = GraphBuilder("schedule_curve", "float64")
-    b.add_input("step", "float64", ["S"])
-    factor = SCHEDULES.get(name).build(b, "step", args, timing)
-    out = b.op("Add", [factor, b.op("Mul", ["step", b.const(0.0)])], hint="factors")
-    b.add_output(out, "float64", ["S"])
-    session = ort.InferenceSession(
-        b.model().SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    steps = np.arange(max(1, timing.total_steps), dtype=np.float64)
-    return np.asarray(session.run(None, {"step": steps})[0])
-
-
 def curve_summary(lr: float, factors: np.ndarray, steps_per_epoch: int) -> str:
     """'1e-03 at step 0, peak 1e-02 at step 299 (epoch 3), end 4e-08 at step 999'."""
     rates = lr * factors
@@ -382,3 +366,16 @@ class Plateau:
             self.current = max(self.current * self.factor, self.min_factor)
             self.waited = 0
         return self.current
+
+
+def factor_curve(name: str, args: dict[str, Any], timing: Timing, steps: np.ndarray) -> np.ndarray:
+    """The schedule's factor at each of `steps` (updates done so far), computed by the very
+    nodes the train step runs, so a plot or summary can never disagree with training."""
+    from onnx.reference import ReferenceEvaluator
+
+    b = GraphBuilder("schedule")
+    b.add_input("step", "float32", [len(steps)])
+    b.rename(SCHEDULES.get(name).build(b, "step", args, timing), "factor")
+    b.add_output("factor", "float32", None)
+    (factor,) = ReferenceEvaluator(b.model()).run(None, {"step": steps.astype(np.float32)})
+    return np.broadcast_to(np.asarray(factor, dtype=np.float64), steps.shape).copy()
