@@ -27,14 +27,14 @@ from onnx import numpy_helper
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import read_inputs
-from dnnspec.errors import error
+from dnnspec.data.datasets import DATASETS, read_inputs
+from dnnspec.errors import Span, error
 from dnnspec.files import write_text
 from dnnspec.frontend import load_spec as _load_spec
-from dnnspec.ir import Spec
+from dnnspec.ir import Call, Spec
 from dnnspec.resolve import read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.data import fits_shape
+from dnnspec.runtime.data import conform, fits_shape
 from dnnspec.runtime.run import (
     Interrupted,
     Reporter,
@@ -50,6 +50,7 @@ from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
 from dnnspec.tools.plot import can_plot, plot_runs
+from dnnspec.training.losses import LOSSES
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
@@ -222,7 +223,8 @@ class Model:
         meta = {p.key: p.value for p in self.onnx.metadata_props}
         self.inputs = json.loads(meta.get("dnnspec.inputs", "[]"))
         labels = meta.get("dnnspec.class_labels")
-        self.classes = len(json.loads(labels)) if labels else None
+        self.labels: list[str] = json.loads(labels) if labels else []
+        self.classes = len(self.labels) if labels else None
         self.session = make_session(self.onnx, device)
 
     def predict(self, x: np.ndarray | str | Path) -> np.ndarray:
@@ -240,17 +242,41 @@ class Model:
         output: np.ndarray = self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]
         return output
 
-    def evaluate(self) -> dict[str, float]:
-        """Loss and metrics of model.onnx's weights on the run's validation split."""
+    def evaluate(self, data: str | Path | None = None) -> dict[str, Any]:
+        """Loss and metrics of model.onnx's weights on the run's validation split, or on a
+        data file read as the spec's `file` dataset reads one; a class model's result
+        holds its `confusion` matrix ([true, predicted] counts) too."""
         spec = read_lock(self.run_dir / "spec.lock.json")
         prep = prepare(spec)
         trainer = Trainer(prep.program, self.device, prep.train.seed)
         weights = {t.name: numpy_helper.to_array(t) for t in self.onnx.graph.initializer}
-        values = trainer.values()
-        values.update({s.name: weights[s.name] for s in prep.program.model_slots()})
-        trainer.load_values(values)
-        data = prep.val_data if len(prep.val_data) else prep.train_data
-        return trainer.evaluate(data, spec.model.inputs[0].name)
+        params = {s.name: weights[s.name] for s in prep.program.model_slots()}
+        if data is not None:
+            source = _file_call(Path(data))
+            loaded = DATASETS.get("file").load(source.args, prep.train.seed, source.span)
+            target = LOSSES.get(prep.train.loss.name).target
+            held_out, _ = conform(loaded, prep.typed, target, source)
+        elif len(prep.val_data):
+            held_out = prep.val_data
+        else:
+            raise error(
+                f"the run in '{self.run_dir}' has no validation split (validation = 0), so "
+                "there is no held-out data to evaluate",
+                help=f"evaluate a data file: dnnspec eval {self.run_dir} data.csv",
+            )
+        stats = trainer.evaluate_stats(held_out, spec.model.inputs[0].name, params=params)
+        result: dict[str, Any] = stats.result()
+        if stats.confusion is not None:
+            result["confusion"] = stats.confusion.tolist()
+        return result
+
+
+def _file_call(path: Path) -> Call:
+    """`file(path = ...)` as if written in a spec, its diagnostics located at the file."""
+    span = Span(file=str(path), line=1, col=1, end_line=1, end_col=2)
+    definition = DATASETS.get("file")
+    args = definition.signature.bind("file", [], [("path", str(path.resolve()), span)], span)
+    return Call(name="file", args=args, span=span)
 
 
 def load(run_dir: str | Path, device: Device = "auto") -> Model:

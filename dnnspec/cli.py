@@ -24,6 +24,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from dnnspec.errors import Diagnostic, DiagnosticError, error
 
@@ -67,6 +68,16 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         show_warnings(typed.warnings)
         render_check(typed, console)
     return OK
+
+
+def metrics_text(record: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """`loss 0.1234  accuracy 0.9500`: the numbers of a record; per-class lists are shown
+    by --json and logged in metrics.jsonl."""
+    return "  ".join(
+        f"{k} {v:.4f}"
+        for k, v in record.items()
+        if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)
+    )
 
 
 class ProgressReporter:
@@ -114,9 +125,7 @@ class ProgressReporter:
         )
 
     def epoch(self, record: dict[str, Any]) -> None:
-        shown = "  ".join(
-            f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "step", "seconds")
-        )
+        shown = metrics_text(record, skip=("epoch", "step", "seconds"))
         self.console.print(
             f"epoch {record['epoch']:>3}/{self.epochs}  {shown}  ({record['seconds']:.2f}s)",
             highlight=False,
@@ -181,7 +190,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return OK
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k not in ("epoch", "step"))
+    shown = metrics_text(result.best, skip=("epoch", "step"))
     console.print(
         f"[bold]done[/bold] ({result.stopped}) in {result.seconds:.1f}s, {result.steps} steps"
     )
@@ -365,11 +374,20 @@ def cmd_compile(args: argparse.Namespace, console: Console) -> int:
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import load
 
-    metrics = load(args.run).evaluate()
+    model = load(args.run)
+    metrics = model.evaluate(args.data)
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
-        console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
+        return OK
+    console.print(metrics_text(metrics), highlight=False)
+    if "confusion" in metrics:
+        table = Table(title="confusion (rows: true class, columns: predicted)", box=None)
+        table.add_column("")
+        for label in model.labels:
+            table.add_column(label, justify="right")
+        for label, row in zip(model.labels, metrics["confusion"], strict=True):
+            table.add_row(label, *map(str, row))
+        console.print(table)
     return OK
 
 
@@ -481,11 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (
-        ("eval", "evaluate a trained run on its validation data"),
+        ("eval", "evaluate a trained run on its validation data, or on a data file"),
         ("predict", "run a trained model on inputs from .npy/.npz/.csv"),
     ):
         p = sub.add_parser(name, help=help)
         p.add_argument("run", help="run directory written by `dnnspec train`")
+        if name == "eval":
+            p.add_argument(
+                "data", nargs="?", help="evaluate this .npz/.csv (as the spec's data file reads)"
+            )
         if name == "predict":
             p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
             p.add_argument("--out", help="write predictions to .npy or .csv")

@@ -11,7 +11,7 @@ the Loop's carried values (every input `X` with an output `X.next`, whatever kin
 state that is) and `step`, its batch comes from the Gathers, `seed` is read from the
 outer scope. The outer graph's own names carry the `in/` and `out/` prefixes, which no
 spec name can take, so nothing in the body shadows them. Per-step loss and metric sums
-come out as scan outputs `out/loss`, `out/metric.<name>` of shape [K].
+come out as scan outputs `out/loss` [K] and `out/metric.<name>` [K, *statistics shape].
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def _dataset_input(value: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
         d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
     ]
     return helper.make_tensor_value_info(data_name(value.name), t.elem_type, ["M", *dims[1:]])
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
 def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
@@ -118,7 +122,10 @@ def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
         ],
         [
             *(outer(OUT, inputs[n], n) for n in carried),
-            *(helper.make_tensor_value_info(OUT + n, float_elem, ["K"]) for n in scalars),
+            *(
+                helper.make_tensor_value_info(OUT + n, float_elem, ["K", *_dims(outputs[n])])
+                for n in scalars
+            ),
         ],
     )
     model = helper.make_model(

@@ -28,12 +28,14 @@ from dnnspec.lower.model import lower_model
 from dnnspec.schema import arg_float
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
-from dnnspec.training.metrics import METRICS
+from dnnspec.training.metrics import METRICS, confusion
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
 
 STEP, SEED, TARGET, LOSS, OUTPUT = GRAPH_NAMES
+CONFUSION = "eval/confusion"
+"""Eval-step output of class models: [true, predicted] counts, for confusion.csv."""
 
 
 @dataclass(frozen=True)
@@ -138,19 +140,27 @@ def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
     return b.add_input(TARGET, b.float_dtype, out.dims)
 
 
+def metric_width(typed: TypedModel, classes: int | None) -> int:
+    """What a metric's statistics are sized by: the classes, or the output's units."""
+    last = typed.output.dims[-1] if typed.output.dims else 1
+    return classes if classes is not None else (last if isinstance(last, int) else 1)
+
+
 def _loss_and_metrics(
-    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None
+    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None, width: int
 ) -> tuple[LossOut, list[str]]:
-    """The graph output `loss` (the batch mean) and one `metric.<name>` sum per metric."""
+    """The graph output `loss` (the batch mean) and one `metric.<name>` of summable
+    statistics per metric."""
     loss = loss_out(LOSSES.get(train.loss.name).build(b, output, TARGET, classes, train.loss.args))
     b.rename(loss.loss, LOSS)
     b.add_output(LOSS, b.float_dtype, [])
     names = []
     for metric in train.metrics:
-        value = METRICS.get(metric.name).build(b, output, TARGET)
+        definition = METRICS.get(metric.name)
+        value = definition.build(b, output, TARGET, width, metric.args)
         name = f"metric.{metric.name}"
         b.rename(value, name)
-        b.add_output(name, b.float_dtype, [])
+        b.add_output(name, b.float_dtype, list(definition.stats(width)))
         names.append(metric.name)
     return loss, names
 
@@ -186,7 +196,7 @@ def build_train_step(
         updated = ctx.updates.get(buffer.name) or b.op("Identity", [buffer.name])
         b.rename(updated, next_name(buffer.name))
         b.add_output(next_name(buffer.name), b.float_dtype, buffer.spec.shape)
-    loss, metric_names = _loss_and_metrics(b, train, output, classes)
+    loss, metric_names = _loss_and_metrics(b, train, output, classes, metric_width(typed, classes))
     # the engine differentiates the loss nodes, unless the loss wrote its own gradient
     seed = {output: loss.vjp()} if loss.vjp else {LOSS: b.const(1.0, hint="d_loss")}
     grads = gradients(b, seed, [s.name for s in slots])
@@ -261,7 +271,10 @@ def build_eval_step(
     inputs = _add_model_inputs(b, typed)
     _target_input(b, typed, LOSSES.get(train.loss.name).target)
     output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
-    _loss_and_metrics(b, train, output, classes)
+    _loss_and_metrics(b, train, output, classes, metric_width(typed, classes))
+    if classes is not None:
+        b.rename(confusion(b, output, TARGET, classes), CONFUSION)
+        b.add_output(CONFUSION, b.float_dtype, [classes, classes])
     b.prune()
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
 

@@ -7,6 +7,7 @@ spec.lock.json, metrics.jsonl and checkpoint/last.npz. Progress is reported thro
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import time
@@ -274,6 +275,19 @@ class _Run:
             checkpoint.save(self.checkpoint_path, *self.pending)
             self.pending, self.saved_at = None, time.perf_counter()
 
+    def write_confusion(self, params: dict[str, np.ndarray]) -> Path:
+        """confusion.csv: [true, predicted] counts of model.onnx's weights on the
+        validation split (the training data when there is none)."""
+        data = self.prep.val_data if len(self.prep.val_data) else self.prep.train_data
+        stats = self.trainer.evaluate_stats(
+            data, self.prep.spec.model.inputs[0].name, params=params
+        )
+        assert stats.confusion is not None
+        labels = json.loads(self.prep.program.metadata["dnnspec.class_labels"])
+        path = self.run_dir / "confusion.csv"
+        write_confusion(path, stats.confusion, labels)
+        return path
+
     def export(self, params: dict[str, np.ndarray]) -> Path:
         return export_model(self.prep.program, params, self.run_dir / "model.onnx")
 
@@ -311,6 +325,15 @@ class _Run:
         if self.stopped is None and self.epoch < self.prep.train.epochs:
             return f"paused after epoch {self.epoch} of {self.prep.train.epochs}"
         return self.stopped or "completed"
+
+
+def write_confusion(path: Path, counts: np.ndarray, labels: list[str]) -> None:
+    """Rows are true classes, columns predicted ones, headed by the class names."""
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["true \\ predicted", *labels])
+        for label, row in zip(labels, counts.tolist(), strict=True):
+            out.writerow([label, *row])
 
 
 def _claim(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -395,7 +418,10 @@ def run_training(
         run.flush()
         run.export(run.best_params or run.last_good)
         raise Interrupted(run_dir, run.epoch) from None
-    paths["model"] = run.export(run.best_params if run.best_params is not None else run.last_good)
+    final = run.best_params if run.best_params is not None else run.last_good
+    paths["model"] = run.export(final)
+    if prep.program.classes is not None:
+        paths["confusion"] = run.write_confusion(final)
     run.reporter.finish(stopped)
     record = run.record or run.best_record
     return RunResult(

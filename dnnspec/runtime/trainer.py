@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from dnnspec.assemble.loop import IN, ORDER, OUT, build_train_loop, data_name
-from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, Program, next_name
+from dnnspec.assemble.steps import CONFUSION, LOSS, SEED, STEP, TARGET, Program, next_name
 from dnnspec.data.datasets import Dataset
 from dnnspec.layers.init import initial_value
 from dnnspec.runtime.session import Device, make_session
@@ -44,34 +45,46 @@ class Diverged(Exception):
 
 @dataclass
 class EpochStats:
-    """Sums accumulated over the batches of one pass."""
+    """Sums accumulated over the batches of one pass: the loss, and each metric's
+    statistics (scalars or arrays, added elementwise)."""
 
     loss: float = 0.0
     samples: int = 0
     elements: int = 0
-    metric_sums: dict[str, float] = field(default_factory=dict)
+    metric_sums: dict[str, np.ndarray] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+    """[true class, predicted class] counts of an evaluation pass of a class model."""
 
-    def add(self, loss: float, n: int, elements: int, metrics: dict[str, float]) -> None:
+    def add(self, loss: float, n: int, elements: int, metrics: dict[str, np.ndarray]) -> None:
         self.loss += loss * n
         self.samples += n
         self.elements += elements
         for k, v in metrics.items():
-            self.metric_sums[k] = self.metric_sums.get(k, 0.0) + v
+            value = np.asarray(v, np.float64)
+            self.metric_sums[k] = self.metric_sums[k] + value if k in self.metric_sums else value
 
     def add_steps(
         self, losses: np.ndarray, n: int, elements: int, metrics: dict[str, np.ndarray]
     ) -> None:
         """K steps of `n` samples each, summed in step order as `add` would."""
         for i, loss in enumerate(losses.tolist()):
-            self.add(loss, n, elements, {k: float(v[i]) for k, v in metrics.items()})
+            self.add(loss, n, elements, {k: v[i] for k, v in metrics.items()})
 
-    def result(self) -> dict[str, float]:
-        """Means: loss per sample, each metric per sample or per element as it declares."""
-        out = {"loss": self.loss / max(1, self.samples)}
+    def result(self) -> dict[str, Any]:
+        """Means: loss per sample, each metric finished from its totals over the samples or
+        elements it is counted in (per-class values as `<name>_per_class`)."""
+        out: dict[str, Any] = {"loss": self.loss / max(1, self.samples)}
         for name, total in self.metric_sums.items():
-            per = METRICS.get(name).per
-            out[name] = total / max(1, self.samples if per == "sample" else self.elements)
+            definition = METRICS.get(name)
+            count = self.samples if definition.per == "sample" else self.elements
+            out[name] = definition.finish(total, count)
+            if definition.per_class is not None:
+                out[f"{name}_per_class"] = definition.per_class(total)
         return out
+
+    def totals(self, name: str) -> np.ndarray:
+        """A metric's summed statistics (the confusion matrix of precision/recall/f1)."""
+        return self.metric_sums[name]
 
 
 def initial_values(program: Program, seed: int, params_only: bool = False) -> dict[str, np.ndarray]:
@@ -238,8 +251,12 @@ class Trainer:
 
     @cached_property
     def _results(self) -> dict[str, ort.OrtValue]:
+        shapes = {
+            o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
+            for o in self.program.train_step.graph.output
+        }
         return {
-            name: ort.OrtValue.ortvalue_from_shape_and_type([], self.dtype, "cpu", 0)
+            name: ort.OrtValue.ortvalue_from_shape_and_type(shapes[name], self.dtype, "cpu", 0)
             for name in self._scalar_outputs()
         }
 
@@ -258,7 +275,9 @@ class Trainer:
             bindings.append(io)
         return bindings
 
-    def train_step(self, x: dict[str, np.ndarray], y: np.ndarray) -> tuple[float, dict[str, float]]:
+    def train_step(
+        self, x: dict[str, np.ndarray], y: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]:
         """One step on a batch given by the caller (tests, benchmarks); `run_epoch` is the
         fast path."""
         io = self._step_bindings[self._current]
@@ -267,10 +286,11 @@ class Trainer:
         io.bind_cpu_input(TARGET, y)
         self._step_host[...] = self.step
         self.train_session.run_with_iobinding(io)
-        outs = [float(v.numpy()) for v in self._results.values()]
+        outs = [v.numpy().copy() for v in self._results.values()]
         self._last_call = None
-        self._advance(outs[0], 1)
-        return outs[0], dict(zip(self.program.metric_names, outs[1:], strict=True))
+        loss = float(outs[0])
+        self._advance(loss, 1)
+        return loss, dict(zip(self.program.metric_names, outs[1:], strict=True))
 
     def _advance(self, loss: float, steps: int) -> None:
         """Rotate the buffer sets after a call; a non-finite loss rolls back to the input
@@ -337,22 +357,42 @@ class Trainer:
             self._advance(float(loss[0]), 1)
         raise Diverged(self.step, -1, math.nan)  # unreachable unless steps are not replayable
 
-    def evaluate(self, data: Dataset, input_name: str, batch: int = 1024) -> dict[str, float]:
+    def evaluate(self, data: Dataset, input_name: str, batch: int = 1024) -> dict[str, Any]:
+        return self.evaluate_stats(data, input_name, batch).result()
+
+    def evaluate_stats(
+        self,
+        data: Dataset,
+        input_name: str,
+        batch: int = 1024,
+        params: dict[str, np.ndarray] | None = None,
+    ) -> EpochStats:
+        """The summed loss and metric statistics of one pass over `data`, no dropout, with
+        the current parameters or `params` (e.g. the best epoch's); for a class model also
+        the confusion matrix."""
         stats = EpochStats()
         io = self.eval_session.io_binding()
         for name in (s.name for s in self.program.model_slots()):
-            io.bind_ortvalue_input(name, self._buffers[self._current][name])
-        for out in self._scalar_outputs():
+            if params is None:
+                io.bind_ortvalue_input(name, self._buffers[self._current][name])
+            else:
+                io.bind_cpu_input(name, np.ascontiguousarray(params[name], self.dtype))
+        outputs = [o.name for o in self.eval_session.get_outputs()]
+        for out in outputs:
             io.bind_output(out, "cpu")
+        names = self.program.metric_names
         for idx in batches(len(data), batch):
             y = data.y[idx]
             io.bind_cpu_input(input_name, np.ascontiguousarray(data.x[idx]))
             io.bind_cpu_input(TARGET, np.ascontiguousarray(y))
             self.eval_session.run_with_iobinding(io)
-            outs = [o.numpy() for o in io.get_outputs()]
-            metrics = {m: float(outs[1 + i]) for i, m in enumerate(self.program.metric_names)}
-            stats.add(float(outs[0]), len(idx), int(y.size), metrics)
-        return stats.result()
+            outs = dict(zip(outputs, (o.numpy() for o in io.get_outputs()), strict=True))
+            metrics = {m: outs[f"metric.{m}"] for m in names}
+            stats.add(float(outs[LOSS]), len(idx), int(y.size), metrics)
+            if CONFUSION in outs:
+                counts = outs[CONFUSION].astype(np.int64)
+                stats.confusion = counts if stats.confusion is None else stats.confusion + counts
+        return stats
 
     def run_epoch(
         self,
@@ -361,7 +401,7 @@ class Trainer:
         batch: int,
         epoch: int,
         on_call: Callable[[np.ndarray, int], None] | None = None,
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         """One pass in the epoch's order: full batches in calls of `steps_per_call` steps
         (adapted to take about CALL_SECONDS each), then the partial last batch.
         `on_call(losses of its steps, samples)` follows each call. Once a step is seen to

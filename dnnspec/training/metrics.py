@@ -1,23 +1,40 @@
-"""Metrics computed in-graph next to the loss.
+"""Metrics computed in-graph next to the loss, exact over a whole pass.
 
-Each metric emits a per-batch *sum* (correct predictions, absolute errors); the runtime
-adds the sums over an epoch and divides by the number of samples or elements, so a
-partial last batch weighs exactly what it should.
+Each metric emits per-batch *sufficient statistics* of a fixed shape (`stats`: a scalar for
+the sums most metrics are, a confusion matrix for precision/recall/F1, column sums for R²);
+the runtime adds them over every batch of an epoch and `finish` turns the totals into the
+metric, so a partial last batch weighs exactly what it should and F1 or R² are those of the
+whole set, not an average of per-batch values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
-from dnnspec.schema import Signature
+from dnnspec.schema import ArgSpec, Signature
 from dnnspec.training.losses import Target
 
 Per = Literal["sample", "element"]
-BuildMetric = Callable[[GraphBuilder, str, str], str]
+# build(b, output, target, classes (or output units), args) -> statistics summed per batch
+BuildMetric = Callable[[GraphBuilder, str, str, int, dict[str, Any]], str]
+# finish(statistics summed over the pass, count of samples or elements) -> the metric
+Finish = Callable[[np.ndarray, int], float]
+# stats(classes or output units) -> the shape of the statistics
+StatsShape = Callable[[int], tuple[int, ...]]
+
+
+def _mean(total: np.ndarray, count: int) -> float:
+    return float(total) / max(1, count)
+
+
+def _scalar(width: int) -> tuple[int, ...]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -28,38 +45,150 @@ class MetricDef:
     per: Per
     build: BuildMetric
     doc: str = ""
+    finish: Finish = _mean
+    stats: StatsShape = _scalar
+    per_class: Callable[[np.ndarray], list[float]] | None = None
+    """Per-class values from the same statistics, logged as `<name>_per_class`."""
 
 
 METRICS: Registry[MetricDef] = Registry("metric")
 
 
-def _accuracy(b: GraphBuilder, logits: str, labels: str) -> str:
+def _accuracy(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
     pred = b.op("ArgMax", [logits], hint="pred", axis=-1, keepdims=0)
     hits = b.op("Cast", [b.op("Equal", [pred, labels])], to=b.float_elem)
     return b.op("ReduceSum", [hits], hint="correct", keepdims=0)
 
 
-def _binary_accuracy(b: GraphBuilder, logits: str, target: str) -> str:
+def _top_k(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
+    """The label is among the k highest scores (ties broken by TopK's lower index)."""
+    k = min(int(args["k"]), width)
+    _, index = b.op_multi("TopK", [logits, b.const([k], "int64")], 2, hint="top", axis=-1)
+    wanted = b.op("Unsqueeze", [labels, b.const([-1], "int64")])
+    hits = b.op("Cast", [b.op("Equal", [index, wanted])], to=b.float_elem)
+    return b.op("ReduceSum", [hits], hint="top_k_correct", keepdims=0)
+
+
+def _binary_accuracy(
+    b: GraphBuilder, logits: str, target: str, width: int, args: dict[str, Any]
+) -> str:
     """A unit predicts 1 where its logit is positive (probability above one half)."""
     pred = b.op("Cast", [b.op("Greater", [logits, b.const(0.0)])], to=b.float_elem)
     hits = b.op("Cast", [b.op("Equal", [pred, target])], to=b.float_elem)
     return b.op("ReduceSum", [hits], hint="correct", keepdims=0)
 
 
-def _abs_error(b: GraphBuilder, pred: str, target: str) -> str:
+def _abs_error(b: GraphBuilder, pred: str, target: str, width: int, args: dict[str, Any]) -> str:
     diff = b.op("Abs", [b.op("Sub", [pred, target])])
     return b.op("ReduceSum", [diff], hint="abs_error", keepdims=0)
 
 
-def _sq_error(b: GraphBuilder, pred: str, target: str) -> str:
+def _sq_error(b: GraphBuilder, pred: str, target: str, width: int, args: dict[str, Any]) -> str:
     diff = b.op("Sub", [pred, target])
     return b.op("ReduceSum", [b.op("Mul", [diff, diff])], hint="sq_error", keepdims=0)
 
 
+def _rmse(total: np.ndarray, count: int) -> float:
+    return float(np.sqrt(float(total) / max(1, count)))
+
+
+def _nll_sum(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
+    """Summed negative log-likelihood of the labels under softmax(logits)."""
+    logp = b.op("LogSoftmax", [logits], axis=-1)
+    hot = b.op(
+        "OneHot",
+        [labels, b.const(width, "int64"), b.const([0.0, 1.0], "float32")],
+        axis=-1,
+    )
+    hot = b.op("Cast", [hot], to=b.float_elem)
+    return b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [hot, logp])], keepdims=0)], hint="nll")
+
+
+def _perplexity(total: np.ndarray, count: int) -> float:
+    return float(np.exp(float(total) / max(1, count)))
+
+
+def confusion(b: GraphBuilder, logits: str, labels: str, width: int) -> str:
+    """[true class, predicted class] counts of a batch: one-hot(labels)^T one-hot(pred)."""
+    flat = b.const([-1], "int64")
+    pred = b.op("Reshape", [b.op("ArgMax", [logits], axis=-1, keepdims=0), flat])
+    truth = b.op("Reshape", [labels, flat])
+    depth, values = b.const(width, "int64"), b.const([0.0, 1.0], "float32")
+    hot_true = b.op("Cast", [b.op("OneHot", [truth, depth, values], axis=-1)], to=b.float_elem)
+    hot_pred = b.op("Cast", [b.op("OneHot", [pred, depth, values], axis=-1)], to=b.float_elem)
+    return b.op("MatMul", [b.op("Transpose", [hot_true], perm=[1, 0]), hot_pred], hint="confusion")
+
+
+def _confusion(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
+    return confusion(b, logits, labels, width)
+
+
+def _square(width: int) -> tuple[int, ...]:
+    return (width, width)
+
+
+def _ratio(hits: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """hits / totals with 0 where a class has no total (scikit-learn's zero_division=0)."""
+    out = np.zeros(hits.shape, np.float64)
+    np.divide(hits, totals, out=out, where=totals > 0)
+    return out
+
+
+def precision_per_class(m: np.ndarray) -> np.ndarray:
+    return _ratio(np.diag(m).astype(np.float64), m.sum(axis=0))
+
+
+def recall_per_class(m: np.ndarray) -> np.ndarray:
+    return _ratio(np.diag(m).astype(np.float64), m.sum(axis=1))
+
+
+def f1_per_class(m: np.ndarray) -> np.ndarray:
+    tp = np.diag(m).astype(np.float64)
+    return _ratio(2 * tp, m.sum(axis=0) + m.sum(axis=1))
+
+
+def _macro(per_class: Callable[[np.ndarray], np.ndarray]) -> Finish:
+    """The unweighted mean over the classes (scikit-learn's average='macro')."""
+    return lambda total, count: float(per_class(np.asarray(total)).mean())
+
+
+def _listed(per_class: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], list[float]]:
+    return lambda total: [float(v) for v in per_class(np.asarray(total))]
+
+
+def _r2_stats(b: GraphBuilder, pred: str, target: str, width: int, args: dict[str, Any]) -> str:
+    """[sum y, sum y^2, sum (y - pred)^2] per output unit, over every other axis."""
+    flat = b.const([-1, width], "int64")
+    y = b.op("Reshape", [target, flat])
+    residual = b.op("Sub", [b.op("Reshape", [pred, flat]), y])
+    axis = b.const([0], "int64")
+    sums = [
+        b.op("ReduceSum", [v, axis], keepdims=1)
+        for v in (y, b.op("Mul", [y, y]), b.op("Mul", [residual, residual]))
+    ]
+    return b.op("Concat", sums, hint="r2_stats", axis=0)
+
+
+def _r2_shape(width: int) -> tuple[int, ...]:
+    return (3, width)
+
+
+def _r2(total: np.ndarray, count: int) -> float:
+    """1 - SS_res / SS_tot per output unit, averaged (scikit-learn's uniform_average); a
+    constant target unit scores 1 when predicted exactly, else 0."""
+    s, s2, res = np.asarray(total, np.float64)
+    n = max(1, count // max(1, s.size))
+    tot = s2 - s * s / n
+    score = np.where(tot > 0, 1 - res / np.where(tot > 0, tot, 1), np.where(res == 0, 1.0, 0.0))
+    return float(score.mean())
+
+
+NO_ARGS = Signature()
+
 METRICS.add(
     "accuracy",
     MetricDef(
-        Signature(),
+        NO_ARGS,
         "class",
         True,
         "element",
@@ -68,9 +197,52 @@ METRICS.add(
     ),
 )
 METRICS.add(
+    "top_k_accuracy",
+    MetricDef(
+        Signature(args=(ArgSpec(name="k", type="int", default=5, min=1),)),
+        "class",
+        True,
+        "element",
+        _top_k,
+        "fraction of labels among the k highest-scoring classes",
+    ),
+)
+for _name, _per_class, _doc in (
+    ("precision", precision_per_class, "of the samples predicted as a class, the share right"),
+    ("recall", recall_per_class, "of the samples of a class, the share found"),
+    ("f1", f1_per_class, "harmonic mean of precision and recall"),
+):
+    METRICS.add(
+        _name,
+        MetricDef(
+            NO_ARGS,
+            "class",
+            True,
+            "element",
+            _confusion,
+            f"{_doc}; the macro average over classes (per class as {_name}_per_class), "
+            "from the whole pass's confusion matrix",
+            finish=_macro(_per_class),
+            stats=_square,
+            per_class=_listed(_per_class),
+        ),
+    )
+METRICS.add(
+    "perplexity",
+    MetricDef(
+        NO_ARGS,
+        "class",
+        False,
+        "element",
+        _nll_sum,
+        "exp of the mean cross-entropy per label (per token of a language model)",
+        finish=_perplexity,
+    ),
+)
+METRICS.add(
     "binary_accuracy",
     MetricDef(
-        Signature(),
+        NO_ARGS,
         "binary",
         True,
         "element",
@@ -78,9 +250,30 @@ METRICS.add(
         "fraction of 0/1 targets matched by logit > 0",
     ),
 )
+METRICS.add("mae", MetricDef(NO_ARGS, "value", False, "element", _abs_error, "mean absolute error"))
+METRICS.add("mse", MetricDef(NO_ARGS, "value", False, "element", _sq_error, "mean squared error"))
 METRICS.add(
-    "mae", MetricDef(Signature(), "value", False, "element", _abs_error, "mean absolute error")
+    "rmse",
+    MetricDef(
+        NO_ARGS,
+        "value",
+        False,
+        "element",
+        _sq_error,
+        "root of the mean squared error",
+        finish=_rmse,
+    ),
 )
 METRICS.add(
-    "mse", MetricDef(Signature(), "value", False, "element", _sq_error, "mean squared error")
+    "r2",
+    MetricDef(
+        NO_ARGS,
+        "value",
+        True,
+        "element",
+        _r2_stats,
+        "coefficient of determination per output unit, averaged, over the whole pass",
+        finish=_r2,
+        stats=_r2_shape,
+    ),
 )
