@@ -422,6 +422,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             payload["classes"] = [
                 int(c) if ok else None for c, ok in zip(pred.argmax(axis=-1), finite, strict=True)
             ]
+            if model.labels != [str(i) for i in range(model.classes)]:
+                payload["labels"] = [
+                    None if c is None else model.labels[c] for c in payload["classes"]
+                ]
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")

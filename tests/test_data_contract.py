@@ -105,7 +105,7 @@ def test_scalar_arrays_in_npz_are_rejected(tmp_path: Path) -> None:
         ("", "has no data rows"),
         ("a,b,label\n", "has no data rows"),
         ("1,2,0\n3,4\n", "line 2 has 2 columns, but line 1 has 3"),
-        ("a,b,label\n1,2,0\n3,x,1\n", "line 3, column 2: 'x' is not a number"),
+        ("a,b,label\n1,2,0\n3,x,1\n", "line 3, column 2 (b): 'x' is not a number"),
         ("0\n1\n2\n", "has one column"),
     ],
 )

@@ -57,8 +57,11 @@ def layer_call(info: LayerInfo) -> str:
     return f"{node.layer}({', '.join(shown)})" if shown else node.layer
 
 
-def call_text(call: Call) -> str:
-    args = ", ".join(f"{k} = {value_text(v)}" for k, v in call.args.items())
+def call_text(call: Call, shown: dict[str, ArgValue] | None = None) -> str:
+    """`name(arg = value, ...)`, with the arguments `shown` (default: all of them)."""
+    args = ", ".join(
+        f"{k} = {value_text(v)}" for k, v in (call.args if shown is None else shown).items()
+    )
     return f"{call.name}({args})" if args else call.name
 
 
@@ -105,7 +108,7 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
     if train is None:
         return []
     return [
-        ("data", call_text(train.data)),
+        ("data", call_text(train.data, DATASETS.get(train.data.name).shown(train.data.args))),
         ("loss", call_text(train.loss)),
         ("optimizer", call_text(train.optimizer)),
         ("schedule", call_text(train.schedule)),

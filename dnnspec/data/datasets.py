@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec import npz
-from dnnspec.errors import Note, Span, error
+from dnnspec.errors import Note, Span, did_you_mean, error
 from dnnspec.files import GiB, MiB, open_regular, read_bytes
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
@@ -36,19 +37,25 @@ VALIDATION = ArgSpec(
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs `x` and targets `y` (class ids or float values)."""
+    """Inputs `x` and targets `y` (class ids or float values); `labels` names the classes
+    when the data gave them as words (a CSV's string labels, id i named labels[i])."""
 
     x: np.ndarray
     y: np.ndarray
+    labels: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index])
+        return Dataset(self.x[index], self.y[index], self.labels)
 
 
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
+
+
+def _all_args(args: dict[str, Any]) -> dict[str, Any]:
+    return args
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class DatasetDef:
     signature: Signature
     load: Loader
     doc: str = ""
+    shown: Callable[[dict[str, Any]], dict[str, Any]] = _all_args
+    """The arguments that apply to this call (a CSV file has no array names), for reports."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -155,6 +164,16 @@ def locate(args: dict[str, Any], span: Span | None) -> Path:
     return Path(os.path.abspath(_find(Path(args["path"]), span)))
 
 
+CSV_ONLY = ("target", "features", "header")
+NPZ_ONLY = ("x", "y")
+
+
+def _file_args(args: dict[str, Any]) -> dict[str, Any]:
+    """A CSV's call shows no array names, an .npz's no column choices."""
+    drop = NPZ_ONLY if str(args.get("path", "")).endswith(".csv") else CSV_ONLY
+    return {k: v for k, v in args.items() if k not in drop}
+
+
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     path = locate(args, span)
     if path.suffix == ".npz":
@@ -174,19 +193,100 @@ def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
                     span,
                 )
     elif path.suffix == ".csv":
-        table = read_csv(path, span)
-        if table.shape[1] < 2:
-            raise error(
-                f"'{path}' has one column; a training CSV needs input columns "
-                "followed by a target column",
-                span,
-            )
-        x, y = table[:, :-1], table[:, -1]
+        return _csv_dataset(path, args, span)
     else:
         raise error(f"cannot read '{path}': expected a .npz or .csv file", span)
     if len(x) != len(y):
         raise error(f"'{path}': {len(x)} inputs but {len(y)} targets", span)
     return Dataset(x, y)
+
+
+def _column(
+    path: Path, header: list[str] | None, chosen: Any, width: int, span: Span | None
+) -> int:
+    """A column picked by name (needs a header) or by 0-based index (negative from the end)."""
+    if isinstance(chosen, int) and not isinstance(chosen, bool):
+        if not -width <= chosen < width:
+            raise error(
+                f"'{path}' has {width} columns; column index {chosen} is outside 0..{width - 1}",
+                span,
+            )
+        return chosen % width
+    name = str(chosen)
+    if header is None:
+        raise error(
+            f"'{path}' has no header row, so column '{name}' cannot be found by name",
+            span,
+            help="pick it by index (target = 0), or give the file a header (header = true)",
+        )
+    if name not in header:
+        raise error(
+            f"'{path}' has no column '{name}'",
+            span,
+            help=did_you_mean(name, header) or f"columns: {', '.join(header)}",
+        )
+    return header.index(name)
+
+
+def _csv_dataset(path: Path, args: dict[str, Any], span: Span | None) -> Dataset:
+    """Inputs and target from a CSV: the target column by name or index (default the last),
+    the feature columns by name (default every other column); a target column of words
+    is a class label column, mapped to ids in sorted order."""
+    choice = args["header"]
+    if choice not in (True, False, "auto"):
+        raise error(f"header must be true, false or auto, got {choice!r}", span)
+    header, rows = read_csv_cells(path, span, {True: "true", False: "false"}.get(choice, "auto"))
+    width = len(rows[0][1])
+    if width < 2:
+        raise error(
+            f"'{path}' has one column; a training CSV needs input columns and a target column",
+            span,
+        )
+    target = _column(path, header, args["target"], width, span)
+    features = args["features"]
+    if features:
+        chosen = features if isinstance(features, list) else [features]
+        columns = [_column(path, header, f, width, span) for f in chosen]
+        if target in columns:
+            raise error(f"'{path}': the target column is also listed among the features", span)
+    else:
+        columns = [c for c in range(width) if c != target]
+    x = _numbers(path, rows, columns, header, span)
+    words = [r[target].strip() for _, r in rows]
+    if all(_is_number(w) for w in words):
+        y = _numbers(path, rows, [target], header, span)[:, 0]
+        return Dataset(x, y)
+    names = sorted(set(words))
+    index = {name: i for i, name in enumerate(names)}
+    return Dataset(x, np.array([index[w] for w in words], np.int64), tuple(names))
+
+
+def _numbers(
+    path: Path,
+    rows: list[tuple[int, list[str]]],
+    columns: list[int],
+    header: list[str] | None,
+    span: Span | None,
+) -> np.ndarray:
+    """The chosen columns as float64; a word, NaN or infinity is reported at its cell."""
+    out = np.empty((len(rows), len(columns)), np.float64)
+    for r, (line, row) in enumerate(rows):
+        for c, column in enumerate(columns):
+            cell = row[column].strip()
+            where = f"'{path}' line {line}, column {column + 1}" + (
+                f" ({header[column]})" if header else ""
+            )
+            if not _is_number(cell):
+                raise error(f"{where}: {cell!r} is not a number", span)
+            value = float(cell)
+            if not math.isfinite(value):
+                raise error(
+                    f"{where} holds {cell!r}",
+                    span,
+                    help="remove or impute missing and non-finite values before training",
+                )
+            out[r, c] = value
+    return out
 
 
 def read_npz(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
@@ -195,8 +295,11 @@ def read_npz(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
         return npz.read_npz(f, f"'{path}'", MAX_DATA_BYTES, span)
 
 
-def read_csv(path: Path, span: Span | None = None) -> np.ndarray:
-    """A numeric CSV with an optional header row as a float64 [rows, columns] table."""
+def read_csv_cells(
+    path: Path, span: Span | None = None, header: str = "auto"
+) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """A CSV's header (None without one) and its non-empty rows as (line, cells). With
+    header = auto, a first row with any non-number cell is the header."""
     data = read_bytes(path, "data file", MAX_CSV_BYTES, span)
     try:
         text = data.decode("utf-8-sig")
@@ -207,24 +310,30 @@ def read_csv(path: Path, span: Span | None = None) -> np.ndarray:
         ]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise error(f"cannot read '{path}': {exc}", span) from None
-    if rows and not all(_is_number(c) for c in rows[0][1]):
+    names = None
+    has_header = header == "true" or (
+        header == "auto" and bool(rows) and not all(_is_number(c) for c in rows[0][1])
+    )
+    if has_header and rows:
+        names = [c.strip() for c in rows[0][1]]
         rows = rows[1:]
     if not rows:
         raise error(f"'{path}' has no data rows", span)
-    width = len(rows[0][1])
+    width = len(names) if names is not None else len(rows[0][1])
+    first = rows[0][0] - 1 if names is not None else rows[0][0]
     for line, row in rows:
         if len(row) != width:
             raise error(
-                f"'{path}' line {line} has {len(row)} columns, but line {rows[0][0]} has {width}",
+                f"'{path}' line {line} has {len(row)} columns, but line {first} has {width}",
                 span,
             )
-        for column, cell in enumerate(row, start=1):
-            if not _is_number(cell):
-                raise error(
-                    f"'{path}' line {line}, column {column}: {cell.strip()!r} is not a number",
-                    span,
-                )
-    return np.array([r for _, r in rows], dtype=np.float64)
+    return names, rows
+
+
+def read_csv(path: Path, span: Span | None = None) -> np.ndarray:
+    """A numeric CSV with an optional header row as a float64 [rows, columns] table."""
+    header, rows = read_csv_cells(path, span)
+    return _numbers(path, rows, list(range(len(rows[0][1]))), header, span)
 
 
 def read_inputs(path: Path) -> np.ndarray:
@@ -341,9 +450,30 @@ DATASETS.add(
                 ArgSpec(
                     name="y", type="str", default="y", doc="array name of the targets in an .npz"
                 ),
+                ArgSpec(
+                    name="target",
+                    type="any",
+                    default=-1,
+                    doc="CSV: the target column, by name or 0-based index (-1: the last)",
+                ),
+                ArgSpec(
+                    name="features",
+                    type="any",
+                    default=[],
+                    doc="CSV: the input columns by name or index (default: all but the target)",
+                ),
+                ArgSpec(
+                    name="header",
+                    type="any",
+                    default="auto",
+                    doc="CSV: true or false, whether the first row names the columns "
+                    "(auto: when it holds a word)",
+                ),
             )
         ),
         _file,
-        "a user .npz (arrays x, y) or .csv (last column is the target)",
+        "a user .npz (arrays x, y) or .csv (target column by name or index, default the "
+        "last; string labels become class ids)",
+        shown=_file_args,
     ),
 )

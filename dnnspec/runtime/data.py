@@ -161,8 +161,23 @@ def conform(
     out = typed.output
     y = np.asarray(data.y)
     if target == "class":
+        classes = int(out.dims[-1])
+        if data.labels is not None and len(data.labels) != classes:
+            raise error(
+                f"the data names {len(data.labels)} classes ({', '.join(data.labels[:5])}"
+                f"{', ...' if len(data.labels) > 5 else ''}) but the model outputs {out}",
+                source.span,
+                help=f"make the model's last dense layer {len(data.labels)} wide",
+            )
         labels = _labels(y, out.dims, sizes, str(out), source)
-        return Dataset(x, labels), int(out.dims[-1])
+        return Dataset(x, labels, data.labels), classes
+    if data.labels is not None:
+        raise error(
+            f"the targets are words ({', '.join(data.labels[:3])}, ...), but this loss "
+            "needs numbers",
+            source.span,
+            help="class labels need a classification loss, e.g. loss cross_entropy",
+        )
     if y.dtype.kind not in "biuf":
         raise error(f"targets must be numbers, got dtype {y.dtype}", source.span)
     if y.ndim == 1 and out.dims[1:] == (1,):

@@ -107,6 +107,8 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     steps_per_epoch = math.ceil(len(train_data) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
     program = build_train_step(typed, train, classes, timing)
+    if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
+        program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
     return Prepared(spec, train, typed, train_data, val_data, program)
 
 
