@@ -153,6 +153,7 @@ def _prepare_e2e(case: E2ECase, work: Path, threads: int) -> tuple[list[str], li
         "--device",
         DEVICE,
         "--overwrite",
+        "--no-plot",  # the PyTorch loop draws no curves either
         "--json",
     ]
     theirs = [sys.executable, str(TOOLS / "bench_torch.py"), str(work / "torch.json")]
@@ -187,6 +188,9 @@ def _run_process(cmd: list[str], env: dict[str, str], timeout: float) -> dict[st
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 raise RuntimeError(f"{' '.join(cmd)} ran past {timeout:g} s") from None
+            except BaseException:  # Ctrl-C or a kill of the benchmark: take the child along
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
         if measured["code"] != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read_text()[-2000:]}")
         report = json.loads(out.read_text())
@@ -521,6 +525,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the rows whose name contains this")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # children die with the bench
     global DEVICE
     DEVICE = "cuda" if args.device == "cuda" else "cpu"
     os.environ["DNNSPEC_THREADS"] = str(args.threads)
