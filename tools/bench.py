@@ -12,7 +12,8 @@
   compilation and session creation included), the ratios PyTorch / dnnspec (higher is
   faster for dnnspec) with their spread over the rounds, and each process's peak RSS.
 - **step**: one train step on a fixed batch, both frameworks in this process, alternating
-  in 0.2 s rounds (a shared virtual CPU drifts by 20% over seconds); median steps/s.
+  in 0.2 s rounds (a shared virtual CPU drifts by 20% over seconds); median steps/s. MLPs
+  and CNNs (a digits-size CNN with batchnorm, and 32-channel 3x3 convolutions at 28x28).
 - **infer**: the deployable model at batch 1 and 256 (onnxruntime on model.onnx against
   PyTorch eager under no_grad), same alternation.
 
@@ -271,6 +272,109 @@ INFER = [
 ]
 
 
+@dataclass(frozen=True)
+class CnnCase:
+    """A CNN train step: `side` x `side` single-channel images, 3x3 `same` convolutions of
+    `channels` filters (each followed by batchnorm when `norm`, then ReLU), a 2x2 max pool
+    after the convolutions numbered in `pool_after`, flatten, dense(10)."""
+
+    name: str
+    side: int
+    channels: tuple[int, ...]
+    pool_after: tuple[int, ...]
+    norm: bool
+    batch: int = 64
+    optimizer: str = "adam"
+
+
+CNNS = [
+    CnnCase(
+        "digits CNN 8x8, conv 16-32 + batchnorm, batch 64, adam",
+        8,
+        (16, 32),
+        (0, 1),
+        True,
+    ),
+    CnnCase("CNN 28x28, conv 32-32, batch 64, adam", 28, (32, 32), (1,), False),
+]
+
+
+def cnn_spec(case: CnnCase) -> str:
+    lines = [f"  input x: float32[N, 1, {case.side}, {case.side}]"]
+    for i, width in enumerate(case.channels):
+        norm = " -> batchnorm" if case.norm else ""
+        lines.append(f"  conv2d({width}, 3, padding = same, bias = {str(not case.norm).lower()})"
+                     f"{norm} -> relu")  # fmt: skip
+        if i in case.pool_after:
+            lines.append("  max_pool2d(2)")
+    lines += ["  flatten", "  dense(10)"]
+    return (
+        "model bench {\n" + "\n".join(lines) + "\n}\n"
+        f"train {{\n  data digits\n  loss cross_entropy\n  optimizer {case.optimizer}"
+        f"(lr = {LR[case.optimizer]})\n  batch {case.batch}\n  epochs 1\n  seed 0\n}}\n"
+    )
+
+
+def _torch_cnn(case: CnnCase) -> Any:
+    import torch
+
+    layers: list[torch.nn.Module] = []
+    side, channels = case.side, 1
+    for i, width in enumerate(case.channels):
+        layers.append(torch.nn.Conv2d(channels, width, 3, padding=1, bias=not case.norm))
+        if case.norm:
+            layers.append(torch.nn.BatchNorm2d(width))
+        layers.append(torch.nn.ReLU())
+        if i in case.pool_after:
+            layers.append(torch.nn.MaxPool2d(2))
+            side //= 2
+        channels = width
+    layers += [torch.nn.Flatten(), torch.nn.Linear(channels * side * side, 10)]
+    return torch.nn.Sequential(*layers)
+
+
+def cnn_pair(case: CnnCase, have_torch: bool) -> list[Callable[[], object]]:
+    spec = load_spec_text(cnn_spec(case), "<bench>")
+    assert spec.train is not None
+    program = build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(case.batch, 1, case.side, case.side)).astype(np.float32)
+    y = rng.integers(0, 10, case.batch).astype(np.int64)
+    trainer = Trainer(program, DEVICE, 0)
+    fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
+    if have_torch:
+        fns.append(_torch_step(_torch_cnn(case).to(DEVICE), case.optimizer, x, y))
+    return fns
+
+
+def _torch_step(model: Any, optimizer: str, x: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    import torch
+
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(
+        model.parameters(), lr=LR[optimizer]
+    )
+    loss_fn = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(tx), ty)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    return step
+
+
+def bench_cnn(case: CnnCase, seconds: float, have_torch: bool) -> dict[str, Any]:
+    measured = rates(cnn_pair(case, have_torch), seconds)
+    row: dict[str, Any] = {"case": asdict(case), "dnnspec_per_s": measured[0]}
+    if have_torch:
+        row["torch_per_s"] = measured[1]
+        row["ratio"] = measured[0] / measured[1]
+    return row
+
+
 def _program(case: StepCase) -> Any:
     spec = load_spec_text(
         mlp_spec(case.widths, 0.0, case.optimizer or "sgd", max(case.batch, 2)), "<bench>"
@@ -294,23 +398,7 @@ def step_pair(
     trainer = Trainer(_program(case), DEVICE, 0)
     fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
     if have_torch:
-        import torch
-
-        model = _torch_mlp(case.widths).to(DEVICE)
-        opt = (torch.optim.SGD if case.optimizer == "sgd" else torch.optim.Adam)(
-            model.parameters(), lr=LR[case.optimizer]
-        )
-        loss_fn = torch.nn.CrossEntropyLoss()
-        tx, ty = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(tx), ty)
-            loss.backward()
-            opt.step()
-            loss.item()
-
-        fns.append(step)
+        fns.append(_torch_step(_torch_mlp(case.widths).to(DEVICE), case.optimizer, x, y))
     return fns
 
 
@@ -547,7 +635,13 @@ def main() -> None:
     if "step" in suites:
         report["step"] = [
             bench_inproc(c, args.seconds, have_torch) for c in STEPS if args.only in c.name
-        ] + [bench_lstm(c, args.seconds, have_torch) for c in LSTMS if args.only in c.name]
+        ]
+        report["step"] += [
+            bench_cnn(c, args.seconds, have_torch) for c in CNNS if args.only in c.name
+        ]
+        report["step"] += [
+            bench_lstm(c, args.seconds, have_torch) for c in LSTMS if args.only in c.name
+        ]
     if "infer" in suites:
         report["infer"] = [
             bench_inproc(c, args.seconds, have_torch) for c in INFER if args.only in c.name

@@ -137,8 +137,10 @@ class Trainer:
         """`steps_per_call` fixes K; by default it adapts to take about CALL_SECONDS."""
         self.program = program
         self.seed = seed
-        self.loop_session = make_session(build_train_loop(program.train_step), device)
-        self.eval_session = make_session(program.eval_step, device)
+        self.loop_session = make_session(
+            build_train_loop(program.train_step), device, weights_as_inputs=True
+        )
+        self.eval_session = make_session(program.eval_step, device, weights_as_inputs=True)
         self._device_choice = device
         self.device = (
             "cuda" if "CUDAExecutionProvider" in self.loop_session.get_providers() else "cpu"
@@ -228,7 +230,7 @@ class Trainer:
     @cached_property
     def train_session(self) -> ort.InferenceSession:
         """The single-step graph, for `train_step` on batches given by the caller."""
-        return make_session(self.program.train_step, self._device_choice)
+        return make_session(self.program.train_step, self._device_choice, weights_as_inputs=True)
 
     @cached_property
     def _results(self) -> dict[str, ort.OrtValue]:
