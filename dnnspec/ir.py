@@ -90,6 +90,7 @@ class TrainSpec(_Strict):
     early_stop: Call | None = None
     seed: int = 0
     clip: Call | None = None
+    split: Call | None = None
     decay: tuple[Selector, ...] = ()
     no_decay: tuple[Selector, ...] = ()
     span: Span

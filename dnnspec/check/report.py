@@ -118,6 +118,7 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ("metrics", ", ".join(call_text(c) for c in train.metrics) or "none"),
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
         ("clip", call_text(train.clip) if train.clip else "none"),
+        ("split", call_text(train.split) if train.split else "by the train seed, class data stratified"),
         ("seed", str(train.seed)),
         ("learning rate", _lr_text(train)),
     ]
@@ -156,7 +157,9 @@ _ARGS = TypeAdapter(dict[str, ArgValue])
 _CALL = {"span"}
 _TRAIN_SPANS: Any = {
     "span": True,
-    **dict.fromkeys(("data", "loss", "optimizer", "schedule", "early_stop", "clip"), _CALL),
+    **dict.fromkeys(
+        ("data", "loss", "optimizer", "schedule", "early_stop", "clip", "split"), _CALL
+    ),
     **dict.fromkeys(("regularize", "metrics", "decay", "no_decay"), {"__all__": _CALL}),
 }
 _SEARCH_SPANS: Any = {"span": True, "method": _CALL, "dims": {"__all__": _CALL}}

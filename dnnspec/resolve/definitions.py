@@ -56,6 +56,10 @@ def _walk(node: BaseModel) -> Iterator[BaseModel]:
                 yield from _walk(item)
 
 
+TRAIN_SETTINGS = ("seed",)
+"""Train settings `--set` may change without a param (a param of that name wins)."""
+
+
 class DefinitionsResolver:
     """Resolves the `param` declarations and `block` definitions into `defs`."""
 
@@ -67,7 +71,7 @@ class DefinitionsResolver:
     def resolve_params(self, decls: list[ast.ParamDecl]) -> None:
         names = {d.name.id for d in decls}
         for name, (_, span) in self.defs.overrides.items():
-            if name in names:
+            if name in names or name in TRAIN_SETTINGS:
                 continue
             self.problems.fail(
                 f"there is no param '{name}' to set",

@@ -9,10 +9,11 @@ from dnnspec import ir
 from dnnspec.data.datasets import DATASETS
 from dnnspec.errors import DiagnosticError, Note, Span, did_you_mean
 from dnnspec.registry import Registry
+from dnnspec.resolve.definitions import TRAIN_SETTINGS
 from dnnspec.resolve.expressions import Expressions
 from dnnspec.resolve.problems import Problems
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
-from dnnspec.schema import INT64_MAX, arg_str
+from dnnspec.schema import INT64_MAX, ArgSpec, Signature, arg_str
 from dnnspec.syntax import ast
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.early_stop import EARLY_STOP
@@ -21,6 +22,24 @@ from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import SCHEDULES
+
+SPLIT = Signature(
+    args=(
+        ArgSpec(
+            name="seed",
+            type="int",
+            default=-1,
+            min=-1,
+            doc="the shuffle of the validation split (-1: the train seed)",
+        ),
+        ArgSpec(
+            name="stratify",
+            type="bool",
+            default=True,
+            doc="class data: hold out the same fraction of every class",
+        ),
+    )
+)
 
 TRAIN_ITEMS = (
     "data",
@@ -34,6 +53,7 @@ TRAIN_ITEMS = (
     "early_stop",
     "seed",
     "clip",
+    "split",
     "decay",
     "no_decay",
 )
@@ -100,8 +120,11 @@ class TrainResolver:
             elif key in ("regularize", "metrics"):
                 registry = REGULARIZERS if key == "regularize" else METRICS
                 found[key] = self.train_list(item, registry, scope)
+            elif key == "split":
+                found[key] = self.paren_call(item, scope, "split", SPLIT, "split(seed = 0)")
             else:
                 found[key] = self.early_stop(item, scope)
+        self.set_settings(found, scope)
         if "schedule" not in items:
             found["schedule"] = ir.Call(
                 name="constant",
@@ -121,6 +144,25 @@ class TrainResolver:
         ):
             return None
         return ir.TrainSpec(span=train.span, **found)
+
+    def set_settings(self, found: dict[str, Any], scope: Scope) -> None:
+        """`--set seed=1`: a train setting chosen on the command line, unless a param of
+        that name takes the value."""
+        for key in TRAIN_SETTINGS:
+            given = self.expr.defs.overrides.get(key)
+            if given is None or key in self.expr.defs.param_decls:
+                continue
+            value, span = given
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+                found[key] = self.problems.fail(
+                    f"--set {key} must be an integer, zero or more, got {describe(value)}",
+                    span,
+                    scope,
+                )
+            else:
+                found[key] = value
 
     def one_value(self, item: ast.TrainItem) -> ast.Expr | None:
         if len(item.values) == 1:
@@ -219,13 +261,21 @@ class TrainResolver:
         return tuple(found)
 
     def early_stop(self, item: ast.TrainItem, scope: Scope) -> ir.Call | Poison:
+        return self.paren_call(
+            item, scope, "early_stop", EARLY_STOP, "early_stop(monitor = val_loss, patience = 5)"
+        )
+
+    def paren_call(
+        self, item: ast.TrainItem, scope: Scope, what: str, signature: Signature, example: str
+    ) -> ir.Call | Poison:
+        """`early_stop(...)`, `split(...)`: a setting whose arguments follow in parentheses."""
         args: tuple[ast.Arg, ...] = ()
         if len(item.values) > 1 or (item.values and not isinstance(item.values[0], ast.Paren)):
             return self.problems.fail(
-                "early_stop takes its arguments in parentheses",
+                f"{what} takes its arguments in parentheses",
                 item.values[0].span,
                 scope,
-                help="write early_stop(monitor = val_loss, patience = 5)",
+                help=f"write {example}",
             )
         if item.values:
             value = item.values[0]
@@ -235,10 +285,10 @@ class TrainResolver:
         if bound_args is None:
             return POISON
         try:
-            bound = EARLY_STOP.bind("early_stop", *bound_args, item.span)
+            bound = signature.bind(what, *bound_args, item.span)
         except DiagnosticError as exc:
             return self.expr.absorb(exc, scope)
-        return ir.Call(name="early_stop", args=bound, span=item.span)
+        return ir.Call(name=what, args=bound, span=item.span)
 
     def check_targets(self, loss: Any, metrics: Any) -> None:
         """Each metric must read the same kind of target (class labels or values) as the loss."""

@@ -21,7 +21,7 @@ import onnx
 
 from dnnspec.assemble.steps import Program, build_inference, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
-from dnnspec.data.datasets import DATASETS, Dataset, split
+from dnnspec.data.datasets import DATASETS, Dataset, split_indices
 from dnnspec.errors import Diagnostic, DiagnosticError, error
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.resolve import write_lock
@@ -30,7 +30,7 @@ from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import conform
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
-from dnnspec.schema import arg_float
+from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.early_stop import EarlyStop
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
@@ -65,6 +65,9 @@ class Prepared:
     train_data: Dataset
     val_data: Dataset
     program: Program
+    train_index: np.ndarray
+    """Which samples of the loaded data train and which validate (split.npz in a run)."""
+    val_index: np.ndarray
 
 
 @dataclass
@@ -101,7 +104,13 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     )
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0
-    train_data, val_data = split(data, validation, train.seed)
+    split_seed, stratify = train.seed, loss.target == "class"
+    if train.split is not None:
+        chosen = arg_int(train.split.args, "seed")
+        split_seed = train.seed if chosen < 0 else chosen
+        stratify = stratify and bool(train.split.args["stratify"])
+    kept, held = split_indices(data, validation, split_seed, stratify)
+    train_data, val_data = data.take(kept), data.take(held)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
     steps_per_epoch = math.ceil(len(train_data) / train.batch)
@@ -109,7 +118,7 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     program = build_train_step(typed, train, classes, timing)
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
-    return Prepared(spec, train, typed, train_data, val_data, program)
+    return Prepared(spec, train, typed, train_data, val_data, program, kept, held)
 
 
 def _finite(params: dict[str, np.ndarray]) -> bool:
@@ -409,6 +418,8 @@ def run_training(
     paths = write_graphs(prep.program, run_dir)
     paths["lock"] = run_dir / "spec.lock.json"
     write_lock(spec.model_copy(update={"train": train}), paths["lock"])  # as run: with --epochs
+    paths["split"] = run_dir / "split.npz"
+    np.savez(paths["split"], train=prep.train_index, validation=prep.val_index)
     paths["metrics"] = run_dir / "metrics.jsonl"
     paths["checkpoint"] = run.checkpoint_path
     started, cpu_started = time.perf_counter(), time.process_time()
