@@ -198,7 +198,7 @@ note: specs/x.dnn:8:8: the loss
   |
 8 |   loss mse
   |        ^^^
-help: metrics for values: mae, mse"""
+help: metrics for values: mae, mse, r2, rmse"""
     assert (
         rendered(
             TRAIN_HEAD
