@@ -196,6 +196,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     )
     which = "best epoch" if spec.train and spec.train.early_stop else "epoch"
     console.print(f"{which} {result.best.get('epoch', result.epochs)}: {shown}", highlight=False)
+    tested = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
+    if tested:
+        console.print(f"test (once, model.onnx's weights): {metrics_text(tested)}", highlight=False)
     console.print(f"wrote {result.paths['model']} and the run in {result.run_dir}/")
     return OK
 

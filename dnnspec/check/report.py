@@ -118,7 +118,10 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ("metrics", ", ".join(call_text(c) for c in train.metrics) or "none"),
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
         ("clip", call_text(train.clip) if train.clip else "none"),
-        ("split", call_text(train.split) if train.split else "by the train seed, class data stratified"),
+        (
+            "split",
+            call_text(train.split) if train.split else "by the train seed, class data stratified",
+        ),
         ("seed", str(train.seed)),
         ("learning rate", _lr_text(train)),
     ]

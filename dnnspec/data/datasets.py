@@ -403,7 +403,8 @@ DATASETS.add(
     DatasetDef(
         Signature(args=(VALIDATION,)),
         _digits,
-        "scikit-learn's 1,797 8x8 handwritten digits, 10 classes",
+        "scikit-learn's 1,797 8x8 handwritten digits, 10 classes; pixels (0..16) are "
+        "divided by 16, so inputs lie in [0, 1]",
     ),
 )
 DATASETS.add(

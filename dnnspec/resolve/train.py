@@ -54,6 +54,7 @@ TRAIN_ITEMS = (
     "seed",
     "clip",
     "split",
+    "test",
     "decay",
     "no_decay",
 )
@@ -120,6 +121,8 @@ class TrainResolver:
             elif key in ("regularize", "metrics"):
                 registry = REGULARIZERS if key == "regularize" else METRICS
                 found[key] = self.train_list(item, registry, scope)
+            elif key == "test":
+                found[key] = self.test_part(item, scope)
             elif key == "split":
                 found[key] = self.paren_call(item, scope, "split", SPLIT, "split(seed = 0)")
             else:
@@ -144,6 +147,28 @@ class TrainResolver:
         ):
             return None
         return ir.TrainSpec(span=train.span, **found)
+
+    def test_part(self, item: ast.TrainItem, scope: Scope) -> float | str | Poison:
+        """`test 0.1` (a fraction held out) or `test "test.csv"` (a file)."""
+        expr = self.one_value(item)
+        if expr is None:
+            return POISON
+        if isinstance(expr, ast.String):
+            if not expr.value:
+                return self.problems.fail("the test file path is empty", expr.span, scope)
+            return expr.value
+        value = self.expr.scalar(expr, scope, "'test'")
+        if value is POISON:
+            return POISON
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 0.9:
+            return self.problems.fail(
+                f"'test' must be a fraction in (0, 0.9) or a file path in quotes, got "
+                f"{describe(value)}",
+                expr.span,
+                scope,
+                help='write test 0.1 or test "data/test.csv"',
+            )
+        return float(value)
 
     def set_settings(self, found: dict[str, Any], scope: Scope) -> None:
         """`--set seed=1`: a train setting chosen on the command line, unless a param of

@@ -22,8 +22,8 @@ import onnx
 from dnnspec.assemble.steps import Program, build_inference, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
 from dnnspec.data.datasets import DATASETS, Dataset, split_indices
-from dnnspec.errors import Diagnostic, DiagnosticError, error
-from dnnspec.ir import Spec, TrainSpec
+from dnnspec.errors import Diagnostic, DiagnosticError, Span, error
+from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.resolve import write_lock
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.cadence import Cadence
@@ -68,6 +68,8 @@ class Prepared:
     train_index: np.ndarray
     """Which samples of the loaded data train and which validate (split.npz in a run)."""
     val_index: np.ndarray
+    test_data: Dataset | None = None
+    """Evaluated once at the end with model.onnx's weights, never for early stopping."""
 
 
 @dataclass
@@ -109,7 +111,16 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         chosen = arg_int(train.split.args, "seed")
         split_seed = train.seed if chosen < 0 else chosen
         stratify = stratify and bool(train.split.args["stratify"])
-    kept, held = split_indices(data, validation, split_seed, stratify)
+    rest = np.arange(len(data))
+    test_data = None
+    if isinstance(train.test, float):  # held out first, so validation never sees it
+        rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
+        test_data = data.take(test_index)
+    elif isinstance(train.test, str):
+        test_data = _test_file(train, train.test, typed, loss.target, data.labels)
+    part = data.take(rest)
+    kept, held = split_indices(part, validation, split_seed, stratify)
+    kept, held = rest[kept], rest[held]
     train_data, val_data = data.take(kept), data.take(held)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
@@ -118,7 +129,34 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     program = build_train_step(typed, train, classes, timing)
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
-    return Prepared(spec, train, typed, train_data, val_data, program, kept, held)
+    return Prepared(spec, train, typed, train_data, val_data, program, kept, held, test_data)
+
+
+def _test_file(
+    train: TrainSpec, path: str, typed: TypedModel, target: str, labels: tuple[str, ...] | None
+) -> Dataset:
+    """`test "file.csv"`: read as the spec's data file is (same columns), class names
+    mapped to the training data's ids."""
+    definition = DATASETS.get("file")
+    span = train.span
+    given: list[tuple[str, Any, Span]] = [("path", path, span)]
+    if train.data.name == "file":
+        given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
+    args = definition.signature.bind("file", [], given, span)
+    source = Call(name="file", args=args, span=span)
+    loaded = definition.load(args, train.seed, span)
+    if labels is not None and loaded.labels is not None:
+        unknown = sorted(set(loaded.labels) - set(labels))
+        if unknown:
+            raise error(
+                f"test file '{path}' has class labels the training data lacks: "
+                f"{', '.join(unknown[:5])}",
+                span,
+            )
+        ids = np.array([labels.index(name) for name in loaded.labels], np.int64)
+        loaded = Dataset(loaded.x, ids[loaded.y], labels)
+    test, _ = conform(loaded, typed, target, source)
+    return test
 
 
 def _finite(params: dict[str, np.ndarray]) -> bool:
@@ -435,11 +473,19 @@ def run_training(
     paths["model"] = run.export(final)
     if prep.program.classes is not None:
         paths["confusion"] = run.write_confusion(final)
+    tested: dict[str, Any] = {}
+    if prep.test_data is not None and len(prep.test_data):
+        scores = run.trainer.evaluate_stats(
+            prep.test_data, spec.model.inputs[0].name, params=final
+        ).result()
+        tested = {f"test_{k}": v for k, v in scores.items()}
+        paths["test"] = run_dir / "test.json"
+        paths["test"].write_text(json.dumps(tested, indent=2) + "\n")
     run.reporter.finish(stopped)
     record = run.record or run.best_record
     return RunResult(
         run_dir,
-        {k: v for k, v in record.items() if k not in ("epoch", "step", "seconds")},
+        {k: v for k, v in record.items() if k not in ("epoch", "step", "seconds")} | tested,
         {k: v for k, v in (run.best_record or record).items() if k != "seconds"},
         int(record.get("epoch", run.epoch)),
         run.trainer.step,
