@@ -43,6 +43,7 @@ from dnnspec.runtime.run import (
     new_run_dir,
     prepare,
     run_training,
+    transform,
     write_graphs,
 )
 from dnnspec.runtime.session import Device, make_session
@@ -256,6 +257,7 @@ class Model:
             loaded = DATASETS.get("file").load(source.args, prep.train.seed, source.span)
             target = LOSSES.get(prep.train.loss.name).target
             held_out, _ = conform(loaded, prep.typed, target, source)
+            held_out = transform(held_out, prep.program.preprocess)
         elif len(prep.val_data):
             held_out = prep.val_data
         else:

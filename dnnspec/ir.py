@@ -91,6 +91,7 @@ class TrainSpec(_Strict):
     seed: int = 0
     clip: Call | None = None
     split: Call | None = None
+    preprocess: tuple[Call, ...] = ()
     test: float | str | None = None
     """A fraction of the data held out, or a data file, evaluated once at the end."""
     decay: tuple[Selector, ...] = ()

@@ -26,6 +26,7 @@ from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES, TARGET_WORDS
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
+from dnnspec.training.preprocess import PREPROCESS
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import SCHEDULES
 
@@ -106,6 +107,7 @@ def tables() -> str:
     lines += table("Schedules", SCHEDULES)
     lines += table("Regularizers", REGULARIZERS)
     lines += table("Gradient clipping", CLIPPING)
+    lines += table("Preprocessing", PREPROCESS)
     lines += table("Datasets", DATASETS)
     lines += ["### Early stopping", "", f"`early_stop(...)`: {args_cell(EARLY_STOP)}", ""]
     lines += table("Search methods", SEARCH_METHODS)

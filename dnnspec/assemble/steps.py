@@ -30,6 +30,7 @@ from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import METRICS, confusion
 from dnnspec.training.optim import OPTIMIZERS
+from dnnspec.training.preprocess import Affine
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
 
@@ -77,6 +78,8 @@ class Program:
     metadata: dict[str, str] = field(default_factory=dict)
     buffers: list[Slot] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
+    preprocess: list[Affine] = field(default_factory=list)
+    """Fitted input preprocessing: the graphs read transformed data, model.onnx raw data."""
     """Scalars the host sets between epochs (a plateau schedule's factor, 1 at the start),
     carried and checkpointed like state but in no model."""
 
@@ -284,13 +287,22 @@ def build_inference(
     slots: list[Slot],
     values: dict[str, np.ndarray],
     metadata: dict[str, str],
+    preprocess: list[Affine] | None = None,
 ) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights (and running statistics) baked in
-    as initializers; `slots` are the program's `model_slots()`."""
+    as initializers; `slots` are the program's `model_slots()`. The fitted preprocessing
+    runs first, so the model takes raw features."""
     b = GraphBuilder(typed.spec.model.name, "float32")
     b.reserve(OUTPUT)
     params = _add_params(b, slots, as_inputs=False, values=values)
     inputs = _add_model_inputs(b, typed)
+    if preprocess:
+        name = typed.spec.model.inputs[0].name
+        x = inputs[name]
+        for step in preprocess:
+            shifted = b.op("Sub", [x, b.const(step.shift.astype(np.float32))], hint=step.name)
+            x = b.op("Mul", [shifted, b.const(step.scale.astype(np.float32))], hint=step.name)
+        inputs = {**inputs, name: x}
     output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     if output in inputs.values():
         output = b.op("Identity", [output])

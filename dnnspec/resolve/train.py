@@ -20,6 +20,7 @@ from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES, TARGET_WORDS
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
+from dnnspec.training.preprocess import PREPROCESS
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import SCHEDULES
 
@@ -55,6 +56,7 @@ TRAIN_ITEMS = (
     "clip",
     "split",
     "test",
+    "preprocess",
     "decay",
     "no_decay",
 )
@@ -118,8 +120,13 @@ class TrainResolver:
                 found[key] = self.train_int(item, scope, minimum=0 if key == "seed" else 1)
             elif key in ("decay", "no_decay"):
                 found[key] = self.selectors(item, scope)
-            elif key in ("regularize", "metrics"):
-                registry = REGULARIZERS if key == "regularize" else METRICS
+            elif key in ("regularize", "metrics", "preprocess"):
+                lists: dict[str, Registry[Any]] = {
+                    "regularize": REGULARIZERS,
+                    "metrics": METRICS,
+                    "preprocess": PREPROCESS,
+                }
+                registry = lists[key]
                 found[key] = self.train_list(item, registry, scope)
             elif key == "test":
                 found[key] = self.test_part(item, scope)

@@ -34,6 +34,7 @@ from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.early_stop import EarlyStop
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
+from dnnspec.training.preprocess import PREPROCESS, Affine
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau, Timing
 
 
@@ -124,12 +125,67 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     train_data, val_data = data.take(kept), data.take(held)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
+    steps = fit_preprocess(train, typed, train_data.x)
+    if steps:
+        train_data, val_data = transform(train_data, steps), transform(val_data, steps)
+        test_data = None if test_data is None else transform(test_data, steps)
     steps_per_epoch = math.ceil(len(train_data) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
     program = build_train_step(typed, train, classes, timing)
+    program.preprocess = steps
+    if steps:
+        program.metadata["dnnspec.preprocess"] = json.dumps([st.to_json() for st in steps])
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
     return Prepared(spec, train, typed, train_data, val_data, program, kept, held, test_data)
+
+
+def fit_preprocess(train: TrainSpec, typed: TypedModel, x: np.ndarray) -> list[Affine]:
+    """Fit each declared step on the training split, in order (a step sees the output of
+    the steps before it)."""
+    steps: list[Affine] = []
+    if not train.preprocess:
+        return steps
+    decl = typed.spec.model.inputs[0]
+    if x.ndim != 2 or x.dtype.kind != "f":
+        raise error(
+            f"preprocessing scales float features [N, F], but input '{decl.name}' is "
+            f"{decl.dtype}[{', '.join(map(str, decl.dims))}]",
+            train.preprocess[0].span,
+        )
+    current = x.astype(np.float64)
+    for call in train.preprocess:
+        chosen = call.args["columns"]
+        assert isinstance(chosen, list)
+        columns = [int(c) for c in chosen if isinstance(c, int)] or list(range(x.shape[1]))
+        bad = [c for c in columns if not 0 <= c < x.shape[1]]
+        if bad:
+            raise error(
+                f"{call.name}: column {bad[0]} is outside the {x.shape[1]} features "
+                f"(0..{x.shape[1] - 1})",
+                call.span,
+            )
+        fitted = PREPROCESS.get(call.name).fit(current[:, columns])
+        if isinstance(fitted, str):
+            raise error(
+                f"{call.name}: {fitted}, so it cannot be scaled",
+                call.span,
+                help="drop the column, or leave it out with columns = [...]",
+            )
+        shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        shift[columns], scale[columns] = fitted
+        step = Affine(call.name, shift, scale)
+        current = step.apply(current)
+        steps.append(step)
+    return steps
+
+
+def transform(data: Dataset, steps: list[Affine]) -> Dataset:
+    """`data` with the fitted preprocessing applied to its inputs."""
+    x = data.x
+    for step in steps:
+        x = step.apply(x)
+    return Dataset(x, data.y, data.labels)
 
 
 def _test_file(
@@ -172,7 +228,9 @@ def write_graphs(program: Program, run_dir: Path) -> dict[str, Path]:
 
 def export_model(program: Program, params: dict[str, np.ndarray], path: Path) -> Path:
     """Write the deployable model and check it fully before anyone ships it."""
-    model = build_inference(program.typed, program.model_slots(), params, program.metadata)
+    model = build_inference(
+        program.typed, program.model_slots(), params, program.metadata, program.preprocess
+    )
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
