@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -93,7 +94,8 @@ def test_model_onnx_takes_raw_features_and_scaling_pays_off(tmp_path: Path) -> N
     assert json.loads(meta["dnnspec.preprocess"])[0]["step"] == "standardize"
     x = np.load(tmp_path / "d.npz")["x"][:20]
     ours = api.load(tmp_path / "scaled").predict(x)
-    reference = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    outs: Any = ReferenceEvaluator(model).run(None, {"x": x})
+    reference = outs[0]
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
     # the run's eval (graphs on transformed data) agrees with model.onnx on raw data
     evaluated = api.load(tmp_path / "scaled").evaluate()
