@@ -157,3 +157,35 @@ def test_metric_over_split_batches_matches_the_reference_over_all(case: MetricCa
     assert value == pytest.approx(case.reference(out, target), rel=1e-5)
     if definition.per_class is not None:
         assert len(stats.result()[f"{case.metric}_per_class"]) == case.output[-1]
+
+
+@pytest.mark.parametrize("name", ["accuracy", "top_k_accuracy", "perplexity", "f1"])
+def test_class_metrics_leave_out_the_loss_ignore_index(name: str) -> None:
+    """Padding positions (the loss's ignore_index) count neither as hits nor in the total."""
+    case = next(
+        c
+        for c in METRIC_CASES
+        if c.metric == name
+        and len(c.output) == 3
+        or (c.metric == name and name != "accuracy" and name != "f1")
+    )
+    definition = METRICS.get(name)
+    args = {**bind(definition.signature, name, case.args), "ignore_index": 0}
+    width = case.output[-1]
+    b = GraphBuilder("metric", "float32")
+    dims: list[int | str] = ["N", *case.output[1:]]
+    b.add_input("output", "float32", dims)
+    b.add_input("target", "int64", dims[:-1])
+    b.add_output(
+        definition.build(b, "output", "target", width, args),
+        "float32",
+        list(definition.stats(width)),
+    )
+    session = ort.InferenceSession(
+        b.model().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    out, target = draw(case, 1)
+    (total,) = session.run(None, {"output": out, "target": target})
+    value = definition.finish(total, target.size)
+    kept = target != 0
+    assert value == pytest.approx(case.reference(out[kept][None], target[kept][None]), rel=1e-5)

@@ -28,7 +28,7 @@ from dnnspec.lower.model import lower_model
 from dnnspec.schema import arg_float
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
-from dnnspec.training.metrics import METRICS, confusion
+from dnnspec.training.metrics import IGNORE, METRICS, confusion
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.preprocess import Affine
 from dnnspec.training.regularize import REGULARIZERS
@@ -160,7 +160,10 @@ def _loss_and_metrics(
     names = []
     for metric in train.metrics:
         definition = METRICS.get(metric.name)
-        value = definition.build(b, output, TARGET, width, metric.args)
+        args = dict(metric.args)
+        if definition.target == "class":  # the loss's padding class counts nowhere
+            args[IGNORE] = train.loss.args.get("ignore_index", -1)
+        value = definition.build(b, output, TARGET, width, args)
         name = f"metric.{metric.name}"
         b.rename(value, name)
         b.add_output(name, b.float_dtype, list(definition.stats(width)))
@@ -276,7 +279,8 @@ def build_eval_step(
     output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     _loss_and_metrics(b, train, output, classes, metric_width(typed, classes))
     if classes is not None:
-        b.rename(confusion(b, output, TARGET, classes), CONFUSION)
+        ignore = {IGNORE: train.loss.args.get("ignore_index", -1)}
+        b.rename(confusion(b, output, TARGET, classes, ignore), CONFUSION)
         b.add_output(CONFUSION, b.float_dtype, [classes, classes])
     b.prune()
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")

@@ -54,10 +54,45 @@ class MetricDef:
 METRICS: Registry[MetricDef] = Registry("metric")
 
 
+IGNORE = "ignore_index"
+"""Passed to class metrics from the loss: positions with this label count nowhere."""
+
+
+def _kept(b: GraphBuilder, labels: str, args: dict[str, Any]) -> str | None:
+    ignore = int(args.get(IGNORE, -1))
+    if ignore < 0:
+        return None
+    kept = b.op("Not", [b.op("Equal", [labels, b.const(ignore, "int64")])])
+    return b.op("Cast", [kept], hint="counted", to=b.float_elem)
+
+
+def _counted(b: GraphBuilder, per_position: str, labels: str, args: dict[str, Any]) -> str:
+    """[sum of the per-position values, positions counted]: padding excluded."""
+    keep = _kept(b, labels, args)
+    if keep is None:
+        keep = b.op("Add", [b.op("Mul", [per_position, b.const(0.0)]), b.const(1.0)])
+    else:
+        per_position = b.op("Mul", [per_position, keep])
+    axis = b.const([0], "int64")
+    total = b.op("Unsqueeze", [b.op("ReduceSum", [per_position], keepdims=0), axis])
+    count = b.op("Unsqueeze", [b.op("ReduceSum", [keep], keepdims=0), axis])
+    return b.op("Concat", [total, count], hint="sum_count", axis=0)
+
+
+def _pair(width: int) -> tuple[int, ...]:
+    return (2,)
+
+
+def _share(total: np.ndarray, count: int) -> float:
+    """The summed value over the positions counted (the graph counts them)."""
+    s, n = np.asarray(total, np.float64)
+    return float(s / max(1.0, n))
+
+
 def _accuracy(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
     pred = b.op("ArgMax", [logits], hint="pred", axis=-1, keepdims=0)
     hits = b.op("Cast", [b.op("Equal", [pred, labels])], to=b.float_elem)
-    return b.op("ReduceSum", [hits], hint="correct", keepdims=0)
+    return _counted(b, hits, labels, args)
 
 
 def _top_k(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
@@ -66,7 +101,8 @@ def _top_k(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str
     _, index = b.op_multi("TopK", [logits, b.const([k], "int64")], 2, hint="top", axis=-1)
     wanted = b.op("Unsqueeze", [labels, b.const([-1], "int64")])
     hits = b.op("Cast", [b.op("Equal", [index, wanted])], to=b.float_elem)
-    return b.op("ReduceSum", [hits], hint="top_k_correct", keepdims=0)
+    per = b.op("ReduceSum", [hits, b.const([-1], "int64")], keepdims=0)
+    return _counted(b, per, labels, args)
 
 
 def _binary_accuracy(
@@ -93,7 +129,7 @@ def _rmse(total: np.ndarray, count: int) -> float:
 
 
 def _nll_sum(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
-    """Summed negative log-likelihood of the labels under softmax(logits)."""
+    """Summed negative log-likelihood of the labels under softmax(logits), and the count."""
     logp = b.op("LogSoftmax", [logits], axis=-1)
     hot = b.op(
         "OneHot",
@@ -101,26 +137,33 @@ def _nll_sum(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[s
         axis=-1,
     )
     hot = b.op("Cast", [hot], to=b.float_elem)
-    return b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [hot, logp])], keepdims=0)], hint="nll")
+    per = b.op("ReduceSum", [b.op("Mul", [hot, logp]), b.const([-1], "int64")], keepdims=0)
+    return _counted(b, b.op("Neg", [per], hint="nll"), labels, args)
 
 
 def _perplexity(total: np.ndarray, count: int) -> float:
-    return float(np.exp(float(total) / max(1, count)))
+    return float(np.exp(_share(total, count)))
 
 
-def confusion(b: GraphBuilder, logits: str, labels: str, width: int) -> str:
-    """[true class, predicted class] counts of a batch: one-hot(labels)^T one-hot(pred)."""
+def confusion(
+    b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any] | None = None
+) -> str:
+    """[true class, predicted class] counts of a batch: one-hot(labels)^T one-hot(pred),
+    positions of an ignored label left out."""
     flat = b.const([-1], "int64")
     pred = b.op("Reshape", [b.op("ArgMax", [logits], axis=-1, keepdims=0), flat])
     truth = b.op("Reshape", [labels, flat])
     depth, values = b.const(width, "int64"), b.const([0.0, 1.0], "float32")
     hot_true = b.op("Cast", [b.op("OneHot", [truth, depth, values], axis=-1)], to=b.float_elem)
+    keep = _kept(b, truth, args or {})
+    if keep is not None:
+        hot_true = b.op("Mul", [hot_true, b.op("Unsqueeze", [keep, b.const([-1], "int64")])])
     hot_pred = b.op("Cast", [b.op("OneHot", [pred, depth, values], axis=-1)], to=b.float_elem)
     return b.op("MatMul", [b.op("Transpose", [hot_true], perm=[1, 0]), hot_pred], hint="confusion")
 
 
 def _confusion(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
-    return confusion(b, logits, labels, width)
+    return confusion(b, logits, labels, width, args)
 
 
 def _square(width: int) -> tuple[int, ...]:
@@ -194,6 +237,8 @@ METRICS.add(
         "element",
         _accuracy,
         "fraction of labels (samples, or positions of a sequence) whose arg-max class is right",
+        finish=_share,
+        stats=_pair,
     ),
 )
 METRICS.add(
@@ -205,6 +250,8 @@ METRICS.add(
         "element",
         _top_k,
         "fraction of labels among the k highest-scoring classes",
+        finish=_share,
+        stats=_pair,
     ),
 )
 for _name, _per_class, _doc in (
@@ -237,6 +284,7 @@ METRICS.add(
         _nll_sum,
         "exp of the mean cross-entropy per label (per token of a language model)",
         finish=_perplexity,
+        stats=_pair,
     ),
 )
 METRICS.add(
