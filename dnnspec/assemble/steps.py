@@ -20,6 +20,7 @@ import onnx
 from dnnspec.assemble.fuse import fold_gemm_updates
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
+from dnnspec.data.datasets import DATASETS
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
@@ -256,8 +257,14 @@ def _without_locations(value: Any) -> Any:
 
 def spec_hash(typed: TypedModel) -> str:
     """A digest of what the resolved spec means (not where it is written: moving the file
-    or adding a comment keeps the hash), so a model or checkpoint can be traced to it."""
+    or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
+    file paths are left out too: spec.lock.json pins them absolute, and checkpoints carry a
+    digest of the data itself."""
     meaning = _without_locations(typed.spec.model_dump(mode="json"))
+    data = meaning.get("train") and meaning["train"]["data"]
+    if data:
+        for name in DATASETS.get(data["name"]).paths:
+            data["args"].pop(name, None)
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
