@@ -188,6 +188,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             resume=args.resume,
             reporter=reporter,
             checkpoint_every=args.checkpoint_every,
+            stop_after=args.stop_after,
         )
     except Interrupted as stop:
         print(_interrupted(args, spec, stop), file=sys.stderr)
@@ -228,6 +229,7 @@ def _interrupted(args: argparse.Namespace, spec: Spec, stop: Interrupted) -> str
     again += ["--epochs", str(args.epochs)] if args.epochs else []
     again += ["--device", args.device] if args.device != "auto" else []
     again += ["--checkpoint-every", args.checkpoint_every] if args.checkpoint_every != "60s" else []
+    again += ["--stop-after", str(args.stop_after)] if args.stop_after else []
     if not stop.resumable:
         return (
             f"interrupted in epoch {stop.epoch + 1} before any epoch finished: nothing was "
@@ -244,6 +246,52 @@ def _interrupted(args: argparse.Namespace, spec: Spec, stop: Interrupted) -> str
         f"interrupted in epoch {stop.epoch + 1}; {run_dir}/model.onnx holds the {which} "
         f"weights.\ncontinue with: {shlex.join([*again, '--resume'])}"
     )
+
+
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import TuneInterrupted, tune
+    from dnnspec.tune.report import TuneProgress, render_results, results_json
+
+    if args.resume and not args.out:
+        raise error("--resume needs the search directory: --out DIR")
+    if args.resume and args.overwrite:
+        raise error("--resume and --overwrite contradict each other", help="choose one")
+    progress = None if args.json else TuneProgress(console)
+    try:
+        result = tune(
+            args.spec,
+            out=args.out,
+            workers=args.workers,
+            trials=args.trials,
+            epochs=args.epochs,
+            device=args.device,
+            backend=args.backend,
+            address=args.address,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+            **_overrides(args.set or []),
+        )
+    except TuneInterrupted as stop:
+        if progress is not None:
+            progress.stop()
+        again = ["dnnspec tune", args.spec, "--out", str(stop.out), "--resume"]
+        again += [f"--set {x}" for x in args.set or []]
+        for flag in ("workers", "trials", "epochs"):
+            if getattr(args, flag):
+                again.append(f"--{flag} {getattr(args, flag)}")
+        print(
+            "search interrupted; finished trials are kept.\ncontinue with: " + " ".join(again),
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    if progress is not None:
+        progress.stop()
+    if args.json:
+        print(json.dumps(results_json(result), indent=2))
+    else:
+        render_results(result, console)
+    return OK
 
 
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
@@ -333,6 +381,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint every N epochs, or at most every T seconds (30s, 2m); always at the "
         "end, on early stop, Ctrl-C and divergence (default: 60s)",
     )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="pause after epoch N (the schedule still spans the whole run); --resume continues",
+    )
+    p = spec_command("tune", "run the spec's search section: trials, a results table, best.dnn")
+    p.add_argument("--out", help="search directory (default: runs/<spec name>-tune[-n])")
+    p.add_argument("--workers", type=int, help="trials run at once (default: the cores)")
+    p.add_argument("--trials", type=int, help="at most this many trials (caps the method's own)")
+    p.add_argument("--epochs", type=int, help="override the spec's epoch count in every trial")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (
@@ -351,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "check": cmd_check,
     "train": cmd_train,
+    "tune": cmd_tune,
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,

@@ -19,7 +19,9 @@ INT64_MAX = 2**63 - 1
 
 T = TypeVar("T")
 
-ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any"]
+ArgType = Literal["int", "float", "bool", "str", "duration", "ints", "floats", "any", "tensor"]
+"""`tensor`: a tensor passed by keyword (`memory = enc`); resolve binds the value\'s name,
+and the empty string (the default) means none was passed."""
 
 
 DurationUnit = Literal["steps", "epochs"]
@@ -176,7 +178,7 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
 
     t = spec.type
     label = f"argument '{spec.name}' of {what}"
-    if t == "any":
+    if t in ("any", "tensor"):
         return value
     if t == "bool":
         if not isinstance(value, bool):

@@ -193,6 +193,21 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
     # embedding (ids are drawn in [0, 3))
     LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
+    # transformer layers (the memory case attends from h1 to itself through the cross path)
+    LayerCase("layer_norm", ("float32[N, T, 4]",), "f32[N, T, 4]", 8, {"N": 2, "T": 3}),
+    LayerCase("layer_norm(eps = 1e-3, axes = all)", ("float32[N, 2, 3]",), "f32[N, 2, 3]", 12),
+    LayerCase("positional(learned, max_len = 5)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 20),
+    LayerCase(
+        "positional(max_len = 8)", ("float32[N, T, 4]",), "f32[N, T, 4]", 0, {"N": 2, "T": 3}
+    ),
+    LayerCase(
+        "attention(2, causal = true, dropout = 0.2)",
+        ("float32[N, T, 4]",),
+        "f32[N, T, 4]",
+        4 * 4 * 4 + 4 * 4,
+        {"N": 2, "T": 3},
+    ),
+    LayerCase("attention(2, memory = h1)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 80),
 ]
 
 

@@ -259,6 +259,37 @@ CASES: list[Case] = [
         lambda b, x, s: b.op("Expand", [x, b.op("Shape", [s])]),
         (In((1, 4)), In(("N", 4), wrt=False)),
     ),
+    Case(
+        "split3",
+        "Split",
+        lambda b, x: b.op_multi("Split", [x], 3, axis=1, num_outputs=3)[1],
+        (In(("N", 6, 2)),),
+    ),
+    Case(
+        "split_sizes_two_used",
+        "Split",
+        lambda b, x: b.op("Mul", b.op_multi("Split", [x, c(b, [1, 3, 2])], 3, axis=-1)[::2]),
+        (In(("N", 6)),),
+    ),
+    # normalisation
+    Case(
+        "layer_norm_last",
+        "LayerNormalization",
+        op("LayerNormalization", axis=-1, epsilon=1e-3),
+        (In(("N", 3, 5)), In((5,)), In((5,))),
+    ),
+    Case(
+        "layer_norm_all_no_bias",
+        "LayerNormalization",
+        op("LayerNormalization", axis=1),
+        (In(("N", 3, 4)), In((3, 4))),
+    ),
+    Case(
+        "layer_norm_input_only",
+        "LayerNormalization",
+        op("LayerNormalization", axis=-1),
+        (In(("N", 4)), In((4,), wrt=False), In((4,), wrt=False)),
+    ),
     # reductions
     *[
         Case(f"{name.lower()}_{tag}", name, build, (In(shape),))
@@ -706,3 +737,22 @@ def test_dropout_runtime_ratio_and_training_flag() -> None:
         np.testing.assert_allclose(out["grad.x"], base["dy"] * out[mask] / 0.5, rtol=1e-12)
         out = runner(base | {"training": np.asarray(False)})
         np.testing.assert_allclose(out["grad.x"], base["dy"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("case_id", ["layer_norm_last", "layer_norm_all_no_bias"])
+def test_layer_norm_float32_rule_reads_the_fused_statistics(case_id: str) -> None:
+    """In float32 the rule takes Mean and InvStdDev from the forward node instead of
+    recomputing them; its gradients match the float64 (recomputing) rule's."""
+    case = next(c for c in CASES if c.id == case_id)
+    built64, built32 = build(case, "symbolic"), build(case, "symbolic", "float32")
+    forward = next(n for n in built32.model.graph.node if n.op_type == "LayerNormalization")
+    assert len([o for o in forward.output if o]) == 3
+    means = [[n.op_type for n in b.backward].count("ReduceMean") for b in (built32, built64)]
+    assert means == [2, 4]
+    feeds = random_feeds(built64, case)
+    reference = reference_runner(built64.model)(feeds)
+    run32 = ort_runner(built32.model)
+    assert run32 is not None
+    out32 = run32({k: v.astype(np.float32) for k, v in feeds.items()})
+    for x in built64.wrt:
+        np.testing.assert_allclose(out32[f"grad.{x}"], reference[f"grad.{x}"], rtol=1e-4, atol=1e-5)

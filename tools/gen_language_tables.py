@@ -49,6 +49,8 @@ def value_text(value: Any) -> str:
 
 def arg_text(arg: ArgSpec) -> str:
     """`rate: float in [0, 1] = 0.5`: an argument's type, bounds, options and default."""
+    if arg.type == "tensor":
+        return f"`{arg.name}`: tensor (optional)"
     text = f"`{arg.name}`: {arg.type}"
     if arg.choices:
         text += " (" + " \\| ".join(arg.choices) + ")"

@@ -1,5 +1,25 @@
 """Built-in layer families; importing this package registers every layer in `LAYERS`."""
 
-from dnnspec.layers import activations, dense, dropout, embedding, merge, shape
+from dnnspec.layers import (
+    activations,
+    attention,
+    dense,
+    dropout,
+    embedding,
+    layer_norm,
+    merge,
+    positional,
+    shape,
+)
 
-__all__ = ["activations", "dense", "dropout", "embedding", "merge", "shape"]
+__all__ = [
+    "activations",
+    "attention",
+    "dense",
+    "dropout",
+    "embedding",
+    "layer_norm",
+    "merge",
+    "positional",
+    "shape",
+]

@@ -67,6 +67,7 @@ def _normal(std: Callable[[int, int], float]) -> Draw:
 
 for _name, _def in {
     "zeros": InitDef(lambda rng, shape, fan_in, fan_out: np.zeros(shape), "all zeros"),
+    "ones": InitDef(lambda rng, shape, fan_in, fan_out: np.ones(shape), "all ones"),
     "he_normal": InitDef(
         _normal(lambda fan_in, fan_out: float(np.sqrt(2.0 / fan_in))), "N(0, 2 / fan_in)"
     ),

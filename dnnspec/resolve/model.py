@@ -27,6 +27,7 @@ from dnnspec.resolve.values import (
     Tensor,
     Value,
     describe,
+    suggest,
     word_in,
 )
 from dnnspec.syntax import ast
@@ -273,6 +274,18 @@ class ModelResolver:
             value = self.expr.eval(arg.value, scope, "arg")
             if value is POISON:
                 broken = True
+            elif arg.name is not None and self.tensor_arg(name, arg.name.id):
+                if not isinstance(value, Tensor):
+                    self.problems.fail(
+                        f"argument '{arg.name.id}' of {name} must be a tensor, "
+                        f"got {describe(value)}",
+                        arg.value.span,
+                        scope,
+                        help=suggest(value, scope.values) if isinstance(value, str) else None,
+                    )
+                    broken = True
+                else:
+                    keyword.append((arg.name.id, value.name, arg.span))
             elif arg.name is not None and isinstance(value, Tensor):
                 self.problems.fail(
                     f"argument '{arg.name.id}' of {name} must be a value, not a tensor",
@@ -294,6 +307,13 @@ class ModelResolver:
         if name in self.defs.blocks:
             return self.expand(name, inputs, positional, keyword, span, scope)
         return self.apply_layer(name, span, inputs, positional, keyword, scope)
+
+    def tensor_arg(self, callee: str, arg: str) -> bool:
+        """Whether `arg` of layer `callee` takes a tensor by keyword (`memory = enc`)."""
+        if callee in self.defs.blocks or callee not in LAYERS:
+            return False
+        spec = LAYERS.get(callee).signature.get(arg)
+        return spec is not None and spec.type == "tensor"
 
     def call_inputs(
         self, name: str, chain_input: Value | None, tensors: list[Tensor], span: Span, scope: Scope
@@ -359,11 +379,13 @@ class ModelResolver:
         if any(v is POISON for v in inputs):
             return POISON
         node_name = self.fresh(canonical, scope)
+        named = [args[a.name] for a in LAYERS.get(name).signature.args if a.type == "tensor"]
         self.nodes.append(
             ir.Node(
                 name=node_name,
                 layer=canonical,
-                inputs=tuple(v.name for v in inputs if isinstance(v, Tensor)),
+                inputs=tuple(v.name for v in inputs if isinstance(v, Tensor))
+                + tuple(n for n in named if n),
                 args=args,
                 span=span,
                 origin=tuple(f.span for f in scope.frames),

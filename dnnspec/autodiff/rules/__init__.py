@@ -1,6 +1,15 @@
 """VJP rules, one module per op family; importing this package registers all of them."""
 
-from dnnspec.autodiff.rules import activations, elementwise, gather, matmul, nn, reduce, shape
+from dnnspec.autodiff.rules import (
+    activations,
+    elementwise,
+    gather,
+    matmul,
+    nn,
+    normalization,
+    reduce,
+    shape,
+)
 from dnnspec.autodiff.rules.base import VJP, VjpRule
 
 __all__ = [
@@ -11,6 +20,7 @@ __all__ = [
     "gather",
     "matmul",
     "nn",
+    "normalization",
     "reduce",
     "shape",
 ]

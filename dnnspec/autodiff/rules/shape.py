@@ -179,3 +179,27 @@ def slice_(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
 def expand(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     x = node.input[0]
     return [ctx.reduce_to(single(dys), ctx.shape(node.output[0]), x), None]
+
+
+def _zeros(ctx: VjpContext, name: str) -> str:
+    """Zeros shaped like `name`: a constant when static, else from its run-time shape."""
+    shape = ctx.shape(name)
+    dims = [d for d in shape or () if isinstance(d, int)]
+    if shape is not None and len(dims) == len(shape):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(ctx.elem(name))
+        return ctx.b.const(np.zeros(dims, dtype), dtype, hint="g_zeros")
+    return ctx.zeros_like(name)
+
+
+@VJP.register("Split")
+def split(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
+    """Concat of the outputs' gradients along the axis (zeros for outputs without one)."""
+    x = node.input[0]
+    if not ctx.needs(x):
+        return [None] * len(node.input)
+    rank = ctx.require_rank(x, "Split")
+    axis = int(ctx.attr(node, "axis", 0)) % rank
+    parts = [
+        dy if dy is not None else _zeros(ctx, y) for y, dy in zip(node.output, dys, strict=True)
+    ]
+    return [ctx.b.op("Concat", parts, axis=axis), *([None] * (len(node.input) - 1))]
