@@ -24,6 +24,7 @@ lint: $(BIN)/dnnspec
 	$(BIN)/ruff check dnnspec tests tools
 	$(BIN)/ruff format --check dnnspec tests tools
 	$(BIN)/mypy
+	$(BIN)/dnnspec fmt --check specs
 
 bench: $(BIN)/dnnspec
 	$(BIN)/python tools/bench.py

@@ -45,12 +45,14 @@ from dnnspec.runtime.run import (
 )
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Trainer, initial_values
+from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
 __all__ = [
     "Cadence",
     "Device",
+    "Formatted",
     "Interrupted",
     "Model",
     "Program",
@@ -62,6 +64,7 @@ __all__ = [
     "TypedModel",
     "check_spec",
     "compile",
+    "format_file",
     "load",
     "load_spec",
     "save",

@@ -31,7 +31,7 @@ from dnnspec.errors import Diagnostic, DiagnosticError, error
 if TYPE_CHECKING:
     from dnnspec.api import Interrupted, Spec
 
-OK, SPEC_ERROR, INTERRUPTED = 0, 2, 130
+OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED = 0, 1, 2, 130
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -294,6 +294,51 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
+def _spec_files(paths: Sequence[str]) -> list[Path]:
+    """The files named, with every `.dnn` file under a named directory."""
+    found: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        found += sorted(path.rglob("*.dnn")) if path.is_dir() else [path]
+    return found
+
+
+def cmd_fmt(args: argparse.Namespace, console: Console) -> int:
+    import difflib
+
+    from dnnspec.api import format_file
+
+    results, problems = [], []
+    for path in _spec_files(args.files):
+        try:
+            results.append(format_file(path))
+        except DiagnosticError as exc:
+            problems.append(exc)
+    changed = [r for r in results if r.changed]
+    for result in changed:
+        if args.diff:
+            name = str(result.path)
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    result.original.splitlines(True), result.text.splitlines(True), name, name
+                )
+            )
+        elif args.check:
+            print(f"would reformat {result.path}")
+        else:
+            result.write()
+            print(f"reformatted {result.path}")
+    for problem in problems:
+        print(problem.render(), file=sys.stderr)
+    if problems:
+        return SPEC_ERROR
+    unchanged = len(results) - len(changed)
+    if not args.diff:
+        verb = "would be reformatted" if args.check else "reformatted"
+        print(f"{len(changed)} file(s) {verb}, {unchanged} already formatted", file=sys.stderr)
+    return CHANGES_NEEDED if (args.check or args.diff) and changed else OK
+
+
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import compile, save
 
@@ -397,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (with --backend ray)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
+    p = sub.add_parser("fmt", help="rewrite .dnn files in the canonical layout (comments kept)")
+    p.add_argument("files", nargs="+", help=".dnn files, or directories to search for them")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
+    p.add_argument("--diff", action="store_true", help="print the changes as a diff; exit 1 if any")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (
@@ -416,6 +465,7 @@ COMMANDS = {
     "check": cmd_check,
     "train": cmd_train,
     "tune": cmd_tune,
+    "fmt": cmd_fmt,
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,

@@ -31,7 +31,9 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("lower",),
     ("assemble",),
     ("runtime",),
-    ("tune",),  # runs trials as `dnnspec train` processes; needs the front end, not runtime
+    # tune runs trials as `dnnspec train` processes (it needs the front end, not runtime);
+    # tools are the formatter, inspect, export and plots
+    ("tune", "tools"),
     ("api",),  # the one public surface
     ("cli",),
     ("__main__", "__init__"),  # `python -m dnnspec`; the package re-exports the API lazily

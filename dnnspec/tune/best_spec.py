@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dnnspec.frontend import parse_text
+from dnnspec.files import write_text
+from dnnspec.frontend import parse_text, read_spec_text
 from dnnspec.syntax import ast
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -42,7 +43,7 @@ def write_best_spec(
 ) -> None:
     """Write the spec with `values` in its params (and `epochs` in its train section when
     the search overrode the epoch count), headed by a comment line `note`."""
-    text = spec_path.read_text(encoding="utf-8-sig")
+    text = read_spec_text(spec_path)
     targets: list[tuple[ast.Expr, str]] = []
     for item in parse_text(text, str(spec_path)).items:
         if isinstance(item, ast.ParamDecl) and item.name.id in values:
@@ -57,4 +58,4 @@ def write_best_spec(
         edits.append((start, _offset(lines, span.end_line, span.end_col), new))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
-    out.write_text(f"# {note}\n{text}")
+    write_text(out, f"# {note}\n{text}", "best spec")

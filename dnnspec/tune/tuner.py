@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from dnnspec.errors import error
+from dnnspec.files import write_text
+from dnnspec.frontend import read_spec_text
 from dnnspec.ir import SearchSpec, Spec
 from dnnspec.search.methods import SEARCH_METHODS
 from dnnspec.search.space import Params
@@ -143,7 +145,7 @@ class Tuner:
 
     # -- the search directory ------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
-        text = self.spec_path.read_text(encoding="utf-8-sig")
+        text = read_spec_text(self.spec_path)
         return {
             "spec": str(self.spec_path.resolve()),
             "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -189,7 +191,7 @@ class Tuner:
                 (self.out / name).unlink(missing_ok=True)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            _write_atomic(state, json.dumps(identity, indent=2) + "\n")
+            write_text(state, json.dumps(identity, indent=2) + "\n")
             (self.out / "results.jsonl").write_text("")
         except OSError as exc:
             raise error(f"cannot write the search directory '{self.out}': {exc.strerror}") from None
@@ -338,7 +340,7 @@ class Tuner:
             last[result.trial] = TrialResult(**{**asdict(result), "seconds": round(seconds, 3)})
         table = sorted(last.values(), key=_sort_key(self.search.direction))
         best = table[0] if table and table[0].objective is not None else None
-        _write_atomic(self.out / "results.csv", _csv(table, [d.param for d in self.search.dims]))
+        write_text(self.out / "results.csv", _csv(table, [d.param for d in self.search.dims]))
         best_spec = None
         if best is not None:
             best_spec = self.out / "best.dnn"
@@ -392,12 +394,3 @@ def _csv(table: list[TrialResult], params: list[str]) -> str:
             + [r.epochs, r.seconds, r.reason or ""]
         )
     return buf.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "x") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
