@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import read_inputs
 from dnnspec.errors import error
-from dnnspec.files import DirectoryLock, make_directory, write_with
+from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
@@ -46,6 +47,8 @@ from dnnspec.runtime.run import (
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.format import Formatted, format_file
+from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
+from dnnspec.tools.plot import can_plot, plot_runs
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
@@ -53,6 +56,7 @@ __all__ = [
     "Cadence",
     "Device",
     "Formatted",
+    "GraphSummary",
     "Interrupted",
     "Model",
     "Program",
@@ -65,6 +69,9 @@ __all__ = [
     "check_spec",
     "compile",
     "format_file",
+    "inspect",
+    "plot",
+    "draw_graph",
     "load",
     "load_spec",
     "save",
@@ -133,6 +140,7 @@ def train(
     reporter: Reporter | None = None,
     checkpoint_every: Cadence | str | None = None,
     stop_after: int | None = None,
+    plot: bool | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
@@ -140,7 +148,8 @@ def train(
     checkpoint; `reporter` receives progress; `checkpoint_every` is a `Cadence` or its
     text (`5` epochs, `30s`; default at most once a minute). Ctrl-C raises `Interrupted`
     (the run keeps model.onnx of the last finished epoch and can be resumed). `stop_after`
-    pauses the run after that epoch; resuming continues it as if it had never paused."""
+    pauses the run after that epoch; resuming continues it as if it had never paused. `plot`
+    draws curves.png into the run (default: when matplotlib is installed)."""
     if resume and out is None:
         raise error("resume needs the run directory to continue: out=DIR")
     spec = _spec(source, overrides)
@@ -148,9 +157,12 @@ def train(
     every = (
         Cadence.parse(checkpoint_every) if isinstance(checkpoint_every, str) else checkpoint_every
     )
-    return run_training(
+    result = run_training(
         spec, run_dir, device, epochs, reporter, resume, overwrite, every, stop_after
     )
+    if plot if plot is not None else can_plot():
+        result.paths["curves"] = plot_runs([result.run_dir], result.run_dir / "curves.png")
+    return result
 
 
 def tune(
@@ -251,7 +263,7 @@ class Model:
         trainer = Trainer(program, self.device, prep.train.seed)
         weights = self.file.weights()
         values = trainer.values()
-        for slot in program.slots:
+        for slot in program.model_slots():
             weight = weights.get(slot.name)
             if weight is None or weight.shape != values[slot.name].shape:
                 raise error(f"'{self.file.path}' lacks the weight '{slot.name}' of its spec")
@@ -286,3 +298,29 @@ PREDICTION_FORMATS = (".npy", ".csv")
 def load(run_dir: str | Path, device: Device = "auto") -> Model:
     """Open a trained run directory for prediction and evaluation."""
     return Model(Path(run_dir), device)
+
+
+def inspect(path: str | Path) -> list[GraphSummary]:
+    """What is inside an .onnx file, the graphs of a run directory, or a spec's graphs."""
+    return inspect_path(Path(path))
+
+
+def draw_graph(path: str | Path, out: str | Path, graph: str = "model") -> Path:
+    """Draw one graph of `path` (see `inspect`) as Graphviz DOT (`out` ending in .dot), or
+    as .svg/.png when Graphviz is installed; nodes are clustered by the spec's layers."""
+    out = Path(out)
+    dot = to_dot(graph_of(Path(path), graph))
+    if out.suffix == ".dot":
+        write_text(out, dot, "DOT file")
+    else:
+        render_dot(dot, out)
+    return out
+
+
+def plot(runs: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Learning curves of one or more runs as a PNG (needs matplotlib: `dnnspec[plot]`);
+    by default the run's curves.png, or curves.png here for several runs."""
+    paths = [Path(r) for r in runs]
+    if out is None:
+        out = paths[0] / "curves.png" if len(paths) == 1 else Path("curves.png")
+    return plot_runs(paths, Path(out))

@@ -88,6 +88,7 @@ class RunResult:
     steps: int
     stopped: str
     seconds: float
+    cpu_seconds: float = 0.0
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -133,7 +134,7 @@ def write_graphs(program: Program, run_dir: Path) -> dict[str, Path]:
 
 def export_model(program: Program, params: dict[str, np.ndarray], path: Path) -> Path:
     """Write the deployable model and check it fully before anyone ships it."""
-    model = build_inference(program.typed, program.slots, params, program.metadata)
+    model = build_inference(program.typed, program.model_slots(), params, program.metadata)
     onnx.checker.check_model(model, full_check=True)
     with interrupts.deferred():  # a second Ctrl-C must not leave the run without a model
         write_bytes(path, model.SerializeToString())
@@ -293,7 +294,7 @@ class _Run:
                 lambda losses, n: self.reporter.advance(epoch, len(losses), n, float(losses[-1])),
             )
             self.values = trainer.values()
-            params = {s.name: self.values[s.name] for s in prep.program.slots}
+            params = {s.name: self.values[s.name] for s in prep.program.model_slots()}
             if not _finite(params):
                 # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
                 raise Diverged(trainer.step, epoch, math.nan, "the parameters")
@@ -460,10 +461,11 @@ def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunRe
     run.last_good = run.trainer.params()
     paths = write_graphs(prep.program, run_dir)
     paths["lock"] = run_dir / "spec.lock.json"
-    write_lock(pin_paths(spec), paths["lock"])
+    # as run: with --epochs, and data paths absolute
+    write_lock(pin_paths(spec.model_copy(update={"train": train})), paths["lock"])
     paths["metrics"] = run.log_path
     paths["checkpoint"] = run.checkpoint_path
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
     try:
         try:
@@ -494,5 +496,6 @@ def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunRe
         run.trainer.step,
         stopped,
         time.perf_counter() - started,
+        time.process_time() - cpu_started,
         paths,
     )
