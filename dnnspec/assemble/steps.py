@@ -285,12 +285,14 @@ def spec_hash(typed: TypedModel) -> str:
     """A digest of what the resolved spec means (not where it is written: moving the file
     or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
     file paths are left out too: spec.lock.json pins them absolute, and checkpoints carry a
-    digest of the data itself."""
+    digest of the data itself. The epoch count is left out as well: `--epochs` may extend a
+    run (a checkpoint records the count it started with, and resume checks it)."""
     meaning = _without_locations(typed.spec.model_dump(mode="json"))
-    data = meaning.get("train") and meaning["train"]["data"]
-    if data:
-        for name in DATASETS.get(data["name"]).paths:
-            data["args"].pop(name, None)
+    train = meaning.get("train")
+    if train:
+        train.pop("epochs", None)
+        for name in DATASETS.get(train["data"]["name"]).paths:
+            train["data"]["args"].pop(name, None)
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
