@@ -152,6 +152,22 @@ def write_with(path: Path, write: Callable[[BinaryIO], object], what: str | None
     _sync_directory(path.parent)
 
 
+def sweep_temporary(folder: Path) -> None:
+    """Remove the temporary files killed writes left in `folder` (`.name.XXXX.tmp`, never
+    followed if they are links). Only for a folder the caller holds the lock of."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+
 def write_bytes(path: Path, data: bytes, what: str | None = None) -> None:
     write_with(path, lambda f: f.write(data), what)
 

@@ -429,3 +429,45 @@ def test_eval_json_is_valid_json_when_a_metric_is_nan(
     monkeypatch.setattr(api.Model, "evaluate", lambda self: {"loss": float("nan")})
     code, out, _ = cli(capsys, "eval", str(run), "--json")
     assert code == 0 and json.loads(out) == {"loss": None}
+
+
+@pytest.mark.parametrize("case", ["custom_op", "huge_dims", "external", "no_metadata"])
+def test_a_model_that_cannot_run_or_lies_about_its_weights_is_a_clear_error(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str
+) -> None:
+    import onnx
+    from onnx import TensorProto
+
+    _, run = trained
+    model = onnx.load(run / "model.onnx")
+    if case == "custom_op":
+        model.graph.node[0].op_type, model.graph.node[0].domain = "Mystery", "com.example"
+        model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    elif case == "huge_dims":
+        model.graph.initializer[0].dims[0] = 10**12
+    elif case == "external":
+        tensor = model.graph.initializer[0]
+        tensor.data_location = TensorProto.EXTERNAL
+        tensor.external_data.add(key="location", value="../../etc/passwd")
+    else:
+        del model.metadata_props[:]
+    (run / "model.onnx").write_bytes(model.SerializeToString())
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    for argv in (["eval", str(run)], ["predict", str(run), str(tmp_path / "x.npy")]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and "error" in err
+
+
+def test_a_run_with_non_trained_state_and_best_weights_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batchnorm's running statistics travel in the checkpoint beside the parameters, and
+    in its best-epoch copy: the checkpoint check must expect exactly those."""
+    spec = write_run_spec(tmp_path, epochs=3, extra="early_stop(monitor = val_loss, patience = 9)")
+    spec.write_text(spec.read_text().replace("dense(8) -> relu", "dense(8) -> batchnorm -> relu"))
+    run = tmp_path / "run"
+    train(capsys, spec, run, "--epochs", "1")
+    arrays, _ = checkpoint.load(run / "checkpoint" / "last.npz")
+    assert any(k.startswith("best:") and "batchnorm" in k for k in arrays)
+    train(capsys, spec, run, "--resume")
+    assert len(records(run)) == 3

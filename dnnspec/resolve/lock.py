@@ -76,8 +76,14 @@ def read_lock(path: str | Path) -> ir.Spec:
 
 
 def _bind(signature: Signature, what: str, call: ir.Call | ir.Node) -> None:
-    """Raise the problems of `call`'s stored arguments against `signature`."""
-    keyword = [(name, value, call.span) for name, value in call.args.items()]
+    """Raise the problems of `call`'s stored arguments against `signature`. A value equal
+    to the argument's default is the registry's own (some defaults are sentinels, such as
+    a pool's `stride = kernel`), so only the others are checked."""
+    keyword = []
+    for name, value in call.args.items():
+        spec = signature.get(name)
+        if spec is None or spec.required or spec.default != value:
+            keyword.append((name, value, call.span))
     signature.bind(what, [], keyword, call.span)
 
 

@@ -23,7 +23,14 @@ from dnnspec.assemble.steps import Program, build_inference, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
 from dnnspec.data.datasets import DATASETS, Dataset, split
 from dnnspec.errors import Diagnostic, DiagnosticError, error
-from dnnspec.files import DirectoryLock, is_regular, json_line, make_directory, write_bytes
+from dnnspec.files import (
+    DirectoryLock,
+    is_regular,
+    json_line,
+    make_directory,
+    sweep_temporary,
+    write_bytes,
+)
 from dnnspec.files import write_text as write_file_text
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.resolve import pin_paths, write_lock
@@ -216,7 +223,7 @@ class _Run:
         header field and every tensor is checked against this program before it is used."""
         program, path = self.prep.program, self.checkpoint_path
         expected = self.expected_arrays()
-        best = {BEST + s.name: expected[s.name] for s in program.slots}
+        best = {BEST + s.name: expected[s.name] for s in program.model_slots()}
         limit = sum(int(np.prod(shape)) * 8 for shape, _ in expected.values()) * 2
         arrays, raw = checkpoint.load(path, limit)
         header = checkpoint.header_of(path, raw)
@@ -395,6 +402,8 @@ def _claim(run_dir: Path, resume: bool, overwrite: bool) -> None:
             f"'{run_dir}' already holds a training run",
             help="continue it with --resume, replace it with --overwrite, or choose another --out",
         )
+    sweep_temporary(run_dir)
+    sweep_temporary(run_dir / "checkpoint")
     if overwrite:  # an interrupted replacement must not resume the run it replaced
         for name in RUN_FILES:
             path = run_dir / name
