@@ -435,6 +435,18 @@ CASES: list[Case] = [
         (In(("N", 2, 5, 4)),),
     ),
     Case(
+        "maxpool2d_tiles",
+        "MaxPool",
+        op("MaxPool", kernel_shape=[2, 3], strides=[2, 3]),
+        (In(("N", 2, 4, 6)),),
+    ),
+    Case(
+        "maxpool1d_tiles",
+        "MaxPool",
+        op("MaxPool", kernel_shape=[3], strides=[3]),
+        (In(("N", 2, 6)),),
+    ),
+    Case(
         "maxpool2d_overlap_pads",
         "MaxPool",
         op("MaxPool", kernel_shape=[3, 3], strides=[2, 1], pads=[1, 0, 1, 1]),
@@ -789,6 +801,17 @@ def test_gradients_accumulate_over_consumers() -> None:
     out = check_both_runtimes(built, feeds)
     expected = (2 + np.exp(feeds["x"])) * feeds["dy"]
     np.testing.assert_allclose(out["grad.x"], expected, rtol=1e-12)
+
+
+def test_a_weight_shared_by_products_sums_its_gradients_through_gemm_c() -> None:
+    # an unrolled recurrence: one weight, one product per step
+    b, (w, *xs) = _graph(("w", (4, 3)), *((f"x{i}", ("N", 4)) for i in range(3)))
+    y = b.op("Sum", [b.op("MatMul", [x, w]) for x in xs])
+    built = attach_backward(b, b.op("Tanh", [y]), ["w", *xs], ["w"])
+    ops = [n.op_type for n in built.backward]
+    assert "Sum" not in ops and ops.count("Gemm") == 3
+    assert sorted(len(n.input) for n in built.backward if n.op_type == "Gemm") == [2, 3, 3]
+    check_both_runtimes(built, _feeds(built, np.random.default_rng(4)))
 
 
 def test_lowering_patterns_silu_masked_residual() -> None:
