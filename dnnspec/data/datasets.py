@@ -65,6 +65,8 @@ class DatasetDef:
     doc: str = ""
     shown: Callable[[dict[str, Any]], dict[str, Any]] = _all_args
     """The arguments that apply to this call (a CSV file has no array names), for reports."""
+    paths: tuple[str, ...] = ()
+    """Arguments that name files: spec.lock.json records them as absolute paths."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -157,11 +159,11 @@ def _find(path: Path, span: Span | None) -> Path:
     )
 
 
-def locate(args: dict[str, Any], span: Span | None) -> Path:
-    """The absolute path of a file dataset's data, as the run will read it."""
-    if not args["path"]:
+def locate_file(text: str, span: Span | None) -> Path:
+    """The absolute path of a data file named in a spec, as the run will read it."""
+    if not text:
         raise error("the data file path is empty", span)
-    return Path(os.path.abspath(_find(Path(args["path"]), span)))
+    return Path(os.path.abspath(_find(Path(text), span)))
 
 
 CSV_ONLY = ("target", "features", "header")
@@ -175,7 +177,7 @@ def _file_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    path = locate(args, span)
+    path = locate_file(args["path"], span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)
         missing = [k for k in (args["x"], args["y"]) if k not in arrays]
@@ -498,5 +500,6 @@ DATASETS.add(
         "a user .npz (arrays x, y) or .csv (target column by name or index, default the "
         "last; string labels become class ids)",
         shown=_file_args,
+        paths=("path",),
     ),
 )

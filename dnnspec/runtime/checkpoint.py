@@ -84,6 +84,8 @@ def load(path: Path, limit: int = 4 * GiB) -> tuple[dict[str, np.ndarray], dict[
 
 
 Number = StrictInt | StrictFloat | None
+Value = Number | list[Number]
+"""A record's entry: a metric, or per-class values (`f1_per_class`)."""
 """A record value: metrics are floats (null where JSON could not hold them), epoch/step ints."""
 
 
@@ -100,9 +102,11 @@ class Header(BaseModel):
     spec_hash: StrictStr
     data_sha256: StrictStr
     early_stop: tuple[StrictFloat | StrictInt | None, StrictInt] | None
-    best_record: dict[StrictStr, Number]
-    record: dict[StrictStr, Number]
-    history: list[dict[StrictStr, Number]]
+    plateau: tuple[StrictFloat | StrictInt | None, StrictInt, StrictFloat | StrictInt] | None = None
+    """reduce_on_plateau's best value, epochs waited and current factor."""
+    best_record: dict[StrictStr, Value]
+    record: dict[StrictStr, Value]
+    history: list[dict[StrictStr, Value]]
     """Every epoch's record so far: metrics.jsonl is rewritten from it on resume."""
 
 

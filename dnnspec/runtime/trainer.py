@@ -206,8 +206,12 @@ class Trainer:
         return [LOSS, *(f"metric.{m}" for m in self.program.metric_names)]
 
     def values(self) -> dict[str, np.ndarray]:
-        """Host copies of the current parameters and state (`OrtValue.numpy()` is a view)."""
-        return {k: v.numpy().copy() for k, v in self._buffers[self._current].items()}
+        """Host copies of the current parameters and state (`OrtValue.numpy()` is a view);
+        a scalar the Loop hands back as [1] (a host-fed control) keeps its shape []."""
+        out = {k: v.numpy().copy() for k, v in self._buffers[self._current].items()}
+        for name in self.program.controls:
+            out[name] = out[name].reshape(())
+        return out
 
     def load_values(self, values: dict[str, np.ndarray]) -> None:
         """Replace the carried tensors (resume, or restoring the best epoch)."""
