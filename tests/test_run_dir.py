@@ -426,7 +426,7 @@ def test_eval_json_is_valid_json_when_a_metric_is_nan(
     _, run = trained
     from dnnspec import api
 
-    monkeypatch.setattr(api.Model, "evaluate", lambda self: {"loss": float("nan")})
+    monkeypatch.setattr(api.Model, "evaluate", lambda self, data=None: {"loss": float("nan")})
     code, out, _ = cli(capsys, "eval", str(run), "--json")
     assert code == 0 and json.loads(out) == {"loss": None}
 
