@@ -24,6 +24,9 @@ class RecordingUniform:
         self.salts.append(salt)
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
 
+    def keep_like(self, b: GraphBuilder, like: str, salt: int, p: float) -> str:
+        return b.op("GreaterOrEqual", [self.uniform_like(b, like, salt), b.const(p)])
+
 
 def lower(typed: TypedModel, mode: Mode, rng: RecordingUniform | None = None) -> GraphBuilder:
     """The forward graph with inputs and parameters as graph inputs and `y` as output."""

@@ -27,6 +27,9 @@ class SeededUniform:
     def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
 
+    def keep_like(self, b: GraphBuilder, like: str, salt: int, p: float) -> str:
+        return b.op("GreaterOrEqual", [self.uniform_like(b, like, salt), b.const(p)])
+
 
 def f32(*dims: int | str) -> TensorType:
     return TensorType("float32", dims)

@@ -33,7 +33,7 @@ def drop(ctx: LowerCtx, x: str, p: float, hint: str | None = None) -> str:
     if ctx.rng is None:
         raise ValueError("lowering dropout for training needs a RandomSource in LowerCtx.rng")
     b = ctx.b
-    keep = b.op("GreaterOrEqual", [ctx.rng.uniform_like(b, x, ctx.salt), b.const(p)])
+    keep = ctx.rng.keep_like(b, x, ctx.salt, p)
     mask = b.op("Where", [keep, b.const(1.0 / (1.0 - p)), b.const(0.0)], hint="dropout_mask")
     return b.op("Mul", [x, mask], hint=hint)
 
