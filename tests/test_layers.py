@@ -35,11 +35,8 @@ rng = np.random.default_rng(0)
 class SeededUniform:
     """A test RandomSource: ONNX RandomUniformLike seeded by the salt."""
 
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str:
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
-
-    def keep_like(self, b: GraphBuilder, like: str, salt: int, p: float) -> str:
-        return b.op("GreaterOrEqual", [self.uniform_like(b, like, salt), b.const(p)])
 
 
 def f32(*dims: int | str) -> TensorType:

@@ -20,12 +20,9 @@ class RecordingUniform:
     def __init__(self) -> None:
         self.salts: list[int] = []
 
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str:
         self.salts.append(salt)
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
-
-    def keep_like(self, b: GraphBuilder, like: str, salt: int, p: float) -> str:
-        return b.op("GreaterOrEqual", [self.uniform_like(b, like, salt), b.const(p)])
 
 
 def lower(typed: TypedModel, mode: Mode, rng: RecordingUniform | None = None) -> GraphBuilder:

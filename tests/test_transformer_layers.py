@@ -24,11 +24,8 @@ SIZES = {"N": 3, "T": 5, "S": 4}
 
 
 class SeededUniform:
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str:
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
-
-    def keep_like(self, b: GraphBuilder, like: str, salt: int, p: float) -> str:
-        return b.op("GreaterOrEqual", [self.uniform_like(b, like, salt), b.const(p)])
 
 
 def f32(*dims: int | str) -> TensorType:

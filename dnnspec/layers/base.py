@@ -55,16 +55,10 @@ class ShapeError(Exception):
 
 
 class RandomSource(Protocol):
-    """Supplies noise of a value's shape, reproducible from (seed, step, salt)."""
+    """Supplies uniform [0, 1) noise of a value's shape (of static rank `rank`), reproducible
+    from (seed, step, salt)."""
 
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
-        """Uniform [0, 1) values."""
-        ...
-
-    def keep_like(self, b: GraphBuilder, like: str, salt: int, p: float) -> str:
-        """Booleans, each false with probability `p`: exactly `uniform_like(...) >= p`
-        (a source may compute it more cheaply)."""
-        ...
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str: ...
 
 
 @dataclass
