@@ -56,6 +56,8 @@ class DatasetDef:
     signature: Signature
     load: Loader
     doc: str = ""
+    paths: tuple[str, ...] = ()
+    """Arguments that name files: spec.lock.json records them as absolute paths."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -148,15 +150,15 @@ def _find(path: Path, span: Span | None) -> Path:
     )
 
 
-def locate(args: dict[str, Any], span: Span | None) -> Path:
-    """The absolute path of a file dataset's data, as the run will read it."""
-    if not args["path"]:
+def locate_file(text: str, span: Span | None) -> Path:
+    """The absolute path of a data file named in a spec, as the run will read it."""
+    if not text:
         raise error("the data file path is empty", span)
-    return Path(os.path.abspath(_find(Path(args["path"]), span)))
+    return Path(os.path.abspath(_find(Path(text), span)))
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    path = locate(args, span)
+    path = locate_file(args["path"], span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)
         missing = [k for k in (args["x"], args["y"]) if k not in arrays]
@@ -345,5 +347,6 @@ DATASETS.add(
         ),
         _file,
         "a user .npz (arrays x, y) or .csv (last column is the target)",
+        paths=("path",),
     ),
 )
