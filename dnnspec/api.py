@@ -32,6 +32,7 @@ from dnnspec.ir import Spec
 from dnnspec.resolve import read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import fits_shape
+from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.run import (
     Interrupted,
     Reporter,
@@ -153,6 +154,10 @@ class Model:
         self.inputs = json.loads(meta.get("dnnspec.inputs", "[]"))
         labels = meta.get("dnnspec.class_labels")
         self.classes = len(json.loads(labels)) if labels else None
+        self.vocab: list[str] | None = (
+            json.loads(meta["dnnspec.vocab"]) if "dnnspec.vocab" in meta else None
+        )
+        self.context = int(meta.get("dnnspec.context", "0"))
         self.session = make_session(self.onnx, device)
 
     def predict(self, x: np.ndarray | str | Path) -> np.ndarray:
@@ -169,6 +174,29 @@ class Model:
             raise error(f"input '{decl['name']}' expects {decl['dtype']} data, got {x.dtype}")
         output: np.ndarray = self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]
         return output
+
+    def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
+        """`tokens` characters sampled after `prompt` from a model trained on text (the
+        `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
+        if self.vocab is None or len(self.inputs) != 1 or self.inputs[0]["dtype"] != "int64":
+            raise error(
+                f"the model in '{self.run_dir}' was not trained on text",
+                help="generate samples from a model whose data is `text(...)`, with one "
+                "int64 input of token ids",
+            )
+        decl, vocab = self.inputs[0], self.vocab
+        length = decl["shape"][1] if len(decl["shape"]) == 2 else None
+        fixed = isinstance(length, int)
+        context = length if isinstance(length, int) else self.context
+
+        def scores(ids: np.ndarray) -> np.ndarray:
+            out: np.ndarray = self.session.run([OUTPUT], {decl["name"]: ids})[0]
+            return out
+
+        new = sample(
+            scores, encode(prompt, vocab), tokens, len(vocab), context, fixed, temperature, seed
+        )
+        return "".join(vocab[i] for i in new)
 
     def evaluate(self) -> dict[str, float]:
         """Loss and metrics of model.onnx's weights on the run's validation split."""

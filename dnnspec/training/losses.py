@@ -24,7 +24,8 @@ BuildLoss = Callable[[GraphBuilder, str, str, int | None, dict[str, Any]], str]
 @dataclass(frozen=True)
 class LossDef:
     signature: Signature
-    target: Target  # "class": int64 labels [N]; "value": floats shaped like the output
+    target: Target  # "class": int64 labels, the output's dims but the last; "value":
+    # floats shaped like the output
     build: BuildLoss
     doc: str = ""
 
@@ -53,8 +54,8 @@ def _cross_entropy(
         target = b.op("Cast", [target], to=b.float_elem)
         if eps:
             target = b.op("Add", [b.op("Mul", [target, b.const(on - off)]), b.const(off)])
-    per_sample = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([1], "int64")], keepdims=0)
-    return b.op("Neg", [b.op("ReduceMean", [per_sample], keepdims=0)], hint="loss")
+    per_label = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([-1], "int64")], keepdims=0)
+    return b.op("Neg", [b.op("ReduceMean", [per_label], keepdims=0)], hint="loss")
 
 
 def _mse(b: GraphBuilder, pred: str, target: str, classes: int | None, args: dict[str, Any]) -> str:
@@ -79,7 +80,8 @@ LOSSES.add(
         ),
         "class",
         _cross_entropy,
-        "softmax cross-entropy from logits, mean over the batch",
+        "softmax cross-entropy from logits, mean over the labels (one per sample, or per "
+        "position of a sequence)",
     ),
 )
 LOSSES.add("mse", LossDef(Signature(), "value", _mse, "mean squared error over all elements"))
