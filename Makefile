@@ -1,6 +1,8 @@
 # Both targets create or reuse .venv, so a fresh clone needs nothing but Python 3.11+.
 PYTHON ?= python3
 VENV := .venv
+# Extras the tests use when present; CI adds tune,ray so their tests run too.
+EXTRAS ?= test
 BIN := $(VENV)/bin
 
 .PHONY: train test lint bench
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/dnnspec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
 train: $(BIN)/dnnspec
@@ -22,6 +24,7 @@ lint: $(BIN)/dnnspec
 	$(BIN)/ruff check dnnspec tests tools
 	$(BIN)/ruff format --check dnnspec tests tools
 	$(BIN)/mypy
+	$(BIN)/dnnspec fmt --check specs
 
 bench: $(BIN)/dnnspec
 	$(BIN)/python tools/bench.py

@@ -15,6 +15,7 @@ value as itself.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,31 +46,42 @@ from dnnspec.runtime.run import (
 )
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
+from dnnspec.tools.format import Formatted, format_file
+from dnnspec.tune.tuner import Interrupted as TuneInterrupted
+from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
 __all__ = [
     "Cadence",
     "Device",
+    "Formatted",
     "Interrupted",
     "Model",
     "Program",
     "Reporter",
     "RunResult",
     "Spec",
+    "TuneInterrupted",
+    "TuneResult",
     "TypedModel",
     "check_spec",
     "compile",
+    "format_file",
     "load",
     "load_spec",
     "save",
     "train",
+    "tune",
 ]
+
+
+def _texts(overrides: dict[str, Any]) -> dict[str, str]:
+    """Keyword overrides as `--set` text: a string as it stands, other values as JSON."""
+    return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
 
 
 def load_spec(path: str | Path, /, **overrides: Any) -> Spec:
     """Parse and resolve a spec file; keyword arguments override its params."""
-    return _load_spec(
-        path, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
-    )
+    return _load_spec(path, _texts(overrides))
 
 
 def _spec(source: str | Path | Spec, overrides: dict[str, Any]) -> Spec:
@@ -118,13 +130,15 @@ def train(
     resume: bool = False,
     reporter: Reporter | None = None,
     checkpoint_every: Cadence | str | None = None,
+    stop_after: int | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
     override its params (`hidden=64`). `resume` continues the run in `out` from its last
     checkpoint; `reporter` receives progress; `checkpoint_every` is a `Cadence` or its
     text (`5` epochs, `30s`; default at most once a minute). Ctrl-C raises `Interrupted`
-    (the run keeps model.onnx of the last finished epoch and can be resumed)."""
+    (the run keeps model.onnx of the last finished epoch and can be resumed). `stop_after`
+    pauses the run after that epoch; resuming continues it as if it had never paused."""
     if resume and out is None:
         raise error("resume needs the run directory to continue: out=DIR")
     spec = _spec(source, overrides)
@@ -132,7 +146,50 @@ def train(
     every = (
         Cadence.parse(checkpoint_every) if isinstance(checkpoint_every, str) else checkpoint_every
     )
-    return run_training(spec, run_dir, device, epochs, reporter, resume, overwrite, every)
+    return run_training(
+        spec, run_dir, device, epochs, reporter, resume, overwrite, every, stop_after
+    )
+
+
+def tune(
+    source: str | Path,
+    /,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    trials: int | None = None,
+    epochs: int | None = None,
+    device: Device = "cpu",
+    backend: str = "local",
+    address: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    **overrides: Any,
+) -> TuneResult:
+    """Run the spec's search section into `out` (default: a new runs/<spec name>-tune[-n]):
+    each trial is a run directory under `out/trials/`, the table goes to results.csv and
+    results.jsonl, the best values into best.dnn. Keyword arguments override params in
+    every trial. Ctrl-C raises `TuneInterrupted` (finished trials are kept; `resume`
+    continues)."""
+    if resume and out is None:
+        raise error("resume needs the search directory to continue: out=DIR")
+    texts = _texts(overrides)
+    tuner = Tuner(
+        Path(source),
+        _load_spec(source, texts),
+        texts,
+        Path(out) if out is not None else new_run_dir(Path(source), "-tune"),
+        workers or os.cpu_count() or 1,
+        trials,
+        epochs,
+        device,
+        backend,
+        address,
+        resume,
+        overwrite,
+        progress,
+    )
+    return tuner.run()
 
 
 class Model:

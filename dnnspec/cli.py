@@ -30,7 +30,7 @@ from dnnspec.errors import Diagnostic, DiagnosticError, error
 if TYPE_CHECKING:
     from dnnspec.api import Spec
 
-OK, SPEC_ERROR, INTERRUPTED = 0, 2, 130
+OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED = 0, 1, 2, 130
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -149,6 +149,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             resume=args.resume,
             reporter=reporter,
             checkpoint_every=args.checkpoint_every,
+            stop_after=args.stop_after,
         )
     except Interrupted as stop:
         run_dir = stop.run_dir
@@ -186,6 +187,97 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{which} {result.best.get('epoch', result.epochs)}: {shown}", highlight=False)
     console.print(f"wrote {result.paths['model']} and the run in {result.run_dir}/")
     return OK
+
+
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import TuneInterrupted, tune
+    from dnnspec.tune.report import TuneProgress, render_results, results_json
+
+    if args.resume and not args.out:
+        raise error("--resume needs the search directory: --out DIR")
+    if args.resume and args.overwrite:
+        raise error("--resume and --overwrite contradict each other", help="choose one")
+    progress = None if args.json else TuneProgress(console)
+    try:
+        result = tune(
+            args.spec,
+            out=args.out,
+            workers=args.workers,
+            trials=args.trials,
+            epochs=args.epochs,
+            device=args.device,
+            backend=args.backend,
+            address=args.address,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+            **_overrides(args.set or []),
+        )
+    except TuneInterrupted as stop:
+        if progress is not None:
+            progress.stop()
+        again = ["dnnspec tune", args.spec, "--out", str(stop.out), "--resume"]
+        again += [f"--set {x}" for x in args.set or []]
+        for flag in ("workers", "trials", "epochs"):
+            if getattr(args, flag):
+                again.append(f"--{flag} {getattr(args, flag)}")
+        print(
+            "search interrupted; finished trials are kept.\ncontinue with: " + " ".join(again),
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    if progress is not None:
+        progress.stop()
+    if args.json:
+        print(json.dumps(results_json(result), indent=2))
+    else:
+        render_results(result, console)
+    return OK
+
+
+def _spec_files(paths: Sequence[str]) -> list[Path]:
+    """The files named, with every `.dnn` file under a named directory."""
+    found: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        found += sorted(path.rglob("*.dnn")) if path.is_dir() else [path]
+    return found
+
+
+def cmd_fmt(args: argparse.Namespace, console: Console) -> int:
+    import difflib
+
+    from dnnspec.api import format_file
+
+    results, problems = [], []
+    for path in _spec_files(args.files):
+        try:
+            results.append(format_file(path))
+        except DiagnosticError as exc:
+            problems.append(exc)
+    changed = [r for r in results if r.changed]
+    for result in changed:
+        if args.diff:
+            name = str(result.path)
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    result.original.splitlines(True), result.text.splitlines(True), name, name
+                )
+            )
+        elif args.check:
+            print(f"would reformat {result.path}")
+        else:
+            result.write()
+            print(f"reformatted {result.path}")
+    for problem in problems:
+        print(problem.render(), file=sys.stderr)
+    if problems:
+        return SPEC_ERROR
+    unchanged = len(results) - len(changed)
+    if not args.diff:
+        verb = "would be reformatted" if args.check else "reformatted"
+        print(f"{len(changed)} file(s) {verb}, {unchanged} already formatted", file=sys.stderr)
+    return CHANGES_NEEDED if (args.check or args.diff) and changed else OK
 
 
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
@@ -291,6 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint every N epochs, or at most every T seconds (30s, 2m); always at the "
         "end, on early stop, Ctrl-C and divergence (default: 60s)",
     )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="pause after epoch N (the schedule still spans the whole run); --resume continues",
+    )
+    p = spec_command("tune", "run the spec's search section: trials, a results table, best.dnn")
+    p.add_argument("--out", help="search directory (default: runs/<spec name>-tune[-n])")
+    p.add_argument("--workers", type=int, help="trials run at once (default: the cores)")
+    p.add_argument("--trials", type=int, help="at most this many trials (caps the method's own)")
+    p.add_argument("--epochs", type=int, help="override the spec's epoch count in every trial")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
+    p = sub.add_parser("fmt", help="rewrite .dnn files in the canonical layout (comments kept)")
+    p.add_argument("files", nargs="+", help=".dnn files, or directories to search for them")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
+    p.add_argument("--diff", action="store_true", help="print the changes as a diff; exit 1 if any")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (
@@ -321,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "check": cmd_check,
     "train": cmd_train,
+    "tune": cmd_tune,
+    "fmt": cmd_fmt,
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,

@@ -102,16 +102,19 @@ def load_spec_text(
         raise
 
 
-def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> Spec:
-    """Read, parse and resolve a spec file; an unreadable file is a diagnostic too."""
+def read_spec_text(path: str | Path) -> str:
+    """The text of a spec file; an unreadable or non-UTF-8 file is a diagnostic."""
     data = read_bytes(path, "spec file", MAX_SPEC_BYTES)
-    path = Path(path)
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         before = data[: exc.start].decode("utf-8", errors="replace")
         line = before.count("\n") + 1
         col = len(before) - (before.rfind("\n") + 1) + 1
         span = Span(file=str(path), line=line, col=col, end_line=line, end_col=col + 1)
         raise error(f"spec file '{path}' is not UTF-8 text", span) from None
-    return load_spec_text(text, str(path), overrides)
+
+
+def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> Spec:
+    """Read, parse and resolve a spec file; an unreadable file is a diagnostic too."""
+    return load_spec_text(read_spec_text(path), str(path), overrides)

@@ -135,9 +135,7 @@ def assert_train_step_matches_finite_differences(
         else:
             feeds[decl.name] = rng.normal(size=shape)
     feeds |= dict(inputs or {})
-    feeds[TARGET] = (
-        rng.integers(0, classes, out_dims[:-1]) if classes else rng.normal(size=out_dims)
-    )
+    feeds[TARGET] = TARGETS[target_kind](rng, tuple(out_dims))
     for slot in program.slots:
         # perturbed away from the initialiser so that no ReLU input sits at its kink
         feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64")) + rng.normal(
@@ -145,6 +143,12 @@ def assert_train_step_matches_finite_differences(
         )
         for kind in slot.state:
             feeds[slot.state_name(kind)] = np.zeros(slot.spec.shape)
+    for graph_input in program.train_step.graph.input:  # other carried state: zeros
+        if graph_input.name not in feeds:
+            dims = graph_input.type.tensor_type.shape.dim
+            shape = [d.dim_value or sizes[d.dim_param] for d in dims]
+            elem = onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
+            feeds[graph_input.name] = np.zeros(shape, elem)
     outs = run(feeds)
 
     def loss_at(name: str, index: tuple[int, ...], delta: float) -> float:

@@ -55,6 +55,16 @@ DATASET_CASES: list[DatasetCase] = [
     DatasetCase(
         "regression", ((50, 4), "float32"), ((50, 1), "float32"), {"samples": 50, "features": 4}
     ),
+    *(
+        DatasetCase(
+            "sequences",
+            ((60, 7), "int64"),
+            ((60,), "int64"),
+            {"task": task, "samples": 60, "length": 7, "symbols": symbols},
+            classes,
+        )
+        for task, symbols, classes in (("query", 5, 2), ("recall", 5, 5), ("parity", 3, 2))
+    ),
     DatasetCase(
         "file",
         ((12, 5), "float64"),
@@ -131,3 +141,14 @@ def test_missing_or_corrupt_user_file_is_a_located_error(tmp_path: Path) -> None
     np.savez(tmp_path / "other.npz", inputs=np.zeros(3))
     with pytest.raises(DiagnosticError, match="no array named 'x'"):
         load("file", path=str(tmp_path / "other.npz"))
+
+
+def test_sequence_labels_are_what_each_task_asks_about_the_tokens() -> None:
+    query = load("sequences", task="query", samples=300, length=6, symbols=4)
+    assert np.array_equal(query.y, [row[-1] in row[:-1] for row in query.x])
+    assert 0.4 < query.y.mean() < 0.6  # balanced: chance is one half
+    recall = load("sequences", task="recall", samples=50, length=6, symbols=4)
+    assert np.array_equal(recall.y, recall.x[:, 0])
+    parity = load("sequences", task="parity", samples=50, length=6, symbols=3)
+    assert np.array_equal(parity.y, (parity.x == 1).sum(axis=1) % 2)
+    assert set(np.unique(parity.x)) <= {0, 1, 2}

@@ -21,10 +21,9 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("ir",),
     ("graph",),  # the graph builder and RNG: what layers, training and autodiff emit into
     ("syntax",),
-    # Layers sit below training rather than beside it: losses, metrics and optimizers
-    # need nothing above, and the trainer initialises parameters from layers/init.py.
-    ("layers",),
-    ("training", "data", "search"),
+    # The registries, side by side: none imports another (the trainer, above them, reads
+    # initialisers from layers/init.py and losses from training/).
+    ("layers", "training", "data", "search"),
     ("autodiff",),
     ("resolve",),
     ("frontend",),  # text or file -> resolved Spec: parse, build, resolve
@@ -32,16 +31,19 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("lower",),
     ("assemble",),
     ("runtime",),
-    ("tune",),  # trials run through the runtime (the package arrives with `dnnspec tune`)
+    # tune runs trials as `dnnspec train` processes (it needs the front end, not runtime);
+    # tools are the formatter, inspect, export and plots
+    ("tune", "tools"),
     ("api",),  # the one public surface
     ("cli",),
     ("__main__", "__init__"),  # `python -m dnnspec`; the package re-exports the API lazily
 )
 """Units of `dnnspec` (a subpackage or top-level module) from the bottom of the pipeline up."""
 
-CLI_MAY_IMPORT = {"api", "errors", "check.report"}
-"""The CLI goes through the API; besides it, diagnostics (to render them) and the check table
-(which draws the `TypedModel` that `api.check` returns)."""
+CLI_MAY_IMPORT = {"api", "errors", "check.report", "tune.report"}
+"""The CLI goes through the API; besides it, diagnostics (to render them), the check table
+(which draws the `TypedModel` that `api.check_spec` returns) and the search table and
+progress (which draw the `TuneResult` that `api.tune` returns)."""
 
 RANK = {unit: rank for rank, tier in enumerate(TIERS) for unit in tier}
 

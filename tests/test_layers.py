@@ -193,6 +193,24 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
     # embedding (ids are drawn in [0, 3))
     LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
+    # recurrent: a number of steps unrolls the loop, a symbolic T makes it a Scan
+    LayerCase("rnn(3)", ("float32[N, 4, 2]",), "f32[N, 3]", 21),
+    LayerCase(
+        "rnn(3, bidirectional = true, return_sequences = true)",
+        ("float32[N, T, 2]",),
+        "f32[N, T, 6]",
+        42,
+        {"N": 2, "T": 3},
+    ),
+    LayerCase("lstm(3)", ("float32[N, T, 2]",), "f32[N, 3]", 84, {"N": 2, "T": 3}),
+    LayerCase("lstm(3, return_sequences = true)", ("float32[N, 4, 2]",), "f32[N, 4, 3]", 84),
+    LayerCase("lstm(2, reverse = true)", ("float32[N, T, 2]",), "f32[N, 2]", 48, {"N": 2, "T": 3}),
+    LayerCase(
+        "gru(3, bidirectional = true)", ("float32[N, T, 2]",), "f32[N, 6]", 126, {"N": 2, "T": 3}
+    ),
+    LayerCase(
+        "gru(3, reverse = true, return_sequences = true)", ("float32[N, 3, 2]",), "f32[N, 3, 3]", 63
+    ),
     # transformer layers (the memory case attends from h1 to itself through the cross path)
     LayerCase("layer_norm", ("float32[N, T, 4]",), "f32[N, T, 4]", 8, {"N": 2, "T": 3}),
     LayerCase("layer_norm(eps = 1e-3, axes = all)", ("float32[N, 2, 3]",), "f32[N, 2, 3]", 12),

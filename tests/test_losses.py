@@ -19,7 +19,7 @@ from conftest import TARGETS, bind, ort_runner, reference_runner
 
 from dnnspec.autodiff import gradients
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.training.losses import LOSSES
+from dnnspec.training.losses import LOSSES, loss_out
 
 Reference = Callable[[np.ndarray, np.ndarray, dict[str, Any]], float]
 """(model output, target, bound args) -> the batch-mean loss, in float64 NumPy."""
@@ -69,8 +69,9 @@ def test_every_loss_has_a_case() -> None:
 def loss_graph(
     case: LossCase, float_dtype: str
 ) -> tuple[Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], dict[str, Any]]:
-    """A graph (output, target) -> (value, grad = d value / d output), the gradient derived by the
-    engine; runs in onnxruntime, or in onnx.reference where it lacks a kernel."""
+    """A graph (output, target) -> (value, grad = d value / d output derived by the engine,
+    and the loss's own `hand_written` gradient if it has one); runs in onnxruntime, or in
+    onnx.reference where it lacks a kernel."""
     definition = LOSSES.get(case.loss)
     args = bind(definition.signature, case.loss, case.args)
     dims: list[int | str] = ["N", *case.output[1:]]
@@ -80,12 +81,24 @@ def loss_graph(
         b.add_input("target", "int64", dims[:-1])
     else:
         b.add_input("target", b.float_dtype, dims)
-    loss = b.rename(definition.build(b, "output", "target", case.output[-1], args), "value")
+    built = loss_out(definition.build(b, "output", "target", case.output[-1], args))
+    loss = b.rename(built.loss, "value")
     (grad,) = gradients(b, {loss: b.const(1.0)}, ["output"]).values()
     b.add_output(loss, b.float_dtype, [])
     b.add_output(b.rename(grad, "grad"), b.float_dtype, dims)
+    if built.vjp is not None:
+        b.add_output(b.rename(built.vjp(), "hand_written"), b.float_dtype, dims)
     model = b.model()
     return ort_runner(model) or reference_runner(model), args
+
+
+def has_vjp(case: LossCase) -> bool:
+    """Whether the loss writes its gradient itself (selected from the registry entry)."""
+    definition = LOSSES.get(case.loss)
+    b = GraphBuilder("probe", "float64")
+    b.add_input("output", b.float_dtype, case.output)
+    args = bind(definition.signature, case.loss, case.args)
+    return loss_out(definition.build(b, "output", "target", case.output[-1], args)).vjp is not None
 
 
 def draw(case: LossCase, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +123,19 @@ def test_loss_value_and_derived_gradient_match_the_reference(case: LossCase) -> 
             case.reference(up, target, args) - case.reference(down, target, args)
         ) / (2 * h)
     np.testing.assert_allclose(got["grad"], expected, rtol=case.rtol, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", [c for c in LOSS_CASES if has_vjp(c)], ids=lambda c: c.id)
+def test_hand_written_gradient_equals_the_derived_one(case: LossCase) -> None:
+    """A loss's own vjp is an optimisation, never a different function."""
+    for float_dtype, rtol in (("float64", 1e-12), ("float32", 1e-5)):
+        run, _ = loss_graph(case, float_dtype)
+        out, target = draw(case, seed=2)
+        if float_dtype == "float32":
+            out = out.astype(np.float32)
+            target = target.astype(np.float32) if target.dtype.kind == "f" else target
+        got = run({"output": out, "target": target})
+        np.testing.assert_allclose(got["hand_written"], got["grad"], rtol=rtol, atol=1e-7)
 
 
 @pytest.mark.parametrize("case", LOSS_CASES, ids=lambda c: c.id)

@@ -223,7 +223,10 @@ def test_durations_carry_their_unit() -> None:
 def test_the_search_section_is_stored_and_params_keep_their_defaults() -> None:
     spec = load_spec(SPECS / "digits_mlp.dnn")
     assert spec.search is not None
-    assert (spec.search.method.name, spec.search.method.args) == ("random", {"trials": 20})
+    assert (spec.search.method.name, spec.search.method.args) == (
+        "random",
+        {"trials": 20, "seed": 0},
+    )
     assert (spec.search.objective, spec.search.direction) == ("val_accuracy", "max")
     assert [(d.param, d.space, d.values) for d in spec.search.dims] == [
         ("hidden", "choice", (32, 64, 128, 256)),

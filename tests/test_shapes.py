@@ -213,7 +213,7 @@ def test_layer_table_shows_calls_shapes_totals_and_the_train_and_search_sections
     for expected in (
         "dense(128)", "dropout(0.2)", "[N, 128]", "16,512", "16.5K", "26,122", "52.2K",
         "adam(lr = 0.001", "cosine(warmup = 1 epoch", "l2(strength = 0.0001)",
-        "early_stop(monitor = val_loss, patience = 5", "random(trials = 20)",
+        "early_stop(monitor = val_loss, patience = 5", "random(trials = 20, seed = 0)",
         "max val_accuracy", "choice(32, 64, 128, 256)", "log_uniform(0.0001, 0.01)",
     ):  # fmt: skip
         assert expected in text, expected

@@ -20,7 +20,7 @@ from dnnspec.training.schedules import Timing
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_train_step_gradient_matches_finite_differences(path: Path) -> None:
-    assert_train_step_matches_finite_differences(load_spec(path), {"N": 6})
+    assert_train_step_matches_finite_differences(load_spec(path), {"N": 6, "T": 5})
 
 
 FOLDABLE_SGD = """

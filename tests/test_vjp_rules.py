@@ -23,7 +23,7 @@ from onnx.reference import ReferenceEvaluator
 from dnnspec.autodiff import VJP, AutodiffError, gradients
 from dnnspec.graph.builder import GraphBuilder
 
-SYMBOLS = {"N": 3, "B": 1}  # run-time sizes of the symbolic dims used below
+SYMBOLS = {"N": 3, "B": 1, "T": 4}  # run-time sizes of the symbolic dims used below
 INT_MAX = int(np.iinfo(np.int64).max)
 H = 1e-3
 GRID = {"grid0": 0.05, "grid1": 0.2, "grid2": 0.1}  # offsets on a 0.3 grid: no ties in Max/Min
@@ -72,6 +72,39 @@ def unary(
 
 F64 = onnx.TensorProto.DOUBLE
 F32 = onnx.TensorProto.FLOAT
+
+
+def scan_rnn(output: str) -> Build:
+    """A Scan over xs [T, N, 2] with states h [N, 3] (h' = tanh(x Wx + h Wh)) and c
+    (c' = c + h' * h'), reading the weights from the outer graph; `output` picks what the
+    case differentiates: the per-step outputs, the final state, or both combined."""
+
+    def build(b: GraphBuilder, h0: str, c0: str, xs: str, wx: str, wh: str) -> str:
+        body = b.subgraph("rnn_body")
+        h = body.fresh_input("h", b.float_dtype, ["N", 3])
+        cell = body.fresh_input("c", b.float_dtype, ["N", 3])
+        x = body.fresh_input("x", b.float_dtype, ["N", 2])
+        pre = body.op("Add", [body.op("MatMul", [x, wx]), body.op("MatMul", [h, wh])])
+        h_next = body.op("Tanh", [pre])
+        c_next = body.op("Add", [cell, body.op("Mul", [h_next, h_next])])
+        y = body.op("Mul", [h_next, body.op("Sigmoid", [cell])])
+        for name in (h_next, c_next, y):
+            body.add_output(name, b.float_dtype, ["N", 3])
+        h_last, c_last, ys = b.op_multi(
+            "Scan", [h0, c0, xs], 3, body=body.graph(), num_scan_inputs=1
+        )
+        if output == "steps":
+            return ys
+        if output == "final":
+            return h_last
+        total = b.op("ReduceSum", [ys, c(b, [0])], keepdims=0)
+        return b.op("Add", [b.op("Mul", [total, c_last]), h_last])
+
+    return build
+
+
+SCAN_INPUTS = (In(("N", 3)), In(("N", 3)), In(("T", "N", 2)), In((2, 3)), In((3, 3)))
+
 
 CASES: list[Case] = [
     # broadcasting arithmetic
@@ -193,6 +226,20 @@ CASES: list[Case] = [
         (In(("N", 2), wrt=False), In(("N", 3)), In(("N", 1), wrt=False)),
     ),
     Case("concat_batch_axis", "Concat", op("Concat", axis=0), (In(("N", 2)), In((2, 2)))),
+    Case(
+        "split_sizes",
+        "Split",
+        lambda b, x: b.op("Add", b.op_multi("Split", [x, c(b, [1, 3])], 2, axis=1)[:1] * 2),
+        (In(("N", 4)),),
+    ),
+    Case(
+        "split_equal_parts",
+        "Split",
+        lambda b, x: b.op(
+            "Mul", b.op_multi("Split", [x], 3, axis=-1, num_outputs=3)[1:], hint="prod"
+        ),
+        (In(("N", 2, 6)),),
+    ),
     Case(
         "slice",
         "Slice",
@@ -334,6 +381,29 @@ CASES: list[Case] = [
         "Gather",
         op("Gather", axis=-1),
         (In(("N", 3, 4)), In((), "int", wrt=False, value=(2,))),
+    ),
+    # loops: the body differentiated by the engine, run backwards in time
+    Case("scan_steps", "Scan", scan_rnn("steps"), SCAN_INPUTS),
+    Case("scan_final_state", "Scan", scan_rnn("final"), SCAN_INPUTS),
+    Case("scan_states_and_steps", "Scan", scan_rnn("both"), SCAN_INPUTS),
+    Case(
+        "scan_weights_only",
+        "Scan",
+        scan_rnn("both"),
+        (In(("N", 3), wrt=False), In(("N", 3), wrt=False), In(("T", "N", 2), wrt=False))
+        + SCAN_INPUTS[3:],
+    ),
+    Case(
+        "reverse_sequence_time_major",
+        "ReverseSequence",
+        op("ReverseSequence", time_axis=0, batch_axis=1),
+        (In((4, "N", 2)), In(("N",), "int", wrt=False, value=(4, 4, 4))),
+    ),
+    Case(
+        "reverse_sequence_ragged",
+        "ReverseSequence",
+        op("ReverseSequence", time_axis=1, batch_axis=0),
+        (In(("N", 4, 2)), In(("N",), "int", wrt=False, value=(4, 1, 3))),
     ),
     # training-only ops in inference mode (training mode: see test_dropout_training_mode)
     Case("dropout_inference", "Dropout", op("Dropout"), (In(("N", 4)),)),

@@ -26,7 +26,7 @@ from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec
 from dnnspec.lower.model import lower_model
 from dnnspec.schema import arg_float
-from dnnspec.training.losses import LOSSES
+from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.regularize import REGULARIZERS
@@ -121,10 +121,10 @@ def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
 
 def _loss_and_metrics(
     b: GraphBuilder, train: TrainSpec, output: str, classes: int | None
-) -> list[str]:
+) -> tuple[LossOut, list[str]]:
     """The graph output `loss` (the batch mean) and one `metric.<name>` sum per metric."""
-    loss = LOSSES.get(train.loss.name).build(b, output, TARGET, classes, train.loss.args)
-    b.rename(loss, LOSS)
+    loss = loss_out(LOSSES.get(train.loss.name).build(b, output, TARGET, classes, train.loss.args))
+    b.rename(loss.loss, LOSS)
     b.add_output(LOSS, b.float_dtype, [])
     names = []
     for metric in train.metrics:
@@ -133,7 +133,7 @@ def _loss_and_metrics(
         b.rename(value, name)
         b.add_output(name, b.float_dtype, [])
         names.append(metric.name)
-    return names
+    return loss, names
 
 
 def build_train_step(
@@ -162,8 +162,10 @@ def build_train_step(
 
     ctx = LowerCtx(b, "train", typed.types, rng=HashRandom(b, SEED, STEP))
     output = lower_model(typed, ctx, inputs, params)
-    metric_names = _loss_and_metrics(b, train, output, classes)
-    grads = gradients(b, {LOSS: b.const(1.0, hint="d_loss")}, [s.name for s in slots])
+    loss, metric_names = _loss_and_metrics(b, train, output, classes)
+    # the engine differentiates the loss nodes, unless the loss wrote its own gradient
+    seed = {output: loss.vjp()} if loss.vjp else {LOSS: b.const(1.0, hint="d_loss")}
+    grads = gradients(b, seed, [s.name for s in slots])
 
     step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)

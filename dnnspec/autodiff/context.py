@@ -8,7 +8,7 @@ or None (unknown); a shape of None means the rank itself is unknown.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,40 @@ from dnnspec.graph.builder import Dim, GraphBuilder
 
 Shape = tuple[Dim, ...]
 ValueType = tuple[int, Shape | None]
+Differentiate = Callable[[GraphBuilder, dict[str, str], Sequence[str]], dict[str, str]]
 
 
 class AutodiffError(Exception):
     """The forward graph cannot be differentiated (no rule, or a rule lacks static facts)."""
+
+
+def captured(graph: onnx.GraphProto) -> list[str]:
+    """Outer values a body graph reads by name (ONNX lets Scan/Loop/If bodies capture the
+    enclosing scope), in first-use order; nested bodies count too."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    names: list[str] = []
+    for node in graph.node:
+        inner = [
+            name
+            for attribute in node.attribute
+            if attribute.type == onnx.AttributeProto.GRAPH
+            for name in captured(attribute.g)
+        ]
+        for name in [*node.input, *inner]:
+            if name and name not in defined and name not in names:
+                names.append(name)
+        defined.update(node.output)
+    return names
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs followed by the outer values its body graphs capture: a rule returns
+    one gradient per entry, so a Scan body's weights get theirs like explicit inputs."""
+    inputs = list(node.input)
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            inputs.extend(n for n in captured(attribute.g) if n not in inputs)
+    return inputs
 
 
 def _static(dim: Dim) -> TypeIs[int]:
@@ -71,8 +101,11 @@ class VjpContext:
         types: dict[str, ValueType],
         needed: set[str],
         consts: dict[str, np.ndarray],
+        differentiate: Differentiate | None = None,
     ) -> None:
         self.b = b
+        self.differentiate = differentiate
+        """The engine itself, for rules that differentiate a body graph (Scan)."""
         self._types = types
         self._needed = needed
         self._consts = consts

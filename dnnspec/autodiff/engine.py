@@ -14,7 +14,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dnnspec.autodiff.context import AutodiffError, Shape, ValueType, VjpContext
+from dnnspec.autodiff.context import (
+    AutodiffError,
+    Shape,
+    ValueType,
+    VjpContext,
+    node_inputs,
+)
 from dnnspec.autodiff.rules import VJP
 from dnnspec.graph.builder import Dim, GraphBuilder
 
@@ -48,19 +54,20 @@ def gradients(
         entry = types.get(name)
         return entry is None or entry[0] in FLOAT_TYPES
 
+    inputs = {id(node): node_inputs(node) for node in forward}
     reach = {w for w in wrt if differentiable(w)}
     for node in forward:
-        if any(i in reach for i in node.input):
+        if any(i in reach for i in inputs[id(node)]):
             reach.update(o for o in node.output if o and differentiable(o))
     live = set(seeds)
     active: list[onnx.NodeProto] = []
     for node in reversed(forward):
         if any(o in live and o in reach for o in node.output):
             active.append(node)
-            live.update(i for i in node.input if i in reach)
+            live.update(i for i in inputs[id(node)] if i in reach)
     needed = reach & live
 
-    ctx = VjpContext(b, types, needed, _constants(b, forward))
+    ctx = VjpContext(b, types, needed, _constants(b, forward), gradients)
     pending: dict[str, list[str]] = {name: [grad] for name, grad in seeds.items()}
 
     def total(name: str) -> str | None:
@@ -82,7 +89,7 @@ def gradients(
                 f"(node '{node.name}', output '{node.output[0]}')"
             )
         in_grads = VJP.get(node.op_type)(ctx, node, out_grads)
-        for name, grad in zip(node.input, in_grads, strict=False):
+        for name, grad in zip(inputs[id(node)], in_grads, strict=False):
             if grad is not None and name in needed:
                 pending.setdefault(name, []).append(grad)
     return {w: total(w) or ctx.zeros_like(w) for w in wrt}

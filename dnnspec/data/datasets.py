@@ -92,6 +92,28 @@ def _regression(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     return Dataset(x.astype(np.float32), y[:, None].astype(np.float32))
 
 
+def _sequences(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+    """Token sequences [N, length] whose label needs memory of earlier steps."""
+    rng = np.random.default_rng(seed)
+    n, length, symbols, task = args["samples"], args["length"], args["symbols"], args["task"]
+    x = rng.integers(0, symbols, (n, length))
+    if task == "parity":
+        return Dataset(x.astype(np.int64), ((x == 1).sum(axis=1) % 2).astype(np.int64))
+    if task == "recall":
+        return Dataset(x.astype(np.int64), x[:, 0].astype(np.int64))
+    # query: the last token is a symbol; label 1 when it occurs among the earlier ones
+    labels = rng.integers(0, 2, n)
+    for row, label in zip(x, labels, strict=True):
+        if label:
+            row[-1] = row[rng.integers(0, length - 1)]
+        else:
+            row[-1] = rng.integers(0, symbols)
+            seen = row[:-1] == row[-1]
+            others = (row[-1] + rng.integers(1, symbols, int(seen.sum()))) % symbols
+            row[:-1][seen] = others
+    return Dataset(x.astype(np.int64), labels.astype(np.int64))
+
+
 MAX_DATA_BYTES = 2 * GiB
 """Largest array data one .npz/.npy file may declare (all its arrays together)."""
 
@@ -283,6 +305,29 @@ DATASETS.add(
         ),
         _regression,
         "y = sin(2 x0) + 0.5 x1^2 - 0.3 x0 x2 + noise",
+    ),
+)
+DATASETS.add(
+    "sequences",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="task",
+                    type="str",
+                    default="query",
+                    choices=("query", "recall", "parity"),
+                    doc="query: did the last token occur earlier (2 classes); recall: the "
+                    "first token (symbols classes); parity: is the count of 1s odd (2 classes)",
+                ),
+                ArgSpec(name="samples", type="int", default=2000, min=10),
+                ArgSpec(name="length", type="int", default=12, min=2, doc="tokens per sample"),
+                ArgSpec(name="symbols", type="int", default=8, min=2, doc="token ids 0..symbols-1"),
+                VALIDATION,
+            )
+        ),
+        _sequences,
+        "int64 token sequences [N, length] whose label needs memory (seeded)",
     ),
 )
 DATASETS.add(

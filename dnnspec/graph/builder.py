@@ -48,6 +48,15 @@ class GraphBuilder:
         self._counter: dict[str, int] = {}
         self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
 
+    def subgraph(self, name: str) -> GraphBuilder:
+        """A builder for a control-flow body (Scan, Loop) of this graph: it shares this
+        graph's value names, since a body may read outer values by name (and ONNX forbids a
+        body from shadowing them), but has its own nodes, constants, inputs and outputs."""
+        sub = GraphBuilder(name, self.float_dtype.name)
+        sub._used = self._used
+        sub._counter = self._counter
+        return sub
+
     @property
     def float_elem(self) -> int:
         """The ONNX element type of this graph's floating-point values."""
@@ -76,6 +85,12 @@ class GraphBuilder:
     # graph interface ---------------------------------------------------------
     def add_input(self, name: str, dtype: str | np.dtype, shape: Sequence[Dim]) -> str:
         self.reserve(name)
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type(dtype), list(shape)))
+        return name
+
+    def fresh_input(self, hint: str, dtype: str | np.dtype, shape: Sequence[Dim]) -> str:
+        """A graph input under a new name derived from `hint` (a body's loop variables)."""
+        name = self.fresh(hint)
         self.inputs.append(helper.make_tensor_value_info(name, elem_type(dtype), list(shape)))
         return name
 

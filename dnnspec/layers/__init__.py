@@ -9,6 +9,7 @@ from dnnspec.layers import (
     layer_norm,
     merge,
     positional,
+    recurrent,
     shape,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "layer_norm",
     "merge",
     "positional",
+    "recurrent",
     "shape",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import DiagnosticError, Note, Span, did_you_mean
@@ -31,6 +31,7 @@ from dnnspec.resolve.values import (
 from dnnspec.schema import INT64_MAX, Duration, DurationUnit
 from dnnspec.syntax import ast
 
+T = TypeVar("T")
 UNITS: dict[str, DurationUnit] = {
     "step": "steps",
     "steps": "steps",
@@ -359,7 +360,7 @@ class Expressions:
             self.problems.report(diag, scope.frames if scope else ())
         return POISON
 
-    def get(self, registry: Registry[Any], name: ast.Name, scope: Scope | None = None) -> Any:
+    def get(self, registry: Registry[T], name: ast.Name, scope: Scope | None = None) -> T | Poison:
         """The registry entry `name`, or POISON (reported) when there is none."""
         try:
             return registry.get(name.id, name.span)

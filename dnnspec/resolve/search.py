@@ -19,7 +19,7 @@ from dnnspec.resolve.values import (
     kind_of,
     word_in,
 )
-from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES
+from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES, SearchMethodDef
 from dnnspec.syntax import ast
 from dnnspec.training.metrics import METRICS
 
@@ -135,7 +135,7 @@ class SearchResolver:
         return name, chosen
 
     def search_dim(
-        self, dim: ast.SearchDim, method: Any, earlier: list[str]
+        self, dim: ast.SearchDim, method: SearchMethodDef | Poison, earlier: list[str]
     ) -> ir.SearchDim | None:
         param = dim.param.id
         if param not in self.defs.param_decls:
@@ -177,17 +177,27 @@ class SearchResolver:
         return ir.SearchDim(param=param, space=kind, values=tuple(values), span=dim.span)
 
     def check_space_values(
-        self, space: ast.Call, values: list[Any], param_name: ast.Name, method: Any
+        self,
+        space: ast.Call,
+        values: list[Any],
+        param_name: ast.Name,
+        method: SearchMethodDef | Poison,
     ) -> bool:
         """Whether a space's values fit its kind, the searched param and the method."""
         kind, span, param = space.func.id, space.span, param_name.id
         current = self.defs.params.get(param, POISON)
         declared = None if current is POISON else kind_of(current)
-        if method is not POISON and method.finite_only and kind not in FINITE_SPACES:
+        stepped = kind == "uniform" and len(values) == 3
+        if (
+            method is not POISON
+            and method.finite_only
+            and kind not in FINITE_SPACES
+            and not stepped
+        ):
             self.problems.fail(
                 f"{kind} is a continuous space, which this search cannot enumerate",
                 span,
-                help="use choice(...) or int_range(lo, hi)",
+                help="use choice(...), int_range(lo, hi) or uniform(lo, hi, step)",
             )
             return False
         if kind == "choice":
@@ -209,12 +219,26 @@ class SearchResolver:
                     )
                     return False
             return True
-        if len(values) != 2 or not all(
+        takes_step = kind in ("int_range", "uniform")
+        if len(values) not in ((2, 3) if takes_step else (2,)) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in values
         ):
-            self.problems.fail(f"{kind} takes two numbers: {kind}(lo, hi)", span)
+            self.problems.fail(
+                f"{kind} takes two numbers and an optional step: {kind}(lo, hi, step)"
+                if takes_step
+                else f"{kind} takes two numbers: {kind}(lo, hi)",
+                span,
+            )
             return False
-        lo, hi = values
+        lo, hi = values[0], values[1]
+        if len(values) == 3 and (
+            values[2] <= 0 or (kind == "int_range" and not isinstance(values[2], int))
+        ):
+            what = "a positive integer" if kind == "int_range" else "positive"
+            self.problems.fail(
+                f"the step of {kind} must be {what}, got {values[2]!r}", space.args[2].span
+            )
+            return False
         if kind == "int_range":
             if not (isinstance(lo, int) and isinstance(hi, int)) or lo > hi:
                 self.problems.fail(

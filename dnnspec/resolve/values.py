@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any, Final, TypeVar
 
 from dnnspec.errors import Span, did_you_mean
 from dnnspec.schema import Duration, Signature
@@ -26,14 +27,17 @@ class Tensor:
     name: str
 
 
-class Poison:
-    """The value of a computation that already failed (and was reported)."""
+class Poison(Enum):
+    """The value of a computation that already failed (and was reported). A one-member
+    enum, so `value is POISON` narrows a value's type."""
+
+    POISON = "POISON"
 
     def __repr__(self) -> str:
         return "POISON"
 
 
-POISON = Poison()
+POISON: Final = Poison.POISON
 Value = Tensor | Scalar | Poison
 
 

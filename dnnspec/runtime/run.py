@@ -276,10 +276,13 @@ class _Run:
     def export(self, params: dict[str, np.ndarray]) -> Path:
         return export_model(self.prep.program, params, self.run_dir / "model.onnx")
 
-    def loop(self, log: TextIO) -> str:
+    def loop(self, log: TextIO, stop_after: int | None = None) -> str:
         """Epochs until done or early-stopped; returns why it stopped. A resumed run that
-        had already stopped early stays stopped, as it would have without the interruption."""
-        while self.stopped is None and self.epoch < self.prep.train.epochs:
+        had already stopped early stays stopped, as it would have without the interruption.
+        `stop_after` pauses the run after that epoch: the schedule still spans the whole
+        run, so `--resume` continues it exactly as if it had never paused."""
+        last = min(stop_after or self.prep.train.epochs, self.prep.train.epochs)
+        while self.stopped is None and self.epoch < last:
             t0 = time.perf_counter()
             params = self.train_epoch()
             self.validate()
@@ -298,6 +301,8 @@ class _Run:
             if self.cadence.due(self.epoch, time.perf_counter() - self.saved_at):
                 self.flush()
         self.flush()
+        if self.stopped is None and self.epoch < self.prep.train.epochs:
+            return f"paused after epoch {self.epoch} of {self.prep.train.epochs}"
         return self.stopped or "completed"
 
 
@@ -317,9 +322,9 @@ def _claim(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise error(f"cannot create the run directory '{run_dir}': {exc.strerror}") from None
 
 
-def new_run_dir(spec_path: Path) -> Path:
-    """runs/<spec name>, numbered (-2, -3, ...) when that exists."""
-    base = Path("runs") / spec_path.stem
+def new_run_dir(spec_path: Path, suffix: str = "") -> Path:
+    """runs/<spec name><suffix>, numbered (-2, -3, ...) when that exists."""
+    base = Path("runs") / (spec_path.stem + suffix)
     candidate, n = base, 1
     while candidate.exists():
         n += 1
@@ -336,11 +341,15 @@ def run_training(
     resume: bool = False,
     overwrite: bool = False,
     checkpoint_every: Cadence | None = None,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Train `spec` into `run_dir`; with `resume`, continue from its last checkpoint so the
     result is bit-identical to a run that was never interrupted. An existing run is only
     replaced with `overwrite`. Checkpoints follow `checkpoint_every` (default: at most once a
-    minute) and are always written at the end, on an early stop, Ctrl-C and divergence."""
+    minute) and are always written at the end, on an early stop, Ctrl-C and divergence.
+    `stop_after` pauses after that epoch (see `_Run.loop`)."""
+    if stop_after is not None and stop_after < 1:
+        raise error(f"--stop-after must be at least 1, got {stop_after}")
     prep = prepare(spec, epochs)
     train = prep.train
     stop = EarlyStop.from_spec(train)
@@ -365,7 +374,7 @@ def run_training(
     run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
     try:
         with paths["metrics"].open("a" if resume else "w") as log:
-            stopped = run.loop(log)
+            stopped = run.loop(log, stop_after)
     except KeyboardInterrupt:
         run.flush()
         run.export(run.best_params or run.last_good)

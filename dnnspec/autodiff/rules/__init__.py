@@ -8,6 +8,7 @@ from dnnspec.autodiff.rules import (
     nn,
     normalization,
     reduce,
+    scan,
     shape,
 )
 from dnnspec.autodiff.rules.base import VJP, VjpRule
@@ -22,5 +23,6 @@ __all__ = [
     "nn",
     "normalization",
     "reduce",
+    "scan",
     "shape",
 ]

@@ -1,4 +1,4 @@
-"""Data movement: Reshape, Flatten, Squeeze/Unsqueeze, Transpose, Concat, Slice, Expand.
+"""Data movement: Reshape, Flatten, Squeeze/Unsqueeze, Transpose, Concat, Split, Slice, Expand.
 
 Each inverts the movement on the gradient with constants taken from static shapes where
 known (a Reshape target with one -1 for a symbolic batch, Split sizes, Pad amounts), so

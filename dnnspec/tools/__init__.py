@@ -1,0 +1,1 @@
+"""Tools over specs, runs and ONNX files: the formatter, inspect, export, plots."""

@@ -1,0 +1,1 @@
+"""`dnnspec tune`: run a spec's search section as trials, each a normal training run."""
