@@ -99,7 +99,8 @@ def sentence(rng: random.Random) -> str:
     elif roll < 0.8:
         text = f"{rng.choice(TIMES)}, {who} {rng.choice(ACTIONS)[form]} {rng.choice(PLACES)}"
     else:
-        text = f"{rng.choice(WEATHER)} and {who} {'stayed' if past else ('stay' if number else 'stays')} home"
+        stay = "stayed" if past else ("stay" if number else "stays")
+        text = f"{rng.choice(WEATHER)} and {who} {stay} home"
     return text + "."
 
 
