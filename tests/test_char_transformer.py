@@ -44,12 +44,13 @@ def test_the_bundled_corpus_has_29_characters_and_a_2_9_nat_unigram_baseline() -
 
 
 @pytest.mark.slow
-def test_char_transformer_beats_the_unigram_baseline_by_more_than_a_nat(
+def test_char_transformer_beats_the_unigram_baseline_by_more_than_1_4_nats(
     char_run: RunResult,
 ) -> None:
-    # a broken gradient stays near the baseline; a unigram model reaches it exactly
-    assert char_run.best["val_loss"] < unigram_nats() - 1.0
-    assert char_run.best["val_accuracy"] > 0.4
+    # a unigram model reaches the baseline exactly, and a broken gradient stays near it;
+    # 5 epochs measured 1.07 (0.40 after the spec's 12)
+    assert char_run.best["val_loss"] < unigram_nats() - 1.4
+    assert char_run.best["val_accuracy"] > 0.55
 
 
 def test_char_model_onnx_is_valid_and_agrees_with_the_reference(char_run: RunResult) -> None:
