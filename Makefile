@@ -27,4 +27,5 @@ lint: $(BIN)/dnnspec
 	$(BIN)/dnnspec fmt --check specs
 
 bench: $(BIN)/dnnspec
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python tools/bench.py

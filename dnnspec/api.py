@@ -28,6 +28,7 @@ from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import read_inputs
 from dnnspec.errors import error
+from dnnspec.files import write_text
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
 from dnnspec.resolve import read_lock, write_lock
@@ -47,6 +48,7 @@ from dnnspec.runtime.run import (
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.format import Formatted, format_file
+from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
@@ -54,6 +56,7 @@ __all__ = [
     "Cadence",
     "Device",
     "Formatted",
+    "GraphSummary",
     "Interrupted",
     "Model",
     "Program",
@@ -66,6 +69,8 @@ __all__ = [
     "check_spec",
     "compile",
     "format_file",
+    "inspect",
+    "draw_graph",
     "load",
     "load_spec",
     "save",
@@ -262,7 +267,7 @@ class Model:
         trainer = Trainer(prep.program, self.device, prep.train.seed)
         weights = {t.name: numpy_helper.to_array(t) for t in self.onnx.graph.initializer}
         values = trainer.values()
-        values.update({s.name: weights[s.name] for s in prep.program.slots})
+        values.update({s.name: weights[s.name] for s in prep.program.model_slots()})
         trainer.load_values(values)
         data = prep.val_data if len(prep.val_data) else prep.train_data
         return trainer.evaluate(data, spec.model.inputs[0].name)
@@ -271,3 +276,20 @@ class Model:
 def load(run_dir: str | Path, device: Device = "auto") -> Model:
     """Open a trained run directory for prediction and evaluation."""
     return Model(Path(run_dir), device)
+
+
+def inspect(path: str | Path) -> list[GraphSummary]:
+    """What is inside an .onnx file, the graphs of a run directory, or a spec's graphs."""
+    return inspect_path(Path(path))
+
+
+def draw_graph(path: str | Path, out: str | Path, graph: str = "model") -> Path:
+    """Draw one graph of `path` (see `inspect`) as Graphviz DOT (`out` ending in .dot), or
+    as .svg/.png when Graphviz is installed; nodes are clustered by the spec's layers."""
+    out = Path(out)
+    dot = to_dot(graph_of(Path(path), graph))
+    if out.suffix == ".dot":
+        write_text(out, dot, "DOT file")
+    else:
+        render_dot(dot, out)
+    return out

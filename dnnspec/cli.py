@@ -172,6 +172,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         "steps": result.steps,
         "stopped": result.stopped,
         "seconds": round(result.seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
         "metrics": result.metrics,
         "best": result.best,
         "model": str(result.paths["model"]),
@@ -278,6 +279,60 @@ def cmd_fmt(args: argparse.Namespace, console: Console) -> int:
         verb = "would be reformatted" if args.check else "reformatted"
         print(f"{len(changed)} file(s) {verb}, {unchanged} already formatted", file=sys.stderr)
     return CHANGES_NEEDED if (args.check or args.diff) and changed else OK
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def cmd_inspect(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import draw_graph, inspect
+
+    summaries = inspect(args.path)
+    drawn = [
+        str(draw_graph(args.path, out, args.graph)) for out in (args.dot, args.svg, args.png) if out
+    ]
+    if args.json:
+        print(json.dumps({"graphs": [g.as_json() for g in summaries], "drawn": drawn}, indent=2))
+        return OK
+    for g in summaries:
+        opsets = ", ".join(f"{d} {v}" for d, v in g.opset.items())
+        console.print(
+            f"[bold]{g.path}[/bold]  graph {g.graph!r}, opset {opsets}, IR {g.ir_version}"
+        )
+        console.print(f"  producer: {g.producer or '-'}")
+        for label, values in (("inputs", g.inputs), ("outputs", g.outputs)):
+            shown = [
+                v.text() for v in values if v.name not in g.parameters and v.name not in g.state
+            ]
+            hidden = len(values) - len(shown)
+            more = f" (and {hidden} carried tensors)" if hidden else ""
+            console.print(f"  {label}: " + ", ".join(shown) + more)
+        console.print(
+            f"  nodes: {_count(g.nodes)}; initializers: {_count(g.initializers)} "
+            f"({_count(g.initializer_elements)} values)"
+        )
+        if g.parameters:
+            console.print(
+                f"  parameters: {len(g.parameters)} tensors, {_count(g.parameter_elements)} values"
+            )
+        if g.state:
+            kinds = sorted(set(g.state.values()))
+            console.print(
+                f"  optimizer state: {len(g.state)} tensors ({', '.join(kinds)}), "
+                f"{_count(g.state_elements)} values"
+            )
+        if g.node_kinds:
+            console.print(
+                "  nodes by role: " + ", ".join(f"{k} {v}" for k, v in g.node_kinds.items())
+            )
+        console.print("  ops: " + ", ".join(f"{op} {n}" for op, n in g.ops.items()))
+        shown_meta = {k: v if len(v) <= 80 else v[:77] + "..." for k, v in g.metadata.items()}
+        for key, value in shown_meta.items():
+            console.print(f"  {key} = {value}", highlight=False)
+    for path in drawn:
+        console.print(f"wrote {path}")
+    return OK
 
 
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
@@ -403,6 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help=".dnn files, or directories to search for them")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
     p.add_argument("--diff", action="store_true", help="print the changes as a diff; exit 1 if any")
+    p = sub.add_parser(
+        "inspect", help="show what is inside an .onnx file, a run or a spec's graphs"
+    )
+    p.add_argument("path", help="an .onnx file, a run directory or a .dnn spec")
+    p.add_argument("--graph", choices=["model", "train", "eval"], default="model",
+                   help="which graph of a run or spec --dot/--svg/--png draws")  # fmt: skip
+    p.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz DOT")
+    p.add_argument("--svg", metavar="FILE", help="draw the graph as SVG (needs Graphviz)")
+    p.add_argument("--png", metavar="FILE", help="draw the graph as PNG (needs Graphviz)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
     for name, help in (
@@ -435,6 +500,7 @@ COMMANDS = {
     "train": cmd_train,
     "tune": cmd_tune,
     "fmt": cmd_fmt,
+    "inspect": cmd_inspect,
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,

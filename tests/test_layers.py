@@ -191,6 +191,26 @@ LAYER_CASES: list[LayerCase] = [
     # shape
     LayerCase("flatten", ("float32[N, 2, 3]",), "f32[N, 6]", 0),
     LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
+    # convolution and pooling (channels first)
+    LayerCase("conv2d(3, 3, padding = same)", ("float32[N, 2, 5, 5]",), "f32[N, 3, 5, 5]", 57),
+    LayerCase(
+        "conv2d(4, [2, 3], stride = 2, padding = 1, dilation = [1, 2], groups = 2, bias = false)",
+        ("float32[N, 2, 6, 6]",),
+        "f32[N, 4, 4, 2]",
+        24,
+    ),
+    LayerCase("conv1d(2, 3, stride = 2)", ("float32[N, 3, 7]",), "f32[N, 2, 3]", 20),
+    LayerCase("max_pool2d(2)", ("float32[N, 2, 4, 4]",), "f32[N, 2, 2, 2]", 0),
+    LayerCase("max_pool1d(3, stride = 2, padding = 1)", ("float32[N, 2, 7]",), "f32[N, 2, 4]", 0),
+    LayerCase("avg_pool2d(2, padding = same)", ("float32[N, 2, 3, 3]",), "f32[N, 2, 2, 2]", 0),
+    LayerCase("avg_pool1d(2)", ("float32[N, 3, 6]",), "f32[N, 3, 3]", 0),
+    LayerCase("global_avg_pool", ("float32[N, 3, 4, 4]",), "f32[N, 3]", 0),
+    LayerCase("global_max_pool", ("float32[N, 3, 5]",), "f32[N, 3]", 0),
+    LayerCase("upsample2d(2)", ("float32[N, 2, 2, 3]",), "f32[N, 2, 4, 6]", 0),
+    # batch normalisation: scale and shift count, the running statistics do not
+    LayerCase("batchnorm", ("float32[N, 3, 4, 4]",), "f32[N, 3, 4, 4]", 6),
+    LayerCase("batchnorm(momentum = 0.3)", ("float32[N, 3, 6]",), "f32[N, 3, 6]", 6),
+    LayerCase("batchnorm(eps = 1e-3)", ("float32[N, 5]",), "f32[N, 5]", 10, {"N": 6}),
     # embedding (ids are drawn in [0, 3))
     LayerCase("embedding(5, 3)", ("int64[N, T]",), "f32[N, T, 3]", 15, {"N": 2, "T": 4}),
     # recurrent: a number of steps unrolls the loop, a symbolic T makes it a Scan
@@ -372,8 +392,9 @@ def test_normalising_over_the_batch_axis_is_refused(layer: str, axis: int) -> No
 def test_dropout_is_the_identity_without_nodes_outside_training_and_at_p_zero() -> None:
     t = f32("N", 64)
     assert infer("dropout", t, p=0.3) == t
-    for mode, p in (("eval", 0.3), ("train", 0.0)):
-        y, (x,), _, ops = run("dropout", [t], {"p": p}, mode)  # type: ignore[arg-type]
+    cases: tuple[tuple[Mode, float], ...] = (("eval", 0.3), ("train", 0.0))
+    for mode, p in cases:
+        y, (x,), _, ops = run("dropout", [t], {"p": p}, mode)
         assert ops == []
         np.testing.assert_array_equal(y, x)
 

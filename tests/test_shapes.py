@@ -207,9 +207,10 @@ def test_the_model_output_must_be_a_float_tensor() -> None:
 
 
 def test_layer_table_shows_calls_shapes_totals_and_the_train_and_search_sections() -> None:
-    console = Console(file=io.StringIO(), width=160, color_system=None)
+    out = io.StringIO()
+    console = Console(file=out, width=160, color_system=None)
     render_check(check_spec(load_spec(SPECS / "digits_mlp.dnn")), console)
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = out.getvalue()
     for expected in (
         "dense(128)", "dropout(0.2)", "[N, 128]", "16,512", "16.5K", "26,122", "52.2K",
         "adam(lr = 0.001", "cosine(warmup = 1 epoch", "l2(strength = 0.0001)",
@@ -220,10 +221,11 @@ def test_layer_table_shows_calls_shapes_totals_and_the_train_and_search_sections
 
 
 def test_layer_table_shows_optional_arguments_only_when_not_default() -> None:
-    console = Console(file=io.StringIO(), width=160, color_system=None)
+    out = io.StringIO()
+    console = Console(file=out, width=160, color_system=None)
     render_check(check_text("  input x: float32[N, 4]\n  dense(3, bias = false) -> leaky_relu\n"),
                  console)  # fmt: skip
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = out.getvalue()
     assert "dense(3, bias = false)" in text and "leaky_relu " in text and "train" not in text
 
 

@@ -118,6 +118,19 @@ CASES: list[Case] = [
     Case("sub_outer", "Sub", op("Sub"), (In(("N", 1, 3)), In((2, 1)))),
     Case("mul_broadcast", "Mul", op("Mul"), (In(("N", 3, 4)), In((3, 1)))),
     Case("mul_square", "Mul", lambda b, x: b.op("Mul", [x, x]), (In(("N", 3)),)),
+    # a mean's rule expands dy over the batch; the Mul rule multiplies by its source instead
+    Case(
+        "mul_under_mean",
+        "Mul",
+        lambda b, x, w: b.op("ReduceMean", [b.op("Mul", [x, w])], keepdims=0),
+        (In(("N", 4)), In(("N", 4))),
+    ),
+    Case(
+        "mul_bias_under_mean",
+        "Mul",
+        lambda b, x, w: b.op("ReduceMean", [b.op("Mul", [x, w])], keepdims=0),
+        (In(("N", 4)), In((4,))),
+    ),
     Case("mul_const", "Mul", lambda b, x: b.op("Mul", [x, fc(b, [1.5, -2.0])]), (In(("N", 2)),)),
     Case("div_bias", "Div", op("Div"), (In(("N", 4)), In((4,), "positive"))),
     Case("div_scalar", "Div", op("Div"), (In((2, 3)), In((), "positive"))),
@@ -363,6 +376,102 @@ CASES: list[Case] = [
         lambda b, x, a: b.op("ReduceMean", [x, a]),
         (In(("N", 3, 4)), In((2,), "int", wrt=False, value=(0, 2))),
     ),
+    Case(
+        "reducemax_axes",
+        "ReduceMax",
+        lambda b, x: b.op("ReduceMax", [x, c(b, [2, 3])], keepdims=0),
+        (In(("N", 2, 3, 3)),),
+    ),
+    Case(
+        "reducemax_ties_keep",
+        "ReduceMax",
+        lambda b, x: b.op("ReduceMax", [x, c(b, [1])]),
+        (In(("N", 2, 3), "grid0"),),
+        modes=("static",),
+    ),
+    Case("reducemax_all", "ReduceMax", op("ReduceMax", keepdims=0), (In(("N", 4)),)),
+    # convolution and pooling
+    Case(  # the kernel from the weight's shape: hidden weight shapes need kernel_shape
+        "conv2d",
+        "Conv",
+        op("Conv"),
+        (In(("N", 2, 5, 5)), In((3, 2, 3, 3))),
+        modes=("static", "symbolic"),
+    ),
+    Case(
+        "conv2d_bias_same",
+        "Conv",
+        op("Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        (In(("N", 2, 4, 4)), In((3, 2, 3, 3)), In((3,))),
+    ),
+    Case(
+        "conv2d_stride_uneven",
+        "Conv",
+        op("Conv", kernel_shape=[3, 2], strides=[2, 2], pads=[0, 1, 1, 0]),
+        (In(("N", 2, 6, 5)), In((4, 2, 3, 2)), In((4,))),
+    ),
+    Case(
+        "conv2d_dilated_groups",
+        "Conv",
+        op("Conv", kernel_shape=[2, 3], dilations=[2, 1], group=2, pads=[1, 1, 1, 1]),
+        (In(("N", 4, 6, 5)), In((6, 2, 2, 3))),
+    ),
+    Case(
+        "conv1d_stride",
+        "Conv",
+        op("Conv", kernel_shape=[3], strides=[3], pads=[2, 1]),
+        (In(("N", 3, 8)), In((2, 3, 3)), In((2,))),
+    ),
+    Case(
+        "conv2d_weight_only",
+        "Conv",
+        op("Conv", kernel_shape=[2, 2]),
+        (In(("N", 2, 4, 4), wrt=False), In((3, 2, 2, 2))),
+    ),
+    Case(
+        "maxpool2d",
+        "MaxPool",
+        op("MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        (In(("N", 2, 5, 4)),),
+    ),
+    Case(
+        "maxpool2d_overlap_pads",
+        "MaxPool",
+        op("MaxPool", kernel_shape=[3, 3], strides=[2, 1], pads=[1, 0, 1, 1]),
+        (In(("N", 2, 5, 4)),),
+    ),
+    Case("maxpool1d", "MaxPool", op("MaxPool", kernel_shape=[3], strides=[2]), (In(("N", 2, 7)),)),
+    Case(
+        "avgpool2d",
+        "AveragePool",
+        op("AveragePool", kernel_shape=[2, 2], strides=[2, 2]),
+        (In(("N", 2, 5, 4)),),
+    ),
+    Case(
+        "avgpool2d_pads_excluded",
+        "AveragePool",
+        op("AveragePool", kernel_shape=[3, 2], strides=[2, 1], pads=[1, 1, 1, 0]),
+        (In(("N", 2, 5, 4)),),
+        modes=("static", "symbolic"),
+    ),
+    Case(
+        "avgpool1d_pads_included",
+        "AveragePool",
+        op("AveragePool", kernel_shape=[3], strides=[2], pads=[1, 1], count_include_pad=1),
+        (In(("N", 2, 6)),),
+    ),
+    Case(
+        "resize_nearest",
+        "Resize",
+        lambda b, x: b.op(
+            "Resize",
+            [x, "", b.const([1.0, 1.0, 2.0, 3.0], "float32")],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        ),
+        (In(("N", 2, 3, 2)),),
+    ),
     # indexing: repeated ids accumulate, negative ids count from the end
     Case(
         "gather_embedding",
@@ -581,6 +690,10 @@ NEEDS_RUNTIME_SHAPES = {
     "reducesum_runtime_axes",
     "reducemean_runtime_axes",
     "squeeze_all",
+    # MaxPool scatter-adds into zeros shaped like x (ConstantOfShape, folded by onnxruntime)
+    "maxpool2d",
+    "maxpool2d_overlap_pads",
+    "maxpool1d",
 }
 
 
@@ -609,6 +722,13 @@ def test_lean_backward_forms() -> None:
     assert backward_ops("relu") == ["Greater", "Cast", "Mul"]
     assert backward_ops("sigmoid") == ["Sub", "Mul", "Mul"]
     assert backward_ops("mul_square") == ["Mul", "Add"]
+    # the Expand of the mean's gradient is read by nothing once the products use its source
+    # (with a [4] operand, only the [N, 4] one's product can: a [4] product would be short)
+    for case_id, readers in (("mul_under_mean", 0), ("mul_bias_under_mean", 1)):
+        nodes = build(next(c for c in CASES if c.id == case_id), "symbolic").backward
+        expanded = {n.output[0] for n in nodes if n.op_type == "Expand"}
+        assert len(expanded) == 1
+        assert sum(bool(set(n.input) & expanded) for n in nodes) == readers
     # a batch mean to a scalar: 1 / size(x) without Size(y)
     assert backward_ops("reducemean_all").count("Size") == 1
     assert backward_ops("tanh") == ["Mul", "Sub", "Mul"]

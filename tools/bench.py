@@ -1,69 +1,238 @@
-"""Train-step throughput: dnnspec's generated graphs against PyTorch eager, in one process.
+"""dnnspec against PyTorch eager: what users run end to end, one train step, inference.
 
-    python tools/bench.py [--seconds 3] [--threads 2]
+    python tools/bench.py [--suite e2e,step,infer] [--repeats 3] [--seconds 3]
+                          [--threads N] [--only TEXT] [--json]
 
-For each model the same MLP, batch, loss and optimizer run in both frameworks on the
-same random batch, in alternating rounds; the table shows median steps/s and the ratio
-dnnspec / PyTorch. Without torch installed only dnnspec's numbers are printed. This is a
-benchmark, not a test.
+- **e2e**: `dnnspec train` (the real loop: data order, per-epoch validation, logging,
+  checkpoints) as its own process against `tools/bench_torch.py`, an idiomatic PyTorch
+  loop doing the same work on the same data, split, batch and epochs. The two alternate
+  (which goes first alternates too), `--repeats` times; the table shows the median
+  training-loop seconds and whole-process seconds (interpreter start, imports, spec
+  compilation and session creation included), the ratios PyTorch / dnnspec (higher is
+  faster for dnnspec) with their spread over the rounds, and each process's peak RSS.
+- **step**: one train step on a fixed batch, both frameworks in this process, alternating
+  in 0.2 s rounds (a shared virtual CPU drifts by 20% over seconds); median steps/s.
+- **infer**: the deployable model at batch 1 and 256 (onnxruntime on model.onnx against
+  PyTorch eager under no_grad), same alternation.
+
+Without torch (the `bench` extra) only dnnspec's numbers are printed. This is a benchmark,
+not a test: on a loaded machine PyTorch's spinning threads collapse, so rerun it quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from dnnspec.assemble.steps import build_train_step
+from dnnspec.assemble.steps import build_inference, build_train_step
 from dnnspec.check.shapes import check_spec
+from dnnspec.data.datasets import DATASETS, split
 from dnnspec.frontend import load_spec_text
-from dnnspec.runtime.trainer import Trainer
+from dnnspec.runtime.session import make_session
+from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.training.schedules import Timing
 
+TOOLS = Path(__file__).resolve().parent
+LR = {"sgd": 0.01, "adam": 0.001}
 
+
+def mlp_spec(
+    widths: tuple[int, ...], dropout: float, optimizer: str, batch: int, **train: Any
+) -> str:
+    """An MLP spec: ReLU hidden layers, dropout after the first one when `dropout` > 0."""
+    hidden = [f"  dense({w}) -> relu" for w in widths[1:-1]]
+    if dropout:
+        hidden[0] += f" -> dropout({dropout})"
+    data = train.get("data", "digits")
+    return (
+        f"model bench {{\n  input x: float32[N, {widths[0]}]\n" + "\n".join(hidden) + "\n"
+        f"  dense({widths[-1]})\n}}\n"
+        f"train {{\n  data {data}\n  loss cross_entropy\n"
+        f"  optimizer {optimizer}(lr = {LR[optimizer]})\n  batch {batch}\n"
+        f"  epochs {train.get('epochs', 1)}\n  metrics accuracy\n  seed 0\n}}\n"
+    )
+
+
+# end to end --------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Case:
+class E2ECase:
     name: str
     widths: tuple[int, ...]
     batch: int
     optimizer: str
-
-    def spec(self) -> str:
-        hidden = "\n".join(f"  dense({w}) -> relu" for w in self.widths[1:-1])
-        opt = {"sgd": "sgd(lr = 0.01)", "adam": "adam(lr = 0.001)"}[self.optimizer]
-        return (
-            f"model bench {{\n  input x: float32[N, {self.widths[0]}]\n{hidden}\n"
-            f"  dense({self.widths[-1]})\n}}\n"
-            f"train {{\n  data digits\n  loss cross_entropy\n  optimizer {opt}\n"
-            f"  batch {self.batch}\n  epochs 1\n}}\n"
-        )
+    epochs: int
+    dropout: float = 0.0
+    samples: int = 0  # 0: the built-in digits; else seeded random data of this many rows
 
 
-CASES = [
-    Case("digits MLP 64-256-256-10, batch 64, sgd", (64, 256, 256, 10), 64, "sgd"),
-    Case("digits MLP 64-256-256-10, batch 64, adam", (64, 256, 256, 10), 64, "adam"),
-    Case("MLP 784-1024-1024-10, batch 256, sgd", (784, 1024, 1024, 10), 256, "sgd"),
-    Case("MLP 784-1024-1024-10, batch 256, adam", (784, 1024, 1024, 10), 256, "adam"),
+E2E = [
+    E2ECase(
+        "digits MLP 64-256-256-10, dropout, adam, batch 64",
+        (64, 256, 256, 10),
+        64,
+        "adam",
+        100,
+        0.2,
+    ),
+    E2ECase(
+        "digits MLP 64-256-256-10, dropout, sgd, batch 64", (64, 256, 256, 10), 64, "sgd", 100, 0.2
+    ),
+    E2ECase("digits MLP 64-256-256-10, sgd, batch 1024", (64, 256, 256, 10), 1024, "sgd", 200),
+    E2ECase(
+        "MLP 784-1024-1024-10, sgd, batch 256", (784, 1024, 1024, 10), 256, "sgd", 4, 0.0, 8192
+    ),
 ]
 
 
+def scaled(case: E2ECase, factor: float) -> E2ECase:
+    return replace(case, epochs=max(1, round(case.epochs * factor)))
+
+
+def _prepare_e2e(case: E2ECase, work: Path, threads: int) -> tuple[list[str], list[str]]:
+    """Write both programs' inputs; returns the dnnspec and PyTorch command lines."""
+    work.mkdir(parents=True, exist_ok=True)
+    if case.samples:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(case.samples, case.widths[0])).astype(np.float32)
+        y = rng.integers(0, case.widths[-1], case.samples).astype(np.int64)
+        np.savez(work / "data.npz", x=x, y=y)
+        data = f'file(path = "{work / "data.npz"}", validation = 0.2)'
+        dataset = DATASETS.get("file").load(
+            {"path": str(work / "data.npz"), "x": "x", "y": "y"}, 0, None
+        )
+    else:
+        data = "digits(validation = 0.2)"
+        dataset = DATASETS.get("digits").load({}, 0, None)
+    train, val = split(dataset, 0.2, 0)
+    np.savez(work / "torch_data.npz", x=train.x, y=train.y, val_x=val.x, val_y=val.y)
+    spec = mlp_spec(
+        case.widths, case.dropout, case.optimizer, case.batch, epochs=case.epochs, data=data
+    )
+    (work / "bench.dnn").write_text(spec)
+    config = {
+        "widths": list(case.widths),
+        "dropout": case.dropout,
+        "optimizer": case.optimizer,
+        "lr": LR[case.optimizer],
+        "batch": case.batch,
+        "epochs": case.epochs,
+        "seed": 0,
+        "threads": threads,
+        "data": str(work / "torch_data.npz"),
+        "out": str(work / "torch_run"),
+    }
+    (work / "torch.json").write_text(json.dumps(config))
+    ours = [
+        sys.executable,
+        "-m",
+        "dnnspec",
+        "train",
+        str(work / "bench.dnn"),
+        "--out",
+        str(work / "run"),
+        "--device",
+        "cpu",
+        "--overwrite",
+        "--json",
+    ]
+    theirs = [sys.executable, str(TOOLS / "bench_torch.py"), str(work / "torch.json")]
+    return ours, theirs
+
+
+LAUNCHER = """
+import json, os, subprocess, sys, time
+cmd = json.loads(sys.argv[1])
+with open(sys.argv[2], "wb") as out, open(sys.argv[3], "wb") as err:
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=out, stderr=err)
+    _, status, usage = os.wait4(child.pid, 0)
+print(json.dumps({"whole": time.perf_counter() - start, "code": os.waitstatus_to_exitcode(status),
+                  "whole_cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}))
+"""
+"""Starts a benchmarked process from a small interpreter: Linux carries the parent's peak
+RSS into a forked child's `ru_maxrss` across exec, and this process has torch loaded."""
+
+
+def _run_process(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, float]:
+    """Wall and CPU seconds of the whole process and of the loop it reports, and its peak
+    RSS (MB). CPU seconds say what the work cost when other processes share the cores."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp, "out"), Path(tmp, "err")
+        launch = [sys.executable, "-c", LAUNCHER, json.dumps(cmd), str(out), str(err)]
+        with subprocess.Popen(
+            launch, stdout=subprocess.PIPE, env=env, start_new_session=True
+        ) as proc:
+            try:
+                measured = json.loads(proc.communicate(timeout=timeout)[0])
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise RuntimeError(f"{' '.join(cmd)} ran past {timeout:g} s") from None
+        if measured["code"] != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read_text()[-2000:]}")
+        report = json.loads(out.read_text())
+    del measured["code"]
+    return {"loop": float(report["seconds"]), "loop_cpu": float(report["cpu_seconds"]), **measured}
+
+
+def bench_e2e(
+    case: E2ECase, repeats: int, threads: int, have_torch: bool, timeout: float
+) -> dict[str, Any]:
+    """Both programs on `case`, alternating, `repeats` rounds; medians and ratios."""
+    env = dict(os.environ, DNNSPEC_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join([str(TOOLS.parent), env.get("PYTHONPATH", "")])
+    with tempfile.TemporaryDirectory(prefix="dnnspec-bench-") as tmp:
+        ours_cmd, theirs_cmd = _prepare_e2e(case, Path(tmp), threads)
+        runs: dict[str, list[dict[str, float]]] = {"dnnspec": [], "torch": []}
+        for r in range(repeats):
+            order = [("dnnspec", ours_cmd), ("torch", theirs_cmd)]
+            if r % 2:
+                order.reverse()
+            for name, cmd in order:
+                if name == "torch" and not have_torch:
+                    continue
+                time.sleep(0.5)  # let the previous process's threads and page cache settle
+                runs[name].append(_run_process(cmd, env, timeout))
+    row: dict[str, Any] = {"case": asdict(case), "runs": runs}
+    for name, seen in runs.items():
+        if seen:
+            row[name] = {k: statistics.median(s[k] for s in seen) for k in seen[0]}
+    if runs["torch"]:
+        for key in ("loop", "whole", "loop_cpu", "whole_cpu"):
+            per_round = [
+                t[key] / o[key] for o, t in zip(runs["dnnspec"], runs["torch"], strict=True)
+            ]
+            row[f"{key}_ratio"] = row["torch"][key] / row["dnnspec"][key]
+            row[f"{key}_ratio_range"] = [min(per_round), max(per_round)]
+        row["rss_ratio"] = row["dnnspec"]["rss_mb"] / row["torch"]["rss_mb"]
+    return row
+
+
+# one step and inference, in process ----------------------------------------------------
 def rates(steps: list[Callable[[], object]], seconds: float) -> list[float]:
-    """Steps per second of each step function: after a warm-up they run in alternating
-    rounds of about 0.2 s for `seconds` each, so that machine noise (a shared virtual
-    CPU drifts by 20% over seconds) hits all of them alike; each rate is the median
-    over its rounds."""
+    """Calls per second of each function: after a warm-up they run in alternating rounds of
+    about 0.2 s for `seconds` each, so that machine noise hits all of them alike; each rate
+    is the median over its rounds."""
     for step in steps:
         for _ in range(20):
             step()
     per_round: list[list[float]] = [[] for _ in steps]
     for _ in range(max(1, round(seconds / 0.2))):
         for step, seen in zip(steps, per_round, strict=True):
-            time.sleep(0.05)  # let the other framework's spinning worker threads park
+            time.sleep(0.05)  # let the other framework's worker threads park
             n, start = 0, time.perf_counter()
             while (elapsed := time.perf_counter() - start) < 0.2:
                 step()
@@ -72,65 +241,231 @@ def rates(steps: list[Callable[[], object]], seconds: float) -> list[float]:
     return [statistics.median(seen) for seen in per_round]
 
 
-def dnnspec_step(case: Case, x: np.ndarray, y: np.ndarray) -> Callable[[], object]:
-    spec = load_spec_text(case.spec(), "<bench>")
+@dataclass(frozen=True)
+class StepCase:
+    name: str
+    widths: tuple[int, ...]
+    batch: int
+    optimizer: str
+
+
+STEPS = [
+    StepCase("digits MLP 64-256-256-10, batch 64, sgd", (64, 256, 256, 10), 64, "sgd"),
+    StepCase("digits MLP 64-256-256-10, batch 64, adam", (64, 256, 256, 10), 64, "adam"),
+    StepCase("MLP 784-1024-1024-10, batch 256, sgd", (784, 1024, 1024, 10), 256, "sgd"),
+    StepCase("MLP 784-1024-1024-10, batch 256, adam", (784, 1024, 1024, 10), 256, "adam"),
+]
+INFER = [
+    StepCase("digits MLP 64-256-256-10 inference, batch 1", (64, 256, 256, 10), 1, ""),
+    StepCase("digits MLP 64-256-256-10 inference, batch 256", (64, 256, 256, 10), 256, ""),
+]
+
+
+def _program(case: StepCase) -> Any:
+    spec = load_spec_text(
+        mlp_spec(case.widths, 0.0, case.optimizer or "sgd", max(case.batch, 2)), "<bench>"
+    )
     assert spec.train is not None
-    program = build_train_step(check_spec(spec), spec.train, case.widths[-1], Timing(100, 10_000))
-    trainer = Trainer(program, "cpu", 0)
-    return lambda: trainer.train_step({"x": x}, y)
+    return build_train_step(check_spec(spec), spec.train, case.widths[-1], Timing(100, 10_000))
 
 
-def torch_step(case: Case, x: np.ndarray, y: np.ndarray) -> Callable[[], object] | None:
+def _torch_mlp(widths: tuple[int, ...]) -> Any:
+    import torch
+
+    layers: list[torch.nn.Module] = []
+    for a, b in zip(widths[:-2], widths[1:-1], strict=True):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(widths[-2], widths[-1]))
+
+
+def step_pair(
+    case: StepCase, x: np.ndarray, y: np.ndarray, have_torch: bool
+) -> list[Callable[[], object]]:
+    trainer = Trainer(_program(case), "cpu", 0)
+    fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
+    if have_torch:
+        import torch
+
+        model = _torch_mlp(case.widths)
+        opt = (torch.optim.SGD if case.optimizer == "sgd" else torch.optim.Adam)(
+            model.parameters(), lr=LR[case.optimizer]
+        )
+        loss_fn = torch.nn.CrossEntropyLoss()
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(tx), ty)
+            loss.backward()
+            opt.step()
+            loss.item()
+
+        fns.append(step)
+    return fns
+
+
+def infer_pair(case: StepCase, x: np.ndarray, have_torch: bool) -> list[Callable[[], object]]:
+    program = _program(case)
+    params = initial_values(program, 0, params_only=True)
+    session = make_session(build_inference(program.typed, program.slots, params, program.metadata))
+    fns: list[Callable[[], object]] = [lambda: session.run(["output"], {"x": x})]
+    if have_torch:
+        import torch
+
+        model = _torch_mlp(case.widths).eval()
+        tx = torch.from_numpy(x)
+
+        def forward() -> None:
+            with torch.no_grad():
+                model(tx).numpy()
+
+        fns.append(forward)
+    return fns
+
+
+def bench_inproc(case: StepCase, seconds: float, have_torch: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(case.batch, case.widths[0])).astype(np.float32)
+    y = rng.integers(0, case.widths[-1], case.batch).astype(np.int64)
+    fns = step_pair(case, x, y, have_torch) if case.optimizer else infer_pair(case, x, have_torch)
+    measured = rates(fns, seconds)
+    row: dict[str, Any] = {"case": asdict(case), "dnnspec_per_s": measured[0]}
+    if have_torch:
+        row["torch_per_s"] = measured[1]
+        row["ratio"] = measured[0] / measured[1]
+    return row
+
+
+# report ----------------------------------------------------------------------------------
+def machine(threads: int) -> dict[str, Any]:
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     try:
         import torch
+
+        info["torch"] = torch.__version__
     except ImportError:
-        return None
-    layers: list[torch.nn.Module] = []
-    for a, b in zip(case.widths[:-2], case.widths[1:-1], strict=True):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers, torch.nn.Linear(case.widths[-2], case.widths[-1]))
-    opt = (
-        torch.optim.SGD(model.parameters(), lr=0.01)
-        if case.optimizer == "sgd"
-        else torch.optim.Adam(model.parameters(), lr=0.001)
+        info["torch"] = None
+    return info
+
+
+def _ratio(row: dict[str, Any], key: str) -> str:
+    if key not in row:
+        return "-"
+    low, high = row[f"{key}_range"]
+    return f"{row[key]:.2f}x ({low:.2f}-{high:.2f})"
+
+
+def _pair(row: dict[str, Any], key: str, form: str) -> str:
+    theirs = row.get("torch")
+    return f"{row['dnnspec'][key]:{form}} / " + (f"{theirs[key]:{form}}" if theirs else "-")
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    """Markdown tables, as docs/performance.md holds them."""
+    m = report["machine"]
+    print(
+        f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, load average "
+        f"{m['load_average'][0]} before / {m['load_average_after'][0]} after; python "
+        f"{m['python']}, onnxruntime {m['onnxruntime']}, torch {m['torch']}; {m['date']}"
     )
-    loss_fn = torch.nn.CrossEntropyLoss()
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(tx), ty)
-        loss.backward()
-        opt.step()
-        loss.item()
-
-    return step
+    if report.get("e2e"):
+        print(
+            "\nEnd to end, median of alternating processes; s = dnnspec / PyTorch; ratio ="
+            " PyTorch / dnnspec (higher is faster), min-max over rounds in brackets.\n"
+        )
+        print(
+            "| model | loop s | loop ratio | loop CPU ratio | process s | process ratio "
+            "| process CPU ratio | peak RSS MB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for row in report["e2e"]:
+            print(
+                f"| {row['case']['name']} | {_pair(row, 'loop', '.2f')} "
+                f"| {_ratio(row, 'loop_ratio')} | {_ratio(row, 'loop_cpu_ratio')} "
+                f"| {_pair(row, 'whole', '.2f')} "
+                f"| {_ratio(row, 'whole_ratio')} | {_ratio(row, 'whole_cpu_ratio')} "
+                f"| {_pair(row, 'rss_mb', '.0f')} |"
+            )
+    for key, title in (("step", "Train step, steps/s"), ("infer", "Inference, calls/s")):
+        if report.get(key):
+            print(
+                f"\n{title}: in one process, alternating 0.2 s rounds, median; ratio = "
+                "dnnspec / PyTorch.\n"
+            )
+            print("| model | dnnspec | PyTorch | ratio |\n|---|---|---|---|")
+            for row in report[key]:
+                theirs = f"{row['torch_per_s']:.0f}" if "torch_per_s" in row else "-"
+                ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "-"
+                print(
+                    f"| {row['case']['name']} | {row['dnnspec_per_s']:.0f} | {theirs} | {ratio} |"
+                )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--suite", default="e2e,step,infer", help="comma-separated: e2e, step, infer"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="end-to-end rounds per framework")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="per in-process row and framework"
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per e2e process")
+    parser.add_argument(
+        "--epochs", type=float, default=1.0, help="scale every e2e case's epochs (0.1: quick)"
+    )
+    parser.add_argument("--only", default="", help="run only the rows whose name contains this")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
     os.environ["DNNSPEC_THREADS"] = str(args.threads)
     try:
         import torch
 
         torch.set_num_threads(args.threads)
+        have_torch = True
     except ImportError:
-        pass
-    print(f"{'model':<44} {'dnnspec steps/s':>16} {'torch steps/s':>14} {'ratio':>7}")
-    for case in CASES:
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(case.batch, case.widths[0])).astype(np.float32)
-        y = rng.integers(0, case.widths[-1], case.batch).astype(np.int64)
-        theirs_step = torch_step(case, x, y)
-        steps = [dnnspec_step(case, x, y), *([theirs_step] if theirs_step else [])]
-        ours, *rest = rates(steps, args.seconds)
-        theirs = rest[0] if rest else None
-        ratio = f"{ours / theirs:6.2f}x" if theirs else "    -"
-        theirs_s = f"{theirs:14.0f}" if theirs else f"{'(no torch)':>14}"
-        print(f"{case.name:<44} {ours:16.0f} {theirs_s} {ratio}", flush=True)
+        have_torch = False
+    suites = set(args.suite.split(","))
+    report: dict[str, Any] = {"machine": machine(args.threads)}
+    if "e2e" in suites:
+        report["e2e"] = [
+            bench_e2e(scaled(c, args.epochs), args.repeats, args.threads, have_torch, args.timeout)
+            for c in E2E
+            if args.only in c.name
+        ]
+    if "step" in suites:
+        report["step"] = [
+            bench_inproc(c, args.seconds, have_torch) for c in STEPS if args.only in c.name
+        ]
+    if "infer" in suites:
+        report["infer"] = [
+            bench_inproc(c, args.seconds, have_torch) for c in INFER if args.only in c.name
+        ]
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_tables(report)
 
 
 if __name__ == "__main__":

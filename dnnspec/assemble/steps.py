@@ -58,7 +58,10 @@ def next_name(name: str) -> str:
 
 @dataclass
 class Program:
-    """Everything the runtime needs to drive a spec's graphs."""
+    """Everything the runtime needs to drive a spec's graphs. `slots` are the trained
+    parameters (with their optimizer state), `buffers` the layers' non-trained state
+    (batchnorm's running statistics): carried and checkpointed alike, but only `slots`
+    are differentiated and updated by the optimizer."""
 
     typed: TypedModel
     train: TrainSpec
@@ -69,10 +72,15 @@ class Program:
     eval_step: onnx.ModelProto
     float_dtype: str = "float32"
     metadata: dict[str, str] = field(default_factory=dict)
+    buffers: list[Slot] = field(default_factory=list)
 
     def carried(self) -> list[str]:
         """Names of all tensors carried from one train step to the next."""
-        return [n for s in self.slots for n in s.names()]
+        return [n for s in self.slots for n in s.names()] + [s.name for s in self.buffers]
+
+    def model_slots(self) -> list[Slot]:
+        """What model.onnx holds: the parameters and the non-trained state."""
+        return [*self.slots, *self.buffers]
 
 
 def parameter_slots(typed: TypedModel, state: tuple[str, ...] = ()) -> list[Slot]:
@@ -80,6 +88,12 @@ def parameter_slots(typed: TypedModel, state: tuple[str, ...] = ()) -> list[Slot
         Slot(param_name(layer.node.name, p.name), p, state)
         for layer in typed.layers
         for p in layer.params
+    ]
+
+
+def buffer_slots(typed: TypedModel) -> list[Slot]:
+    return [
+        Slot(param_name(layer.node.name, s.name), s) for layer in typed.layers for s in layer.state
     ]
 
 
@@ -148,9 +162,10 @@ def build_train_step(
     opt = OPTIMIZERS.get(train.optimizer.name)
     opt_args = train.optimizer.args
     slots = parameter_slots(typed, opt.state(opt_args))
+    buffers = buffer_slots(typed)
     b = GraphBuilder("train_step", float_dtype)
     b.reserve(LOSS)
-    params = _add_params(b, slots, as_inputs=True)
+    params = _add_params(b, [*slots, *buffers], as_inputs=True)
     for slot in slots:
         for kind in slot.state:
             b.add_input(slot.state_name(kind), b.float_dtype, slot.spec.shape)
@@ -162,6 +177,10 @@ def build_train_step(
 
     ctx = LowerCtx(b, "train", typed.types, rng=HashRandom(b, SEED, STEP))
     output = lower_model(typed, ctx, inputs, params)
+    for buffer in buffers:
+        updated = ctx.updates.get(buffer.name) or b.op("Identity", [buffer.name])
+        b.rename(updated, next_name(buffer.name))
+        b.add_output(next_name(buffer.name), b.float_dtype, buffer.spec.shape)
     loss, metric_names = _loss_and_metrics(b, train, output, classes)
     # the engine differentiates the loss nodes, unless the loss wrote its own gradient
     seed = {output: loss.vjp()} if loss.vjp else {LOSS: b.const(1.0, hint="d_loss")}
@@ -199,10 +218,13 @@ def build_train_step(
         classes,
         slots,
         metric_names,
-        train_step=b.model(metadata, "dnnspec training step"),
-        eval_step=build_eval_step(typed, train, classes, slots, float_dtype),
+        train_step=b.model(
+            {**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step"
+        ),
+        eval_step=build_eval_step(typed, train, classes, [*slots, *buffers], float_dtype),
         float_dtype=float_dtype,
         metadata=metadata,
+        buffers=buffers,
     )
 
 
@@ -213,7 +235,8 @@ def build_eval_step(
     slots: list[Slot],
     float_dtype: str = "float32",
 ) -> onnx.ModelProto:
-    """Loss and metric sums of a batch with the current parameters, without dropout."""
+    """Loss and metric sums of a batch with the current parameters (and non-trained
+    state), without dropout."""
     b = GraphBuilder("eval_step", float_dtype)
     b.reserve(LOSS)
     params = _add_params(b, slots, as_inputs=True)
@@ -231,7 +254,8 @@ def build_inference(
     values: dict[str, np.ndarray],
     metadata: dict[str, str],
 ) -> onnx.ModelProto:
-    """The deployable model: inputs -> `output`, weights baked in as initializers."""
+    """The deployable model: inputs -> `output`, weights (and running statistics) baked in
+    as initializers; `slots` are the program's `model_slots()`."""
     b = GraphBuilder(typed.spec.model.name, "float32")
     b.reserve(OUTPUT)
     params = _add_params(b, slots, as_inputs=False, values=values)
@@ -263,6 +287,28 @@ def spec_hash(typed: TypedModel) -> str:
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> dict[str, str]:
+    """`dnnspec.carried`: every tensor the train step carries, as structured data (node and
+    parameter apart, since block node names hold dots), for drivers and `dnnspec inspect`;
+    a layer's non-trained state (running statistics) has kind `state`."""
+    carried = []
+    for slot in slots:
+        node = slot.name[: -len(slot.spec.name) - 1]
+        carried.append(
+            {"name": slot.name, "node": node, "param": slot.spec.name, "kind": "parameter"}
+        )
+        carried += [
+            {"name": slot.state_name(k), "node": node, "param": slot.spec.name, "kind": k}
+            for k in slot.state
+        ]
+    for buffer in buffers:
+        node = buffer.name[: -len(buffer.spec.name) - 1]
+        carried.append(
+            {"name": buffer.name, "node": node, "param": buffer.spec.name, "kind": "state"}
+        )
+    return {"dnnspec.carried": json.dumps(carried)}
+
+
 def model_metadata(
     typed: TypedModel, train: TrainSpec | None, classes: int | None
 ) -> dict[str, str]:
@@ -270,8 +316,14 @@ def model_metadata(
         {"name": d.name, "dtype": _float_dtype(d.dtype, "float32"), "shape": list(d.dims)}
         for d in typed.spec.model.inputs
     ]
+    parameters = [
+        {"name": param_name(layer.node.name, p.name), "node": layer.node.name, "param": p.name}
+        for layer in typed.layers
+        for p in layer.params
+    ]
     meta: dict[str, Any] = {
         "dnnspec.model": typed.spec.model.name,
+        "dnnspec.parameters": json.dumps(parameters),
         "dnnspec.inputs": json.dumps(inputs),
         "dnnspec.output_shape": json.dumps(list(typed.output.dims)),
         "dnnspec.spec_hash": spec_hash(typed),

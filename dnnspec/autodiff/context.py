@@ -110,6 +110,8 @@ class VjpContext:
         self._needed = needed
         self._consts = consts
         self._shape_nodes: dict[str, str] = {}
+        self._expand_sources: dict[str, str] = {}
+        self._scanned = 0
 
     # static facts -----------------------------------------------------------------
     def needs(self, name: str) -> bool:
@@ -194,6 +196,21 @@ class VjpContext:
         dtype = helper.tensor_dtype_to_np_dtype(self.elem(name))
         value = numpy_helper.from_array(np.zeros(1, dtype))
         return self.b.op("ConstantOfShape", [dims], hint=f"d_{name}_zero", value=value)
+
+    def unexpanded(self, grad: str, full: Shape | None, other: str) -> str:
+        """The input of the Expand that produced `grad`, when `grad` is about to be
+        multiplied by `other` and `other` already has `grad`'s full static shape `full`:
+        the product broadcasts to that shape anyway, so the expanded copy is skipped (and
+        pruned if nothing else reads it). A loss's scalar seed, spread over the batch by a
+        mean's rule, then costs no tensor-sized Expand. Otherwise `grad` itself."""
+        if full is None or any(d is None for d in full) or self.shape(other) != full:
+            return grad
+        nodes = self.b.nodes
+        for node in nodes[self._scanned :]:
+            if node.op_type == "Expand" and node.domain in ("", "ai.onnx"):
+                self._expand_sources[node.output[0]] = node.input[0]
+        self._scanned = len(nodes)
+        return self._expand_sources.get(grad, grad)
 
     def reduce_to(self, grad: str, grad_shape: Shape | None, target: str) -> str:
         """Sum a gradient shaped `grad_shape` down to the shape of broadcast operand `target`.

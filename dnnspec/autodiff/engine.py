@@ -30,6 +30,16 @@ FLOAT_TYPES = frozenset(
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
 
+GRAD_SCOPE = "grad/"
+"""Backward nodes are named `grad/<layer>/<op>`, after the forward node they differentiate."""
+
+
+def _layer_of(node: onnx.NodeProto) -> str:
+    """The scope of a forward node (`dense_1` for `dense_1/Gemm`), or `graph` outside any."""
+    scope, _, _ = node.name.rpartition("/")
+    return scope or "graph"
+
+
 def gradients(
     b: GraphBuilder,
     seeds: dict[str, str],
@@ -88,7 +98,8 @@ def gradients(
                 f"no VJP rule for {node.domain or 'ai.onnx'}::{node.op_type} "
                 f"(node '{node.name}', output '{node.output[0]}')"
             )
-        in_grads = VJP.get(node.op_type)(ctx, node, out_grads)
+        with b.scope(GRAD_SCOPE + _layer_of(node)):
+            in_grads = VJP.get(node.op_type)(ctx, node, out_grads)
         for name, grad in zip(inputs[id(node)], in_grads, strict=False):
             if grad is not None and name in needed:
                 pending.setdefault(name, []).append(grad)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span
@@ -41,12 +41,14 @@ def param_name(node_name: str, local: str) -> str:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One checked node: its output type, the parameters it owns and its FLOPs per sample."""
+    """One checked node: its output type, the parameters it owns, its FLOPs per sample and
+    its non-trained state (not counted as parameters)."""
 
     node: Node
     out: TensorType
     params: list[ParamSpec]
     flops: int
+    state: list[ParamSpec] = field(default_factory=list)
 
     @property
     def param_count(self) -> int:
@@ -125,7 +127,7 @@ class _Checker:
         out = layer.infer(operands, node.args)
         params = layer.params(operands, node.args)
         flops = layer.flops(operands, out, node.args) if layer.flops else 0
-        return LayerInfo(node, out, params, flops)
+        return LayerInfo(node, out, params, flops, layer.state(operands, node.args))
 
     def diagnostic(self, node: Node, operands: Sequence[TensorType], exc: ShapeError) -> Diagnostic:
         notes = [

@@ -7,7 +7,8 @@ and IR version because the onnx package's default IR version is newer than onnxr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ class GraphBuilder:
         self._used: set[str] = set()
         self._counter: dict[str, int] = {}
         self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+        self._scope: list[str] = []
 
     def subgraph(self, name: str) -> GraphBuilder:
         """A builder for a control-flow body (Scan, Loop) of this graph: it shares this
@@ -55,6 +57,7 @@ class GraphBuilder:
         sub = GraphBuilder(name, self.float_dtype.name)
         sub._used = self._used
         sub._counter = self._counter
+        sub._scope = self._scope
         return sub
 
     @property
@@ -63,6 +66,20 @@ class GraphBuilder:
         return elem_type(self.float_dtype)
 
     # names -----------------------------------------------------------------
+    @contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        """Name the nodes emitted inside after `name` (`dense_1/Gemm`, `grad/dense_1/Gemm`),
+        so tools can group a graph's nodes by the spec's layers, as exporters of other
+        frameworks do."""
+        self._scope.append(name)
+        try:
+            yield
+        finally:
+            self._scope.pop()
+
+    def node_name(self, op_type: str) -> str:
+        return "/".join([*self._scope, op_type]) if self._scope else f"n_{op_type}"
+
     def fresh(self, hint: str) -> str:
         """A value name not used yet in this graph, derived from `hint`."""
         base = hint.replace(" ", "_") or "v"
@@ -149,7 +166,7 @@ class GraphBuilder:
                 if name and name not in self._used:
                     self._used.add(name)
         node = helper.make_node(
-            op_type, list(inputs), out_names, name=self.fresh(f"n_{op_type}"), **attrs
+            op_type, list(inputs), out_names, name=self.fresh(self.node_name(op_type)), **attrs
         )
         self.nodes.append(node)
         return out_names

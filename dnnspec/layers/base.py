@@ -8,7 +8,7 @@ Adding a layer touches one module under `layers/` (plus tests): it calls
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from dnnspec.graph.builder import GraphBuilder
@@ -62,13 +62,19 @@ class RandomSource(Protocol):
 
 @dataclass
 class LowerCtx:
-    """State handed to each layer's lowering: the builder, the mode and static types."""
+    """State handed to each layer's lowering: the builder, the mode and static types.
+
+    A layer with non-trained state (batchnorm's running statistics) reads the state's
+    current value from its `params` like a parameter and, when training, records the
+    value that replaces it in `updates` (keyed by the state's graph name); the training
+    step outputs it as `<name>.next`."""
 
     b: GraphBuilder
     mode: Mode
     types: dict[str, TensorType]
     rng: RandomSource | None = None
     salt: int = 0
+    updates: dict[str, str] = field(default_factory=dict)
 
     @property
     def training(self) -> bool:
@@ -93,6 +99,9 @@ class LayerDef:
     infer: InferFn
     lower: LowerFn
     params: ParamsFn = no_params
+    state: ParamsFn = no_params
+    """Non-trained tensors carried between steps (running statistics): not counted as
+    parameters, not differentiated, saved in checkpoints and model.onnx."""
     flops: FlopsFn | None = None
     arity: int | None = 1
     doc: str = ""

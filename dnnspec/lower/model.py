@@ -21,10 +21,11 @@ def lower_model(
     values = dict(inputs)
     for index, info in enumerate(typed.layers):
         node = info.node
-        values[node.name] = LAYERS.get(node.layer).lower(
-            replace(ctx, salt=ctx.salt + index),
-            node,
-            [values[name] for name in node.inputs],
-            params.get(node.name, {}),
-        )
+        with ctx.b.scope(node.name):
+            values[node.name] = LAYERS.get(node.layer).lower(
+                replace(ctx, salt=ctx.salt + index),
+                node,
+                [values[name] for name in node.inputs],
+                params.get(node.name, {}),
+            )
     return values[typed.spec.model.output]

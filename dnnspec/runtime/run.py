@@ -76,6 +76,7 @@ class RunResult:
     steps: int
     stopped: str
     seconds: float
+    cpu_seconds: float = 0.0
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -127,7 +128,7 @@ def write_graphs(program: Program, run_dir: Path) -> dict[str, Path]:
 
 def export_model(program: Program, params: dict[str, np.ndarray], path: Path) -> Path:
     """Write the deployable model and check it fully before anyone ships it."""
-    model = build_inference(program.typed, program.slots, params, program.metadata)
+    model = build_inference(program.typed, program.model_slots(), params, program.metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
@@ -227,7 +228,7 @@ class _Run:
                 lambda losses, n: self.reporter.advance(epoch, len(losses), n, float(losses[-1])),
             )
             self.values = trainer.values()
-            params = {s.name: self.values[s.name] for s in prep.program.slots}
+            params = {s.name: self.values[s.name] for s in prep.program.model_slots()}
             if not _finite(params):
                 # e.g. ReLU turned NaN weights into finite outputs, so the loss looked fine
                 raise Diverged(trainer.step, epoch, math.nan, "the parameters")
@@ -370,7 +371,7 @@ def run_training(
     write_lock(spec, paths["lock"])
     paths["metrics"] = run_dir / "metrics.jsonl"
     paths["checkpoint"] = run.checkpoint_path
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
     try:
         with paths["metrics"].open("a" if resume else "w") as log:
@@ -390,5 +391,6 @@ def run_training(
         run.trainer.step,
         stopped,
         time.perf_counter() - started,
+        time.process_time() - cpu_started,
         paths,
     )

@@ -75,7 +75,8 @@ class EpochStats:
 
 
 def initial_values(program: Program, seed: int, params_only: bool = False) -> dict[str, np.ndarray]:
-    """Seeded parameters (each layer's initialiser) and zero optimizer state."""
+    """Seeded parameters (each layer's initialiser), zero optimizer state and the layers'
+    initial non-trained state (running mean 0, variance 1)."""
     rng = np.random.default_rng(seed)
     dtype = np.dtype(program.float_dtype)
     values: dict[str, np.ndarray] = {}
@@ -84,6 +85,8 @@ def initial_values(program: Program, seed: int, params_only: bool = False) -> di
         if not params_only:
             for kind in slot.state:
                 values[slot.state_name(kind)] = np.zeros(slot.spec.shape, dtype)
+    for buffer in program.buffers:
+        values[buffer.name] = initial_value(buffer.spec, rng, dtype)
     return values
 
 
@@ -190,8 +193,9 @@ class Trainer:
         self._previous = self._last_call = None
 
     def params(self) -> dict[str, np.ndarray]:
+        """Host copies of what model.onnx holds: parameters and non-trained state."""
         current = self._buffers[self._current]
-        return {s.name: current[s.name].numpy().copy() for s in self.program.slots}
+        return {s.name: current[s.name].numpy().copy() for s in self.program.model_slots()}
 
     # data --------------------------------------------------------------------
     def _bind_data(self, data: Dataset, input_name: str) -> bool:
@@ -311,7 +315,7 @@ class Trainer:
     def evaluate(self, data: Dataset, input_name: str, batch: int = 1024) -> dict[str, float]:
         stats = EpochStats()
         io = self.eval_session.io_binding()
-        for name in (s.name for s in self.program.slots):
+        for name in (s.name for s in self.program.model_slots()):
             io.bind_ortvalue_input(name, self._buffers[self._current][name])
         for out in self._scalar_outputs():
             io.bind_output(out, "cpu")

@@ -2,6 +2,7 @@
 
 from dnnspec.autodiff.rules import (
     activations,
+    conv,
     elementwise,
     gather,
     matmul,
@@ -17,6 +18,7 @@ __all__ = [
     "VJP",
     "VjpRule",
     "activations",
+    "conv",
     "elementwise",
     "gather",
     "matmul",

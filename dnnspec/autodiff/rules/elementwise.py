@@ -44,12 +44,13 @@ def mul(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
         # x * x: one 2 dy x instead of two products summed by the engine
         if not ctx.needs(a):
             return [None, None]
-        half = ctx.b.op("Mul", [dy, a])
+        half = ctx.b.op("Mul", [ctx.unexpanded(dy, shape, a), a])
         return [ctx.b.op("Add", [half, half]), None]
     grads: Grads = []
     for x, other in ((a, b_), (b_, a)):
         if ctx.needs(x):
-            grads.append(ctx.reduce_to(ctx.b.op("Mul", [dy, other]), shape, x))
+            product = ctx.b.op("Mul", [ctx.unexpanded(dy, shape, other), other])
+            grads.append(ctx.reduce_to(product, shape, x))
         else:
             grads.append(None)
     return grads

@@ -84,3 +84,28 @@ def reduce_sum(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
 @VJP.register("ReduceMean")
 def reduce_mean(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     return _reduce(ctx, node, dys, mean=True)
+
+
+@VJP.register("ReduceMax")
+def reduce_max(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
+    """dy goes to the elements equal to the maximum, split evenly among ties (PyTorch's
+    amax convention): mask * dy / count, broadcast back over the reduced axes."""
+    x, y = node.input[0], node.output[0]
+    dy, b = single(dys), ctx.b
+    axes_in = ctx.input(node, 1)
+    grads: Grads = [None] * len(node.input)
+    axes = ctx.ints(axes_in) if axes_in else []
+    if axes == [] and int(ctx.attr(node, "noop_with_empty_axes", 0)):
+        grads[0] = dy
+        return grads
+    if not int(ctx.attr(node, "keepdims", 1)) and axes_in is not None:
+        if axes is not None and ctx.rank(x) is not None:
+            rank = ctx.require_rank(x, "ReduceMax")
+            axes_in = ctx.int_const(sorted(a % rank for a in axes))
+        y = b.op("Unsqueeze", [y, axes_in])
+        dy = b.op("Unsqueeze", [dy, axes_in])
+    mask = b.op("Cast", [b.op("Equal", [x, y])], to=ctx.elem(x))
+    reduce_axes = [axes_in] if axes_in is not None else []
+    count = b.op("ReduceSum", [mask, *reduce_axes], keepdims=1)
+    grads[0] = b.op("Mul", [mask, b.op("Div", [dy, count])])
+    return grads
