@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
+from dnnspec.tools.plot import can_plot, plot_runs
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
@@ -70,6 +72,7 @@ __all__ = [
     "compile",
     "format_file",
     "inspect",
+    "plot",
     "draw_graph",
     "load",
     "load_spec",
@@ -136,6 +139,7 @@ def train(
     reporter: Reporter | None = None,
     checkpoint_every: Cadence | str | None = None,
     stop_after: int | None = None,
+    plot: bool | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
@@ -143,7 +147,8 @@ def train(
     checkpoint; `reporter` receives progress; `checkpoint_every` is a `Cadence` or its
     text (`5` epochs, `30s`; default at most once a minute). Ctrl-C raises `Interrupted`
     (the run keeps model.onnx of the last finished epoch and can be resumed). `stop_after`
-    pauses the run after that epoch; resuming continues it as if it had never paused."""
+    pauses the run after that epoch; resuming continues it as if it had never paused. `plot`
+    draws curves.png into the run (default: when matplotlib is installed)."""
     if resume and out is None:
         raise error("resume needs the run directory to continue: out=DIR")
     spec = _spec(source, overrides)
@@ -151,9 +156,12 @@ def train(
     every = (
         Cadence.parse(checkpoint_every) if isinstance(checkpoint_every, str) else checkpoint_every
     )
-    return run_training(
+    result = run_training(
         spec, run_dir, device, epochs, reporter, resume, overwrite, every, stop_after
     )
+    if plot if plot is not None else can_plot():
+        result.paths["curves"] = plot_runs([result.run_dir], result.run_dir / "curves.png")
+    return result
 
 
 def tune(
@@ -293,3 +301,12 @@ def draw_graph(path: str | Path, out: str | Path, graph: str = "model") -> Path:
     else:
         render_dot(dot, out)
     return out
+
+
+def plot(runs: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Learning curves of one or more runs as a PNG (needs matplotlib: `dnnspec[plot]`);
+    by default the run's curves.png, or curves.png here for several runs."""
+    paths = [Path(r) for r in runs]
+    if out is None:
+        out = paths[0] / "curves.png" if len(paths) == 1 else Path("curves.png")
+    return plot_runs(paths, Path(out))

@@ -150,6 +150,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             reporter=reporter,
             checkpoint_every=args.checkpoint_every,
             stop_after=args.stop_after,
+            plot=False if args.no_plot else None,
         )
     except Interrupted as stop:
         run_dir = stop.run_dir
@@ -335,6 +336,17 @@ def cmd_inspect(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
+def cmd_plot(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import plot
+
+    out = plot(args.runs, args.out)
+    if args.json:
+        print(json.dumps({"plot": str(out)}))
+    else:
+        console.print(f"wrote {out}")
+    return OK
+
+
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import compile, save
 
@@ -444,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="pause after epoch N (the schedule still spans the whole run); --resume continues",
     )
+    p.add_argument(
+        "--no-plot", action="store_true", help="do not draw curves.png (drawn with matplotlib)"
+    )
     p = spec_command("tune", "run the spec's search section: trials, a results table, best.dnn")
     p.add_argument("--out", help="search directory (default: runs/<spec name>-tune[-n])")
     p.add_argument("--workers", type=int, help="trials run at once (default: the cores)")
@@ -467,6 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz DOT")
     p.add_argument("--svg", metavar="FILE", help="draw the graph as SVG (needs Graphviz)")
     p.add_argument("--png", metavar="FILE", help="draw the graph as PNG (needs Graphviz)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("plot", help="draw learning curves of one or more runs as a PNG")
+    p.add_argument("runs", nargs="+", help="run directories written by `dnnspec train`")
+    p.add_argument(
+        "--out", help="PNG to write (default: RUN/curves.png, or curves.png for several)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
@@ -501,6 +522,7 @@ COMMANDS = {
     "tune": cmd_tune,
     "fmt": cmd_fmt,
     "inspect": cmd_inspect,
+    "plot": cmd_plot,
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,

@@ -15,7 +15,7 @@ from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
-from dnnspec.layers.base import LAYERS, LowerCtx, ShapeError, TensorType
+from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ShapeError, TensorType
 
 TESTS = Path(__file__).resolve().parent
 
@@ -254,7 +254,7 @@ def test_upsample2d_repeats_each_pixel_into_a_block() -> None:
     np.testing.assert_array_equal(y, x.repeat(2, axis=2).repeat(3, axis=3))
 
 
-def lower_batchnorm(x: TensorType, mode: str) -> tuple[GraphBuilder, str, LowerCtx]:
+def lower_batchnorm(x: TensorType, mode: Mode) -> tuple[GraphBuilder, str, LowerCtx]:
     b = GraphBuilder("t")
     b.add_input("in0", "float32", x.dims)
     names = ["weight", "bias", "running_mean", "running_var"]
@@ -262,7 +262,7 @@ def lower_batchnorm(x: TensorType, mode: str) -> tuple[GraphBuilder, str, LowerC
     node = Node(
         name="bn", layer="batchnorm", inputs=("in0",), args=bind("batchnorm", {}), span=SPAN
     )
-    ctx = LowerCtx(b, mode, {"in0": x, "bn": x})  # type: ignore[arg-type]
+    ctx = LowerCtx(b, mode, {"in0": x, "bn": x})
     out = LAYERS.get("batchnorm").lower(ctx, node, ["in0"], params)
     return b, out, ctx
 

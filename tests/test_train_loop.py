@@ -44,8 +44,9 @@ def single_step_losses(prep: Prepared, batch: int) -> list[float]:
     return losses[:STEPS]
 
 
-def loop_losses(prep: Prepared, batch: int, steps_per_call: int) -> list[float]:
+def loop_losses(prep: Prepared, batch: int, steps_per_call: int, host: bool = False) -> list[float]:
     trainer = Trainer(prep.program, "cpu", prep.train.seed, steps_per_call=steps_per_call)
+    trainer.host_loop = host
     losses: list[float] = []
     epoch = 0
     while len(losses) < STEPS:
@@ -56,14 +57,18 @@ def loop_losses(prep: Prepared, batch: int, steps_per_call: int) -> list[float]:
     return losses[:STEPS]
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 7, 4096], ids=["K=1", "K=7", "whole epoch"])
+@pytest.mark.parametrize(
+    ("steps_per_call", "host"),
+    [(1, False), (7, False), (4096, False), (7, True)],
+    ids=["K=1", "K=7", "whole epoch", "host loop"],
+)
 def test_k_steps_per_call_give_the_losses_of_single_steps(
-    digits: Prepared, steps_per_call: int
+    digits: Prepared, steps_per_call: int, host: bool
 ) -> None:
     batch = 16
     assert len(digits.train_data) % batch != 0
     expected = single_step_losses(digits, batch)
-    assert loop_losses(digits, batch, steps_per_call) == expected
+    assert loop_losses(digits, batch, steps_per_call, host) == expected
 
 
 def test_train_loop_graph_is_valid_onnx_and_carries_every_state_tensor(digits: Prepared) -> None:
@@ -199,3 +204,16 @@ def test_cuda_training_keeps_the_losses_of_the_cpu_within_float_tolerance(
     assert gpu.evaluate(digits.val_data, "x")["loss"] == pytest.approx(
         cpu.evaluate(digits.val_data, "x")["loss"], rel=1e-3
     )
+
+
+def test_slow_steps_switch_to_one_step_per_call_and_keep_the_losses(
+    digits: Prepared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dnnspec.runtime import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "HOST_LOOP_STEP_SECONDS", 0.0)
+    trainer = Trainer(digits.program, "cpu", digits.train.seed)
+    losses: list[float] = []
+    trainer.run_epoch(digits.train_data, "x", 16, 0, lambda call, n: losses.extend(call.tolist()))
+    assert trainer.host_loop
+    assert losses == single_step_losses(digits, 16)[: len(losses)] and len(losses) == 90

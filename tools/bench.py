@@ -336,6 +336,79 @@ def bench_inproc(case: StepCase, seconds: float, have_torch: bool) -> dict[str, 
     return row
 
 
+@dataclass(frozen=True)
+class LstmCase:
+    """lstm(units) over [N, steps, features] (the last step's output) -> dense(10), Adam;
+    `symbolic` declares T as a name, so the loop is a Scan whatever the length."""
+
+    name: str
+    steps: int
+    features: int
+    units: int
+    batch: int
+    symbolic: bool = False
+
+    def spec(self) -> str:
+        t = "T" if self.symbolic else str(self.steps)
+        return (
+            f"model bench {{\n  input x: float32[N, {t}, {self.features}]\n"
+            f"  lstm({self.units})\n  dense(10)\n}}\n"
+            "train {\n  data digits\n  loss cross_entropy\n  optimizer adam(lr = 0.001)\n"
+            f"  batch {self.batch}\n  epochs 1\n}}\n"
+        )
+
+
+LSTMS = [
+    LstmCase("LSTM 16x32 -> 128, T = 16 (unrolled), batch 64", 16, 32, 128, 64),
+    LstmCase("LSTM 32x32 -> 128, T = 32 (Scan), batch 64", 32, 32, 128, 64),
+    LstmCase("LSTM 32x32 -> 128, symbolic T (Scan), batch 64", 32, 32, 128, 64, symbolic=True),
+    LstmCase("LSTM 8x16 -> 32, T = 8 (unrolled), batch 32", 8, 16, 32, 32),
+]
+
+
+def lstm_pair(
+    case: LstmCase, x: np.ndarray, y: np.ndarray, have_torch: bool
+) -> list[Callable[[], object]]:
+    """dnnspec's train step and the same nn.LSTM + Linear step in PyTorch."""
+    spec = load_spec_text(case.spec(), "<bench>")
+    assert spec.train is not None
+    trainer = Trainer(
+        build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000)), "cpu", 0
+    )
+    fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
+    if have_torch:
+        import torch
+
+        lstm = torch.nn.LSTM(case.features, case.units, batch_first=True)
+        head = torch.nn.Linear(case.units, 10)
+        opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=LR["adam"])
+        loss_fn = torch.nn.CrossEntropyLoss()
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            out, _ = lstm(tx)
+            loss = loss_fn(head(out[:, -1]), ty)
+            loss.backward()
+            opt.step()
+            loss.item()
+
+        fns.append(step)
+    return fns
+
+
+def bench_lstm(case: LstmCase, seconds: float, have_torch: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(case.batch, case.steps, case.features)).astype(np.float32)
+    y = rng.integers(0, 10, case.batch).astype(np.int64)
+    measured = rates(lstm_pair(case, x, y, have_torch), seconds)
+    row: dict[str, Any] = {"case": asdict(case), "dnnspec_per_s": measured[0]}
+    if have_torch:
+        row["torch_per_s"] = measured[1]
+        row["ratio"] = measured[0] / measured[1]
+    return row
+
+
 # report ----------------------------------------------------------------------------------
 def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
@@ -456,7 +529,7 @@ def main() -> None:
     if "step" in suites:
         report["step"] = [
             bench_inproc(c, args.seconds, have_torch) for c in STEPS if args.only in c.name
-        ]
+        ] + [bench_lstm(c, args.seconds, have_torch) for c in LSTMS if args.only in c.name]
     if "infer" in suites:
         report["infer"] = [
             bench_inproc(c, args.seconds, have_torch) for c in INFER if args.only in c.name

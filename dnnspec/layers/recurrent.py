@@ -35,7 +35,7 @@ from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_int
 
-UNROLL_MAX = 32
+UNROLL_MAX = 16
 """Static sequences up to this length are unrolled; longer or symbolic ones use Scan."""
 
 CellFn = Callable[[GraphBuilder, str, list[str] | None, "Weights", int], list[str]]

@@ -368,7 +368,7 @@ def run_training(
     run.last_good = run.trainer.params()
     paths = write_graphs(prep.program, run_dir)
     paths["lock"] = run_dir / "spec.lock.json"
-    write_lock(spec, paths["lock"])
+    write_lock(spec.model_copy(update={"train": train}), paths["lock"])  # as run: with --epochs
     paths["metrics"] = run_dir / "metrics.jsonl"
     paths["checkpoint"] = run.checkpoint_path
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -105,6 +105,10 @@ CALL_SECONDS = 0.25
 """Target duration of one train-loop call: few enough progress updates that the host
 does almost nothing per step, often enough for a live bar and a prompt Ctrl-C."""
 MAX_STEPS_PER_CALL = 4096
+HOST_LOOP_STEP_SECONDS = 0.005
+"""Steps at least this long run one per call of the train-step graph instead: the Loop
+costs ~4% per step on the 784-1024-1024-10 MLP (26 vs 25 ms of CPU), while the per-call
+overhead it saves is under 0.1 ms."""
 RESIDENT_BYTES = 2 << 30
 """Datasets up to this size live on the device for the whole run; larger ones are
 gathered on the host, call by call, into a [K*B, ...] block (same graph)."""
@@ -142,6 +146,7 @@ class Trainer:
         self.dtype = np.dtype(program.float_dtype)
         self.step = 0
         self.adaptive = steps_per_call is None
+        self.host_loop = False
         self.steps_per_call = steps_per_call or 8
         self.carried = program.carried()
         values = initial_values(program, seed)
@@ -291,6 +296,8 @@ class Trainer:
     def run_steps(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """K train steps in one call over the bound data; `rows` [K, B] are sample indices.
         On a non-finite loss, replays step by step to leave the last good parameters."""
+        if self.host_loop:
+            return self._host_steps(rows)
         source, step = self._current, self.step
         losses, metrics = self._call(rows)
         bad = np.flatnonzero(~np.isfinite(losses))
@@ -299,6 +306,15 @@ class Trainer:
         self._advance(float(losses[-1]), len(rows))
         self._last_call = _Call(source, step, rows)
         return losses, metrics
+
+    def _host_steps(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The same steps through the single-step graph, batches gathered on the host."""
+        assert self._data is not None
+        data, input_name, _ = self._data
+        seen = [self.train_step({input_name: data.x[row]}, data.y[row]) for row in rows]
+        losses = np.array([loss for loss, _ in seen], self.dtype)
+        names = self.program.metric_names
+        return losses, {m: np.array([ms[m] for _, ms in seen], self.dtype) for m in names}
 
     def _replay(self, rows: np.ndarray) -> None:
         """Re-run the previous call and `rows` one step at a time from the previous call's
@@ -339,7 +355,8 @@ class Trainer:
     ) -> dict[str, float]:
         """One pass in the epoch's order: full batches in calls of `steps_per_call` steps
         (adapted to take about CALL_SECONDS each), then the partial last batch.
-        `on_call(losses of its steps, samples)` follows each call."""
+        `on_call(losses of its steps, samples)` follows each call. Once a step is seen to
+        take HOST_LOOP_STEP_SECONDS, the steps of a call run one by one instead."""
         self._bind_data(data, input_name)
         order = epoch_order(len(data), self.seed, epoch)
         full, rest = divmod(len(order), batch)
@@ -359,6 +376,7 @@ class Trainer:
                 raise Diverged(exc.step, epoch, exc.loss, exc.what) from None
             if done < full and self.adaptive:
                 per_step = (time.perf_counter() - started) / k
+                self.host_loop = self.host_loop or per_step >= HOST_LOOP_STEP_SECONDS
                 self.steps_per_call = max(
                     1, min(MAX_STEPS_PER_CALL, int(CALL_SECONDS / max(per_step, 1e-7)))
                 )

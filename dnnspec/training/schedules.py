@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Duration, Signature
@@ -166,3 +168,16 @@ SCHEDULES.add(
         spans_run=True,
     ),
 )
+
+
+def factor_curve(name: str, args: dict[str, Any], timing: Timing, steps: np.ndarray) -> np.ndarray:
+    """The schedule's factor at each of `steps` (updates done so far), computed by the very
+    nodes the train step runs, so a plot or summary can never disagree with training."""
+    from onnx.reference import ReferenceEvaluator
+
+    b = GraphBuilder("schedule")
+    b.add_input("step", "float32", [len(steps)])
+    b.rename(SCHEDULES.get(name).build(b, "step", args, timing), "factor")
+    b.add_output("factor", "float32", None)
+    (factor,) = ReferenceEvaluator(b.model()).run(None, {"step": steps.astype(np.float32)})
+    return np.broadcast_to(np.asarray(factor, dtype=np.float64), steps.shape).copy()

@@ -226,7 +226,7 @@ class Tuner:
             "--out",
             str(run_dir),
         ]
-        argv += ["--json", "--device", self.device]
+        argv += ["--json", "--no-plot", "--device", self.device]
         for name, value in {
             **self.overrides,
             **{k: render_value(v) for k, v in plan.params.items()},

@@ -19,7 +19,7 @@ from onnx import helper
 
 from dnnspec.autodiff.context import AutodiffError, VjpContext, captured, node_inputs
 from dnnspec.autodiff.rules.base import VJP, single
-from dnnspec.graph.builder import Dim
+from dnnspec.graph.builder import Dim, GraphBuilder
 
 Grads = list[str | None]
 
@@ -64,6 +64,24 @@ def _check_layout(node: onnx.NodeProto, ctx: VjpContext) -> None:
                 f"the Scan gradient supports axis 0 and forward direction only "
                 f"(node '{node.name}' sets {name})"
             )
+
+
+def _accumulate(bb: GraphBuilder, total: str, grad: str) -> str:
+    """total + grad; a weight's per-step gradient that is a Gemm without C read nowhere
+    else takes the running total as its C (beta = 1), which saves one pass over the
+    weight per step (h' Wh's gradient is such a Gemm)."""
+    producer = next((x for x in bb.nodes if grad in x.output), None)
+    readers = [x for x in bb.nodes if grad in x.input]
+    if (
+        producer is not None
+        and producer.op_type == "Gemm"
+        and len(producer.input) == 2
+        and not readers
+        and float(VjpContext.attr(producer, "beta", 1.0)) == 1.0
+    ):
+        producer.input.append(total)
+        return grad
+    return bb.op("Add", [total, grad], hint=f"{total}_next")
 
 
 @VJP.register("Scan")
@@ -221,7 +239,7 @@ def scan(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     for j in floats:
         output(grads[state_in[j]], in_types[state_in[j]])
     for c in wanted_c:
-        total = bb.op("Add", [accumulators[c], grads[c]], hint=f"{c}_grad_sum")
+        total = _accumulate(bb, accumulators[c], grads[c])
         bb.outputs.append(_value_info(total, ctx.elem(c), ctx.shape(c)))
     for i in wanted_x:
         output(grads[scan_in[i]], in_types[scan_in[i]])
