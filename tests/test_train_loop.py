@@ -217,3 +217,16 @@ def test_slow_steps_switch_to_one_step_per_call_and_keep_the_losses(
     trainer.run_epoch(digits.train_data, "x", 16, 0, lambda call, n: losses.extend(call.tolist()))
     assert trainer.host_loop
     assert losses == single_step_losses(digits, 16)[: len(losses)] and len(losses) == 90
+
+
+def test_train_rejects_a_bad_checkpoint_cadence_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dnnspec.cli import main
+
+    code = main(
+        ["train", str(SPECS / "digits_mlp.dnn"), "--out", str(tmp_path), "--checkpoint-every", "0"]
+    )
+    assert code == 2
+    assert "--checkpoint-every expects a number of epochs or a time" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint").exists()

@@ -371,3 +371,48 @@ def test_digits_mlp_search_finds_a_configuration_at_least_as_good_as_the_default
     assert done.returncode == 0, done.stderr
     best = json.loads(done.stdout)["best"]
     assert default is not None and best["objective"] >= default
+
+
+STRUCTURAL = """param act = relu
+param opt = adam
+param depth = 1
+model m {
+  input x: float32[N, 4]
+  repeat depth { dense(8) -> act }
+  dense(2)
+}
+train {
+  data spirals(samples = 100, classes = 2, noise = 0.1, validation = 0.25)
+  loss cross_entropy
+  optimizer opt(lr = 0.01)
+  batch 25
+  epochs 1
+}
+search grid {
+  act in choice(relu, tanh)
+  opt in choice(adam, sgd)
+  depth in int_range(1, 2)
+}
+"""
+
+
+def test_a_param_can_name_the_activation_and_the_optimizer_a_search_chooses() -> None:
+    spec = load_spec_text(STRUCTURAL.replace("float32[N, 4]", "float32[N, 2]"))
+    assert [n.layer for n in spec.model.nodes] == ["dense", "relu", "dense"]
+    assert spec.train is not None and spec.train.optimizer.name == "adam"
+    other = load_spec_text(
+        STRUCTURAL.replace("float32[N, 4]", "float32[N, 2]"),
+        overrides={"act": "tanh", "opt": "sgd", "depth": "2"},
+    )
+    assert [n.layer for n in other.model.nodes] == ["dense", "tanh", "dense", "tanh", "dense"]
+    assert other.train is not None and other.train.optimizer.name == "sgd"
+
+
+def test_a_choice_that_breaks_the_model_is_reported_at_the_search_line() -> None:
+    broken = STRUCTURAL.replace("float32[N, 4]", "float32[N, 2]").replace(
+        "choice(relu, tanh)", "choice(relu, dense)"
+    )
+    with pytest.raises(DiagnosticError) as exc:
+        load_spec_text(broken, "s.dnn")
+    text = exc.value.render()
+    assert "dense needs argument 'units'" in text and "act = 'dense' comes from here" in text

@@ -435,6 +435,18 @@ CASES: list[Case] = [
         (In(("N", 2, 5, 4)),),
     ),
     Case(
+        "maxpool2d_tiles",
+        "MaxPool",
+        op("MaxPool", kernel_shape=[2, 3], strides=[2, 3]),
+        (In(("N", 2, 4, 6)),),
+    ),
+    Case(
+        "maxpool1d_tiles",
+        "MaxPool",
+        op("MaxPool", kernel_shape=[3], strides=[3]),
+        (In(("N", 2, 6)),),
+    ),
+    Case(
         "maxpool2d_overlap_pads",
         "MaxPool",
         op("MaxPool", kernel_shape=[3, 3], strides=[2, 1], pads=[1, 0, 1, 1]),

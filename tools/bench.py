@@ -1,7 +1,8 @@
 """dnnspec against PyTorch eager: what users run end to end, one train step, inference.
 
     python tools/bench.py [--suite e2e,step,infer] [--repeats 3] [--seconds 3]
-                          [--threads N] [--only TEXT] [--json]
+                          [--threads N] [--device cpu|cuda] [--epochs SCALE]
+                          [--only TEXT] [--timeout S] [--json]
 
 - **e2e**: `dnnspec train` (the real loop: data order, per-epoch validation, logging,
   checkpoints) as its own process against `tools/bench_torch.py`, an idiomatic PyTorch
@@ -11,12 +12,15 @@
   compilation and session creation included), the ratios PyTorch / dnnspec (higher is
   faster for dnnspec) with their spread over the rounds, and each process's peak RSS.
 - **step**: one train step on a fixed batch, both frameworks in this process, alternating
-  in 0.2 s rounds (a shared virtual CPU drifts by 20% over seconds); median steps/s.
+  in 0.2 s rounds (a shared virtual CPU drifts by 20% over seconds); median steps/s. MLPs
+  and CNNs (a digits-size CNN with batchnorm, and 32-channel 3x3 convolutions at 28x28).
 - **infer**: the deployable model at batch 1 and 256 (onnxruntime on model.onnx against
   PyTorch eager under no_grad), same alternation.
 
-Without torch (the `bench` extra) only dnnspec's numbers are printed. This is a benchmark,
-not a test: on a loaded machine PyTorch's spinning threads collapse, so rerun it quietly.
+`--device cuda` runs both on the GPU (dnnspec with data, parameters and state on the
+device, PyTorch with its tensors there). Without torch (the `bench` extra) only
+dnnspec's numbers are printed. This is a benchmark, not a test: on a loaded machine
+PyTorch's spinning threads collapse, so rerun it quietly.
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ from dnnspec.assemble.steps import build_inference, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.data.datasets import DATASETS, split
 from dnnspec.frontend import load_spec_text
-from dnnspec.runtime.session import make_session
+from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.training.schedules import Timing
 
 TOOLS = Path(__file__).resolve().parent
+DEVICE: Device = "cpu"
+"""Where both frameworks run (`--device cuda`: dnnspec's CUDA provider, torch on cuda)."""
 LR = {"sgd": 0.01, "adam": 0.001}
 
 
@@ -132,6 +138,7 @@ def _prepare_e2e(case: E2ECase, work: Path, threads: int) -> tuple[list[str], li
         "epochs": case.epochs,
         "seed": 0,
         "threads": threads,
+        "device": DEVICE,
         "data": str(work / "torch_data.npz"),
         "out": str(work / "torch_run"),
     }
@@ -145,8 +152,9 @@ def _prepare_e2e(case: E2ECase, work: Path, threads: int) -> tuple[list[str], li
         "--out",
         str(work / "run"),
         "--device",
-        "cpu",
+        DEVICE,
         "--overwrite",
+        "--no-plot",  # the PyTorch loop draws no curves either
         "--json",
     ]
     theirs = [sys.executable, str(TOOLS / "bench_torch.py"), str(work / "torch.json")]
@@ -181,6 +189,9 @@ def _run_process(cmd: list[str], env: dict[str, str], timeout: float) -> dict[st
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 raise RuntimeError(f"{' '.join(cmd)} ran past {timeout:g} s") from None
+            except BaseException:  # Ctrl-C or a kill of the benchmark: take the child along
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
         if measured["code"] != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read_text()[-2000:]}")
         report = json.loads(out.read_text())
@@ -261,6 +272,109 @@ INFER = [
 ]
 
 
+@dataclass(frozen=True)
+class CnnCase:
+    """A CNN train step: `side` x `side` single-channel images, 3x3 `same` convolutions of
+    `channels` filters (each followed by batchnorm when `norm`, then ReLU), a 2x2 max pool
+    after the convolutions numbered in `pool_after`, flatten, dense(10)."""
+
+    name: str
+    side: int
+    channels: tuple[int, ...]
+    pool_after: tuple[int, ...]
+    norm: bool
+    batch: int = 64
+    optimizer: str = "adam"
+
+
+CNNS = [
+    CnnCase(
+        "digits CNN 8x8, conv 16-32 + batchnorm, batch 64, adam",
+        8,
+        (16, 32),
+        (0, 1),
+        True,
+    ),
+    CnnCase("CNN 28x28, conv 32-32, batch 64, adam", 28, (32, 32), (1,), False),
+]
+
+
+def cnn_spec(case: CnnCase) -> str:
+    lines = [f"  input x: float32[N, 1, {case.side}, {case.side}]"]
+    for i, width in enumerate(case.channels):
+        norm = " -> batchnorm" if case.norm else ""
+        lines.append(f"  conv2d({width}, 3, padding = same, bias = {str(not case.norm).lower()})"
+                     f"{norm} -> relu")  # fmt: skip
+        if i in case.pool_after:
+            lines.append("  max_pool2d(2)")
+    lines += ["  flatten", "  dense(10)"]
+    return (
+        "model bench {\n" + "\n".join(lines) + "\n}\n"
+        f"train {{\n  data digits\n  loss cross_entropy\n  optimizer {case.optimizer}"
+        f"(lr = {LR[case.optimizer]})\n  batch {case.batch}\n  epochs 1\n  seed 0\n}}\n"
+    )
+
+
+def _torch_cnn(case: CnnCase) -> Any:
+    import torch
+
+    layers: list[torch.nn.Module] = []
+    side, channels = case.side, 1
+    for i, width in enumerate(case.channels):
+        layers.append(torch.nn.Conv2d(channels, width, 3, padding=1, bias=not case.norm))
+        if case.norm:
+            layers.append(torch.nn.BatchNorm2d(width))
+        layers.append(torch.nn.ReLU())
+        if i in case.pool_after:
+            layers.append(torch.nn.MaxPool2d(2))
+            side //= 2
+        channels = width
+    layers += [torch.nn.Flatten(), torch.nn.Linear(channels * side * side, 10)]
+    return torch.nn.Sequential(*layers)
+
+
+def cnn_pair(case: CnnCase, have_torch: bool) -> list[Callable[[], object]]:
+    spec = load_spec_text(cnn_spec(case), "<bench>")
+    assert spec.train is not None
+    program = build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(case.batch, 1, case.side, case.side)).astype(np.float32)
+    y = rng.integers(0, 10, case.batch).astype(np.int64)
+    trainer = Trainer(program, DEVICE, 0)
+    fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
+    if have_torch:
+        fns.append(_torch_step(_torch_cnn(case).to(DEVICE), case.optimizer, x, y))
+    return fns
+
+
+def _torch_step(model: Any, optimizer: str, x: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    import torch
+
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(
+        model.parameters(), lr=LR[optimizer]
+    )
+    loss_fn = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(tx), ty)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    return step
+
+
+def bench_cnn(case: CnnCase, seconds: float, have_torch: bool) -> dict[str, Any]:
+    measured = rates(cnn_pair(case, have_torch), seconds)
+    row: dict[str, Any] = {"case": asdict(case), "dnnspec_per_s": measured[0]}
+    if have_torch:
+        row["torch_per_s"] = measured[1]
+        row["ratio"] = measured[0] / measured[1]
+    return row
+
+
 def _program(case: StepCase) -> Any:
     spec = load_spec_text(
         mlp_spec(case.widths, 0.0, case.optimizer or "sgd", max(case.batch, 2)), "<bench>"
@@ -281,43 +395,27 @@ def _torch_mlp(widths: tuple[int, ...]) -> Any:
 def step_pair(
     case: StepCase, x: np.ndarray, y: np.ndarray, have_torch: bool
 ) -> list[Callable[[], object]]:
-    trainer = Trainer(_program(case), "cpu", 0)
+    trainer = Trainer(_program(case), DEVICE, 0)
     fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
     if have_torch:
-        import torch
-
-        model = _torch_mlp(case.widths)
-        opt = (torch.optim.SGD if case.optimizer == "sgd" else torch.optim.Adam)(
-            model.parameters(), lr=LR[case.optimizer]
-        )
-        loss_fn = torch.nn.CrossEntropyLoss()
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(tx), ty)
-            loss.backward()
-            opt.step()
-            loss.item()
-
-        fns.append(step)
+        fns.append(_torch_step(_torch_mlp(case.widths).to(DEVICE), case.optimizer, x, y))
     return fns
 
 
 def infer_pair(case: StepCase, x: np.ndarray, have_torch: bool) -> list[Callable[[], object]]:
     program = _program(case)
     params = initial_values(program, 0, params_only=True)
-    session = make_session(build_inference(program.typed, program.slots, params, program.metadata))
+    model = build_inference(program.typed, program.slots, params, program.metadata)
+    session = make_session(model, DEVICE)
     fns: list[Callable[[], object]] = [lambda: session.run(["output"], {"x": x})]
     if have_torch:
         import torch
 
-        model = _torch_mlp(case.widths).eval()
-        tx = torch.from_numpy(x)
+        net = _torch_mlp(case.widths).eval().to(DEVICE)
 
-        def forward() -> None:
+        def forward() -> None:  # host array in, host array out, as onnxruntime's run()
             with torch.no_grad():
-                model(tx).numpy()
+                net(torch.from_numpy(x).to(DEVICE)).cpu().numpy()
 
         fns.append(forward)
     return fns
@@ -373,17 +471,17 @@ def lstm_pair(
     spec = load_spec_text(case.spec(), "<bench>")
     assert spec.train is not None
     trainer = Trainer(
-        build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000)), "cpu", 0
+        build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000)), DEVICE, 0
     )
     fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
     if have_torch:
         import torch
 
-        lstm = torch.nn.LSTM(case.features, case.units, batch_first=True)
-        head = torch.nn.Linear(case.units, 10)
+        lstm = torch.nn.LSTM(case.features, case.units, batch_first=True).to(DEVICE)
+        head = torch.nn.Linear(case.units, 10).to(DEVICE)
         opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=LR["adam"])
         loss_fn = torch.nn.CrossEntropyLoss()
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        tx, ty = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE)
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
@@ -425,6 +523,7 @@ def machine(threads: int) -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
+        "device": DEVICE,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
@@ -435,6 +534,8 @@ def machine(threads: int) -> dict[str, Any]:
         import torch
 
         info["torch"] = torch.__version__
+        if DEVICE == "cuda" and torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         info["torch"] = None
     return info
@@ -456,7 +557,8 @@ def print_tables(report: dict[str, Any]) -> None:
     """Markdown tables, as docs/performance.md holds them."""
     m = report["machine"]
     print(
-        f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, load average "
+        f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, device {m['device']}"
+        f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, load average "
         f"{m['load_average'][0]} before / {m['load_average_after'][0]} after; python "
         f"{m['python']}, onnxruntime {m['onnxruntime']}, torch {m['torch']}; {m['date']}"
     )
@@ -503,6 +605,7 @@ def main() -> None:
         "--seconds", type=float, default=3.0, help="per in-process row and framework"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per e2e process")
     parser.add_argument(
         "--epochs", type=float, default=1.0, help="scale every e2e case's epochs (0.1: quick)"
@@ -510,6 +613,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the rows whose name contains this")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # children die with the bench
+    global DEVICE
+    DEVICE = "cuda" if args.device == "cuda" else "cpu"
     os.environ["DNNSPEC_THREADS"] = str(args.threads)
     try:
         import torch
@@ -529,7 +635,13 @@ def main() -> None:
     if "step" in suites:
         report["step"] = [
             bench_inproc(c, args.seconds, have_torch) for c in STEPS if args.only in c.name
-        ] + [bench_lstm(c, args.seconds, have_torch) for c in LSTMS if args.only in c.name]
+        ]
+        report["step"] += [
+            bench_cnn(c, args.seconds, have_torch) for c in CNNS if args.only in c.name
+        ]
+        report["step"] += [
+            bench_lstm(c, args.seconds, have_torch) for c in LSTMS if args.only in c.name
+        ]
     if "infer" in suites:
         report["infer"] = [
             bench_inproc(c, args.seconds, have_torch) for c in INFER if args.only in c.name

@@ -26,16 +26,17 @@ def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])
+    device = torch.device(config.get("device", "cpu"))
     data = np.load(config["data"])
-    x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
-    vx, vy = torch.from_numpy(data["val_x"]), torch.from_numpy(data["val_y"])
+    x, y = (torch.from_numpy(data[k]).to(device) for k in ("x", "y"))
+    vx, vy = (torch.from_numpy(data[k]).to(device) for k in ("val_x", "val_y"))
     widths, p = config["widths"], config["dropout"]
     layers: list[torch.nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-2], widths[1:-1], strict=True)):
         layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
         if p and i == 0:
             layers.append(torch.nn.Dropout(p))
-    model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-2], widths[-1]))
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-2], widths[-1])).to(device)
     if config["optimizer"] == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     else:
@@ -49,7 +50,8 @@ def main() -> None:
     with (out / "metrics.jsonl").open("w") as log:
         for epoch in range(config["epochs"]):
             model.train()
-            order = torch.from_numpy(np.random.default_rng([config["seed"], epoch]).permutation(n))
+            order = np.random.default_rng([config["seed"], epoch]).permutation(n)
+            order = torch.from_numpy(order).to(device)
             total, correct = 0.0, 0
             for start in range(0, n, batch):
                 idx = order[start : start + batch]

@@ -8,7 +8,7 @@ section), so a call outside the model is reported here without one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -102,6 +102,7 @@ class Expressions:
         chain_input: Value | None,
     ) -> Value:
         """A layer or block call; `chain_input` is the value on the left of `->`, if any."""
+        func = self.named(func, self.callable)
         if not scope.tensors or self.calls is None:
             return self.problems.fail(
                 f"'{func.id}(...)' cannot be used here: layers and blocks belong in the model",
@@ -207,6 +208,7 @@ class Expressions:
         if isinstance(step, ast.Call):
             return self.call(step.func, step.args, step.span, scope, value)
         if isinstance(step, ast.Name):
+            step = self.named(step, self.callable)
             if step.id in self.defs.blocks or (step.id in LAYERS and step.id not in scope.values):
                 return self.call(step, (), step.span, scope, value)
             if step.id in scope.values or step.id in scope.consts or step.id in self.defs.params:
@@ -359,6 +361,20 @@ class Expressions:
                 diag = diag.model_copy(update={"help": hint})
             self.problems.report(diag, scope.frames if scope else ())
         return POISON
+
+    def callable(self, name: str) -> bool:
+        return name in LAYERS or name in self.defs.blocks
+
+    def named(self, name: ast.Name, known: Callable[[str], bool]) -> ast.Name:
+        """`name`, or the layer, block or registry entry a param names: with `param act =
+        relu`, `-> act` applies relu and `optimizer opt(...)` with `param opt = adam` uses
+        adam, so a search can choose activations and optimizers like any other value."""
+        value = self.defs.params.get(name.id)
+        if known(name.id) or not isinstance(value, str) or not known(value):
+            return name
+        if name.id in self.defs.overrides:
+            self.uses.overridden[name.span] = name.id
+        return ast.Name(id=value, span=name.span)
 
     def get(self, registry: Registry[T], name: ast.Name, scope: Scope | None = None) -> T | Poison:
         """The registry entry `name`, or POISON (reported) when there is none."""

@@ -136,6 +136,7 @@ class TrainResolver:
                 expr.span,
                 scope,
             )
+        func = self.expr.named(func, registry.__contains__)
         entry = self.expr.get(registry, func, scope)
         bound_args = self.expr.bind_args(args, scope)
         if entry is POISON or bound_args is None:

@@ -137,8 +137,10 @@ class Trainer:
         """`steps_per_call` fixes K; by default it adapts to take about CALL_SECONDS."""
         self.program = program
         self.seed = seed
-        self.loop_session = make_session(build_train_loop(program.train_step), device)
-        self.eval_session = make_session(program.eval_step, device)
+        self.loop_session = make_session(
+            build_train_loop(program.train_step), device, weights_as_inputs=True
+        )
+        self.eval_session = make_session(program.eval_step, device, weights_as_inputs=True)
         self._device_choice = device
         self.device = (
             "cuda" if "CUDAExecutionProvider" in self.loop_session.get_providers() else "cpu"
@@ -161,6 +163,7 @@ class Trainer:
         self._last_call: _Call | None = None
         self._loop = [self._loop_binding(i, (i + 1) % 3) for i in range(3)]
         self._data: tuple[Dataset, str, bool] | None = None
+        self._resident: list[ort.OrtValue] = []
 
     # device state ------------------------------------------------------------
     def _device_values(self, values: dict[str, np.ndarray]) -> dict[str, ort.OrtValue]:
@@ -209,13 +212,15 @@ class Trainer:
         if self._data is not None and self._data[0] is data and self._data[1] == input_name:
             return self._data[2]
         resident = self.device == "cpu" or data.x.nbytes + data.y.nbytes <= RESIDENT_BYTES
+        self._resident = []
         if resident:
-            arrays = {input_name: data.x, TARGET: data.y}
-            for name, array in arrays.items():
-                # on the CPU this aliases the array (no copy); on CUDA it is one upload
+            for name, array in ((input_name, data.x), (TARGET, data.y)):
+                # on the CPU this aliases the array (no copy), so the OrtValue is kept
+                # alive here as long as it is bound; on CUDA it is one upload
                 value = ort.OrtValue.ortvalue_from_numpy(
                     np.ascontiguousarray(array), self.device, 0
                 )
+                self._resident.append(value)
                 for io in self._loop:
                     io.bind_ortvalue_input(data_name(name), value)
         self._data = (data, input_name, resident)
@@ -225,7 +230,7 @@ class Trainer:
     @cached_property
     def train_session(self) -> ort.InferenceSession:
         """The single-step graph, for `train_step` on batches given by the caller."""
-        return make_session(self.program.train_step, self._device_choice)
+        return make_session(self.program.train_step, self._device_choice, weights_as_inputs=True)
 
     @cached_property
     def _results(self) -> dict[str, ort.OrtValue]:

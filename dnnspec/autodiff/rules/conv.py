@@ -209,16 +209,53 @@ def _indices_output(ctx: VjpContext, node: onnx.NodeProto) -> str:
     return indices
 
 
+def _max_pool_tiles(
+    ctx: VjpContext, node: onnx.NodeProto, dy: str, kernel: list[int]
+) -> str | None:
+    """Windows that tile x exactly (stride = kernel, no padding, sizes divisible): y
+    upsampled by nearest Resize marks the elements equal to their window's maximum, and
+    each receives dy / (how many do), so ties split dy evenly as ReduceMax's rule does.
+    MaxPool then runs without its Indices output, on onnxruntime's fast kernel. Measured
+    for 64x32x28x28 on this project's CPU (1 thread, median): Indices + ScatterElements
+    40 ms (MaxPool alone 37 of a train step's), broadcasting x as [N, C, 14, 2, 14, 2]
+    against y 104 ms, Expand 69 ms, Resize 15 ms."""
+    x, y, b = node.input[0], node.output[0], ctx.b
+    size = _static_spatial(ctx.shape(x))
+    if size is None or any(n % k for n, k in zip(size, kernel, strict=True)):
+        return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(ctx.elem(x))
+    scales = b.const([1.0, 1.0, *map(float, kernel)], "float32", hint="pool_scales")
+
+    def upsample(value: str) -> str:
+        return b.op(
+            "Resize",
+            [value, "", scales],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        )
+
+    mask = b.op("Cast", [b.op("Equal", [x, upsample(y)])], to=ctx.elem(x))
+    share_of = b.op("AveragePool", [mask], kernel_shape=kernel, strides=kernel)
+    share = b.op("Div", [b.op("Mul", [dy, b.const(1.0 / math.prod(kernel), dtype)]), share_of])
+    return b.op("Mul", [mask, upsample(share)])
+
+
 @VJP.register("MaxPool")
 def max_pool(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
-    """dy goes to the input element each window took its maximum from (ONNX's Indices,
-    flat over the unpadded input), scatter-added since overlapping windows can pick the
-    same element (MaxUnpool would overwrite, and onnx.reference's ignores output_shape)."""
+    """dy goes to the input element each window took its maximum from. Tiling windows
+    compare x with y (`_max_pool_tiles`); others use ONNX's Indices (flat over the
+    unpadded input), scatter-added since overlapping windows can pick the same element
+    (MaxUnpool would overwrite, and onnx.reference's ignores output_shape)."""
     x = node.input[0]
     dy, b = single(dys), ctx.b
-    _geometry(ctx, node)  # refuses auto_pad and ceil_mode
+    _, kernel, strides, dilations, pads = _geometry(ctx, node)
     if int(ctx.attr(node, "storage_order", 0)):
         raise AutodiffError("the MaxPool gradient supports storage_order = 0 only")
+    if strides == kernel and not any(pads) and all(d == 1 for d in dilations):
+        tiled = _max_pool_tiles(ctx, node, dy, kernel)
+        if tiled is not None:
+            return [tiled]
     indices = _indices_output(ctx, node)
     flat = ctx.int_const([-1])
     zeros = b.op("Reshape", [ctx.zeros_like(x), flat])
