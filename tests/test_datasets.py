@@ -80,6 +80,15 @@ DATASET_CASES: list[DatasetCase] = [
         seeded=False,
         write=write_text,
     ),
+    *(
+        DatasetCase(
+            "digit_strings",
+            ((50, 6), "int64"),
+            ((50, 6), "int64"),
+            {"task": task, "length": 6, "samples": 50},
+        )
+        for task in ("reverse", "sort")
+    ),
     DatasetCase(
         "file",
         ((12, 5), "float64"),
@@ -133,6 +142,13 @@ def test_text_windows_predict_the_next_character_with_the_sorted_vocabulary(
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfeab")
     with pytest.raises(DiagnosticError, match="is not UTF-8 text"):
         load("text", context=1, path=str(tmp_path / "bin.txt"))
+
+
+def test_digit_strings_targets_are_the_strings_reversed_or_sorted() -> None:
+    reverse, ordered = load("digit_strings", length=5), load("digit_strings", task="sort")
+    np.testing.assert_array_equal(reverse.y, reverse.x[:, ::-1])
+    np.testing.assert_array_equal(ordered.y, np.sort(ordered.x, axis=1))
+    assert reverse.x.min() == 0 and reverse.x.max() == 9 and ordered.x.shape == (4000, 8)
 
 
 def test_digits_ships_1797_scaled_images_with_ten_classes() -> None:
