@@ -68,6 +68,14 @@ def test_resnet_small_with_repeated_residual_conv_blocks_trains(tmp_path: Path) 
     model = onnx.load(tmp_path / "model.onnx")
     onnx.checker.check_model(model, full_check=True)
     assert [n.op_type for n in model.graph.node].count("Conv") == 5
+    x = np.random.default_rng(1).uniform(0, 16, (8, 64)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        session.run(None, {"x": x})[0],
+        reference_runner(model)({"x": x})["output"],
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 @pytest.mark.slow

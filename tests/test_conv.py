@@ -3,6 +3,7 @@ FLOPs, located shape errors, and their lowering against numpy references."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from test_layers import SPAN, bind, f32, flops_of, infer, params_of, run
 
 from dnnspec.check.shapes import check_spec
+from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
@@ -131,6 +133,18 @@ def test_resnet18_has_torchvision_parameter_count() -> None:
     assert typed.output == f32("N", 1000)
     running = sum(int(np.prod(s.shape)) for layer in typed.layers for s in layer.state)
     assert running == 2 * 4_800  # mean and variance of the 4,800 channels of 20 batchnorms
+
+
+@pytest.mark.parametrize(
+    ("spec", "total"), [("resnet18.dnn", 11_689_512), ("keras_mnist_convnet.dnn", 34_826)]
+)
+def test_dnnspec_check_shows_the_reference_parameter_totals(
+    spec: str, total: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(TESTS / "specs" / spec)]) == 0
+    assert f"{total:,}" in capsys.readouterr().out
+    assert main(["check", str(TESTS / "specs" / spec), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total_params"] == total
 
 
 def test_keras_simple_mnist_convnet_has_its_parameter_count() -> None:

@@ -803,6 +803,17 @@ def test_gradients_accumulate_over_consumers() -> None:
     np.testing.assert_allclose(out["grad.x"], expected, rtol=1e-12)
 
 
+def test_a_weight_shared_by_products_sums_its_gradients_through_gemm_c() -> None:
+    # an unrolled recurrence: one weight, one product per step
+    b, (w, *xs) = _graph(("w", (4, 3)), *((f"x{i}", ("N", 4)) for i in range(3)))
+    y = b.op("Sum", [b.op("MatMul", [x, w]) for x in xs])
+    built = attach_backward(b, b.op("Tanh", [y]), ["w", *xs], ["w"])
+    ops = [n.op_type for n in built.backward]
+    assert "Sum" not in ops and ops.count("Gemm") == 3
+    assert sorted(len(n.input) for n in built.backward if n.op_type == "Gemm") == [2, 3, 3]
+    check_both_runtimes(built, _feeds(built, np.random.default_rng(4)))
+
+
 def test_lowering_patterns_silu_masked_residual() -> None:
     """What layer lowering emits: silu = x * Sigmoid(x), dropout = h * mask (a float mask
     computed from non-wrt values), a residual Add and a Concat."""

@@ -553,6 +553,11 @@ def _pair(row: dict[str, Any], key: str, form: str) -> str:
     return f"{row['dnnspec'][key]:{form}} / " + (f"{theirs[key]:{form}}" if theirs else "-")
 
 
+def _rate(per_s: float) -> str:
+    """Steps or calls per second: whole numbers, one decimal below 100."""
+    return f"{per_s:.0f}" if per_s >= 100 else f"{per_s:.1f}"
+
+
 def print_tables(report: dict[str, Any]) -> None:
     """Markdown tables, as docs/performance.md holds them."""
     m = report["machine"]
@@ -588,11 +593,10 @@ def print_tables(report: dict[str, Any]) -> None:
             )
             print("| model | dnnspec | PyTorch | ratio |\n|---|---|---|---|")
             for row in report[key]:
-                theirs = f"{row['torch_per_s']:.0f}" if "torch_per_s" in row else "-"
+                theirs = _rate(row["torch_per_s"]) if "torch_per_s" in row else "-"
                 ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "-"
-                print(
-                    f"| {row['case']['name']} | {row['dnnspec_per_s']:.0f} | {theirs} | {ratio} |"
-                )
+                ours = _rate(row["dnnspec_per_s"])
+                print(f"| {row['case']['name']} | {ours} | {theirs} | {ratio} |")
 
 
 def main() -> None:

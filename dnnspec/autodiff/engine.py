@@ -77,6 +77,7 @@ def gradients(
             live.update(i for i in inputs[id(node)] if i in reach)
     needed = reach & live
 
+    start = len(b.nodes)
     ctx = VjpContext(b, types, needed, _constants(b, forward), gradients)
     pending: dict[str, list[str]] = {name: [grad] for name, grad in seeds.items()}
 
@@ -84,6 +85,8 @@ def gradients(
         parts = pending.get(name)
         if not parts:
             return None
+        if len(parts) > 1:
+            parts[:] = _chain_gemms(b, parts, start)
         if len(parts) > 1:
             op = "Add" if len(parts) == 2 else "Sum"
             parts[:] = [b.op(op, parts, hint=f"d_{name}")]
@@ -104,6 +107,28 @@ def gradients(
             if grad is not None and name in needed:
                 pending.setdefault(name, []).append(grad)
     return {w: total(w) or ctx.zeros_like(w) for w in wrt}
+
+
+def _chain_gemms(b: GraphBuilder, parts: list[str], start: int) -> list[str]:
+    """Gradient contributions computed by C-less Gemms (a weight used at several places,
+    such as each step of an unrolled recurrence) are summed by chaining them, each Gemm
+    taking the previous one's result as its C: no Sum pass over the weight's gradient."""
+    producers = {o: node for node in b.nodes[start:] for o in node.output}
+    read = {i for node in b.nodes[start:] for i in node.input}
+    gemms = [
+        p
+        for p in parts
+        if (node := producers.get(p)) is not None
+        and node.op_type == "Gemm"
+        and len(node.input) == 2
+        and all(a.name != "beta" for a in node.attribute)
+        and p not in read
+    ]
+    if len(gemms) < 2:
+        return parts
+    for previous, current in zip(gemms, gemms[1:], strict=False):
+        producers[current].input.append(previous)
+    return [p for p in parts if p not in gemms] + [gemms[-1]]
 
 
 def _dims(value_type: onnx.TypeProto) -> Shape | None:

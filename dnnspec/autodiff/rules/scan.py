@@ -8,6 +8,11 @@ accumulator per captured outer value that needs a gradient (a body's weights); i
 inputs are the stored values and the output gradients, reversed along time with one
 Slice each, and its scan outputs are the gradients of the forward scan inputs.
 
+A weight's per-step gradients are summed inside the loop, the running sum folded into the
+Gemm that computes each as its C. Moving them out of the loop instead (the per-step
+factors as extra scan outputs, then one Gemm over all T * N rows) measured 0.95-0.99x of
+that on lstm(128), T = 32, batch 64: the stored factors cost what the larger Gemm saves.
+
 Only axes 0 and forward directions are supported: onnx.reference implements no others,
 and lowering reverses time explicitly (ReverseSequence) where it needs to.
 """
