@@ -68,6 +68,11 @@ def parse_override(name: str, text: str) -> tuple[Scalar, Span]:
             raise
         end = offset + len(text) + 1
         return text, Span(file=file, line=1, col=offset + 1, end_line=1, end_col=end)
+    if literal.span.end_col <= offset + len(text.rstrip()):
+        # The grammar stopped early: `#` starts a comment in a spec, but on the command
+        # line it is part of the value (`path=runs#2/train.csv`), so the text is a string.
+        end = offset + len(text) + 1
+        return text, Span(file=file, line=1, col=offset + 1, end_line=1, end_col=end)
     return _literal_value(literal), literal.span
 
 

@@ -75,12 +75,12 @@ def test_char_model_onnx_is_valid_and_agrees_with_the_reference(char_run: RunRes
 def test_generate_is_seeded_and_greedy_at_temperature_zero(char_run: RunResult) -> None:
     model = load(char_run.run_dir, "cpu")
     text = model.generate("the fox", 40, temperature=0.8, seed=3)
-    assert len(text) == 40 and set(text) <= set(model.vocab or [])
+    assert len(text) == 40 and set(text) <= set(model.file.vocab or [])
     assert model.generate("the fox", 40, temperature=0.8, seed=3) == text
     assert model.generate("the fox", 40, temperature=0.8, seed=4) != text
     greedy = model.generate("the fox", 20, temperature=0)
     # greedy: each character is the arg-max after the prompt plus what came before it
-    vocab = model.vocab or []
+    vocab = model.file.vocab or []
     ids = [vocab.index(c) for c in "the fox" + greedy]
     for i in range(len("the fox"), len(ids)):
         window = ids[max(0, i - 64) : i]

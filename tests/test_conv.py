@@ -174,6 +174,10 @@ def test_conv_on_a_flat_input_says_to_reshape_into_channels() -> None:
     assert (problem.span.line, problem.span.col) == (3, 3)
     assert "reshape([1, 8, 8])" in problem.help
     assert "f32[N, 64] is input 'x'" in problem.notes[0].message
+    problem = diagnostic("  input x: float32[N, 10]\n  conv1d(8, 3)\n")
+    assert "reshape([1, 10]) for 10 features as one channel" in problem.help
+    problem = diagnostic("  input x: float32[N, 10]\n  conv2d(8, 3)\n")
+    assert "reshape([C, H, W]) with C * H * W = 10" in problem.help
 
 
 def test_a_kernel_larger_than_the_padded_input_is_located_with_both_sizes() -> None:

@@ -35,7 +35,7 @@ rng = np.random.default_rng(0)
 class SeededUniform:
     """A test RandomSource: ONNX RandomUniformLike seeded by the salt."""
 
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str:
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
 
 

@@ -20,7 +20,7 @@ class RecordingUniform:
     def __init__(self) -> None:
         self.salts: list[int] = []
 
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str:
         self.salts.append(salt)
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from dnnspec.graph.builder import GraphBuilder
@@ -19,7 +20,7 @@ def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> No
     b.add_input("x", "float32", ["N", 256])
     rng = HashRandom(b, "seed", "step")
     for salt in (0, 1):
-        b.add_output(rng.uniform_like(b, "x", salt), "float32", None)
+        b.add_output(rng.uniform_like(b, "x", 2, salt), "float32", None)
     session = ort.InferenceSession(
         b.model().SerializeToString(), providers=["CPUExecutionProvider"]
     )
@@ -38,3 +39,28 @@ def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> No
     assert not np.array_equal(draw(1, 0)[0], a0)
     # neighbouring elements are not correlated
     assert abs(np.corrcoef(a0.ravel()[:-1], a0.ravel()[1:])[0, 1]) < 0.03
+
+
+def test_hash_rng_keeps_every_integer_below_2_pow_24_so_every_runtime_is_exact() -> None:
+    # OpenVINO computes integer Mod/Div in float32 and int64 as int32: beyond 2^24 runtimes
+    # would disagree, so every intermediate integer of the hash must stay below it
+    b = GraphBuilder("rng")
+    b.add_input("seed", "int64", [])
+    b.add_input("step", "int64", [])
+    b.add_input("x", "float32", ["N", 7, 300])
+    b.add_output(HashRandom(b, "seed", "step").uniform_like(b, "x", 3, 5), "float32", None)
+    model = b.model()
+    ints = [
+        node.output[0]
+        for node in model.graph.node
+        if node.op_type in ("Add", "Mul", "Mod", "Div", "Range")
+    ]
+    for name in ints:
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.zeros((33, 7, 300), np.float32)
+    for seed, step in ((0, 0), (2**24 - 1, 2**24 - 1), (123456, 98765)):
+        values = session.run(None, {"seed": np.array(seed), "step": np.array(step), "x": x})
+        for name, value in zip(ints, values[1:], strict=True):
+            if value.dtype.kind == "i":
+                assert value.min() >= 0 and value.max() < 2**24, name

@@ -24,7 +24,7 @@ SIZES = {"N": 3, "T": 5, "S": 4}
 
 
 class SeededUniform:
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str:
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str:
         return b.op("RandomUniformLike", [like], seed=float(salt + 1))
 
 

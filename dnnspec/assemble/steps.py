@@ -20,6 +20,7 @@ import onnx
 from dnnspec.assemble.fuse import fold_gemm_updates
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
+from dnnspec.data.datasets import DATASETS
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
@@ -282,8 +283,16 @@ def _without_locations(value: Any) -> Any:
 
 def spec_hash(typed: TypedModel) -> str:
     """A digest of what the resolved spec means (not where it is written: moving the file
-    or adding a comment keeps the hash), so a model or checkpoint can be traced to it."""
+    or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
+    file paths are left out too: spec.lock.json pins them absolute, and checkpoints carry a
+    digest of the data itself. The epoch count is left out as well: `--epochs` may extend a
+    run (a checkpoint records the count it started with, and resume checks it)."""
     meaning = _without_locations(typed.spec.model_dump(mode="json"))
+    train = meaning.get("train")
+    if train:
+        train.pop("epochs", None)
+        for name in DATASETS.get(train["data"]["name"]).paths:
+            train["data"]["args"].pop(name, None)
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 

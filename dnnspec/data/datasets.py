@@ -58,6 +58,8 @@ class DatasetDef:
     signature: Signature
     load: Loader
     doc: str = ""
+    paths: tuple[str, ...] = ()
+    """Arguments that name files: spec.lock.json records them as absolute paths."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -150,15 +152,15 @@ def find(path: Path, span: Span | None) -> Path:
     )
 
 
-def locate(args: dict[str, Any], span: Span | None) -> Path:
-    """The absolute path of a file dataset's data, as the run will read it."""
-    if not args["path"]:
+def locate_file(text: str, span: Span | None) -> Path:
+    """The absolute path of a data file named in a spec, as the run will read it."""
+    if not text:
         raise error("the data file path is empty", span)
-    return Path(os.path.abspath(find(Path(args["path"]), span)))
+    return Path(os.path.abspath(find(Path(text), span)))
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    path = locate(args, span)
+    path = locate_file(args["path"], span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)
         missing = [k for k in (args["x"], args["y"]) if k not in arrays]
@@ -347,5 +349,6 @@ DATASETS.add(
         ),
         _file,
         "a user .npz (arrays x, y) or .csv (last column is the target)",
+        paths=("path",),
     ),
 )

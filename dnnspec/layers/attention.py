@@ -228,7 +228,7 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
     if "lengths" in named or "tokens" in named:
         scores = b.op("Add", [scores, _padding(ctx, node, named, keys, key_len)])
     weights = b.op("Softmax", [scores], hint="attention_weights", axis=-1)
-    weights = drop(ctx, weights, arg_float(node.args, "dropout"))
+    weights = drop(ctx, weights, 4, arg_float(node.args, "dropout"))
     mixed = b.op("Transpose", [b.op("MatMul", [weights, v])], perm=[0, 2, 1, 3])
     merged = b.op("Reshape", [mixed, b.const([0, 0, d], "int64")])
     out = b.op("MatMul", [merged, params["out_weight"]])

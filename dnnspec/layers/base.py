@@ -55,9 +55,10 @@ class ShapeError(Exception):
 
 
 class RandomSource(Protocol):
-    """Supplies uniform [0, 1) noise of a value's shape, reproducible from (seed, step, salt)."""
+    """Supplies uniform [0, 1) noise of a value's shape (of static rank `rank`), reproducible
+    from (seed, step, salt)."""
 
-    def uniform_like(self, b: GraphBuilder, like: str, salt: int) -> str: ...
+    def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str: ...
 
 
 @dataclass

@@ -78,18 +78,27 @@ def per_axis(layer: str, name: str, value: object, spatial: int, least: int) -> 
     return tuple(values)
 
 
+def _reshape_hint(features: object, spatial: int) -> str:
+    """How to turn [N, F] into one channel of positions: [1, F], or [1, s, s] for F = s^2."""
+    first = "reshape the features into channels and positions first"
+    if not isinstance(features, int):
+        return f"{first}, e.g. reshape([C, {', '.join(['size'] * spatial)}])"
+    side = math.isqrt(features)
+    if spatial == 2 and side * side == features:
+        example = f"reshape([1, {side}, {side}])"
+        return f"{first}, e.g. {example} for {features} features as one {side}x{side} channel"
+    if spatial == 1:
+        return f"{first}, e.g. reshape([1, {features}]) for {features} features as one channel"
+    return f"{first}, e.g. reshape([C, H, W]) with C * H * W = {features}"
+
+
 def require_layout(x: TensorType, layer: str, spatial: int) -> tuple[int, ...]:
     """The static spatial dims of a channels-first input of rank `spatial + 2`."""
     require_float(x, layer)
     rank = spatial + 2
     if len(x.dims) != rank:
         help = (
-            "reshape the features into channels and positions first, e.g. "
-            + (
-                "reshape([1, 8, 8]) for 64 features as one 8x8 channel"
-                if spatial == 2
-                else "reshape([1, 64]) for 64 features as one channel"
-            )  # fmt: skip
+            _reshape_hint(x.dims[1], spatial)
             if len(x.dims) == 2
             else f"{layer} works on {LAYOUT[spatial]} (channels first, as ONNX)"
         )

@@ -25,21 +25,23 @@ def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
     return require_float(inputs[0], "dropout")
 
 
-def drop(ctx: LowerCtx, x: str, p: float, hint: str | None = None) -> str:
-    """Mul(x, Where(u >= p, 1 / (1 - p), 0)) with u uniform in [0, 1): keeps 1 - p. The
-    identity outside training; other layers (attention) use it for their own dropout."""
+def drop(ctx: LowerCtx, x: str, rank: int, p: float, hint: str | None = None) -> str:
+    """Mul(x, Where(u >= p, 1 / (1 - p), 0)) with u uniform in [0, 1), `x` of rank `rank`:
+    keeps 1 - p. The identity outside training; other layers (attention) use it for their
+    own dropout."""
     if not ctx.training or p == 0.0:
         return x
     if ctx.rng is None:
         raise ValueError("lowering dropout for training needs a RandomSource in LowerCtx.rng")
     b = ctx.b
-    keep = b.op("GreaterOrEqual", [ctx.rng.uniform_like(b, x, ctx.salt), b.const(p)])
+    keep = b.op("GreaterOrEqual", [ctx.rng.uniform_like(b, x, rank, ctx.salt), b.const(p)])
     mask = b.op("Where", [keep, b.const(1.0 / (1.0 - p)), b.const(0.0)], hint="dropout_mask")
     return b.op("Mul", [x, mask], hint=hint)
 
 
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
-    return drop(ctx, inputs[0], arg_float(node.args, "p"), hint=node.name)
+    rank = len(ctx.types[node.inputs[0]].dims)
+    return drop(ctx, inputs[0], rank, arg_float(node.args, "p"), hint=node.name)
 
 
 LAYERS.add(

@@ -50,6 +50,53 @@ def _check_finite(array: np.ndarray, what: str, source: Call) -> None:
     )
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32(array: np.ndarray, what: str, source: Call) -> np.ndarray:
+    """`array` as float32; a value that is finite in float64 but not in float32 (1e300, or
+    1e39 in a CSV) is named here rather than surfacing as a diverged loss at step 0."""
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        too_big = np.abs(array) > FLOAT32_MAX
+        if too_big.any():
+            index = np.argwhere(too_big)[0]
+            where = f"sample {index[0]}" + (
+                f", position {tuple(index[1:].tolist())}" if len(index) > 1 else ""
+            )
+            raise error(
+                f"the {what} contain {array[tuple(index)]:g} at {where} (counting from 0), "
+                f"beyond float32's range (±{FLOAT32_MAX:.4g})",
+                source.span,
+                help="rescale the data: the graphs compute in float32",
+            )
+    return array.astype(np.float32)
+
+
+def from_text(table: np.ndarray, dtype: str, where: str) -> np.ndarray:
+    """Numbers read from text (a CSV) as the declared input dtype, refusing any that would
+    change: fractions for an integer input, values beyond the dtype's range."""
+    target = np.dtype(dtype)
+    finite = np.isfinite(table)
+    if target.kind == "f":
+        big = finite & (np.abs(table) > float(np.finfo(target).max))
+        if big.any():
+            cell = np.argwhere(big)[0]
+            raise error(
+                f"{where} row {cell[0] + 1}: {table[tuple(cell)]:g} is beyond {dtype}'s range"
+            )
+        return table.astype(target)
+    if target.kind == "b":
+        if not np.isin(table, (0, 1)).all():
+            raise error(f"{where} holds values other than 0 and 1 for a bool input")
+        return table.astype(target)
+    info = np.iinfo(target)
+    if not (finite.all() and (table == np.round(table)).all()):
+        raise error(f"{where} holds values that are not whole numbers, for a {dtype} input")
+    if table.size and (table.min() < info.min or table.max() > info.max):
+        raise error(f"{where} holds values beyond {dtype}'s range")
+    return table.astype(target)
+
+
 def _where(y: np.ndarray, flat: int) -> str:
     """`sample 3` for [N] labels, `sample 3, position (5,)` for sequence labels."""
     index = np.unravel_index(flat, y.shape)
@@ -161,7 +208,10 @@ def conform(
     _check_finite(x, "inputs", source)
     _check_ids(x, decl.name, typed, source)
     # float inputs of every declared width run in float32 graphs
-    x = x.astype(np.float32 if decl.dtype.startswith("float") else decl.dtype)
+    if decl.dtype.startswith("float"):
+        x = _check_float32(x, "inputs", source)
+    else:
+        x = x.astype(decl.dtype)
 
     out = typed.output
     y = np.asarray(data.y)
@@ -178,4 +228,4 @@ def conform(
             source.span,
         )
     _check_finite(y, "targets", source)
-    return Dataset(x, y.astype(np.float32), data.vocab), None
+    return Dataset(x, _check_float32(y, "targets", source), data.vocab), None
