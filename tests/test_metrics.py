@@ -84,6 +84,12 @@ class MetricCase:
 METRIC_CASES: list[MetricCase] = [
     MetricCase("accuracy", lambda out, y: float((out.argmax(-1) == y).mean()), (40, 3)),
     MetricCase("accuracy", lambda out, y: float((out.argmax(-1) == y).mean()), (6, 5, 3)),
+    MetricCase("exact_match", lambda out, y: float((out.argmax(-1) == y).mean()), (40, 3)),
+    MetricCase(
+        "exact_match",
+        lambda out, y: float((out.argmax(-1) == y).all(axis=1).mean()),
+        (60, 2, 3),
+    ),
     MetricCase("top_k_accuracy", top_k(2), (40, 5), {"k": 2}),
     MetricCase("top_k_accuracy", top_k(3), (8, 4, 6), {"k": 3}),
     MetricCase("precision", macro("precision"), (50, 4)),

@@ -38,17 +38,19 @@ VALIDATION = ArgSpec(
 @dataclass(frozen=True)
 class Dataset:
     """Inputs `x` and targets `y` (class ids or float values); `labels` names the classes
-    when the data gave them as words (a CSV's string labels, id i named labels[i])."""
+    when the data gave them as words (a CSV's string labels, id i named labels[i]); `vocab`:
+    for token data, the text of each id (written into model.onnx, read by `dnnspec generate`)."""
 
     x: np.ndarray
     y: np.ndarray
+    vocab: tuple[str, ...] = ()
     labels: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index], self.labels)
+        return Dataset(self.x[index], self.y[index], self.vocab, self.labels)
 
 
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
@@ -137,7 +139,7 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def _find(path: Path, span: Span | None) -> Path:
+def find(path: Path, span: Span | None) -> Path:
     """A relative path is looked up next to the spec first, then in the working directory."""
     if path.is_absolute():
         candidates = [path]
@@ -163,7 +165,7 @@ def locate_file(text: str, span: Span | None) -> Path:
     """The absolute path of a data file named in a spec, as the run will read it."""
     if not text:
         raise error("the data file path is empty", span)
-    return Path(os.path.abspath(_find(Path(text), span)))
+    return Path(os.path.abspath(find(Path(text), span)))
 
 
 CSV_ONLY = ("target", "features", "header")
@@ -260,7 +262,7 @@ def _csv_dataset(path: Path, args: dict[str, Any], span: Span | None) -> Dataset
         return Dataset(x, y)
     names = sorted(set(words))
     index = {name: i for i, name in enumerate(names)}
-    return Dataset(x, np.array([index[w] for w in words], np.int64), tuple(names))
+    return Dataset(x, np.array([index[w] for w in words], np.int64), labels=tuple(names))
 
 
 def _numbers(

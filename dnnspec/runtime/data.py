@@ -96,6 +96,13 @@ def from_text(table: np.ndarray, dtype: str, where: str) -> np.ndarray:
     return table.astype(target)
 
 
+def _where(y: np.ndarray, flat: int) -> str:
+    """`sample 3` for [N] labels, `sample 3, position (5,)` for sequence labels."""
+    index = np.unravel_index(flat, y.shape)
+    rest = tuple(int(i) for i in index[1:])
+    return f"sample {int(index[0])}" + (f", position {rest}" if rest else "")
+
+
 def _labels(
     y: np.ndarray, dims: tuple[int | str, ...], sizes: dict[str, int], output: str, source: Call
 ) -> np.ndarray:
@@ -113,7 +120,8 @@ def _labels(
         fractional = np.flatnonzero(y != np.round(y))
         if len(fractional):
             raise error(
-                f"label {y[fractional[0]]} of sample {fractional[0]} is not a whole number",
+                f"label {y.flat[fractional[0]]} of {_where(y, int(fractional[0]))} "
+                "is not a whole number",
                 source.span,
                 help="a classification loss needs class ids 0, 1, 2, ...; "
                 "for real-valued targets use loss mse",
@@ -220,7 +228,7 @@ def conform(
                 help=f"make the model's last dense layer {len(data.labels)} wide",
             )
         labels = _labels(y, out.dims, sizes, str(out), source)
-        return Dataset(x, labels, data.labels), classes
+        return Dataset(x, labels, data.vocab, data.labels), classes
     if data.labels is not None:
         raise error(
             f"the targets are words ({', '.join(data.labels[:3])}, ...), but this loss "
@@ -249,4 +257,4 @@ def conform(
                 source.span,
                 help="binary_cross_entropy reads one 0/1 target per output unit",
             )
-    return Dataset(x, _check_float32(y, "targets", source)), None
+    return Dataset(x, _check_float32(y, "targets", source), data.vocab), None

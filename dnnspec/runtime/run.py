@@ -159,6 +159,13 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         program.metadata["dnnspec.preprocess"] = json.dumps([st.to_json() for st in steps])
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
+    if data.vocab:
+        # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
+        # a model predicting the next token labels its classes with the same text
+        program.metadata["dnnspec.vocab"] = json.dumps(list(data.vocab))
+        program.metadata["dnnspec.context"] = str(data.x.shape[1])
+        if classes == len(data.vocab):
+            program.metadata["dnnspec.class_labels"] = json.dumps(list(data.vocab))
     return Prepared(spec, train, typed, train_data, val_data, program, kept, held, test_data)
 
 
@@ -207,7 +214,7 @@ def transform(data: Dataset, steps: list[Affine]) -> Dataset:
     x = data.x
     for step in steps:
         x = step.apply(x)
-    return Dataset(x, data.y, data.labels)
+    return Dataset(x, data.y, data.vocab, data.labels)
 
 
 def _test_file(
@@ -232,7 +239,7 @@ def _test_file(
                 span,
             )
         ids = np.array([labels.index(name) for name in loaded.labels], np.int64)
-        loaded = Dataset(loaded.x, ids[loaded.y], labels)
+        loaded = Dataset(loaded.x, ids[loaded.y], labels=labels)
     test, _ = conform(loaded, typed, target, source)
     return test
 
@@ -337,7 +344,9 @@ class _Run:
         program, path = self.prep.program, self.checkpoint_path
         expected = self.expected_arrays()
         best = {BEST + s.name: expected[s.name] for s in program.model_slots()}
+        # the tensors (twice: the best copy) and a few KiB of records per epoch
         limit = sum(int(np.prod(shape)) * 8 for shape, _ in expected.values()) * 2
+        limit += 4096 * self.prep.train.epochs
         arrays, raw = checkpoint.load(path, limit)
         header = checkpoint.header_of(path, raw)
         if header.spec_hash != program.metadata["dnnspec.spec_hash"]:
