@@ -111,7 +111,8 @@ def _labels(
     classes = int(dims[-1])
     if not fits_shape(dims[:-1], y.shape, sizes) or y.dtype.kind not in "biuf":
         raise error(
-            f"the loss expects integer class labels of shape {_shape(dims[:-1])}, got {y.dtype} "
+            f"the loss expects integer class labels of shape {_shape(dims[:-1])} for the "
+            f"model's output {output}, got {y.dtype} "
             f"{_shape(('N',) + y.shape[1:]) if y.ndim else '[]'}",
             source.span,
         )
@@ -127,17 +128,16 @@ def _labels(
                 "for real-valued targets use loss mse",
             )
     if y.size and y.min() < 0:
-        row = int(np.unravel_index(np.argmin(y), y.shape)[0])
         raise error(
-            f"label {int(y.min())} of sample {row} is negative",
+            f"label {int(y.min())} of {_where(y, int(np.argmin(y)))} is negative",
             source.span,
             help=f"class ids run from 0 to {classes - 1}",
         )
     if y.size and y.max() >= classes:
-        row = int(np.unravel_index(np.argmax(y), y.shape)[0])
         starts_at_one = y.size and y.min() == 1 and y.max() == classes
         raise error(
-            f"label {int(y.max())} of sample {row} is outside the model's {classes} classes "
+            f"label {int(y.max())} of {_where(y, int(np.argmax(y)))} is outside the model's "
+            f"{classes} classes "
             f"(0..{classes - 1})",
             source.span,
             help="class ids must start at 0: these labels run from 1 to "
