@@ -33,6 +33,7 @@ from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import fits_shape, from_text
+from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.run import (
     Interrupted,
@@ -213,7 +214,11 @@ class Model:
     def __init__(self, run_dir: Path, device: Device = "auto") -> None:
         self.run_dir, self.device = run_dir, device
         path = run_dir / "model.onnx"
-        if not str(run_dir) or not path.exists():
+        try:
+            present = path.exists() or path.is_symlink()
+        except OSError:  # e.g. a path too long to look up: reading it says so
+            present = True
+        if not present:
             raise error(
                 f"'{run_dir}' holds no model.onnx",
                 help="pass a directory written by `dnnspec train`",
@@ -258,6 +263,29 @@ class Model:
                 )
         output: np.ndarray = self.session.run([OUTPUT], {decl.name: x})[0]
         return output
+
+    def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
+        """`tokens` characters sampled after `prompt` from a model trained on text (the
+        `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
+        decl, vocab = self.file.input, self.file.vocab
+        if vocab is None or decl.dtype != "int64" or len(decl.shape) != 2:
+            raise error(
+                f"the model in '{self.run_dir}' was not trained on text",
+                help="generate samples from a model whose data is `text(...)`, with one "
+                "int64 input of token ids",
+            )
+        length = decl.shape[1]
+        fixed = isinstance(length, int)
+        context = length if isinstance(length, int) else self.file.context
+
+        def scores(ids: np.ndarray) -> np.ndarray:
+            out: np.ndarray = self.session.run([OUTPUT], {decl.name: ids})[0]
+            return out
+
+        new = sample(
+            scores, encode(prompt, vocab), tokens, len(vocab), context, fixed, temperature, seed
+        )
+        return "".join(vocab[i] for i in new)
 
     def evaluate(self) -> dict[str, float]:
         """Loss and metrics of model.onnx's weights on the run's validation split."""
@@ -307,6 +335,8 @@ PREDICTION_FORMATS = (".npy", ".csv")
 
 def load(run_dir: str | Path, device: Device = "auto") -> Model:
     """Open a trained run directory for prediction and evaluation."""
+    if not str(run_dir):
+        raise error("the run directory path is empty")
     return Model(Path(run_dir), device)
 
 

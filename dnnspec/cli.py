@@ -464,6 +464,17 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
+def cmd_generate(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import load
+
+    text = load(args.run).generate(args.prompt, args.tokens, args.temperature, args.seed)
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "text": text}))
+    else:
+        print(args.prompt + text)
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dnnspec", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -544,6 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
             p.add_argument("--out", help="write predictions to .npy or .csv")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("generate", help="sample text from a model trained on the text dataset")
+    p.add_argument("run", help="run directory written by `dnnspec train`")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--tokens", type=int, default=100, help="characters to sample (default 100)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="divide the scores by T before sampling; 0 picks the most likely (default 1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -557,6 +580,7 @@ COMMANDS = {
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,
+    "generate": cmd_generate,
 }
 
 

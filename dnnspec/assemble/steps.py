@@ -130,7 +130,7 @@ def _add_params(
 def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
     out = typed.output
     if target == "class":
-        return b.add_input(TARGET, "int64", [out.dims[0]])
+        return b.add_input(TARGET, "int64", out.dims[:-1])
     return b.add_input(TARGET, b.float_dtype, out.dims)
 
 

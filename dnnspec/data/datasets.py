@@ -36,16 +36,18 @@ VALIDATION = ArgSpec(
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs `x` and targets `y` (class ids or float values)."""
+    """Inputs `x` and targets `y` (class ids or float values). `vocab`: for token data,
+    the text of each id (written into model.onnx, read by `dnnspec generate`)."""
 
     x: np.ndarray
     y: np.ndarray
+    vocab: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index])
+        return Dataset(self.x[index], self.y[index], self.vocab)
 
 
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
@@ -128,7 +130,7 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def _find(path: Path, span: Span | None) -> Path:
+def find(path: Path, span: Span | None) -> Path:
     """A relative path is looked up next to the spec first, then in the working directory."""
     if path.is_absolute():
         candidates = [path]
@@ -154,7 +156,7 @@ def locate_file(text: str, span: Span | None) -> Path:
     """The absolute path of a data file named in a spec, as the run will read it."""
     if not text:
         raise error("the data file path is empty", span)
-    return Path(os.path.abspath(_find(Path(text), span)))
+    return Path(os.path.abspath(find(Path(text), span)))
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:

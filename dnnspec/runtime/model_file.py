@@ -45,6 +45,10 @@ class ModelFile:
     input: InputInfo
     classes: int | None
     spec_hash: str | None
+    vocab: list[str] | None = None
+    """What each token id means, for a model trained on text (`dnnspec generate`)."""
+    context: int = 0
+    """The sequence length the model was trained on (0: not a text model)."""
 
     def weights(self) -> dict[str, np.ndarray]:
         return {t.name: numpy_helper.to_array(t) for t in self.proto.graph.initializer}
@@ -157,4 +161,12 @@ def read_model(path: Path) -> ModelFile:
         onnx.checker.check_model(proto)
     except Exception as exc:  # noqa: BLE001 - the checker raises several types
         raise _bad(path, f"it fails the ONNX checker: {str(exc).splitlines()[0][:200]}") from None
-    return ModelFile(path, proto, info, classes, meta.get("dnnspec.spec_hash"))
+    vocab = None
+    if "dnnspec.vocab" in meta:
+        vocab = _meta_json(path, meta, "dnnspec.vocab")
+        if not isinstance(vocab, list) or not all(isinstance(x, str) for x in vocab) or not vocab:
+            raise _bad(path, "its metadata 'dnnspec.vocab' is not a list of tokens")
+    context = meta.get("dnnspec.context", "0")
+    if not context.isdigit():
+        raise _bad(path, "its metadata 'dnnspec.context' is not a length")
+    return ModelFile(path, proto, info, classes, meta.get("dnnspec.spec_hash"), vocab, int(context))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -124,6 +125,13 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     steps_per_epoch = math.ceil(len(train_data) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
     program = build_train_step(typed, train, classes, timing)
+    if data.vocab:
+        # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
+        # a model predicting the next token labels its classes with the same text
+        program.metadata["dnnspec.vocab"] = json.dumps(list(data.vocab))
+        program.metadata["dnnspec.context"] = str(data.x.shape[1])
+        if classes == len(data.vocab):
+            program.metadata["dnnspec.class_labels"] = json.dumps(list(data.vocab))
     return Prepared(spec, train, typed, train_data, val_data, program)
 
 
@@ -224,7 +232,9 @@ class _Run:
         program, path = self.prep.program, self.checkpoint_path
         expected = self.expected_arrays()
         best = {BEST + s.name: expected[s.name] for s in program.model_slots()}
+        # the tensors (twice: the best copy) and a few KiB of records per epoch
         limit = sum(int(np.prod(shape)) * 8 for shape, _ in expected.values()) * 2
+        limit += 4096 * self.prep.train.epochs
         arrays, raw = checkpoint.load(path, limit)
         header = checkpoint.header_of(path, raw)
         if header.spec_hash != program.metadata["dnnspec.spec_hash"]:
