@@ -214,7 +214,11 @@ class Model:
     def __init__(self, run_dir: Path, device: Device = "auto") -> None:
         self.run_dir, self.device = run_dir, device
         path = run_dir / "model.onnx"
-        if not str(run_dir) or not path.exists():
+        try:
+            present = path.exists() or path.is_symlink()
+        except OSError:  # e.g. a path too long to look up: reading it says so
+            present = True
+        if not present:
             raise error(
                 f"'{run_dir}' holds no model.onnx",
                 help="pass a directory written by `dnnspec train`",
@@ -321,6 +325,8 @@ PREDICTION_FORMATS = (".npy", ".csv")
 
 def load(run_dir: str | Path, device: Device = "auto") -> Model:
     """Open a trained run directory for prediction and evaluation."""
+    if not str(run_dir):
+        raise error("the run directory path is empty")
     return Model(Path(run_dir), device)
 
 

@@ -471,3 +471,46 @@ def test_a_run_with_non_trained_state_and_best_weights_resumes(
     assert any(k.startswith("best:") and "batchnorm" in k for k in arrays)
     train(capsys, spec, run, "--resume")
     assert len(records(run)) == 3
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Any:
+    """A fresh tmpfs of a given size and mode (root only: elsewhere the test is skipped)."""
+    mounts: list[Path] = []
+
+    def mount(options: str) -> Path:
+        target = tmp_path / f"mnt{len(mounts)}"
+        target.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small file system needs root")
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True
+        )
+        if result.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        mounts.append(target)
+        return target
+
+    yield mount
+    for target in mounts:
+        subprocess.run(["umount", str(target)], capture_output=True)
+
+
+def test_training_onto_a_full_disk_stops_with_a_message_and_leaves_no_temporary_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mounted: Any
+) -> None:
+    spec = write_run_spec(tmp_path, epochs=50)
+    disk = mounted("size=96k")
+    code, out, err = cli(capsys, "train", str(spec), "--out", str(disk / "run"))
+    assert code == 2 and "no space left on the device" in err, out + err
+    assert [p for p in disk.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_a_read_only_file_system_as_out_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mounted: Any
+) -> None:
+    spec = write_run_spec(tmp_path)
+    disk = mounted("ro,size=64k")
+    for out in (disk, disk / "run"):
+        code, _, err = cli(capsys, "train", str(spec), "--out", str(out))
+        assert code == 2 and ("read-only" in err or "not writable" in err), err

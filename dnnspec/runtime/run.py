@@ -232,7 +232,9 @@ class _Run:
         program, path = self.prep.program, self.checkpoint_path
         expected = self.expected_arrays()
         best = {BEST + s.name: expected[s.name] for s in program.model_slots()}
+        # the tensors (twice: the best copy) and a few KiB of records per epoch
         limit = sum(int(np.prod(shape)) * 8 for shape, _ in expected.values()) * 2
+        limit += 4096 * self.prep.train.epochs
         arrays, raw = checkpoint.load(path, limit)
         header = checkpoint.header_of(path, raw)
         if header.spec_hash != program.metadata["dnnspec.spec_hash"]:
