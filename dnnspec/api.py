@@ -21,20 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import read_inputs
 from dnnspec.errors import error
-from dnnspec.files import write_text
+from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
-from dnnspec.resolve import read_lock, write_lock
+from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.data import fits_shape
+from dnnspec.runtime.data import fits_shape, from_text
+from dnnspec.runtime.generate import encode, sample
+from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.run import (
     Interrupted,
     Reporter,
@@ -45,7 +45,7 @@ from dnnspec.runtime.run import (
     run_training,
     write_graphs,
 )
-from dnnspec.runtime.session import Device, make_session
+from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
@@ -115,15 +115,18 @@ def save(program: Program, out: str | Path) -> dict[str, Path]:
     """Write a compiled program into `out`: its train-step and eval-step graphs, model.onnx
     with the seeded initial weights and spec.lock.json; returns each file by kind."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise error(f"cannot create the output directory '{out}': {exc.strerror}") from None
-    paths = write_graphs(program, out)
-    params = initial_values(program, program.train.seed, params_only=True)
-    paths["model"] = export_model(program, params, out / "model.onnx")
-    paths["lock"] = out / "spec.lock.json"
-    write_lock(program.typed.spec, paths["lock"])
+    make_directory(out, "the output directory")
+    with DirectoryLock(out):
+        if (out / "metrics.jsonl").exists() or (out / "checkpoint").exists():
+            raise error(
+                f"'{out}' holds a training run; compiling into it would replace its model",
+                help="choose another --out",
+            )
+        paths = write_graphs(program, out)
+        params = initial_values(program, program.train.seed, params_only=True)
+        paths["model"] = export_model(program, params, out / "model.onnx")
+        paths["lock"] = out / "spec.lock.json"
+        write_lock(pin_paths(program.typed.spec), paths["lock"])
     return paths
 
 
@@ -205,56 +208,135 @@ def tune(
 
 
 class Model:
-    """A trained run: its deployable model.onnx plus what is needed to evaluate it."""
+    """A trained run: its deployable model.onnx plus what is needed to evaluate it. Every
+    file of the run directory is checked before it is used (see runtime/model_file.py)."""
 
     def __init__(self, run_dir: Path, device: Device = "auto") -> None:
         self.run_dir, self.device = run_dir, device
         path = run_dir / "model.onnx"
-        if not path.exists():
+        try:
+            present = path.exists() or path.is_symlink()
+        except OSError:  # e.g. a path too long to look up: reading it says so
+            present = True
+        if not present:
             raise error(
                 f"'{run_dir}' holds no model.onnx",
                 help="pass a directory written by `dnnspec train`",
             )
-        try:
-            self.onnx = onnx.load(path)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
-            raise error(f"'{path}' is not a readable ONNX model: {exc}") from None
-        meta = {p.key: p.value for p in self.onnx.metadata_props}
-        self.inputs = json.loads(meta.get("dnnspec.inputs", "[]"))
-        labels = meta.get("dnnspec.class_labels")
-        self.classes = len(json.loads(labels)) if labels else None
-        self.session = make_session(self.onnx, device)
+        self.file = read_model(path)
+        self.onnx = self.file.proto
+        self.classes = self.file.classes
+        self.session = self.file.session(device)
 
     def predict(self, x: np.ndarray | str | Path) -> np.ndarray:
         """Model outputs for a batch, given as an array or an .npy, .npz (array `x`) or .csv
-        file; shapes and dtypes are checked against the spec."""
-        decl = self.inputs[0]
-        x = read_inputs(Path(x)) if isinstance(x, str | Path) else np.asarray(x)
-        if not fits_shape(tuple(decl["shape"]), x.shape, {}):
+        file; shapes and dtypes are checked against the spec: an array of another dtype is
+        refused (casting float64 or int64 data silently can change it), while CSV text is
+        read as the declared dtype."""
+        decl = self.file.input
+        if isinstance(x, str | Path):
+            path = Path(x)
+            x = read_inputs(path)
+            if path.suffix == ".csv":
+                x = from_text(x, decl.dtype, f"'{path}'")
+        x = np.asarray(x)
+        if not fits_shape(decl.shape, x.shape, {}):
             raise error(
-                f"input '{decl['name']}' expects shape [{', '.join(map(str, decl['shape']))}], "
+                f"input '{decl.name}' expects shape [{', '.join(map(str, decl.shape))}], "
                 f"got [{', '.join(map(str, x.shape))}]"
             )
-        if x.dtype.kind not in "biuf":
-            raise error(f"input '{decl['name']}' expects {decl['dtype']} data, got {x.dtype}")
-        output: np.ndarray = self.session.run([OUTPUT], {decl["name"]: x.astype(decl["dtype"])})[0]
+        if x.dtype != np.dtype(decl.dtype):
+            raise error(
+                f"input '{decl.name}' expects {decl.dtype} data, got {x.dtype}",
+                help=f"convert it first, e.g. x.astype(np.{decl.dtype}), checking that "
+                "nothing is lost",
+            )
+        if decl.vocab is not None and x.size:
+            bad = np.argwhere((x < 0) | (x >= decl.vocab))
+            if len(bad):
+                index = tuple(int(i) for i in bad[0])
+                raise error(
+                    f"input '{decl.name}' holds token id {int(x[index])} at sample "
+                    f"{index[0]}, position {index[1:]}, outside the model's vocabulary of "
+                    f"{decl.vocab} (0..{decl.vocab - 1})",
+                    help="token ids are those the model was trained with, counted from 0",
+                )
+        output: np.ndarray = self.session.run([OUTPUT], {decl.name: x})[0]
         return output
+
+    def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
+        """`tokens` characters sampled after `prompt` from a model trained on text (the
+        `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
+        decl, vocab = self.file.input, self.file.vocab
+        if vocab is None or decl.dtype != "int64" or len(decl.shape) != 2:
+            raise error(
+                f"the model in '{self.run_dir}' was not trained on text",
+                help="generate samples from a model whose data is `text(...)`, with one "
+                "int64 input of token ids",
+            )
+        length = decl.shape[1]
+        fixed = isinstance(length, int)
+        context = length if isinstance(length, int) else self.file.context
+
+        def scores(ids: np.ndarray) -> np.ndarray:
+            out: np.ndarray = self.session.run([OUTPUT], {decl.name: ids})[0]
+            return out
+
+        new = sample(
+            scores, encode(prompt, vocab), tokens, len(vocab), context, fixed, temperature, seed
+        )
+        return "".join(vocab[i] for i in new)
 
     def evaluate(self) -> dict[str, float]:
         """Loss and metrics of model.onnx's weights on the run's validation split."""
         spec = read_lock(self.run_dir / "spec.lock.json")
         prep = prepare(spec)
-        trainer = Trainer(prep.program, self.device, prep.train.seed)
-        weights = {t.name: numpy_helper.to_array(t) for t in self.onnx.graph.initializer}
+        program = prep.program
+        if self.file.spec_hash != program.metadata["dnnspec.spec_hash"]:
+            raise error(
+                f"'{self.file.path}' and '{self.run_dir / 'spec.lock.json'}' come from "
+                "different specs",
+                help="pass a run directory written by one `dnnspec train`",
+            )
+        trainer = Trainer(program, self.device, prep.train.seed)
+        weights = self.file.weights()
         values = trainer.values()
-        values.update({s.name: weights[s.name] for s in prep.program.model_slots()})
+        for slot in program.model_slots():
+            weight = weights.get(slot.name)
+            if weight is None or weight.shape != values[slot.name].shape:
+                raise error(f"'{self.file.path}' lacks the weight '{slot.name}' of its spec")
+            values[slot.name] = weight
         trainer.load_values(values)
         data = prep.val_data if len(prep.val_data) else prep.train_data
         return trainer.evaluate(data, spec.model.inputs[0].name)
 
 
+def write_predictions(predictions: np.ndarray, out: str | Path) -> Path:
+    """Predictions as .npy or .csv (one row per sample), written atomically."""
+    out = Path(out)
+    if out.suffix not in PREDICTION_FORMATS:
+        raise error(f"--out '{out}': predictions are written as .npy or .csv")
+    if out.suffix == ".csv" and predictions.ndim > 2:
+        raise error(
+            f"the predictions have shape {list(predictions.shape)}: a CSV holds one row per "
+            "sample, so only outputs of rank 1 or 2",
+            help="write them as .npy instead",
+        )
+    if out.suffix == ".npy":
+        write_with(out, lambda f: np.save(f, predictions), f"predictions '{out}'")
+    else:
+        rows = predictions.reshape(len(predictions), -1) if predictions.ndim else predictions
+        write_with(out, lambda f: np.savetxt(f, rows, delimiter=","), f"predictions '{out}'")
+    return out
+
+
+PREDICTION_FORMATS = (".npy", ".csv")
+
+
 def load(run_dir: str | Path, device: Device = "auto") -> Model:
     """Open a trained run directory for prediction and evaluation."""
+    if not str(run_dir):
+        raise error("the run directory path is empty")
     return Model(Path(run_dir), device)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from rich.progress import (
 from dnnspec.errors import Diagnostic, DiagnosticError, error
 
 if TYPE_CHECKING:
-    from dnnspec.api import Spec
+    from dnnspec.api import Interrupted, Spec
 
 OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED = 0, 1, 2, 130
 
@@ -61,12 +62,43 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.check.report import check_json, render_check
 
     typed = check_spec(_load(args))
+    show_warnings(typed.warnings)
     if args.json:
-        print(json.dumps(check_json(typed), indent=2))
+        print(dumps(check_json(typed)))
     else:
-        show_warnings(typed.warnings)
         render_check(typed, console)
     return OK
+
+
+def dumps(value: Any) -> str:
+    """Valid JSON whatever the numbers: NaN and infinities (a diverged metric) are null."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JsonReporter:
+    """Training under --json: no progress drawn, warnings on stderr and kept for the JSON."""
+
+    def __init__(self) -> None:
+        self.warnings: list[Diagnostic] = []
+
+    def warn(self, warnings: Sequence[Diagnostic]) -> None:
+        self.warnings.extend(warnings)
+        show_warnings(warnings)
+
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
+    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None: ...
+    def epoch(self, record: dict[str, Any]) -> None: ...
+    def finish(self, message: str) -> None: ...
 
 
 class ProgressReporter:
@@ -137,8 +169,15 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
     if args.resume and not args.out:
         raise error("--resume needs the run directory: --out DIR")
+    if args.resume and args.overwrite:
+        raise error(
+            "--resume and --overwrite contradict each other",
+            help="--resume continues the run in --out; --overwrite replaces it",
+        )
     spec = _load(args)
-    reporter = None if args.json else ProgressReporter(console)
+    reporter: JsonReporter | ProgressReporter = (
+        JsonReporter() if args.json else ProgressReporter(console)
+    )
     try:
         result = train(
             spec,
@@ -153,16 +192,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             plot=False if args.no_plot else None,
         )
     except Interrupted as stop:
-        run_dir = stop.run_dir
-        extra = [f"--set {x}" for x in args.set or []]
-        extra += [f"--epochs {args.epochs}"] if args.epochs else []
-        again = " ".join(["dnnspec train", args.spec, "--out", str(run_dir), *extra, "--resume"])
-        which = "best" if spec.train and spec.train.early_stop else "last finished"
-        print(
-            f"interrupted in epoch {stop.epoch + 1}; {run_dir}/model.onnx holds the weights of "
-            f"the {which} epoch.\ncontinue with: {again}",
-            file=sys.stderr,
-        )
+        print(_interrupted(args, spec, stop), file=sys.stderr)
         return INTERRUPTED
     finally:
         if isinstance(reporter, ProgressReporter):
@@ -177,9 +207,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         "metrics": result.metrics,
         "best": result.best,
         "model": str(result.paths["model"]),
+        "warnings": [d.model_dump(mode="json") for d in getattr(reporter, "warnings", [])],
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary))
         return OK
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k not in ("epoch", "step"))
     console.print(
@@ -189,6 +220,34 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{which} {result.best.get('epoch', result.epochs)}: {shown}", highlight=False)
     console.print(f"wrote {result.paths['model']} and the run in {result.run_dir}/")
     return OK
+
+
+def _interrupted(args: argparse.Namespace, spec: Spec, stop: Interrupted) -> str:
+    """What Ctrl-C left behind, and the command that carries on from it."""
+    run_dir = stop.run_dir
+    again = ["dnnspec", "train", args.spec, "--out", str(run_dir)]
+    for pair in args.set or []:
+        again += ["--set", pair]
+    again += ["--epochs", str(args.epochs)] if args.epochs else []
+    again += ["--device", args.device] if args.device != "auto" else []
+    again += ["--checkpoint-every", args.checkpoint_every] if args.checkpoint_every != "60s" else []
+    again += ["--stop-after", str(args.stop_after)] if args.stop_after else []
+    if not stop.resumable:
+        return (
+            f"interrupted in epoch {stop.epoch + 1} before any epoch finished: nothing was "
+            f"saved to resume from, and {run_dir}/model.onnx holds the untrained weights.\n"
+            f"start again with: {shlex.join([*again, '--overwrite'])}"
+        )
+    if stop.epoch == 0:
+        which = "untrained"
+    elif spec.train and spec.train.early_stop:
+        which = "best epoch's"
+    else:
+        which = "last finished epoch's"
+    return (
+        f"interrupted in epoch {stop.epoch + 1}; {run_dir}/model.onnx holds the {which} "
+        f"weights.\ncontinue with: {shlex.join([*again, '--resume'])}"
+    )
 
 
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
@@ -351,11 +410,12 @@ def cmd_compile(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import compile, save
 
     program = compile(_load(args))
-    if not args.json:
-        show_warnings(program.typed.warnings)
+    show_warnings(program.typed.warnings)
     paths = save(program, args.out)
     if args.json:
-        print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+        payload: dict[str, Any] = {k: str(v) for k, v in paths.items()}
+        payload["warnings"] = [d.model_dump(mode="json") for d in program.typed.warnings]
+        print(dumps(payload))
     else:
         for name, path in paths.items():
             console.print(f"wrote {path} ({name})")
@@ -367,13 +427,10 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
 
     metrics = load(args.run).evaluate()
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(dumps(metrics))
     else:
         console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
     return OK
-
-
-PREDICTION_FORMATS = (".npy", ".csv")
 
 
 def _jsonable(values: np.ndarray) -> list[Any]:
@@ -385,7 +442,7 @@ def _jsonable(values: np.ndarray) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import load
+    from dnnspec.api import PREDICTION_FORMATS, load, write_predictions
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in PREDICTION_FORMATS:
@@ -393,10 +450,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     model = load(args.run)
     pred = model.predict(Path(args.input))
     if out is not None:
-        try:
-            np.save(out, pred) if out.suffix == ".npy" else np.savetxt(out, pred, delimiter=",")
-        except OSError as exc:
-            raise error(f"cannot write predictions to '{out}': {exc.strerror}") from None
+        write_predictions(pred, out)
     if args.json or out is None:
         payload: dict[str, Any] = {"predictions": _jsonable(pred)}
         if model.classes is not None:
@@ -407,6 +461,17 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
+    return OK
+
+
+def cmd_generate(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import load
+
+    text = load(args.run).generate(args.prompt, args.tokens, args.temperature, args.seed)
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "text": text}))
+    else:
+        print(args.prompt + text)
     return OK
 
 
@@ -490,6 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
             p.add_argument("--out", help="write predictions to .npy or .csv")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("generate", help="sample text from a model trained on the text dataset")
+    p.add_argument("run", help="run directory written by `dnnspec train`")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--tokens", type=int, default=100, help="characters to sample (default 100)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="divide the scores by T before sampling; 0 picks the most likely (default 1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -503,6 +580,7 @@ COMMANDS = {
     "compile": cmd_compile,
     "eval": cmd_eval,
     "predict": cmd_predict,
+    "generate": cmd_generate,
 }
 
 

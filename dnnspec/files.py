@@ -12,14 +12,18 @@ full disk or a kill leaves no torn file behind.
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
+import json
+import math
 import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
+from typing import Any, BinaryIO
 
 from dnnspec.errors import Span, error
 
@@ -148,6 +152,22 @@ def write_with(path: Path, write: Callable[[BinaryIO], object], what: str | None
     _sync_directory(path.parent)
 
 
+def sweep_temporary(folder: Path) -> None:
+    """Remove the temporary files killed writes left in `folder` (`.name.XXXX.tmp`, never
+    followed if they are links). Only for a folder the caller holds the lock of."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+
 def write_bytes(path: Path, data: bytes, what: str | None = None) -> None:
     write_with(path, lambda f: f.write(data), what)
 
@@ -192,3 +212,63 @@ def make_directory(path: Path, what: str) -> None:
         raise error(f"{what} '{path}' is not a directory")
     if not os.access(path, os.W_OK | os.X_OK):
         raise error(f"{what} '{path}' is not writable", help="choose a directory you can write to")
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with NaN and infinities as null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One line of a JSON-lines file (valid JSON: non-finite numbers become null)."""
+    return json.dumps(finite_json(record), allow_nan=False) + "\n"
+
+
+LOCK_NAME = ".lock"
+
+
+class DirectoryLock:
+    """An exclusive lock on a run directory for as long as one command writes it.
+
+    Two `train --overwrite` into one `--out` used to interleave their files; the second
+    now stops at once. The lock is an flock on `.lock` in the directory (released by the
+    kernel if the process dies, so a kill never leaves a stale lock behind).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.fd: int | None = None
+
+    def __enter__(self) -> DirectoryLock:
+        path = self.folder / LOCK_NAME
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as exc:
+            raise error(f"cannot lock '{self.folder}': {os_reason(exc)}", help=_help(exc)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise error(
+                f"'{self.folder}' is in use by another dnnspec command",
+                help="wait for it to finish, or choose another --out",
+            ) from None
+        self.fd = fd
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None

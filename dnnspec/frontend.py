@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
-from dnnspec.errors import DiagnosticError, SourceMap, Span, error
+from dnnspec.errors import Diagnostic, DiagnosticError, Note, SourceMap, Span, did_you_mean, error
 from dnnspec.files import MiB, read_bytes
 from dnnspec.ir import Spec
 from dnnspec.resolve import Scalar, resolve
@@ -22,6 +23,10 @@ from dnnspec.syntax.parse import parse_tree
 
 MAX_SPEC_BYTES = 1 * MiB
 """Largest spec file read; real specs are a few KiB."""
+
+STDLIB = "stdlib"
+"""Package folder of the standard library: blocks written in the language, one module per
+file (`import transformer` reads stdlib/transformer.dnn)."""
 
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 """Text that reads as a number literal (the grammar's, with an optional sign)."""
@@ -63,6 +68,11 @@ def parse_override(name: str, text: str) -> tuple[Scalar, Span]:
             raise
         end = offset + len(text) + 1
         return text, Span(file=file, line=1, col=offset + 1, end_line=1, end_col=end)
+    if literal.span.end_col <= offset + len(text.rstrip()):
+        # The grammar stopped early: `#` starts a comment in a spec, but on the command
+        # line it is part of the value (`path=runs#2/train.csv`), so the text is a string.
+        end = offset + len(text) + 1
+        return text, Span(file=file, line=1, col=offset + 1, end_line=1, end_col=end)
     return _literal_value(literal), literal.span
 
 
@@ -96,10 +106,93 @@ def load_spec_text(
         sources.add(f"--set {name}", override_source(name, value))
         values[name] = parse_override(name, value)
     try:
-        return resolve(parse_text(text, file), file, values)
+        return resolve(with_imports(parse_text(text, file), file, sources), file, values)
     except DiagnosticError as exc:
         exc.sources = sources
         raise
+
+
+def stdlib_modules() -> list[str]:
+    """The standard library's module names (`import transformer`)."""
+    folder = resources.files("dnnspec") / STDLIB
+    return sorted(p.name.removesuffix(".dnn") for p in folder.iterdir() if p.name.endswith(".dnn"))
+
+
+def stdlib_path(name: str) -> Path:
+    """The file of standard-library module `name` (it is read like any spec file)."""
+    return Path(str(resources.files("dnnspec") / STDLIB / f"{name}.dnn"))
+
+
+def with_imports(spec: ast.SpecFile, file: str, sources: SourceMap) -> ast.SpecFile:
+    """`spec` with each import replaced by the blocks of the library it names (libraries
+    may import others; each is read once), the imported blocks first. A library holds
+    blocks and imports only. Their texts join `sources`, so errors show their lines."""
+    blocks: list[ast.TopItem] = []
+    seen: set[Path] = set()
+    problems: list[Diagnostic] = []
+
+    def visit(items: tuple[ast.TopItem, ...], where: str) -> None:
+        for item in items:
+            if not isinstance(item, ast.Import):
+                continue
+            path = _library(item, where, problems)
+            if path is None or path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            text = read_spec_text(path)
+            sources.add(str(path), text)
+            library = parse_text(text, str(path))
+            for other in library.items:
+                if not isinstance(other, ast.Import | ast.BlockDef):
+                    kind = type(other).__name__.removesuffix("Decl").removesuffix("Def")
+                    problems.append(
+                        Diagnostic(
+                            message=f"a library holds blocks and imports only; this "
+                            f"{kind.lower()} belongs in a spec",
+                            span=other.span,
+                            notes=(Note(message="imported here", span=item.span),),
+                        )
+                    )
+            visit(library.items, str(path))
+            blocks.extend(i for i in library.items if isinstance(i, ast.BlockDef))
+
+    visit(spec.items, file)
+    if problems:
+        raise DiagnosticError(problems)
+    own = tuple(i for i in spec.items if not isinstance(i, ast.Import))
+    return spec.model_copy(update={"items": (*blocks, *own)})
+
+
+def _library(item: ast.Import, where: str, problems: list[Diagnostic]) -> Path | None:
+    """The file an import names: a standard-library module, or a path (relative to the
+    importing file's folder)."""
+    module = item.module
+    if isinstance(module, ast.Name):
+        if module.id in stdlib_modules():
+            return stdlib_path(module.id)
+        problems.append(
+            Diagnostic(
+                message=f"no standard-library module '{module.id}'",
+                span=module.span,
+                help=did_you_mean(module.id, stdlib_modules())
+                or "modules: " + ", ".join(stdlib_modules()) + '; import a file as "path.dnn"',
+            )
+        )
+        return None
+    path = Path(module.value)
+    if not path.is_absolute() and not where.startswith("<"):
+        path = Path(where).parent / path
+    if not path.is_file():
+        problems.append(
+            Diagnostic(
+                message=f"imported file '{module.value}' does not exist",
+                span=module.span,
+                notes=(Note(message=f"looked for '{path}'"),),
+                help="a relative path is read from the importing file's folder",
+            )
+        )
+        return None
+    return path
 
 
 def read_spec_text(path: str | Path) -> str:

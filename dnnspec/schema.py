@@ -221,6 +221,11 @@ def _check(what: str, spec: ArgSpec, value: Any, span: Span, problems: list[Diag
         )
     if t in ("ints", "floats"):
         items = value if isinstance(value, list) else [value]
+        if t == "ints":  # whole floats (`8 / 2`) are ints, as for a single int argument
+            items = [
+                int(v) if isinstance(v, float) and v.is_integer() and abs(v) <= INT64_MAX else v
+                for v in items
+            ]
         want = int if t == "ints" else (int, float)
         if not all(isinstance(v, want) and not isinstance(v, bool) for v in items):
             return bad(f"{label} must be a list of {t[:-1]}s, got {_shown(value)}")

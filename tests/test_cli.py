@@ -154,7 +154,8 @@ def test_compile_writes_three_loadable_graphs_and_the_lock(
     code, out, _ = run_cli(capsys, "compile", DIGITS, "--out", str(tmp_path), "--json")
     assert code == 0
     paths = json.loads(out)
-    assert set(paths) == {"train_step", "eval_step", "model", "lock"}
+    assert set(paths) == {"train_step", "eval_step", "model", "lock", "warnings"}
+    assert paths["warnings"] == []
     for name in ("train_step", "eval_step", "model"):
         model = onnx.load(paths[name])
         onnx.checker.check_model(model, full_check=True)
@@ -205,5 +206,22 @@ def test_check_shows_warnings_on_stderr_and_still_exits_zero(
     assert code == 0 and "softmax_1" in out
     assert f"{spec}:" in err and "warning: the model ends in softmax" in err
     code, out, err = run_cli(capsys, "check", str(spec), "--json")
-    assert code == 0 and err == ""
+    assert code == 0 and "warning: the model ends in softmax" in err  # stderr is for people
     assert json.loads(out)["warnings"][0]["severity"] == "warning"
+
+
+def test_train_and_compile_json_carry_the_warnings_and_stderr_shows_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "soft.dnn"
+    text = (SPECS / "spirals.dnn").read_text().replace("dense(2)", "dense(2) -> softmax")
+    spec.write_text(
+        text.replace("epochs 150", "epochs 1").replace("samples = 2000", "samples = 64")
+    )
+    for argv in (
+        ["train", str(spec), "--out", str(tmp_path / "run"), "--json"],
+        ["compile", str(spec), "--out", str(tmp_path / "compiled"), "--json"],
+    ):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0 and "warning: the model ends in softmax" in err
+        assert json.loads(out)["warnings"][0]["message"].startswith("the model ends in softmax")

@@ -14,7 +14,9 @@ from conftest import reference_runner
 from onnx import numpy_helper
 from test_end_to_end import InterruptAt
 
-from dnnspec.frontend import load_spec
+from dnnspec.assemble.steps import buffer_slots, build_inference, parameter_slots
+from dnnspec.check.shapes import check_spec
+from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.runtime.run import Interrupted, RunResult, run_training
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -93,3 +95,38 @@ def test_running_statistics_are_checkpointed_and_resume_bit_identically(tmp_path
     assert a.keys() == b.keys() and "batchnorm_1.running_mean" in a
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+EVERY_LAYER = """
+model every {
+  input x: float32[N, 2, 8, 8]
+  h = x -> conv2d(4, [3, 2], stride = [1, 2], padding = same, dilation = [2, 1]) -> batchnorm
+  h = h -> avg_pool2d(2, padding = 1) -> upsample2d([2, 1]) -> max_pool2d(3, stride = 2)
+  g = x -> conv2d(4, 3, groups = 2, bias = false) -> global_max_pool
+  s = h -> reshape([4, -1]) -> conv1d(3, 2) -> batchnorm -> max_pool1d(2) -> avg_pool1d(1)
+  concat(h -> global_avg_pool, g, s -> flatten, axis = 1)
+}
+"""
+
+
+def test_every_conv_layer_exports_valid_onnx_that_agrees_with_the_reference() -> None:
+    spec = load_spec_text(EVERY_LAYER, "every.dnn")
+    typed = check_spec(spec)
+    program = parameter_slots(typed) + buffer_slots(typed)
+    rng = np.random.default_rng(0)
+    values = {s.name: rng.normal(size=s.spec.shape).astype(np.float32) for s in program}
+    values |= {
+        s.name: rng.uniform(0.5, 2, s.spec.shape).astype(np.float32)
+        for s in program
+        if s.name.endswith("running_var")
+    }
+    model = build_inference(typed, program, values, {})
+    onnx.checker.check_model(model, full_check=True)
+    x = rng.normal(size=(3, 2, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        session.run(None, {"x": x})[0],
+        reference_runner(model)({"x": x})["output"],
+        rtol=1e-4,
+        atol=1e-4,
+    )

@@ -144,10 +144,10 @@ def test_missing_relative_data_path_says_where_it_looked(tmp_path: Path) -> None
     assert str(tmp_path / "nowhere.npz") in text
 
 
-def test_class_loss_on_a_rank_3_output_is_a_check_error_at_the_output_layer() -> None:
+def test_class_loss_on_a_rank_4_output_is_a_check_error_at_the_output_layer() -> None:
     spec = load_spec_text(
         """model m {
-  input x: float32[N, 4, 5]
+  input x: float32[N, 4, 5, 2]
   dense(3)
 }
 train {
@@ -163,9 +163,42 @@ train {
         check_spec(spec)
     diagnostic = info.value.diagnostics[0]
     assert "needs one row of class scores per sample" in diagnostic.message
-    assert "f32[N, 4, 3]" in diagnostic.message
+    assert "f32[N, 4, 5, 3]" in diagnostic.message
     assert diagnostic.span is not None and diagnostic.span.line == 3
     assert diagnostic.notes[0].span is not None and diagnostic.notes[0].span.line == 7
+
+
+def test_sequence_outputs_take_one_label_per_position(tmp_path: Path) -> None:
+    """A [N, T, classes] output reads [N, T] labels; [N] labels or out-of-range ones are
+    located data errors naming the sample and position."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4, 2))
+    labels = rng.integers(0, 3, (6, 4))
+    text = (
+        "model m {\n  input x: float32[N, T, 2]\n  dense(3)\n}\n"
+        'train {\n  data file(path = "d.npz")\n  loss cross_entropy\n  optimizer sgd\n'
+        "  batch 2\n  epochs 1\n}\n"
+    )
+    (tmp_path / "s.dnn").write_text(text)
+    for y, message in [
+        (labels, None),
+        (labels[:, 0], r"class labels of shape \[N, T\] for the model's output f32\[N, T, 3\]"),
+        (labels[:, :3], r"class labels of shape \[N, T\]"),
+        (
+            np.where(np.arange(4) == 2, 7, labels),
+            r"label 7 of sample 0, position \(2,\) is outside",
+        ),
+    ]:
+        np.savez(tmp_path / "d.npz", x=x, y=y)
+        spec = load_spec(tmp_path / "s.dnn")
+        assert spec.train is not None
+        data = DATASETS.get("file").load(spec.train.data.args, 0, spec.train.data.span)
+        if message is None:
+            conformed, classes = conform(data, check_spec(spec), "class", spec.train.data)
+            assert classes == 3 and conformed.y.shape == (6, 4)
+        else:
+            with pytest.raises(DiagnosticError, match=message):
+                conform(data, check_spec(spec), "class", spec.train.data)
 
 
 def test_conform_rejects_string_targets(tmp_path: Path) -> None:

@@ -31,6 +31,10 @@ def write_npz(folder: Path) -> None:
     np.savez(folder / "d.npz", x=rng.normal(size=(12, 5)), y=rng.integers(0, 4, 12))
 
 
+def write_text(folder: Path) -> None:
+    (folder / "t.txt").write_text("abracadabra, abracadabra!")
+
+
 @dataclass(frozen=True)
 class DatasetCase:
     """`dataset(args)` loads inputs of shape `x` and targets of shape `y` with these
@@ -66,6 +70,26 @@ DATASET_CASES: list[DatasetCase] = [
         for task, symbols, classes in (("query", 5, 2), ("recall", 5, 5), ("parity", 3, 2))
     ),
     DatasetCase(
+        "text", ((3750, 32), "int64"), ((3750, 32), "int64"), {"context": 32}, seeded=False
+    ),
+    DatasetCase(
+        "text",
+        ((4, 5), "int64"),
+        ((4, 5), "int64"),
+        {"context": 5, "path": "{dir}/t.txt"},
+        seeded=False,
+        write=write_text,
+    ),
+    *(
+        DatasetCase(
+            "digit_strings",
+            ((50, 6), "int64"),
+            ((50, 6), "int64"),
+            {"task": task, "length": 6, "samples": 50},
+        )
+        for task in ("reverse", "sort")
+    ),
+    DatasetCase(
         "file",
         ((12, 5), "float64"),
         ((12,), "int64"),
@@ -99,6 +123,32 @@ def test_dataset_case_loads_its_shapes_deterministically(case: DatasetCase, tmp_
     np.testing.assert_array_equal(again.x, data.x)
     np.testing.assert_array_equal(again.y, data.y)
     assert np.array_equal(other.x, data.x) != case.seeded
+
+
+def test_text_windows_predict_the_next_character_with_the_sorted_vocabulary(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "t.txt").write_text("hello world, hello you", encoding="utf-8")
+    data = load("text", context=4, path=str(tmp_path / "t.txt"))
+    assert data.vocab == tuple(sorted(set("hello world, hello you")))
+    decode = "".join
+    assert decode(data.vocab[i] for i in data.x[0]) == "hell"
+    assert decode(data.vocab[i] for i in data.y[0]) == "ello"
+    assert decode(data.vocab[i] for i in data.x[1]) == "o wo"
+    assert len(load("text").vocab) == 29  # the bundled corpus
+    (tmp_path / "short.txt").write_text("abc")
+    with pytest.raises(DiagnosticError, match="too short for two windows of 4 \\+ 1"):
+        load("text", context=4, path=str(tmp_path / "short.txt"))
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfeab")
+    with pytest.raises(DiagnosticError, match="is not UTF-8 text"):
+        load("text", context=1, path=str(tmp_path / "bin.txt"))
+
+
+def test_digit_strings_targets_are_the_strings_reversed_or_sorted() -> None:
+    reverse, ordered = load("digit_strings", length=5), load("digit_strings", task="sort")
+    np.testing.assert_array_equal(reverse.y, reverse.x[:, ::-1])
+    np.testing.assert_array_equal(ordered.y, np.sort(ordered.x, axis=1))
+    assert reverse.x.min() == 0 and reverse.x.max() == 9 and ordered.x.shape == (4000, 8)
 
 
 def test_digits_ships_1797_scaled_images_with_ten_classes() -> None:

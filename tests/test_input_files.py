@@ -205,3 +205,17 @@ def test_a_choice_with_too_many_values_is_refused() -> None:
 def test_a_spec_with_old_mac_line_endings_parses() -> None:
     spec = load_spec_text(SPIRALS.replace("\n", "\r"), "cr.dnn")
     assert spec.model.nodes
+
+
+@pytest.mark.parametrize("kind", ["empty", "longer", "fifo"])
+def test_a_run_directory_path_that_cannot_be_one_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    path = special_paths(tmp_path)[kind]
+    if kind == "fifo":
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "model.onnx").symlink_to(path)
+        path = str(run)
+    err = cli_error(capsys, "eval", path)
+    assert {"empty": "path is empty", "longer": "too long", "fifo": "FIFO"}[kind] in err

@@ -32,8 +32,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 def cross_entropy(out: np.ndarray, labels: np.ndarray, args: dict[str, Any]) -> float:
     classes, eps = out.shape[-1], args["label_smoothing"]
-    target = np.full(out.shape, eps / classes)
-    target[np.arange(len(labels)), labels] += 1.0 - eps
+    target = np.full(out.shape, eps / classes) + (1.0 - eps) * np.eye(classes)[labels]
     return float(-(target * log_softmax(out)).sum(axis=-1).mean())
 
 
@@ -57,6 +56,7 @@ class LossCase:
 LOSS_CASES: list[LossCase] = [
     LossCase("cross_entropy", cross_entropy, (5, 4)),
     LossCase("cross_entropy", cross_entropy, (6, 3), {"label_smoothing": 0.1}),
+    LossCase("cross_entropy", cross_entropy, (3, 4, 5)),  # one label per position
     LossCase("mse", mse, (5, 3)),
     LossCase("mse", mse, (4, 2, 3)),
 ]

@@ -34,6 +34,13 @@ class MetricCase:
 
 METRIC_CASES: list[MetricCase] = [
     MetricCase("accuracy", lambda out, y: float((out.argmax(-1) == y).mean()), (40, 3)),
+    MetricCase("accuracy", lambda out, y: float((out.argmax(-1) == y).mean()), (8, 5, 3)),
+    MetricCase("exact_match", lambda out, y: float((out.argmax(-1) == y).mean()), (40, 3)),
+    MetricCase(
+        "exact_match",
+        lambda out, y: float((out.argmax(-1) == y).all(axis=1).mean()),
+        (60, 2, 3),
+    ),
     MetricCase("mae", lambda out, y: float(np.abs(out - y).mean()), (6, 2, 3)),
     MetricCase("mse", lambda out, y: float(((out - y) ** 2).mean()), (6, 4)),
 ]

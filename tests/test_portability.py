@@ -35,15 +35,16 @@ def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None
         if decl.dtype.startswith("int")
         else rng.normal(size=dims).astype(np.float32)
     )
+    out_dims = (16, *(d if isinstance(d, int) else 5 for d in typed.output.dims[1:]))
     feeds = {
         **initial_values(program, 0),
         decl.name: batch,
         STEP: np.array(7, np.int64),
         SEED: np.array(3, np.int64),
         TARGET: (
-            rng.integers(0, classes, 16)
+            rng.integers(0, classes, out_dims[:-1])  # one label per sample or position
             if classes
-            else rng.normal(size=(16, *map(int, typed.output.dims[1:]))).astype(np.float32)
+            else rng.normal(size=out_dims).astype(np.float32)
         ),
     }
     model = program.train_step.SerializeToString()
@@ -52,4 +53,11 @@ def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None
     ours = session.run(None, feeds)
     reference = list(reference_runner(program.train_step)(feeds).values())
     for name, a, b in zip(names, ours, reference, strict=True):
+        # attention's key bias has a zero gradient (softmax ignores a shift shared by every
+        # key), so its Adam update normalises rounding noise: leave that part out
+        if ".in_bias." in name:
+            third = len(a) // 3
+            a, b = np.delete(a, slice(third, 2 * third)), np.delete(b, slice(third, 2 * third))
+        elif ".kv_bias." in name:
+            a, b = a[len(a) // 2 :], b[len(b) // 2 :]
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=name)

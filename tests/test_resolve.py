@@ -355,7 +355,7 @@ def test_a_missing_spec_file_is_a_diagnostic(tmp_path: Path) -> None:
 
 
 def test_a_broken_lock_file_is_a_diagnostic(tmp_path: Path) -> None:
-    with pytest.raises(DiagnosticError, match="cannot read lock file"):
+    with pytest.raises(DiagnosticError, match="lock file .*missing.json. does not exist"):
         read_lock(tmp_path / "missing.json")
     broken = tmp_path / "spec.lock.json"
     broken.write_text('{"source": 3}')
@@ -452,3 +452,24 @@ def test_an_override_of_the_wrong_kind_shows_how_to_write_it(text: str, help: st
         model("  dense(hidden)\n", "param hidden = 16\n", hidden=text)
     (diag,) = caught.value.diagnostics
     assert diag.help == help
+
+
+def test_a_hash_in_a_set_value_is_part_of_the_value_not_a_comment() -> None:
+    spec = model("  dense(4)\n", 'param path = "a"\n', path="runs#2/train.csv")
+    assert spec.params["path"] == "runs#2/train.csv"
+    with pytest.raises(DiagnosticError, match="holds an int, not word '64#c'"):
+        model("  dense(hidden)\n", "param hidden = 16\n", hidden="64#c")
+
+
+def test_an_int_overrides_a_float_param() -> None:
+    spec = model("  dense(4)\n", "param lr = 1e-3\n", lr="1")
+    assert spec.params["lr"] == 1
+
+
+def test_whole_floats_are_repeat_counts_and_list_entries() -> None:
+    spec = model("  repeat 4 / 2 {\n    dense(8 / 2)\n  }\n  reshape([2, 4 / 2])\n")
+    layers = [n.layer for n in spec.model.nodes]
+    assert layers == ["dense", "dense", "reshape"]
+    assert spec.model.nodes[-1].args["shape"] == [2, 2]
+    with pytest.raises(DiagnosticError, match="repeat needs an integer count"):
+        model("  repeat 5 / 2 {\n    dense(4)\n  }\n")

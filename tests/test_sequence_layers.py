@@ -146,12 +146,13 @@ VARIANTS = [
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v) or "last")
-@pytest.mark.parametrize("steps", [3, "T"], ids=["unrolled", "scan"])
+@pytest.mark.parametrize("steps", [3, 1, "T"], ids=["unrolled", "one_step", "scan"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_recurrent_forward_matches_the_documented_equations(
     kind: str, variant: dict[str, bool], steps: int | str, mode: Mode
 ) -> None:
-    x = rng.standard_normal((5, 3, 3)).astype(np.float32)  # T = 3 (SIZES)
+    length = steps if isinstance(steps, int) else 3  # T = 3 (SIZES)
+    x = rng.standard_normal((5, length, 3)).astype(np.float32)
     y, _, ws, ops = run(kind, [f32("N", steps, 3)], {"units": 6, **variant}, mode=mode, values=[x])
     want = reference(kind, x.astype(np.float64), [w.astype(np.float64) for w in ws], 6, **variant)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)

@@ -4,6 +4,10 @@ steps; checkpoints follow their cadence, and a killed run resumes bit-identicall
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,24 +110,27 @@ def test_a_non_finite_loss_inside_a_call_rolls_back_to_the_last_good_parameters(
     assert all(np.array_equal(kept[k], v) for k, v in trainer.params().items())
 
 
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+from dnnspec.frontend import load_spec
+from dnnspec.runtime.cadence import Cadence
+from dnnspec.runtime.run import run_training
+
 class KillAt:
-    """A reporter that kills the run (nothing handles it) in the middle of an epoch."""
+    def warn(self, warnings): ...
+    def start(self, epochs, steps_per_epoch, first_epoch): ...
+    def epoch(self, record): ...
+    def finish(self, message): ...
+    def advance(self, epoch, steps, samples, loss):
+        if epoch == 3:  # the fourth epoch, after its first call
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    def __init__(self, epoch: int) -> None:
-        self.at = epoch
-
-    def warn(self, warnings: object) -> None: ...
-    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
-    def epoch(self, record: dict) -> None: ...
-    def finish(self, message: str) -> None: ...
-
-    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
-        if epoch == self.at:
-            raise Killed
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: no handler runs, no checkpoint is written on the way out."""
+spec = load_spec(Path(sys.argv[1]), {"hidden": "32"})
+run_training(spec, Path(sys.argv[2]), "cpu", epochs=5, reporter=KillAt(),
+             checkpoint_every=Cadence(epochs=2))
+"""
+"""A run SIGKILLed in the middle of its fourth epoch: no handler, no flush, nothing."""
 
 
 def test_a_killed_run_resumes_bit_identically_from_its_last_cadence_checkpoint(
@@ -132,10 +139,13 @@ def test_a_killed_run_resumes_bit_identically_from_its_last_cadence_checkpoint(
     spec = load_spec(SPECS / "digits_mlp.dnn", {"hidden": "32"})
     every2 = Cadence(epochs=2)
     whole = run_training(spec, tmp_path / "whole", "cpu", epochs=5, checkpoint_every=every2)
-    with pytest.raises(Killed):
-        run_training(
-            spec, tmp_path / "cut", "cpu", epochs=5, reporter=KillAt(3), checkpoint_every=every2
-        )
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(SPECS / "digits_mlp.dnn"), str(tmp_path / "cut")],
+        env={**os.environ, "PYTHONPATH": str(SPECS.parent)},
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     _, header = checkpoint.load(tmp_path / "cut" / "checkpoint" / "last.npz")
     assert header["epoch"] == 2  # epoch 3 finished (and was logged) but was not checkpointed
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3

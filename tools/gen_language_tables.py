@@ -41,7 +41,7 @@ def value_text(value: Any) -> str:
         unit = value.unit if value.value != 1 else value.unit.removesuffix("s")
         return f"{value.value:g} {unit}"
     if isinstance(value, str):
-        return value
+        return value or '""'
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)

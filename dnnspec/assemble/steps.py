@@ -20,12 +20,13 @@ import onnx
 from dnnspec.assemble.fuse import fold_gemm_updates
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
+from dnnspec.data.datasets import DATASETS
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec
 from dnnspec.lower.model import lower_model
-from dnnspec.schema import arg_float
+from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
@@ -129,7 +130,7 @@ def _add_params(
 def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
     out = typed.output
     if target == "class":
-        return b.add_input(TARGET, "int64", [out.dims[0]])
+        return b.add_input(TARGET, "int64", out.dims[:-1])
     return b.add_input(TARGET, b.float_dtype, out.dims)
 
 
@@ -282,8 +283,16 @@ def _without_locations(value: Any) -> Any:
 
 def spec_hash(typed: TypedModel) -> str:
     """A digest of what the resolved spec means (not where it is written: moving the file
-    or adding a comment keeps the hash), so a model or checkpoint can be traced to it."""
+    or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
+    file paths are left out too: spec.lock.json pins them absolute, and checkpoints carry a
+    digest of the data itself. The epoch count is left out as well: `--epochs` may extend a
+    run (a checkpoint records the count it started with, and resume checks it)."""
     meaning = _without_locations(typed.spec.model_dump(mode="json"))
+    train = meaning.get("train")
+    if train:
+        train.pop("epochs", None)
+        for name in DATASETS.get(train["data"]["name"]).paths:
+            train["data"]["args"].pop(name, None)
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -309,11 +318,23 @@ def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> dict[str, str]:
     return {"dnnspec.carried": json.dumps(carried)}
 
 
+def _vocab(typed: TypedModel, name: str) -> dict[str, int]:
+    """`{"vocab": V}` when embeddings read input `name` as token ids: ids must be below
+    the smallest table's V (a prediction with another id would fail inside Gather)."""
+    sizes = [
+        arg_int(n.args, "vocab")
+        for n in typed.spec.model.nodes
+        if n.layer == "embedding" and n.inputs[0] == name
+    ]
+    return {"vocab": min(sizes)} if sizes else {}
+
+
 def model_metadata(
     typed: TypedModel, train: TrainSpec | None, classes: int | None
 ) -> dict[str, str]:
     inputs = [
         {"name": d.name, "dtype": _float_dtype(d.dtype, "float32"), "shape": list(d.dims)}
+        | _vocab(typed, d.name)
         for d in typed.spec.model.inputs
     ]
     parameters = [

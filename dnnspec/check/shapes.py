@@ -200,15 +200,16 @@ class _Checker:
                     f"so apply {last.layer} where you use it",
                 )
             )
-        if len(output.dims) != 2 or not isinstance(output.dims[1], int):
+        if len(output.dims) not in (2, 3) or not isinstance(output.dims[-1], int):
             self.problems.append(
                 Diagnostic(
                     message=f"loss '{loss.name}' needs one row of class scores per sample, "
-                    f"[N, classes], but the model outputs {output}",
+                    f"[N, classes], or per position, [N, T, classes], but the model outputs "
+                    f"{output}",
                     span=span,
                     notes=(Note(message="the loss is chosen here", span=loss.span),),
                     help="flatten and end the model with dense(classes)"
-                    if len(output.dims) > 2
+                    if len(output.dims) > 3
                     else "end the model with dense(classes)",
                 )
             )

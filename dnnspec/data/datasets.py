@@ -36,16 +36,18 @@ VALIDATION = ArgSpec(
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs `x` and targets `y` (class ids or float values)."""
+    """Inputs `x` and targets `y` (class ids or float values). `vocab`: for token data,
+    the text of each id (written into model.onnx, read by `dnnspec generate`)."""
 
     x: np.ndarray
     y: np.ndarray
+    vocab: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index])
+        return Dataset(self.x[index], self.y[index], self.vocab)
 
 
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
@@ -56,6 +58,8 @@ class DatasetDef:
     signature: Signature
     load: Loader
     doc: str = ""
+    paths: tuple[str, ...] = ()
+    """Arguments that name files: spec.lock.json records them as absolute paths."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -126,7 +130,7 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def _find(path: Path, span: Span | None) -> Path:
+def find(path: Path, span: Span | None) -> Path:
     """A relative path is looked up next to the spec first, then in the working directory."""
     if path.is_absolute():
         candidates = [path]
@@ -148,15 +152,15 @@ def _find(path: Path, span: Span | None) -> Path:
     )
 
 
-def locate(args: dict[str, Any], span: Span | None) -> Path:
-    """The absolute path of a file dataset's data, as the run will read it."""
-    if not args["path"]:
+def locate_file(text: str, span: Span | None) -> Path:
+    """The absolute path of a data file named in a spec, as the run will read it."""
+    if not text:
         raise error("the data file path is empty", span)
-    return Path(os.path.abspath(_find(Path(args["path"]), span)))
+    return Path(os.path.abspath(find(Path(text), span)))
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    path = locate(args, span)
+    path = locate_file(args["path"], span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)
         missing = [k for k in (args["x"], args["y"]) if k not in arrays]
@@ -345,5 +349,6 @@ DATASETS.add(
         ),
         _file,
         "a user .npz (arrays x, y) or .csv (last column is the target)",
+        paths=("path",),
     ),
 )

@@ -14,8 +14,8 @@ section each), `resolver` (all of them in order, each given the state it shares 
 and `lock` (`spec.lock.json`).
 """
 
-from dnnspec.resolve.lock import read_lock, write_lock
+from dnnspec.resolve.lock import pin_paths, read_lock, write_lock
 from dnnspec.resolve.resolver import resolve
 from dnnspec.resolve.values import Scalar
 
-__all__ = ["Scalar", "read_lock", "resolve", "write_lock"]
+__all__ = ["Scalar", "pin_paths", "read_lock", "resolve", "write_lock"]

@@ -210,6 +210,8 @@ class ModelResolver:
         count = self.expr.scalar(stmt.count, scope, "the repeat count")
         if count is POISON:
             return
+        if isinstance(count, float) and count.is_integer() and abs(count) < 2**63:
+            count = int(count)  # `8 / 2` is 4.0: a whole number is a count, as docs say
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             self.problems.fail(
                 f"repeat needs an integer count, zero or more, got {describe(count)}",

@@ -12,6 +12,7 @@ from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import Dataset
 from dnnspec.errors import Note, error
 from dnnspec.ir import Call
+from dnnspec.layers.base import TensorType
 from dnnspec.schema import arg_int
 
 
@@ -49,12 +50,70 @@ def _check_finite(array: np.ndarray, what: str, source: Call) -> None:
     )
 
 
-def _labels(y: np.ndarray, classes: int, output: str, source: Call) -> np.ndarray:
-    """Class ids as int64; integral floats (as CSV and many .npz files store them) pass."""
-    if y.ndim != 1 or y.dtype.kind not in "biuf":
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32(array: np.ndarray, what: str, source: Call) -> np.ndarray:
+    """`array` as float32; a value that is finite in float64 but not in float32 (1e300, or
+    1e39 in a CSV) is named here rather than surfacing as a diverged loss at step 0."""
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size:
+        too_big = np.abs(array) > FLOAT32_MAX
+        if too_big.any():
+            index = np.argwhere(too_big)[0]
+            where = f"sample {index[0]}" + (
+                f", position {tuple(index[1:].tolist())}" if len(index) > 1 else ""
+            )
+            raise error(
+                f"the {what} contain {array[tuple(index)]:g} at {where} (counting from 0), "
+                f"beyond float32's range (±{FLOAT32_MAX:.4g})",
+                source.span,
+                help="rescale the data: the graphs compute in float32",
+            )
+    return array.astype(np.float32)
+
+
+def from_text(table: np.ndarray, dtype: str, where: str) -> np.ndarray:
+    """Numbers read from text (a CSV) as the declared input dtype, refusing any that would
+    change: fractions for an integer input, values beyond the dtype's range."""
+    target = np.dtype(dtype)
+    finite = np.isfinite(table)
+    if target.kind == "f":
+        big = finite & (np.abs(table) > float(np.finfo(target).max))
+        if big.any():
+            cell = np.argwhere(big)[0]
+            raise error(
+                f"{where} row {cell[0] + 1}: {table[tuple(cell)]:g} is beyond {dtype}'s range"
+            )
+        return table.astype(target)
+    if target.kind == "b":
+        if not np.isin(table, (0, 1)).all():
+            raise error(f"{where} holds values other than 0 and 1 for a bool input")
+        return table.astype(target)
+    info = np.iinfo(target)
+    if not (finite.all() and (table == np.round(table)).all()):
+        raise error(f"{where} holds values that are not whole numbers, for a {dtype} input")
+    if table.size and (table.min() < info.min or table.max() > info.max):
+        raise error(f"{where} holds values beyond {dtype}'s range")
+    return table.astype(target)
+
+
+def _where(y: np.ndarray, flat: int) -> str:
+    """`sample 3` for [N] labels, `sample 3, position (5,)` for sequence labels."""
+    index = np.unravel_index(flat, y.shape)
+    rest = tuple(int(i) for i in index[1:])
+    return f"sample {int(index[0])}" + (f", position {rest}" if rest else "")
+
+
+def _labels(
+    y: np.ndarray, classes: int, out: TensorType, source: Call, sizes: dict[str, int]
+) -> np.ndarray:
+    """Class ids as int64, one per sample ([N]) or per position ([N, T] for a [N, T,
+    classes] output); integral floats (as CSV and many .npz files store them) pass."""
+    want = out.dims[:-1]
+    if y.dtype.kind not in "biuf" or not fits_shape(want, y.shape, sizes):
         raise error(
-            f"the loss expects integer class labels of shape [N], got {y.dtype} "
-            f"{_shape(('N',) + y.shape[1:]) if y.ndim else '[]'}",
+            f"the loss expects integer class labels of shape {_shape(want)} for the model's "
+            f"output {out}, got {y.dtype} {_shape(('N',) + y.shape[1:]) if y.ndim else '[]'}",
             source.span,
         )
     if y.dtype.kind == "f":
@@ -62,25 +121,26 @@ def _labels(y: np.ndarray, classes: int, output: str, source: Call) -> np.ndarra
         fractional = np.flatnonzero(y != np.round(y))
         if len(fractional):
             raise error(
-                f"label {y[fractional[0]]} of sample {fractional[0]} is not a whole number",
+                f"label {y.flat[fractional[0]]} of {_where(y, int(fractional[0]))} "
+                "is not a whole number",
                 source.span,
                 help="a classification loss needs class ids 0, 1, 2, ...; "
                 "for real-valued targets use loss mse",
             )
-    if len(y) and y.min() < 0:
-        row = int(np.argmin(y))
+    if y.size and y.min() < 0:
+        flat = int(np.argmin(y))
         raise error(
-            f"label {int(y[row])} of sample {row} is negative",
+            f"label {int(y.flat[flat])} of {_where(y, flat)} is negative",
             source.span,
             help=f"class ids run from 0 to {classes - 1}",
         )
-    if len(y) and y.max() >= classes:
-        row = int(np.argmax(y))
+    if y.size and y.max() >= classes:
+        flat = int(np.argmax(y))
         raise error(
-            f"label {int(y[row])} of sample {row} is outside the model's {classes} classes "
-            f"(0..{classes - 1})",
+            f"label {int(y.flat[flat])} of {_where(y, flat)} is outside the model's "
+            f"{classes} classes (0..{classes - 1})",
             source.span,
-            help=f"the model outputs {output}; make its last dense layer "
+            help=f"the model outputs {out}; make its last dense layer "
             f"as wide as the number of classes ({int(y.max()) + 1})",
         )
     return y.astype(np.int64)
@@ -148,13 +208,16 @@ def conform(
     _check_finite(x, "inputs", source)
     _check_ids(x, decl.name, typed, source)
     # float inputs of every declared width run in float32 graphs
-    x = x.astype(np.float32 if decl.dtype.startswith("float") else decl.dtype)
+    if decl.dtype.startswith("float"):
+        x = _check_float32(x, "inputs", source)
+    else:
+        x = x.astype(decl.dtype)
 
     out = typed.output
     y = np.asarray(data.y)
     if target == "class":
         classes = int(out.dims[-1])
-        return Dataset(x, _labels(y, classes, str(out), source)), classes
+        return Dataset(x, _labels(y, classes, out, source, sizes), data.vocab), classes
     if y.dtype.kind not in "biuf":
         raise error(f"targets must be numbers, got dtype {y.dtype}", source.span)
     if y.ndim == 1 and out.dims[1:] == (1,):
@@ -165,4 +228,4 @@ def conform(
             source.span,
         )
     _check_finite(y, "targets", source)
-    return Dataset(x, y.astype(np.float32)), None
+    return Dataset(x, _check_float32(y, "targets", source), data.vocab), None

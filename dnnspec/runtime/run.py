@@ -7,6 +7,8 @@ spec.lock.json, metrics.jsonl and checkpoint/last.npz. Progress is reported thro
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import time
@@ -22,9 +24,18 @@ from dnnspec.assemble.steps import Program, build_inference, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
 from dnnspec.data.datasets import DATASETS, Dataset, split
 from dnnspec.errors import Diagnostic, DiagnosticError, error
+from dnnspec.files import (
+    DirectoryLock,
+    is_regular,
+    json_line,
+    make_directory,
+    sweep_temporary,
+    write_bytes,
+)
+from dnnspec.files import write_text as write_file_text
 from dnnspec.ir import Spec, TrainSpec
-from dnnspec.resolve import write_lock
-from dnnspec.runtime import checkpoint
+from dnnspec.resolve import pin_paths, write_lock
+from dnnspec.runtime import checkpoint, interrupts
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.data import conform
 from dnnspec.runtime.session import Device
@@ -63,6 +74,15 @@ class Prepared:
     train_data: Dataset
     val_data: Dataset
     program: Program
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        """A digest of the data as trained on: a resumed run must see the same samples."""
+        h = hashlib.sha256()
+        for array in (self.train_data.x, self.train_data.y, self.val_data.x, self.val_data.y):
+            h.update(f"{array.dtype.str}{array.shape}".encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()
 
 
 @dataclass
@@ -105,6 +125,13 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     steps_per_epoch = math.ceil(len(train_data) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
     program = build_train_step(typed, train, classes, timing)
+    if data.vocab:
+        # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
+        # a model predicting the next token labels its classes with the same text
+        program.metadata["dnnspec.vocab"] = json.dumps(list(data.vocab))
+        program.metadata["dnnspec.context"] = str(data.x.shape[1])
+        if classes == len(data.vocab):
+            program.metadata["dnnspec.class_labels"] = json.dumps(list(data.vocab))
     return Prepared(spec, train, typed, train_data, val_data, program)
 
 
@@ -113,9 +140,10 @@ def _finite(params: dict[str, np.ndarray]) -> bool:
 
 
 def write_graphs(program: Program, run_dir: Path) -> dict[str, Path]:
+    """The train-step and eval-step graphs, each written atomically."""
     paths = {"train_step": run_dir / "train_step.onnx", "eval_step": run_dir / "eval_step.onnx"}
-    onnx.save(program.train_step, paths["train_step"])
-    onnx.save(program.eval_step, paths["eval_step"])
+    write_bytes(paths["train_step"], program.train_step.SerializeToString())
+    write_bytes(paths["eval_step"], program.eval_step.SerializeToString())
     return paths
 
 
@@ -123,7 +151,8 @@ def export_model(program: Program, params: dict[str, np.ndarray], path: Path) ->
     """Write the deployable model and check it fully before anyone ships it."""
     model = build_inference(program.typed, program.model_slots(), params, program.metadata)
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
+    with interrupts.deferred():  # a second Ctrl-C must not leave the run without a model
+        write_bytes(path, model.SerializeToString())
     return path
 
 
@@ -142,11 +171,12 @@ def _diverged(
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training: model.onnx and the checkpoint of the last epoch are kept."""
+    """Ctrl-C during training: model.onnx and the checkpoint of the last epoch are kept.
+    `resumable` is False when no epoch had finished (nothing was saved to resume from)."""
 
-    def __init__(self, run_dir: Path, epoch: int) -> None:
+    def __init__(self, run_dir: Path, epoch: int, resumable: bool = True) -> None:
         super().__init__(f"interrupted in epoch {epoch + 1}")
-        self.run_dir, self.epoch = run_dir, epoch
+        self.run_dir, self.epoch, self.resumable = run_dir, epoch, resumable
 
 
 BEST = "best:"
@@ -169,6 +199,9 @@ class _Run:
     record: dict[str, Any] = field(default_factory=dict)
     stopped: str | None = None
     values: dict[str, np.ndarray] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Every finished epoch's record: the checkpoint carries it, metrics.jsonl is rebuilt
+    from it on resume, so no epoch is lost whatever happened to that file."""
     pending: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
     saved_at: float = field(default_factory=time.perf_counter)
 
@@ -176,17 +209,52 @@ class _Run:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint" / "last.npz"
 
-    def restore(self) -> None:
-        """Continue from the last checkpoint (same spec required)."""
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def expected_arrays(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Name -> (shape, dtype) of every tensor a checkpoint of this program holds."""
         program = self.prep.program
-        arrays, header = checkpoint.load(self.checkpoint_path)
-        if header.get("spec_hash") != program.metadata["dnnspec.spec_hash"]:
+        dtype = program.float_dtype
+        carried = set(program.carried())
+        shapes = {
+            i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim)
+            for i in program.train_step.graph.input
+            if i.name in carried
+        }
+        expected = {name: (shapes[name], dtype) for name in program.carried()}
+        return expected
+
+    def restore(self) -> None:
+        """Continue from the last checkpoint. The checksum only catches damage, so every
+        header field and every tensor is checked against this program before it is used."""
+        program, path = self.prep.program, self.checkpoint_path
+        expected = self.expected_arrays()
+        best = {BEST + s.name: expected[s.name] for s in program.model_slots()}
+        # the tensors (twice: the best copy) and a few KiB of records per epoch
+        limit = sum(int(np.prod(shape)) * 8 for shape, _ in expected.values()) * 2
+        limit += 4096 * self.prep.train.epochs
+        arrays, raw = checkpoint.load(path, limit)
+        header = checkpoint.header_of(path, raw)
+        if header.spec_hash != program.metadata["dnnspec.spec_hash"]:
             raise error(
-                f"checkpoint '{self.checkpoint_path}' was written by a different spec",
+                f"checkpoint '{path}' was written by a different spec",
                 help="resume with the spec (and --set values) that started the run, "
                 "or train into a new --out directory",
             )
-        schedule, started = self.prep.train.schedule, header["epochs"]
+        checkpoint.check_arrays(
+            path, arrays, {**expected, **best} if any(k in arrays for k in best) else expected
+        )
+        self._check_progress(path, header)
+        if header.data_sha256 != self.prep.data_sha256:
+            raise error(
+                f"the data changed since the run in '{self.run_dir}' started: its samples "
+                "differ from those the checkpoint was trained on",
+                self.prep.train.data.span,
+                help="restore the original data, or start over with --overwrite",
+            )
+        schedule, started = self.prep.train.schedule, header.epochs
         if started != self.prep.train.epochs and SCHEDULES.get(schedule.name).spans_run:
             raise error(
                 f"the run in '{self.run_dir}' was started for {started} "
@@ -195,19 +263,41 @@ class _Run:
                 help=f"resume with --epochs {started}, or train into a new --out directory",
             )
         self.trainer.load_values({k: arrays[k] for k in program.carried()})
-        self.trainer.step = int(header["step"])
-        self.epoch = int(header["epoch"])
-        best = {k.removeprefix(BEST): v for k, v in arrays.items() if k.startswith(BEST)}
-        self.best_params = best or None
-        self.best_record = header["best_record"]
-        self.record = header["record"]
-        self.stopped = header["stopped"]
-        if self.stop is not None:
-            self.stop.best, self.stop.waited = header["early_stop"]
-        log = self.run_dir / "metrics.jsonl"
-        if log.exists():  # drop epochs logged after the checkpoint: they are trained again
-            kept = log.read_text().splitlines()[: self.epoch]
-            log.write_text("".join(line + "\n" for line in kept))
+        self.trainer.step = header.step
+        self.epoch = header.epoch
+        kept = {k.removeprefix(BEST): v for k, v in arrays.items() if k.startswith(BEST)}
+        self.best_params = kept or None
+        self.best_record = dict(header.best_record)
+        self.record = dict(header.record)
+        self.history = [dict(r) for r in header.history]
+        self.stopped = header.stopped
+        if self.stop is not None and header.early_stop is not None:
+            self.stop.best, self.stop.waited = header.early_stop
+        # epochs logged after the checkpoint are trained again; whatever the log holds, it
+        # is rewritten (atomically) from the records the checkpoint carries
+        write_file_text(self.log_path, "".join(json_line(r) for r in self.history))
+
+    def _check_progress(self, path: Path, header: checkpoint.Header) -> None:
+        """The header's counters agree with each other and with this program's data."""
+        steps_per_epoch = math.ceil(len(self.prep.train_data) / self.prep.train.batch)
+        problem = None
+        if header.seed != self.prep.train.seed:
+            problem = f"seed {header.seed}, but the spec's is {self.prep.train.seed}"
+        elif header.epoch > header.epochs:
+            problem = f"epoch {header.epoch} of {header.epochs}"
+        elif header.step != header.epoch * steps_per_epoch:
+            problem = f"step {header.step} after {header.epoch} epochs of {steps_per_epoch} steps"
+        elif len(header.history) != header.epoch:
+            problem = f"{len(header.history)} epoch records for {header.epoch} epochs"
+        elif (header.early_stop is None) != (self.stop is None):
+            problem = "early-stopping state that does not match the spec's early_stop"
+        elif header.stopped is not None and self.stop is None:
+            problem = "an early stop, but the spec has no early_stop"
+        if problem is not None:
+            raise error(
+                f"checkpoint '{path}' is inconsistent: {problem}",
+                help="it was not written by this run; start over with --overwrite",
+            )
 
     def train_epoch(self) -> dict[str, np.ndarray]:
         """One pass over the training data; divergence keeps finite parameters and stops."""
@@ -249,6 +339,8 @@ class _Run:
         arrays = dict(self.values)
         arrays.update({BEST + k: v for k, v in (self.best_params or {}).items()})
         header = {
+            "data_sha256": self.prep.data_sha256,
+            "history": list(self.history),
             "step": self.trainer.step,
             "epoch": self.epoch,
             "epochs": self.prep.train.epochs,
@@ -262,10 +354,11 @@ class _Run:
         self.pending = arrays, header
 
     def flush(self) -> None:
-        """Write the pending snapshot, if any."""
+        """Write the pending snapshot, if any (a Ctrl-C meanwhile waits until it is written)."""
         if self.pending is not None:
-            checkpoint.save(self.checkpoint_path, *self.pending)
-            self.pending, self.saved_at = None, time.perf_counter()
+            with interrupts.deferred():
+                checkpoint.save(self.checkpoint_path, *self.pending)
+                self.pending, self.saved_at = None, time.perf_counter()
 
     def export(self, params: dict[str, np.ndarray]) -> Path:
         return export_model(self.prep.program, params, self.run_dir / "model.onnx")
@@ -281,7 +374,8 @@ class _Run:
             params = self.train_epoch()
             self.validate()
             self.record["seconds"] = round(time.perf_counter() - t0, 4)
-            log.write(json.dumps(self.record) + "\n")
+            self.history.append(self.record)
+            log.write(json_line(self.record))
             log.flush()
             self.reporter.epoch(self.record)
             if self.stop is not None and self.stop.update(self.record[self.stop.key]):
@@ -300,20 +394,37 @@ class _Run:
         return self.stopped or "completed"
 
 
+RUN_FILES = ("metrics.jsonl", "model.onnx", "checkpoint/last.npz")
+"""What marks a directory as holding a training run, and what --overwrite clears first."""
+
+
 def _claim(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Make `run_dir` usable, refusing to clobber an earlier run by accident."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise error(f"--out '{run_dir}' is a file, not a directory")
+    """Make `run_dir` usable, refusing to clobber an earlier run by accident; the caller
+    holds the directory's lock, so no other run can claim it meanwhile."""
+    if resume and overwrite:
+        raise error(
+            "--resume and --overwrite contradict each other",
+            help="--resume continues the run in --out; --overwrite replaces it",
+        )
     holds_run = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoint").exists()
     if holds_run and not (resume or overwrite):
         raise error(
             f"'{run_dir}' already holds a training run",
             help="continue it with --resume, replace it with --overwrite, or choose another --out",
         )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise error(f"cannot create the run directory '{run_dir}': {exc.strerror}") from None
+    sweep_temporary(run_dir)
+    sweep_temporary(run_dir / "checkpoint")
+    if overwrite:  # an interrupted replacement must not resume the run it replaced
+        for name in RUN_FILES:
+            path = run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                raise error(f"cannot replace '{path}': it is a directory")
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise error(f"cannot replace '{path}': {exc.strerror}") from None
+    if resume and not is_regular(run_dir / "checkpoint" / "last.npz"):
+        checkpoint.load(run_dir / "checkpoint" / "last.npz")  # says what is there instead
 
 
 def new_run_dir(spec_path: Path, suffix: str = "") -> Path:
@@ -355,24 +466,44 @@ def run_training(
     trainer = Trainer(prep.program, device, train.seed)
     run = _Run(prep, trainer, run_dir, reporter or Silent(), stop, checkpoint_every or Cadence())
     run.reporter.warn(prep.typed.warnings)
-    _claim(run_dir, resume, overwrite)
+    make_directory(run_dir, "the run directory")
+    with DirectoryLock(run_dir):
+        _claim(run_dir, resume, overwrite)
+        return _train(run, spec, resume, stop_after)
+
+
+def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunResult:
+    """The run proper, in a claimed and locked run directory."""
+    prep, train, run_dir = run.prep, run.prep.train, run.run_dir
     if resume:
         run.restore()
     run.last_good = run.trainer.params()
     paths = write_graphs(prep.program, run_dir)
     paths["lock"] = run_dir / "spec.lock.json"
-    write_lock(spec.model_copy(update={"train": train}), paths["lock"])  # as run: with --epochs
-    paths["metrics"] = run_dir / "metrics.jsonl"
+    # as run: with --epochs, and data paths absolute
+    write_lock(pin_paths(spec.model_copy(update={"train": train})), paths["lock"])
+    paths["metrics"] = run.log_path
     paths["checkpoint"] = run.checkpoint_path
     started, cpu_started = time.perf_counter(), time.process_time()
     run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
     try:
-        with paths["metrics"].open("a" if resume else "w") as log:
+        try:
+            log = paths["metrics"].open("a" if resume else "w")
+        except OSError as exc:
+            raise error(f"cannot write '{paths['metrics']}': {exc.strerror}") from None
+        with log:
             stopped = run.loop(log, stop_after)
     except KeyboardInterrupt:
-        run.flush()
-        run.export(run.best_params or run.last_good)
-        raise Interrupted(run_dir, run.epoch) from None
+        with interrupts.deferred(raise_after=False):
+            run.flush()
+            run.export(run.best_params or run.last_good)
+        resumable = is_regular(run.checkpoint_path)
+        raise Interrupted(run_dir, run.epoch, resumable) from None
+    except OSError as exc:  # e.g. the disk filled while a line of metrics.jsonl was written
+        raise error(
+            f"cannot write the run in '{run_dir}': {exc.strerror}",
+            help="free some space and continue with --resume",
+        ) from None
     paths["model"] = run.export(run.best_params if run.best_params is not None else run.last_good)
     run.reporter.finish(stopped)
     record = run.record or run.best_record

@@ -141,6 +141,12 @@ class Repeat(_Node):
 Stmt = InputStmt | Assign | ExprStmt | Return | Repeat
 
 
+class Import(_Node):
+    """`import transformer` (a standard-library module) or `import "blocks.dnn"` (a file)."""
+
+    module: Name | String
+
+
 class ParamDecl(_Node):
     """`param hidden = 128`."""
 
@@ -198,7 +204,7 @@ class SearchDef(_Node):
     dims: tuple[SearchDim, ...]
 
 
-TopItem = ParamDecl | BlockDef | ModelDef | TrainDef | SearchDef
+TopItem = Import | ParamDecl | BlockDef | ModelDef | TrainDef | SearchDef
 
 
 class SpecFile(_Node):
@@ -221,6 +227,7 @@ for _model in (
     ExprStmt,
     Return,
     Repeat,
+    Import,
     ParamDecl,
     BlockParam,
     BlockDef,

@@ -95,6 +95,11 @@ class _Builder(Transformer_NonRecursive[Token, Any]):
     def start(self, meta: Meta, items: list[ast.TopItem]) -> ast.SpecFile:
         return ast.SpecFile(items=tuple(items), span=self.span(meta))
 
+    def import_stmt(self, meta: Meta, c: list[Token]) -> ast.Import:
+        tok = c[0]
+        module = self.decode_string(tok) if tok.type == "STRING" else self.name(tok)
+        return ast.Import(module=module, span=self.span(meta))
+
     def param(self, meta: Meta, c: list[Any]) -> ast.ParamDecl:
         return ast.ParamDecl(name=self.name(c[0]), value=c[1], span=self.span(meta))
 

@@ -55,6 +55,7 @@ _CLOSING = {"COMMA", "RPAR", "RSQB", "RBRACE", "_NL"}
 """When one of these would do, the error is about structure: operators are noise."""
 _CONTINUING = {"PLUS", "MINUS", "STAR", "SLASH", "NAME", "LPAR", "_ARROW"}
 _KEYWORDS = {
+    "IMPORT",
     "PARAM",
     "MODEL",
     "BLOCK",

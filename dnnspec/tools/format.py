@@ -33,7 +33,19 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 
-KEYWORDS = {"param", "model", "block", "input", "return", "repeat", "as", "train", "search", "in"}
+KEYWORDS = {
+    "import",
+    "param",
+    "model",
+    "block",
+    "input",
+    "return",
+    "repeat",
+    "as",
+    "train",
+    "search",
+    "in",
+}
 _OPEN, _CLOSE = "([", ")]"
 _BINARY = {"=", "->", "+", "*", "/"}
 _JOINS_NEXT = {"->", ",", "(", "[", "+", "-", "*", "/", "=", ":"}

@@ -39,7 +39,8 @@ BuildLoss = Callable[[GraphBuilder, str, str, int | None, dict[str, Any]], str |
 @dataclass(frozen=True)
 class LossDef:
     signature: Signature
-    target: Target  # "class": int64 labels [N]; "value": floats shaped like the output
+    target: Target  # "class": int64 labels, the output's dims but the last; "value":
+    # floats shaped like the output
     build: BuildLoss
     doc: str = ""
 
@@ -52,10 +53,9 @@ def loss_out(built: str | LossOut) -> LossOut:
     return built if isinstance(built, LossOut) else LossOut(built)
 
 
-def batch_size(b: GraphBuilder, value: str) -> str:
-    """The (dynamic) leading dimension of `value` as a float scalar."""
-    n = b.op("Shape", [value], hint="batch_shape", start=0, end=1)
-    return b.op("Cast", [b.op("Squeeze", [n], hint="batch_n")], hint="batch_f", to=b.float_elem)
+def label_count(b: GraphBuilder, labels: str) -> str:
+    """How many labels the batch holds (samples, or samples x positions) as a float scalar."""
+    return b.op("Cast", [b.op("Size", [labels])], hint="label_count", to=b.float_elem)
 
 
 def _cross_entropy(
@@ -79,13 +79,13 @@ def _cross_entropy(
         target = b.op("Cast", [target], to=b.float_elem)
         if eps:
             target = b.op("Add", [b.op("Mul", [target, b.const(on - off)]), b.const(off)])
-    per_sample = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([1], "int64")], keepdims=0)
-    loss = b.op("Neg", [b.op("ReduceMean", [per_sample], keepdims=0)], hint="loss")
+    per_label = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([-1], "int64")], keepdims=0)
+    loss = b.op("Neg", [b.op("ReduceMean", [per_label], keepdims=0)], hint="loss")
 
     def vjp() -> str:
-        """(softmax - target) / N: the gradient, since each target row sums to 1."""
+        """(softmax - target) / labels: the gradient, since each target row sums to 1."""
         diff = b.op("Sub", [b.op("Exp", [logp], hint="probs"), target])
-        return b.op("Div", [diff, batch_size(b, logits)], hint="d_output")
+        return b.op("Div", [diff, label_count(b, labels)], hint="d_output")
 
     return LossOut(loss, vjp)
 
@@ -112,7 +112,8 @@ LOSSES.add(
         ),
         "class",
         _cross_entropy,
-        "softmax cross-entropy from logits, mean over the batch",
+        "softmax cross-entropy from logits, mean over the labels (one per sample, or per "
+        "position of a sequence)",
     ),
 )
 LOSSES.add("mse", LossDef(Signature(), "value", _mse, "mean squared error over all elements"))

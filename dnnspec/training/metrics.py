@@ -39,6 +39,15 @@ def _accuracy(b: GraphBuilder, logits: str, labels: str) -> str:
     return b.op("ReduceSum", [hits], hint="correct", keepdims=0)
 
 
+def _exact_match(b: GraphBuilder, logits: str, labels: str) -> str:
+    """Samples whose every label is predicted: the minimum hit over a sample's positions
+    (Flatten makes [N] and [N, T] labels alike)."""
+    pred = b.op("ArgMax", [logits], hint="pred", axis=-1, keepdims=0)
+    hits = b.op("Flatten", [b.op("Cast", [b.op("Equal", [pred, labels])], to=b.float_elem)])
+    whole = b.op("ReduceMin", [hits, b.const([1], "int64")], keepdims=0)
+    return b.op("ReduceSum", [whole], hint="exact", keepdims=0)
+
+
 def _abs_error(b: GraphBuilder, pred: str, target: str) -> str:
     diff = b.op("Abs", [b.op("Sub", [pred, target])])
     return b.op("ReduceSum", [diff], hint="abs_error", keepdims=0)
@@ -55,9 +64,20 @@ METRICS.add(
         Signature(),
         "class",
         True,
-        "sample",
+        "element",
         _accuracy,
-        "fraction of samples whose arg-max class is the label",
+        "fraction of labels (samples, or positions of a sequence) whose arg-max class is the label",
+    ),
+)
+METRICS.add(
+    "exact_match",
+    MetricDef(
+        Signature(),
+        "class",
+        True,
+        "sample",
+        _exact_match,
+        "fraction of samples whose labels are all predicted (a whole sequence right)",
     ),
 )
 METRICS.add(
