@@ -5,7 +5,7 @@ VENV := .venv
 EXTRAS ?= test
 BIN := $(VENV)/bin
 
-.PHONY: train test lint bench
+.PHONY: train test lint bench portability
 
 $(BIN)/dnnspec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,8 @@ lint: $(BIN)/dnnspec
 bench: $(BIN)/dnnspec
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python tools/bench.py
+
+# every example spec's model and 1 and 50 chained train steps in each installed runtime
+portability: $(BIN)/dnnspec
+	$(BIN)/python -c 'import openvino, tract' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[portability]'
+	$(BIN)/python tools/portability.py

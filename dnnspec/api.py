@@ -256,6 +256,16 @@ class Model:
                 help=f"convert it first, e.g. x.astype(np.{decl.dtype}), checking that "
                 "nothing is lost",
             )
+        if decl.vocab is not None and x.size:
+            bad = np.argwhere((x < 0) | (x >= decl.vocab))
+            if len(bad):
+                index = tuple(int(i) for i in bad[0])
+                raise error(
+                    f"input '{decl.name}' holds token id {int(x[index])} at sample "
+                    f"{index[0]}, position {index[1:]}, outside the model's vocabulary of "
+                    f"{decl.vocab} (0..{decl.vocab - 1})",
+                    help="token ids are those the model was trained with, counted from 0",
+                )
         output: np.ndarray = self.session.run([OUTPUT], {decl.name: x})[0]
         return output
 

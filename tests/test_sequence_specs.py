@@ -12,7 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
+from dnnspec import api
 from dnnspec.data.datasets import DATASETS
+from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.run import RunResult, run_training
 
@@ -56,3 +58,14 @@ def test_sequence_model_onnx_is_fused_valid_and_agrees_with_reference(
     reference = ReferenceEvaluator(model).run(None, {name: x})
     assert isinstance(reference, list)
     np.testing.assert_allclose(ours, reference[0], rtol=1e-5, atol=1e-5)
+
+
+def test_predicting_a_token_id_outside_the_vocabulary_is_a_diagnostic(
+    sequence_run: tuple[str, RunResult],
+) -> None:
+    model = api.load(sequence_run[1].run_dir, device="cpu")
+    ids = np.zeros((2, 8), np.int64)
+    assert model.predict(ids).shape == (2, 2)
+    ids[1, 5] = 8
+    with pytest.raises(DiagnosticError, match=r"token id 8 at sample 1, position \(5,\), outside"):
+        model.predict(ids)

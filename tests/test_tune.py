@@ -85,14 +85,34 @@ def test_grid_enumerates_exactly_the_product_in_order() -> None:
         "grid(objective = max val_accuracy)",
         "  width in choice(4, 8)\n  lr in uniform(0.01, 0.03, 0.01)",
     )
-    assert grid(search.dims) == [
+    assert list(grid(search.dims)) == [
         {"width": w, "lr": lr} for w in (4, 8) for lr in (0.01, 0.02, 0.03)
     ]
-    assert grid(searched("grid", "  width in int_range(2, 8, 3)").dims) == [
+    assert list(grid(searched("grid", "  width in int_range(2, 8, 3)").dims)) == [
         {"width": 2},
         {"width": 5},
         {"width": 8},
     ]
+
+
+def test_a_huge_grid_capped_by_trials_starts_at_once_and_fine_ranges_draw_at_once() -> None:
+    dims = "\n".join(f"  {p} in int_range(1, 100000)" for p in ("width", "a", "b", "c"))
+    dims += "\n  lr in uniform(0.001, 0.1, 1e-12)"
+    text = spec_text("grid", dims).replace(
+        "param lr", "param a = 1\nparam b = 1\nparam c = 1\nparam lr"
+    )
+    search = load_spec_text(text).search
+    assert search is not None
+    start = time.perf_counter()
+    strategy = SEARCH_METHODS.get("grid").strategy(search, {}, 3, 3)
+    plans = strategy.ask(2) + strategy.ask(5) + strategy.ask(5)
+    assert [p.params for p in plans] == [
+        {"width": 1, "a": 1, "b": 1, "c": 1, "lr": lr}
+        for lr in (0.001, 0.001 + 1e-12, 0.001 + 2e-12)
+    ]
+    random = list(draws(search.dims, 3, seed=0))
+    assert all(1 <= d["a"] <= 100000 and 0.001 <= d["lr"] <= 0.1 for d in random)
+    assert time.perf_counter() - start < 1.0
 
 
 def test_grid_refuses_a_continuous_space_without_a_step() -> None:
@@ -109,9 +129,9 @@ def test_random_draws_are_reproducible_from_the_seed_and_stay_in_their_spaces() 
         "random(trials = 20)",
         "  width in int_range(2, 9)\n  lr in log_uniform(1e-4, 1e-1)",
     )
-    first, again = draws(search.dims, 20, seed=7), draws(search.dims, 20, seed=7)
+    first, again = list(draws(search.dims, 20, seed=7)), list(draws(search.dims, 20, seed=7))
     assert first == again
-    assert draws(search.dims, 20, seed=8) != first
+    assert list(draws(search.dims, 20, seed=8)) != first
     assert all(2 <= d["width"] <= 9 and isinstance(d["width"], int) for d in first)
     assert all(1e-4 <= d["lr"] <= 1e-1 for d in first)
     assert len({d["width"] for d in first}) > 3

@@ -45,9 +45,10 @@ import numpy as np
 from dnnspec.assemble.steps import build_inference, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.data.datasets import DATASETS, split
-from dnnspec.frontend import load_spec_text
+from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
+from dnnspec.schema import arg_int
 from dnnspec.training.schedules import Timing
 
 TOOLS = Path(__file__).resolve().parent
@@ -507,6 +508,76 @@ def bench_lstm(case: LstmCase, seconds: float, have_torch: bool) -> dict[str, An
     return row
 
 
+@dataclass(frozen=True)
+class TransformerCase:
+    """specs/char_transformer.dnn's train step (2 pre-norm causal layers, d 64, 4 heads,
+    T 64, vocabulary 29, Adam) on one batch, against the same network in PyTorch."""
+
+    name: str
+    batch: int = 32
+
+
+TRANSFORMERS = [TransformerCase("char transformer d64 x2, T = 64, batch 32, adam")]
+
+
+def _torch_char_transformer(d: int, heads: int, layers: int, vocab: int, t: int) -> Any:
+    import torch
+    from torch import nn
+
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d))
+            self.register_buffer("mask", torch.triu(torch.ones(t, t, dtype=torch.bool), 1))
+
+        def forward(self, x: Any) -> Any:
+            h = self.norm1(x)
+            x = x + self.attn(h, h, h, attn_mask=self.mask, need_weights=False)[0]
+            return x + self.ff(self.norm2(x))
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(vocab, d)
+            self.pos = nn.Parameter(torch.randn(t, d) * 0.02)
+            self.layers = nn.Sequential(*[Layer() for _ in range(layers)])
+            self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab))
+
+        def forward(self, ids: Any) -> Any:
+            return self.head(self.layers(self.embed(ids) + self.pos)).reshape(-1, vocab)
+
+    return Model()
+
+
+def transformer_pair(case: TransformerCase, have_torch: bool) -> list[Callable[[], object]]:
+    spec = load_spec(Path(__file__).resolve().parent.parent / "specs" / "char_transformer.dnn")
+    assert spec.train is not None
+    params = spec.params
+    d, heads, layers = arg_int(params, "d"), arg_int(params, "heads"), arg_int(params, "layers")
+    vocab, t = arg_int(params, "vocab"), arg_int(params, "context")
+    program = build_train_step(check_spec(spec), spec.train, vocab, Timing(100, 10_000))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, vocab, (case.batch, t)).astype(np.int64)
+    y = rng.integers(0, vocab, (case.batch, t)).astype(np.int64)
+    trainer = Trainer(program, DEVICE, 0)
+    fns: list[Callable[[], object]] = [lambda: trainer.train_step({"text": x}, y)]
+    if have_torch:
+        model = _torch_char_transformer(d, heads, layers, vocab, t).to(DEVICE)
+        fns.append(_torch_step(model, "adam", x, y.reshape(-1)))
+    return fns
+
+
+def bench_transformer(case: TransformerCase, seconds: float, have_torch: bool) -> dict[str, Any]:
+    measured = rates(transformer_pair(case, have_torch), seconds)
+    row: dict[str, Any] = {"case": asdict(case), "dnnspec_per_s": measured[0]}
+    if have_torch:
+        row["torch_per_s"] = measured[1]
+        row["ratio"] = measured[0] / measured[1]
+    return row
+
+
 # report ----------------------------------------------------------------------------------
 def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
@@ -645,6 +716,11 @@ def main() -> None:
         ]
         report["step"] += [
             bench_lstm(c, args.seconds, have_torch) for c in LSTMS if args.only in c.name
+        ]
+        report["step"] += [
+            bench_transformer(c, args.seconds, have_torch)
+            for c in TRANSFORMERS
+            if args.only in c.name
         ]
     if "infer" in suites:
         report["infer"] = [

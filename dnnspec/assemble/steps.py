@@ -26,7 +26,7 @@ from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec
 from dnnspec.lower.model import lower_model
-from dnnspec.schema import arg_float
+from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, confusion
@@ -365,11 +365,23 @@ def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> dict[str, str]:
     return {"dnnspec.carried": json.dumps(carried)}
 
 
+def _vocab(typed: TypedModel, name: str) -> dict[str, int]:
+    """`{"vocab": V}` when embeddings read input `name` as token ids: ids must be below
+    the smallest table's V (a prediction with another id would fail inside Gather)."""
+    sizes = [
+        arg_int(n.args, "vocab")
+        for n in typed.spec.model.nodes
+        if n.layer == "embedding" and n.inputs[0] == name
+    ]
+    return {"vocab": min(sizes)} if sizes else {}
+
+
 def model_metadata(
     typed: TypedModel, train: TrainSpec | None, classes: int | None
 ) -> dict[str, str]:
     inputs = [
         {"name": d.name, "dtype": _float_dtype(d.dtype, "float32"), "shape": list(d.dims)}
+        | _vocab(typed, d.name)
         for d in typed.spec.model.inputs
     ]
     parameters = [

@@ -15,12 +15,13 @@ tensors), and the last axis is combined with the prefix by the bilinear form
 A(prefix) * B(col) + C(prefix) + D(col) mod p: two distinct elements then get independent
 values whenever their prefix or column hashes are independent, at four full-size integer
 ops per field. No shape is computed by Range and Reshape, so runtimes that reason about
-symbolic dims (tract) see the result has the shape of its input.
+symbolic dims (tract, shape inference) see the result has the shape of its input.
 """
 
 from __future__ import annotations
 
-from onnx import TensorProto
+import numpy as np
+from onnx import TensorProto, numpy_helper
 
 from dnnspec.graph.builder import GraphBuilder
 
@@ -86,9 +87,13 @@ def _int32(b: GraphBuilder, value: str) -> str:
 
 
 def _coords(b: GraphBuilder, shape: str, axis: int) -> str:
-    """0, 1, ..., dim - 1 along `axis` (int64, rank 1)."""
-    dim = b.op("Gather", [shape, b.const(axis, "int64")], axis=0)
-    return b.op("Range", [_c(b, 0), dim, _c(b, 1)])
+    """0, 1, ..., dim - 1 along `axis` (int64, rank 1), as a CumSum of ones rather than a
+    Range: shape inference then knows its length is the (symbolic) dim, so the gradient of
+    the masked value needs no run-time broadcast reduction (which OpenVINO cannot load)."""
+    dim = b.op("Slice", [shape, b.const([axis], "int64"), b.const([axis + 1], "int64")])
+    one = numpy_helper.from_array(np.ones(1, np.int64))
+    ones = b.op("ConstantOfShape", [dim], value=one)
+    return b.op("Sub", [b.op("CumSum", [ones, _c(b, 0)]), _c(b, 1)])
 
 
 def _split(b: GraphBuilder, value: str) -> State:

@@ -32,6 +32,8 @@ class InputInfo:
     name: str
     dtype: str
     shape: tuple[int | str, ...]
+    vocab: int | None = None
+    """Token ids must lie in [0, vocab) when embeddings read this input."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,10 @@ def _input(path: Path, meta: dict[str, str], graph: onnx.GraphProto) -> InputInf
         raise _bad(path, f"its graph takes input '{name}' as another type than {dtype}")
     if [o.name for o in graph.output] != ["output"]:
         raise _bad(path, "its graph has no single output named 'output'")
-    return InputInfo(name, dtype, tuple(shape))
+    vocab = entry.get("vocab")
+    if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1):
+        raise _bad(path, "its metadata 'dnnspec.inputs' is malformed")
+    return InputInfo(name, dtype, tuple(shape), vocab)
 
 
 def _check_initializers(path: Path, graph: onnx.GraphProto) -> None:

@@ -8,8 +8,9 @@ given its seed and the order of the results it is told.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ class Plan:
 
 class Strategy(Protocol):
     def ask(self, free: int) -> list[Plan]:
-        """Plans that can start now (at most `free` when the strategy adapts to results);
+        """Plans that can start now, at most `free` of them (a halving rung comes whole);
         each plan is handed out once."""
         ...
 
@@ -44,14 +45,14 @@ StrategyFactory = Callable[[SearchSpec, Mapping[str, Any], int, int | None], Str
 
 
 class _Fixed:
-    """A list of trials known up front (grid, random)."""
+    """Trials fixed up front (grid, random), handed out as workers free up so that a huge
+    grid is never held in memory."""
 
-    def __init__(self, params: list[Params]) -> None:
-        self.plans = [Plan(k, p) for k, p in enumerate(params)]
+    def __init__(self, params: Iterable[Params]) -> None:
+        self.plans = (Plan(k, p) for k, p in enumerate(params))
 
     def ask(self, free: int) -> list[Plan]:
-        plans, self.plans = self.plans, []
-        return plans
+        return list(itertools.islice(self.plans, max(free, 0)))
 
     def tell(self, plan: Plan, value: float | None) -> None:
         pass
@@ -60,7 +61,7 @@ class _Fixed:
 def GridStrategy(  # noqa: N802 - a factory standing where a class would
     search: SearchSpec, args: Mapping[str, Any], epochs: int, cap: int | None
 ) -> Strategy:
-    return _Fixed(grid(search.dims)[:cap])
+    return _Fixed(itertools.islice(grid(search.dims), cap))
 
 
 def RandomStrategy(  # noqa: N802
@@ -88,7 +89,7 @@ class HalvingStrategy:
         self.eta: int = args["eta"]
         self.epochs = epochs
         self.budget = min(args["min_epochs"], epochs)
-        configs = draws(search.dims, count, args["seed"])
+        configs = list(draws(search.dims, count, args["seed"]))
         self.rung = [Plan(k, p, self._until()) for k, p in enumerate(configs)]
         self.fresh = list(self.rung)
         self.results: dict[int, float | None] = {}
