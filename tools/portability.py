@@ -69,7 +69,7 @@ def _reference(model: onnx.ModelProto) -> Runner:
 
 
 def _openvino(model: onnx.ModelProto) -> Runner:
-    import openvino as ov  # type: ignore[import-untyped]
+    import openvino as ov
 
     core = ov.Core()
     # without the hint OpenVINO may compute float32 graphs in bf16/f16 on CPUs that have them
@@ -88,7 +88,7 @@ def _openvino(model: onnx.ModelProto) -> Runner:
 
 
 def _tract(model: onnx.ModelProto) -> Runner:
-    import tract  # type: ignore[import-untyped]
+    import tract
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
@@ -106,7 +106,7 @@ def _tract(model: onnx.ModelProto) -> Runner:
 
 def _onnx2torch(model: onnx.ModelProto) -> Runner:
     import torch
-    from onnx2torch import convert  # type: ignore[import-untyped]
+    from onnx2torch import convert
 
     module = convert(model)
     order = [i.name for i in model.graph.input if i.name not in _initializers(model)]
