@@ -6,6 +6,7 @@ for the training value; a bare `loss` or metric name means the validation value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnnspec.ir import TrainSpec
@@ -19,6 +20,24 @@ EARLY_STOP = Signature(
         ArgSpec(name="min_delta", type="float", default=0.0, min=0.0),
     )
 )
+
+
+def monitored(monitor: str, higher_is_better: Callable[[str], bool]) -> tuple[str, str]:
+    """The metrics-record key a monitor names and whether it is maximised or minimised:
+    `train_x` is the training value `x`, `x` and `val_x` the validation one."""
+    if monitor.startswith("train_"):
+        key = base = monitor.removeprefix("train_")
+    else:
+        base = monitor.removeprefix("val_")
+        key = f"val_{base}"
+    return key, "max" if base != "loss" and higher_is_better(base) else "min"
+
+
+def improves(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    """Whether `value` beats `best` by more than `min_delta` in the direction `mode`."""
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 @dataclass
@@ -38,22 +57,12 @@ class EarlyStop:
         if train.early_stop is None:
             return None
         args = train.early_stop.args
-        monitor = arg_str(args, "monitor")
-        if monitor.startswith("train_"):
-            key = base = monitor.removeprefix("train_")
-        else:
-            base = monitor.removeprefix("val_")
-            key = f"val_{base}"
-        mode = "max" if base != "loss" and METRICS.get(base).higher_is_better else "min"
+        key, mode = monitored(arg_str(args, "monitor"), lambda m: METRICS.get(m).higher_is_better)
         return cls(key, mode, arg_float(args, "min_delta"), arg_int(args, "patience"))
 
     def update(self, value: float) -> bool:
         """Record one epoch's value; True when it is the best so far."""
-        better = self.best is None or (
-            value < self.best - self.min_delta
-            if self.mode == "min"
-            else value > self.best + self.min_delta
-        )
+        better = improves(value, self.best, self.mode, self.min_delta)
         if better:
             self.best, self.waited = value, 0
         else:

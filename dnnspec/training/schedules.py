@@ -17,6 +17,7 @@ import numpy as np
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Duration, Signature
+from dnnspec.training.early_stop import improves, monitored
 
 WARMUP = ArgSpec(
     name="warmup",
@@ -335,13 +336,7 @@ class Plateau:
         if schedule.name != "reduce_on_plateau":
             return None
         a = schedule.args
-        monitor = str(a["monitor"])
-        if monitor.startswith("train_"):
-            key = base = monitor.removeprefix("train_")
-        else:
-            base = monitor.removeprefix("val_")
-            key = f"val_{base}"
-        mode = "max" if base != "loss" and higher_is_better(base) else "min"
+        key, mode = monitored(str(a["monitor"]), higher_is_better)
         return cls(
             key,
             mode,
@@ -353,12 +348,7 @@ class Plateau:
 
     def update(self, value: float) -> float:
         """Record one epoch's value; returns the factor for the next epoch."""
-        better = self.best is None or (
-            value < self.best - self.min_delta
-            if self.mode == "min"
-            else value > self.best + self.min_delta
-        )
-        if better:
+        if improves(value, self.best, self.mode, self.min_delta):
             self.best, self.waited = value, 0
         else:
             self.waited += 1
