@@ -1,47 +1,48 @@
 """Run every example spec's graphs in every installed ONNX runtime and compare them.
 
-For each spec: `model.onnx` on a random batch, then one train step and fifty chained train
+For each spec: `model.onnx` on a random batch, then one train step and a chain of train
 steps (each step's `.next` outputs fed back as the next step's inputs, `step` counting up,
-dropout on), in onnxruntime (the baseline), onnx.reference, OpenVINO, tract and
-onnx2torch, whichever are installed. Prints a table of the largest difference from
-onnxruntime per graph (relative to the value's magnitude where that exceeds 1) and exits 1
-when an installed runtime disagrees beyond the tolerance or fails to run a graph.
+dropout on, each step the next rows of the spec's own training data, in batches of the
+spec's size and of half that plus one by turns, so each runtime must run the symbolic batch
+at more than one size), in onnxruntime (the baseline),
+onnx.reference, OpenVINO, tract and onnx2torch, whichever are installed. Prints a table of
+the largest difference from onnxruntime per graph (relative to the value's magnitude where
+that exceeds 1) and exits 1 when a runtime disagrees beyond the tolerance, fails or does
+not finish in time.
 
-    python tools/portability.py [--steps 50] [--markdown] [SPEC ...]
+Every runtime runs in its own child process with a deadline per cell: a runtime that hangs
+is killed and its cell reads "timeout after Ns" (OpenVINO also takes over SIGINT once it
+has compiled a model, which must not leak into the caller).
+
+    python tools/portability.py [SPEC ...] [--runtime NAME ...] [--steps 50]
+                                [--timeout 120] [--markdown | --json]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import importlib.util
+import json
 import os
+import queue
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
-from dnnspec.assemble.steps import (
-    SEED,
-    STEP,
-    TARGET,
-    Program,
-    build_inference,
-    build_train_step,
-    next_name,
-)
-from dnnspec.check.shapes import check_spec
-from dnnspec.frontend import load_spec
-from dnnspec.runtime.trainer import initial_values
-from dnnspec.training.losses import LOSSES
-from dnnspec.training.schedules import Timing
-
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4
-BATCH, LENGTH = 8, 5
+MODEL, STEP1 = "model.onnx", "train step x1"
 
 Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], Feeds]
@@ -79,10 +80,13 @@ def _openvino(model: onnx.ModelProto) -> Runner:
         {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1},
     )
     order = [i.get_any_name() for i in compiled.inputs]
+    # an output port may carry several tensor names (an Identity's input and output)
+    wanted = [o.name for o in model.graph.output]
+    ports = [next(p for p in compiled.outputs if name in p.get_names()) for name in wanted]
 
     def run(feeds: Feeds) -> Feeds:
         result = compiled([feeds[n] for n in order])
-        return {k.get_any_name(): np.asarray(v) for k, v in result.items()}
+        return {name: np.asarray(result[p]) for name, p in zip(wanted, ports, strict=True)}
 
     return run
 
@@ -94,7 +98,7 @@ def _tract(model: onnx.ModelProto) -> Runner:
         path = os.path.join(tmp, "model.onnx")
         onnx.save(model, path)
         runnable = tract.onnx().load(path).into_model().into_runnable()
-    order = [i.name for i in model.graph.input if i.name not in _initializers(model)]
+    order = _feed_order(model)
     names = [o.name for o in model.graph.output]
 
     def run(feeds: Feeds) -> Feeds:
@@ -109,7 +113,7 @@ def _onnx2torch(model: onnx.ModelProto) -> Runner:
     from onnx2torch import convert
 
     module = convert(model)
-    order = [i.name for i in model.graph.input if i.name not in _initializers(model)]
+    order = _feed_order(model)
     names = [o.name for o in model.graph.output]
 
     def run(feeds: Feeds) -> Feeds:
@@ -121,8 +125,9 @@ def _onnx2torch(model: onnx.ModelProto) -> Runner:
     return run
 
 
-def _initializers(model: onnx.ModelProto) -> set[str]:
-    return {t.name for t in model.graph.initializer}
+def _feed_order(model: onnx.ModelProto) -> list[str]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
 
 
 RUNTIMES: dict[str, tuple[str, Loader]] = {
@@ -132,11 +137,22 @@ RUNTIMES: dict[str, tuple[str, Loader]] = {
     "tract": ("tract", _tract),
     "onnx2torch": ("onnx2torch", _onnx2torch),
 }
-"""Runtime name -> (module that must be importable, loader); onnxruntime is the baseline."""
+"""Runtime name -> (distribution that must be installed, loader); onnxruntime is the
+baseline."""
+DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "onnx2torch": ("onnx2torch",)}
 
 
 def installed() -> list[str]:
     return [name for name, (module, _) in RUNTIMES.items() if importlib.util.find_spec(module)]
+
+
+def version(runtime: str) -> str:
+    for dist in DISTRIBUTIONS.get(runtime, (RUNTIMES[runtime][0],)):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "?"
 
 
 @dataclass
@@ -145,14 +161,19 @@ class Cell:
 
     diff: float | None = None
     error: str | None = None
+    seconds: float | None = None
+    worst: str | None = None
+    """The output that differs most."""
 
     def ok(self) -> bool:
         return self.error is None and self.diff is not None and self.diff <= TOLERANCE
 
     def __str__(self) -> str:
         if self.error is not None:
-            return f"fails: {self.error}"
-        return f"{self.diff:.1e}" if self.diff else "0"
+            return self.error
+        assert self.diff is not None
+        text = f"{self.diff:.1e}" if self.diff else "0"
+        return text if self.diff <= TOLERANCE else f"differs: {text} in {self.worst}"
 
 
 @dataclass
@@ -162,103 +183,189 @@ class Row:
     cells: dict[str, Cell] = field(default_factory=dict)
 
 
-def _diff(ours: Feeds, base: Feeds) -> float:
-    worst = 0.0
-    for name, want in base.items():
-        got = np.asarray(ours[name], dtype=np.float64)
-        want64 = np.asarray(want, dtype=np.float64)
-        if got.shape != want64.shape:
-            raise ValueError(f"{name} has shape {got.shape}, not {want64.shape}")
-        scale = max(1.0, float(np.abs(want64).max(initial=0.0)))
-        worst = max(worst, float(np.abs(got - want64).max(initial=0.0)) / scale)
-    return worst
+# ---- the cases: graphs and feeds written by the parent, read by every child
+
+
+def write_case(path: Path, steps: int, where: Path) -> None:
+    """The spec's model.onnx and train_step.onnx with initial weights (assembled as `dnnspec
+    train` does, with its data), the model's feed, the initial state, one batch of the
+    spec's own training data per step and the carried names, under `where`."""
+    from dnnspec.assemble.steps import SEED, STEP, TARGET, build_inference, next_name
+    from dnnspec.frontend import load_spec
+    from dnnspec.runtime.run import prepare
+    from dnnspec.runtime.trainer import initial_values
+
+    prepared = prepare(load_spec(path))
+    program, data = prepared.program, prepared.train_data
+    values = initial_values(program, 0)
+    model = build_inference(prepared.typed, program.model_slots(), values, program.metadata)
+    onnx.save(model, where / "model.onnx")
+    onnx.save(program.train_step, where / "train_step.onnx")
+    (name,) = (decl.name for decl in prepared.spec.model.inputs)
+    sizes = (prepared.train.batch, prepared.train.batch // 2 + 1)
+    start = 0
+    for i in range(steps):
+        size = sizes[i % len(sizes)]
+        rows = np.arange(start, start + size) % len(data)
+        start += size
+        batch = {name: data.x[rows], TARGET: data.y[rows], STEP: np.array(i, np.int64)}
+        _save(where / f"batch{i}.npz", batch)
+        if i == 0:
+            _save(where / "model_feed.npz", {name: data.x[rows]})
+    state: Feeds = {k: v.astype(np.float32) for k, v in values.items()}
+    _save(where / "state.npz", {**state, SEED: np.array(3, np.int64)})
+    carried = {name: next_name(name) for name in program.carried()}
+    (where / "case.json").write_text(json.dumps({"steps": steps, "carried": carried}))
+
+
+def _save(path: Path, arrays: Feeds) -> None:
+    payload: dict[str, Any] = dict(arrays)
+    np.savez(path, **payload)
+
+
+def _load(path: Path) -> Feeds:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def run_case(runtime: str, where: Path, graph: str) -> Iterator[tuple[str, Feeds]]:
+    """(graph name, outputs) for `model.onnx`, or for step 1 and the last chained step."""
+    load = RUNTIMES[runtime][1]
+    if graph == "model":
+        run = load(onnx.load(where / "model.onnx"))
+        yield MODEL, run(_load(where / "model_feed.npz"))
+        return
+    case = json.loads((where / "case.json").read_text())
+    run = load(onnx.load(where / "train_step.onnx"))
+    feeds = _load(where / "state.npz")
+    for i in range(case["steps"]):
+        out = run({**feeds, **_load(where / f"batch{i}.npz")})
+        for name, updated in case["carried"].items():
+            feeds[name] = out[updated]
+        if i == 0 or i == case["steps"] - 1:
+            yield (STEP1 if i == 0 else f"train step x{case['steps']}"), out
+
+
+def child(runtime: str, where: Path, graph: str) -> None:
+    """Run one graph kind and report each result as a JSON line on stdout (its outputs
+    saved beside the case), so the parent can time each cell and kill a hung runtime."""
+    started = time.perf_counter()
+    index = 0
+    try:
+        for name, outputs in run_case(runtime, where, graph):
+            _save(where / f"{runtime}.{graph}.{index}.npz", outputs)
+            seconds = time.perf_counter() - started
+            print(json.dumps({"graph": name, "index": index, "seconds": seconds}), flush=True)
+            index += 1
+            started = time.perf_counter()
+    except Exception as error:  # a runtime's failure is a result of the table
+        print(json.dumps({"error": _short(error)}), flush=True)
+
+
+# ---- the parent: children with deadlines, differences, the table
 
 
 def _short(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    return text[:90] + ("..." if len(text) > 90 else "")
+    return "fails: " + text[:110] + ("..." if len(text) > 110 else "")
 
 
-def _program(path: Path) -> tuple[Program, onnx.ModelProto, Feeds, Feeds]:
-    """The spec's graphs with initial weights, a model feed and a first train-step feed."""
-    spec = load_spec(path)
-    assert spec.train is not None
-    typed = check_spec(spec)
-    last = typed.output.dims[-1]
-    class_target = LOSSES.get(spec.train.loss.name).target == "class"
-    classes = last if isinstance(last, int) and class_target else None
-    program = build_train_step(typed, spec.train, classes, Timing(10, 100))
-    values = initial_values(program, 0)
-    model = build_inference(typed, program.model_slots(), values, program.metadata)
-    rng = np.random.default_rng(0)
-    inputs: Feeds = {}
-    for decl in spec.model.inputs:
-        dims = (BATCH, *(d if isinstance(d, int) else LENGTH for d in decl.dims[1:]))
-        inputs[decl.name] = (
-            rng.integers(0, 2, dims)  # token ids inside every example's vocabulary
-            if decl.dtype.startswith("int")
-            else rng.normal(size=dims).astype(np.float32)
-        )
-    out_dims = (BATCH, *(d if isinstance(d, int) else LENGTH for d in typed.output.dims[1:]))
-    target = (
-        rng.integers(0, classes, out_dims[:-1])
-        if classes
-        else rng.normal(size=out_dims).astype(np.float32)
-    )
-    train = {
-        **{k: v.astype(np.float32) for k, v in values.items()},
-        **inputs,
-        STEP: np.array(0, np.int64),
-        SEED: np.array(3, np.int64),
-        TARGET: target,
+def _diff(ours: Feeds, base: Feeds) -> tuple[float, str | None]:
+    """The largest difference over the outputs and the output it is in."""
+    worst, where = 0.0, None
+    for name, want in base.items():
+        if name not in ours:
+            raise ValueError(f"no output {name}")
+        got = np.asarray(ours[name], dtype=np.float64)
+        want64 = np.asarray(want, dtype=np.float64)
+        if not np.isfinite(want64).all():
+            raise ValueError(f"onnxruntime's {name} is not finite: nothing to compare")
+        if got.shape != want64.shape:
+            raise ValueError(f"{name} has shape {got.shape}, not {want64.shape}")
+        if not np.isfinite(got).all() and not np.array_equal(got, want64, equal_nan=True):
+            return float("inf"), name
+        scale = max(1.0, float(np.abs(want64).max(initial=0.0)))
+        diff = float(np.abs(got - want64).max(initial=0.0)) / scale
+        if diff > worst:
+            worst, where = diff, name
+    return worst, where
+
+
+def _died(proc: subprocess.Popen[str], errors: Path) -> str:
+    """Why a child ended without a result: its exit status and last line of stderr."""
+    code = proc.wait()
+    last = (
+        [line for line in errors.read_text(errors="replace").splitlines() if line.strip()] or [""]
+    )[-1]
+    return f"crashes (exit {code}): {' '.join(last.split())[:100]}".rstrip(": ")
+
+
+def _lines(stream: Any, into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+def _cells(
+    runtime: str, where: Path, graph: str, names: list[str], timeout: float
+) -> dict[str, tuple[Cell, Feeds | None]]:
+    """Run one child; each of `names` gets its outputs, its error or its timeout."""
+    command = [sys.executable, __file__, "--child", runtime, str(where), graph]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    return program, model, inputs, train
-
-
-def _chain(run: Runner, program: Program, feeds: Feeds, steps: int) -> Feeds:
-    """`steps` train steps from `feeds`, each fed the previous one's carried outputs."""
-    feeds = dict(feeds)
-    out: Feeds = {}
-    for i in range(steps):
-        out = run(feeds)
-        for name in program.carried():
-            feeds[name] = out[next_name(name)]
-        feeds[STEP] = np.array(i + 1, np.int64)
-    return out
-
-
-def check_spec_file(path: Path, runtimes: Sequence[str], steps: int) -> list[Row]:
-    program, model, inputs, train = _program(path)
-    graphs: list[tuple[str, onnx.ModelProto, Callable[[Runner], Feeds]]] = [
-        ("model.onnx", model, lambda run: run(inputs)),
-        ("train step x1", program.train_step, lambda run: _chain(run, program, train, 1)),
-        (
-            f"train step x{steps}",
-            program.train_step,
-            lambda run: _chain(run, program, train, steps),
-        ),
-    ]
-    rows = []
-    loaded: dict[tuple[str, int], Runner | BaseException] = {}
-    for graph_name, graph, evaluate in graphs:
-        row = Row(path.stem, graph_name)
-        base = evaluate(RUNTIMES["onnxruntime"][1](graph))
-        for name in runtimes:
-            if name == "onnxruntime":
-                continue
-            key = (name, id(graph))
+    errors = where / f"{runtime}.{graph}.stderr"
+    with errors.open("w") as sink:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True, env=env)
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    results: dict[str, tuple[Cell, Feeds | None]] = {}
+    try:
+        for name in names:
             try:
-                if key not in loaded:
-                    loaded[key] = RUNTIMES[name][1](graph)
-                runner = loaded[key]
-                if isinstance(runner, BaseException):
-                    raise runner
-                row.cells[name] = Cell(diff=_diff(evaluate(runner), base))
-            except Exception as error:  # a runtime's failure is a result of the table
-                loaded.setdefault(key, error)
-                row.cells[name] = Cell(error=_short(error))
-        rows.append(row)
-    return rows
+                line = lines.get(timeout=timeout)
+            except queue.Empty:
+                results[name] = (Cell(error=f"timeout after {timeout:g}s"), None)
+                break
+            report = json.loads(line) if line else {"error": _died(proc, errors)}
+            if "error" in report:
+                results[name] = (Cell(error=report["error"]), None)
+                break
+            outputs = _load(where / f"{runtime}.{graph}.{report['index']}.npz")
+            results[name] = (Cell(seconds=float(report["seconds"])), outputs)
+    finally:
+        proc.kill()
+        proc.wait()
+    last = list(results.values())[-1][0] if results else Cell(error="fails: no result")
+    for name in names:  # what could not run because an earlier cell failed
+        results.setdefault(name, (Cell(error=last.error), None))
+    return results
+
+
+def check_spec_file(path: Path, runtimes: Sequence[str], steps: int, timeout: float) -> list[Row]:
+    names = {"model": [MODEL], "train": [STEP1, f"train step x{steps}"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp)
+        write_case(path, steps, where)
+        rows = {n: Row(path.stem, n) for group in names.values() for n in group}
+        for graph, group in names.items():
+            base = _cells("onnxruntime", where, graph, group, timeout)
+            for runtime in runtimes:
+                if runtime == "onnxruntime":
+                    continue
+                for name, (cell, outputs) in _cells(runtime, where, graph, group, timeout).items():
+                    want = base[name][1]
+                    if outputs is not None:
+                        if want is None:
+                            cell.error = f"onnxruntime {base[name][0].error}"
+                        else:
+                            try:
+                                cell.diff, cell.worst = _diff(outputs, want)
+                            except ValueError as error:
+                                cell.error = _short(error)
+                    rows[name].cells[runtime] = cell
+    return list(rows.values())
 
 
 def table(rows: Sequence[Row], runtimes: Sequence[str], markdown: bool) -> str:
@@ -270,25 +377,85 @@ def table(rows: Sequence[Row], runtimes: Sequence[str], markdown: bool) -> str:
         return "\n".join([*lines, *("| " + " | ".join(cells) + " |" for cells in body)])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *body]
     )
+
+
+def summary(rows: Sequence[Row], runtimes: Sequence[str]) -> str:
+    """Per spec, the runtimes green on every graph of it."""
+    lines = []
+    for spec in dict.fromkeys(r.spec for r in rows):
+        mine = [r for r in rows if r.spec == spec]
+        green = [n for n in runtimes if n == "onnxruntime" or all(r.cells[n].ok() for r in mine)]
+        lines.append(f"{spec}: green in {len(green)} ({', '.join(green)})")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="*", type=Path, help="default: every spec in specs/")
-    parser.add_argument("--steps", type=int, default=50, help="chained train steps")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    args = parser.parse_args(argv)
-    runtimes = installed()
-    specs = args.specs or sorted((ROOT / "specs").glob("*.dnn"))
-    rows = [row for path in specs for row in check_spec_file(path, runtimes, args.steps)]
-    print(
-        f"largest difference from onnxruntime (tolerance {TOLERANCE:g}); installed: "
-        + ", ".join(runtimes)
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        choices=list(RUNTIMES),
+        help="repeatable; default: all installed",
     )
-    print(table(rows, runtimes, args.markdown))
+    parser.add_argument("--steps", type=int, default=50, help="chained train steps (default 50)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per cell before a runtime is killed"
+    )
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    form.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        runtime, where, graph = args.child
+        child(runtime, Path(where), graph)
+        return 0
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    available = installed()
+    missing = [r for r in args.runtime or [] if r not in available]
+    if missing:
+        parser.error(f"not installed: {', '.join(missing)}")
+    runtimes = ["onnxruntime", *(r for r in args.runtime or available if r != "onnxruntime")]
+    specs = args.specs or sorted((ROOT / "specs").glob("*.dnn"))
+    rows = [
+        row for path in specs for row in check_spec_file(path, runtimes, args.steps, args.timeout)
+    ]
+    versions = {r: version(r) for r in runtimes}
     failed = [(row, name) for row in rows for name, cell in row.cells.items() if not cell.ok()]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "date": datetime.date.today().isoformat(),
+                    "tolerance": TOLERANCE,
+                    "steps": args.steps,
+                    "versions": versions,
+                    "rows": [
+                        {
+                            "spec": row.spec,
+                            "graph": row.graph,
+                            "cells": {n: {**asdict(c), "ok": c.ok()} for n, c in row.cells.items()},
+                        }
+                        for row in rows
+                    ],
+                },
+                indent=1,
+            )
+        )
+    else:
+        print(
+            f"largest difference from onnxruntime {versions['onnxruntime']} "
+            f"(tolerance {TOLERANCE:g}, {datetime.date.today().isoformat()}); "
+            + ", ".join(f"{r} {versions[r]}" for r in runtimes[1:])
+        )
+        print(table(rows, runtimes, args.markdown))
+        print()
+        print(summary(rows, runtimes))
     for row, name in failed:
         print(f"FAIL {row.spec} {row.graph} in {name}: {row.cells[name]}", file=sys.stderr)
     return 1 if failed else 0

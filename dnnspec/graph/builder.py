@@ -16,6 +16,8 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from dnnspec.graph.scans import portable_scans
+
 OPSET = 21
 IR_VERSION = 10
 
@@ -227,6 +229,7 @@ class GraphBuilder:
             producer_name="dnnspec",
             doc_string=doc,
         )
+        portable_scans(model)
         for key, value in (metadata or {}).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

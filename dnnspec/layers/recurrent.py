@@ -370,7 +370,16 @@ def _lower_fused(ctx: LowerCtx, node: Node, x: str, params: dict[str, str]) -> s
     if kind == "gru":
         attrs["linear_before_reset"] = 1
     time_major = b.op("Transpose", [x], perm=[1, 0, 2])
-    outs = b.op_multi(cell.onnx_op, [time_major, w, r, bias], 2, hint=f"{kind}_fused", **attrs)
+    # explicit zero initial states: tract cannot build its own for a symbolic batch
+    batch = b.op("Shape", [time_major], start=1, end=2)
+    state_shape = b.op(
+        "Concat", [b.const([len(suffixes)], "int64"), batch, b.const([units], "int64")], axis=0
+    )
+    zeros = b.op("ConstantOfShape", [state_shape], value=_zero(b), hint=f"{kind}_initial")
+    initial = [zeros] * cell.states
+    outs = b.op_multi(
+        cell.onnx_op, [time_major, w, r, bias, "", *initial], 2, hint=f"{kind}_fused", **attrs
+    )
     width = units * len(suffixes)
     if args["return_sequences"]:  # Y [T, D, N, H] -> [N, T, D * H]
         y = b.op("Transpose", [outs[0]], perm=[2, 0, 1, 3])

@@ -6,7 +6,8 @@ the forward Scan as an extra per-iteration output (what autograd keeps), so the 
 body recomputes nothing. The backward Scan carries the state gradients and one
 accumulator per captured outer value that needs a gradient (a body's weights); its scan
 inputs are the stored values and the output gradients, reversed along time with one
-Slice each, and its scan outputs are the gradients of the forward scan inputs.
+Gather each (of indices T - 1, ..., 0 computed once), and its scan outputs are the
+gradients of the forward scan inputs.
 
 A weight's per-step gradients are summed inside the loop, the running sum folded into the
 Gemm that computes each as its C. Moving them out of the loop instead (the per-step
@@ -19,8 +20,9 @@ and lowering reverses time explicitly (ReverseSequence) where it needs to.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from dnnspec.autodiff.context import AutodiffError, VjpContext, captured, node_inputs
 from dnnspec.autodiff.rules.base import VJP, single
@@ -29,22 +31,24 @@ from dnnspec.graph.builder import Dim, GraphBuilder
 Grads = list[str | None]
 
 FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16})
-INT64_MIN = -(2**63)
 
 
-def _reverse(ctx: VjpContext, value: str) -> str:
-    """`value` reversed along axis 0 (any length)."""
-    return ctx.b.op(
-        "Slice",
-        [
-            value,
-            ctx.int_const([-1]),
-            ctx.int_const([INT64_MIN]),
-            ctx.int_const([0]),
-            ctx.int_const([-1]),
-        ],
-        hint=f"{value}_rev",
-    )
+def _time_order(ctx: VjpContext, like: str) -> str:
+    """Indices T - 1, ..., 0 for the leading axis of `like` (a constant when T is
+    static, else T - CumSum of ones: a Slice with step -1 over a symbolic length is what
+    tract cannot analyse)."""
+    b = ctx.b
+    shape = ctx.shape(like)
+    if shape and isinstance(shape[0], int):
+        return b.const(np.arange(shape[0] - 1, -1, -1), "int64", hint="time_reversed")
+    length = b.op("Shape", [like], start=0, end=1)
+    ones = b.op("ConstantOfShape", [length], value=numpy_helper.from_array(np.ones(1, np.int64)))
+    return b.op("Sub", [length, b.op("CumSum", [ones, b.const(0, "int64")])], hint="time_reversed")
+
+
+def _reverse(ctx: VjpContext, value: str, order: str) -> str:
+    """`value` reversed along axis 0 (`order` from `_time_order`)."""
+    return ctx.b.op("Gather", [value, order], hint=f"{value}_rev", axis=0)
 
 
 def _value_info(name: str, elem: int, dims: tuple[Dim, ...] | None) -> onnx.ValueInfoProto:
@@ -207,12 +211,13 @@ def scan(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
         inputs.append(_value_info(accumulators[c], ctx.elem(c), ctx.shape(c)))
         initial.append(ctx.zeros_like(c))
     scanned: list[str] = []
+    order = _time_order(ctx, node.input[n])
     for i, name in d_scan.items():
         inputs.append(helper.make_value_info(name, out_types[scan_out[i]]))
-        scanned.append(_reverse(ctx, single(dys[n + i : n + i + 1])))
+        scanned.append(_reverse(ctx, single(dys[n + i : n + i + 1]), order))
     for name in read:
         inputs.append(helper.make_value_info(name, types[name]))
-        scanned.append(_reverse(ctx, sequence[name]))
+        scanned.append(_reverse(ctx, sequence[name], order))
     if not scanned:  # Scan needs one scan input to know the trip count
         dummy = bb.fresh("steps")
         inputs.append(helper.make_value_info(dummy, in_types[scan_in[0]]))
@@ -267,7 +272,7 @@ def scan(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     for pos, c in enumerate(wanted_c):
         result[n + m + caps.index(c)] = outs[len(floats) + pos]
     for pos, i in enumerate(wanted_x):
-        result[n + i] = _reverse(ctx, outs[carried + pos])
+        result[n + i] = _reverse(ctx, outs[carried + pos], order)
     return result
 
 
