@@ -205,6 +205,20 @@ def _padding(ctx: LowerCtx, node: Node, named: dict[str, str], keys: str, length
     return b.op("Unsqueeze", [mask, b.const([1, 2], "int64")], hint="padding_mask")
 
 
+def _without_key_bias(b: GraphBuilder, bias: str, blocks: int, key: int, d: int) -> str:
+    """The packed bias with its key block multiplied by 0. A key bias adds q . b_k to
+    every score of a query, which the softmax cancels: it changes no output, and its exact
+    gradient is 0. Computed, that gradient is rounding noise, which Adam's normalisation
+    turns into steps sized by the learning rate, not the gradient, and different in every
+    runtime (chained transformer steps disagreed there first, by 1.5e-5 a step). Masked
+    out, its
+    gradient is exactly 0, so it keeps its initial value (zeros) as in exact arithmetic;
+    the parameter stays for PyTorch's layout (`in_proj_bias`)."""
+    mask = np.ones((blocks, d), b.float_dtype)
+    mask[key] = 0.0
+    return b.op("Mul", [bias, b.const(mask.reshape(-1))], hint="bias_without_key")
+
+
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
     b = ctx.b
     x, named = operands(inputs, node.args)
@@ -214,12 +228,14 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
     if "memory" in named:
         keys, key_len = named["memory"], ctx.types[node.inputs[1]].dims[1]
         q_proj = b.op("Add", [b.op("MatMul", [x, params["q_weight"]]), params["q_bias"]])
-        kv = b.op("Add", [b.op("MatMul", [keys, params["kv_weight"]]), params["kv_bias"]])
+        kv_bias = _without_key_bias(b, params["kv_bias"], 2, 0, d)
+        kv = b.op("Add", [b.op("MatMul", [keys, params["kv_weight"]]), kv_bias])
         (q,) = _heads(b, q_proj, 1, heads, dh)
         k, v = _heads(b, kv, 2, heads, dh)
     else:
         keys, key_len = x, x_type.dims[1]
-        qkv = b.op("Add", [b.op("MatMul", [x, params["in_weight"]]), params["in_bias"]])
+        in_bias = _without_key_bias(b, params["in_bias"], 3, 1, d)
+        qkv = b.op("Add", [b.op("MatMul", [x, params["in_weight"]]), in_bias])
         q, k, v = _heads(b, qkv, 3, heads, dh)
     q = b.op("Mul", [q, b.const(1.0 / math.sqrt(dh))])
     scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])], hint="scores")
