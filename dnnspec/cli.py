@@ -458,10 +458,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         f"every graph passed onnx.checker (full check) and shape inference at opset {result.opset}"
     )
     for check in result.checks:
-        console.print(
-            f"{check.graph} in onnxruntime vs {check.against}: max difference "
-            f"{check.difference:.3g} (tolerance {check.tolerance:g})"
-        )
+        console.print(check.text())
     for note in result.notes:
         console.print(f"note: {note}")
     return OK

@@ -155,7 +155,13 @@ def test_compile_writes_three_loadable_graphs_and_the_lock(
     assert code == 0
     paths = json.loads(out)
     assert set(paths) == {
-        "train_step", "eval_step", "model", "lock", "warnings", "read_data", "from_data"
+        "train_step",
+        "eval_step",
+        "model",
+        "lock",
+        "warnings",
+        "read_data",
+        "from_data",
     }
     assert paths["warnings"] == []
     for name in ("train_step", "eval_step", "model"):

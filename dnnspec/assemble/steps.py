@@ -246,9 +246,7 @@ def build_train_step(
     fold_gemm_updates(b, scalars["lr"], {s.name: s.spec.shape for s in slots})
     b.prune()
     metadata = model_metadata(typed, train, classes)
-    step_graph = b.model(
-        {**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step"
-    )
+    step_graph = b.model({**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step")
     interface = train_interface(step_graph, typed, train, slots, buffers, timing)
     step_graph.metadata_props.add(key=INTERFACE, value=json.dumps(interface))
     return Program(

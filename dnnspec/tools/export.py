@@ -64,6 +64,14 @@ class Check:
     difference: float
     tolerance: float
 
+    def text(self) -> str:
+        compared = (
+            f"{self.graph}: onnxruntime vs onnx.reference"
+            if self.against == "onnx.reference"
+            else f"{self.graph} vs {self.against}, in onnxruntime"
+        )
+        return f"{compared}: max difference {self.difference:.3g} (tolerance {self.tolerance:g})"
+
 
 @dataclass
 class Exported:
@@ -331,7 +339,9 @@ def verify(
 
 # float16 ----------------------------------------------------------------------------------
 
-_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(\d+\) node with name '([^']*)'")
+_NO_KERNEL = re.compile(
+    r"Could not find an implementation for (\w+)\(\d+\) node with name '([^']*)'"
+)
 
 
 def half_model(model: onnx.ModelProto, typed: TypedModel) -> tuple[onnx.ModelProto, list[str]]:
@@ -354,7 +364,9 @@ def half_model(model: onnx.ModelProto, typed: TypedModel) -> tuple[onnx.ModelPro
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are untyped
             found = _NO_KERNEL.search(str(exc))
             if found is None or found.group(2) in keep:
-                raise error(f"onnxruntime cannot load the float16 model: {_first_line(exc)}") from None
+                raise error(
+                    f"onnxruntime cannot load the float16 model: {_first_line(exc)}"
+                ) from None
             keep.add(found.group(2))
             if found.group(1) not in kept_ops:
                 kept_ops.append(found.group(1))
@@ -367,7 +379,8 @@ def half_model(model: onnx.ModelProto, typed: TypedModel) -> tuple[onnx.ModelPro
             )
         if saturated:
             notes.append(
-                f"constants saturated to float16's range (±{FLOAT16_MAX:g}): " + ", ".join(saturated)
+                f"constants saturated to float16's range (±{FLOAT16_MAX:g}): "
+                + ", ".join(saturated)
             )
         return half, notes
     raise AssertionError("unreachable: every node was tried")
@@ -384,7 +397,8 @@ def _opset(requested: int | None) -> int:
         raise error(
             f"--opset {requested} is outside the opsets dnnspec writes ({MIN_OPSET} to "
             f"{newest}, the newest the installed onnxruntime loads)",
-            help=f"LayerNormalization needs opset {MIN_OPSET}; choose --opset {MIN_OPSET}..{newest}",
+            help=f"layer_norm's LayerNormalization needs opset {MIN_OPSET}; "
+            f"choose --opset {MIN_OPSET}..{newest}",
         )
     return requested
 
@@ -422,8 +436,8 @@ def _export_model(source: _Source, out: Path, target: int, fp16: bool) -> Export
         gap = difference(outs[OUTPUT], full[OUTPUT])
         if not gap <= HALF_TOLERANCE:
             raise error(
-                f"the float16 model's output (in onnxruntime) differs from the float32 model's by {gap:.3g} "
-                f"(tolerance {HALF_TOLERANCE:g})",
+                f"the float16 model's output (in onnxruntime) differs from the float32 "
+                f"model's by {gap:.3g} (tolerance {HALF_TOLERANCE:g})",
                 help="this model loses too much in float16; export it in float32",
             )
         result.checks += [check16, Check("float16 model", "float32 model", gap, HALF_TOLERANCE)]
@@ -439,7 +453,9 @@ def _train_state(source: _Source, step_model: onnx.ModelProto) -> tuple[dict[str
     or the spec's initialisation at step 0."""
     interface = json.loads(_meta(step_model)[INTERFACE])
     carried = [
-        i["name"] for i in interface["inputs"] if i["role"] not in ("step", "seed", "input", "target")
+        i["name"]
+        for i in interface["inputs"]
+        if i["role"] not in ("step", "seed", "input", "target")
     ]
     if source.run_dir is not None and source.trained:
         arrays, header = checkpoint.load(source.run_dir / "checkpoint" / "last.npz")
@@ -490,8 +506,15 @@ def _export_train(source: _Source, out: Path, target: int) -> Exported:
     for name, graph in graphs.items():
         model = _at_opset(graph, target, source.spec, name.replace("_", " "))
         _describe_model(model, source, target, "float32")
-        given = dict(state) | {STEP: np.array(step, np.int64), SEED: np.array(source.spec.train.seed if source.spec.train else 0, np.int64)}
-        feeds = random_feeds(model, {k: v for k, v in given.items() if any(i.name == k for i in model.graph.input)}, rng)
+        given = dict(state) | {
+            STEP: np.array(step, np.int64),
+            SEED: np.array(source.spec.train.seed if source.spec.train else 0, np.int64),
+        }
+        feeds = random_feeds(
+            model,
+            {k: v for k, v in given.items() if any(i.name == k for i in model.graph.input)},
+            rng,
+        )
         check, _ = verify(model, name.replace("_", " "), feeds, TOLERANCE)
         checks.append(check)
         written[name] = model
@@ -501,10 +524,10 @@ def _export_train(source: _Source, out: Path, target: int) -> Exported:
         files[name] = out / f"{name}.onnx"
         write_bytes(files[name], model.SerializeToString(), f"exported {name}")
     buffer = io.BytesIO()
-    np.savez(buffer, step=np.array(step, np.int64), **state)
+    arrays: dict[str, Any] = {"step": np.array(step, np.int64), **state}
+    np.savez(buffer, **arrays)
     files["state"] = out / "state.npz"
     write_bytes(files["state"], buffer.getvalue(), "initial state")
     files["interface"] = out / "interface.json"
     write_text(files["interface"], json.dumps(interface, indent=2) + "\n", "interface")
     return Exported(files, target, source.trained, "float32", checks, source.notes)
-

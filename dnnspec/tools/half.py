@@ -112,7 +112,9 @@ def to_float16(
         if (value, bits) not in converted:
             name = fresh(f"{value}.fp{bits}")
             to = TensorProto.FLOAT16 if bits == 16 else TensorProto.FLOAT
-            nodes.append(helper.make_node("Cast", [value], [name], name=fresh(f"{name}/Cast"), to=to))
+            nodes.append(
+                helper.make_node("Cast", [value], [name], name=fresh(f"{name}/Cast"), to=to)
+            )
             converted[(value, bits)] = name
         return converted[(value, bits)]
 
@@ -143,7 +145,11 @@ def to_float16(
                 renamed[out] = inner
         nodes.append(new)
     for out, inner in renamed.items():
-        nodes.append(helper.make_node("Cast", [inner], [out], name=fresh(f"{out}/Cast"), to=TensorProto.FLOAT))
+        nodes.append(
+            helper.make_node(
+                "Cast", [inner], [out], name=fresh(f"{out}/Cast"), to=TensorProto.FLOAT
+            )
+        )
 
     read = {i for n in nodes for i in n.input}
     out = onnx.ModelProto()

@@ -91,7 +91,10 @@ def _widens(old: defs.OpSchema, new: defs.OpSchema) -> bool:
     new_attrs, new_in, new_out = _interface(new)
     return (
         new_in[: len(old_in)] == old_in
-        and all(i.option != defs.OpSchema.FormalParameterOption.Single for i in new.inputs[len(old_in) :])
+        and all(
+            i.option != defs.OpSchema.FormalParameterOption.Single
+            for i in new.inputs[len(old_in) :]
+        )
         and new_out[: len(old_out)] == old_out
         and set(old_attrs) <= set(new_attrs)
         and not any(required for name, required in new_attrs.items() if name not in old_attrs)
@@ -151,15 +154,15 @@ def _reduce_axes_to_attribute(node: onnx.NodeProto, g: _Graph) -> list[onnx.Node
     axes = g.constant(axes_name)
     if axes is not None:
         if axes.size == 0 and noop:
-            return [helper.make_node("Identity", [node.input[0]], list(node.output), name=node.name)]
+            return [
+                helper.make_node("Identity", [node.input[0]], list(node.output), name=node.name)
+            ]
         del node.input[1:]
         if axes.size:
             node.attribute.append(helper.make_attribute("axes", [int(a) for a in axes.ravel()]))
         return [node]
     if node.op_type not in ("ReduceMean", "ReduceSumSquare") or noop:
-        raise OpsetError(
-            node, f"{node.op_type} over axes computed at run time needs opset 18", 18
-        )
+        raise OpsetError(node, f"{node.op_type} over axes computed at run time needs opset 18", 18)
     keep = int(_attr(node, "keepdims", 1))  # type: ignore[call-overload]
     x, out = node.input[0], node.output[0]
     nodes = []
@@ -171,11 +174,15 @@ def _reduce_axes_to_attribute(node: onnx.NodeProto, g: _Graph) -> list[onnx.Node
         x_in = x
     summed = g.fresh(f"{out}/sum") if node.op_type == "ReduceMean" else out
     nodes.append(
-        helper.make_node("ReduceSum", [x_in, axes_name], [summed], name=f"{node.name}/sum", keepdims=keep)
+        helper.make_node(
+            "ReduceSum", [x_in, axes_name], [summed], name=f"{node.name}/sum", keepdims=keep
+        )
     )
     if node.op_type == "ReduceMean":
         # the count of reduced elements: Size(x) / Size(sum), in x's type
-        size_x, size_s, count, count_f = (g.fresh(f"{out}/{k}") for k in ("size_x", "size_s", "count", "count_f"))
+        size_x, size_s, count, count_f = (
+            g.fresh(f"{out}/{k}") for k in ("size_x", "size_s", "count", "count_f")
+        )
         nodes += [
             helper.make_node("Size", [x], [size_x], name=f"{node.name}/size_x"),
             helper.make_node("Size", [summed], [size_s], name=f"{node.name}/size_s"),
@@ -197,7 +204,9 @@ def _split_num_outputs(node: onnx.NodeProto, g: _Graph) -> list[onnx.NodeProto]:
     axis = int(_attr(node, "axis", 0))  # type: ignore[call-overload]
     size = shape[axis % len(shape)] if shape else None
     if size is None:
-        raise OpsetError(node, "Split by num_outputs along a dimension of unknown size needs opset 18", 18)
+        raise OpsetError(
+            node, "Split by num_outputs along a dimension of unknown size needs opset 18", 18
+        )
     n = int(parts)  # type: ignore[call-overload]
     if size % n:
         chunk = -(-size // n)
@@ -222,7 +231,7 @@ def _pad_axes(node: onnx.NodeProto, g: _Graph) -> list[onnx.NodeProto]:
     for i, axis in enumerate(int(a) % rank for a in axes.ravel()):
         full[axis], full[rank + axis] = pads[i], pads[len(axes.ravel()) + i]
     name = g.add_constant(f"{node.input[1]}_all_axes", full)
-    inputs = [node.input[0], name, *node.input[2:3]]
+    inputs = [node.input[0], name, *(v for v in node.input[2:3] if v)]
     del node.input[:]
     node.input.extend(inputs)
     return [node]
@@ -232,7 +241,11 @@ def _refuse_values(attribute: str, values: tuple[str, ...], version: int) -> Ada
     def adapt(node: onnx.NodeProto, g: _Graph) -> list[onnx.NodeProto]:
         value = _attr(node, attribute)
         if value is not None and _text(value) in values:
-            raise OpsetError(node, f"{node.op_type} with {attribute} = '{_text(value)}' needs opset {version}", version)
+            raise OpsetError(
+                node,
+                f"{node.op_type} with {attribute} = '{_text(value)}' needs opset {version}",
+                version,
+            )
         return [node]
 
     return adapt
@@ -240,10 +253,14 @@ def _refuse_values(attribute: str, values: tuple[str, ...], version: int) -> Ada
 
 def _resize_18(node: onnx.NodeProto, g: _Graph) -> list[onnx.NodeProto]:
     """Resize-18 -> 13: the new attributes only at their defaults (which Resize-13 means)."""
-    if _attr(node, "antialias", 0) or _attr(node, "axes") is not None or _text(
-        _attr(node, "keep_aspect_ratio_policy", "stretch")
-    ) != "stretch":
-        raise OpsetError(node, "Resize with antialias, axes or keep_aspect_ratio_policy needs opset 18", 18)
+    if (
+        _attr(node, "antialias", 0)
+        or _attr(node, "axes") is not None
+        or _text(_attr(node, "keep_aspect_ratio_policy", "stretch")) != "stretch"
+    ):
+        raise OpsetError(
+            node, "Resize with antialias, axes or keep_aspect_ratio_policy needs opset 18", 18
+        )
     _drop_attr(node, "antialias", "axes", "keep_aspect_ratio_policy")
     return [node]
 
@@ -293,7 +310,9 @@ def _boundaries(op: str, low: int, high: int) -> list[int]:
     return found
 
 
-def _convert_node(node: onnx.NodeProto, g: _Graph, source: int, target: int) -> list[onnx.NodeProto]:
+def _convert_node(
+    node: onnx.NodeProto, g: _Graph, source: int, target: int
+) -> list[onnx.NodeProto]:
     if node.domain not in ("", "ai.onnx"):
         raise OpsetError(node, f"{node.op_type} of domain '{node.domain}' is not converted")
     introduced = _schema(node.op_type, source)
@@ -312,16 +331,24 @@ def _convert_node(node: onnx.NodeProto, g: _Graph, source: int, target: int) -> 
             assert old is not None and new is not None
             adapter = DOWN.get((node.op_type, version))
             if adapter is not None:
-                nodes = [out for n in nodes for out in (adapter(n, g) if n.op_type == node.op_type else [n])]
+                nodes = [
+                    out
+                    for n in nodes
+                    for out in (adapter(n, g) if n.op_type == node.op_type else [n])
+                ]
             elif not (_widens(old, new) and _widens(new, old)):
-                raise OpsetError(node, f"{node.op_type}-{version} has no conversion to opset {version - 1}")
+                raise OpsetError(
+                    node, f"{node.op_type}-{version} has no conversion to opset {version - 1}"
+                )
     else:
         for version in reversed(_boundaries(node.op_type, source, target)):
             old = _schema(node.op_type, version - 1)
             new = _schema(node.op_type, version)
             assert old is not None and new is not None
             if not _widens(old, new):
-                raise OpsetError(node, f"{node.op_type} changed in opset {version} in a way not converted")
+                raise OpsetError(
+                    node, f"{node.op_type} changed in opset {version} in a way not converted"
+                )
     return nodes
 
 
