@@ -10,6 +10,7 @@ float16 model is also compared with the float32 one it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import io
 import json
@@ -29,6 +30,7 @@ from dnnspec.assemble.steps import (
     TARGET,
     Program,
     build_inference,
+    spec_hash,
 )
 from dnnspec.check.shapes import TypedModel, check_spec, param_name
 from dnnspec.errors import DiagnosticError, error
@@ -90,7 +92,7 @@ class Exported:
             "opset": self.opset,
             "trained": self.trained,
             "precision": self.precision,
-            "checks": [c.__dict__ for c in self.checks],
+            "checks": [dataclasses.asdict(c) for c in self.checks],
             "notes": self.notes,
         }
 
@@ -140,8 +142,6 @@ def _from_run(run_dir: Path) -> _Source:
     file = read_model(run_dir / "model.onnx")
     spec = read_lock(lock)
     typed = check_spec(spec)
-    from dnnspec.assemble.steps import spec_hash
-
     if file.spec_hash != spec_hash(typed):
         raise error(
             f"'{run_dir / 'model.onnx'}' and '{lock}' come from different specs",
@@ -232,7 +232,7 @@ def _describe_model(model: onnx.ModelProto, source: _Source, opset: int, precisi
     _set_meta(
         model,
         {
-            "dnnspec.spec": pin_paths(source.spec).model_dump_json(),
+            "dnnspec.spec": pin_paths(source.spec, missing_ok=True).model_dump_json(),
             "dnnspec.trained": json.dumps(source.trained),
             "dnnspec.precision": precision,
             "dnnspec.opset": str(opset),
@@ -443,7 +443,7 @@ def _export_model(source: _Source, out: Path, target: int, fp16: bool) -> Export
         result.checks += [check16, Check("float16 model", "float32 model", gap, HALF_TOLERANCE)]
         result.precision, model = "float16", half
         result.notes += half_notes
-    make_directory(out.parent, "the output directory") if str(out.parent) else None
+    make_directory(out.parent, "the output directory")
     write_bytes(out, model.SerializeToString(), "exported model")
     return result
 
@@ -499,7 +499,6 @@ def _export_train(source: _Source, out: Path, target: int) -> Exported:
     state, step = _train_state(source, graphs["train_step"])
     interface = json.loads(_meta(graphs["train_step"])[INTERFACE])
     interface["start_step"] = step
-    interface["trained_steps"] = step
     rng = np.random.default_rng(0)
     written: dict[str, onnx.ModelProto] = {}
     checks = []
