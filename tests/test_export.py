@@ -393,3 +393,33 @@ def test_the_cli_docs_show_every_command_with_an_example() -> None:
         assert re.search(rf"^dnnspec {command} ", synopsis, re.M), command
         assert command in headings, command
         assert re.search(rf"^(\$ )?dnnspec {command} ", examples, re.M), command
+
+
+def test_a_disagreement_between_runtimes_fails_the_export_with_the_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: dict[str, export_module._Source]
+) -> None:
+    path = ROOT / "specs" / "regression.dnn"
+    source = sources.setdefault(path.stem, export_module._from_spec(path))
+    honest = export_module.run_reference
+
+    def off(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v + 1e-3 for k, v in honest(model, feeds).items()}
+
+    monkeypatch.setattr(export_module, "run_reference", off)
+    with pytest.raises(DiagnosticError, match=r"output 'output' differs by 0\.001 \(tolerance"):
+        export_module._export_model(source, tmp_path / "m.onnx", 21, fp16=False)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_weight_beyond_float16_range_is_refused(
+    sources: dict[str, export_module._Source],
+) -> None:
+    path = ROOT / "specs" / "regression.dnn"
+    source = sources.setdefault(path.stem, export_module._from_spec(path))
+    model = onnx.ModelProto()
+    model.CopyFrom(source.model)
+    weight = next(t for t in model.graph.initializer if t.name.endswith(".weight"))
+    big = numpy_helper.to_array(weight) * 0 + 1e6
+    weight.CopyFrom(numpy_helper.from_array(big.astype(np.float32), weight.name))
+    with pytest.raises(DiagnosticError, match=f"weight '{weight.name}' holds 1e\\+06"):
+        export_module.half_model(model, source.typed)
