@@ -53,14 +53,11 @@ class HashRandom:
         # the salt is a constant: added to the key, it is mixed by the absorbs that follow
         key = _offset(b, self._key, *(k * (salt + 1) for k in _SALT))
         shape = b.op("Shape", [like])
-        if rank == 2:
-            a, bb, c, d = _stacked_terms(b, shape, key)
-        else:
-            a, bb, c, d = _axis_terms(b, shape, rank, key)
+        terms = _stacked_terms(b, shape, key) if rank == 2 else _axis_terms(b, shape, rank, key)
         # A B + C + D < 4091^2 + 2 * 4091 < 2^24: exact in float32, whatever the order of
         # the additions or a fused multiply-add; its low 12 bits are the value
         f32 = TensorProto.FLOAT
-        a, bb, c, d = (b.op("Cast", [v[0]], to=f32) for v in (a, bb, c, d))
+        a, bb, c, d = (b.op("Cast", [v], to=f32) for v in terms)
         mixed = b.op("Add", [b.op("Add", [b.op("Mul", [a, bb]), c]), d])
         scaled = b.op("Mul", [mixed, b.const(2.0**-12, "float32")], hint="scaled")
         u = b.op("Sub", [scaled, b.op("Floor", [scaled])], hint="uniform")
@@ -68,7 +65,7 @@ class HashRandom:
 
 
 State = tuple[str, str]
-Terms = tuple[State, State, State, State]
+Terms = tuple[str, str, str, str]  # A, B, C, D: the first halves of four states
 
 
 def _stacked_terms(b: GraphBuilder, shape: str, key: State) -> Terms:
@@ -87,7 +84,7 @@ def _stacked_terms(b: GraphBuilder, shape: str, key: State) -> Terms:
     column = b.const([1], "int64")
     a, c = (b.op("Unsqueeze", [b.op("Gather", [v[0], row_index]), column]) for v in (first, second))
     bb, d = (b.op("Gather", [v[0], col_index]) for v in (first, second))
-    return (a, a), (bb, bb), (c, c), (d, d)
+    return a, bb, c, d
 
 
 def _axis_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> Terms:
@@ -101,7 +98,7 @@ def _axis_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> Terms:
         )
         prefix = _absorb(b, _split(b, coords), prefix)
     last = _absorb(b, _split(b, b.op("Add", [_coords(b, shape, rank - 1), _c(b, _COLUMNS)])), key)
-    return prefix, last, _rounds(b, prefix, 1), _rounds(b, last, 1)
+    return prefix[0], last[0], _rounds(b, prefix, 1)[0], _rounds(b, last, 1)[0]
 
 
 def _offset(b: GraphBuilder, state: State, kx: int, ky: int) -> State:
