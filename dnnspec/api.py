@@ -461,7 +461,11 @@ def proba_table(model: Model, outputs: np.ndarray) -> tuple[list[str], np.ndarra
         return [f"p_{i}" for i in range(proba.shape[1])], proba
     names = model.labels
     table = np.empty((len(proba), 1 + proba.shape[1]), object)
-    table[:, 0] = [_csv_cell(names[c]) for c in proba.argmax(axis=1)]
+    finite = np.isfinite(proba).all(axis=1)  # a diverged row has no class: an empty cell
+    table[:, 0] = [
+        _csv_cell(names[c]) if ok else ""
+        for c, ok in zip(proba.argmax(axis=1), finite, strict=True)
+    ]
     table[:, 1:] = [[f"{p:.9g}" for p in row] for row in proba]
     return ["class", *(f"p_{name}" for name in names)], table
 
