@@ -185,3 +185,18 @@ def test_malformed_column_metadata_is_refused(classes: Path) -> None:
     onnx.save(model, path)
     with pytest.raises(DiagnosticError, match="'dnnspec.expects' is malformed"):
         api.load(classes)
+
+
+def test_eval_of_a_data_file_reads_it_as_the_specs_data_call(classes: Path, tmp_path: Path) -> None:
+    """The target is not the last column and two columns are left out: eval reads the file
+    with the spec's target and features, and maps class names to the model's ids even when
+    the file lacks a class."""
+    from dnnspec import api
+
+    model = api.load(classes)
+    whole = np.array(model.evaluate(tmp_path / "d.csv")["confusion"])
+    assert np.trace(whole) == whole.sum() == 6
+    lines = CSV.splitlines()
+    (tmp_path / "two.csv").write_text("\n".join([lines[0], *lines[3:5]]) + "\n")
+    two = np.array(model.evaluate(tmp_path / "two.csv")["confusion"])
+    assert two[2, 2] == two.sum() == 2  # both are virginica, class 2 of the model
