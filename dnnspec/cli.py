@@ -59,15 +59,17 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import check_spec
+    from dnnspec.api import check_spec, input_columns
     from dnnspec.check.report import check_json, render_check
 
-    typed = check_spec(_load(args))
+    spec = _load(args)
+    typed = check_spec(spec)
     show_warnings(typed.warnings)
+    columns = input_columns(spec)
     if args.json:
-        print(dumps(check_json(typed)))
+        print(dumps(check_json(typed, columns)))
     else:
-        render_check(typed, console)
+        render_check(typed, console, columns)
     return OK
 
 
@@ -463,15 +465,18 @@ def _jsonable(values: np.ndarray) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import PREDICTION_FORMATS, load, write_predictions
+    from dnnspec.api import PREDICTION_FORMATS, load, proba_table, write_predictions
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     model = load(args.run)
-    pred = model.predict(Path(args.input))
+    pred = model.predict(Path(args.input), drop_target=args.drop_target)
+    header, table = proba_table(model, pred) if args.proba else (None, pred)
     if out is not None:
-        write_predictions(pred, out)
+        if args.proba and out.suffix == ".npy":
+            table = model.probabilities(pred)  # an array holds numbers: the probabilities
+        write_predictions(table, out, header if out.suffix == ".csv" else None)
     if args.json or out is None:
         payload: dict[str, Any] = {"predictions": _jsonable(pred)}
         if model.classes is not None:
@@ -483,6 +488,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
                 payload["labels"] = [
                     None if c is None else model.labels[c] for c in payload["classes"]
                 ]
+        if args.proba:
+            payload["probabilities"] = _jsonable(model.probabilities(pred))
+            if model.classes is not None:
+                payload["class_names"] = model.labels
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
@@ -583,6 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
             p.add_argument("--out", help="write predictions to .npy or .csv")
+            p.add_argument(
+                "--proba",
+                action="store_true",
+                help="class name and probabilities: a CSV `class,p_<name>...` with a header",
+            )
+            p.add_argument(
+                "--drop-target",
+                action="store_true",
+                help="the input still holds the target column, as the training CSV did",
+            )
         p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("generate", help="sample text from a model trained on the text dataset")
     p.add_argument("run", help="run directory written by `dnnspec train`")
