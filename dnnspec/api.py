@@ -25,15 +25,15 @@ import numpy as np
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import DATASETS, read_inputs
+from dnnspec.data.datasets import read_inputs
 from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
-from dnnspec.ir import Call, Spec
+from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.columns import pick_columns, read_prediction_csv, transform
-from dnnspec.runtime.data import conform, fits_shape, from_text
+from dnnspec.runtime.data import fits_shape, from_text
 from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.run import (
@@ -46,6 +46,7 @@ from dnnspec.runtime.run import (
     load_parts,
     new_run_dir,
     prepare,
+    read_like_data,
     run_training,
     write_graphs,
 )
@@ -406,12 +407,15 @@ class Model:
                 raise error(f"'{self.file.path}' lacks the weight '{slot.name}' of its spec")
             params[slot.name] = weight
         if data is not None:
-            source = _file_call(Path(data))
-            loaded = DATASETS.get("file").load(source.args, prep.train.seed, source.span)
-            target = LOSSES.get(prep.train.loss.name).target
             steps = prep.program.preprocess
-            held_out, _ = conform(
-                loaded, prep.typed, target, source, input_shape=not (steps and steps.one_hot)
+            held_out = read_like_data(
+                prep.train,
+                str(Path(data).resolve()),
+                prep.typed,
+                LOSSES.get(prep.train.loss.name).target,
+                prep.train_data.labels,
+                _file_span(Path(data)),
+                "data file",
             )
             if steps is not None and held_out.x.shape[1:] != (steps.width,):
                 raise error(
@@ -435,12 +439,9 @@ class Model:
         return result
 
 
-def _file_call(path: Path) -> Call:
-    """`file(path = ...)` as if written in a spec, its diagnostics located at the file."""
-    span = Span(file=str(path), line=1, col=1, end_line=1, end_col=2)
-    definition = DATASETS.get("file")
-    args = definition.signature.bind("file", [], [("path", str(path.resolve()), span)], span)
-    return Call(name="file", args=args, span=span)
+def _file_span(path: Path) -> Span:
+    """Diagnostics about a data file handed on the command line point at the file."""
+    return Span(file=str(path), line=1, col=1, end_line=1, end_col=2)
 
 
 def write_predictions(
@@ -493,7 +494,11 @@ def proba_table(model: Model, outputs: np.ndarray) -> tuple[list[str], np.ndarra
         return [f"p_{i}" for i in range(proba.shape[1])], proba
     names = model.labels
     table = np.empty((len(proba), 1 + proba.shape[1]), object)
-    table[:, 0] = [_csv_cell(names[c]) for c in proba.argmax(axis=1)]
+    finite = np.isfinite(proba).all(axis=1)  # a diverged row has no class: an empty cell
+    table[:, 0] = [
+        _csv_cell(names[c]) if ok else ""
+        for c, ok in zip(proba.argmax(axis=1), finite, strict=True)
+    ]
     table[:, 1:] = [[f"{p:.9g}" for p in row] for row in proba]
     return ["class", *(f"p_{name}" for name in names)], table
 

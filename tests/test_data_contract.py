@@ -272,5 +272,15 @@ def test_labels_from_one_say_that_ids_start_at_0(tmp_path: Path, width: int) -> 
     message = error_of(spec_for(tmp_path, "d.csv", width=width))
     assert "labels run from 1 to 3" in message
     assert "class ids must start at 0: these labels run from 1 to 3, so subtract 1" in message
+    assert "or read them as class names: `labels = names` in the data call" in message
     if width == 4:
         assert "no sample has class 0" in message and "dense layer 3 wide" in message
+
+
+def test_labels_as_names_map_labels_from_one_to_ids_from_0(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("".join(f"{i},{i % 3},{i % 3 + 1}\n" for i in range(12)))
+    spec = spec_for(tmp_path, "d.csv", width=3)
+    spec.write_text(spec.read_text().replace("validation = 0.25", "labels = names"))
+    prep = prepare(load_spec(spec))
+    assert prep.program.metadata["dnnspec.class_labels"] == '["1", "2", "3"]'
+    assert sorted(set(prep.train_data.y.tolist())) == [0, 1, 2]

@@ -400,12 +400,12 @@ def test_a_disagreement_between_runtimes_fails_the_export_with_the_difference(
 ) -> None:
     path = ROOT / "specs" / "regression.dnn"
     source = sources.setdefault(path.stem, export_module._from_spec(path))
-    honest = export_module.run_reference
+    from dnnspec.tools.reference import run_reference as honest
 
     def off(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: v + 1e-3 for k, v in honest(model, feeds).items()}
 
-    monkeypatch.setattr(export_module, "run_reference", off)
+    monkeypatch.setattr("dnnspec.tools.export.run_reference", off)
     with pytest.raises(DiagnosticError, match=r"output 'output' differs by 0\.001 \(tolerance"):
         export_module._export_model(source, tmp_path / "m.onnx", 21, fp16=False)
     assert not (tmp_path / "m.onnx").exists()

@@ -246,3 +246,20 @@ def test_a_constant_column_under_standardize_is_named(tmp_path: Path) -> None:
     diagnostic = _error(tmp_path)
     assert "feature column 3 (b) is constant on the training split" in diagnostic.message
     assert diagnostic.span is not None and diagnostic.span.line == 13
+
+
+def test_a_test_file_is_encoded_with_the_training_categories(tmp_path: Path) -> None:
+    write_csv(tmp_path)
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    (tmp_path / "t.csv").write_text(
+        "\n".join([lines[0], lines[2], ",".join([first[0], "purple", *first[2:]])]) + "\n"
+    )
+    spec = write_spec(tmp_path)
+    spec.write_text(
+        spec.read_text().replace("  metrics accuracy", '  metrics accuracy\n  test "t.csv"')
+    )
+    prep = prepare(api.load_spec(spec))
+    assert prep.test_data is not None and prep.test_data.x.shape == (2, 8)
+    np.testing.assert_array_equal(prep.test_data.x[0, 1:4].sum(), 1)
+    np.testing.assert_array_equal(prep.test_data.x[1, 1:4], 0)  # purple: never in training

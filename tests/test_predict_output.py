@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dnnspec.cli import main
+from dnnspec.training.losses import LOSSES, sigmoid, softmax
 
 CSV = """sepal,petal,species,weight
 1.0,0.5,setosa,3
@@ -133,3 +134,69 @@ def test_values_have_no_probabilities_and_arrays_drop_the_target_too(
     assert json.loads(text) == json.loads(expected)
     code, _, err = predict(capsys, str(run), str(tmp_path / "x.npy"), "--proba")
     assert code == 2 and "predicts values (loss mse), not classes" in err
+
+
+def test_every_class_loss_says_how_its_outputs_become_probabilities() -> None:
+    for name in LOSSES:
+        definition = LOSSES.get(name)
+        assert (definition.probabilities is None) == (definition.target == "value"), name
+    logits = np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]])
+    np.testing.assert_allclose(softmax(logits)[0], [1, 0, 0])
+    np.testing.assert_allclose(softmax(logits)[1], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
+    np.testing.assert_allclose(sigmoid(logits[0]), [1, 0.5, 0])
+    np.testing.assert_allclose(sigmoid(np.array([0.3])), 1 / (1 + np.exp(-0.3)))
+
+
+def test_a_multi_label_model_writes_one_probability_per_unit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "".join(f"{i % 3},{i % 2},{int(i % 3 > 0)}\n" for i in range(12))
+    (tmp_path / "d.csv").write_text(rows)
+    spec = tmp_path / "b.dnn"
+    spec.write_text(
+        SPEC.format(target="x", loss="binary_cross_entropy", width=1).replace(
+            'target = "x", features = ["sepal", "petal"], ', ""
+        )
+    )
+    assert main(["train", str(spec), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "p.csv"
+    code, _, _ = predict(capsys, str(tmp_path / "run"), str(tmp_path / "d.csv"), "--proba",
+                         "--out", str(out), "--drop-target")  # fmt: skip
+    assert code == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "p_0" and len(lines) == 13
+    assert all(0 < float(p) < 1 for p in lines[1:])
+
+
+def test_malformed_column_metadata_is_refused(classes: Path) -> None:
+    import onnx
+
+    from dnnspec import api
+    from dnnspec.errors import DiagnosticError
+
+    path = classes / "model.onnx"
+    model = onnx.load(path)
+    for prop in model.metadata_props:
+        if prop.key == "dnnspec.expects":
+            expects = json.loads(prop.value)
+            expects["csv"]["features"] = [0, 99]
+            prop.value = json.dumps(expects)
+    onnx.save(model, path)
+    with pytest.raises(DiagnosticError, match="'dnnspec.expects' is malformed"):
+        api.load(classes)
+
+
+def test_eval_of_a_data_file_reads_it_as_the_specs_data_call(classes: Path, tmp_path: Path) -> None:
+    """The target is not the last column and two columns are left out: eval reads the file
+    with the spec's target and features, and maps class names to the model's ids even when
+    the file lacks a class."""
+    from dnnspec import api
+
+    model = api.load(classes)
+    whole = np.array(model.evaluate(tmp_path / "d.csv")["confusion"])
+    assert np.trace(whole) == whole.sum() == 6
+    lines = CSV.splitlines()
+    (tmp_path / "two.csv").write_text("\n".join([lines[0], *lines[3:5]]) + "\n")
+    two = np.array(model.evaluate(tmp_path / "two.csv")["confusion"])
+    assert two[2, 2] == two.sum() == 2  # both are virginica, class 2 of the model

@@ -199,6 +199,30 @@ def _file_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+    data = _file_data(args, span)
+    return _as_names(data, span) if args["labels"] == "names" else data
+
+
+def _as_names(data: Dataset, span: Span | None) -> Dataset:
+    """`labels = names`: each distinct target value is a class name, ids in sorted order
+    (numerically for numbers), so labels 1..C become ids 0..C-1 named "1".."C"."""
+    if data.labels is not None:
+        return data
+    y = np.asarray(data.y)
+    if y.ndim != 1 or y.dtype.kind not in "biuf":
+        raise error(
+            f"labels = names reads one number per sample as its class name, but the targets "
+            f"have shape {list(y.shape)}",
+            span,
+        )
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise error("labels = names: the targets hold NaN or infinity", span)
+    values, ids = np.unique(y, return_inverse=True)
+    names = tuple(f"{v:g}" for v in values.tolist())
+    return replace(data, y=ids.astype(np.int64), labels=names)
+
+
+def _file_data(args: dict[str, Any], span: Span | None) -> Dataset:
     path = locate_file(args["path"], span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)
@@ -560,6 +584,14 @@ DATASETS.add(
                     default="auto",
                     doc="CSV: true or false, whether the first row names the columns "
                     "(auto: when it holds a word)",
+                ),
+                ArgSpec(
+                    name="labels",
+                    type="str",
+                    default="ids",
+                    choices=("ids", "names"),
+                    doc="class targets: ids (numbers are class ids from 0) or names (each "
+                    "distinct value names a class, ids in sorted order; words always do)",
                 ),
             )
         ),

@@ -105,6 +105,13 @@ def _where(y: np.ndarray, flat: int) -> str:
     return f"sample {int(index[0])}" + (f", position {rest}" if rest else "")
 
 
+def _as_names(source: Call) -> str:
+    """The other way out for labels from 1, where the data call can take it."""
+    if source.name != "file":
+        return ""
+    return "; or read them as class names: `labels = names` in the data call"
+
+
 def _labels(
     y: np.ndarray, dims: tuple[int | str, ...], sizes: dict[str, int], output: str, source: Call
 ) -> np.ndarray:
@@ -143,7 +150,7 @@ def _labels(
             source.span,
             help=f"class ids must start at 0: these labels run from 1 to {classes - 1}, so "
             f"subtract 1 from each and make the last dense layer {classes - 1} wide (ids then "
-            f"run from 0 to {classes - 2})",
+            f"run from 0 to {classes - 2})" + _as_names(source),
         )
     if y.size and y.max() >= classes:
         starts_at_one = y.size and y.min() == 1 and y.max() == classes
@@ -154,6 +161,7 @@ def _labels(
             source.span,
             help="class ids must start at 0: these labels run from 1 to "
             f"{classes}, so subtract 1 from each (ids run from 0 to {classes - 1})"
+            + _as_names(source)
             if starts_at_one
             else f"the model outputs {output}; make its last dense layer "
             f"as wide as the number of classes ({int(y.max()) + 1})",

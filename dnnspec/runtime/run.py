@@ -157,7 +157,7 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
         test_data = data.take(test_index)
     elif isinstance(train.test, str):
-        test_data = _test_file(train, train.test, typed, loss.target, data.labels)
+        test_data = read_like_data(train, train.test, typed, loss.target, data.labels)
     part = data.take(rest)
     kept, held = split_indices(part, validation, split_seed, stratify)
     kept, held = rest[kept], rest[held]
@@ -284,13 +284,20 @@ def compile_spec(spec: Spec) -> Compiled:
     return Compiled(program, None, from_data)
 
 
-def _test_file(
-    train: TrainSpec, path: str, typed: TypedModel, target: str, labels: tuple[str, ...] | None
+def read_like_data(
+    train: TrainSpec,
+    path: str,
+    typed: TypedModel,
+    target: str,
+    labels: tuple[str, ...] | None,
+    span: Span | None = None,
+    what: str = "test file",
 ) -> Dataset:
-    """`test "file.csv"`: read as the spec's data file is (same columns), class names
-    mapped to the training data's ids."""
+    """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
+    (same columns), class names mapped to the training data's ids; errors at `span` (by
+    default the train section)."""
     definition = DATASETS.get("file")
-    span = train.span
+    span = span or train.span
     given: list[tuple[str, Any, Span]] = [("path", path, span)]
     if train.data.name == "file":
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
@@ -301,7 +308,7 @@ def _test_file(
         unknown = sorted(set(loaded.labels) - set(labels))
         if unknown:
             raise error(
-                f"test file '{path}' has class labels the training data lacks: "
+                f"{what} '{path}' has class labels the training data lacks: "
                 f"{', '.join(unknown[:5])}",
                 span,
             )
