@@ -423,3 +423,24 @@ def test_a_weight_beyond_float16_range_is_refused(
     weight.CopyFrom(numpy_helper.from_array(big.astype(np.float32), weight.name))
     with pytest.raises(DiagnosticError, match=f"weight '{weight.name}' holds 1e\\+06"):
         export_module.half_model(model, source.typed)
+
+
+@pytest.mark.parametrize("spec_path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_s_train_step_exports_at_the_oldest_and_newest_opset(
+    spec_path: Path, tmp_path: Path, sources: dict[str, export_module._Source]
+) -> None:
+    """The train and eval steps hold more operators than the model (Pad with axes from
+    Slice's gradient, reductions over computed axes, loops): each is checked at 17 and
+    the newest opset, onnxruntime against onnx.reference."""
+    source = sources.setdefault(spec_path.stem, export_module._from_spec(spec_path))
+    for opset in (MIN_OPSET, newest_opset()):
+        result = export_module._export_train(source, tmp_path / str(opset), opset)
+        assert [c.graph for c in result.checks] == ["train step", "eval step"]
+        step = onnx.load(result.files["train_step"])
+        assert [o.version for o in step.opset_import] == [opset]
+        state = np.load(result.files["state"])
+        assert int(state["step"]) == 0
+        interface = json.loads(result.files["interface"].read_text())
+        carried = [i["name"] for i in interface["inputs"] if i["role"] not in
+                   ("step", "seed", "input", "target")]  # fmt: skip
+        assert sorted(carried) == sorted(k for k in state.files if k != "step")
