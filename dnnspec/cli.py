@@ -59,15 +59,17 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import check_spec
+    from dnnspec.api import check_spec, input_columns
     from dnnspec.check.report import check_json, render_check
 
-    typed = check_spec(_load(args))
+    spec = _load(args)
+    typed = check_spec(spec)
     show_warnings(typed.warnings)
+    columns = input_columns(spec)
     if args.json:
-        print(dumps(check_json(typed)))
+        print(dumps(check_json(typed, columns)))
     else:
-        render_check(typed, console)
+        render_check(typed, console, columns)
     return OK
 
 
@@ -419,18 +421,48 @@ def cmd_plot(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import compile, save
+    from dnnspec.api import compile_details, save
 
-    program = compile(_load(args))
+    compiled = compile_details(_load(args))
+    program = compiled.program
     show_warnings(program.typed.warnings)
     paths = save(program, args.out)
     if args.json:
         payload: dict[str, Any] = {k: str(v) for k, v in paths.items()}
         payload["warnings"] = [d.model_dump(mode="json") for d in program.typed.warnings]
+        payload["read_data"] = compiled.read_data
+        payload["from_data"] = compiled.from_data
         print(dumps(payload))
     else:
         for name, path in paths.items():
             console.print(f"wrote {path} ({name})")
+        if compiled.read_data:
+            console.print(f"read the data: {compiled.read_data}")
+        else:
+            console.print("the data was not read: the spec declares every shape")
+        for what in compiled.from_data:
+            console.print(f"not recorded without the data: {what}")
+    return OK
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import export
+
+    result = export(args.source, args.out, args.opset, args.fp16, args.train)
+    if args.json:
+        print(dumps(result.as_json()))
+        return OK
+    for kind, path in result.files.items():
+        console.print(f"wrote {path} ({kind})")
+    state = "trained" if result.trained else "untrained (initialised)"
+    console.print(f"opset {result.opset}, {result.precision}, {state}")
+    console.print(
+        f"every graph passed onnx.checker (full check) and shape inference at opset {result.opset}"
+    )
+    for check in result.checks:
+        console.print(check.text())
+    for note in result.notes:
+        console.print(f"note: {note}")
     return OK
 
 
@@ -463,15 +495,18 @@ def _jsonable(values: np.ndarray) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import PREDICTION_FORMATS, load, write_predictions
+    from dnnspec.api import PREDICTION_FORMATS, load, proba_table, write_predictions
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     model = load(args.run)
-    pred = model.predict(Path(args.input))
+    pred = model.predict(Path(args.input), drop_target=args.drop_target)
+    header, table = proba_table(model, pred) if args.proba else (None, pred)
     if out is not None:
-        write_predictions(pred, out)
+        if args.proba and out.suffix == ".npy":
+            table = model.probabilities(pred)  # an array holds numbers: the probabilities
+        write_predictions(table, out, header if out.suffix == ".csv" else None)
     if args.json or out is None:
         payload: dict[str, Any] = {"predictions": _jsonable(pred)}
         if model.classes is not None:
@@ -483,6 +518,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
                 payload["labels"] = [
                     None if c is None else model.labels[c] for c in payload["classes"]
                 ]
+        if args.proba:
+            payload["probabilities"] = _jsonable(model.probabilities(pred))
+            if model.classes is not None:
+                payload["class_names"] = model.labels
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
@@ -570,6 +609,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
+    p = sub.add_parser(
+        "export", help="write a run's (or a spec's untrained) model for other runtimes, checked"
+    )
+    p.add_argument("source", help="a run directory, or a .dnn spec (its initialised model)")
+    p.add_argument(
+        "--out", required=True, help="the .onnx file (with --train: a directory) to write"
+    )
+    p.add_argument(
+        "--opset", type=int, help="ONNX opset, 17 to the newest onnxruntime loads (default)"
+    )
+    p.add_argument(
+        "--fp16", action="store_true", help="weights and compute in float16, float32 inputs/outputs"
+    )
+    p.add_argument(
+        "--train", action="store_true", help="export the train and eval steps and their state"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     for name, help in (
         ("eval", "evaluate a trained run on its validation data, or on a data file"),
         ("predict", "run a trained model on inputs from .npy/.npz/.csv"),
@@ -583,6 +639,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
             p.add_argument("--out", help="write predictions to .npy or .csv")
+            p.add_argument(
+                "--proba",
+                action="store_true",
+                help="class name and probabilities: a CSV `class,p_<name>...` with a header",
+            )
+            p.add_argument(
+                "--drop-target",
+                action="store_true",
+                help="the input still holds the target column, as the training CSV did",
+            )
         p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("generate", help="sample text from a model trained on the text dataset")
     p.add_argument("run", help="run directory written by `dnnspec train`")
@@ -607,6 +673,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "plot": cmd_plot,
     "compile": cmd_compile,
+    "export": cmd_export,
     "eval": cmd_eval,
     "predict": cmd_predict,
     "generate": cmd_generate,

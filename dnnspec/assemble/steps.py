@@ -31,9 +31,9 @@ from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, confusion
 from dnnspec.training.optim import OPTIMIZERS
-from dnnspec.training.preprocess import Affine
+from dnnspec.training.preprocess import MATCH, Preprocessing
 from dnnspec.training.regularize import REGULARIZERS
-from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
+from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing, UnknownTiming
 
 STEP, SEED, TARGET, LOSS, OUTPUT = GRAPH_NAMES
 CONFUSION = "eval/confusion"
@@ -79,7 +79,7 @@ class Program:
     metadata: dict[str, str] = field(default_factory=dict)
     buffers: list[Slot] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
-    preprocess: list[Affine] = field(default_factory=list)
+    preprocess: Preprocessing | None = None
     """Fitted input preprocessing: the graphs read transformed data, model.onnx raw data."""
     """Scalars the host sets between epochs (a plateau schedule's factor, 1 at the start),
     carried and checkpointed like state but in no model."""
@@ -246,21 +246,90 @@ def build_train_step(
     fold_gemm_updates(b, scalars["lr"], {s.name: s.spec.shape for s in slots})
     b.prune()
     metadata = model_metadata(typed, train, classes)
+    step_graph = b.model({**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step")
+    interface = train_interface(step_graph, typed, train, slots, buffers, timing)
+    step_graph.metadata_props.add(key=INTERFACE, value=json.dumps(interface))
     return Program(
         typed,
         train,
         classes,
         slots,
         metric_names,
-        train_step=b.model(
-            {**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step"
-        ),
+        train_step=step_graph,
         eval_step=build_eval_step(typed, train, classes, [*slots, *buffers], float_dtype),
         float_dtype=float_dtype,
         metadata=metadata,
         buffers=buffers,
         controls=controls,
     )
+
+
+INTERFACE = "dnnspec.interface"
+"""Train-step metadata: every input and output with its role, and the run's step counts
+(docs/training-graph.md), as JSON for drivers in other languages and runtimes."""
+
+
+def _value_info(info: onnx.ValueInfoProto) -> dict[str, Any]:
+    tensor = info.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+    return {"name": info.name, "dtype": dtype, "shape": shape}
+
+
+def train_interface(
+    model: onnx.ModelProto,
+    typed: TypedModel,
+    train: TrainSpec,
+    slots: list[Slot],
+    buffers: list[Slot],
+    timing: Timing,
+) -> dict[str, Any]:
+    """What a driver needs to run `model` (a train step) outside dnnspec: each input and
+    output with dtype, shape and role; the schedule's step counts (None when the schedule
+    does not use them and the program was compiled without counting the data)."""
+    roles: dict[str, dict[str, Any]] = {STEP: {"role": "step"}, SEED: {"role": "seed"}}
+    roles[LR_FACTOR] = {"role": "control", "initial": 1.0}
+    roles[TARGET] = {"role": "target", "loss": train.loss.name}
+    roles.update({d.name: {"role": "input"} for d in typed.spec.model.inputs})
+    for slot in slots:
+        node = slot.name[: -len(slot.spec.name) - 1]
+        where = {"node": node, "param": slot.spec.name}
+        roles[slot.name] = {"role": "parameter", **where}
+        roles.update({slot.state_name(k): {"role": "optimizer_state", "kind": k, **where}
+                      for k in slot.state})  # fmt: skip
+    for buffer in buffers:
+        node = buffer.name[: -len(buffer.spec.name) - 1]
+        roles[buffer.name] = {"role": "layer_state", "node": node, "param": buffer.spec.name}
+    inputs = [_value_info(i) | roles[i.name] for i in model.graph.input]
+    carried = {i["name"] for i in inputs if i["role"] not in ("step", "seed", "input", "target")}
+    outputs = []
+    for o in model.graph.output:
+        if o.name == LOSS:
+            role: dict[str, Any] = {"role": "loss"}
+        elif o.name.startswith("metric."):
+            definition = METRICS.get(o.name.removeprefix("metric."))
+            role = {"role": "metric", "per": definition.per}
+        elif o.name.endswith(".next") and o.name.removesuffix(".next") in carried:
+            role = {"role": "next", "replaces": o.name.removesuffix(".next")}
+        else:
+            role = {"role": "gradient", "of": o.name.removeprefix("grad.")}
+        outputs.append(_value_info(o) | role)
+    counts: dict[str, int | None] = {"steps_per_epoch": None, "total_steps": None}
+    if not isinstance(timing, UnknownTiming):
+        counts = {"steps_per_epoch": timing.steps_per_epoch, "total_steps": timing.total_steps}
+    opt = OPTIMIZERS.get(train.optimizer.name)
+    return {
+        "inputs": inputs,
+        "outputs": outputs,
+        "step_starts_at": 0,
+        "seed": train.seed,
+        "batch": train.batch,
+        "epochs": train.epochs,
+        **counts,
+        "optimizer": {"name": train.optimizer.name, "state": list(opt.state(train.optimizer.args))},
+        "schedule": train.schedule.name,
+        "loss": {"name": train.loss.name, "target": LOSSES.get(train.loss.name).target},
+    }
 
 
 def build_eval_step(
@@ -292,7 +361,7 @@ def build_inference(
     slots: list[Slot],
     values: dict[str, np.ndarray],
     metadata: dict[str, str],
-    preprocess: list[Affine] | None = None,
+    preprocess: Preprocessing | None = None,
 ) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights (and running statistics) baked in
     as initializers; `slots` are the program's `model_slots()`. The fitted preprocessing
@@ -300,20 +369,36 @@ def build_inference(
     b = GraphBuilder(typed.spec.model.name, "float32")
     b.reserve(OUTPUT)
     params = _add_params(b, slots, as_inputs=False, values=values)
-    inputs = _add_model_inputs(b, typed)
-    if preprocess:
-        name = typed.spec.model.inputs[0].name
-        x = inputs[name]
-        for step in preprocess:
-            shifted = b.op("Sub", [x, b.const(step.shift.astype(np.float32))], hint=step.name)
-            x = b.op("Mul", [shifted, b.const(step.scale.astype(np.float32))], hint=step.name)
-        inputs = {**inputs, name: x}
+    if preprocess is not None:
+        decl = typed.spec.model.inputs[0]
+        raw = b.add_input(decl.name, "float32", [decl.dims[0], preprocess.width])
+        inputs = {decl.name: _preprocess(b, raw, preprocess)}
+    else:
+        inputs = _add_model_inputs(b, typed)
     output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     if output in inputs.values():
         output = b.op("Identity", [output])
     b.rename(output, OUTPUT)
     b.add_output(OUTPUT, "float32", typed.output.dims)
     return b.model(metadata, f"dnnspec model {typed.spec.model.name}")
+
+
+def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:
+    """The fitted steps as nodes: Sub/Mul per scaling step, then the one-hot expansion as
+    one Gather of the raw column each feature reads, |value - category| < 0.5 for the
+    indicators and a Where that keeps the plain columns. Equal-19 and Cast-21 are avoided:
+    onnx2torch lacks them, and these ops run the same in every runtime we test."""
+    for step in prep.scale:
+        shifted = b.op("Sub", [x, b.const(step.shift.astype(np.float32))], hint=step.name)
+        x = b.op("Mul", [shifted, b.const(step.scale.astype(np.float32))], hint=step.name)
+    if not prep.one_hot:
+        return x
+    source, hot, value = prep.expansion()
+    picked = b.op("Gather", [x, b.const(source, "int64")], hint="one_hot", axis=1)
+    distance = b.op("Abs", [b.op("Sub", [picked, b.const(value.astype(np.float32))])])
+    near = b.op("Less", [distance, b.const(np.float32(MATCH))], hint="one_hot")
+    indicator = b.op("Where", [near, b.const(np.float32(1)), b.const(np.float32(0))])
+    return b.op("Where", [b.const(hot, "bool"), indicator, picked], hint="one_hot")
 
 
 def _without_locations(value: Any) -> Any:

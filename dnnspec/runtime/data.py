@@ -6,6 +6,8 @@ spec line that declares what was expected, before any training step runs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from dnnspec.check.shapes import TypedModel
@@ -103,6 +105,13 @@ def _where(y: np.ndarray, flat: int) -> str:
     return f"sample {int(index[0])}" + (f", position {rest}" if rest else "")
 
 
+def _as_names(source: Call) -> str:
+    """The other way out for labels from 1, where the data call can take it."""
+    if source.name != "file":
+        return ""
+    return "; or read them as class names: `labels = names` in the data call"
+
+
 def _labels(
     y: np.ndarray, dims: tuple[int | str, ...], sizes: dict[str, int], output: str, source: Call
 ) -> np.ndarray:
@@ -133,6 +142,16 @@ def _labels(
             source.span,
             help=f"class ids run from 0 to {classes - 1}",
         )
+    if y.size and y.min() == 1 and y.max() == classes - 1 and classes > 2:
+        # labels 1..C on an output of C + 1: training would learn a class 0 nothing has
+        raise error(
+            f"no sample has class 0: the labels run from 1 to {classes - 1}, and the model's "
+            f"output {output} has a class 0 that nothing would ever be labelled",
+            source.span,
+            help=f"class ids must start at 0: these labels run from 1 to {classes - 1}, so "
+            f"subtract 1 from each and make the last dense layer {classes - 1} wide (ids then "
+            f"run from 0 to {classes - 2})" + _as_names(source),
+        )
     if y.size and y.max() >= classes:
         starts_at_one = y.size and y.min() == 1 and y.max() == classes
         raise error(
@@ -142,6 +161,7 @@ def _labels(
             source.span,
             help="class ids must start at 0: these labels run from 1 to "
             f"{classes}, so subtract 1 from each (ids run from 0 to {classes - 1})"
+            + _as_names(source)
             if starts_at_one
             else f"the model outputs {output}; make its last dense layer "
             f"as wide as the number of classes ({int(y.max()) + 1})",
@@ -171,9 +191,10 @@ def _check_ids(x: np.ndarray, name: str, typed: TypedModel, source: Call) -> Non
 
 
 def conform(
-    data: Dataset, typed: TypedModel, target: str, source: Call
+    data: Dataset, typed: TypedModel, target: str, source: Call, input_shape: bool = True
 ) -> tuple[Dataset, int | None]:
-    """Cast and check `data` for the model; returns it and the number of classes (if any)."""
+    """Cast and check `data` for the model; returns it and the number of classes (if any).
+    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them)."""
     inputs = typed.spec.model.inputs
     where = Note(message=f"the data comes from {source.name}(...) here", span=source.span)
     if len(inputs) != 1:
@@ -200,7 +221,7 @@ def conform(
         )
     got = (("N",) + x.shape[1:]) if x.ndim else ()
     sizes: dict[str, int] = {}
-    if not fits_shape(decl.dims, x.shape, sizes):
+    if not fits_shape(decl.dims, x.shape, sizes) and (input_shape or x.ndim != 2):
         raise error(
             f"input '{decl.name}' is declared {_shape(decl.dims)} but the data has "
             f"shape {_shape(got)} ({x.shape[0] if x.ndim else 0} samples)",
@@ -228,7 +249,7 @@ def conform(
                 help=f"make the model's last dense layer {len(data.labels)} wide",
             )
         labels = _labels(y, out.dims, sizes, str(out), source)
-        return Dataset(x, labels, data.vocab, data.labels), classes
+        return replace(data, x=x, y=labels), classes
     if data.labels is not None:
         raise error(
             f"the targets are words ({', '.join(data.labels[:3])}, ...), but this loss "
@@ -257,4 +278,4 @@ def conform(
                 source.span,
                 help="binary_cross_entropy reads one 0/1 target per output unit",
             )
-    return Dataset(x, _check_float32(y, "targets", source), data.vocab), None
+    return replace(data, x=x, y=_check_float32(y, "targets", source), labels=None), None

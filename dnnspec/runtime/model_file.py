@@ -49,6 +49,8 @@ class ModelFile:
     """What each token id means, for a model trained on text (`dnnspec generate`)."""
     context: int = 0
     """The sequence length the model was trained on (0: not a text model)."""
+    expects: dict[str, Any] | None = None
+    """`dnnspec.expects`: the raw columns, their preprocessing, classes, the training CSV."""
 
     def weights(self) -> dict[str, np.ndarray]:
         return {t.name: numpy_helper.to_array(t) for t in self.proto.graph.initializer}
@@ -133,6 +135,51 @@ def _check_initializers(path: Path, graph: onnx.GraphProto) -> None:
             )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expects(path: Path, meta: dict[str, str], info: InputInfo) -> dict[str, Any] | None:
+    """The column description predict relies on, checked for the types it reads."""
+    if "dnnspec.expects" not in meta:
+        return None
+    expected = _meta_json(path, meta, "dnnspec.expects")
+    bad = _bad(path, "its metadata 'dnnspec.expects' is malformed")
+    if not isinstance(expected, dict) or not isinstance(expected.get("columns"), list):
+        raise bad
+    columns = expected["columns"]
+    if len(info.shape) != 2 or (_is_int(info.shape[1]) and len(columns) != info.shape[1]):
+        raise bad
+    for column in columns:
+        if not isinstance(column, dict) or not isinstance(column.get("steps"), list):
+            raise bad
+        if column.get("name") is not None and not isinstance(column["name"], str):
+            raise bad
+        for step in column["steps"]:
+            if not isinstance(step, dict):
+                raise bad
+            if step.get("step") == "one_hot" and not (
+                isinstance(step.get("categories"), list)
+                and all(isinstance(c, str) for c in step["categories"])
+            ):
+                raise bad
+    csv = expected.get("csv")
+    if csv is not None:
+        if not isinstance(csv, dict) or not all(_is_int(csv.get(k)) for k in ("width", "target")):
+            raise bad
+        features = csv.get("features")
+        if (
+            not isinstance(features, list)
+            or len(features) != len(columns)
+            or not all(_is_int(f) and 0 <= f < csv["width"] for f in features)
+            or not 0 <= csv["target"] < csv["width"]
+        ):
+            raise bad
+        if csv.get("target_name") is not None and not isinstance(csv["target_name"], str):
+            raise bad
+    return expected
+
+
 def read_model(path: Path) -> ModelFile:
     """model.onnx from a run directory, checked from its bytes to its metadata."""
     data = read_bytes(path, "model", MAX_MODEL_BYTES)
@@ -169,4 +216,13 @@ def read_model(path: Path) -> ModelFile:
     context = meta.get("dnnspec.context", "0")
     if not context.isdigit():
         raise _bad(path, "its metadata 'dnnspec.context' is not a length")
-    return ModelFile(path, proto, info, classes, meta.get("dnnspec.spec_hash"), vocab, int(context))
+    return ModelFile(
+        path,
+        proto,
+        info,
+        classes,
+        meta.get("dnnspec.spec_hash"),
+        vocab,
+        int(context),
+        _expects(path, meta, info),
+    )

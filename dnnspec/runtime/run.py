@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -25,7 +25,7 @@ import onnx
 from dnnspec.assemble.steps import Program, build_inference, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
 from dnnspec.data.datasets import DATASETS, Dataset, split_indices
-from dnnspec.errors import Diagnostic, DiagnosticError, Span, error
+from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, error
 from dnnspec.files import (
     DirectoryLock,
     finite_json,
@@ -40,6 +40,7 @@ from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.resolve import pin_paths, write_lock
 from dnnspec.runtime import checkpoint, interrupts
 from dnnspec.runtime.cadence import Cadence
+from dnnspec.runtime.columns import check_width, encoded_columns, expects, fit_preprocess, transform
 from dnnspec.runtime.data import conform
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
@@ -47,8 +48,15 @@ from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.early_stop import EarlyStop
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
-from dnnspec.training.preprocess import PREPROCESS, Affine
-from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau, Timing
+from dnnspec.training.preprocess import Preprocessing
+from dnnspec.training.schedules import (
+    LR_FACTOR,
+    SCHEDULES,
+    NeedsSamples,
+    Plateau,
+    Timing,
+    UnknownTiming,
+)
 
 
 class Reporter(Protocol):
@@ -110,23 +118,32 @@ class RunResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
-    """Check the spec, load and validate its data, and assemble its graphs."""
-    if spec.train is None:
-        raise error(
-            f"spec '{spec.source}' has no train section",
-            spec.model.span,
-            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
-        )
-    if epochs is not None and epochs < 1:
-        raise error(f"--epochs must be at least 1, got {epochs}")
-    train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
-    typed = check_spec(spec)
+@dataclass
+class Parts:
+    """A spec's data as the graphs read it: split, with the preprocessing fitted on the
+    training part and applied to every part."""
+
+    data: Dataset
+    """All the samples as loaded and checked, before the split and preprocessing."""
+    classes: int | None
+    train_data: Dataset
+    val_data: Dataset
+    test_data: Dataset | None
+    kept: np.ndarray
+    held: np.ndarray
+    steps: Preprocessing | None
+    expected: dict[str, Any] | None
+    """`dnnspec.expects` for model.onnx (see runtime/columns.py)."""
+
+
+def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
+    """Load, check and split the data, and fit the preprocessing on the training part."""
     loss = LOSSES.get(train.loss.name)
     dataset = DATASETS.get(train.data.name)
-    data, classes = conform(
-        dataset.load(train.data.args, train.seed, train.data.span), typed, loss.target, train.data
-    )
+    loaded = dataset.load(train.data.args, train.seed, train.data.span)
+    encoded = encoded_columns(train, loaded)
+    # with one_hot the declared input is the encoded width, checked once it is fitted
+    data, classes = conform(loaded, typed, loss.target, train.data, input_shape=not encoded)
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0
     split_seed, stratify = train.seed, loss.target == "class"
@@ -140,23 +157,54 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
         test_data = data.take(test_index)
     elif isinstance(train.test, str):
-        test_data = _test_file(train, train.test, typed, loss.target, data.labels)
+        test_data = read_like_data(train, train.test, typed, loss.target, data.labels)
     part = data.take(rest)
     kept, held = split_indices(part, validation, split_seed, stratify)
     kept, held = rest[kept], rest[held]
     train_data, val_data = data.take(kept), data.take(held)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
-    steps = fit_preprocess(train, typed, train_data.x)
-    if steps:
+    steps = fit_preprocess(train, typed, train_data)
+    if steps is not None and steps.one_hot:
+        check_width(steps, typed, len(train_data), train.data.span)
+        if test_data is not None and test_data.x.shape[1] != steps.width:
+            raise error(
+                f"the test data has {test_data.x.shape[1]} feature columns, the training "
+                f"data {steps.width}",
+                train.span,
+            )
+    expected = expects(typed, train_data, steps, list(data.labels) if data.labels else None)
+    if steps is not None:
         train_data, val_data = transform(train_data, steps), transform(val_data, steps)
         test_data = None if test_data is None else transform(test_data, steps)
+    return Parts(data, classes, train_data, val_data, test_data, kept, held, steps, expected)
+
+
+def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
+    """Check the spec, load and validate its data, and assemble its graphs."""
+    if spec.train is None:
+        raise error(
+            f"spec '{spec.source}' has no train section",
+            spec.model.span,
+            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
+        )
+    if epochs is not None and epochs < 1:
+        raise error(f"--epochs must be at least 1, got {epochs}")
+    train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
+    typed = check_spec(spec)
+    parts = load_parts(train, typed)
+    data, classes, steps, expected = parts.data, parts.classes, parts.steps, parts.expected
+    train_data, val_data, test_data = parts.train_data, parts.val_data, parts.test_data
     steps_per_epoch = math.ceil(len(train_data) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
     program = build_train_step(typed, train, classes, timing)
     program.preprocess = steps
-    if steps:
-        program.metadata["dnnspec.preprocess"] = json.dumps([st.to_json() for st in steps])
+    if steps is not None:
+        program.metadata["dnnspec.preprocess"] = json.dumps(steps.to_json())
+        if steps.one_hot:  # model.onnx takes the raw columns, narrower than the network's
+            inputs = json.loads(program.metadata["dnnspec.inputs"])
+            inputs[0]["shape"] = [inputs[0]["shape"][0], steps.width]
+            program.metadata["dnnspec.inputs"] = json.dumps(inputs)
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
     if data.vocab:
@@ -166,64 +214,90 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         program.metadata["dnnspec.context"] = str(data.x.shape[1])
         if classes == len(data.vocab):
             program.metadata["dnnspec.class_labels"] = json.dumps(list(data.vocab))
-    return Prepared(spec, train, typed, train_data, val_data, program, kept, held, test_data)
+    if expected is not None:
+        if expected["classes"] is None and "dnnspec.class_labels" in program.metadata:
+            expected["classes"] = json.loads(program.metadata["dnnspec.class_labels"])
+        program.metadata["dnnspec.expects"] = json.dumps(expected)
+    return Prepared(
+        spec, train, typed, train_data, val_data, program, parts.kept, parts.held, test_data
+    )
 
 
-def fit_preprocess(train: TrainSpec, typed: TypedModel, x: np.ndarray) -> list[Affine]:
-    """Fit each declared step on the training split, in order (a step sees the output of
-    the steps before it)."""
-    steps: list[Affine] = []
-    if not train.preprocess:
-        return steps
-    decl = typed.spec.model.inputs[0]
-    if x.ndim != 2 or x.dtype.kind != "f":
+@dataclass
+class Compiled:
+    """A spec's program assembled for `compile`/`export`: from its declarations alone
+    where they suffice. `read_data` says why the data had to be read (None: it was not);
+    `from_data` lists what only the data tells and the program therefore lacks."""
+
+    program: Program
+    read_data: str | None
+    from_data: list[str] = field(default_factory=list)
+    prepared: Prepared | None = None
+
+
+def compile_spec(spec: Spec) -> Compiled:
+    """The graphs of `spec` without loading its data when the spec declares every shape
+    (the model's inputs and output fix them, and the number of classes is the output's
+    width). The data is read only when the graphs depend on it: fitted preprocessing
+    (its shift and scale are constants of model.onnx) or a schedule measured in epochs or
+    spanning the run (its step counts are constants of the train step)."""
+    if spec.train is None:
         raise error(
-            f"preprocessing scales float features [N, F], but input '{decl.name}' is "
-            f"{decl.dtype}[{', '.join(map(str, decl.dims))}]",
-            train.preprocess[0].span,
+            f"spec '{spec.source}' has no train section",
+            spec.model.span,
+            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
         )
-    current = x.astype(np.float64)
-    for call in train.preprocess:
-        chosen = call.args["columns"]
-        assert isinstance(chosen, list)
-        columns = [int(c) for c in chosen if isinstance(c, int)] or list(range(x.shape[1]))
-        bad = [c for c in columns if not 0 <= c < x.shape[1]]
-        if bad:
-            raise error(
-                f"{call.name}: column {bad[0]} is outside the {x.shape[1]} features "
-                f"(0..{x.shape[1] - 1})",
-                call.span,
+    train = spec.train
+    typed = check_spec(spec)
+    loss = LOSSES.get(train.loss.name)
+    classes = int(typed.output.dims[-1]) if loss.target == "class" else None
+    reason = None
+    if train.preprocess:
+        reason = f"its preprocessing ({train.preprocess[0].name}) is fitted on the training data"
+    else:
+        try:
+            program = build_train_step(typed, train, classes, UnknownTiming(0, 0))
+        except NeedsSamples:
+            reason = (
+                f"the schedule `{train.schedule.name}` is measured in epochs or over the "
+                "whole run, so its step counts depend on the number of training samples"
             )
-        fitted = PREPROCESS.get(call.name).fit(current[:, columns])
-        if isinstance(fitted, str):
-            raise error(
-                f"{call.name}: {fitted}, so it cannot be scaled",
-                call.span,
-                help="drop the column, or leave it out with columns = [...]",
-            )
-        shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-        shift[columns], scale[columns] = fitted
-        step = Affine(call.name, shift, scale)
-        current = step.apply(current)
-        steps.append(step)
-    return steps
+    if reason is not None:
+        try:
+            prep = prepare(spec)
+        except DiagnosticError as exc:
+            why = Note(message=f"the data is read because {reason}", span=train.data.span)
+            first = exc.diagnostics[0]
+            raise DiagnosticError(
+                [first.model_copy(update={"notes": (*first.notes, why)}), *exc.diagnostics[1:]],
+                exc.sources,
+            ) from None
+        return Compiled(prep.program, reason, prepared=prep)
+    from_data = []
+    if classes is not None:
+        from_data.append(
+            "class names (model.onnx names the classes 0.."
+            f"{classes - 1}; `dnnspec train` records the data's names)"
+        )
+    if any(n.layer == "embedding" for n in spec.model.nodes):
+        from_data.append("the vocabulary of text data (recorded by `dnnspec train`)")
+    return Compiled(program, None, from_data)
 
 
-def transform(data: Dataset, steps: list[Affine]) -> Dataset:
-    """`data` with the fitted preprocessing applied to its inputs."""
-    x = data.x
-    for step in steps:
-        x = step.apply(x)
-    return Dataset(x, data.y, data.vocab, data.labels)
-
-
-def _test_file(
-    train: TrainSpec, path: str, typed: TypedModel, target: str, labels: tuple[str, ...] | None
+def read_like_data(
+    train: TrainSpec,
+    path: str,
+    typed: TypedModel,
+    target: str,
+    labels: tuple[str, ...] | None,
+    span: Span | None = None,
+    what: str = "test file",
 ) -> Dataset:
-    """`test "file.csv"`: read as the spec's data file is (same columns), class names
-    mapped to the training data's ids."""
+    """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
+    (same columns), class names mapped to the training data's ids; errors at `span` (by
+    default the train section)."""
     definition = DATASETS.get("file")
-    span = train.span
+    span = span or train.span
     given: list[tuple[str, Any, Span]] = [("path", path, span)]
     if train.data.name == "file":
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
@@ -234,13 +308,14 @@ def _test_file(
         unknown = sorted(set(loaded.labels) - set(labels))
         if unknown:
             raise error(
-                f"test file '{path}' has class labels the training data lacks: "
+                f"{what} '{path}' has class labels the training data lacks: "
                 f"{', '.join(unknown[:5])}",
                 span,
             )
         ids = np.array([labels.index(name) for name in loaded.labels], np.int64)
-        loaded = Dataset(loaded.x, ids[loaded.y], labels=labels)
-    test, _ = conform(loaded, typed, target, source)
+        loaded = replace(loaded, y=ids[loaded.y], labels=labels)
+    encoded = encoded_columns(train, loaded)
+    test, _ = conform(loaded, typed, target, source, input_shape=not encoded)
     return test
 
 
