@@ -1,21 +1,30 @@
 """Run every example spec's graphs in every installed ONNX runtime and compare them.
 
-For each spec: `model.onnx` on a random batch, then one train step and a chain of train
-steps (each step's `.next` outputs fed back as the next step's inputs, `step` counting up,
-dropout on, each step the next rows of the spec's own training data, in batches of the
-spec's size and of half that plus one by turns, so each runtime must run the symbolic batch
-at more than one size), in onnxruntime (the baseline),
-onnx.reference, OpenVINO, tract and onnx2torch, whichever are installed. Prints a table of
-the largest difference from onnxruntime per graph (relative to the value's magnitude where
-that exceeds 1) and exits 1 when a runtime disagrees beyond the tolerance, fails or does
-not finish in time.
+Per spec, assembled as `dnnspec train` assembles it and fed the spec's own training data
+(batches of the spec's size and of half that plus one by turns, so each runtime runs the
+symbolic batch at two sizes; dropout on), in onnxruntime (the baseline), onnx.reference,
+OpenVINO, tract and onnx2torch, whichever are installed. Four rows:
 
-Every runtime runs in its own child process with a deadline per cell: a runtime that hangs
-is killed and its cell reads "timeout after Ns" (OpenVINO also takes over SIGINT once it
-has compiled a model, which must not leak into the caller).
+- `model.onnx` on one batch;
+- `train step x1`: the first train step from the initial state;
+- `train xN, each from onnxruntime's state`: every one of N steps run from onnxruntime's
+  state before it, the largest difference of any (the step counter, schedule, dropout
+  masks and batch sizes of N steps, without compounding);
+- `train xN chained`: each step fed the runtime's own `.next` outputs, the last compared.
 
-    python tools/portability.py [SPEC ...] [--runtime NAME ...] [--steps 50]
-                                [--timeout 120] [--markdown | --json]
+Training can amplify rounding (chained Adam steps; a max-pool gradient split between
+near-tied elements): each of the last two rows names onnxruntime's own "1-ulp spread",
+how far its result moves when the state it starts from is nudged by one float32 ulp, and
+allows ten times that spread where that exceeds the tolerance.
+
+Differences are the largest over all outputs, relative to a value's magnitude where that
+exceeds 1; a runtime fails a cell beyond the tolerance (1e-4), on an error, or when it does
+not finish in time: every runtime runs in its own child process with a deadline per cell
+and is killed past it ("timeout after Ns"). The children also keep OpenVINO's takeover of
+SIGINT (once it has compiled a model) away from the caller. Exits 1 when any cell fails.
+
+    python tools/portability.py [SPEC.dnn ...] [--spec NAME ...] [--runtime NAME ...]
+                                [--steps 50] [--timeout 120] [--markdown | --json]
 """
 
 from __future__ import annotations
@@ -43,10 +52,10 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4
 MODEL, STEP1, EACH, CHAINED = "model.onnx", "train step x1", "train steps, each", "chained"
-SPREAD = "spread"
+SPREAD, EACH_SPREAD = "spread", "each spread"
 """Row keys: the model, the first step, the largest difference of each step run from
-onnxruntime's state, the last of the chained steps; SPREAD is onnxruntime's own chain
-from a state one float32 ulp away."""
+onnxruntime's state, the last of the chained steps; SPREAD and EACH_SPREAD are
+onnxruntime's own chain and steps from states one float32 ulp away."""
 CHAOS = 10.0
 """The chained steps may differ by this many times onnxruntime's own 1-ulp spread."""
 
@@ -68,9 +77,13 @@ def _onnxruntime(model: onnx.ModelProto) -> Runner:
 
 
 def _reference(model: onnx.ModelProto) -> Runner:
+    """With dnnspec's vectorised ConvTranspose: onnx.reference's own scatters pixel by
+    pixel in Python (minutes per CNN train step)."""
     from onnx.reference import ReferenceEvaluator
 
-    evaluator = ReferenceEvaluator(model)
+    from dnnspec.tools.reference import ConvTranspose
+
+    evaluator = ReferenceEvaluator(model, new_ops=[ConvTranspose])
     names = [o.name for o in model.graph.output]
     return lambda feeds: dict(zip(names, evaluator.run(None, feeds), strict=True))
 
@@ -115,10 +128,14 @@ def _tract(model: onnx.ModelProto) -> Runner:
 
 
 def _onnx2torch(model: onnx.ModelProto) -> Runner:
+    """At opset 17 (as `dnnspec export --opset 17` writes it): onnx2torch 1.5 converts
+    no Reshape, Shape or Transpose of opset 21."""
     import torch
     from onnx2torch import convert
 
-    module = convert(model)
+    from dnnspec.tools.opset import convert as at_opset
+
+    module = convert(at_opset(model, 17))
     order = _feed_order(model)
     names = [o.name for o in model.graph.output]
 
@@ -241,13 +258,15 @@ def _step_outputs(where: Path, i: int) -> Feeds:
     return _load(where / f"onnxruntime.step{i}.npz")
 
 
-def run_case(runtime: str, where: Path, graph: str) -> Iterator[tuple[str, Feeds | float]]:
+def run_case(
+    runtime: str, where: Path, graph: str
+) -> Iterator[tuple[str, Feeds | tuple[float, str | None]]]:
     """(row, outputs to compare with onnxruntime's, or the difference already taken).
 
     `model`: the model's outputs. `train`: the first step, then the last of the chained
-    steps; then, for onnxruntime, the same chain from a state one float32 ulp away (how
-    far rounding alone carries the chain), and for the others the largest difference of
-    any step run from onnxruntime's own state before it (saved by onnxruntime's run)."""
+    steps; then the largest difference of any step run from onnxruntime's own state
+    before it (saved by onnxruntime's run). onnxruntime itself runs its chain and its
+    steps from states one float32 ulp away instead: how far rounding alone moves them."""
     load = RUNTIMES[runtime][1]
     if graph == "model":
         run = load(onnx.load(where / "model.onnx"))
@@ -274,22 +293,27 @@ def run_case(runtime: str, where: Path, graph: str) -> Iterator[tuple[str, Feeds
             yield STEP1, out
         if i == steps - 1:
             yield CHAINED, out
-    if baseline:
-        nudged = {
-            k: np.nextafter(v, np.float32(np.inf)) if k in carried else v
-            for k, v in initial.items()
+
+    def nudge(feeds: Feeds) -> Feeds:
+        return {
+            k: np.nextafter(v, np.float32(np.inf)) if k in carried else v for k, v in feeds.items()
         }
-        for i, out in enumerate(chain(nudged, record=False)):
+
+    if baseline:
+        for i, out in enumerate(chain(nudge(initial), record=False)):
             if i == steps - 1:
                 yield SPREAD, out
-        return
-    worst = 0.0
+    worst: tuple[float, str | None] = (0.0, None)
     for i in range(steps):
         before = _step_outputs(where, i - 1) if i else {}
         feeds = {**initial, **{n: before[u] for n, u in carried.items() if before}}
+        if baseline:
+            feeds = nudge(feeds)
         out = run({**feeds, **_load(where / f"batch{i}.npz")})
-        worst = max(worst, _diff(out, _step_outputs(where, i))[0])
-    yield EACH, worst
+        diff, name = _diff(out, _step_outputs(where, i))
+        if diff > worst[0]:
+            worst = (diff, f"{name} of step {i + 1}")
+    yield (EACH_SPREAD if baseline else EACH), worst
 
 
 def child(runtime: str, where: Path, graph: str) -> None:
@@ -299,8 +323,8 @@ def child(runtime: str, where: Path, graph: str) -> None:
     try:
         for index, (name, result) in enumerate(run_case(runtime, where, graph)):
             report: dict[str, Any] = {"graph": name, "index": index}
-            if isinstance(result, float):
-                report["diff"] = result
+            if isinstance(result, tuple):
+                report["diff"], report["worst"] = result
             else:
                 _save(where / f"{runtime}.{graph}.{index}.npz", result)
             report["seconds"] = time.perf_counter() - started
@@ -382,7 +406,7 @@ def _cells(
                 break
             cell = Cell(seconds=float(report["seconds"]))
             if "diff" in report:
-                cell.diff = float(report["diff"])
+                cell.diff, cell.worst = float(report["diff"]), report["worst"]
                 results[name] = (cell, None)
             else:
                 results[name] = (cell, _load(where / f"{runtime}.{graph}.{report['index']}.npz"))
@@ -396,10 +420,10 @@ def _cells(
 
 
 def _label(key: str, steps: int, spread: float | None) -> str:
+    shown = "?" if spread is None else f"{spread:.1e}"
     if key == EACH:
-        return f"train x{steps}, each from onnxruntime's state"
+        return f"train x{steps}, each from onnxruntime's state (1-ulp spread {shown})"
     if key == CHAINED:
-        shown = "?" if spread is None else f"{spread:.1e}"
         return f"train x{steps} chained (1-ulp spread {shown})"
     return key
 
@@ -411,13 +435,20 @@ def check_spec_file(path: Path, runtimes: Sequence[str], steps: int, timeout: fl
         where = Path(tmp)
         write_case(path, steps, where)
         model = _cells("onnxruntime", where, "model", [MODEL], timeout)
-        train = _cells("onnxruntime", where, "train", [STEP1, CHAINED, SPREAD], timeout)
+        train = _cells(
+            "onnxruntime", where, "train", [STEP1, CHAINED, SPREAD, EACH_SPREAD], timeout
+        )
         base = {**model, **train}
         spread = None
         nudged, chained = train[SPREAD][1], train[CHAINED][1]
         if nudged is not None and chained is not None:
             spread = _diff(nudged, chained)[0]
-        rows = {k: Row(path.stem, _label(k, steps, spread)) for k in [MODEL, STEP1, EACH, CHAINED]}
+        each_spread = train[EACH_SPREAD][0].diff
+        spreads = {EACH: each_spread, CHAINED: spread}
+        rows = {
+            k: Row(path.stem, _label(k, steps, spreads.get(k)))
+            for k in [MODEL, STEP1, EACH, CHAINED]
+        }
         for runtime in others:
             found = {
                 **_cells(runtime, where, "model", [MODEL], timeout),
@@ -432,8 +463,9 @@ def check_spec_file(path: Path, runtimes: Sequence[str], steps: int, timeout: fl
                         cell.diff, cell.worst = _diff(outputs, want[1])
                     except ValueError as error:
                         cell.error = _short(error)
-                if key == CHAINED and spread is not None:
-                    cell.tolerance = max(TOLERANCE, CHAOS * spread)
+                allowed = spreads.get(key)
+                if allowed is not None:
+                    cell.tolerance = max(TOLERANCE, CHAOS * allowed)
                 rows[key].cells[runtime] = cell
     return list(rows.values())
 
@@ -464,7 +496,13 @@ def summary(rows: Sequence[Row], runtimes: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("specs", nargs="*", type=Path, help="default: every spec in specs/")
+    parser.add_argument("specs", nargs="*", type=Path, help="spec files; default: every example")
+    parser.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        help="an example by name (digits_mlp) or a file; repeatable",
+    )
     parser.add_argument(
         "--runtime",
         action="append",
@@ -491,7 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         parser.error(f"not installed: {', '.join(missing)}")
     runtimes = ["onnxruntime", *(r for r in args.runtime or available if r != "onnxruntime")]
-    specs = args.specs or sorted((ROOT / "specs").glob("*.dnn"))
+    named = [Path(s) if s.endswith(".dnn") else ROOT / "specs" / f"{s}.dnn" for s in args.spec]
+    specs = [*args.specs, *named] or sorted((ROOT / "specs").glob("*.dnn"))
+    unknown = [str(p) for p in specs if not p.is_file()]
+    if unknown:
+        parser.error(f"no such spec: {', '.join(unknown)}")
     rows = [
         row for path in specs for row in check_spec_file(path, runtimes, args.steps, args.timeout)
     ]
