@@ -232,7 +232,6 @@ class Compiled:
     program: Program
     read_data: str | None
     from_data: list[str] = field(default_factory=list)
-    prepared: Prepared | None = None
 
 
 def compile_spec(spec: Spec) -> Compiled:
@@ -272,7 +271,7 @@ def compile_spec(spec: Spec) -> Compiled:
                 [first.model_copy(update={"notes": (*first.notes, why)}), *exc.diagnostics[1:]],
                 exc.sources,
             ) from None
-        return Compiled(prep.program, reason, prepared=prep)
+        return Compiled(prep.program, reason)
     from_data = []
     if classes is not None:
         from_data.append(
