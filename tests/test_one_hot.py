@@ -317,3 +317,14 @@ def test_an_npz_column_of_codes_is_one_hot_by_index(tmp_path: Path) -> None:
     spec.write_text(spec.read_text().replace("columns = [0]", 'columns = ["code"]'))
     with pytest.raises(DiagnosticError, match="the data has no column names"):
         prepare(api.load_spec(spec))
+
+
+def test_an_empty_cell_in_a_column_of_words_is_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    cells = lines[5].split(",")
+    lines[5] = ",".join([cells[0], "", *cells[2:]])
+    path.write_text("\n".join(lines) + "\n")
+    diagnostic = _error(tmp_path)
+    assert "line 6, column 2 (color) is empty" in diagnostic.message
+    assert diagnostic.span is not None and diagnostic.span.line == 7
