@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Call, Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.data import conform, fits_shape, from_text
+from dnnspec.runtime.data import fits_shape, from_text
 from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.run import (
@@ -42,6 +43,7 @@ from dnnspec.runtime.run import (
     export_model,
     new_run_dir,
     prepare,
+    read_file_data,
     run_training,
     transform,
     write_graphs,
@@ -51,7 +53,6 @@ from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
 from dnnspec.tools.plot import can_plot, plot_runs
-from dnnspec.training.losses import LOSSES
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
@@ -237,7 +238,25 @@ class Model:
         """Model outputs for a batch, given as an array or an .npy, .npz (array `x`) or .csv
         file; shapes and dtypes are checked against the spec: an array of another dtype is
         refused (casting float64 or int64 data silently can change it), while CSV text is
-        read as the declared dtype."""
+        read as the declared dtype. A model with named outputs answers `predict_outputs`."""
+        if self.file.named:
+            names = ", ".join(o.name for o in self.file.outputs)
+            raise error(
+                f"the model in '{self.run_dir}' has named outputs ({names})",
+                help="call predict_outputs(x), which returns each output by name",
+            )
+        output: np.ndarray = self.session.run([OUTPUT], {self.file.input.name: self._x(x)})[0]
+        return output
+
+    def predict_outputs(self, x: np.ndarray | str | Path) -> dict[str, np.ndarray]:
+        """Every output of the model for a batch (read as `predict` reads it), by name:
+        `output` for a model without named outputs."""
+        names = [o.name for o in self.file.outputs]
+        values = self.session.run(names, {self.file.input.name: self._x(x)})
+        return dict(zip(names, values, strict=True))
+
+    def _x(self, x: np.ndarray | str | Path) -> np.ndarray:
+        """A batch of inputs read and checked against the model's declared input."""
         decl = self.file.input
         if isinstance(x, str | Path):
             path = Path(x)
@@ -266,8 +285,7 @@ class Model:
                     f"{decl.vocab} (0..{decl.vocab - 1})",
                     help="token ids are those the model was trained with, counted from 0",
                 )
-        output: np.ndarray = self.session.run([OUTPUT], {decl.name: x})[0]
-        return output
+        return x
 
     def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
         """`tokens` characters sampled after `prompt` from a model trained on text (the
@@ -316,9 +334,7 @@ class Model:
             params[slot.name] = weight
         if data is not None:
             source = _file_call(Path(data))
-            loaded = DATASETS.get("file").load(source.args, prep.train.seed, source.span)
-            target = LOSSES.get(prep.train.loss.name).target
-            held_out, _ = conform(loaded, prep.typed, target, source)
+            held_out = read_file_data(prep.train, prep.typed, source, prep.train_data)
             held_out = transform(held_out, prep.program.preprocess)
         elif len(prep.val_data):
             held_out = prep.val_data
@@ -330,8 +346,8 @@ class Model:
             )
         stats = trainer.evaluate_stats(held_out, spec.model.inputs[0].name, params=params)
         result: dict[str, Any] = stats.result()
-        if stats.confusion is not None:
-            result["confusion"] = stats.confusion.tolist()
+        for output, counts in stats.confusions.items():
+            result[f"{output}_confusion" if output else "confusion"] = counts.tolist()
         return result
 
 
@@ -363,6 +379,50 @@ def write_predictions(predictions: np.ndarray, out: str | Path) -> Path:
 
 
 PREDICTION_FORMATS = (".npy", ".csv")
+OUTPUTS_FORMATS = (".npz", ".csv")
+"""How the predictions of a model with named outputs are written."""
+
+
+def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz of `arrays` by name (`np.savez(f, **arrays)` would take an output named
+    `file` for its own argument)."""
+    with zipfile.ZipFile(f, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def write_output_predictions(predictions: dict[str, np.ndarray], out: str | Path) -> Path:
+    """Every named output's predictions: an .npz with one array per output name, or a CSV
+    with one row per sample whose header names each column `<output>_<i>` (the columns of
+    each output flattened in order), written atomically."""
+    out = Path(out)
+    if out.suffix not in OUTPUTS_FORMATS:
+        raise error(
+            f"--out '{out}': the predictions of a model with named outputs are written as "
+            ".npz (one array per output) or .csv"
+        )
+    if out.suffix == ".npz":
+        write_with(out, lambda f: _write_npz(f, predictions), f"predictions '{out}'")
+        return out
+    deep = [k for k, v in predictions.items() if v.ndim > 2]
+    if deep:
+        raise error(
+            f"output '{deep[0]}' has shape {list(predictions[deep[0]].shape)}: a CSV holds "
+            "one row per sample, so only outputs of rank 1 or 2",
+            help="write them as .npz instead",
+        )
+    blocks = [v.reshape(len(v), -1) for v in predictions.values()]
+    header = [
+        f"{k}_{i}" for k, b in zip(predictions, blocks, strict=True) for i in range(b.shape[1])
+    ]
+    rows = np.concatenate(blocks, axis=1)
+    write_with(
+        out,
+        lambda f: np.savetxt(f, rows, delimiter=",", header=",".join(header), comments=""),
+        f"predictions '{out}'",
+    )
+    return out
 
 
 def load(run_dir: str | Path, device: Device = "auto") -> Model:

@@ -40,13 +40,12 @@ from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.resolve import pin_paths, write_lock
 from dnnspec.runtime import checkpoint, interrupts
 from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.data import conform
+from dnnspec.runtime.data import conform, conform_outputs
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.schema import arg_float, arg_int
-from dnnspec.training.early_stop import EarlyStop
+from dnnspec.training.early_stop import EarlyStop, higher_is_better
 from dnnspec.training.losses import LOSSES
-from dnnspec.training.metrics import METRICS
 from dnnspec.training.preprocess import PREPROCESS, Affine
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau, Timing
 
@@ -122,14 +121,11 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         raise error(f"--epochs must be at least 1, got {epochs}")
     train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
     typed = check_spec(spec)
-    loss = LOSSES.get(train.loss.name)
-    dataset = DATASETS.get(train.data.name)
-    data, classes = conform(
-        dataset.load(train.data.args, train.seed, train.data.span), typed, loss.target, train.data
-    )
+    data, classes, labels = load_data(train, typed, train.data)
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0
-    split_seed, stratify = train.seed, loss.target == "class"
+    first = LOSSES.get(train.trained()[0].loss.name)
+    split_seed, stratify = train.seed, first.target == "class"
     if train.split is not None:
         chosen = arg_int(train.split.args, "seed")
         split_seed = train.seed if chosen < 0 else chosen
@@ -140,7 +136,7 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
         test_data = data.take(test_index)
     elif isinstance(train.test, str):
-        test_data = _test_file(train, train.test, typed, loss.target, data.labels)
+        test_data = _test_file(train, train.test, typed, data)
     part = data.take(rest)
     kept, held = split_indices(part, validation, split_seed, stratify)
     kept, held = rest[kept], rest[held]
@@ -159,6 +155,12 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         program.metadata["dnnspec.preprocess"] = json.dumps([st.to_json() for st in steps])
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
+    if labels:
+        outputs = json.loads(program.metadata["dnnspec.outputs"])
+        for entry in outputs:
+            if entry["name"] in labels:
+                entry["class_labels"] = list(labels[entry["name"]])
+        program.metadata["dnnspec.outputs"] = json.dumps(outputs)
     if data.vocab:
         # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
         # a model predicting the next token labels its classes with the same text
@@ -167,6 +169,35 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         if classes == len(data.vocab):
             program.metadata["dnnspec.class_labels"] = json.dumps(list(data.vocab))
     return Prepared(spec, train, typed, train_data, val_data, program, kept, held, test_data)
+
+
+def load_data(
+    train: TrainSpec, typed: TypedModel, source: Call
+) -> tuple[Dataset, int | None, dict[str, tuple[str, ...]]]:
+    """The data `source` names, checked for the model: with the class count of a model's
+    one output, or for named outputs one target each (and the class names that came as
+    words, by output)."""
+    dataset = DATASETS.get(source.name)
+    if not train.heads:
+        assert train.loss is not None
+        target = LOSSES.get(train.loss.name).target
+        data, classes = conform(
+            dataset.load(source.args, train.seed, source.span), typed, target, source
+        )
+        return data, classes, {}
+    names = tuple(h.output for h in train.heads)
+    if dataset.targets is None:
+        raise error(
+            f"dataset '{source.name}' has one target, but the model's outputs "
+            f"{', '.join(names)} need one each",
+            source.span,
+            help="train on a file with an .npz array or a CSV column named after each "
+            "output, or on digits (targets digit and ink)",
+        )
+    loaded = dataset.targets(source.args, names, train.seed, source.span)
+    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+    data, _ = conform_outputs(loaded, typed, kinds, source)
+    return data, None, dict(data.target_labels)
 
 
 def fit_preprocess(train: TrainSpec, typed: TypedModel, x: np.ndarray) -> list[Affine]:
@@ -214,12 +245,10 @@ def transform(data: Dataset, steps: list[Affine]) -> Dataset:
     x = data.x
     for step in steps:
         x = step.apply(x)
-    return Dataset(x, data.y, data.vocab, data.labels)
+    return Dataset(x, data.y, data.vocab, data.labels, data.targets, data.target_labels)
 
 
-def _test_file(
-    train: TrainSpec, path: str, typed: TypedModel, target: str, labels: tuple[str, ...] | None
-) -> Dataset:
+def _test_file(train: TrainSpec, path: str, typed: TypedModel, data: Dataset) -> Dataset:
     """`test "file.csv"`: read as the spec's data file is (same columns), class names
     mapped to the training data's ids."""
     definition = DATASETS.get("file")
@@ -228,20 +257,53 @@ def _test_file(
     if train.data.name == "file":
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
     args = definition.signature.bind("file", [], given, span)
-    source = Call(name="file", args=args, span=span)
-    loaded = definition.load(args, train.seed, span)
-    if labels is not None and loaded.labels is not None:
-        unknown = sorted(set(loaded.labels) - set(labels))
-        if unknown:
-            raise error(
-                f"test file '{path}' has class labels the training data lacks: "
-                f"{', '.join(unknown[:5])}",
-                span,
-            )
-        ids = np.array([labels.index(name) for name in loaded.labels], np.int64)
-        loaded = Dataset(loaded.x, ids[loaded.y], labels=labels)
-    test, _ = conform(loaded, typed, target, source)
-    return test
+    return read_file_data(train, typed, Call(name="file", args=args, span=span), data)
+
+
+def read_file_data(train: TrainSpec, typed: TypedModel, source: Call, data: Dataset) -> Dataset:
+    """A `file(...)` of held-out data (a test file, `dnnspec eval RUN data.csv`) checked
+    for the model, its class names mapped to the ids of the training `data`."""
+    if train.heads:
+        names = tuple(h.output for h in train.heads)
+        definition = DATASETS.get("file")
+        assert definition.targets is not None
+        raw = definition.targets(source.args, names, train.seed, source.span)
+        targets = dict(raw.targets)
+        words = dict(raw.target_labels)
+        for name, own in raw.target_labels.items():
+            known = data.target_labels.get(name)
+            if known is not None:
+                targets[name], words[name] = _map_labels(own, known, targets[name], source), known
+        first = targets[names[0]]
+        raw = Dataset(raw.x, first, targets=targets, target_labels=words)
+        kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+        held, _ = conform_outputs(raw, typed, kinds, source)
+        return held
+    assert train.loss is not None
+    target = LOSSES.get(train.loss.name).target
+    raw = DATASETS.get("file").load(source.args, train.seed, source.span)
+    if data.labels is not None and raw.labels is not None:
+        ids = _map_labels(raw.labels, data.labels, raw.y, source)
+        raw = Dataset(raw.x, ids, labels=data.labels)
+    held_out, _ = conform(raw, typed, target, source)
+    return held_out
+
+
+def _map_labels(
+    words: tuple[str, ...], known: tuple[str, ...], ids: np.ndarray, source: Call
+) -> np.ndarray:
+    """Class ids of held-out data (`ids` index its own sorted `words`) as the training
+    data's ids (`known`, its class names)."""
+    unknown = sorted(set(words) - set(known))
+    if unknown:
+        raise error(
+            f"'{source.args['path']}' has class labels the training data lacks: "
+            f"{', '.join(unknown[:5])}",
+            source.span,
+        )
+    mapping = np.array([known.index(name) for name in words], np.int64)
+    mapped: np.ndarray = mapping[ids]
+    return mapped
 
 
 def _finite(params: dict[str, np.ndarray]) -> bool:
@@ -479,18 +541,27 @@ class _Run:
                 checkpoint.save(self.checkpoint_path, *self.pending)
                 self.pending, self.saved_at = None, time.perf_counter()
 
-    def write_confusion(self, params: dict[str, np.ndarray]) -> Path:
-        """confusion.csv: [true, predicted] counts of model.onnx's weights on the
-        validation split (the training data when there is none)."""
+    def write_confusion(self, params: dict[str, np.ndarray]) -> dict[str, Path]:
+        """confusion.csv (a named class output `digit`: confusion_digit.csv): [true,
+        predicted] counts of model.onnx's weights on the validation split (the training
+        data when there is none), headed by the class names. Returns the paths by output."""
         data = self.prep.val_data if len(self.prep.val_data) else self.prep.train_data
         stats = self.trainer.evaluate_stats(
             data, self.prep.spec.model.inputs[0].name, params=params
         )
-        assert stats.confusion is not None
-        labels = json.loads(self.prep.program.metadata["dnnspec.class_labels"])
-        path = self.run_dir / "confusion.csv"
-        write_confusion(path, stats.confusion, labels)
-        return path
+        meta = self.prep.program.metadata
+        named = {o["name"]: o for o in json.loads(meta.get("dnnspec.outputs", "[]"))}
+        paths = {}
+        for output, counts in stats.confusions.items():
+            if output:
+                labels = named[output]["class_labels"]
+                path = self.run_dir / f"confusion_{output}.csv"
+            else:
+                labels = json.loads(meta["dnnspec.class_labels"])
+                path = self.run_dir / "confusion.csv"
+            write_confusion(path, counts, labels)
+            paths[output] = path
+        return paths
 
     def export(self, params: dict[str, np.ndarray]) -> Path:
         return export_model(self.prep.program, params, self.run_dir / "model.onnx")
@@ -611,7 +682,7 @@ def run_training(
             "early_stop monitors a validation metric but validation = 0",
             train.early_stop.span if train.early_stop else None,
         )
-    plateau = Plateau.from_spec(train.schedule, lambda m: METRICS.get(m).higher_is_better)
+    plateau = Plateau.from_spec(train.schedule, lambda m: higher_is_better(train, m))
     if plateau and plateau.key.startswith("val_") and not len(prep.val_data):
         raise error(
             "reduce_on_plateau monitors a validation metric but validation = 0",
@@ -667,8 +738,9 @@ def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunRe
         ) from None
     final = run.best_params if run.best_params is not None else run.last_good
     paths["model"] = run.export(final)
-    if prep.program.classes is not None:
-        paths["confusion"] = run.write_confusion(final)
+    if any(out.classes is not None for out in prep.program.outputs):
+        for output, path in run.write_confusion(final).items():
+            paths[f"confusion_{output}" if output else "confusion"] = path
     tested: dict[str, Any] = {}
     if prep.test_data is not None and len(prep.test_data):
         scores = run.trainer.evaluate_stats(
