@@ -424,6 +424,8 @@ def test_data_mistakes_name_the_output(tmp_path: Path) -> None:
     assert "output 'kind': label 7 of sample 3 is outside the model's 3 classes" in out
     write_npz(tmp_path, x=data["x"], kind=data["kind"], size=data["size"][:30])
     assert "40 inputs but 30 rows in 'size'" in data_error(tmp_path)
+    (tmp_path / "m.dnn").write_text(spec_text(data='file(path = "d.npz", y = "kind")'))
+    assert "'y' picks the one target of a model without named outputs" in data_error(tmp_path)
 
 
 def test_a_dataset_with_one_target_cannot_feed_named_outputs(tmp_path: Path) -> None:
@@ -458,3 +460,29 @@ def test_the_digits_two_heads_spec_learns_both_outputs(tmp_path: Path) -> None:
     best = result.best
     assert best["val_digit_accuracy"] >= 0.93, best
     assert best["val_ink_r2"] >= 0.8, best
+
+
+def test_a_search_objective_names_a_per_output_metric() -> None:
+    search = (
+        "\nsearch random(trials = 2, objective = {objective}) {{\n  lr in choice(0.01, 0.02)\n}}\n"
+    )
+    text = "param lr = 0.02\n" + spec_text().replace("adam(lr = 0.02)", "adam(lr = lr)")
+    spec = load_spec_text(text + search.format(objective="val_kind_accuracy"), "specs/x.dnn")
+    assert spec.search is not None
+    assert (spec.search.objective, spec.search.direction) == ("val_kind_accuracy", "max")
+    spec = load_spec_text(text + search.format(objective="val_size_loss"), "specs/x.dnn")
+    assert spec.search is not None and spec.search.direction == "min"
+    out = rendered(text + search.format(objective="val_accuracy"))
+    assert "unknown objective 'val_accuracy'" in out and "val_kind_accuracy" in out
+
+
+def test_a_paused_two_output_run_resumes_bit_identically(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", **synthetic(120))  # type: ignore[arg-type]
+    (tmp_path / "m.dnn").write_text(spec_text(epochs=4))
+    whole = api.train(tmp_path / "m.dnn", out=tmp_path / "whole", plot=False)
+    api.train(tmp_path / "m.dnn", out=tmp_path / "part", stop_after=2, plot=False)
+    resumed = api.train(tmp_path / "m.dnn", out=tmp_path / "part", resume=True, plot=False)
+    assert resumed.metrics == whole.metrics
+    a = onnx.load(tmp_path / "whole" / "model.onnx").graph.initializer
+    b = onnx.load(tmp_path / "part" / "model.onnx").graph.initializer
+    assert [t.raw_data for t in a] == [t.raw_data for t in b]

@@ -259,6 +259,16 @@ def _file_targets(
 ) -> Dataset:
     """A file's targets for named outputs: the .npz arrays, or the CSV columns (by header
     name), named like the outputs; the inputs are array `x`, or the other columns."""
+    chosen_target = [k for k, default in (("target", -1), ("y", "y")) if args[k] != default]
+    if chosen_target:
+        raise error(
+            f"'{chosen_target[0]}' picks the one target of a model without named outputs; "
+            f"the targets of outputs {', '.join(names)} are the arrays or columns named "
+            "after them",
+            span,
+            help=f"drop {chosen_target[0]} = ..., and name the arrays or columns "
+            f"{', '.join(names)}",
+        )
     path = locate_file(args["path"], span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)

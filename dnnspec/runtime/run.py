@@ -88,7 +88,9 @@ class Prepared:
     def data_sha256(self) -> str:
         """A digest of the data as trained on: a resumed run must see the same samples."""
         h = hashlib.sha256()
-        for array in (self.train_data.x, self.train_data.y, self.val_data.x, self.val_data.y):
+        parts = (self.train_data, self.val_data)
+        arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values())]
+        for array in arrays:
             h.update(f"{array.dtype.str}{array.shape}".encode())
             h.update(np.ascontiguousarray(array).tobytes())
         return h.hexdigest()
