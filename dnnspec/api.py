@@ -26,13 +26,14 @@ import numpy as np
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import DATASETS, read_inputs
-from dnnspec.errors import Span, error
+from dnnspec.data.datasets import read_inputs
+from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
-from dnnspec.ir import Call, Spec
+from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
+from dnnspec.runtime.columns import pick_columns, read_prediction_csv, transform
 from dnnspec.runtime.data import fits_shape, from_text
 from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
@@ -41,11 +42,11 @@ from dnnspec.runtime.run import (
     Reporter,
     RunResult,
     export_model,
+    load_parts,
     new_run_dir,
     prepare,
-    read_file_data,
+    read_like_data,
     run_training,
-    transform,
     write_graphs,
 )
 from dnnspec.runtime.session import Device
@@ -53,6 +54,7 @@ from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
 from dnnspec.tools.plot import can_plot, plot_runs
+from dnnspec.training.losses import LOSSES
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
@@ -73,6 +75,7 @@ __all__ = [
     "check_spec",
     "compile",
     "format_file",
+    "input_columns",
     "inspect",
     "plot",
     "draw_graph",
@@ -107,6 +110,21 @@ def check_spec(source: str | Path | Spec, /, **overrides: Any) -> TypedModel:
     and FLOPs, and the warnings (mistakes that still train). (`dnnspec.check` is the
     package of that stage, hence the longer name.)"""
     return shapes.check_spec(_spec(source, overrides))
+
+
+def input_columns(source: str | Path | Spec, /, **overrides: Any) -> dict[str, Any] | None:
+    """For a spec that preprocesses rows of features: the data's raw columns, what is
+    done to each (fitted on the training split, as training fits it) and the features the
+    model's input holds (one_hot makes it wider than the data); `{"error": ...}` when the
+    data cannot be read or fitted; None without preprocessing."""
+    spec = _spec(source, overrides)
+    if spec.train is None or not spec.train.preprocess:
+        return None
+    try:
+        parts = load_parts(spec.train, shapes.check_spec(spec))
+    except DiagnosticError as exc:
+        return {"error": exc.diagnostics[0].message}
+    return parts.expected
 
 
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb
@@ -233,41 +251,96 @@ class Model:
         meta = {p.key: p.value for p in self.onnx.metadata_props}
         labels = meta.get("dnnspec.class_labels")
         self.labels: list[str] = json.loads(labels) if labels else []
+        self.loss = meta.get("dnnspec.loss")
 
-    def predict(self, x: np.ndarray | str | Path) -> np.ndarray:
+    def probabilities(self, outputs: np.ndarray, output: str | None = None) -> np.ndarray:
+        """The model's outputs (or named `output`'s) as probabilities, the way its loss
+        reads them: softmax of the logits (cross_entropy), exp of log-probabilities (nll), a
+        sigmoid per unit (binary_cross_entropy)."""
+        loss = self.loss
+        if output is not None:
+            loss = next(o.loss for o in self.file.outputs if o.name == output)
+        known = loss is not None and loss in LOSSES
+        definition = LOSSES.get(loss) if known and loss is not None else None
+        if definition is None or definition.probabilities is None:
+            which = f"output '{output}' of " if output is not None else ""
+            raise error(
+                f"{which}the model in '{self.run_dir}' predicts values"
+                + (f" (loss {loss})" if loss else "")
+                + ", not classes, so it has no probabilities",
+                help="probabilities come from models trained with cross_entropy, nll or "
+                "binary_cross_entropy",
+            )
+        return definition.probabilities(outputs.astype(np.float64))
+
+    def has_probabilities(self, output: str) -> bool:
+        """Whether named `output` was trained by a loss that reads probabilities."""
+        loss = next((o.loss for o in self.file.outputs if o.name == output), None)
+        return loss is not None and loss in LOSSES and LOSSES.get(loss).probabilities is not None
+
+    def predict(self, x: np.ndarray | str | Path, drop_target: bool = False) -> np.ndarray:
         """Model outputs for a batch, given as an array or an .npy, .npz (array `x`) or .csv
         file; shapes and dtypes are checked against the spec: an array of another dtype is
         refused (casting float64 or int64 data silently can change it), while CSV text is
-        read as the declared dtype. A model with named outputs answers `predict_outputs`."""
+        read as the declared dtype. A CSV with a header is read by the column names the
+        model records (other columns, such as the target, are ignored); `drop_target`
+        takes the inputs out of rows laid out as the training CSV (target included). A model
+        with named outputs answers `predict_outputs`."""
         if self.file.named:
             names = ", ".join(o.name for o in self.file.outputs)
             raise error(
                 f"the model in '{self.run_dir}' has named outputs ({names})",
                 help="call predict_outputs(x), which returns each output by name",
             )
-        output: np.ndarray = self.session.run([OUTPUT], {self.file.input.name: self._x(x)})[0]
+        inputs = {self.file.input.name: self._x(x, drop_target)}
+        output: np.ndarray = self.session.run([OUTPUT], inputs)[0]
         return output
 
-    def predict_outputs(self, x: np.ndarray | str | Path) -> dict[str, np.ndarray]:
+    def predict_outputs(
+        self, x: np.ndarray | str | Path, drop_target: bool = False
+    ) -> dict[str, np.ndarray]:
         """Every output of the model for a batch (read as `predict` reads it), by name:
         `output` for a model without named outputs."""
         names = [o.name for o in self.file.outputs]
-        values = self.session.run(names, {self.file.input.name: self._x(x)})
+        values = self.session.run(names, {self.file.input.name: self._x(x, drop_target)})
         return dict(zip(names, values, strict=True))
 
-    def _x(self, x: np.ndarray | str | Path) -> np.ndarray:
+    def _x(self, x: np.ndarray | str | Path, drop_target: bool) -> np.ndarray:
         """A batch of inputs read and checked against the model's declared input."""
         decl = self.file.input
+        expected = self.file.expects
+        raw_width = decl.shape[1] if len(decl.shape) == 2 and isinstance(decl.shape[1], int) else -1
+        picked = False  # a CSV of rows is read by its columns
         if isinstance(x, str | Path):
             path = Path(x)
-            x = read_inputs(path)
-            if path.suffix == ".csv":
-                x = from_text(x, decl.dtype, f"'{path}'")
+            if path.suffix == ".csv" and len(decl.shape) == 2:
+                table = read_prediction_csv(path, expected, raw_width, drop_target)
+                x, picked = from_text(table, decl.dtype, f"'{path}'"), True
+            else:
+                x = read_inputs(path)
+                if path.suffix == ".csv":
+                    x = from_text(x, decl.dtype, f"'{path}'")
         x = np.asarray(x)
+        rows = len(decl.shape) == 2 and x.ndim == 2
+        if drop_target and not picked:
+            if not rows:
+                raise error("--drop-target applies to rows of features [N, F]")
+            x = x[:, pick_columns(x.shape[1], None, expected, raw_width, True, "the input")]
         if not fits_shape(decl.shape, x.shape, {}):
+            csv = expected.get("csv") if expected else None
+            extra = rows and (
+                x.shape[1] == raw_width + 1 or (csv is not None and x.shape[1] == csv["width"])
+            )
             raise error(
                 f"input '{decl.name}' expects shape [{', '.join(map(str, decl.shape))}], "
                 f"got [{', '.join(map(str, x.shape))}]"
+                + (": does it still hold the target column?" if extra else ""),
+                help=(
+                    "pass --drop-target (drop_target=True) to take the inputs out of rows "
+                    "laid out as the training CSV"
+                    if extra and csv is not None
+                    else None
+                ),
             )
         if x.dtype != np.dtype(decl.dtype):
             raise error(
@@ -333,9 +406,24 @@ class Model:
                 raise error(f"'{self.file.path}' lacks the weight '{slot.name}' of its spec")
             params[slot.name] = weight
         if data is not None:
-            source = _file_call(Path(data))
-            held_out = read_file_data(prep.train, prep.typed, source, prep.train_data)
-            held_out = transform(held_out, prep.program.preprocess)
+            steps = prep.program.preprocess
+            held_out = read_like_data(
+                prep.train,
+                str(Path(data).resolve()),
+                prep.typed,
+                LOSSES.get(prep.train.trained()[0].loss.name).target,
+                prep.train_data.labels,
+                _file_span(Path(data)),
+                "data file",
+                prep.train_data.target_labels,
+            )
+            if steps is not None and held_out.x.shape[1:] != (steps.width,):
+                raise error(
+                    f"'{data}' has {held_out.x.shape[1]} feature columns; the model reads "
+                    f"{steps.width}",
+                    help="evaluate a file with the columns of the training data",
+                )
+            held_out = transform(held_out, steps)
         elif len(prep.val_data):
             held_out = prep.val_data
         else:
@@ -351,16 +439,16 @@ class Model:
         return result
 
 
-def _file_call(path: Path) -> Call:
-    """`file(path = ...)` as if written in a spec, its diagnostics located at the file."""
-    span = Span(file=str(path), line=1, col=1, end_line=1, end_col=2)
-    definition = DATASETS.get("file")
-    args = definition.signature.bind("file", [], [("path", str(path.resolve()), span)], span)
-    return Call(name="file", args=args, span=span)
+def _file_span(path: Path) -> Span:
+    """Diagnostics about a data file handed on the command line point at the file."""
+    return Span(file=str(path), line=1, col=1, end_line=1, end_col=2)
 
 
-def write_predictions(predictions: np.ndarray, out: str | Path) -> Path:
-    """Predictions as .npy or .csv (one row per sample), written atomically."""
+def write_predictions(
+    predictions: np.ndarray, out: str | Path, header: Sequence[str] | None = None
+) -> Path:
+    """Predictions as .npy or .csv (one row per sample), written atomically; a CSV may
+    start with a `header` row naming the columns."""
     out = Path(out)
     if out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
@@ -374,7 +462,13 @@ def write_predictions(predictions: np.ndarray, out: str | Path) -> Path:
         write_with(out, lambda f: np.save(f, predictions), f"predictions '{out}'")
     else:
         rows = predictions.reshape(len(predictions), -1) if predictions.ndim else predictions
-        write_with(out, lambda f: np.savetxt(f, rows, delimiter=","), f"predictions '{out}'")
+
+        def write(f: Any) -> None:
+            if header is not None:
+                f.write((",".join(_csv_cell(h) for h in header) + "\n").encode())
+            np.savetxt(f, rows, delimiter=",", fmt="%s" if rows.dtype == object else "%.18e")
+
+        write_with(out, write, f"predictions '{out}'")
     return out
 
 
@@ -423,6 +517,34 @@ def write_output_predictions(predictions: dict[str, np.ndarray], out: str | Path
         f"predictions '{out}'",
     )
     return out
+
+
+def _csv_cell(text: str) -> str:
+    """A header or class name as one CSV cell (quoted when it holds a comma or quote)."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def proba_table(model: Model, outputs: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """`predict --proba` as a table: `class,p_<name>...` for a class model (the predicted
+    class by name, then the probability of each), `p_<unit>...` for a 0/1-per-unit model."""
+    if outputs.ndim != 2:
+        raise error(
+            f"the outputs have shape {list(outputs.shape)}: --proba writes one row of "
+            "probabilities per sample, so only outputs [N, C]",
+            help="predict without --proba and write .npy",
+        )
+    proba = model.probabilities(outputs)
+    if model.classes is None:
+        return [f"p_{i}" for i in range(proba.shape[1])], proba
+    names = model.labels
+    table = np.empty((len(proba), 1 + proba.shape[1]), object)
+    finite = np.isfinite(proba).all(axis=1)  # a diverged row has no class: an empty cell
+    table[:, 0] = [
+        _csv_cell(names[c]) if ok else ""
+        for c, ok in zip(proba.argmax(axis=1), finite, strict=True)
+    ]
+    table[:, 1:] = [[f"{p:.9g}" for p in row] for row in proba]
+    return ["class", *(f"p_{name}" for name in names)], table
 
 
 def load(run_dir: str | Path, device: Device = "auto") -> Model:

@@ -59,15 +59,17 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import check_spec
+    from dnnspec.api import check_spec, input_columns
     from dnnspec.check.report import check_json, render_check
 
-    typed = check_spec(_load(args))
+    spec = _load(args)
+    typed = check_spec(spec)
     show_warnings(typed.warnings)
+    columns = input_columns(spec)
     if args.json:
-        print(dumps(check_json(typed)))
+        print(dumps(check_json(typed, columns)))
     else:
-        render_check(typed, console)
+        render_check(typed, console, columns)
     return OK
 
 
@@ -468,7 +470,7 @@ def _jsonable(values: np.ndarray) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import PREDICTION_FORMATS, load, write_predictions
+    from dnnspec.api import PREDICTION_FORMATS, load, proba_table, write_predictions
 
     out = Path(args.out) if args.out else None
     model = load(args.run)
@@ -476,9 +478,12 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         return _predict_outputs(args, console, model, out)
     if out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
-    pred = model.predict(Path(args.input))
+    pred = model.predict(Path(args.input), drop_target=args.drop_target)
+    header, table = proba_table(model, pred) if args.proba else (None, pred)
     if out is not None:
-        write_predictions(pred, out)
+        if args.proba and out.suffix == ".npy":
+            table = model.probabilities(pred)  # an array holds numbers: the probabilities
+        write_predictions(table, out, header if out.suffix == ".csv" else None)
     if args.json or out is None:
         payload: dict[str, Any] = {"predictions": _jsonable(pred)}
         if model.classes is not None:
@@ -490,6 +495,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
                 payload["labels"] = [
                     None if c is None else model.labels[c] for c in payload["classes"]
                 ]
+        if args.proba:
+            payload["probabilities"] = _jsonable(model.probabilities(pred))
+            if model.classes is not None:
+                payload["class_names"] = model.labels
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
@@ -501,17 +510,34 @@ def _predict_outputs(
 ) -> int:
     """`predict` for a model with named outputs: an .npz of one array per output or a CSV
     of `<output>_<i>` columns; the JSON has each output's predictions (and a class
-    output's classes, and labels when they are words) under its name."""
+    output's classes, labels when they are words, and with --proba probabilities) under
+    its name."""
     from dnnspec.api import write_output_predictions
 
-    preds = model.predict_outputs(Path(args.input))
+    preds = model.predict_outputs(Path(args.input), drop_target=args.drop_target)
+    proba = {}
+    if args.proba:  # each class output's probabilities replace its scores in the file
+        proba = {
+            name: model.probabilities(pred, name)
+            for name, pred in preds.items()
+            if model.has_probabilities(name)
+        }
+        if not proba:
+            raise error(
+                f"no output of the model in '{args.run}' predicts classes, so there are no "
+                "probabilities",
+                help="probabilities come from outputs trained with cross_entropy, nll or "
+                "binary_cross_entropy",
+            )
     if out is not None:
-        write_output_predictions(preds, out)
+        write_output_predictions(preds | proba, out)
     if args.json or out is None:
         payload: dict[str, Any] = {}
         for info in model.file.outputs:
             pred = preds[info.name]
             entry: dict[str, Any] = {"predictions": _jsonable(pred)}
+            if info.name in proba:
+                entry["probabilities"] = _jsonable(proba[info.name])
             if info.labels is not None:
                 finite = np.isfinite(pred).all(axis=-1)
                 entry["classes"] = [
@@ -624,6 +650,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
             p.add_argument("--out", help="write predictions to .npy or .csv")
+            p.add_argument(
+                "--proba",
+                action="store_true",
+                help="class name and probabilities: a CSV `class,p_<name>...` with a header",
+            )
+            p.add_argument(
+                "--drop-target",
+                action="store_true",
+                help="the input still holds the target column, as the training CSV did",
+            )
         p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("generate", help="sample text from a model trained on the text dataset")
     p.add_argument("run", help="run directory written by `dnnspec train`")

@@ -72,7 +72,7 @@ def test_header_false_reads_the_first_row_as_data(tmp_path: Path) -> None:
     [
         (', target = "specie"', "has no column 'specie'"),
         (", target = 9", "column index 9 is outside 0..3"),
-        (', features = ["sepal", "species"], target = 3', "'setosa' is not a number"),
+        (', features = ["species"], target = "species"', "also listed among the features"),
     ],
 )
 def test_bad_column_choices_are_located_errors(tmp_path: Path, args: str, message: str) -> None:

@@ -262,3 +262,25 @@ def test_named_dims_match_any_size_but_the_same_size_in_inputs_and_targets(
     assert fitted.y.shape == (6, 7, 1) and fitted.y.dtype == np.float32
     with pytest.raises(DiagnosticError, match=r"targets have shape \[N, 5, 1\]"):
         conform(Dataset(x, np.ones((6, 5, 1))), typed, "value", spec.train.data)
+
+
+@pytest.mark.parametrize("width", [3, 4])
+def test_labels_from_one_say_that_ids_start_at_0(tmp_path: Path, width: int) -> None:
+    """The wine data labels its 3 classes 1..3: an output 3 wide misses label 3, one 4 wide
+    would learn a class 0 no sample has; both say that class ids start at 0."""
+    (tmp_path / "d.csv").write_text("".join(f"{i},{i % 3},{i % 3 + 1}\n" for i in range(12)))
+    message = error_of(spec_for(tmp_path, "d.csv", width=width))
+    assert "labels run from 1 to 3" in message
+    assert "class ids must start at 0: these labels run from 1 to 3, so subtract 1" in message
+    assert "or read them as class names: `labels = names` in the data call" in message
+    if width == 4:
+        assert "no sample has class 0" in message and "dense layer 3 wide" in message
+
+
+def test_labels_as_names_map_labels_from_one_to_ids_from_0(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("".join(f"{i},{i % 3},{i % 3 + 1}\n" for i in range(12)))
+    spec = spec_for(tmp_path, "d.csv", width=3)
+    spec.write_text(spec.read_text().replace("validation = 0.25", "labels = names"))
+    prep = prepare(load_spec(spec))
+    assert prep.program.metadata["dnnspec.class_labels"] == '["1", "2", "3"]'
+    assert sorted(set(prep.train_data.y.tolist())) == [0, 1, 2]

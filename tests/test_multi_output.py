@@ -425,7 +425,7 @@ def test_data_mistakes_name_the_output(tmp_path: Path) -> None:
     write_npz(tmp_path, x=data["x"], kind=data["kind"], size=data["size"][:30])
     assert "40 inputs but 30 rows in 'size'" in data_error(tmp_path)
     (tmp_path / "m.dnn").write_text(spec_text(data='file(path = "d.npz", y = "kind")'))
-    assert "'y' picks the one target of a model without named outputs" in data_error(tmp_path)
+    assert "'y' applies to the one target of a model without named outputs" in data_error(tmp_path)
 
 
 def test_a_dataset_with_one_target_cannot_feed_named_outputs(tmp_path: Path) -> None:
@@ -486,3 +486,22 @@ def test_a_paused_two_output_run_resumes_bit_identically(tmp_path: Path) -> None
     a = onnx.load(tmp_path / "whole" / "model.onnx").graph.initializer
     b = onnx.load(tmp_path / "part" / "model.onnx").graph.initializer
     assert [t.raw_data for t in a] == [t.raw_data for t in b]
+
+
+@pytest.mark.slow
+def test_predict_proba_gives_each_class_outputs_probabilities(npz_run) -> None:
+    root, _ = npz_run
+    x = synthetic(6, seed=5)["x"]
+    np.save(root / "xp.npy", x)
+    cli = [sys.executable, "-m", "dnnspec", "predict", str(root / "run"), str(root / "xp.npy")]
+    shown = json.loads(
+        subprocess.run([*cli, "--proba"], capture_output=True, text=True, check=True).stdout
+    )
+    logits = api.load(root / "run", device="cpu").predict_outputs(x)["kind"].astype(np.float64)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(shown["outputs"]["kind"]["probabilities"], expected, rtol=1e-6)
+    assert "probabilities" not in shown["outputs"]["size"]
+    subprocess.run([*cli, "--proba", "--out", str(root / "pp.npz")], check=True)
+    with np.load(root / "pp.npz") as saved:
+        np.testing.assert_allclose(saved["kind"], expected, rtol=1e-6)

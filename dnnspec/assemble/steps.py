@@ -31,7 +31,7 @@ from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, confusion
 from dnnspec.training.optim import OPTIMIZERS
-from dnnspec.training.preprocess import Affine
+from dnnspec.training.preprocess import Preprocessing
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
 
@@ -128,7 +128,7 @@ class Program:
     metadata: dict[str, str] = field(default_factory=dict)
     buffers: list[Slot] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
-    preprocess: list[Affine] = field(default_factory=list)
+    preprocess: Preprocessing | None = None
     """Fitted input preprocessing: the graphs read transformed data, model.onnx raw data."""
     outputs: list[Trained] = field(default_factory=list)
 
@@ -397,7 +397,7 @@ def build_inference(
     slots: list[Slot],
     values: dict[str, np.ndarray],
     metadata: dict[str, str],
-    preprocess: list[Affine] | None = None,
+    preprocess: Preprocessing | None = None,
 ) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights (and running statistics) baked in
     as initializers; `slots` are the program's `model_slots()`. The fitted preprocessing
@@ -406,22 +406,36 @@ def build_inference(
     for name in [OUTPUT, *(o.name for o in typed.spec.model.outputs)]:
         b.reserve(name)
     params = _add_params(b, slots, as_inputs=False, values=values)
-    inputs = _add_model_inputs(b, typed)
-    if preprocess:
-        name = typed.spec.model.inputs[0].name
-        x = inputs[name]
-        for step in preprocess:
-            shifted = b.op("Sub", [x, b.const(step.shift.astype(np.float32))], hint=step.name)
-            x = b.op("Mul", [shifted, b.const(step.scale.astype(np.float32))], hint=step.name)
-        inputs = {**inputs, name: x}
+    if preprocess is not None:
+        decl = typed.spec.model.inputs[0]
+        raw = b.add_input(decl.name, "float32", [decl.dims[0], preprocess.width])
+        inputs = {decl.name: _preprocess(b, raw, preprocess)}
+    else:
+        inputs = _add_model_inputs(b, typed)
     outs = lower_outputs(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     for name, value in outs.items():
-        if list(outs.values()).count(value) > 1:
-            value = b.op("Identity", [value])  # one value under two output names
+        if value in inputs.values() or list(outs.values()).count(value) > 1:
+            value = b.op("Identity", [value])  # an input, or one value under two names
         out = name or OUTPUT
         b.rename(value, out)
         b.add_output(out, "float32", typed.outputs[name].dims)
     return b.model(metadata, f"dnnspec model {typed.spec.model.name}")
+
+
+def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:
+    """The fitted steps as nodes: Sub/Mul per scaling step, then the one-hot expansion as
+    one Gather of the raw columns each feature reads, Equal to its category and a Where
+    that keeps the plain columns (ops every runtime implements, whatever the width)."""
+    for step in prep.scale:
+        shifted = b.op("Sub", [x, b.const(step.shift.astype(np.float32))], hint=step.name)
+        x = b.op("Mul", [shifted, b.const(step.scale.astype(np.float32))], hint=step.name)
+    if not prep.one_hot:
+        return x
+    source, hot, value = prep.expansion()
+    picked = b.op("Gather", [x, b.const(source, "int64")], hint="one_hot", axis=1)
+    equal = b.op("Equal", [picked, b.const(value.astype(np.float32))], hint="one_hot")
+    indicator = b.op("Cast", [equal], hint="one_hot", to=onnx.TensorProto.FLOAT)
+    return b.op("Where", [b.const(hot, "bool"), indicator, picked], hint="one_hot")
 
 
 def _without_locations(value: Any) -> Any:

@@ -74,8 +74,27 @@ _COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
 )
 
 
-def render_check(typed: TypedModel, console: Console) -> None:
-    """Print the layer table, then the train and search summaries when the spec has them."""
+def columns_text(columns: dict[str, Any]) -> str:
+    """`4 raw columns (a, color, size, b) -> 8 features of input x: a, color=blue, ...`:
+    with one_hot the data is narrower than the model's input."""
+    if "error" in columns:
+        return f"not computed: {columns['error']}"
+    names = [
+        c["name"] if c["name"] is not None else str(i) for i, c in enumerate(columns["columns"])
+    ]
+    features = columns["features"]
+    shown = ", ".join(features[:12]) + (", ..." if len(features) > 12 else "")
+    return (
+        f"{columns['width']} raw columns ({', '.join(names)}) -> {len(features)} features "
+        f"of input {columns['input']}: {shown}"
+    )
+
+
+def render_check(
+    typed: TypedModel, console: Console, columns: dict[str, Any] | None = None
+) -> None:
+    """Print the layer table, then the train and search summaries when the spec has them;
+    `columns` (`api.input_columns`) adds how the data's columns become the model's input."""
     table = Table(title=f"model {typed.spec.model.name}", title_justify="left")
     for header, justify in _COLUMNS:
         table.add_column(header, justify=justify)
@@ -97,7 +116,10 @@ def render_check(typed: TypedModel, console: Console) -> None:
     table.add_row("total", "", "" if typed.spec.model.outputs else shape_text(typed.output.dims),
                   f"{typed.param_count():,}", human(typed.total_flops()), style="bold")  # fmt: skip
     console.print(table)
-    for title, rows in (("train", _train_rows(typed)), ("search", _search_rows(typed))):
+    train_rows = _train_rows(typed)
+    if columns is not None:
+        train_rows.insert(1, ("input columns", columns_text(columns)))
+    for title, rows in (("train", train_rows), ("search", _search_rows(typed))):
         if rows:
             summary = Table(title=title, title_justify="left", show_header=False, box=None)
             summary.add_column(style="bold")
@@ -120,6 +142,7 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ("epochs", str(train.epochs)),
         ("regularize", ", ".join(call_text(c) for c in train.regularize) or "none"),
         *_metric_rows(train),
+        ("preprocess", ", ".join(call_text(c) for c in train.preprocess) or "none"),
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
         ("clip", call_text(train.clip) if train.clip else "none"),
         (
@@ -191,10 +214,11 @@ _TRAIN_SPANS: Any = {
 _SEARCH_SPANS: Any = {"span": True, "method": _CALL, "dims": {"__all__": _CALL}}
 
 
-def check_json(typed: TypedModel) -> dict[str, Any]:
+def check_json(typed: TypedModel, columns: dict[str, Any] | None = None) -> dict[str, Any]:
     """The check report as plain JSON data (shapes as lists, symbolic dims as strings)."""
     spec = typed.spec
     return {
+        "input_columns": columns,
         "model": spec.model.name,
         "inputs": [
             {"name": d.name, "dtype": d.dtype, "shape": list(d.dims)} for d in spec.model.inputs

@@ -12,7 +12,7 @@ import io
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,15 +36,35 @@ VALIDATION = ArgSpec(
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where a CSV's inputs and target were: `dnnspec predict` picks the same columns out of
+    a file of the training layout (by name with a header, by position without)."""
+
+    width: int
+    target: int
+    features: tuple[int, ...]
+    header: tuple[str, ...] | None = None
+
+    def name(self, column: int) -> str:
+        """`species` with a header, else `column 5` (counting from 1, as a spreadsheet)."""
+        return self.header[column] if self.header else f"column {column + 1}"
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Inputs `x` and targets `y` (class ids or float values); `labels` names the classes
     when the data gave them as words (a CSV's string labels, id i named labels[i]); `vocab`:
-    for token data, the text of each id (written into model.onnx, read by `dnnspec generate`)."""
+    for token data, the text of each id (written into model.onnx, read by `dnnspec generate`).
+    A CSV's feature columns of words (categories for `one_hot`) hold in `x` the index of
+    each cell's word in `words[column]`; `columns` names the feature columns."""
 
     x: np.ndarray
     y: np.ndarray
     vocab: tuple[str, ...] = ()
     labels: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    words: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    layout: Layout | None = None
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     """For a model with named outputs: each output's targets by its name (`y` is then
     the first output's, which a stratified split reads)."""
@@ -56,9 +76,7 @@ class Dataset:
 
     def take(self, index: np.ndarray) -> Dataset:
         targets = {k: v[index] for k, v in self.targets.items()}
-        return Dataset(
-            self.x[index], self.y[index], self.vocab, self.labels, targets, self.target_labels
-        )
+        return replace(self, x=self.x[index], y=self.y[index], targets=targets)
 
 
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
@@ -228,6 +246,30 @@ def _file_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+    data = _file_data(args, span)
+    return _as_names(data, span) if args["labels"] == "names" else data
+
+
+def _as_names(data: Dataset, span: Span | None) -> Dataset:
+    """`labels = names`: each distinct target value is a class name, ids in sorted order
+    (numerically for numbers), so labels 1..C become ids 0..C-1 named "1".."C"."""
+    if data.labels is not None:
+        return data
+    y = np.asarray(data.y)
+    if y.ndim != 1 or y.dtype.kind not in "biuf":
+        raise error(
+            f"labels = names reads one number per sample as its class name, but the targets "
+            f"have shape {list(y.shape)}",
+            span,
+        )
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise error("labels = names: the targets hold NaN or infinity", span)
+    values, ids = np.unique(y, return_inverse=True)
+    names = tuple(f"{v:g}" for v in values.tolist())
+    return replace(data, y=ids.astype(np.int64), labels=names)
+
+
+def _file_data(args: dict[str, Any], span: Span | None) -> Dataset:
     path = locate_file(args["path"], span)
     if path.suffix == ".npz":
         arrays = read_npz(path, span)
@@ -259,10 +301,11 @@ def _file_targets(
 ) -> Dataset:
     """A file's targets for named outputs: the .npz arrays, or the CSV columns (by header
     name), named like the outputs; the inputs are array `x`, or the other columns."""
-    chosen_target = [k for k, default in (("target", -1), ("y", "y")) if args[k] != default]
+    defaults = (("target", -1), ("y", "y"), ("labels", "ids"))
+    chosen_target = [k for k, default in defaults if args[k] != default]
     if chosen_target:
         raise error(
-            f"'{chosen_target[0]}' picks the one target of a model without named outputs; "
+            f"'{chosen_target[0]}' applies to the one target of a model without named outputs; "
             f"the targets of outputs {', '.join(names)} are the arrays or columns named "
             "after them",
             span,
@@ -315,19 +358,20 @@ def _file_targets(
             )
     else:
         columns = [c for c in range(width) if c not in chosen]
-    x = _numbers(path, rows, columns, header, span)
+    x, words = _features(path, rows, columns, header, span)
     read: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
     for name, column in zip(names, chosen, strict=True):
-        words = [r[column].strip() for _, r in rows]
-        if all(_is_number(w) for w in words):
+        cells = [r[column].strip() for _, r in rows]
+        if all(_is_number(w) for w in cells):
             read[name] = _numbers(path, rows, [column], header, span)[:, 0]
         else:
-            classes = sorted(set(words))
+            classes = sorted(set(cells))
             index = {word: i for i, word in enumerate(classes)}
-            read[name] = np.array([index[w] for w in words], np.int64)
+            read[name] = np.array([index[w] for w in cells], np.int64)
             labels[name] = tuple(classes)
-    return _named(x, read, names, f"'{path}'", span, labels)
+    named = _named(x, read, names, f"'{path}'", span, labels)
+    return replace(named, columns=tuple(header[c] for c in columns), words=words)
 
 
 def _column(
@@ -360,7 +404,8 @@ def _column(
 def _csv_dataset(path: Path, args: dict[str, Any], span: Span | None) -> Dataset:
     """Inputs and target from a CSV: the target column by name or index (default the last),
     the feature columns by name (default every other column); a target column of words
-    is a class label column, mapped to ids in sorted order."""
+    is a class label column, mapped to ids in sorted order, and a feature column of words
+    is a column of categories (see `Dataset`)."""
     choice = args["header"]
     if choice not in (True, False, "auto"):
         raise error(f"header must be true, false or auto, got {choice!r}", span)
@@ -380,14 +425,71 @@ def _csv_dataset(path: Path, args: dict[str, Any], span: Span | None) -> Dataset
             raise error(f"'{path}': the target column is also listed among the features", span)
     else:
         columns = [c for c in range(width) if c != target]
-    x = _numbers(path, rows, columns, header, span)
-    words = [r[target].strip() for _, r in rows]
-    if all(_is_number(w) for w in words):
+    x, words = _features(path, rows, columns, header, span)
+    layout = Layout(width, target, tuple(columns), tuple(header) if header else None)
+    names = tuple(header[c] for c in columns) if header else None
+    cells = [r[target].strip() for _, r in rows]
+    if all(_is_number(w) for w in cells):
         y = _numbers(path, rows, [target], header, span)[:, 0]
-        return Dataset(x, y)
-    names = sorted(set(words))
-    index = {name: i for i, name in enumerate(names)}
-    return Dataset(x, np.array([index[w] for w in words], np.int64), labels=tuple(names))
+        return Dataset(x, y, columns=names, words=words, layout=layout)
+    labels = sorted(set(cells))
+    index = {name: i for i, name in enumerate(labels)}
+    y = np.array([index[w] for w in cells], np.int64)
+    return Dataset(x, y, labels=tuple(labels), columns=names, words=words, layout=layout)
+
+
+def _features(
+    path: Path,
+    rows: list[tuple[int, list[str]]],
+    columns: list[int],
+    header: list[str] | None,
+    span: Span | None,
+) -> tuple[np.ndarray, dict[int, tuple[str, ...]]]:
+    """The feature columns as numbers, a column of words as each cell's index in its
+    sorted words (`Dataset.words`, by feature index)."""
+    words = {i: _words(rows, c) for i, c in enumerate(columns) if _is_words(rows, c)}
+    numeric = [c for i, c in enumerate(columns) if i not in words]
+    x = np.empty((len(rows), len(columns)), np.float64)
+    x[:, [i for i in range(len(columns)) if i not in words]] = _numbers(
+        path, rows, numeric, header, span
+    )
+    for i, vocabulary in words.items():
+        x[:, i] = _codes(path, rows, columns[i], vocabulary, header, span)
+    return x, words
+
+
+def _is_words(rows: list[tuple[int, list[str]]], column: int) -> bool:
+    """A column is one of words (categories) when most of its cells are not numbers; a
+    column of numbers with a stray word is a column of numbers with a mistake in it."""
+    texts = sum(not _is_number(r[column].strip()) for _, r in rows)
+    return texts * 2 > len(rows)
+
+
+def _words(rows: list[tuple[int, list[str]]], column: int) -> tuple[str, ...]:
+    return tuple(sorted({r[column].strip() for _, r in rows}))
+
+
+def _codes(
+    path: Path,
+    rows: list[tuple[int, list[str]]],
+    column: int,
+    vocabulary: tuple[str, ...],
+    header: list[str] | None,
+    span: Span | None,
+) -> np.ndarray:
+    """Each cell's index in the column's words; an empty cell is a missing value."""
+    index = {word: i for i, word in enumerate(vocabulary)}
+    for line, row in rows:
+        if not row[column].strip():
+            where = f"'{path}' line {line}, column {column + 1}" + (
+                f" ({header[column]})" if header else ""
+            )
+            raise error(
+                f"{where} is empty",
+                span,
+                help="remove or impute missing values before training",
+            )
+    return np.array([index[r[column].strip()] for _, r in rows], np.float64)
 
 
 def _numbers(
@@ -623,6 +725,14 @@ DATASETS.add(
                     default="auto",
                     doc="CSV: true or false, whether the first row names the columns "
                     "(auto: when it holds a word)",
+                ),
+                ArgSpec(
+                    name="labels",
+                    type="str",
+                    default="ids",
+                    choices=("ids", "names"),
+                    doc="class targets: ids (numbers are class ids from 0) or names (each "
+                    "distinct value names a class, ids in sorted order; words always do)",
                 ),
             )
         ),

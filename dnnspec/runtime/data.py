@@ -7,6 +7,7 @@ spec line that declares what was expected, before any training step runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -106,6 +107,13 @@ def _where(y: np.ndarray, flat: int) -> str:
     return f"sample {int(index[0])}" + (f", position {rest}" if rest else "")
 
 
+def _as_names(source: Call) -> str:
+    """The other way out for labels from 1, where the data call can take it."""
+    if source.name != "file":
+        return ""
+    return "; or read them as class names: `labels = names` in the data call"
+
+
 def _labels(
     y: np.ndarray,
     dims: tuple[int | str, ...],
@@ -141,6 +149,16 @@ def _labels(
             source.span,
             help=f"class ids run from 0 to {classes - 1}",
         )
+    if y.size and y.min() == 1 and y.max() == classes - 1 and classes > 2:
+        # labels 1..C on an output of C + 1: training would learn a class 0 nothing has
+        raise error(
+            f"{for_output}no sample has class 0: the labels run from 1 to {classes - 1}, and "
+            f"the model's output {output} has a class 0 that nothing would ever be labelled",
+            source.span,
+            help=f"class ids must start at 0: these labels run from 1 to {classes - 1}, so "
+            f"subtract 1 from each and make the last dense layer {classes - 1} wide (ids then "
+            f"run from 0 to {classes - 2})" + _as_names(source),
+        )
     if y.size and y.max() >= classes:
         starts_at_one = y.size and y.min() == 1 and y.max() == classes
         raise error(
@@ -150,6 +168,7 @@ def _labels(
             source.span,
             help="class ids must start at 0: these labels run from 1 to "
             f"{classes}, so subtract 1 from each (ids run from 0 to {classes - 1})"
+            + _as_names(source)
             if starts_at_one
             else f"the model outputs {output}; make its last dense layer "
             f"as wide as the number of classes ({int(y.max()) + 1})",
@@ -178,9 +197,12 @@ def _check_ids(x: np.ndarray, name: str, typed: TypedModel, source: Call) -> Non
             )
 
 
-def _inputs(data: Dataset, typed: TypedModel, source: Call) -> tuple[np.ndarray, dict[str, int]]:
+def _inputs(
+    data: Dataset, typed: TypedModel, source: Call, input_shape: bool
+) -> tuple[np.ndarray, dict[str, int]]:
     """The inputs cast and checked against the declared input; the sizes its named dims
-    took (the targets must agree with them)."""
+    took (the targets must agree with them). `input_shape=False` leaves the width of the
+    inputs to the caller (one_hot widens them)."""
     inputs = typed.spec.model.inputs
     where = Note(message=f"the data comes from {source.name}(...) here", span=source.span)
     if len(inputs) != 1:
@@ -207,7 +229,7 @@ def _inputs(data: Dataset, typed: TypedModel, source: Call) -> tuple[np.ndarray,
         )
     got = (("N",) + x.shape[1:]) if x.ndim else ()
     sizes: dict[str, int] = {}
-    if not fits_shape(decl.dims, x.shape, sizes):
+    if not fits_shape(decl.dims, x.shape, sizes) and (input_shape or x.ndim != 2):
         raise error(
             f"input '{decl.name}' is declared {_shape(decl.dims)} but the data has "
             f"shape {_shape(got)} ({x.shape[0] if x.ndim else 0} samples)",
@@ -224,21 +246,26 @@ def _inputs(data: Dataset, typed: TypedModel, source: Call) -> tuple[np.ndarray,
 
 
 def conform(
-    data: Dataset, typed: TypedModel, target: str, source: Call
+    data: Dataset, typed: TypedModel, target: str, source: Call, input_shape: bool = True
 ) -> tuple[Dataset, int | None]:
-    """Cast and check `data` for the model; returns it and the number of classes (if any)."""
-    x, sizes = _inputs(data, typed, source)
+    """Cast and check `data` for the model; returns it and the number of classes (if any).
+    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them)."""
+    x, sizes = _inputs(data, typed, source, input_shape)
     y, classes = _targets(data.y, typed.output, target, data.labels, sizes, source, "")
-    return Dataset(x, y, data.vocab, data.labels), classes
+    return replace(data, x=x, y=y, labels=data.labels if classes else None), classes
 
 
 def conform_outputs(
-    data: Dataset, typed: TypedModel, targets: Mapping[str, str], source: Call
+    data: Dataset,
+    typed: TypedModel,
+    targets: Mapping[str, str],
+    source: Call,
+    input_shape: bool = True,
 ) -> tuple[Dataset, dict[str, int | None]]:
     """`conform` for a model with named outputs: `targets` gives each output's target
     kind; each output's array in `data.targets` is checked against it, and errors name
     the output. Returns the data and each output's number of classes (if any)."""
-    x, sizes = _inputs(data, typed, source)
+    x, sizes = _inputs(data, typed, source, input_shape)
     found: dict[str, np.ndarray] = {}
     classes: dict[str, int | None] = {}
     for name, kind in targets.items():
@@ -248,8 +275,7 @@ def conform_outputs(
             data.targets[name], out, kind, labels, sizes, source, name
         )
     first = next(iter(found))
-    conformed = Dataset(x, found[first], data.vocab, None, found, data.target_labels)
-    return conformed, classes
+    return replace(data, x=x, y=found[first], labels=None, targets=found), classes
 
 
 def _targets(

@@ -43,6 +43,8 @@ class OutputInfo:
 
     name: str
     labels: tuple[str, ...] | None = None
+    loss: str | None = None
+    """The loss it was trained with (how `--proba` reads its scores)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class ModelFile:
     outputs: tuple[OutputInfo, ...] = ()
     """Every graph output, in order; named outputs when `named`."""
     named: bool = False
+    expects: dict[str, Any] | None = None
+    """`dnnspec.expects`: the raw columns, their preprocessing, classes, the training CSV."""
 
     def weights(self) -> dict[str, np.ndarray]:
         return {t.name: numpy_helper.to_array(t) for t in self.proto.graph.initializer}
@@ -141,7 +145,10 @@ def _outputs(
             or not all(isinstance(x, str) for x in labels)
         ):
             raise _bad(path, "its metadata 'dnnspec.outputs' is malformed")
-        found.append(OutputInfo(entry["name"], tuple(labels) if labels else None))
+        loss = entry.get("loss")
+        if loss is not None and not isinstance(loss, str):
+            raise _bad(path, "its metadata 'dnnspec.outputs' is malformed")
+        found.append(OutputInfo(entry["name"], tuple(labels) if labels else None, loss))
     if [o.name for o in found] != names:
         raise _bad(path, f"its graph's outputs {names} are not those its metadata names")
     return tuple(found)
@@ -169,6 +176,51 @@ def _check_initializers(path: Path, graph: onnx.GraphProto) -> None:
                 path,
                 f"weight '{tensor.name}' declares {count:,} values but holds {held:,}",
             )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expects(path: Path, meta: dict[str, str], info: InputInfo) -> dict[str, Any] | None:
+    """The column description predict relies on, checked for the types it reads."""
+    if "dnnspec.expects" not in meta:
+        return None
+    expected = _meta_json(path, meta, "dnnspec.expects")
+    bad = _bad(path, "its metadata 'dnnspec.expects' is malformed")
+    if not isinstance(expected, dict) or not isinstance(expected.get("columns"), list):
+        raise bad
+    columns = expected["columns"]
+    if len(info.shape) != 2 or (_is_int(info.shape[1]) and len(columns) != info.shape[1]):
+        raise bad
+    for column in columns:
+        if not isinstance(column, dict) or not isinstance(column.get("steps"), list):
+            raise bad
+        if column.get("name") is not None and not isinstance(column["name"], str):
+            raise bad
+        for step in column["steps"]:
+            if not isinstance(step, dict):
+                raise bad
+            if step.get("step") == "one_hot" and not (
+                isinstance(step.get("categories"), list)
+                and all(isinstance(c, str) for c in step["categories"])
+            ):
+                raise bad
+    csv = expected.get("csv")
+    if csv is not None:
+        if not isinstance(csv, dict) or not all(_is_int(csv.get(k)) for k in ("width", "target")):
+            raise bad
+        features = csv.get("features")
+        if (
+            not isinstance(features, list)
+            or len(features) != len(columns)
+            or not all(_is_int(f) and 0 <= f < csv["width"] for f in features)
+            or not 0 <= csv["target"] < csv["width"]
+        ):
+            raise bad
+        if csv.get("target_name") is not None and not isinstance(csv["target_name"], str):
+            raise bad
+    return expected
 
 
 def read_model(path: Path) -> ModelFile:
@@ -219,4 +271,5 @@ def read_model(path: Path) -> ModelFile:
         int(context),
         outputs,
         "dnnspec.outputs" in meta,
+        _expects(path, meta, info),
     )

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -40,13 +40,14 @@ from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.resolve import pin_paths, write_lock
 from dnnspec.runtime import checkpoint, interrupts
 from dnnspec.runtime.cadence import Cadence
+from dnnspec.runtime.columns import check_width, encoded_columns, expects, fit_preprocess, transform
 from dnnspec.runtime.data import conform, conform_outputs
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.early_stop import EarlyStop, higher_is_better
 from dnnspec.training.losses import LOSSES
-from dnnspec.training.preprocess import PREPROCESS, Affine
+from dnnspec.training.preprocess import Preprocessing
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau, Timing
 
 
@@ -111,19 +112,27 @@ class RunResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
-    """Check the spec, load and validate its data, and assemble its graphs."""
-    if spec.train is None:
-        raise error(
-            f"spec '{spec.source}' has no train section",
-            spec.model.span,
-            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
-        )
-    if epochs is not None and epochs < 1:
-        raise error(f"--epochs must be at least 1, got {epochs}")
-    train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
-    typed = check_spec(spec)
-    data, classes, labels = load_data(train, typed, train.data)
+@dataclass
+class Parts:
+    """A spec's data as the graphs read it: split, with the preprocessing fitted on the
+    training part and applied to every part."""
+
+    data: Dataset
+    """All the samples as loaded and checked, before the split and preprocessing."""
+    classes: int | None
+    train_data: Dataset
+    val_data: Dataset
+    test_data: Dataset | None
+    kept: np.ndarray
+    held: np.ndarray
+    steps: Preprocessing | None
+    expected: dict[str, Any] | None
+    """`dnnspec.expects` for model.onnx (see runtime/columns.py)."""
+
+
+def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
+    """Load, check and split the data, and fit the preprocessing on the training part."""
+    data, classes = load_data(train, typed, train.data)
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0
     first = LOSSES.get(train.trained()[0].loss.name)
@@ -138,30 +147,63 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
         test_data = data.take(test_index)
     elif isinstance(train.test, str):
-        test_data = _test_file(train, train.test, typed, data)
+        test_data = read_like_data(
+            train, train.test, typed, first.target, data.labels, named_labels=data.target_labels
+        )
     part = data.take(rest)
     kept, held = split_indices(part, validation, split_seed, stratify)
     kept, held = rest[kept], rest[held]
     train_data, val_data = data.take(kept), data.take(held)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
-    steps = fit_preprocess(train, typed, train_data.x)
-    if steps:
+    steps = fit_preprocess(train, typed, train_data)
+    if steps is not None and steps.one_hot:
+        check_width(steps, typed, len(train_data), train.data.span)
+        if test_data is not None and test_data.x.shape[1] != steps.width:
+            raise error(
+                f"the test data has {test_data.x.shape[1]} feature columns, the training "
+                f"data {steps.width}",
+                train.span,
+            )
+    expected = expects(typed, train_data, steps, list(data.labels) if data.labels else None)
+    if steps is not None:
         train_data, val_data = transform(train_data, steps), transform(val_data, steps)
         test_data = None if test_data is None else transform(test_data, steps)
+    return Parts(data, classes, train_data, val_data, test_data, kept, held, steps, expected)
+
+
+def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
+    """Check the spec, load and validate its data, and assemble its graphs."""
+    if spec.train is None:
+        raise error(
+            f"spec '{spec.source}' has no train section",
+            spec.model.span,
+            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
+        )
+    if epochs is not None and epochs < 1:
+        raise error(f"--epochs must be at least 1, got {epochs}")
+    train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
+    typed = check_spec(spec)
+    parts = load_parts(train, typed)
+    data, classes, steps, expected = parts.data, parts.classes, parts.steps, parts.expected
+    train_data, val_data, test_data = parts.train_data, parts.val_data, parts.test_data
     steps_per_epoch = math.ceil(len(train_data) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
     program = build_train_step(typed, train, classes, timing)
     program.preprocess = steps
-    if steps:
-        program.metadata["dnnspec.preprocess"] = json.dumps([st.to_json() for st in steps])
+    if steps is not None:
+        program.metadata["dnnspec.preprocess"] = json.dumps(steps.to_json())
+        if steps.one_hot:  # model.onnx takes the raw columns, narrower than the network's
+            inputs = json.loads(program.metadata["dnnspec.inputs"])
+            inputs[0]["shape"] = [inputs[0]["shape"][0], steps.width]
+            program.metadata["dnnspec.inputs"] = json.dumps(inputs)
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
-    if labels:
+    if data.target_labels:  # class names of named outputs given as words
         outputs = json.loads(program.metadata["dnnspec.outputs"])
         for entry in outputs:
-            if entry["name"] in labels:
-                entry["class_labels"] = list(labels[entry["name"]])
+            if entry["name"] in data.target_labels:
+                entry["class_labels"] = list(data.target_labels[entry["name"]])
         program.metadata["dnnspec.outputs"] = json.dumps(outputs)
     if data.vocab:
         # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
@@ -170,23 +212,26 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         program.metadata["dnnspec.context"] = str(data.x.shape[1])
         if classes == len(data.vocab):
             program.metadata["dnnspec.class_labels"] = json.dumps(list(data.vocab))
-    return Prepared(spec, train, typed, train_data, val_data, program, kept, held, test_data)
+    if expected is not None:
+        if expected["classes"] is None and "dnnspec.class_labels" in program.metadata:
+            expected["classes"] = json.loads(program.metadata["dnnspec.class_labels"])
+        program.metadata["dnnspec.expects"] = json.dumps(expected)
+    return Prepared(
+        spec, train, typed, train_data, val_data, program, parts.kept, parts.held, test_data
+    )
 
 
-def load_data(
-    train: TrainSpec, typed: TypedModel, source: Call
-) -> tuple[Dataset, int | None, dict[str, tuple[str, ...]]]:
+def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Dataset, int | None]:
     """The data `source` names, checked for the model: with the class count of a model's
-    one output, or for named outputs one target each (and the class names that came as
-    words, by output)."""
+    one output, or for named outputs one target each (`Dataset.targets`)."""
     dataset = DATASETS.get(source.name)
     if not train.heads:
         assert train.loss is not None
         target = LOSSES.get(train.loss.name).target
-        data, classes = conform(
-            dataset.load(source.args, train.seed, source.span), typed, target, source
-        )
-        return data, classes, {}
+        loaded = dataset.load(source.args, train.seed, source.span)
+        encoded = encoded_columns(train, loaded)
+        # with one_hot the declared input is the encoded width, checked once it is fitted
+        return conform(loaded, typed, target, source, input_shape=not encoded)
     names = tuple(h.output for h in train.heads)
     if dataset.targets is None:
         raise error(
@@ -198,108 +243,78 @@ def load_data(
         )
     loaded = dataset.targets(source.args, names, train.seed, source.span)
     kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
-    data, _ = conform_outputs(loaded, typed, kinds, source)
-    return data, None, dict(data.target_labels)
+    encoded = encoded_columns(train, loaded)
+    data, _ = conform_outputs(loaded, typed, kinds, source, input_shape=not encoded)
+    return data, None
 
 
-def fit_preprocess(train: TrainSpec, typed: TypedModel, x: np.ndarray) -> list[Affine]:
-    """Fit each declared step on the training split, in order (a step sees the output of
-    the steps before it)."""
-    steps: list[Affine] = []
-    if not train.preprocess:
-        return steps
-    decl = typed.spec.model.inputs[0]
-    if x.ndim != 2 or x.dtype.kind != "f":
-        raise error(
-            f"preprocessing scales float features [N, F], but input '{decl.name}' is "
-            f"{decl.dtype}[{', '.join(map(str, decl.dims))}]",
-            train.preprocess[0].span,
-        )
-    current = x.astype(np.float64)
-    for call in train.preprocess:
-        chosen = call.args["columns"]
-        assert isinstance(chosen, list)
-        columns = [int(c) for c in chosen if isinstance(c, int)] or list(range(x.shape[1]))
-        bad = [c for c in columns if not 0 <= c < x.shape[1]]
-        if bad:
-            raise error(
-                f"{call.name}: column {bad[0]} is outside the {x.shape[1]} features "
-                f"(0..{x.shape[1] - 1})",
-                call.span,
-            )
-        fitted = PREPROCESS.get(call.name).fit(current[:, columns])
-        if isinstance(fitted, str):
-            raise error(
-                f"{call.name}: {fitted}, so it cannot be scaled",
-                call.span,
-                help="drop the column, or leave it out with columns = [...]",
-            )
-        shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-        shift[columns], scale[columns] = fitted
-        step = Affine(call.name, shift, scale)
-        current = step.apply(current)
-        steps.append(step)
-    return steps
-
-
-def transform(data: Dataset, steps: list[Affine]) -> Dataset:
-    """`data` with the fitted preprocessing applied to its inputs."""
-    x = data.x
-    for step in steps:
-        x = step.apply(x)
-    return Dataset(x, data.y, data.vocab, data.labels, data.targets, data.target_labels)
-
-
-def _test_file(train: TrainSpec, path: str, typed: TypedModel, data: Dataset) -> Dataset:
-    """`test "file.csv"`: read as the spec's data file is (same columns), class names
-    mapped to the training data's ids."""
+def read_like_data(
+    train: TrainSpec,
+    path: str,
+    typed: TypedModel,
+    target: str,
+    labels: tuple[str, ...] | None,
+    span: Span | None = None,
+    what: str = "test file",
+    named_labels: dict[str, tuple[str, ...]] | None = None,
+) -> Dataset:
+    """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
+    (same columns), class names mapped to the training data's ids (`labels`; for named
+    outputs `named_labels`, by output); errors at `span` (by default the train section)."""
     definition = DATASETS.get("file")
-    span = train.span
+    span = span or train.span
     given: list[tuple[str, Any, Span]] = [("path", path, span)]
     if train.data.name == "file":
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
     args = definition.signature.bind("file", [], given, span)
-    return read_file_data(train, typed, Call(name="file", args=args, span=span), data)
-
-
-def read_file_data(train: TrainSpec, typed: TypedModel, source: Call, data: Dataset) -> Dataset:
-    """A `file(...)` of held-out data (a test file, `dnnspec eval RUN data.csv`) checked
-    for the model, its class names mapped to the ids of the training `data`."""
+    source = Call(name="file", args=args, span=span)
     if train.heads:
-        names = tuple(h.output for h in train.heads)
-        definition = DATASETS.get("file")
-        assert definition.targets is not None
-        raw = definition.targets(source.args, names, train.seed, source.span)
-        targets = dict(raw.targets)
-        words = dict(raw.target_labels)
-        for name, own in raw.target_labels.items():
-            known = data.target_labels.get(name)
-            if known is not None:
-                targets[name], words[name] = _map_labels(own, known, targets[name], source), known
-        first = targets[names[0]]
-        raw = Dataset(raw.x, first, targets=targets, target_labels=words)
-        kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
-        held, _ = conform_outputs(raw, typed, kinds, source)
-        return held
-    assert train.loss is not None
-    target = LOSSES.get(train.loss.name).target
-    raw = DATASETS.get("file").load(source.args, train.seed, source.span)
-    if data.labels is not None and raw.labels is not None:
-        ids = _map_labels(raw.labels, data.labels, raw.y, source)
-        raw = Dataset(raw.x, ids, labels=data.labels)
-    held_out, _ = conform(raw, typed, target, source)
-    return held_out
+        return _read_like_outputs(train, typed, source, named_labels or {}, what)
+    loaded = definition.load(args, train.seed, span)
+    if labels is not None and loaded.labels is not None:
+        ids = _map_labels(loaded.labels, labels, loaded.y, source, what)
+        loaded = replace(loaded, y=ids, labels=labels)
+    encoded = encoded_columns(train, loaded)
+    test, _ = conform(loaded, typed, target, source, input_shape=not encoded)
+    return test
+
+
+def _read_like_outputs(
+    train: TrainSpec,
+    typed: TypedModel,
+    source: Call,
+    named_labels: dict[str, tuple[str, ...]],
+    what: str,
+) -> Dataset:
+    """`read_like_data` for a model with named outputs: each output's class names mapped
+    to the training data's ids (`named_labels`)."""
+    names = tuple(h.output for h in train.heads)
+    definition = DATASETS.get("file")
+    assert definition.targets is not None
+    raw = definition.targets(source.args, names, train.seed, source.span)
+    targets = dict(raw.targets)
+    words = dict(raw.target_labels)
+    for name, own in raw.target_labels.items():
+        known = named_labels.get(name)
+        if known is not None:
+            targets[name] = _map_labels(own, known, targets[name], source, what)
+            words[name] = known
+    raw = replace(raw, y=targets[names[0]], targets=targets, target_labels=words)
+    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+    encoded = encoded_columns(train, raw)
+    held, _ = conform_outputs(raw, typed, kinds, source, input_shape=not encoded)
+    return held
 
 
 def _map_labels(
-    words: tuple[str, ...], known: tuple[str, ...], ids: np.ndarray, source: Call
+    words: tuple[str, ...], known: tuple[str, ...], ids: np.ndarray, source: Call, what: str
 ) -> np.ndarray:
     """Class ids of held-out data (`ids` index its own sorted `words`) as the training
     data's ids (`known`, its class names)."""
     unknown = sorted(set(words) - set(known))
     if unknown:
         raise error(
-            f"'{source.args['path']}' has class labels the training data lacks: "
+            f"{what} '{source.args['path']}' has class labels the training data lacks: "
             f"{', '.join(unknown[:5])}",
             source.span,
         )

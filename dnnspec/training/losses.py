@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
@@ -61,6 +63,20 @@ class LossDef:
     build: BuildLoss
     doc: str = ""
     check: CheckLoss = _no_check
+    probabilities: Callable[[np.ndarray], np.ndarray] | None = None
+    """How the model's outputs become probabilities (`predict --proba`); None for values."""
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Over the last axis, shifted by the maximum so large logits do not overflow."""
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    out: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return out
+
+
+def sigmoid(scores: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * scores))  # no overflow for any logit
+    return out
 
 
 LOSSES: Registry[LossDef] = Registry("loss")
@@ -291,6 +307,7 @@ LOSSES.add(
         "softmax cross-entropy from logits [N, C] (or [N, T, C] with targets [N, T]), "
         "mean over the counted positions",
         _class_checks,
+        softmax,
     ),
 )
 LOSSES.add(
@@ -301,6 +318,7 @@ LOSSES.add(
         _nll,
         "negative log-likelihood of log-probabilities (end the model with log_softmax)",
         _class_checks,
+        np.exp,
     ),
 )
 LOSSES.add(
@@ -320,6 +338,7 @@ LOSSES.add(
         _binary_cross_entropy,
         "sigmoid cross-entropy from logits, one 0/1 target per output unit (multi-label)",
         _bce_checks,
+        sigmoid,
     ),
     aliases=("bce",),
 )

@@ -1,0 +1,376 @@
+"""The input columns of a run: fitting the declared preprocessing on the training split,
+applying it to every split, and saying in model.onnx what the model expects.
+
+Columns are the features as loaded (a CSV's feature columns in order, or the second axis
+of an .npz's `x`); a step names them by CSV header name or by 0-based index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnspec.check.shapes import TypedModel
+from dnnspec.data.datasets import Dataset, read_csv_cells
+from dnnspec.errors import Span, did_you_mean, error
+from dnnspec.ir import Call, TrainSpec
+from dnnspec.runtime.data import fits_shape
+from dnnspec.schema import arg_int
+from dnnspec.training.preprocess import PREPROCESS, Affine, OneHot, Preprocessing
+
+
+def _pick(call: Call, data: Dataset, width: int) -> list[int]:
+    """The columns a step names (all of them when it names none)."""
+    chosen = call.args["columns"]
+    items = chosen if isinstance(chosen, list) else [chosen]
+    if not items and call.name == "one_hot":
+        raise error("one_hot needs the columns of categories: columns = [...]", call.span)
+    picked: list[int] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise error(
+                f"{call.name}: columns are CSV header names or 0-based indices, got {item!r}",
+                call.span,
+            )
+        if isinstance(item, int):
+            if not 0 <= item < width:
+                raise error(
+                    f"{call.name}: column {item} is outside the {width} features (0..{width - 1})",
+                    call.span,
+                )
+            column = item
+        else:
+            if data.columns is None:
+                raise error(
+                    f"{call.name}: the data has no column names, so column '{item}' cannot "
+                    "be found by name",
+                    call.span,
+                    help="pick columns by 0-based index (a CSV without a header row, or an "
+                    ".npz, names none)",
+                )
+            if item not in data.columns:
+                raise error(
+                    f"{call.name}: the data has no feature column '{item}'",
+                    call.span,
+                    help=did_you_mean(item, list(data.columns))
+                    or f"feature columns: {', '.join(data.columns)}",
+                )
+            column = data.columns.index(item)
+        if column in picked:
+            raise error(f"{call.name}: column '{item}' is listed twice", call.span)
+        picked.append(column)
+    return picked
+
+
+def _name(data: Dataset, column: int) -> str:
+    return f"'{data.columns[column]}'" if data.columns else str(column)
+
+
+def encoded_columns(train: TrainSpec, data: Dataset) -> dict[int, Call]:
+    """The one_hot columns by the step that encodes them; every column of words must be
+    one of them (a model reads numbers), and no column is encoded twice."""
+    width = data.x.shape[1] if data.x.ndim == 2 else 0
+    encoded: dict[int, Call] = {}
+    for call in train.preprocess:
+        if call.name != "one_hot":
+            continue
+        for column in _pick(call, data, width):
+            if column in encoded:
+                raise error(f"one_hot: column {_name(data, column)} is encoded twice", call.span)
+            encoded[column] = call
+    for column, words in data.words.items():
+        if column not in encoded:
+            name = data.columns[column] if data.columns else str(column)
+            shown = ", ".join(words[:4]) + (", ..." if len(words) > 4 else "")
+            chosen = f'"{name}"' if data.columns else name
+            raise error(
+                f"feature column {_name(data, column)} holds words ({shown}), but a model "
+                "reads numbers",
+                train.data.span,
+                help=f"one-hot encode it: preprocess one_hot(columns = [{chosen}]), or leave "
+                "it out with features = [...]",
+            )
+    return encoded
+
+
+def _one_hot(call: Call, column: int, data: Dataset, x: np.ndarray) -> OneHot:
+    """The categories of one column on the training split."""
+    limit = arg_int(call.args, "max_categories")
+    name = _name(data, column)
+    if column in data.words:
+        codes = np.unique(x[:, column].astype(np.int64))
+        categories = tuple(data.words[column][c] for c in codes)
+        values = np.arange(len(categories), dtype=np.float64)
+        words = True
+    else:
+        values = np.unique(x[:, column])
+        fractional = values[values != np.round(values)]
+        if len(fractional):
+            raise error(
+                f"one_hot: column {name} holds {fractional[0]:g}, which is not a category: "
+                "one_hot encodes words or whole numbers (codes)",
+                call.span,
+                help="scale a measured quantity with standardize or min_max instead",
+            )
+        categories = tuple(f"{v:.0f}" for v in values)
+        words = False
+    if len(values) > limit:
+        raise error(
+            f"one_hot: column {name} has {len(values)} categories on the training split, "
+            f"more than max_categories = {limit}",
+            call.span,
+            help="a column with that many values is rarely a category (an id, a number?): "
+            "leave it out with features = [...], or raise max_categories",
+        )
+    return OneHot(column, values, categories, words)
+
+
+def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Preprocessing | None:
+    """Fit each declared step on the training split `data`, in order (a scaling step sees
+    the output of the steps before it; one-hot columns are expanded after scaling)."""
+    if not train.preprocess:
+        return None
+    decl = typed.spec.model.inputs[0]
+    x = data.x
+    if x.ndim != 2 or x.dtype.kind != "f":
+        raise error(
+            f"preprocessing reads float features [N, F], but input '{decl.name}' is "
+            f"{decl.dtype}[{', '.join(map(str, decl.dims))}]",
+            train.preprocess[0].span,
+        )
+    width = x.shape[1]
+    encoded = encoded_columns(train, data)
+    current = x.astype(np.float64)
+    scale: list[Affine] = []
+    for call in train.preprocess:
+        if call.name == "one_hot":
+            continue
+        columns = _pick(call, data, width) or [c for c in range(width) if c not in encoded]
+        clash = [c for c in columns if c in encoded]
+        if clash:
+            raise error(
+                f"{call.name}: column {_name(data, clash[0])} is one-hot encoded, so it "
+                "cannot be scaled",
+                call.span,
+                notes=[],
+                help="scaling applies to columns of numbers; leave it out with columns = [...]",
+            )
+        fit = PREPROCESS.get(call.name).fit
+        assert fit is not None
+        fitted = fit(current[:, columns]) if columns else (np.zeros(0), np.ones(0))
+        if isinstance(fitted, str):
+            raise error(
+                f"{call.name}: {_constant_message(fitted, data, columns)}, so it cannot be scaled",
+                call.span,
+                help="drop the column, or leave it out with columns = [...]",
+            )
+        shift, factor = np.zeros(width), np.ones(width)
+        shift[columns], factor[columns] = fitted
+        step = Affine(call.name, shift, factor, tuple(columns))
+        current = step.apply(current)
+        scale.append(step)
+    one_hot = [_one_hot(call, c, data, x) for c, call in sorted(encoded.items())]
+    return Preprocessing(width, data.columns, tuple(scale), tuple(one_hot))
+
+
+def _constant_message(message: str, data: Dataset, columns: list[int]) -> str:
+    """`feature column 2 ('age') is constant ...`: the fit names positions among the
+    columns it was given; say which feature that is."""
+    prefix = "feature column "
+    if not message.startswith(prefix):
+        return message
+    position, rest = message[len(prefix) :].split(" ", 1)
+    column = columns[int(position)]
+    named = f" ({data.columns[column]})" if data.columns else ""
+    return f"{prefix}{column}{named} {rest}"
+
+
+def check_width(prep: Preprocessing, typed: TypedModel, samples: int, span: Span | None) -> None:
+    """With one_hot the model's input is wider than the raw data: the declared width must
+    be the encoded one, and the message says how it adds up."""
+    decl = typed.spec.model.inputs[0]
+    width = len(prep.features())
+    if fits_shape(decl.dims, (samples, width), {}):
+        return
+    parts = [f"{prep.width - len(prep.one_hot)} other columns"] + [
+        f"{prep.column_name(s.column)} ({len(s.categories)} categories)" for s in prep.one_hot
+    ]
+    raise error(
+        f"input '{decl.name}' is declared [{', '.join(map(str, decl.dims))}], but after "
+        f"one_hot the {prep.width} raw columns are {width} features: {' + '.join(parts)}",
+        decl.span,
+        help=f"declare `input {decl.name}: {decl.dtype}[{decl.dims[0]}, {width}]`",
+    )
+
+
+def transform(data: Dataset, prep: Preprocessing | None) -> Dataset:
+    """`data` as the model's graphs read it: words encoded, the fitted steps applied."""
+    if prep is None:
+        return data
+    dtype = data.x.dtype if data.x.dtype.kind == "f" else np.dtype(np.float32)
+    x = prep.apply(prep.encode(data.x, data.words)).astype(dtype)
+    return replace(data, x=x, words={})
+
+
+def expects(
+    typed: TypedModel,
+    data: Dataset,
+    prep: Preprocessing | None,
+    labels: list[str] | None,
+) -> dict[str, Any] | None:
+    """`dnnspec.expects` in model.onnx: for a model reading rows of features, the raw columns
+    in order with what is done to each, the features the network itself sees, the class
+    names, and where the training CSV held its inputs and target."""
+    decl = typed.spec.model.inputs[0]
+    if len(typed.spec.model.inputs) != 1 or data.x.ndim != 2 or decl.dtype == "int64":
+        return None
+    width = data.x.shape[1]
+    if prep is None:
+        prep = Preprocessing(width, data.columns)
+    out: dict[str, Any] = {
+        "input": decl.name,
+        "width": width,
+        "columns": prep.columns_json(),
+        "features": prep.features(),
+        "classes": labels,
+        "unknown_category": "zeros",
+    }
+    if data.layout is not None:
+        layout = data.layout
+        out["csv"] = {
+            "width": layout.width,
+            "header": list(layout.header) if layout.header else None,
+            "features": list(layout.features),
+            "target": layout.target,
+            "target_name": layout.header[layout.target] if layout.header else None,
+        }
+    return out
+
+
+def _drop_target_help(csv: dict[str, Any] | None) -> str:
+    if csv is None:
+        return "remove the extra column"
+    target = csv["target_name"] or f"column {csv['target'] + 1}"
+    return f"if the file still holds the target column ('{target}'), pass --drop-target"
+
+
+def pick_columns(
+    width: int,
+    header: list[str] | None,
+    expected: dict[str, Any] | None,
+    raw_width: int,
+    drop_target: bool,
+    what: str,
+) -> list[int]:
+    """Which columns of a prediction file the model reads, in its order: by name when the
+    file and the run both name them (other columns, such as the target, are ignored), as
+    the training CSV held them with `drop_target`, else all of them."""
+    csv = expected.get("csv") if expected else None
+    names = [c["name"] for c in expected["columns"]] if expected else []
+    if header is not None and names and all(isinstance(n, str) for n in names):
+        missing = [n for n in names if n not in header]
+        if not missing:
+            return [header.index(n) for n in names]
+        if width != raw_width or drop_target:
+            raise error(
+                f"{what} has no column '{missing[0]}', which the model reads",
+                help=did_you_mean(missing[0], header)
+                or f"the model reads the columns {', '.join(names)} (in any order; "
+                "others are ignored)",
+            )
+    if drop_target:
+        if csv is None:
+            raise error(
+                f"--drop-target: the model was not trained from a CSV, so it records no "
+                f"target column to drop from {what}"
+            )
+        if width != csv["width"]:
+            raise error(
+                f"--drop-target: {what} has {width} columns, but the training CSV had "
+                f"{csv['width']} (the target in column {csv['target'] + 1})",
+                help="pass a file with the training file's columns, or the model's "
+                f"{raw_width} input columns without --drop-target",
+            )
+        return list(csv["features"])
+    if width == raw_width:
+        return list(range(width))
+    wider = "one more" if width == raw_width + 1 else "as many as the training CSV"
+    targeted = width == raw_width + 1 or (csv is not None and width == csv["width"])
+    raise error(
+        f"{what} has {width} columns, but the model reads {raw_width}"
+        + (f", {wider}: does it still hold the target column?" if targeted else ""),
+        help=_drop_target_help(csv) if targeted else None,
+    )
+
+
+def _cell_number(cell: str, where: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise error(f"{where}: {cell!r} is not a number") from None
+    if not np.isfinite(value):
+        raise error(f"{where} holds {cell!r}", help="remove or impute non-finite values")
+    return value
+
+
+def encode_cells(
+    rows: list[tuple[int, list[str]]],
+    columns: list[int],
+    header: list[str] | None,
+    expected: dict[str, Any] | None,
+    what: str,
+) -> np.ndarray:
+    """The chosen cells as the model's raw input: numbers as numbers, the words of a
+    one-hot column as their index in its categories (-1, all zeros, when unseen)."""
+    steps = [c["steps"] for c in expected["columns"]] if expected else [[]] * len(columns)
+    lookup: dict[int, dict[str, float]] = {}
+    for j, column_steps in enumerate(steps):
+        for step in column_steps:
+            if step.get("step") == "one_hot" and step.get("encoded") == "index":
+                lookup[j] = {str(w): float(i) for i, w in enumerate(step["categories"])}
+    out = np.empty((len(rows), len(columns)), np.float64)
+    for r, (line, row) in enumerate(rows):
+        for j, column in enumerate(columns):
+            cell = row[column].strip()
+            if j in lookup:
+                out[r, j] = lookup[j].get(cell, -1.0)
+                continue
+            where = f"{what} line {line}, column {column + 1}" + (
+                f" ({header[column]})" if header else ""
+            )
+            out[r, j] = _cell_number(cell, where)
+    return out
+
+
+def read_prediction_csv(
+    path: Path, expected: dict[str, Any] | None, raw_width: int, drop_target: bool
+) -> np.ndarray:
+    """A CSV of raw rows for `dnnspec predict`, as float64 model input. When the model
+    records its column names, the first row is a header if it holds any of them; else (as
+    for training data) if it holds a word."""
+    what = f"'{path}'"
+    _, rows = read_csv_cells(path, None, "false")
+    names = [c["name"] for c in expected["columns"]] if expected else []
+    first = [c.strip() for c in rows[0][1]]
+    if names and all(isinstance(n, str) for n in names):
+        is_header = any(n in first for n in names)
+    else:
+        is_header = not all(_is_number(c) for c in first)
+    header = None
+    if is_header:
+        header, rows = first, rows[1:]
+        if not rows:
+            raise error(f"{what} has no data rows")
+    columns = pick_columns(len(first), header, expected, raw_width, drop_target, what)
+    return encode_cells(rows, columns, header, expected, what)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
