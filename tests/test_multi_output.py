@@ -505,3 +505,46 @@ def test_predict_proba_gives_each_class_outputs_probabilities(npz_run) -> None:
     subprocess.run([*cli, "--proba", "--out", str(root / "pp.npz")], check=True)
     with np.load(root / "pp.npz") as saved:
         np.testing.assert_allclose(saved["kind"], expected, rtol=1e-6)
+
+
+def test_check_reports_each_output_its_loss_and_its_metrics() -> None:
+    from dnnspec.check.report import check_json
+
+    typed = check_spec(load_spec_text(spec_text(), "specs/x.dnn"))
+    report = check_json(typed)
+    assert report["outputs"] == [
+        {"name": "kind", "dtype": "float32", "shape": ["N", 3]},
+        {"name": "size", "dtype": "float32", "shape": ["N", 2]},
+    ]
+    heads = report["train"]["heads"]
+    assert [(h["output"], h["loss"]["name"], h["weight"]) for h in heads] == [
+        ("kind", "cross_entropy", 1.0),
+        ("size", "mse", 0.5),
+    ]
+    assert [m["name"] for m in heads[1]["metrics"]] == ["mae", "r2"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "dnnspec", "check", str(SPECS / "digits_two_heads.dnn")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "loss ink" in shown and "mse, weight 2" in shown and "metrics digit" in shown
+
+
+def test_a_plateau_schedule_monitors_a_per_output_metric_in_its_direction() -> None:
+    from dnnspec.training.early_stop import higher_is_better
+    from dnnspec.training.schedules import Plateau
+
+    text = spec_text().replace(
+        "batch 32", "schedule reduce_on_plateau(monitor = val_size_r2)\n  batch 32"
+    )
+    spec = load_spec_text(text, "specs/x.dnn")
+    assert spec.train is not None
+    train = spec.train
+    plateau = Plateau.from_spec(train.schedule, lambda m: higher_is_better(train, m))
+    assert plateau is not None and (plateau.key, plateau.mode) == ("val_size_r2", "max")
+    text = text.replace("val_size_r2", "val_size_loss")
+    train = load_spec_text(text, "specs/x.dnn").train
+    assert train is not None
+    plateau = Plateau.from_spec(train.schedule, lambda m: higher_is_better(train, m))
+    assert plateau is not None and plateau.mode == "min"
