@@ -6,6 +6,8 @@ unseen category encodes as all zeros; and each mistake is a located error."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import ROOT
 from onnx.reference import ReferenceEvaluator
 
 from dnnspec import api
@@ -20,6 +23,9 @@ from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError
 from dnnspec.runtime.run import prepare
 from dnnspec.training.preprocess import OneHot, Preprocessing
+
+sys.path.insert(0, str(ROOT / "tools"))
+import portability  # noqa: E402
 
 SPEC = """model m {{
   input x: float32[N, {width}]
@@ -76,8 +82,9 @@ def test_one_hot_expands_each_category_where_its_column_stands() -> None:
         ("a", "color", "b"),
         one_hot=(OneHot(1, np.array([0.0, 1.0, 2.0]), ("blue", "green", "red"), True),),
     )
-    x = np.array([[5.0, 2.0, 7.0], [6.0, 0.0, 8.0], [7.0, -1.0, 9.0]])
-    expected = [[5, 0, 0, 1, 7], [6, 1, 0, 0, 8], [7, 0, 0, 0, 9]]  # -1: unseen, all zeros
+    x = np.array([[5.0, 2.0, 7.0], [6.0, 0.0, 8.0], [7.0, -1.0, 9.0], [8.0, np.nan, 1.0]])
+    # -1 (an unseen word) and NaN match no category: all zeros
+    expected = [[5, 0, 0, 1, 7], [6, 1, 0, 0, 8], [7, 0, 0, 0, 9], [8, 0, 0, 0, 1]]
     np.testing.assert_array_equal(prep.apply(x), expected)
     assert prep.features() == ["a", "color=blue", "color=green", "color=red", "b"]
 
@@ -106,6 +113,7 @@ def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow
 def test_a_raw_csv_row_through_model_onnx_predicts_as_dnnspec_predict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,6 +168,36 @@ def test_a_raw_csv_row_through_model_onnx_predicts_as_dnnspec_predict(
     # eval of a data file reads its words with the fitted categories
     evaluated = api.load(tmp_path / "run").evaluate(tmp_path / "some.csv")
     assert evaluated["accuracy"] >= 0.9
+
+    # every other installed runtime agrees, unseen categories and NaN included
+    x[1, 1], x[2, 2] = np.nan, 7.0
+    np.save(tmp_path / "run" / "x.npy", x)
+    others = [r for r in portability.installed() if r != "onnxruntime"]
+    done = subprocess.run(
+        [sys.executable, "-c", OTHER_RUNTIMES, str(ROOT / "tools"), str(tmp_path / "run"), *others],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs = json.loads(done.stdout)
+    assert set(outputs) == set(others)
+    for runtime, output in outputs.items():
+        np.testing.assert_allclose(output, _ort(model, x), rtol=1e-4, atol=1e-5, err_msg=runtime)
+
+
+OTHER_RUNTIMES = """
+import json, sys
+import numpy as np, onnx
+sys.path.insert(0, sys.argv[1])
+import portability
+model, x = onnx.load(sys.argv[2] + "/model.onnx"), np.load(sys.argv[2] + "/x.npy")
+outputs = {}
+for name in sys.argv[3:]:
+    outputs[name] = portability.RUNTIMES[name][1](model)({"x": x})["output"].tolist()
+print(json.dumps(outputs))
+"""
+"""In a child process: OpenVINO takes over SIGINT in the process that loads it."""
 
 
 def test_check_shows_the_raw_columns_and_the_models_input(

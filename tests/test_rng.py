@@ -8,6 +8,7 @@ import math
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import HashRandom
@@ -41,14 +42,19 @@ def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> No
     assert abs(np.corrcoef(a0.ravel()[:-1], a0.ravel()[1:])[0, 1]) < 0.03
 
 
-def test_hash_rng_keeps_every_integer_below_2_pow_24_so_every_runtime_is_exact() -> None:
+@pytest.mark.parametrize("dims", [(33, 300), (33, 7, 300)], ids=["matrix", "rank 3"])
+def test_hash_rng_keeps_every_integer_below_2_pow_24_so_every_runtime_is_exact(
+    dims: tuple[int, ...],
+) -> None:
     # OpenVINO computes integer Mod/Div in float32 and int64 as int32: beyond 2^24 runtimes
-    # would disagree, so every intermediate integer of the hash must stay below it
+    # would disagree, so every intermediate integer of the hash must stay below it, and the
+    # float32 sum of the last step must hold whole numbers below it (exact in any order)
     b = GraphBuilder("rng")
     b.add_input("seed", "int64", [])
     b.add_input("step", "int64", [])
-    b.add_input("x", "float32", ["N", 7, 300])
-    b.add_output(HashRandom(b, "seed", "step").uniform_like(b, "x", 3, 5), "float32", None)
+    b.add_input("x", "float32", ["N", *dims[1:]])
+    uniform = HashRandom(b, "seed", "step").uniform_like(b, "x", len(dims), 5)
+    b.add_output(uniform, "float32", None)
     model = b.model()
     ints = [
         node.output[0]
@@ -58,9 +64,14 @@ def test_hash_rng_keeps_every_integer_below_2_pow_24_so_every_runtime_is_exact()
     for name in ints:
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.zeros((33, 7, 300), np.float32)
+    x = np.zeros(dims, np.float32)
     for seed, step in ((0, 0), (2**24 - 1, 2**24 - 1), (123456, 98765)):
         values = session.run(None, {"seed": np.array(seed), "step": np.array(step), "x": x})
         for name, value in zip(ints, values[1:], strict=True):
-            if value.dtype.kind == "i":
-                assert value.min() >= 0 and value.max() < 2**24, name
+            assert value.min() >= 0 and value.max() < 2**24, name
+            if value.dtype.kind == "f" and not name.startswith("scaled"):
+                assert np.array_equal(value, np.floor(value)), name
+        # the values are multiples of 2^-12 in [0, 1), spread evenly
+        assert np.array_equal(values[0] * 4096, np.floor(values[0] * 4096))
+        counts = np.bincount((values[0] * 32).astype(np.int64).ravel(), minlength=32)
+        assert counts.size == 32 and counts.min() > 0.8 * counts.mean()

@@ -11,7 +11,7 @@ from dnnspec.data.datasets import Dataset
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.runtime.run import prepare
-from dnnspec.runtime.session import threads
+from dnnspec.runtime.session import SMALL_STEP_FLOPS, threads
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop
 
@@ -92,6 +92,15 @@ def test_a_bad_thread_count_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, va
         threads()
     monkeypatch.setenv("DNNSPEC_THREADS", "1")
     assert threads() == 1
+
+
+def test_small_steps_run_on_one_thread_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.delenv("DNNSPEC_THREADS", raising=False)
+    assert threads(SMALL_STEP_FLOPS / 2) == 1
+    assert threads(SMALL_STEP_FLOPS * 2) == threads() == 4
+    monkeypatch.setenv("DNNSPEC_THREADS", "3")
+    assert threads(SMALL_STEP_FLOPS / 2) == 3
 
 
 def test_more_threads_than_cores_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,7 +109,7 @@ def scaled(case: E2ECase, factor: float) -> E2ECase:
     return replace(case, epochs=max(1, round(case.epochs * factor)))
 
 
-def _prepare_e2e(case: E2ECase, work: Path, threads: int) -> tuple[list[str], list[str]]:
+def _prepare_e2e(case: E2ECase, work: Path, threads: int | None) -> tuple[list[str], list[str]]:
     """Write both programs' inputs; returns the dnnspec and PyTorch command lines."""
     work.mkdir(parents=True, exist_ok=True)
     if case.samples:
@@ -138,7 +138,7 @@ def _prepare_e2e(case: E2ECase, work: Path, threads: int) -> tuple[list[str], li
         "batch": case.batch,
         "epochs": case.epochs,
         "seed": 0,
-        "threads": threads,
+        "threads": threads or os.cpu_count() or 1,
         "device": DEVICE,
         "data": str(work / "torch_data.npz"),
         "out": str(work / "torch_run"),
@@ -201,10 +201,12 @@ def _run_process(cmd: list[str], env: dict[str, str], timeout: float) -> dict[st
 
 
 def bench_e2e(
-    case: E2ECase, repeats: int, threads: int, have_torch: bool, timeout: float
+    case: E2ECase, repeats: int, threads: int | None, have_torch: bool, timeout: float
 ) -> dict[str, Any]:
     """Both programs on `case`, alternating, `repeats` rounds; medians and ratios."""
-    env = dict(os.environ, DNNSPEC_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ)
+    if threads:  # else each framework picks its own
+        env.update(DNNSPEC_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join([str(TOOLS.parent), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory(prefix="dnnspec-bench-") as tmp:
         ours_cmd, theirs_cmd = _prepare_e2e(case, Path(tmp), threads)
@@ -579,7 +581,7 @@ def bench_transformer(case: TransformerCase, seconds: float, have_torch: bool) -
 
 
 # report ----------------------------------------------------------------------------------
-def machine(threads: int) -> dict[str, Any]:
+def machine(threads: int | None) -> dict[str, Any]:
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
@@ -593,7 +595,7 @@ def machine(threads: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "threads": threads,
+        "threads": threads or "each framework's default",
         "device": DEVICE,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
@@ -679,7 +681,12 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=3.0, help="per in-process row and framework"
     )
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads for both (default: each its own: dnnspec one thread for small "
+        "steps, else one per core; PyTorch one per core)",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per e2e process")
     parser.add_argument(
@@ -691,11 +698,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # children die with the bench
     global DEVICE
     DEVICE = "cuda" if args.device == "cuda" else "cpu"
-    os.environ["DNNSPEC_THREADS"] = str(args.threads)
+    if args.threads:
+        os.environ["DNNSPEC_THREADS"] = str(args.threads)
     try:
         import torch
 
-        torch.set_num_threads(args.threads)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         have_torch = True
     except ImportError:
         have_torch = False

@@ -31,7 +31,7 @@ from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, confusion
 from dnnspec.training.optim import OPTIMIZERS
-from dnnspec.training.preprocess import Preprocessing
+from dnnspec.training.preprocess import MATCH, Preprocessing
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
 
@@ -424,8 +424,9 @@ def build_inference(
 
 def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:
     """The fitted steps as nodes: Sub/Mul per scaling step, then the one-hot expansion as
-    one Gather of the raw columns each feature reads, Equal to its category and a Where
-    that keeps the plain columns (ops every runtime implements, whatever the width)."""
+    one Gather of the raw column each feature reads, |value - category| < 0.5 for the
+    indicators and a Where that keeps the plain columns. Equal-19 and Cast-21 are avoided:
+    onnx2torch lacks them, and these ops run the same in every runtime we test."""
     for step in prep.scale:
         shifted = b.op("Sub", [x, b.const(step.shift.astype(np.float32))], hint=step.name)
         x = b.op("Mul", [shifted, b.const(step.scale.astype(np.float32))], hint=step.name)
@@ -433,8 +434,9 @@ def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:
         return x
     source, hot, value = prep.expansion()
     picked = b.op("Gather", [x, b.const(source, "int64")], hint="one_hot", axis=1)
-    equal = b.op("Equal", [picked, b.const(value.astype(np.float32))], hint="one_hot")
-    indicator = b.op("Cast", [equal], hint="one_hot", to=onnx.TensorProto.FLOAT)
+    distance = b.op("Abs", [b.op("Sub", [picked, b.const(value.astype(np.float32))])])
+    near = b.op("Less", [distance, b.const(np.float32(MATCH))], hint="one_hot")
+    indicator = b.op("Where", [near, b.const(np.float32(1)), b.const(np.float32(0))])
     return b.op("Where", [b.const(hot, "bool"), indicator, picked], hint="one_hot")
 
 

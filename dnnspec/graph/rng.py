@@ -11,11 +11,14 @@ exact, so the same step gives the same masks in all of them.
 The state is a pair in Z_p x Z_q (p = 4091, q = 4079, primes with p * q < 2^24); a round
 is two Feistel half-rounds x += y (y + k) mod p, y += x (x + k') mod q, a permutation of
 the pairs. Coordinates are absorbed one axis at a time on the broadcast prefix (small
-tensors), and the last axis is combined with the prefix by the bilinear form
-A(prefix) * B(col) + C(prefix) + D(col) mod p: two distinct elements then get independent
-values whenever their prefix or column hashes are independent, at four full-size integer
-ops per field. No shape is computed by Range and Reshape, so runtimes that reason about
-symbolic dims (tract, shape inference) see the result has the shape of its input.
+tensors; a matrix's rows and columns as one vector), and the last axis is combined with
+the prefix by the bilinear form A(prefix) * B(col) + C(prefix) + D(col), whose low 12
+bits are the value: two distinct elements then get independent values whenever their
+prefix or column hashes are independent. That sum stays below 2^24, so the six
+full-size ops run in float32, exact in every runtime (integer Mod on a full-size tensor
+cost ten times a float op in onnxruntime). No shape is computed by Range and Reshape, so
+runtimes that reason about symbolic dims (tract, shape inference) see the result has the
+shape of its input. Each coordinate must be below 2^23.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ P, Q = 4091, 4079
 ROUNDS = 2
 # round constants (any values in the fields; distinct so rounds differ)
 _KEYS = ((1709, 2963), (3251, 557), (2029, 3797), (887, 1423))
-_SALT, _COLUMN = (2557, 1861), (1303, 3371)
+_SALT = (2557, 1861)
+_COLUMNS = 2**23  # added to last-axis coordinates: a stream apart from the leading axes
 
 
 class HashRandom:
@@ -43,34 +47,58 @@ class HashRandom:
         self._key = _absorb(b, _split(b, step), state)
 
     def uniform_like(self, b: GraphBuilder, like: str, rank: int, salt: int) -> str:
-        """Uniform [0, 1) values shaped like `like` (of rank `rank`), a distinct stream per
-        `salt`; each element's value depends only on its coordinates and the key."""
+        """Uniform values in [0, 1) in steps of 2^-12, shaped like `like` (of rank `rank`),
+        a distinct stream per `salt`; each element's value depends only on its
+        coordinates and the key."""
         # the salt is a constant: added to the key, it is mixed by the absorbs that follow
         key = _offset(b, self._key, *(k * (salt + 1) for k in _SALT))
         shape = b.op("Shape", [like])
-        prefix = key
-        for axis in range(rank - 1):
-            others = [a for a in range(rank) if a != axis]
-            coords = b.op(
-                "Unsqueeze", [_coords(b, shape, axis), b.const(others, "int64")], hint="coords"
-            )
-            prefix = _absorb(b, _split(b, coords), prefix)
-        # A, C from the prefix and B, D from the last coordinate (its own stream)
-        a = prefix
-        c = _rounds(b, a, 1)
-        last = _absorb(b, _offset(b, _split(b, _coords(b, shape, rank - 1)), *_COLUMN), key)
-        d = _rounds(b, last, 1)
-        fields = []
-        for i, modulus in enumerate((P, Q)):
-            ai, bi, ci, di = (_int32(b, v[i]) for v in (a, last, c, d))
-            mixed = b.op("Add", [b.op("Add", [b.op("Mul", [ai, bi]), ci]), di])
-            fields.append(b.op("Mod", [mixed, b.const(modulus, "int32")]))
-        combined = b.op("Add", [b.op("Mul", [fields[0], b.const(Q, "int32")]), fields[1]])
-        u = b.op("Cast", [combined], to=b.float_elem)
-        return b.op("Mul", [u, b.const(1.0 / (P * Q))], hint="uniform")
+        terms = _stacked_terms(b, shape, key) if rank == 2 else _axis_terms(b, shape, rank, key)
+        # A B + C + D < 4091^2 + 2 * 4091 < 2^24: exact in float32, whatever the order of
+        # the additions or a fused multiply-add; its low 12 bits are the value
+        f32 = TensorProto.FLOAT
+        a, bb, c, d = (b.op("Cast", [v], to=f32) for v in terms)
+        mixed = b.op("Add", [b.op("Add", [b.op("Mul", [a, bb]), c]), d])
+        scaled = b.op("Mul", [mixed, b.const(2.0**-12, "float32")], hint="scaled")
+        u = b.op("Sub", [scaled, b.op("Floor", [scaled])], hint="uniform")
+        return u if b.float_elem == f32 else b.op("Cast", [u], to=b.float_elem)
 
 
 State = tuple[str, str]
+Terms = tuple[str, str, str, str]  # A, B, C, D: the first halves of four states
+
+
+def _stacked_terms(b: GraphBuilder, shape: str, key: State) -> Terms:
+    """A, B, C, D of a matrix [rows, cols]: the row and column coordinates are absorbed as
+    one vector, the columns offset by 2^23 so the two streams differ (fewer, larger
+    nodes: a node costs about as much for 64 values as for one)."""
+    rows, cols = _coords(b, shape, 0), _coords(b, shape, 1)
+    both = b.op("Concat", [rows, b.op("Add", [cols, _c(b, _COLUMNS)])], axis=0)
+    first = _absorb(b, _split(b, both), key)
+    second = _rounds(b, first, 1)
+    # gathered back by index rather than sliced: shape inference then knows the parts are
+    # [rows] and [cols], so the gradient of the masked value needs no run-time reduction
+    row_index = b.op("Sub", [rows, _c(b, 1)])
+    n = b.op("Slice", [shape, b.const([0], "int64"), b.const([1], "int64")])
+    col_index = b.op("Add", [cols, b.op("Sub", [n, _c(b, 1)])])
+    column = b.const([1], "int64")
+    a, c = (b.op("Unsqueeze", [b.op("Gather", [v[0], row_index]), column]) for v in (first, second))
+    bb, d = (b.op("Gather", [v[0], col_index]) for v in (first, second))
+    return a, bb, c, d
+
+
+def _axis_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> Terms:
+    """A, C from the leading axes (absorbed one axis at a time on the broadcast prefix)
+    and B, D from the last axis (its own stream)."""
+    prefix = key
+    for axis in range(rank - 1):
+        others = [a for a in range(rank) if a != axis]
+        coords = b.op(
+            "Unsqueeze", [_coords(b, shape, axis), b.const(others, "int64")], hint="coords"
+        )
+        prefix = _absorb(b, _split(b, coords), prefix)
+    last = _absorb(b, _split(b, b.op("Add", [_coords(b, shape, rank - 1), _c(b, _COLUMNS)])), key)
+    return prefix[0], last[0], _rounds(b, prefix, 1)[0], _rounds(b, last, 1)[0]
 
 
 def _offset(b: GraphBuilder, state: State, kx: int, ky: int) -> State:
@@ -82,18 +110,13 @@ def _c(b: GraphBuilder, value: int) -> str:
     return b.const(value, "int64")
 
 
-def _int32(b: GraphBuilder, value: str) -> str:
-    return b.op("Cast", [value], to=TensorProto.INT32)
-
-
 def _coords(b: GraphBuilder, shape: str, axis: int) -> str:
-    """0, 1, ..., dim - 1 along `axis` (int64, rank 1), as a CumSum of ones rather than a
+    """1, 2, ..., dim along `axis` (int64, rank 1), as a CumSum of ones rather than a
     Range: shape inference then knows its length is the (symbolic) dim, so the gradient of
     the masked value needs no run-time broadcast reduction (which OpenVINO cannot load)."""
     dim = b.op("Slice", [shape, b.const([axis], "int64"), b.const([axis + 1], "int64")])
     one = numpy_helper.from_array(np.ones(1, np.int64))
-    ones = b.op("ConstantOfShape", [dim], value=one)
-    return b.op("Sub", [b.op("CumSum", [ones, _c(b, 0)]), _c(b, 1)])
+    return b.op("CumSum", [b.op("ConstantOfShape", [dim], value=one), _c(b, 0)])
 
 
 def _split(b: GraphBuilder, value: str) -> State:

@@ -59,10 +59,19 @@ def providers_for(device: Device) -> list[str]:
     return [CUDA, CPU] if cuda_available() else [CPU]
 
 
-def threads() -> int:
-    """Intra-op threads: $DNNSPEC_THREADS when set (at most the cores), else the cores up to 8."""
+SMALL_STEP_FLOPS = 1e8
+"""Below this many FLOPs per step a session runs on one thread: with spinning off, the
+hand-off between intra-op threads costs more than splitting kernels of that size saves
+(docs/architecture.md, "Performance")."""
+
+
+def threads(flops: float | None = None) -> int:
+    """Intra-op threads: $DNNSPEC_THREADS when set (at most the cores); else one for a
+    step of fewer than SMALL_STEP_FLOPS (`flops`, when known); else the cores, up to 8."""
     text = os.environ.get("DNNSPEC_THREADS", "").strip()
     if not text:
+        if flops is not None and flops < SMALL_STEP_FLOPS:
+            return 1
         return min(os.cpu_count() or 1, 8)
     if not text.isdigit() or int(text) < 1:
         raise error(
@@ -79,10 +88,10 @@ def threads() -> int:
     return int(text)
 
 
-def session_options() -> ort.SessionOptions:
+def session_options(flops: float | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads()
+    options.intra_op_num_threads = threads(flops)
     options.inter_op_num_threads = 1
     # Spinning workers keep a core busy between kernels; with the eval session's pool
     # beside the train session's, or any other process, on two cores they starve the
@@ -93,17 +102,21 @@ def session_options() -> ort.SessionOptions:
 
 
 def make_session(
-    model: onnx.ModelProto, device: Device = "cpu", weights_as_inputs: bool = False
+    model: onnx.ModelProto,
+    device: Device = "cpu",
+    weights_as_inputs: bool = False,
+    flops: float | None = None,
 ) -> ort.InferenceSession:
     """A session for `model`. `weights_as_inputs` (the train and eval steps): the NCHWc
     layout transform is left out, since it only applies to convolutions with constant
     weights, and in a step graph those are the autodiff's helper convolutions (the one-hot
     kernel that lays out patches), whose NCHWc output reorder cost more than the whole
-    convolution: 130 vs 70 ms for a 32-channel 28x28 weight gradient at batch 64."""
+    convolution: 130 vs 70 ms for a 32-channel 28x28 weight gradient at batch 64.
+    `flops`: the work of one step where known, which picks the thread count."""
     disabled = ["NchwcTransformer"] if weights_as_inputs else []
     return ort.InferenceSession(
         model.SerializeToString(),
-        session_options(),
+        session_options(flops),
         providers=providers_for(device),
         disabled_optimizers=disabled,
     )

@@ -173,10 +173,12 @@ class Trainer:
         """`steps_per_call` fixes K; by default it adapts to take about CALL_SECONDS."""
         self.program = program
         self.seed = seed
+        # a train step is about three forward passes (forward, input and weight gradients)
+        self.step_flops = 3.0 * program.typed.total_flops() * program.train.batch
         self.loop_session = make_session(
-            build_train_loop(program.train_step), device, weights_as_inputs=True
+            build_train_loop(program.train_step), device, True, self.step_flops
         )
-        self.eval_session = make_session(program.eval_step, device, weights_as_inputs=True)
+        self.eval_session = make_session(program.eval_step, device, True, self.step_flops)
         self._device_choice = device
         self.device = (
             "cuda" if "CUDAExecutionProvider" in self.loop_session.get_providers() else "cpu"
@@ -298,7 +300,7 @@ class Trainer:
     @cached_property
     def train_session(self) -> ort.InferenceSession:
         """The single-step graph, for `train_step` on batches given by the caller."""
-        return make_session(self.program.train_step, self._device_choice, weights_as_inputs=True)
+        return make_session(self.program.train_step, self._device_choice, True, self.step_flops)
 
     @cached_property
     def _results(self) -> dict[str, ort.OrtValue]:

@@ -4,13 +4,13 @@ Two kinds of step: a scaling step (`standardize`, `min_max`) becomes a per-featu
 map, (x - shift) * scale; `one_hot` replaces a column of categories by one 0/1 column per
 category seen in training. The runtime applies the fitted `Preprocessing` to every split,
 and model.onnx carries it as graph nodes in front of the model (Sub/Mul, then one
-Gather/Equal/Where), so the deployed model takes the raw columns.
+Gather, a distance test and Where), so the deployed model takes the raw columns.
 
 A raw categorical value reaches the model as a float: a column of numbers (integer codes)
 as the number itself, a CSV column of words as the index of the word in the fitted
-categories (sorted), which the metadata lists. A value outside the fitted categories (a
-word or code never seen in training, or -1) encodes as all zeros, as scikit-learn's
-`OneHotEncoder(handle_unknown="ignore")` does.
+categories (sorted), which the metadata lists. A value matches a category within MATCH; one
+that matches none (a word or code never seen in training, -1, NaN) encodes as all zeros,
+as scikit-learn's `OneHotEncoder(handle_unknown="ignore")` does.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ COLUMNS = ArgSpec(
     default=[],
     doc="feature columns to transform, by CSV header name or 0-based index (default: all)",
 )
+
+MATCH = 0.5
+"""A one-hot column indicates a category when the input lies within MATCH of its value:
+exact for the whole numbers categories are, and NaN or a value far from every category
+(an unseen one) matches none."""
 
 MAX_CATEGORIES = 100
 """one_hot's default limit on the categories of one column: more than that is usually an
@@ -213,7 +218,8 @@ class Preprocessing:
             return x
         source, hot, value = self.expansion()
         picked = x[:, source]
-        out: np.ndarray = np.where(hot, (picked == value).astype(x.dtype), picked)
+        near = np.abs(picked - value) < MATCH
+        out: np.ndarray = np.where(hot, near.astype(x.dtype), picked)
         return out.astype(x.dtype)
 
     def to_json(self) -> list[dict[str, Any]]:
