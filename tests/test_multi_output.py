@@ -544,7 +544,7 @@ def test_a_plateau_schedule_monitors_a_per_output_metric_in_its_direction() -> N
     plateau = Plateau.from_spec(train.schedule, lambda m: higher_is_better(train, m))
     assert plateau is not None and (plateau.key, plateau.mode) == ("val_size_r2", "max")
     text = text.replace("val_size_r2", "val_size_loss")
-    train = load_spec_text(text, "specs/x.dnn").train
-    assert train is not None
-    plateau = Plateau.from_spec(train.schedule, lambda m: higher_is_better(train, m))
+    other = load_spec_text(text, "specs/x.dnn").train
+    assert other is not None
+    plateau = Plateau.from_spec(other.schedule, lambda m: higher_is_better(other, m))
     assert plateau is not None and plateau.mode == "min"
