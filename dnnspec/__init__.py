@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_spec", "compile", "load", "load_spec", "save", "train"]
+__all__ = ["check_spec", "compile", "export", "load", "load_spec", "save", "train"]
 __version__ = "0.1.0"
 
 

@@ -38,9 +38,11 @@ from dnnspec.runtime.data import fits_shape, from_text
 from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.run import (
+    Compiled,
     Interrupted,
     Reporter,
     RunResult,
+    compile_spec,
     export_model,
     load_parts,
     new_run_dir,
@@ -51,6 +53,8 @@ from dnnspec.runtime.run import (
 )
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Trainer, initial_values
+from dnnspec.tools.export import Exported
+from dnnspec.tools.export import export as _export
 from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
 from dnnspec.tools.plot import can_plot, plot_runs
@@ -60,7 +64,9 @@ from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
 
 __all__ = [
     "Cadence",
+    "Compiled",
     "Device",
+    "Exported",
     "Formatted",
     "GraphSummary",
     "Interrupted",
@@ -74,6 +80,8 @@ __all__ = [
     "TypedModel",
     "check_spec",
     "compile",
+    "compile_details",
+    "export",
     "format_file",
     "input_columns",
     "inspect",
@@ -128,8 +136,31 @@ def input_columns(source: str | Path | Spec, /, **overrides: Any) -> dict[str, A
 
 
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb
-    """Check a spec and assemble its train-step and eval-step graphs (loads its data)."""
-    return prepare(_spec(source, overrides)).program
+    """Check a spec and assemble its train-step and eval-step graphs; the data is read only
+    when the graphs depend on it (see `compile_details`)."""
+    return compile_spec(_spec(source, overrides)).program
+
+
+def compile_details(source: str | Path | Spec, /, **overrides: Any) -> Compiled:
+    """`compile`, saying whether and why the data was read (fitted preprocessing, a
+    schedule counted in epochs) and what only the data would have told (class names)."""
+    return compile_spec(_spec(source, overrides))
+
+
+def export(
+    source: str | Path,
+    /,
+    out: str | Path,
+    opset: int | None = None,
+    fp16: bool = False,
+    train: bool = False,
+) -> Exported:
+    """Export a run directory's model.onnx (or a spec's initialised model) to `out` at
+    `opset` (default: the newest onnxruntime loads), in float16 with `fp16`; with `train`,
+    the train and eval steps, their initial state and interface.json into the directory
+    `out`. Every graph is checked (full ONNX checker, shape inference, onnxruntime against
+    onnx.reference) before it is written; see docs/training-graph.md for the interface."""
+    return _export(Path(source), Path(out), opset, fp16, train)
 
 
 def save(program: Program, out: str | Path) -> dict[str, Path]:
@@ -147,7 +178,8 @@ def save(program: Program, out: str | Path) -> dict[str, Path]:
         params = initial_values(program, program.train.seed, params_only=True)
         paths["model"] = export_model(program, params, out / "model.onnx")
         paths["lock"] = out / "spec.lock.json"
-        write_lock(pin_paths(program.typed.spec), paths["lock"])
+        # compiling need not read the data, so its file need not exist yet
+        write_lock(pin_paths(program.typed.spec, missing_ok=True), paths["lock"])
     return paths
 
 

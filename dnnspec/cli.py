@@ -421,18 +421,48 @@ def cmd_plot(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import compile, save
+    from dnnspec.api import compile_details, save
 
-    program = compile(_load(args))
+    compiled = compile_details(_load(args))
+    program = compiled.program
     show_warnings(program.typed.warnings)
     paths = save(program, args.out)
     if args.json:
         payload: dict[str, Any] = {k: str(v) for k, v in paths.items()}
         payload["warnings"] = [d.model_dump(mode="json") for d in program.typed.warnings]
+        payload["read_data"] = compiled.read_data
+        payload["from_data"] = compiled.from_data
         print(dumps(payload))
     else:
         for name, path in paths.items():
             console.print(f"wrote {path} ({name})")
+        if compiled.read_data:
+            console.print(f"read the data: {compiled.read_data}")
+        else:
+            console.print("the data was not read: the spec declares every shape")
+        for what in compiled.from_data:
+            console.print(f"not recorded without the data: {what}")
+    return OK
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from dnnspec.api import export
+
+    result = export(args.source, args.out, args.opset, args.fp16, args.train)
+    if args.json:
+        print(dumps(result.as_json()))
+        return OK
+    for kind, path in result.files.items():
+        console.print(f"wrote {path} ({kind})")
+    state = "trained" if result.trained else "untrained (initialised)"
+    console.print(f"opset {result.opset}, {result.precision}, {state}")
+    console.print(
+        f"every graph passed onnx.checker (full check) and shape inference at opset {result.opset}"
+    )
+    for check in result.checks:
+        console.print(check.text())
+    for note in result.notes:
+        console.print(f"note: {note}")
     return OK
 
 
@@ -637,6 +667,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
     p.add_argument("--out", required=True, help="output directory")
+    p = sub.add_parser(
+        "export", help="write a run's (or a spec's untrained) model for other runtimes, checked"
+    )
+    p.add_argument("source", help="a run directory, or a .dnn spec (its initialised model)")
+    p.add_argument(
+        "--out", required=True, help="the .onnx file (with --train: a directory) to write"
+    )
+    p.add_argument(
+        "--opset", type=int, help="ONNX opset, 17 to the newest onnxruntime loads (default)"
+    )
+    p.add_argument(
+        "--fp16", action="store_true", help="weights and compute in float16, float32 inputs/outputs"
+    )
+    p.add_argument(
+        "--train", action="store_true", help="export the train and eval steps and their state"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     for name, help in (
         ("eval", "evaluate a trained run on its validation data, or on a data file"),
         ("predict", "run a trained model on inputs from .npy/.npz/.csv"),
@@ -684,6 +731,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "plot": cmd_plot,
     "compile": cmd_compile,
+    "export": cmd_export,
     "eval": cmd_eval,
     "predict": cmd_predict,
     "generate": cmd_generate,

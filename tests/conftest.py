@@ -24,6 +24,7 @@ from dnnspec.errors import Span
 from dnnspec.ir import Dim, Spec
 from dnnspec.layers.init import initial_value
 from dnnspec.schema import Signature
+from dnnspec.tools.reference import ConvTranspose
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.schedules import Timing
 
@@ -81,51 +82,6 @@ class Gelu(OpRun):
             inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
             return ((0.5 * x * (1 + np.tanh(inner))).astype(x.dtype),)
         return ((0.5 * x * (1 + _erf(x / math.sqrt(2)))).astype(x.dtype),)
-
-
-class ConvTranspose(OpRun):
-    """onnx.reference 1.23's ConvTranspose slices a grouped weight by output channels and
-    scatters pixel by pixel in Python (minutes for a small CNN's train step); this one
-    adds each kernel tap's product into a strided view, per group."""
-
-    def _run(  # noqa: PLR0913 - the op's attributes
-        self,
-        x: np.ndarray,
-        w: np.ndarray,
-        bias: np.ndarray | None = None,
-        auto_pad: object = None,
-        dilations: list[int] | None = None,
-        group: int | None = None,
-        kernel_shape: list[int] | None = None,
-        output_padding: list[int] | None = None,
-        output_shape: list[int] | None = None,
-        pads: list[int] | None = None,
-        strides: list[int] | None = None,
-    ) -> tuple[np.ndarray]:
-        assert auto_pad in (None, "NOTSET", b"NOTSET") and output_shape is None
-        spatial, groups = x.ndim - 2, group or 1
-        size, kernel = x.shape[2:], w.shape[2:]
-        d, s = dilations or [1] * spatial, strides or [1] * spatial
-        extra, p = output_padding or [0] * spatial, pads or [0] * (2 * spatial)
-        full = [
-            s[a] * (size[a] - 1) + d[a] * (kernel[a] - 1) + 1 + extra[a] for a in range(spatial)
-        ]
-        c_in, c_out = x.shape[1] // groups, w.shape[1]
-        out = np.zeros((x.shape[0], c_out * groups, *full), x.dtype)
-        for g in range(groups):
-            xg, wg = x[:, g * c_in : (g + 1) * c_in], w[g * c_in : (g + 1) * c_in]
-            for tap in np.ndindex(*kernel):
-                view = tuple(
-                    slice(t * d[a], t * d[a] + s[a] * (size[a] - 1) + 1, s[a])
-                    for a, t in enumerate(tap)
-                )
-                product = np.einsum("nc...,co->no...", xg, wg[(..., *tap)])
-                out[(slice(None), slice(g * c_out, (g + 1) * c_out), *view)] += product
-        crop = tuple(slice(p[a], full[a] - p[a + spatial]) for a in range(spatial))
-        out = out[(slice(None), slice(None), *crop)]
-        if bias is not None:
-            out = out + bias.reshape(1, -1, *([1] * spatial))
-        return (out.astype(x.dtype),)
 
 
 def reference_runner(model: onnx.ModelProto) -> Run:

@@ -154,7 +154,15 @@ def test_compile_writes_three_loadable_graphs_and_the_lock(
     code, out, _ = run_cli(capsys, "compile", DIGITS, "--out", str(tmp_path), "--json")
     assert code == 0
     paths = json.loads(out)
-    assert set(paths) == {"train_step", "eval_step", "model", "lock", "warnings"}
+    assert set(paths) == {
+        "train_step",
+        "eval_step",
+        "model",
+        "lock",
+        "warnings",
+        "read_data",
+        "from_data",
+    }
     assert paths["warnings"] == []
     for name in ("train_step", "eval_step", "model"):
         model = onnx.load(paths[name])

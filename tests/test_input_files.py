@@ -102,7 +102,7 @@ def test_a_data_path_that_is_no_regular_file_is_a_clear_error(
         target = str(link)
     spec = tmp_path / "m.dnn"
     spec.write_text(FILE_SPEC.format(path=target))
-    err = cli_error(capsys, "compile", str(spec), "--out", str(tmp_path / "out"))
+    err = cli_error(capsys, "train", str(spec), "--out", str(tmp_path / "out"))
     assert {"fifo": "FIFO", "device": "a device", "directory": "a directory", "long": "too long"}[
         kind
     ] in err

@@ -548,3 +548,26 @@ def test_a_plateau_schedule_monitors_a_per_output_metric_in_its_direction() -> N
     assert other is not None
     plateau = Plateau.from_spec(other.schedule, lambda m: higher_is_better(other, m))
     assert plateau is not None and plateau.mode == "min"
+
+
+def test_export_keeps_every_named_output_and_describes_each_target(npz_run, tmp_path) -> None:
+    root, _ = npz_run
+    out = tmp_path / "m.onnx"
+    subprocess.run(
+        [sys.executable, "-m", "dnnspec", "export", str(root / "run"), "--out", str(out), "--fp16"],
+        check=True,
+        capture_output=True,
+    )
+    assert [o.name for o in onnx.load(out).graph.output] == ["kind", "size"]
+    spec = load_spec_text(spec_text(weight=0.5), "specs/x.dnn")
+    assert spec.train is not None
+    program = build_train_step(check_spec(spec), spec.train, None, Timing(10, 100))
+    meta = {p.key: p.value for p in program.train_step.metadata_props}
+    interface = json.loads(meta["dnnspec.interface"])
+    targets = {i["name"]: i for i in interface["inputs"] if i["role"] == "target"}
+    assert targets["target/size"]["weight"] == 0.5 and targets["target/kind"]["output"] == "kind"
+    roles = {o["name"]: o for o in interface["outputs"]}
+    assert roles["loss/size"]["role"] == "output_loss"
+    assert roles["metric.kind_f1"]["metric"] == "f1"
+    assert interface["loss"]["name"] == "weighted_sum"
+    assert [t["output"] for t in interface["loss"]["terms"]] == ["kind", "size"]

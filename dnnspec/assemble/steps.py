@@ -33,7 +33,7 @@ from dnnspec.training.metrics import IGNORE, METRICS, confusion
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.preprocess import MATCH, Preprocessing
 from dnnspec.training.regularize import REGULARIZERS
-from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
+from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing, UnknownTiming
 
 STEP, SEED, TARGET, LOSS, OUTPUT = GRAPH_NAMES
 CONFUSION = "eval/confusion"
@@ -328,15 +328,16 @@ def build_train_step(
     fold_gemm_updates(b, scalars["lr"], {s.name: s.spec.shape for s in slots})
     b.prune()
     metadata = model_metadata(typed, train, classes)
+    step_graph = b.model({**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step")
+    interface = train_interface(step_graph, typed, train, slots, buffers, timing, outputs)
+    step_graph.metadata_props.add(key=INTERFACE, value=json.dumps(interface))
     return Program(
         typed,
         train,
         classes,
         slots,
         [k for out in outputs for k in out.metric_keys()],
-        train_step=b.model(
-            {**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step"
-        ),
+        train_step=step_graph,
         eval_step=build_eval_step(typed, train, classes, [*slots, *buffers], float_dtype),
         float_dtype=float_dtype,
         metadata=metadata,
@@ -362,6 +363,105 @@ def _loss_seed(
             grad = b.op("Mul", [grad, b.const(out.head.weight)], hint="d_weighted")
         seed[value] = b.op("Add", [seed[value], grad]) if value in seed else grad
     return seed
+
+
+INTERFACE = "dnnspec.interface"
+"""Train-step metadata: every input and output with its role, and the run's step counts
+(docs/training-graph.md), as JSON for drivers in other languages and runtimes."""
+
+
+def _value_info(info: onnx.ValueInfoProto) -> dict[str, Any]:
+    tensor = info.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+    return {"name": info.name, "dtype": dtype, "shape": shape}
+
+
+def train_interface(
+    model: onnx.ModelProto,
+    typed: TypedModel,
+    train: TrainSpec,
+    slots: list[Slot],
+    buffers: list[Slot],
+    timing: Timing,
+    trained: list[Trained],
+) -> dict[str, Any]:
+    """What a driver needs to run `model` (a train step) outside dnnspec: each input and
+    output with dtype, shape and role; the schedule's step counts (None when the schedule
+    does not use them and the program was compiled without counting the data)."""
+    roles: dict[str, dict[str, Any]] = {STEP: {"role": "step"}, SEED: {"role": "seed"}}
+    roles[LR_FACTOR] = {"role": "control", "initial": 1.0}
+    for out in trained:  # `target`, or `target/<output>` per named output
+        roles[out.target] = {"role": "target", "loss": out.head.loss.name}
+        if out.head.output:
+            roles[out.target] |= {"output": out.head.output, "weight": out.head.weight}
+    roles.update({d.name: {"role": "input"} for d in typed.spec.model.inputs})
+    for slot in slots:
+        node = slot.name[: -len(slot.spec.name) - 1]
+        where = {"node": node, "param": slot.spec.name}
+        roles[slot.name] = {"role": "parameter", **where}
+        roles.update({slot.state_name(k): {"role": "optimizer_state", "kind": k, **where}
+                      for k in slot.state})  # fmt: skip
+    for buffer in buffers:
+        node = buffer.name[: -len(buffer.spec.name) - 1]
+        roles[buffer.name] = {"role": "layer_state", "node": node, "param": buffer.spec.name}
+    inputs = [_value_info(i) | roles[i.name] for i in model.graph.input]
+    carried = {i["name"] for i in inputs if i["role"] not in ("step", "seed", "input", "target")}
+    losses = {out.loss: out.head.output for out in trained if out.head.output}
+    metrics = {
+        key: (m.name, out.head.output)
+        for out in trained
+        for m, key in zip(out.head.metrics, out.metric_keys(), strict=True)
+    }
+    outputs = []
+    for o in model.graph.output:
+        if o.name == LOSS:
+            role: dict[str, Any] = {"role": "loss"}
+        elif o.name in losses:
+            role = {"role": "output_loss", "output": losses[o.name]}
+        elif o.name.startswith("metric."):
+            metric, output = metrics[o.name.removeprefix("metric.")]
+            role = {"role": "metric", "per": METRICS.get(metric).per}
+            role |= {"metric": metric, "output": output} if output else {}
+        elif o.name.endswith(".next") and o.name.removesuffix(".next") in carried:
+            role = {"role": "next", "replaces": o.name.removesuffix(".next")}
+        else:
+            role = {"role": "gradient", "of": o.name.removeprefix("grad.")}
+        outputs.append(_value_info(o) | role)
+    counts: dict[str, int | None] = {"steps_per_epoch": None, "total_steps": None}
+    if not isinstance(timing, UnknownTiming):
+        counts = {"steps_per_epoch": timing.steps_per_epoch, "total_steps": timing.total_steps}
+    opt = OPTIMIZERS.get(train.optimizer.name)
+    return {
+        "inputs": inputs,
+        "outputs": outputs,
+        "step_starts_at": 0,
+        "seed": train.seed,
+        "batch": train.batch,
+        "epochs": train.epochs,
+        **counts,
+        "optimizer": {"name": train.optimizer.name, "state": list(opt.state(train.optimizer.args))},
+        "schedule": train.schedule.name,
+        "loss": _loss_interface(trained),
+    }
+
+
+def _loss_interface(trained: list[Trained]) -> dict[str, Any]:
+    """The interface's `loss`: its name and target kind, or for named outputs the weighted
+    sum's terms (`loss = sum of weight * loss of output`)."""
+    if not trained[0].head.output:
+        name = trained[0].head.loss.name
+        return {"name": name, "target": LOSSES.get(name).target}
+    terms = [
+        {
+            "output": out.head.output,
+            "name": out.head.loss.name,
+            "target": LOSSES.get(out.head.loss.name).target,
+            "weight": out.head.weight,
+        }
+        for out in trained
+    ]
+    return {"name": "weighted_sum", "terms": terms}
 
 
 def build_eval_step(

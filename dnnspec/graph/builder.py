@@ -22,6 +22,7 @@ IR_VERSION = 10
 Dim = int | str | None
 
 DTYPES: dict[str, int] = {
+    "float16": TensorProto.FLOAT16,
     "float32": TensorProto.FLOAT,
     "float64": TensorProto.DOUBLE,
     "int64": TensorProto.INT64,

@@ -9,6 +9,7 @@ absolute file the run read, so a run evaluates on its own data from any director
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ MAX_LOCK_BYTES = 64 * MiB
 """Largest spec.lock.json read (a resolved spec with every repeat expanded)."""
 
 
-def pin_paths(spec: ir.Spec) -> ir.Spec:
-    """`spec` with its data file paths made absolute, as the run found them."""
+def pin_paths(spec: ir.Spec, missing_ok: bool = False) -> ir.Spec:
+    """`spec` with its data file paths made absolute, as the run found them. `missing_ok`
+    (compiling, which need not read the data) pins a file that does not exist (yet) where
+    a run would look first: beside the spec."""
     if spec.train is None:
         return spec
     data = spec.train.data
@@ -43,7 +46,14 @@ def pin_paths(spec: ir.Spec) -> ir.Spec:
         return spec
     args = dict(data.args)
     for name in names:
-        args[name] = str(locate_file(str(args[name]), data.span))
+        text = str(args[name])
+        try:
+            args[name] = str(locate_file(text, data.span))
+        except DiagnosticError:
+            if not missing_ok or not text or len(text) > 1024:
+                raise
+            base = Path(data.span.file).parent if data.span is not None else Path()
+            args[name] = os.path.abspath(base / text)
     train = spec.train.model_copy(update={"data": data.model_copy(update={"args": args})})
     return spec.model_copy(update={"train": train})
 

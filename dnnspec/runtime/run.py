@@ -25,7 +25,7 @@ import onnx
 from dnnspec.assemble.steps import Program, build_inference, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
 from dnnspec.data.datasets import DATASETS, Dataset, split_indices
-from dnnspec.errors import Diagnostic, DiagnosticError, Span, error
+from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, error
 from dnnspec.files import (
     DirectoryLock,
     finite_json,
@@ -48,7 +48,14 @@ from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.early_stop import EarlyStop, higher_is_better
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.preprocess import Preprocessing
-from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau, Timing
+from dnnspec.training.schedules import (
+    LR_FACTOR,
+    SCHEDULES,
+    NeedsSamples,
+    Plateau,
+    Timing,
+    UnknownTiming,
+)
 
 
 class Reporter(Protocol):
@@ -246,6 +253,67 @@ def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Datase
     encoded = encoded_columns(train, loaded)
     data, _ = conform_outputs(loaded, typed, kinds, source, input_shape=not encoded)
     return data, None
+
+
+@dataclass
+class Compiled:
+    """A spec's program assembled for `compile`/`export`: from its declarations alone
+    where they suffice. `read_data` says why the data had to be read (None: it was not);
+    `from_data` lists what only the data tells and the program therefore lacks."""
+
+    program: Program
+    read_data: str | None
+    from_data: list[str] = field(default_factory=list)
+    prepared: Prepared | None = None
+
+
+def compile_spec(spec: Spec) -> Compiled:
+    """The graphs of `spec` without loading its data when the spec declares every shape
+    (the model's inputs and output fix them, and the number of classes is the output's
+    width). The data is read only when the graphs depend on it: fitted preprocessing
+    (its shift and scale are constants of model.onnx) or a schedule measured in epochs or
+    spanning the run (its step counts are constants of the train step)."""
+    if spec.train is None:
+        raise error(
+            f"spec '{spec.source}' has no train section",
+            spec.model.span,
+            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
+        )
+    train = spec.train
+    typed = check_spec(spec)
+    loss = LOSSES.get(train.trained()[0].loss.name)  # named outputs count their own classes
+    classes = int(typed.output.dims[-1]) if loss.target == "class" and not train.heads else None
+    reason = None
+    if train.preprocess:
+        reason = f"its preprocessing ({train.preprocess[0].name}) is fitted on the training data"
+    else:
+        try:
+            program = build_train_step(typed, train, classes, UnknownTiming(0, 0))
+        except NeedsSamples:
+            reason = (
+                f"the schedule `{train.schedule.name}` is measured in epochs or over the "
+                "whole run, so its step counts depend on the number of training samples"
+            )
+    if reason is not None:
+        try:
+            prep = prepare(spec)
+        except DiagnosticError as exc:
+            why = Note(message=f"the data is read because {reason}", span=train.data.span)
+            first = exc.diagnostics[0]
+            raise DiagnosticError(
+                [first.model_copy(update={"notes": (*first.notes, why)}), *exc.diagnostics[1:]],
+                exc.sources,
+            ) from None
+        return Compiled(prep.program, reason, prepared=prep)
+    from_data = []
+    if classes is not None:
+        from_data.append(
+            "class names (model.onnx names the classes 0.."
+            f"{classes - 1}; `dnnspec train` records the data's names)"
+        )
+    if any(n.layer == "embedding" for n in spec.model.nodes):
+        from_data.append("the vocabulary of text data (recorded by `dnnspec train`)")
+    return Compiled(program, None, from_data)
 
 
 def read_like_data(

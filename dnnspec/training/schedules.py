@@ -38,6 +38,26 @@ class Timing:
         return d.to_steps(self.steps_per_epoch)
 
 
+class NeedsSamples(Exception):
+    """The schedule measures durations in epochs or spans the run: it needs the number
+    of training samples."""
+
+
+class UnknownTiming(Timing):
+    """Timing whose numbers are unknown until the data is counted; reading one raises."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("steps_per_epoch", "total_steps"):
+            raise NeedsSamples(name)
+        return super().__getattribute__(name)
+
+    def steps(self, d: Duration) -> int:
+        """A duration in steps is known without the data."""
+        if d.unit == "epochs" and d.value:
+            raise NeedsSamples("steps_per_epoch")
+        return int(round(d.value)) if d.unit != "epochs" else 0
+
+
 # build(b, step: float scalar (updates done so far), args, timing) -> factor scalar
 BuildSchedule = Callable[[GraphBuilder, str, dict[str, Any], Timing], str]
 

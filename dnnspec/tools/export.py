@@ -1,0 +1,537 @@
+"""`dnnspec export`: a run's model (or a spec's initialised one) as a self-describing ONNX
+file at a chosen opset, optionally in float16, or its train and eval steps for drivers
+outside dnnspec; every written graph is checked before the command reports success.
+
+Checks, in order: `onnx.checker.check_model(full_check=True)` at the written opset, strict
+shape inference, and onnxruntime against `onnx.reference` on random inputs (the largest
+difference, relative to the value where it exceeds 1, must stay within `tolerance`). A
+float16 model is also compared with the float32 one it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from dnnspec.assemble.steps import (
+    INTERFACE,
+    SEED,
+    STEP,
+    TARGET,
+    Program,
+    build_inference,
+    spec_hash,
+)
+from dnnspec.check.shapes import TypedModel, check_spec, param_name
+from dnnspec.errors import DiagnosticError, error
+from dnnspec.files import is_regular, make_directory, read_bytes, write_bytes, write_text
+from dnnspec.frontend import load_spec
+from dnnspec.ir import Spec
+from dnnspec.resolve import pin_paths, read_lock
+from dnnspec.runtime import checkpoint
+from dnnspec.runtime.model_file import MAX_MODEL_BYTES, read_model
+from dnnspec.runtime.run import compile_spec
+from dnnspec.runtime.session import make_session
+from dnnspec.runtime.trainer import initial_values
+from dnnspec.tools.half import FLOAT16_MAX, HalfError, to_float16
+from dnnspec.tools.opset import MIN_OPSET, OpsetError, convert, newest_opset
+from dnnspec.tools.reference import run_reference
+
+TOLERANCE = 1e-4
+"""onnxruntime vs onnx.reference, float32 graphs."""
+HALF_TOLERANCE = 2e-2
+"""onnxruntime vs onnx.reference for float16 graphs, and float16 vs float32 outputs:
+float16 keeps 11 significant bits (a relative step of 4.9e-4 per rounding), and a
+difference is relative to the value's magnitude where that exceeds 1."""
+CHECK_BATCH = 2
+"""Samples in the random batch the checks run (symbolic dims past the batch get 3)."""
+
+
+@dataclass
+class Check:
+    """One graph compared between onnxruntime and onnx.reference (or float16 vs 32)."""
+
+    graph: str
+    against: str
+    difference: float
+    tolerance: float
+
+    def text(self) -> str:
+        compared = (
+            f"{self.graph}: onnxruntime vs onnx.reference"
+            if self.against == "onnx.reference"
+            else f"{self.graph} vs {self.against}, in onnxruntime"
+        )
+        return f"{compared}: max difference {self.difference:.3g} (tolerance {self.tolerance:g})"
+
+
+@dataclass
+class Exported:
+    """What `export` wrote and how it was checked."""
+
+    files: dict[str, Path]
+    opset: int
+    trained: bool
+    precision: str
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "files": {k: str(v) for k, v in self.files.items()},
+            "opset": self.opset,
+            "trained": self.trained,
+            "precision": self.precision,
+            "checks": [dataclasses.asdict(c) for c in self.checks],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class _Source:
+    """A run directory or a spec: its resolved spec, typed model and model.onnx."""
+
+    spec: Spec
+    typed: TypedModel
+    model: onnx.ModelProto
+    trained: bool
+    run_dir: Path | None
+    program: Program | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("dnnspec")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _from_spec(path: Path) -> _Source:
+    spec = load_spec(path, {})
+    compiled = compile_spec(spec)
+    program = compiled.program
+    params = initial_values(program, program.train.seed, params_only=True)
+    model = build_inference(
+        program.typed, program.model_slots(), params, program.metadata, program.preprocess
+    )
+    notes = ["the model is untrained: its weights are the spec's seeded initialisation"]
+    if compiled.read_data:
+        notes.append(f"the data was read because {compiled.read_data}")
+    notes += [f"not recorded without the data: {what}" for what in compiled.from_data]
+    return _Source(spec, program.typed, model, False, None, program, notes)
+
+
+def _from_run(run_dir: Path) -> _Source:
+    lock = run_dir / "spec.lock.json"
+    if not (run_dir / "model.onnx").exists() or not lock.exists():
+        raise error(
+            f"'{run_dir}' is not a run directory: it lacks model.onnx or spec.lock.json",
+            help="pass a directory written by `dnnspec train` or `dnnspec compile`, or a .dnn spec",
+        )
+    file = read_model(run_dir / "model.onnx")
+    spec = read_lock(lock)
+    typed = check_spec(spec)
+    if file.spec_hash != spec_hash(typed):
+        raise error(
+            f"'{run_dir / 'model.onnx'}' and '{lock}' come from different specs",
+            help="pass a run directory written by one `dnnspec train`",
+        )
+    trained = is_regular(run_dir / "checkpoint" / "last.npz")
+    notes = [] if trained else ["the model is untrained: the directory holds no checkpoint"]
+    return _Source(spec, typed, file.proto, trained, run_dir, notes=notes)
+
+
+def _source(path: Path) -> _Source:
+    if path.is_dir():
+        return _from_run(path)
+    if path.suffix == ".dnn":
+        return _from_spec(path)
+    raise error(
+        f"'{path}' is neither a run directory nor a .dnn spec",
+        help="export a run (`dnnspec export runs/digits --out model.onnx`) or a spec",
+    )
+
+
+def _layer_of(node_name: str, spec: Spec) -> str | None:
+    """The spec layer a node belongs to: its name's first scope (`dense_1/Gemm`), or the
+    one after `grad/` for the backward pass."""
+    parts = node_name.split("/")
+    if parts and parts[0] == "grad":
+        parts = parts[1:]
+    names = {n.name for n in spec.model.nodes}
+    return parts[0] if len(parts) > 1 and parts[0] in names else None
+
+
+def opset_error(exc: OpsetError, spec: Spec, target: int, graph: str) -> DiagnosticError:
+    """An opset conversion failure at the spec's layer (or its loss/metrics)."""
+    layer = _layer_of(exc.node.name, spec)
+    node = next((n for n in spec.model.nodes if n.name == layer), None)
+    where = f"{layer} ({node.layer})" if node is not None else f"the {graph}'s loss and update"
+    span = node.span if node is not None else (spec.train.span if spec.train else None)
+    hint = (
+        f"export with --opset {exc.needs} or newer"
+        if exc.needs is not None
+        else "this construct has no form at any other opset; export at the default opset"
+    )
+    return error(
+        f"{where} cannot be written at opset {target}: {exc.message} (node '{exc.node.name}')",
+        span,
+        help=hint,
+    )
+
+
+def _at_opset(model: onnx.ModelProto, target: int, spec: Spec, graph: str) -> onnx.ModelProto:
+    try:
+        return convert(model, target)
+    except OpsetError as exc:
+        raise opset_error(exc, spec, target, graph) from None
+
+
+def _meta(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _set_meta(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    for key, value in [*kept, *values.items()]:
+        model.metadata_props.add(key=key, value=value)
+
+
+def _describe(infos: Any) -> list[dict[str, Any]]:
+    out = []
+    for info in infos:
+        tensor = info.type.tensor_type
+        out.append(
+            {
+                "name": info.name,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim],
+            }
+        )
+    return out
+
+
+def _describe_model(model: onnx.ModelProto, source: _Source, opset: int, precision: str) -> None:
+    """Producer, opset, precision, whether trained, the resolved spec and the graph's
+    interface, beside the metadata model.onnx already carries (spec hash, class names,
+    preprocessing, parameters)."""
+    model.producer_name, model.producer_version = "dnnspec", _version()
+    initializers = {t.name for t in model.graph.initializer}
+    _set_meta(
+        model,
+        {
+            "dnnspec.spec": pin_paths(source.spec, missing_ok=True).model_dump_json(),
+            "dnnspec.trained": json.dumps(source.trained),
+            "dnnspec.precision": precision,
+            "dnnspec.opset": str(opset),
+            "dnnspec.graph_inputs": json.dumps(
+                _describe(i for i in model.graph.input if i.name not in initializers)
+            ),
+            "dnnspec.graph_outputs": json.dumps(_describe(model.graph.output)),
+        },
+    )
+
+
+# checks -----------------------------------------------------------------------------------
+
+
+def _size(dim: onnx.TensorShapeProto.Dimension, first: bool) -> int:
+    if dim.HasField("dim_value"):
+        return int(dim.dim_value)
+    return CHECK_BATCH if first else 3
+
+
+def random_feeds(
+    model: onnx.ModelProto, given: dict[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Inputs for the checks: `given` ones as they are; token ids below the recorded
+    vocabulary, class targets below the output's width, floats standard normal."""
+    meta = _meta(model)
+    vocab = {d["name"]: d.get("vocab") for d in json.loads(meta.get("dnnspec.inputs", "[]"))}
+    labels = json.loads(meta.get("dnnspec.class_labels", "[]"))
+    named = {  # the class targets of named outputs, `target/<output>`
+        f"{TARGET}/{o['name']}": len(o.get("class_labels", []))
+        for o in json.loads(meta.get("dnnspec.outputs", "[]"))
+    }
+    initializers = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for info in model.graph.input:
+        if info.name in initializers:
+            continue
+        if info.name in given:
+            feeds[info.name] = given[info.name]
+            continue
+        tensor = info.type.tensor_type
+        shape = [_size(d, i == 0) for i, d in enumerate(tensor.shape.dim)]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        if dtype.kind == "f":
+            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[info.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            classes = len(labels) if info.name == TARGET else named.get(info.name, 2)
+            high = vocab.get(info.name) or classes or 2
+            feeds[info.name] = rng.integers(0, high, shape).astype(dtype)
+    return feeds
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest |a - b|, relative to |b| where that exceeds 1 (inf where one is not
+    finite and the other is)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    if not a.size:
+        return 0.0
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    gap = np.where(same, 0.0, np.abs(a - b) / np.maximum(1.0, np.abs(b)))
+    return float(np.nan_to_num(gap, nan=np.inf).max())
+
+
+def _run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str) -> dict[str, Any]:
+    try:
+        session = make_session(model, "cpu")
+    except DiagnosticError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are untyped
+        raise error(f"onnxruntime cannot load the exported {what}: {_first_line(exc)}") from None
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds), strict=True))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:300] if text else type(exc).__name__
+
+
+def verify(
+    model: onnx.ModelProto, what: str, feeds: dict[str, np.ndarray], tolerance: float
+) -> tuple[Check, dict[str, Any]]:
+    """Full checker, strict shape inference, then onnxruntime vs onnx.reference on `feeds`;
+    any failure is a diagnostic naming `what`. Returns the check and onnxruntime's outputs."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types
+        raise error(f"the exported {what} fails the ONNX checker: {_first_line(exc)}") from None
+    ours = _run_ort(model, feeds, what)
+    reference = run_reference(model, feeds)
+    worst, name = 0.0, ""
+    for key, value in reference.items():
+        gap = difference(ours[key], value)
+        if gap >= worst:
+            worst, name = gap, key
+    if not worst <= tolerance:
+        raise error(
+            f"the exported {what} gives other numbers in onnxruntime than in onnx.reference: "
+            f"output '{name}' differs by {worst:.3g} (tolerance {tolerance:g})",
+            help="please report this with the spec; the graph is not safe to deploy",
+        )
+    return Check(what, "onnx.reference", worst, tolerance), ours
+
+
+# float16 ----------------------------------------------------------------------------------
+
+_NO_KERNEL = re.compile(
+    r"Could not find an implementation for (\w+)\(\d+\) node with name '([^']*)'"
+)
+
+
+def half_model(model: onnx.ModelProto, typed: TypedModel) -> tuple[onnx.ModelProto, list[str]]:
+    """`model` in float16; nodes onnxruntime's CPU provider has no float16 kernel for stay
+    float32 (found by loading the model, one at a time). Returns the model and notes."""
+    weights = {
+        param_name(layer.node.name, p.name)
+        for layer in typed.layers
+        for p in [*layer.params, *layer.state]
+    }
+    keep: set[str] = set()
+    kept_ops: list[str] = []
+    for _ in range(len(model.graph.node) + 1):
+        try:
+            half, saturated = to_float16(model, weights, frozenset(keep))
+        except HalfError as exc:
+            raise error(f"the model cannot be written in float16: {exc}") from None
+        try:
+            make_session(half, "cpu")
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are untyped
+            found = _NO_KERNEL.search(str(exc))
+            if found is None or found.group(2) in keep:
+                raise error(
+                    f"onnxruntime cannot load the float16 model: {_first_line(exc)}"
+                ) from None
+            keep.add(found.group(2))
+            if found.group(1) not in kept_ops:
+                kept_ops.append(found.group(1))
+            continue
+        notes = []
+        if kept_ops:
+            notes.append(
+                "computed in float32 (onnxruntime's CPU provider has no float16 kernel): "
+                + ", ".join(kept_ops)
+            )
+        if saturated:
+            notes.append(
+                f"constants saturated to float16's range (±{FLOAT16_MAX:g}): "
+                + ", ".join(saturated)
+            )
+        return half, notes
+    raise AssertionError("unreachable: every node was tried")
+
+
+# the commands -----------------------------------------------------------------------------
+
+
+def _opset(requested: int | None) -> int:
+    newest = newest_opset()
+    if requested is None:
+        return newest
+    if not MIN_OPSET <= requested <= newest:
+        raise error(
+            f"--opset {requested} is outside the opsets dnnspec writes ({MIN_OPSET} to "
+            f"{newest}, the newest the installed onnxruntime loads)",
+            help=f"layer_norm's LayerNormalization needs opset {MIN_OPSET}; "
+            f"choose --opset {MIN_OPSET}..{newest}",
+        )
+    return requested
+
+
+def export(
+    path: Path, out: Path, opset: int | None = None, fp16: bool = False, train: bool = False
+) -> Exported:
+    """Write `path`'s (a run directory's or a spec's) model to `out`, or with `train` its
+    train and eval steps, initial state and interface into the directory `out`."""
+    target = _opset(opset)
+    source = _source(path)
+    if train:
+        if fp16:
+            raise error(
+                "--fp16 applies to the inference model; train steps are exported in float32",
+                help="drop --fp16, or export the model without --train",
+            )
+        return _export_train(source, out, target)
+    return _export_model(source, out, target, fp16)
+
+
+def _export_model(source: _Source, out: Path, target: int, fp16: bool) -> Exported:
+    if out.suffix != ".onnx":
+        raise error(f"--out '{out}': the model is written as an .onnx file")
+    rng = np.random.default_rng(0)
+    model = _at_opset(source.model, target, source.spec, "model")
+    _describe_model(model, source, target, "float32")
+    feeds = random_feeds(model, {}, rng)
+    check, full = verify(model, "model", feeds, TOLERANCE)
+    result = Exported({"model": out}, target, source.trained, "float32", [check], source.notes)
+    if fp16:
+        half, half_notes = half_model(model, source.typed)
+        _describe_model(half, source, target, "float16")
+        check16, outs = verify(half, "float16 model", feeds, HALF_TOLERANCE)
+        names = [o.name for o in model.graph.output]  # `output`, or each named output
+        gap = max(difference(outs[name], full[name]) for name in names)
+        if not gap <= HALF_TOLERANCE:
+            raise error(
+                f"the float16 model's output (in onnxruntime) differs from the float32 "
+                f"model's by {gap:.3g} (tolerance {HALF_TOLERANCE:g})",
+                help="this model loses too much in float16; export it in float32",
+            )
+        result.checks += [check16, Check("float16 model", "float32 model", gap, HALF_TOLERANCE)]
+        result.precision, model = "float16", half
+        result.notes += half_notes
+    make_directory(out.parent, "the output directory")
+    write_bytes(out, model.SerializeToString(), "exported model")
+    return result
+
+
+def _train_state(source: _Source, step_model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], int]:
+    """The carried tensors a driver starts from: a run's checkpoint (its step count too),
+    or the spec's initialisation at step 0."""
+    interface = json.loads(_meta(step_model)[INTERFACE])
+    carried = [
+        i["name"]
+        for i in interface["inputs"]
+        if i["role"] not in ("step", "seed", "input", "target")
+    ]
+    if source.run_dir is not None and source.trained:
+        arrays, header = checkpoint.load(source.run_dir / "checkpoint" / "last.npz")
+        missing = [name for name in carried if name not in arrays]
+        if missing:
+            raise error(
+                f"checkpoint in '{source.run_dir}' lacks '{missing[0]}' of its train step",
+                help="the run directory was written by another version; train it again",
+            )
+        return {name: arrays[name] for name in carried}, int(header["step"])
+    program = source.program or compile_spec(source.spec).program
+    values = initial_values(program, program.train.seed)
+    return {name: values[name] for name in carried}, 0
+
+
+def _read_graph(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load_from_string(read_bytes(path, "graph", MAX_MODEL_BYTES))
+    except DiagnosticError:
+        raise
+    except Exception:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise error(f"'{path}' is not an ONNX file") from None
+
+
+def _export_train(source: _Source, out: Path, target: int) -> Exported:
+    if out.suffix == ".onnx":
+        raise error(
+            f"--out '{out}': with --train, --out names a directory",
+            help="it receives train_step.onnx, eval_step.onnx, state.npz and interface.json",
+        )
+    if source.run_dir is not None:
+        graphs = {k: _read_graph(source.run_dir / f"{k}.onnx") for k in ("train_step", "eval_step")}
+    else:
+        assert source.program is not None
+        graphs = {"train_step": source.program.train_step, "eval_step": source.program.eval_step}
+    if INTERFACE not in _meta(graphs["train_step"]):
+        raise error(
+            f"'{source.run_dir}/train_step.onnx' records no interface (an older dnnspec wrote it)",
+            help="train the spec again, or export the spec itself",
+        )
+    state, step = _train_state(source, graphs["train_step"])
+    interface = json.loads(_meta(graphs["train_step"])[INTERFACE])
+    interface["start_step"] = step
+    rng = np.random.default_rng(0)
+    written: dict[str, onnx.ModelProto] = {}
+    checks = []
+    for name, graph in graphs.items():
+        model = _at_opset(graph, target, source.spec, name.replace("_", " "))
+        _describe_model(model, source, target, "float32")
+        given = dict(state) | {
+            STEP: np.array(step, np.int64),
+            SEED: np.array(source.spec.train.seed if source.spec.train else 0, np.int64),
+        }
+        feeds = random_feeds(
+            model,
+            {k: v for k, v in given.items() if any(i.name == k for i in model.graph.input)},
+            rng,
+        )
+        check, _ = verify(model, name.replace("_", " "), feeds, TOLERANCE)
+        checks.append(check)
+        written[name] = model
+    make_directory(out, "the output directory")
+    files = {}
+    for name, model in written.items():
+        files[name] = out / f"{name}.onnx"
+        write_bytes(files[name], model.SerializeToString(), f"exported {name}")
+    buffer = io.BytesIO()
+    arrays: dict[str, Any] = {"step": np.array(step, np.int64), **state}
+    np.savez(buffer, **arrays)
+    files["state"] = out / "state.npz"
+    write_bytes(files["state"], buffer.getvalue(), "initial state")
+    files["interface"] = out / "interface.json"
+    write_text(files["interface"], json.dumps(interface, indent=2) + "\n", "interface")
+    return Exported(files, target, source.trained, "float32", checks, source.notes)
