@@ -451,3 +451,36 @@ def test_every_example_s_train_step_exports_at_the_oldest_and_newest_opset(
         carried = [i["name"] for i in interface["inputs"] if i["role"] not in
                    ("step", "seed", "input", "target")]  # fmt: skip
         assert sorted(carried) == sorted(k for k in state.files if k != "step")
+
+
+PLATEAU = """model m {
+  input x: float32[N, 2]
+  dense(8) -> relu
+  dense(3)
+}
+train {
+  data spirals(samples = 150, classes = 3, validation = 0.2)
+  loss cross_entropy
+  optimizer sgd(lr = 0.5, momentum = 0.9)
+  schedule reduce_on_plateau(patience = 0, factor = 0.5)
+  batch 30
+  epochs 4
+}
+"""
+
+
+def test_a_host_fed_rate_factor_is_a_control_input_starting_at_one(tmp_path: Path) -> None:
+    spec = tmp_path / "p.dnn"
+    spec.write_text(PLATEAU)
+    result = dnnspec.export(spec, tmp_path / "step", opset=17, train=True)
+    interface = json.loads(result.files["interface"].read_text())
+    (control,) = [i for i in interface["inputs"] if i["role"] == "control"]
+    assert control["name"] == "control/lr_factor" and control["initial"] == 1.0
+    assert control["dtype"] == "float32" and control["shape"] == []
+    state = np.load(result.files["state"])
+    assert float(state["control/lr_factor"]) == 1.0
+    assert "velocity" in interface["optimizer"]["state"]
+    outputs = {o["name"]: o for o in interface["outputs"]}
+    assert outputs["control/lr_factor.next"]["replaces"] == "control/lr_factor"
+    # the schedule is host-fed: no step counts are baked in, so the data was not counted
+    assert interface["steps_per_epoch"] is None
