@@ -571,3 +571,29 @@ def test_export_keeps_every_named_output_and_describes_each_target(npz_run, tmp_
     assert roles["metric.kind_f1"]["metric"] == "f1"
     assert interface["loss"]["name"] == "weighted_sum"
     assert [t["output"] for t in interface["loss"]["terms"]] == ["kind", "size"]
+
+
+def _labelled_csv(
+    path: Path, data: dict[str, np.ndarray], names: list[str], skip: int = -1
+) -> None:
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["a", "b", "c", "d", "e", "f", "kind", "size"])
+        for row, kind in zip(data["x"], data["kind"], strict=True):
+            if kind != skip:
+                out.writerow([*row.tolist(), names[kind], float(row[2])])
+
+
+@pytest.mark.slow
+def test_eval_of_a_csv_lacking_a_class_maps_names_to_the_training_ids(tmp_path: Path) -> None:
+    names = ["blue", "green", "red"]
+    _labelled_csv(tmp_path / "d.csv", synthetic(150), names)
+    _labelled_csv(tmp_path / "held.csv", synthetic(60, seed=2), names, skip=0)
+    text = spec_text(data='file(path = "d.csv")').replace("dense(2)", "dense(1)")
+    (tmp_path / "m.dnn").write_text(text)
+    api.train(tmp_path / "m.dnn", out=tmp_path / "run", plot=False)
+    scores = api.load(tmp_path / "run", device="cpu").evaluate(tmp_path / "held.csv")
+    counts = np.array(scores["kind_confusion"])
+    held = synthetic(60, seed=2)["kind"]
+    assert counts[0].sum() == 0  # no blue sample, yet blue keeps id 0
+    assert counts[1].sum() == (held == 1).sum() and counts[2].sum() == (held == 2).sum()

@@ -121,9 +121,11 @@ def _labels(
     output: str,
     source: Call,
     for_output: str = "",
+    named: bool = False,
 ) -> np.ndarray:
     """Class ids as int64 shaped like the output without its class axis ([N] or [N, T]);
-    integral floats (as CSV and many .npz files store them) pass."""
+    integral floats (as CSV and many .npz files store them) pass. `named`: the ids come
+    from class names (a held-out file may lack some classes, class 0 among them)."""
     classes = int(dims[-1])
     if not fits_shape(dims[:-1], y.shape, sizes) or y.dtype.kind not in "biuf":
         raise error(
@@ -149,7 +151,7 @@ def _labels(
             source.span,
             help=f"class ids run from 0 to {classes - 1}",
         )
-    if y.size and y.min() == 1 and y.max() == classes - 1 and classes > 2:
+    if not named and y.size and y.min() == 1 and y.max() == classes - 1 and classes > 2:
         # labels 1..C on an output of C + 1: training would learn a class 0 nothing has
         raise error(
             f"{for_output}no sample has class 0: the labels run from 1 to {classes - 1}, and "
@@ -290,7 +292,7 @@ def _targets(
     """One output's targets cast and checked against its type and loss (`name`: the
     output's, `""` for a model's one unnamed output)."""
     for_output = f"output '{name}': " if name else ""
-    shown = f"output '{name}' ({out})" if name else str(out)
+    shown = f"'{name}' ({out})" if name else str(out)
     what = f"targets of output '{name}'" if name else "targets"
     y = np.asarray(y)
     if target == "class":
@@ -303,7 +305,8 @@ def _targets(
                 help=f"make the {'output' if name else 'model'}'s last dense layer "
                 f"{len(labels)} wide",
             )
-        return _labels(y, out.dims, sizes, shown, source, for_output), classes
+        ids = _labels(y, out.dims, sizes, shown, source, for_output, labels is not None)
+        return ids, classes
     if labels is not None:
         raise error(
             f"{for_output}the targets are words ({', '.join(labels[:3])}, ...), but this loss "
