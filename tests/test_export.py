@@ -68,11 +68,18 @@ def test_every_example_exports_at_every_opset_with_its_metadata(
         assert graph_input["shape"][0] == "N"
         dims = model.graph.input[0].type.tensor_type.shape.dim
         assert dims[0].dim_param == "N"
-        (graph_output,) = json.loads(meta["dnnspec.graph_outputs"])
-        assert graph_output["shape"] == json.loads(meta["dnnspec.output_shape"])
+        graph_outputs = json.loads(meta["dnnspec.graph_outputs"])
+        if "dnnspec.outputs" in meta:  # named outputs: each as its metadata declares it
+            named = json.loads(meta["dnnspec.outputs"])
+            assert [(o["name"], o["shape"]) for o in graph_outputs] == [
+                (o["name"], o["shape"]) for o in named
+            ]
+        else:
+            (graph_output,) = graph_outputs
+            assert graph_output["shape"] == json.loads(meta["dnnspec.output_shape"])
         assert read_model(out).input.name == declared.name  # what `predict` checks too
     if "dnnspec.class_labels" in meta:
-        assert len(json.loads(meta["dnnspec.class_labels"])) == graph_output["shape"][-1]
+        assert len(json.loads(meta["dnnspec.class_labels"])) == graph_outputs[0]["shape"][-1]
 
 
 def _model(

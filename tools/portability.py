@@ -27,7 +27,6 @@ import onnx
 from dnnspec.assemble.steps import (
     SEED,
     STEP,
-    TARGET,
     Program,
     build_inference,
     build_train_step,
@@ -185,7 +184,7 @@ def _program(path: Path) -> tuple[Program, onnx.ModelProto, Feeds, Feeds]:
     assert spec.train is not None
     typed = check_spec(spec)
     last = typed.output.dims[-1]
-    class_target = LOSSES.get(spec.train.loss.name).target == "class"
+    class_target = LOSSES.get(spec.train.trained()[0].loss.name).target == "class"
     classes = last if isinstance(last, int) and class_target else None
     program = build_train_step(typed, spec.train, classes, Timing(10, 100))
     values = initial_values(program, 0)
@@ -199,19 +198,19 @@ def _program(path: Path) -> tuple[Program, onnx.ModelProto, Feeds, Feeds]:
             if decl.dtype.startswith("int")
             else rng.normal(size=dims).astype(np.float32)
         )
-    out_dims = (BATCH, *(d if isinstance(d, int) else LENGTH for d in typed.output.dims[1:]))
-    target = (
-        rng.integers(0, classes, out_dims[:-1])
-        if classes
-        else rng.normal(size=out_dims).astype(np.float32)
-    )
     train = {
         **{k: v.astype(np.float32) for k, v in values.items()},
         **inputs,
         STEP: np.array(0, np.int64),
         SEED: np.array(3, np.int64),
-        TARGET: target,
     }
+    for out in program.outputs:  # one target per trained output
+        out_dims = (BATCH, *(d if isinstance(d, int) else LENGTH for d in out.type.dims[1:]))
+        train[out.target] = (
+            rng.integers(0, out.classes, out_dims[:-1])
+            if out.classes
+            else rng.normal(size=out_dims).astype(np.float32)
+        )
     return program, model, inputs, train
 
 
