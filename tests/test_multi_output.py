@@ -597,3 +597,63 @@ def test_eval_of_a_csv_lacking_a_class_maps_names_to_the_training_ids(tmp_path: 
     held = synthetic(60, seed=2)["kind"]
     assert counts[0].sum() == 0  # no blue sample, yet blue keeps id 0
     assert counts[1].sum() == (held == 1).sum() and counts[2].sum() == (held == 2).sum()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["two values", "one value"])
+def test_outputs_whose_losses_write_their_own_gradient_are_seeded_by_weight(shared: bool) -> None:
+    """Two cross_entropy outputs: each loss has its own vjp, so the engine starts at the
+    outputs with weight x vjp (added where both outputs are one value)."""
+    body = (
+        "y = h -> dense(3)\n  return a: y, b: y"
+        if shared
+        else "return a: h -> dense(3), b: h -> dense(4)"
+    )
+    text = MODEL.format().replace("return kind: h -> dense(3), size: h -> dense(2)", body)
+    text += """
+train {
+  data file(path = "d.npz")
+  loss a: cross_entropy, b: cross_entropy(label_smoothing = 0.1, weight = 0.3)
+  optimizer sgd(lr = 0.1)
+  batch 8
+  epochs 1
+}
+"""
+    spec = load_spec_text(text, "x.dnn")
+    assert spec.train is not None
+    program = build_train_step(check_spec(spec), spec.train, None, Timing(10, 100), "float64")
+    seeded = [n for n in program.train_step.graph.node if "d_weighted" in n.output[0]]
+    assert seeded, "the weighted vjp seeds the engine"
+    assert_train_step_matches_finite_differences(spec, {"N": 5})
+
+
+@pytest.mark.slow
+def test_eval_of_a_one_output_csv_lacking_class_zero_is_read_by_names(tmp_path: Path) -> None:
+    names = ["blue", "green", "red"]
+    for name, data, skip in (("d", synthetic(150), -1), ("held", synthetic(60, seed=2), 0)):
+        with (tmp_path / f"{name}.csv").open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["a", "b", "c", "d", "e", "f", "kind"])
+            for row, kind in zip(data["x"], data["kind"], strict=True):
+                if kind != skip:
+                    out.writerow([*row.tolist(), names[kind]])
+    text = """model m {
+  input x: float32[N, 6]
+  dense(16) -> tanh
+  dense(3)
+}
+
+train {
+  data file(path = "d.csv")
+  loss cross_entropy
+  metrics accuracy
+  optimizer adam(lr = 0.02)
+  batch 32
+  epochs 2
+}
+"""
+    (tmp_path / "m.dnn").write_text(text)
+    api.train(tmp_path / "m.dnn", out=tmp_path / "run", plot=False)
+    counts = np.array(
+        api.load(tmp_path / "run", device="cpu").evaluate(tmp_path / "held.csv")["confusion"]
+    )
+    assert counts[0].sum() == 0 and counts.sum() == (synthetic(60, seed=2)["kind"] != 0).sum()
