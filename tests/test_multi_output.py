@@ -657,3 +657,20 @@ train {
         api.load(tmp_path / "run", device="cpu").evaluate(tmp_path / "held.csv")["confusion"]
     )
     assert counts[0].sum() == 0 and counts.sum() == (synthetic(60, seed=2)["kind"] != 0).sum()
+
+
+def test_digits_offer_a_class_and_a_standardised_ink_target() -> None:
+    from dnnspec.data.datasets import DATASETS
+
+    definition = DATASETS.get("digits")
+    assert definition.targets is not None
+    data = definition.targets({"validation": 0.2}, ("digit", "ink"), 0, None)
+    assert data.targets["digit"].dtype == np.int64 and data.targets["digit"].shape == (1797,)
+    ink = data.targets["ink"]
+    assert ink.shape == (1797, 1) and ink.dtype == np.float32
+    assert abs(float(ink.mean())) < 1e-5 and float(ink.std()) == pytest.approx(1.0, abs=1e-5)
+    raw = data.x.mean(axis=1)
+    assert np.corrcoef(raw, ink[:, 0])[0, 1] == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(data.y, data.targets["digit"])
+    with pytest.raises(DiagnosticError, match="digits has no target named 'inc'"):
+        definition.targets({"validation": 0.2}, ("digit", "inc"), 0, None)

@@ -99,8 +99,6 @@ class DatasetDef:
     """Arguments that name files: spec.lock.json records them as absolute paths."""
     targets: TargetsLoader | None = None
     """How a model with named outputs gets one target array each (None: it cannot)."""
-    target_names: tuple[str, ...] = ()
-    """The targets a built-in dataset offers by name (empty: any name, from a file)."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -638,7 +636,6 @@ DATASETS.add(
         "divided by 16, so inputs lie in [0, 1]; for named outputs, targets `digit` (the "
         "class) and `ink` (the image's mean pixel, standardised over the dataset, [N, 1])",
         targets=_digits_targets,
-        target_names=("digit", "ink"),
     ),
 )
 DATASETS.add(
