@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -284,21 +285,30 @@ class Model:
         self.labels: list[str] = json.loads(labels) if labels else []
         self.loss = meta.get("dnnspec.loss")
 
-    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
-        """The model's outputs as probabilities, the way its loss reads them: softmax of
-        the logits (cross_entropy), exp of log-probabilities (nll), a sigmoid per unit
-        (binary_cross_entropy)."""
-        known = self.loss is not None and self.loss in LOSSES
-        definition = LOSSES.get(self.loss) if known and self.loss is not None else None
+    def probabilities(self, outputs: np.ndarray, output: str | None = None) -> np.ndarray:
+        """The model's outputs (or named `output`'s) as probabilities, the way its loss
+        reads them: softmax of the logits (cross_entropy), exp of log-probabilities (nll), a
+        sigmoid per unit (binary_cross_entropy)."""
+        loss = self.loss
+        if output is not None:
+            loss = next(o.loss for o in self.file.outputs if o.name == output)
+        known = loss is not None and loss in LOSSES
+        definition = LOSSES.get(loss) if known and loss is not None else None
         if definition is None or definition.probabilities is None:
+            which = f"output '{output}' of " if output is not None else ""
             raise error(
-                f"the model in '{self.run_dir}' predicts values"
-                + (f" (loss {self.loss})" if self.loss else "")
+                f"{which}the model in '{self.run_dir}' predicts values"
+                + (f" (loss {loss})" if loss else "")
                 + ", not classes, so it has no probabilities",
                 help="probabilities come from models trained with cross_entropy, nll or "
                 "binary_cross_entropy",
             )
         return definition.probabilities(outputs.astype(np.float64))
+
+    def has_probabilities(self, output: str) -> bool:
+        """Whether named `output` was trained by a loss that reads probabilities."""
+        loss = next((o.loss for o in self.file.outputs if o.name == output), None)
+        return loss is not None and loss in LOSSES and LOSSES.get(loss).probabilities is not None
 
     def predict(self, x: np.ndarray | str | Path, drop_target: bool = False) -> np.ndarray:
         """Model outputs for a batch, given as an array or an .npy, .npz (array `x`) or .csv
@@ -306,7 +316,29 @@ class Model:
         refused (casting float64 or int64 data silently can change it), while CSV text is
         read as the declared dtype. A CSV with a header is read by the column names the
         model records (other columns, such as the target, are ignored); `drop_target`
-        takes the inputs out of rows laid out as the training CSV (target included)."""
+        takes the inputs out of rows laid out as the training CSV (target included). A model
+        with named outputs answers `predict_outputs`."""
+        if self.file.named:
+            names = ", ".join(o.name for o in self.file.outputs)
+            raise error(
+                f"the model in '{self.run_dir}' has named outputs ({names})",
+                help="call predict_outputs(x), which returns each output by name",
+            )
+        inputs = {self.file.input.name: self._x(x, drop_target)}
+        output: np.ndarray = self.session.run([OUTPUT], inputs)[0]
+        return output
+
+    def predict_outputs(
+        self, x: np.ndarray | str | Path, drop_target: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Every output of the model for a batch (read as `predict` reads it), by name:
+        `output` for a model without named outputs."""
+        names = [o.name for o in self.file.outputs]
+        values = self.session.run(names, {self.file.input.name: self._x(x, drop_target)})
+        return dict(zip(names, values, strict=True))
+
+    def _x(self, x: np.ndarray | str | Path, drop_target: bool) -> np.ndarray:
+        """A batch of inputs read and checked against the model's declared input."""
         decl = self.file.input
         expected = self.file.expects
         raw_width = decl.shape[1] if len(decl.shape) == 2 and isinstance(decl.shape[1], int) else -1
@@ -358,8 +390,7 @@ class Model:
                     f"{decl.vocab} (0..{decl.vocab - 1})",
                     help="token ids are those the model was trained with, counted from 0",
                 )
-        output: np.ndarray = self.session.run([OUTPUT], {decl.name: x})[0]
-        return output
+        return x
 
     def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
         """`tokens` characters sampled after `prompt` from a model trained on text (the
@@ -412,10 +443,11 @@ class Model:
                 prep.train,
                 str(Path(data).resolve()),
                 prep.typed,
-                LOSSES.get(prep.train.loss.name).target,
+                LOSSES.get(prep.train.trained()[0].loss.name).target,
                 prep.train_data.labels,
                 _file_span(Path(data)),
                 "data file",
+                prep.train_data.target_labels,
             )
             if steps is not None and held_out.x.shape[1:] != (steps.width,):
                 raise error(
@@ -434,8 +466,8 @@ class Model:
             )
         stats = trainer.evaluate_stats(held_out, spec.model.inputs[0].name, params=params)
         result: dict[str, Any] = stats.result()
-        if stats.confusion is not None:
-            result["confusion"] = stats.confusion.tolist()
+        for output, counts in stats.confusions.items():
+            result[f"{output}_confusion" if output else "confusion"] = counts.tolist()
         return result
 
 
@@ -473,6 +505,50 @@ def write_predictions(
 
 
 PREDICTION_FORMATS = (".npy", ".csv")
+OUTPUTS_FORMATS = (".npz", ".csv")
+"""How the predictions of a model with named outputs are written."""
+
+
+def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz of `arrays` by name (`np.savez(f, **arrays)` would take an output named
+    `file` for its own argument)."""
+    with zipfile.ZipFile(f, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def write_output_predictions(predictions: dict[str, np.ndarray], out: str | Path) -> Path:
+    """Every named output's predictions: an .npz with one array per output name, or a CSV
+    with one row per sample whose header names each column `<output>_<i>` (the columns of
+    each output flattened in order), written atomically."""
+    out = Path(out)
+    if out.suffix not in OUTPUTS_FORMATS:
+        raise error(
+            f"--out '{out}': the predictions of a model with named outputs are written as "
+            ".npz (one array per output) or .csv"
+        )
+    if out.suffix == ".npz":
+        write_with(out, lambda f: _write_npz(f, predictions), f"predictions '{out}'")
+        return out
+    deep = [k for k, v in predictions.items() if v.ndim > 2]
+    if deep:
+        raise error(
+            f"output '{deep[0]}' has shape {list(predictions[deep[0]].shape)}: a CSV holds "
+            "one row per sample, so only outputs of rank 1 or 2",
+            help="write them as .npz instead",
+        )
+    blocks = [v.reshape(len(v), -1) for v in predictions.values()]
+    header = [
+        f"{k}_{i}" for k, b in zip(predictions, blocks, strict=True) for i in range(b.shape[1])
+    ]
+    rows = np.concatenate(blocks, axis=1)
+    write_with(
+        out,
+        lambda f: np.savetxt(f, rows, delimiter=",", header=",".join(header), comments=""),
+        f"predictions '{out}'",
+    )
+    return out
 
 
 def _csv_cell(text: str) -> str:

@@ -30,7 +30,7 @@ from rich.table import Table
 from dnnspec.errors import Diagnostic, DiagnosticError, error
 
 if TYPE_CHECKING:
-    from dnnspec.api import Interrupted, Spec
+    from dnnspec.api import Interrupted, Model, Spec
 
 OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED = 0, 1, 2, 130
 
@@ -474,13 +474,18 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(dumps(metrics))
         return OK
+    counts = {k: metrics.pop(k) for k in list(metrics) if k.endswith("confusion")}
     console.print(metrics_text(metrics), highlight=False)
-    if "confusion" in metrics:
-        table = Table(title="confusion (rows: true class, columns: predicted)", box=None)
+    outputs = {f"{o.name}_confusion": o for o in model.file.outputs}
+    for key, rows in counts.items():
+        labels = model.labels if key == "confusion" else list(outputs[key].labels or ())
+        which = "" if key == "confusion" else f" of output '{key.removesuffix('_confusion')}'"
+        title = f"confusion{which} (rows: true class, columns: predicted)"
+        table = Table(title=title, box=None)
         table.add_column("")
-        for label in model.labels:
+        for label in labels:
             table.add_column(label, justify="right")
-        for label, row in zip(model.labels, metrics["confusion"], strict=True):
+        for label, row in zip(labels, rows, strict=True):
             table.add_row(label, *map(str, row))
         console.print(table)
     return OK
@@ -498,9 +503,11 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import PREDICTION_FORMATS, load, proba_table, write_predictions
 
     out = Path(args.out) if args.out else None
+    model = load(args.run)
+    if model.file.named:
+        return _predict_outputs(args, console, model, out)
     if out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
-    model = load(args.run)
     pred = model.predict(Path(args.input), drop_target=args.drop_target)
     header, table = proba_table(model, pred) if args.proba else (None, pred)
     if out is not None:
@@ -525,6 +532,57 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
+    return OK
+
+
+def _predict_outputs(
+    args: argparse.Namespace, console: Console, model: Model, out: Path | None
+) -> int:
+    """`predict` for a model with named outputs: an .npz of one array per output or a CSV
+    of `<output>_<i>` columns; the JSON has each output's predictions (and a class
+    output's classes, labels when they are words, and with --proba probabilities) under
+    its name."""
+    from dnnspec.api import write_output_predictions
+
+    preds = model.predict_outputs(Path(args.input), drop_target=args.drop_target)
+    proba = {}
+    if args.proba:  # each class output's probabilities replace its scores in the file
+        proba = {
+            name: model.probabilities(pred, name)
+            for name, pred in preds.items()
+            if model.has_probabilities(name)
+        }
+        if not proba:
+            raise error(
+                f"no output of the model in '{args.run}' predicts classes, so there are no "
+                "probabilities",
+                help="probabilities come from outputs trained with cross_entropy, nll or "
+                "binary_cross_entropy",
+            )
+    if out is not None:
+        write_output_predictions(preds | proba, out)
+    if args.json or out is None:
+        payload: dict[str, Any] = {}
+        for info in model.file.outputs:
+            pred = preds[info.name]
+            entry: dict[str, Any] = {"predictions": _jsonable(pred)}
+            if info.name in proba:
+                entry["probabilities"] = _jsonable(proba[info.name])
+            if info.labels is not None:
+                finite = np.isfinite(pred).all(axis=-1)
+                entry["classes"] = [
+                    int(c) if ok else None
+                    for c, ok in zip(pred.argmax(axis=-1), finite, strict=True)
+                ]
+                if list(info.labels) != [str(i) for i in range(len(info.labels))]:
+                    entry["labels"] = [
+                        None if c is None else info.labels[c] for c in entry["classes"]
+                    ]
+            payload[info.name] = entry
+        print(json.dumps({"outputs": payload}))
+    else:
+        samples = len(next(iter(preds.values())))
+        console.print(f"wrote {samples} predictions of outputs {', '.join(preds)} to {out}")
     return OK
 
 

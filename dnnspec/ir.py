@@ -50,14 +50,31 @@ class Node(_Strict):
     origin: tuple[Span, ...] = ()
 
 
+class Output(_Strict):
+    """`digit: logits` of `return digit: logits, size: h`: one named output of the model
+    and the value it is."""
+
+    name: str
+    value: str
+    span: Span
+
+
 class Graph(_Strict):
-    """The model: inputs, nodes in topological order, and the value it returns."""
+    """The model: inputs, nodes in topological order, and the value it returns. A model
+    with named outputs lists them in `outputs` (`output` is then the first one's value)."""
 
     name: str
     inputs: tuple[InputDecl, ...]
     nodes: tuple[Node, ...]
     output: str
     span: Span
+    outputs: tuple[Output, ...] = ()
+
+    def output_values(self) -> dict[str, str]:
+        """Output name -> value: `""` names the one output of a model without named ones."""
+        if not self.outputs:
+            return {"": self.output}
+        return {o.name: o.value for o in self.outputs}
 
 
 class Call(_Strict):
@@ -76,11 +93,29 @@ class Selector(_Strict):
     span: Span
 
 
+class Head(_Strict):
+    """How one model output is trained: its loss, the loss's weight in the total and its
+    metrics. `output` is the output's name, `""` for a model without named outputs."""
+
+    output: str
+    loss: Call
+    weight: float = 1.0
+    metrics: tuple[Call, ...] = ()
+    span: Span
+
+    @property
+    def prefix(self) -> str:
+        """What this output's record keys start with: `digit_` (`digit_accuracy`), or
+        nothing for a model's one unnamed output."""
+        return f"{self.output}_" if self.output else ""
+
+
 class TrainSpec(_Strict):
-    """The `train { ... }` section, every default made explicit."""
+    """The `train { ... }` section, every default made explicit. A model with one unnamed
+    output has `loss` (and `metrics`); one with named outputs has a `heads` entry each."""
 
     data: Call
-    loss: Call
+    loss: Call | None = None
     optimizer: Call
     schedule: Call
     batch: int
@@ -96,7 +131,15 @@ class TrainSpec(_Strict):
     """A fraction of the data held out, or a data file, evaluated once at the end."""
     decay: tuple[Selector, ...] = ()
     no_decay: tuple[Selector, ...] = ()
+    heads: tuple[Head, ...] = ()
     span: Span
+
+    def trained(self) -> tuple[Head, ...]:
+        """Every trained output with its loss and metrics, whichever way it was written."""
+        if self.heads:
+            return self.heads
+        assert self.loss is not None, "a train section has a loss or heads"
+        return (Head(output="", loss=self.loss, metrics=self.metrics, span=self.loss.span),)
 
 
 class SearchDim(_Strict):

@@ -18,7 +18,7 @@ from onnx.reference.op_run import OpRun
 from onnx.reference.ops._op import OpRunUnaryNum
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotImplementedError_
 
-from dnnspec.assemble.steps import LOSS, SEED, STEP, TARGET, build_train_step
+from dnnspec.assemble.steps import LOSS, SEED, STEP, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.errors import Span
 from dnnspec.ir import Dim, Spec
@@ -121,8 +121,9 @@ def assert_train_step_matches_finite_differences(
     given in `inputs`."""
     assert spec.train is not None
     typed = check_spec(spec)
-    target_kind = LOSSES.get(spec.train.loss.name).target
-    out_dims = [dim_size(d, sizes) for d in typed.output.dims]
+    first = spec.train.trained()[0]
+    target_kind = LOSSES.get(first.loss.name).target
+    out_dims = [dim_size(d, sizes) for d in typed.outputs[first.output].dims]
     classes = out_dims[-1] if target_kind == "class" else None
     program = build_train_step(
         typed, spec.train, classes, Timing(10, 100), "float64", emit_grads=True
@@ -137,7 +138,9 @@ def assert_train_step_matches_finite_differences(
         else:
             feeds[decl.name] = rng.normal(size=shape)
     feeds |= dict(inputs or {})
-    feeds[TARGET] = TARGETS[target_kind](rng, tuple(out_dims))
+    for out in program.outputs:  # one target per trained output (`target` when unnamed)
+        drawn = TARGETS[LOSSES.get(out.head.loss.name).target]
+        feeds[out.target] = drawn(rng, tuple(dim_size(d, sizes) for d in out.type.dims))
     for slot in program.slots:
         # perturbed away from the initialiser so that no ReLU input sits at its kink
         feeds[slot.name] = initial_value(slot.spec, rng, np.dtype("float64")) + rng.normal(

@@ -68,11 +68,18 @@ def test_every_example_exports_at_every_opset_with_its_metadata(
         assert graph_input["shape"][0] == "N"
         dims = model.graph.input[0].type.tensor_type.shape.dim
         assert dims[0].dim_param == "N"
-        (graph_output,) = json.loads(meta["dnnspec.graph_outputs"])
-        assert graph_output["shape"] == json.loads(meta["dnnspec.output_shape"])
+        graph_outputs = json.loads(meta["dnnspec.graph_outputs"])
+        if "dnnspec.outputs" in meta:  # named outputs: each as its metadata declares it
+            named = json.loads(meta["dnnspec.outputs"])
+            assert [(o["name"], o["shape"]) for o in graph_outputs] == [
+                (o["name"], o["shape"]) for o in named
+            ]
+        else:
+            (graph_output,) = graph_outputs
+            assert graph_output["shape"] == json.loads(meta["dnnspec.output_shape"])
         assert read_model(out).input.name == declared.name  # what `predict` checks too
     if "dnnspec.class_labels" in meta:
-        assert len(json.loads(meta["dnnspec.class_labels"])) == graph_output["shape"][-1]
+        assert len(json.loads(meta["dnnspec.class_labels"])) == graph_outputs[0]["shape"][-1]
 
 
 def _model(
@@ -444,3 +451,36 @@ def test_every_example_s_train_step_exports_at_the_oldest_and_newest_opset(
         carried = [i["name"] for i in interface["inputs"] if i["role"] not in
                    ("step", "seed", "input", "target")]  # fmt: skip
         assert sorted(carried) == sorted(k for k in state.files if k != "step")
+
+
+PLATEAU = """model m {
+  input x: float32[N, 2]
+  dense(8) -> relu
+  dense(3)
+}
+train {
+  data spirals(samples = 150, classes = 3, validation = 0.2)
+  loss cross_entropy
+  optimizer sgd(lr = 0.5, momentum = 0.9)
+  schedule reduce_on_plateau(patience = 0, factor = 0.5)
+  batch 30
+  epochs 4
+}
+"""
+
+
+def test_a_host_fed_rate_factor_is_a_control_input_starting_at_one(tmp_path: Path) -> None:
+    spec = tmp_path / "p.dnn"
+    spec.write_text(PLATEAU)
+    result = dnnspec.export(spec, tmp_path / "step", opset=17, train=True)
+    interface = json.loads(result.files["interface"].read_text())
+    (control,) = [i for i in interface["inputs"] if i["role"] == "control"]
+    assert control["name"] == "control/lr_factor" and control["initial"] == 1.0
+    assert control["dtype"] == "float32" and control["shape"] == []
+    state = np.load(result.files["state"])
+    assert float(state["control/lr_factor"]) == 1.0
+    assert "velocity" in interface["optimizer"]["state"]
+    outputs = {o["name"]: o for o in interface["outputs"]}
+    assert outputs["control/lr_factor.next"]["replaces"] == "control/lr_factor"
+    # the schedule is host-fed: no step counts are baked in, so the data was not counted
+    assert interface["steps_per_epoch"] is None

@@ -301,3 +301,30 @@ def test_a_test_file_is_encoded_with_the_training_categories(tmp_path: Path) -> 
     assert prep.test_data is not None and prep.test_data.x.shape == (2, 8)
     np.testing.assert_array_equal(prep.test_data.x[0, 1:4].sum(), 1)
     np.testing.assert_array_equal(prep.test_data.x[1, 1:4], 0)  # purple: never in training
+
+
+def test_an_npz_column_of_codes_is_one_hot_by_index(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 3, 40)
+    x = np.stack([codes, rng.normal(size=40)], axis=1).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(codes == 1).astype(np.int64))
+    spec = write_spec(tmp_path, steps="one_hot(columns = [0])", width=4)
+    spec.write_text(spec.read_text().replace('"d.csv", target = "label"', '"d.npz"'))
+    prep = prepare(api.load_spec(spec))
+    steps = prep.program.preprocess
+    assert steps is not None and steps.features() == ["0=0", "0=1", "0=2", "1"]
+    np.testing.assert_array_equal(prep.train_data.x[:, :3].sum(1), 1)
+    spec.write_text(spec.read_text().replace("columns = [0]", 'columns = ["code"]'))
+    with pytest.raises(DiagnosticError, match="the data has no column names"):
+        prepare(api.load_spec(spec))
+
+
+def test_an_empty_cell_in_a_column_of_words_is_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    cells = lines[5].split(",")
+    lines[5] = ",".join([cells[0], "", *cells[2:]])
+    path.write_text("\n".join(lines) + "\n")
+    diagnostic = _error(tmp_path)
+    assert "line 6, column 2 (color) is empty" in diagnostic.message
+    assert diagnostic.span is not None and diagnostic.span.line == 7

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from conftest import EXAMPLES, reference_runner
 
-from dnnspec.assemble.steps import SEED, STEP, TARGET, build_train_step
+from dnnspec.assemble.steps import SEED, STEP, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.trainer import initial_values
@@ -24,7 +24,7 @@ def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None
     assert spec.train is not None
     typed = check_spec(spec)
     last = typed.output.dims[-1]
-    class_target = LOSSES.get(spec.train.loss.name).target == "class"
+    class_target = LOSSES.get(spec.train.trained()[0].loss.name).target == "class"
     classes = last if isinstance(last, int) and class_target else None
     program = build_train_step(typed, spec.train, classes, Timing(10, 100))
     rng = np.random.default_rng(0)
@@ -35,18 +35,19 @@ def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None
         if decl.dtype.startswith("int")
         else rng.normal(size=dims).astype(np.float32)
     )
-    out_dims = (16, *(d if isinstance(d, int) else 5 for d in typed.output.dims[1:]))
     feeds = {
         **initial_values(program, 0),
         decl.name: batch,
         STEP: np.array(7, np.int64),
         SEED: np.array(3, np.int64),
-        TARGET: (
-            rng.integers(0, classes, out_dims[:-1])  # one label per sample or position
-            if classes
-            else rng.normal(size=out_dims).astype(np.float32)
-        ),
     }
+    for out in program.outputs:  # one target per trained output
+        out_dims = (16, *(d if isinstance(d, int) else 5 for d in out.type.dims[1:]))
+        feeds[out.target] = (
+            rng.integers(0, out.classes, out_dims[:-1])  # one label per sample or position
+            if out.classes
+            else rng.normal(size=out_dims).astype(np.float32)
+        )
     model = program.train_step.SerializeToString()
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]

@@ -200,3 +200,9 @@ def test_eval_of_a_data_file_reads_it_as_the_specs_data_call(classes: Path, tmp_
     (tmp_path / "two.csv").write_text("\n".join([lines[0], *lines[3:5]]) + "\n")
     two = np.array(model.evaluate(tmp_path / "two.csv")["confusion"])
     assert two[2, 2] == two.sum() == 2  # both are virginica, class 2 of the model
+
+
+def test_a_symbolic_width_reads_every_column() -> None:
+    from dnnspec.runtime.columns import pick_columns
+
+    assert pick_columns(12, None, None, -1, False, "'t.csv'") == list(range(12))

@@ -218,7 +218,7 @@ def write_case(path: Path, steps: int, where: Path) -> None:
     """The spec's model.onnx and train_step.onnx with initial weights (assembled as `dnnspec
     train` does, with its data), the model's feed, the initial state, one batch of the
     spec's own training data per step and the carried names, under `where`."""
-    from dnnspec.assemble.steps import SEED, STEP, TARGET, build_inference, next_name
+    from dnnspec.assemble.steps import SEED, STEP, build_inference, next_name
     from dnnspec.frontend import load_spec
     from dnnspec.runtime.run import prepare
     from dnnspec.runtime.trainer import initial_values
@@ -236,7 +236,9 @@ def write_case(path: Path, steps: int, where: Path) -> None:
         size = sizes[i % len(sizes)]
         rows = np.arange(start, start + size) % len(data)
         start += size
-        batch = {name: data.x[rows], TARGET: data.y[rows], STEP: np.array(i, np.int64)}
+        batch = {name: data.x[rows], STEP: np.array(i, np.int64)}
+        for out in program.outputs:  # one target per trained output
+            batch[out.target] = (data.targets[out.head.output] if out.head.output else data.y)[rows]
         _save(where / f"batch{i}.npz", batch)
         if i == 0:
             _save(where / "model_feed.npz", {name: data.x[rows]})

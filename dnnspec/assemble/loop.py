@@ -11,7 +11,8 @@ the Loop's carried values (every input `X` with an output `X.next`, whatever kin
 state that is) and `step`, its batch comes from the Gathers, `seed` is read from the
 outer scope. The outer graph's own names carry the `in/` and `out/` prefixes, which no
 spec name can take, so nothing in the body shadows them. Per-step loss and metric sums
-come out as scan outputs `out/loss` [K] and `out/metric.<name>` [K, *statistics shape].
+come out as scan outputs `out/loss` [K] (and each named output's `out/loss/<name>`) and
+`out/metric.<name>` [K, *statistics shape].
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
     carried = carried_names(train_step)
     inputs = {i.name: i for i in g.input}
     outputs = {o.name: o for o in g.output}
-    scalars = [o.name for o in g.output if o.name == LOSS or o.name.startswith("metric.")]
+    scalars = [
+        o.name for o in g.output if o.name.split("/")[0] == LOSS or o.name.startswith("metric.")
+    ]
     batch = [n for n in inputs if n not in carried and n not in (STEP, SEED)]
 
     gathers = [

@@ -23,9 +23,9 @@ from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.data.datasets import DATASETS
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import HashRandom
-from dnnspec.ir import GRAPH_NAMES, TrainSpec
-from dnnspec.layers.base import LowerCtx, ParamSpec
-from dnnspec.lower.model import lower_model
+from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
+from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType
+from dnnspec.lower.model import lower_outputs
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
@@ -38,6 +38,54 @@ from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing, UnknownTimi
 STEP, SEED, TARGET, LOSS, OUTPUT = GRAPH_NAMES
 CONFUSION = "eval/confusion"
 """Eval-step output of class models: [true, predicted] counts, for confusion.csv."""
+
+
+def confusion_name(output: str) -> str:
+    """The eval-step output of one class output's counts (`eval/confusion/digit`)."""
+    return f"{CONFUSION}/{output}" if output else CONFUSION
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One trained output and the names it has in the step graphs: a model's one unnamed
+    output reads `target` and is `loss`; a named output `digit` reads `target/digit` and
+    adds `loss/digit` (its unweighted loss) beside `loss`, the weighted total."""
+
+    head: Head
+    type: TensorType
+    classes: int | None
+
+    @property
+    def name(self) -> str:
+        """Its name in model.onnx."""
+        return self.head.output or OUTPUT
+
+    @property
+    def target(self) -> str:
+        return f"{TARGET}/{self.head.output}" if self.head.output else TARGET
+
+    @property
+    def loss(self) -> str:
+        return f"{LOSS}/{self.head.output}" if self.head.output else LOSS
+
+    def metric_keys(self) -> list[str]:
+        """Its metrics as the records name them: `digit_accuracy` (`accuracy` unnamed)."""
+        return [self.head.prefix + m.name for m in self.head.metrics]
+
+
+def trained_outputs(typed: TypedModel, train: TrainSpec, classes: int | None) -> list[Trained]:
+    """Every output with its loss, type and class count (`classes` is the count of a
+    model's one unnamed output, as the data gave it)."""
+    found = []
+    for head in train.trained():
+        out = typed.outputs.get(head.output, typed.output)
+        count = classes
+        if head.output:
+            last = out.dims[-1] if out.dims else None
+            is_class = LOSSES.get(head.loss.name).target == "class"
+            count = last if is_class and isinstance(last, int) else None
+        found.append(Trained(head, out, count))
+    return found
 
 
 @dataclass(frozen=True)
@@ -73,6 +121,7 @@ class Program:
     classes: int | None
     slots: list[Slot]
     metric_names: list[str]
+    """Record keys of the metrics (`digit_accuracy`), each a `metric.<key>` output."""
     train_step: onnx.ModelProto
     eval_step: onnx.ModelProto
     float_dtype: str = "float32"
@@ -81,8 +130,27 @@ class Program:
     controls: list[str] = field(default_factory=list)
     preprocess: Preprocessing | None = None
     """Fitted input preprocessing: the graphs read transformed data, model.onnx raw data."""
-    """Scalars the host sets between epochs (a plateau schedule's factor, 1 at the start),
-    carried and checkpointed like state but in no model."""
+    outputs: list[Trained] = field(default_factory=list)
+
+    def metric_info(self) -> dict[str, tuple[str, str]]:
+        """Record key -> (metric, output name) of every metric the step graphs emit; a
+        named output's own loss is `(LOSS, name)` under `<name>_loss`."""
+        info: dict[str, tuple[str, str]] = {}
+        for out in self.outputs:
+            if out.head.output:
+                info[f"{out.head.prefix}{LOSS}"] = (LOSS, out.head.output)
+            for metric, key in zip(out.head.metrics, out.metric_keys(), strict=True):
+                info[key] = (metric.name, out.head.output)
+        return info
+
+    def scalar_outputs(self) -> dict[str, str]:
+        """Record key -> step-graph output of each per-batch statistic besides `loss`."""
+        found = {}
+        for out in self.outputs:
+            if out.head.output:
+                found[f"{out.head.prefix}{LOSS}"] = out.loss
+            found |= {key: f"metric.{key}" for key in out.metric_keys()}
+        return found
 
     def carried(self) -> list[str]:
         """Names of all tensors carried from one train step to the next."""
@@ -137,39 +205,55 @@ def _add_params(
     return by_node
 
 
-def _target_input(b: GraphBuilder, typed: TypedModel, target: str) -> str:
-    out = typed.output
-    if target == "class":
-        return b.add_input(TARGET, "int64", list(out.dims[:-1]))
-    return b.add_input(TARGET, b.float_dtype, out.dims)
+def _target_inputs(b: GraphBuilder, outputs: list[Trained]) -> None:
+    """One target input per trained output: class ids shaped like the output without its
+    class axis, or values shaped like the output."""
+    for out in outputs:
+        if LOSSES.get(out.head.loss.name).target == "class":
+            b.add_input(out.target, "int64", list(out.type.dims[:-1]))
+        else:
+            b.add_input(out.target, b.float_dtype, out.type.dims)
 
 
-def metric_width(typed: TypedModel, classes: int | None) -> int:
+def metric_width(out: TensorType, classes: int | None) -> int:
     """What a metric's statistics are sized by: the classes, or the output's units."""
-    last = typed.output.dims[-1] if typed.output.dims else 1
+    last = out.dims[-1] if out.dims else 1
     return classes if classes is not None else (last if isinstance(last, int) else 1)
 
 
 def _loss_and_metrics(
-    b: GraphBuilder, train: TrainSpec, output: str, classes: int | None, width: int
-) -> tuple[LossOut, list[str]]:
-    """The graph output `loss` (the batch mean) and one `metric.<name>` of summable
-    statistics per metric."""
-    loss = loss_out(LOSSES.get(train.loss.name).build(b, output, TARGET, classes, train.loss.args))
-    b.rename(loss.loss, LOSS)
+    b: GraphBuilder, outputs: list[Trained], values: dict[str, str]
+) -> list[tuple[str, LossOut]]:
+    """The graph output `loss` (the batch mean; with named outputs the weighted sum of
+    their losses, each also output as `loss/<name>`) and one `metric.<key>` of summable
+    statistics per metric. Returns each output's value and loss."""
+    losses: list[tuple[str, LossOut]] = []
+    terms = []
+    for out in outputs:
+        head, value = out.head, values[out.head.output]
+        built = LOSSES.get(head.loss.name).build(b, value, out.target, out.classes, head.loss.args)
+        loss = loss_out(built)
+        losses.append((value, loss))
+        if head.output:
+            b.rename(loss.loss, out.loss)
+            b.add_output(out.loss, b.float_dtype, [])
+            weight = b.const(head.weight, hint=f"{head.output}_weight")
+            terms.append(b.op("Mul", [out.loss, weight], hint=f"{head.output}_weighted"))
+        else:
+            terms.append(loss.loss)
+        width = metric_width(out.type, out.classes)
+        for metric, key in zip(head.metrics, out.metric_keys(), strict=True):
+            definition = METRICS.get(metric.name)
+            args = dict(metric.args)
+            if definition.target == "class":  # the loss's padding class counts nowhere
+                args[IGNORE] = head.loss.args.get("ignore_index", -1)
+            stats = definition.build(b, value, out.target, width, args)
+            b.rename(stats, f"metric.{key}")
+            b.add_output(f"metric.{key}", b.float_dtype, list(definition.stats(width)))
+    total = terms[0] if len(terms) == 1 else b.op("Sum", terms, hint="weighted_losses")
+    b.rename(total, LOSS)
     b.add_output(LOSS, b.float_dtype, [])
-    names = []
-    for metric in train.metrics:
-        definition = METRICS.get(metric.name)
-        args = dict(metric.args)
-        if definition.target == "class":  # the loss's padding class counts nowhere
-            args[IGNORE] = train.loss.args.get("ignore_index", -1)
-        value = definition.build(b, output, TARGET, width, args)
-        name = f"metric.{metric.name}"
-        b.rename(value, name)
-        b.add_output(name, b.float_dtype, list(definition.stats(width)))
-        names.append(metric.name)
-    return loss, names
+    return losses
 
 
 def build_train_step(
@@ -194,19 +278,17 @@ def build_train_step(
     b.add_input(STEP, "int64", [])
     b.add_input(SEED, "int64", [])
     inputs = _add_model_inputs(b, typed)
-    loss_def = LOSSES.get(train.loss.name)
-    _target_input(b, typed, loss_def.target)
+    outputs = trained_outputs(typed, train, classes)
+    _target_inputs(b, outputs)
 
     ctx = LowerCtx(b, "train", typed.types, rng=HashRandom(b, SEED, STEP))
-    output = lower_model(typed, ctx, inputs, params)
+    values = lower_outputs(typed, ctx, inputs, params)
     for buffer in buffers:
         updated = ctx.updates.get(buffer.name) or b.op("Identity", [buffer.name])
         b.rename(updated, next_name(buffer.name))
         b.add_output(next_name(buffer.name), b.float_dtype, buffer.spec.shape)
-    loss, metric_names = _loss_and_metrics(b, train, output, classes, metric_width(typed, classes))
-    # the engine differentiates the loss nodes, unless the loss wrote its own gradient
-    seed = {output: loss.vjp()} if loss.vjp else {LOSS: b.const(1.0, hint="d_loss")}
-    grads = gradients(b, seed, [s.name for s in slots])
+    losses = _loss_and_metrics(b, outputs, values)
+    grads = gradients(b, _loss_seed(b, outputs, losses), [s.name for s in slots])
     clipped = grads
     if train.clip is not None:
         clipped = CLIPPING.get(train.clip.name).build(b, grads, train.clip.args)
@@ -247,21 +329,40 @@ def build_train_step(
     b.prune()
     metadata = model_metadata(typed, train, classes)
     step_graph = b.model({**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step")
-    interface = train_interface(step_graph, typed, train, slots, buffers, timing)
+    interface = train_interface(step_graph, typed, train, slots, buffers, timing, outputs)
     step_graph.metadata_props.add(key=INTERFACE, value=json.dumps(interface))
     return Program(
         typed,
         train,
         classes,
         slots,
-        metric_names,
+        [k for out in outputs for k in out.metric_keys()],
         train_step=step_graph,
         eval_step=build_eval_step(typed, train, classes, [*slots, *buffers], float_dtype),
         float_dtype=float_dtype,
         metadata=metadata,
         buffers=buffers,
         controls=controls,
+        outputs=outputs,
     )
+
+
+def _loss_seed(
+    b: GraphBuilder, outputs: list[Trained], losses: list[tuple[str, LossOut]]
+) -> dict[str, str]:
+    """Where the engine starts: d loss = 1, unless every loss wrote its own gradient
+    (then each output is seeded with it, times its weight: several outputs that are one
+    value add up)."""
+    if not all(loss.vjp for _, loss in losses):
+        return {LOSS: b.const(1.0, hint="d_loss")}
+    seed: dict[str, str] = {}
+    for out, (value, loss) in zip(outputs, losses, strict=True):
+        assert loss.vjp is not None
+        grad = loss.vjp()
+        if out.head.output:
+            grad = b.op("Mul", [grad, b.const(out.head.weight)], hint="d_weighted")
+        seed[value] = b.op("Add", [seed[value], grad]) if value in seed else grad
+    return seed
 
 
 INTERFACE = "dnnspec.interface"
@@ -283,13 +384,17 @@ def train_interface(
     slots: list[Slot],
     buffers: list[Slot],
     timing: Timing,
+    trained: list[Trained],
 ) -> dict[str, Any]:
     """What a driver needs to run `model` (a train step) outside dnnspec: each input and
     output with dtype, shape and role; the schedule's step counts (None when the schedule
     does not use them and the program was compiled without counting the data)."""
     roles: dict[str, dict[str, Any]] = {STEP: {"role": "step"}, SEED: {"role": "seed"}}
     roles[LR_FACTOR] = {"role": "control", "initial": 1.0}
-    roles[TARGET] = {"role": "target", "loss": train.loss.name}
+    for out in trained:  # `target`, or `target/<output>` per named output
+        roles[out.target] = {"role": "target", "loss": out.head.loss.name}
+        if out.head.output:
+            roles[out.target] |= {"output": out.head.output, "weight": out.head.weight}
     roles.update({d.name: {"role": "input"} for d in typed.spec.model.inputs})
     for slot in slots:
         node = slot.name[: -len(slot.spec.name) - 1]
@@ -302,13 +407,22 @@ def train_interface(
         roles[buffer.name] = {"role": "layer_state", "node": node, "param": buffer.spec.name}
     inputs = [_value_info(i) | roles[i.name] for i in model.graph.input]
     carried = {i["name"] for i in inputs if i["role"] not in ("step", "seed", "input", "target")}
+    losses = {out.loss: out.head.output for out in trained if out.head.output}
+    metrics = {
+        key: (m.name, out.head.output)
+        for out in trained
+        for m, key in zip(out.head.metrics, out.metric_keys(), strict=True)
+    }
     outputs = []
     for o in model.graph.output:
         if o.name == LOSS:
             role: dict[str, Any] = {"role": "loss"}
+        elif o.name in losses:
+            role = {"role": "output_loss", "output": losses[o.name]}
         elif o.name.startswith("metric."):
-            definition = METRICS.get(o.name.removeprefix("metric."))
-            role = {"role": "metric", "per": definition.per}
+            metric, output = metrics[o.name.removeprefix("metric.")]
+            role = {"role": "metric", "per": METRICS.get(metric).per}
+            role |= {"metric": metric, "output": output} if output else {}
         elif o.name.endswith(".next") and o.name.removesuffix(".next") in carried:
             role = {"role": "next", "replaces": o.name.removesuffix(".next")}
         else:
@@ -328,8 +442,26 @@ def train_interface(
         **counts,
         "optimizer": {"name": train.optimizer.name, "state": list(opt.state(train.optimizer.args))},
         "schedule": train.schedule.name,
-        "loss": {"name": train.loss.name, "target": LOSSES.get(train.loss.name).target},
+        "loss": _loss_interface(trained),
     }
+
+
+def _loss_interface(trained: list[Trained]) -> dict[str, Any]:
+    """The interface's `loss`: its name and target kind, or for named outputs the weighted
+    sum's terms (`loss = sum of weight * loss of output`)."""
+    if not trained[0].head.output:
+        name = trained[0].head.loss.name
+        return {"name": name, "target": LOSSES.get(name).target}
+    terms = [
+        {
+            "output": out.head.output,
+            "name": out.head.loss.name,
+            "target": LOSSES.get(out.head.loss.name).target,
+            "weight": out.head.weight,
+        }
+        for out in trained
+    ]
+    return {"name": "weighted_sum", "terms": terms}
 
 
 def build_eval_step(
@@ -345,13 +477,17 @@ def build_eval_step(
     b.reserve(LOSS)
     params = _add_params(b, slots, as_inputs=True)
     inputs = _add_model_inputs(b, typed)
-    _target_input(b, typed, LOSSES.get(train.loss.name).target)
-    output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
-    _loss_and_metrics(b, train, output, classes, metric_width(typed, classes))
-    if classes is not None:
-        ignore = {IGNORE: train.loss.args.get("ignore_index", -1)}
-        b.rename(confusion(b, output, TARGET, classes, ignore), CONFUSION)
-        b.add_output(CONFUSION, b.float_dtype, [classes, classes])
+    outputs = trained_outputs(typed, train, classes)
+    _target_inputs(b, outputs)
+    values = lower_outputs(typed, LowerCtx(b, "eval", typed.types), inputs, params)
+    _loss_and_metrics(b, outputs, values)
+    for out in outputs:
+        if out.classes is not None:
+            ignore = {IGNORE: out.head.loss.args.get("ignore_index", -1)}
+            name = confusion_name(out.head.output)
+            value = values[out.head.output]
+            b.rename(confusion(b, value, out.target, out.classes, ignore), name)
+            b.add_output(name, b.float_dtype, [out.classes, out.classes])
     b.prune()
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
 
@@ -367,7 +503,8 @@ def build_inference(
     as initializers; `slots` are the program's `model_slots()`. The fitted preprocessing
     runs first, so the model takes raw features."""
     b = GraphBuilder(typed.spec.model.name, "float32")
-    b.reserve(OUTPUT)
+    for name in [OUTPUT, *(o.name for o in typed.spec.model.outputs)]:
+        b.reserve(name)
     params = _add_params(b, slots, as_inputs=False, values=values)
     if preprocess is not None:
         decl = typed.spec.model.inputs[0]
@@ -375,11 +512,13 @@ def build_inference(
         inputs = {decl.name: _preprocess(b, raw, preprocess)}
     else:
         inputs = _add_model_inputs(b, typed)
-    output = lower_model(typed, LowerCtx(b, "eval", typed.types), inputs, params)
-    if output in inputs.values():
-        output = b.op("Identity", [output])
-    b.rename(output, OUTPUT)
-    b.add_output(OUTPUT, "float32", typed.output.dims)
+    outs = lower_outputs(typed, LowerCtx(b, "eval", typed.types), inputs, params)
+    for name, value in outs.items():
+        if value in inputs.values() or list(outs.values()).count(value) > 1:
+            value = b.op("Identity", [value])  # an input, or one value under two names
+        out = name or OUTPUT
+        b.rename(value, out)
+        b.add_output(out, "float32", typed.outputs[name].dims)
     return b.model(metadata, f"dnnspec model {typed.spec.model.name}")
 
 
@@ -483,6 +622,25 @@ def model_metadata(
     }
     if classes is not None:
         meta["dnnspec.class_labels"] = json.dumps([str(i) for i in range(classes)])
-    if train is not None:
+    if train is not None and train.loss is not None:
         meta["dnnspec.loss"] = train.loss.name
+    if typed.spec.model.outputs:
+        meta["dnnspec.outputs"] = json.dumps(_outputs_metadata(typed, train))
     return meta
+
+
+def _outputs_metadata(typed: TypedModel, train: TrainSpec | None) -> list[dict[str, Any]]:
+    """`dnnspec.outputs` of a model with named outputs: each one's name and shape, and
+    when trained its loss, weight and class names (ids by default)."""
+    heads = {h.output: h for h in train.trained()} if train else {}
+    found = []
+    for out in typed.spec.model.outputs:
+        dims = typed.outputs[out.name].dims
+        entry: dict[str, Any] = {"name": out.name, "shape": list(dims)}
+        head = heads.get(out.name)
+        if head is not None:
+            entry |= {"loss": head.loss.name, "weight": head.weight}
+            if LOSSES.get(head.loss.name).target == "class" and isinstance(dims[-1], int):
+                entry["class_labels"] = [str(i) for i in range(dims[-1])]
+        found.append(entry)
+    return found

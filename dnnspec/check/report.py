@@ -109,8 +109,12 @@ def render_check(
             human(info.flops),
         )
     table.add_section()
-    table.add_row("total", "", shape_text(typed.output.dims), f"{typed.param_count():,}",
-                  human(typed.total_flops()), style="bold")  # fmt: skip
+    if typed.spec.model.outputs:
+        for out in typed.spec.model.outputs:
+            table.add_row(out.name, f"output ({out.value})",
+                          shape_text(typed.outputs[out.name].dims), "", "")  # fmt: skip
+    table.add_row("total", "", "" if typed.spec.model.outputs else shape_text(typed.output.dims),
+                  f"{typed.param_count():,}", human(typed.total_flops()), style="bold")  # fmt: skip
     console.print(table)
     train_rows = _train_rows(typed)
     if columns is not None:
@@ -131,13 +135,13 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         return []
     return [
         ("data", call_text(train.data, DATASETS.get(train.data.name).shown(train.data.args))),
-        ("loss", call_text(train.loss)),
+        *_loss_rows(train),
         ("optimizer", call_text(train.optimizer)),
         ("schedule", call_text(train.schedule)),
         ("batch", str(train.batch)),
         ("epochs", str(train.epochs)),
         ("regularize", ", ".join(call_text(c) for c in train.regularize) or "none"),
-        ("metrics", ", ".join(call_text(c) for c in train.metrics) or "none"),
+        *_metric_rows(train),
         ("preprocess", ", ".join(call_text(c) for c in train.preprocess) or "none"),
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
         ("clip", call_text(train.clip) if train.clip else "none"),
@@ -147,6 +151,24 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ),
         ("seed", str(train.seed)),
         ("learning rate", _lr_text(train)),
+    ]
+
+
+def _loss_rows(train: TrainSpec) -> list[tuple[str, str]]:
+    """`loss` of a model's one output, or `loss digit` per named output (with its weight)."""
+    rows = []
+    for head in train.trained():
+        weight = f", weight {head.weight:g}" if head.output else ""
+        rows.append((f"loss {head.output}".strip(), call_text(head.loss) + weight))
+    return rows
+
+
+def _metric_rows(train: TrainSpec) -> list[tuple[str, str]]:
+    if not train.heads:
+        return [("metrics", ", ".join(call_text(c) for c in train.metrics) or "none")]
+    return [
+        (f"metrics {h.output}", ", ".join(call_text(c) for c in h.metrics) or "none")
+        for h in train.heads
     ]
 
 
@@ -187,6 +209,7 @@ _TRAIN_SPANS: Any = {
         ("data", "loss", "optimizer", "schedule", "early_stop", "clip", "split"), _CALL
     ),
     **dict.fromkeys(("regularize", "metrics", "decay", "no_decay"), {"__all__": _CALL}),
+    "heads": {"__all__": {"span": True, "loss": _CALL, "metrics": {"__all__": _CALL}}},
 }
 _SEARCH_SPANS: Any = {"span": True, "method": _CALL, "dims": {"__all__": _CALL}}
 
@@ -214,6 +237,14 @@ def check_json(typed: TypedModel, columns: dict[str, Any] | None = None) -> dict
             for info in typed.layers
         ],
         "output": {"dtype": typed.output.dtype, "shape": list(typed.output.dims)},
+        "outputs": [
+            {
+                "name": o.name,
+                "dtype": typed.outputs[o.name].dtype,
+                "shape": list(typed.outputs[o.name].dims),
+            }
+            for o in spec.model.outputs
+        ],  # fmt: skip
         "total_params": typed.param_count(),
         "total_flops": typed.total_flops(),
         "train": spec.train and spec.train.model_dump(mode="json", exclude=_TRAIN_SPANS),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, did_you_mean
-from dnnspec.ir import Node, Spec
+from dnnspec.ir import Call, Node, Spec
 from dnnspec.layers.base import LAYERS, ParamSpec, ShapeError, TensorType
 from dnnspec.training.losses import LOSSES
 
@@ -65,6 +65,8 @@ class TypedModel:
     output: TensorType
     warnings: tuple[Diagnostic, ...] = ()
     """Mistakes that still train, but badly: shown by check, train and compile."""
+    outputs: dict[str, TensorType] = field(default_factory=dict)
+    """Each output's type by name (`""`: the one output of a model without named ones)."""
 
     def param_count(self) -> int:
         """Every parameter element."""
@@ -105,14 +107,18 @@ class _Checker:
                 continue
             self.types[node.name] = self.layers[-1].out
         output = self.types[self.spec.model.output]
-        self.check_output(output)
+        outputs = {k: self.types[v] for k, v in self.spec.model.output_values().items()}
+        train = self.spec.train
+        losses = {h.output: h.loss for h in train.trained()} if train else {}
+        for name, value in self.spec.model.output_values().items():
+            self.check_output(name, value, outputs[name], losses.get(name))
         self.check_size()
         if self.problems:
             raise DiagnosticError(self.problems)
         layers = self.with_decay([self.with_init(i) for i in self.layers])
         if self.problems:
             raise DiagnosticError(self.problems)
-        return TypedModel(self.spec, self.types, layers, output, tuple(self.warnings))
+        return TypedModel(self.spec, self.types, layers, output, tuple(self.warnings), outputs)
 
     def with_decay(self, layers: list[LayerInfo]) -> list[LayerInfo]:
         """Apply the train section's `decay` / `no_decay` choices over the layers' defaults
@@ -204,19 +210,22 @@ class _Checker:
             )
         )
 
-    def check_output(self, output: TensorType) -> None:
+    def check_output(self, name: str, value: str, output: TensorType, loss: Call | None) -> None:
+        """An output's type against its loss's contract (`name` is `""` for a model's one
+        unnamed output)."""
         if output == UNKNOWN:
             return
-        span = self.sources[self.spec.model.output][1]
+        span = self.sources[value][1]
+        which = f"output '{name}'" if name else "the model's output"
+        outputs = f"output '{name}' is" if name else "the model outputs"
         if not output.dtype.startswith("float"):
             self.problems.append(
                 Diagnostic(
-                    message=f"the model's output must be a float tensor, got {output}",
+                    message=f"{which} must be a float tensor, got {output}",
                     span=span,
                     help="end the model with a layer that computes floats, e.g. dense(...)",
                 )
             )
-        loss = self.spec.train.loss if self.spec.train else None
         if loss is None:
             return
         definition = LOSSES.get(loss.name)
@@ -225,7 +234,7 @@ class _Checker:
                 Diagnostic(
                     message=f"loss '{loss.name}': {message}",
                     span=loss.span,
-                    notes=(Note(message=f"the model outputs {output}", span=span),),
+                    notes=(Note(message=f"{outputs} {output}", span=span),),
                     help=help,
                 )
             )
@@ -233,7 +242,7 @@ class _Checker:
             self.problems.append(
                 Diagnostic(
                     message=f"loss '{loss.name}' needs one logit per target unit, [N, units], "
-                    f"but the model outputs {output}",
+                    f"but {outputs} {output}",
                     span=span,
                     notes=(Note(message="the loss is chosen here", span=loss.span),),
                     help="end the model with dense(units)",
@@ -241,7 +250,7 @@ class _Checker:
             )
         if definition.target != "class":
             return
-        last = self.nodes.get(self.spec.model.output)
+        last = self.nodes.get(value)
         from_logits = loss.name != "nll"
         if from_logits and last is not None and last.layer in SQUASHING:
             self.warnings.append(
@@ -260,8 +269,8 @@ class _Checker:
             self.warnings.append(
                 Diagnostic(
                     severity="warning",
-                    message=f"'{loss.name}' reads log-probabilities, but the model does not "
-                    "end in log_softmax",
+                    message=f"'{loss.name}' reads log-probabilities, but "
+                    f"{which if name else 'the model'} does not end in log_softmax",
                     span=span,
                     notes=(Note(message="the loss is chosen here", span=loss.span),),
                     help="end the model with log_softmax, or train with cross_entropy on "
@@ -272,8 +281,8 @@ class _Checker:
             self.problems.append(
                 Diagnostic(
                     message=f"loss '{loss.name}' needs one row of class scores per sample, "
-                    f"[N, classes] (or [N, T, classes] for a sequence of labels), but the "
-                    f"model outputs {output}",
+                    f"[N, classes] (or [N, T, classes] for a sequence of labels), but "
+                    f"{outputs} {output}",
                     span=span,
                     notes=(Note(message="the loss is chosen here", span=loss.span),),
                     help="flatten and end the model with dense(classes)"

@@ -65,15 +65,23 @@ class Dataset:
     columns: tuple[str, ...] | None = None
     words: dict[int, tuple[str, ...]] = field(default_factory=dict)
     layout: Layout | None = None
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    """For a model with named outputs: each output's targets by its name (`y` is then
+    the first output's, which a stratified split reads)."""
+    target_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Class names of the named targets given as words (a CSV column of labels)."""
 
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> Dataset:
-        return replace(self, x=self.x[index], y=self.y[index])
+        targets = {k: v[index] for k, v in self.targets.items()}
+        return replace(self, x=self.x[index], y=self.y[index], targets=targets)
 
 
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
+TargetsLoader = Callable[[dict[str, Any], tuple[str, ...], int, Span | None], Dataset]
+"""Loads the targets of named outputs (in `Dataset.targets`, by output name)."""
 
 
 def _all_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +97,8 @@ class DatasetDef:
     """The arguments that apply to this call (a CSV file has no array names), for reports."""
     paths: tuple[str, ...] = ()
     """Arguments that name files: spec.lock.json records them as absolute paths."""
+    targets: TargetsLoader | None = None
+    """How a model with named outputs gets one target array each (None: it cannot)."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -100,6 +110,41 @@ def _digits(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
         np.load(f, allow_pickle=False) as npz,
     ):
         return Dataset((npz["x"].astype(np.float32) / 16.0), npz["y"].astype(np.int64))
+
+
+def _digits_targets(
+    args: dict[str, Any], names: tuple[str, ...], seed: int, span: Span | None
+) -> Dataset:
+    """The digits with two targets: `digit`, the class, and `ink`, the image's mean pixel
+    value standardised over the dataset (mean 0, std 1): an auxiliary regression beside
+    the classification."""
+    data = _digits(args, seed, span)
+    ink = data.x.astype(np.float64).mean(axis=1, keepdims=True)
+    ink = (ink - ink.mean()) / ink.std()
+    offered = {"digit": data.y, "ink": ink.astype(np.float32)}
+    return _named(data.x, offered, names, "digits", span)
+
+
+def _named(
+    x: np.ndarray,
+    offered: dict[str, np.ndarray],
+    names: tuple[str, ...],
+    what: str,
+    span: Span | None,
+    labels: dict[str, tuple[str, ...]] | None = None,
+) -> Dataset:
+    """A dataset holding the targets `names` of those `offered` (an unknown one is an
+    error that lists them)."""
+    for name in names:
+        if name not in offered:
+            raise error(
+                f"{what} has no target named '{name}' for the model's output '{name}'",
+                span,
+                help=did_you_mean(name, list(offered))
+                or f"name the outputs after its targets: {', '.join(offered) or 'none'}",
+            )
+    targets = {name: offered[name] for name in names}
+    return Dataset(x, targets[names[0]], targets=targets, target_labels=labels or {})
 
 
 def _spirals(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
@@ -249,6 +294,84 @@ def _file_data(args: dict[str, Any], span: Span | None) -> Dataset:
     return Dataset(x, y)
 
 
+def _file_targets(
+    args: dict[str, Any], names: tuple[str, ...], seed: int, span: Span | None
+) -> Dataset:
+    """A file's targets for named outputs: the .npz arrays, or the CSV columns (by header
+    name), named like the outputs; the inputs are array `x`, or the other columns."""
+    defaults = (("target", -1), ("y", "y"), ("labels", "ids"))
+    chosen_target = [k for k, default in defaults if args[k] != default]
+    if chosen_target:
+        raise error(
+            f"'{chosen_target[0]}' applies to the one target of a model without named outputs; "
+            f"the targets of outputs {', '.join(names)} are the arrays or columns named "
+            "after them",
+            span,
+            help=f"drop {chosen_target[0]} = ..., and name the arrays or columns "
+            f"{', '.join(names)}",
+        )
+    path = locate_file(args["path"], span)
+    if path.suffix == ".npz":
+        arrays = read_npz(path, span)
+        if args["x"] not in arrays:
+            raise error(
+                f"'{path}' has no array named {args['x']!r}",
+                span,
+                help=f"arrays in the file: {', '.join(arrays) or 'none'}",
+            )
+        x = arrays[args["x"]]
+        offered = {k: v for k, v in arrays.items() if k != args["x"]}
+        for key, array in ((args["x"], x), *((n, offered[n]) for n in names if n in offered)):
+            if array.ndim == 0:
+                raise error(
+                    f"array {key!r} in '{path}' is a single number, not one row per sample",
+                    span,
+                )
+            if len(array) != len(x):
+                raise error(f"'{path}': {len(x)} inputs but {len(array)} rows in {key!r}", span)
+        return _named(x, offered, names, f"'{path}'", span)
+    if path.suffix != ".csv":
+        raise error(f"cannot read '{path}': expected a .npz or .csv file", span)
+    choice = args["header"]
+    if choice not in (True, False, "auto"):
+        raise error(f"header must be true, false or auto, got {choice!r}", span)
+    header, rows = read_csv_cells(path, span, {True: "true", False: "false"}.get(choice, "auto"))
+    if header is None:
+        raise error(
+            f"'{path}' has no header row, so the target columns of outputs "
+            f"{', '.join(names)} cannot be found",
+            span,
+            help="give the file a header naming a column after each output",
+        )
+    width = len(header)
+    chosen = [_column(path, header, name, width, span) for name in names]
+    features = args["features"]
+    if features:
+        listed = features if isinstance(features, list) else [features]
+        columns = [_column(path, header, f, width, span) for f in listed]
+        both = [header[c] for c in columns if c in chosen]
+        if both:
+            raise error(
+                f"'{path}': target column '{both[0]}' is also listed among the features", span
+            )
+    else:
+        columns = [c for c in range(width) if c not in chosen]
+    x, words = _features(path, rows, columns, header, span)
+    read: dict[str, np.ndarray] = {}
+    labels: dict[str, tuple[str, ...]] = {}
+    for name, column in zip(names, chosen, strict=True):
+        cells = [r[column].strip() for _, r in rows]
+        if all(_is_number(w) for w in cells):
+            read[name] = _numbers(path, rows, [column], header, span)[:, 0]
+        else:
+            classes = sorted(set(cells))
+            index = {word: i for i, word in enumerate(classes)}
+            read[name] = np.array([index[w] for w in cells], np.int64)
+            labels[name] = tuple(classes)
+    named = _named(x, read, names, f"'{path}'", span, labels)
+    return replace(named, columns=tuple(header[c] for c in columns), words=words)
+
+
 def _column(
     path: Path, header: list[str] | None, chosen: Any, width: int, span: Span | None
 ) -> int:
@@ -300,14 +423,7 @@ def _csv_dataset(path: Path, args: dict[str, Any], span: Span | None) -> Dataset
             raise error(f"'{path}': the target column is also listed among the features", span)
     else:
         columns = [c for c in range(width) if c != target]
-    words = {i: _words(rows, c) for i, c in enumerate(columns) if _is_words(rows, c)}
-    numeric = [c for i, c in enumerate(columns) if i not in words]
-    x = np.empty((len(rows), len(columns)), np.float64)
-    x[:, [i for i in range(len(columns)) if i not in words]] = _numbers(
-        path, rows, numeric, header, span
-    )
-    for i, vocabulary in words.items():
-        x[:, i] = _codes(path, rows, columns[i], vocabulary, header, span)
+    x, words = _features(path, rows, columns, header, span)
     layout = Layout(width, target, tuple(columns), tuple(header) if header else None)
     names = tuple(header[c] for c in columns) if header else None
     cells = [r[target].strip() for _, r in rows]
@@ -318,6 +434,26 @@ def _csv_dataset(path: Path, args: dict[str, Any], span: Span | None) -> Dataset
     index = {name: i for i, name in enumerate(labels)}
     y = np.array([index[w] for w in cells], np.int64)
     return Dataset(x, y, labels=tuple(labels), columns=names, words=words, layout=layout)
+
+
+def _features(
+    path: Path,
+    rows: list[tuple[int, list[str]]],
+    columns: list[int],
+    header: list[str] | None,
+    span: Span | None,
+) -> tuple[np.ndarray, dict[int, tuple[str, ...]]]:
+    """The feature columns as numbers, a column of words as each cell's index in its
+    sorted words (`Dataset.words`, by feature index)."""
+    words = {i: _words(rows, c) for i, c in enumerate(columns) if _is_words(rows, c)}
+    numeric = [c for i, c in enumerate(columns) if i not in words]
+    x = np.empty((len(rows), len(columns)), np.float64)
+    x[:, [i for i in range(len(columns)) if i not in words]] = _numbers(
+        path, rows, numeric, header, span
+    )
+    for i, vocabulary in words.items():
+        x[:, i] = _codes(path, rows, columns[i], vocabulary, header, span)
+    return x, words
 
 
 def _is_words(rows: list[tuple[int, list[str]]], column: int) -> bool:
@@ -497,7 +633,9 @@ DATASETS.add(
         Signature(args=(VALIDATION,)),
         _digits,
         "scikit-learn's 1,797 8x8 handwritten digits, 10 classes; pixels (0..16) are "
-        "divided by 16, so inputs lie in [0, 1]",
+        "divided by 16, so inputs lie in [0, 1]; for named outputs, targets `digit` (the "
+        "class) and `ink` (the image's mean pixel, standardised over the dataset, [N, 1])",
+        targets=_digits_targets,
     ),
 )
 DATASETS.add(
@@ -597,8 +735,10 @@ DATASETS.add(
         ),
         _file,
         "a user .npz (arrays x, y) or .csv (target column by name or index, default the "
-        "last; string labels become class ids)",
+        "last; string labels become class ids); for named outputs, one .npz array or CSV "
+        "column named after each output",
         shown=_file_args,
         paths=("path",),
+        targets=_file_targets,
     ),
 )

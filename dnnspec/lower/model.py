@@ -17,7 +17,23 @@ from dnnspec.layers.base import LAYERS, LowerCtx
 def lower_model(
     typed: TypedModel, ctx: LowerCtx, inputs: dict[str, str], params: dict[str, dict[str, str]]
 ) -> str:
-    """Emit every layer into `ctx.b`; `params[node][local]` names each parameter's value."""
+    """Emit every layer into `ctx.b`; `params[node][local]` names each parameter's value.
+    Returns the value of the model's (first) output."""
+    return _lower(typed, ctx, inputs, params)[typed.spec.model.output]
+
+
+def lower_outputs(
+    typed: TypedModel, ctx: LowerCtx, inputs: dict[str, str], params: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """As `lower_model`, returning every output's value by output name (`""` for a model
+    without named outputs)."""
+    values = _lower(typed, ctx, inputs, params)
+    return {name: values[v] for name, v in typed.spec.model.output_values().items()}
+
+
+def _lower(
+    typed: TypedModel, ctx: LowerCtx, inputs: dict[str, str], params: dict[str, dict[str, str]]
+) -> dict[str, str]:
     values = dict(inputs)
     for index, info in enumerate(typed.layers):
         node = info.node
@@ -28,4 +44,4 @@ def lower_model(
                 [values[name] for name in node.inputs],
                 params.get(node.name, {}),
             )
-    return values[typed.spec.model.output]
+    return values

@@ -124,6 +124,11 @@ def validate(spec: ir.Spec) -> None:
         known.add(node.name)
     if graph.output not in known:
         raise error(f"the model returns '{graph.output}', which nothing defines")
+    names = [o.name for o in graph.outputs]
+    if len(set(names)) != len(names) or any(
+        o.value not in known or o.name in ir.GRAPH_NAMES for o in graph.outputs
+    ):
+        raise error("the model's named outputs repeat a name or read a value nothing defines")
     train = spec.train
     if train is not None:
         if train.batch < 1 or train.epochs < 1:
@@ -131,7 +136,15 @@ def validate(spec: ir.Spec) -> None:
         if not -(2**63) <= train.seed < 2**63:
             raise error(f"seed {train.seed} does not fit in 64 bits")
         _call(DATASETS, train.data, "dataset")
-        _call(LOSSES, train.loss, "loss")
+        names = [o.name for o in graph.outputs]
+        if (train.loss is None) == (not train.heads) or [h.output for h in train.heads] != names:
+            raise error("the train section's losses do not match the model's outputs")
+        for head in train.trained():
+            _call(LOSSES, head.loss, "loss")
+            if not head.weight > 0:
+                raise error(f"output '{head.output}' has a loss weight {head.weight} below 0")
+            for call in head.metrics:
+                _call(METRICS, call, "metric")
         _call(OPTIMIZERS, train.optimizer, "optimizer")
         _call(SCHEDULES, train.schedule, "schedule")
         for call in train.regularize:

@@ -53,6 +53,7 @@ class ModelResolver:
         self.nodes: list[ir.Node] = []
         self.node_frames: dict[str, tuple[Frame, ...]] = {}
         self.inputs: dict[str, ir.InputDecl] = {}
+        self.outputs: list[ir.Output] = []
         self.iterations = 0
 
     def resolve_model(self, model: ast.ModelDef) -> ir.Graph | None:
@@ -71,17 +72,18 @@ class ModelResolver:
             return None
         if not isinstance(output, Tensor) or self.problems:
             return None
-        self.check_unused(output.name)
+        self.check_unused([output.name, *(o.value for o in self.outputs)])
         return ir.Graph(
             name=model.name.id,
             inputs=tuple(self.inputs.values()),
             nodes=tuple(self.nodes),
             output=output.name,
             span=model.span,
+            outputs=tuple(self.outputs),
         )
 
-    def check_unused(self, output: str) -> None:
-        used = {output, *(i for n in self.nodes for i in n.inputs)}
+    def check_unused(self, outputs: list[str]) -> None:
+        used = {*outputs, *(i for n in self.nodes for i in n.inputs)}
         for node in self.nodes:
             if node.name not in used:
                 self.problems.fail(
@@ -107,13 +109,15 @@ class ModelResolver:
                 self.input(stmt, scope, kind)
             elif isinstance(stmt, ast.Repeat):
                 self.repeat(stmt, scope)
-            elif isinstance(stmt, ast.Return) and kind == "repeat":
+            elif isinstance(stmt, ast.Return | ast.ReturnOutputs) and kind == "repeat":
                 self.problems.fail(
                     "'return' cannot be inside a repeat",
                     stmt.span,
                     scope,
                     help="return after the repeat: its result is the current value",
                 )
+            elif isinstance(stmt, ast.ReturnOutputs):
+                returned = self.named_outputs(stmt, scope, kind)
             else:
                 value = self.expr.tensor(
                     self.expr.eval(stmt.value, scope, "tensor"), stmt.value.span, scope
@@ -124,6 +128,57 @@ class ModelResolver:
                 if isinstance(stmt, ast.Return):
                     returned = value
         return returned
+
+    def named_outputs(self, stmt: ast.ReturnOutputs, scope: Scope, kind: str) -> Value:
+        """`return digit: logits, size: h`: the model's outputs by name; returns the first
+        one's value (POISON when any failed)."""
+        if kind != "model":
+            return self.problems.fail(
+                "only the model returns named outputs; a block returns one value",
+                stmt.span,
+                scope,
+                help="return one value from the block, and name outputs in the model's return",
+            )
+        first: Value = POISON
+        seen: dict[str, ast.NamedOutput] = {}
+        broken = False
+        for out in stmt.outputs:
+            value = self.expr.tensor(
+                self.expr.eval(out.value, scope, "tensor"), out.value.span, scope
+            )
+            name = out.name.id
+            if name in seen:
+                self.problems.fail(
+                    f"the model has two outputs named '{name}'",
+                    out.name.span,
+                    notes=[Note(message="first named here", span=seen[name].name.span)],
+                    help="give each output its own name",
+                )
+                broken = True
+            elif name in ir.GRAPH_NAMES:
+                self.problems.fail(
+                    f"'{name}' is a name the compiled graphs use for their own inputs and outputs",
+                    out.name.span,
+                    help=f"name this output otherwise, e.g. '{name}_out'",
+                )
+                broken = True
+            elif name in self.inputs:
+                self.problems.fail(
+                    f"output '{name}' has the name of an input; model.onnx could not tell "
+                    "them apart",
+                    out.name.span,
+                    notes=[Note(message="the input", span=self.inputs[name].span)],
+                    help="give the output another name",
+                )
+                broken = True
+            seen.setdefault(name, out)
+            if not isinstance(value, Tensor):
+                broken = True
+                continue
+            if first is POISON:
+                first = value
+            self.outputs.append(ir.Output(name=name, value=value.name, span=out.span))
+        return POISON if broken else first
 
     def assign(self, target: ast.Name, value: Tensor | Poison, scope: Scope) -> None:
         name = target.id

@@ -70,7 +70,8 @@ class Resolver:
                 self.spec.span,
                 help="add one, e.g. model m { input x: float32[N, 4]; dense(1) }",
             )
-        train = self.train.resolve_train(trains[0]) if trains else None
+        outputs = graph.outputs if graph is not None else None
+        train = self.train.resolve_train(trains[0], outputs) if trains else None
         search = self.search.resolve_search(searches[0], train) if searches else None
         if search is not None and self.check_space and not self.problems:
             for dim in search.dims:

@@ -21,6 +21,7 @@ from dnnspec.resolve.values import (
 )
 from dnnspec.search.methods import FINITE_SPACES, SEARCH_METHODS, SPACES, SearchMethodDef
 from dnnspec.syntax import ast
+from dnnspec.training.early_stop import higher_is_better
 from dnnspec.training.metrics import METRICS
 
 MAX_CHOICES = 256
@@ -113,6 +114,8 @@ class SearchResolver:
             return None
         name = metric.id
         base = name.removeprefix("val_").removeprefix("train_")
+        if train is not None and train.heads:
+            return self.output_objective(metric, base, chosen, train)
         listed = [m.name for m in train.metrics] if train else list(METRICS)
         if base != "loss" and (base == name or base not in METRICS):
             options = ["val_loss", *(f"val_{m}" for m in listed)]
@@ -133,6 +136,26 @@ class SearchResolver:
             better = base != "loss" and METRICS.get(base).higher_is_better
             return name, "max" if better else "min"
         return name, chosen
+
+    def output_objective(
+        self, metric: ast.Name, base: str, chosen: ir.Direction | None, train: ir.TrainSpec
+    ) -> tuple[str, ir.Direction] | None:
+        """The objective of a model with named outputs: the loss, an output's loss
+        (`val_digit_loss`) or one of its metrics (`val_digit_accuracy`)."""
+        keys = ["loss"]
+        for head in train.heads:
+            keys += [f"{head.prefix}loss", *(head.prefix + m.name for m in head.metrics)]
+        if base == metric.id or base not in keys:
+            options = [f"val_{k}" for k in keys]
+            self.problems.fail(
+                f"unknown objective '{metric.id}'",
+                metric.span,
+                help=did_you_mean(metric.id, options) or "expected one of: " + ", ".join(options),
+            )
+            return None
+        if chosen is None:
+            return metric.id, "max" if higher_is_better(train, base) else "min"
+        return metric.id, chosen
 
     def search_dim(
         self, dim: ast.SearchDim, method: SearchMethodDef | Poison, earlier: list[str]

@@ -11,6 +11,7 @@ from dnnspec.errors import DiagnosticError, Note, Span, did_you_mean
 from dnnspec.registry import Registry
 from dnnspec.resolve.definitions import TRAIN_SETTINGS
 from dnnspec.resolve.expressions import Expressions
+from dnnspec.resolve.heads import HeadsResolver
 from dnnspec.resolve.problems import Problems
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
 from dnnspec.schema import INT64_MAX, ArgSpec, Signature, arg_str
@@ -69,6 +70,12 @@ REQUIRED_TRAIN_ITEMS = {
 }
 
 
+def plain(item: ast.TrainItem) -> tuple[ast.Expr, ...]:
+    """An item's values that name no output (only loss and metrics name one: a label on
+    any other item is reported and the item dropped before it is read)."""
+    return tuple(v for v in item.values if not isinstance(v, ast.Labelled))
+
+
 class TrainResolver:
     """Resolves the `train { ... }` section."""
 
@@ -76,7 +83,11 @@ class TrainResolver:
         self.problems = problems
         self.expr = expr
 
-    def resolve_train(self, train: ast.TrainDef) -> ir.TrainSpec | None:
+    def resolve_train(
+        self, train: ast.TrainDef, outputs: tuple[ir.Output, ...] | None = ()
+    ) -> ir.TrainSpec | None:
+        """`outputs`: the model's named outputs (empty for one unnamed output; None when
+        the model failed to resolve, so labels are not checked against it)."""
         scope = Scope(tensors=False)
         items: dict[str, ast.TrainItem] = {}
         misspelt: set[str] = set()
@@ -98,6 +109,17 @@ class TrainResolver:
                 )
             else:
                 items[key] = item
+        for key, item in list(items.items()):
+            labelled = [v for v in item.values if isinstance(v, ast.Labelled)]
+            if labelled and key not in ("loss", "metrics"):
+                self.problems.fail(
+                    f"'{key}' is one setting for the whole model; only loss and metrics "
+                    "name an output",
+                    labelled[0].label.span,
+                    help=f"drop '{labelled[0].label.id}:'",
+                )
+                del items[key]
+                misspelt.add(key)
         for key, example in REQUIRED_TRAIN_ITEMS.items():
             if key not in items and key not in misspelt:
                 self.problems.fail(
@@ -113,8 +135,11 @@ class TrainResolver:
             "schedule": SCHEDULES,
             "clip": CLIPPING,
         }
+        heads = HeadsResolver(self, outputs, scope)
         for key, item in items.items():
-            if key in calls:
+            if key in ("loss", "metrics") and heads.named(item):
+                heads.take(item)
+            elif key in calls:
                 found[key] = self.train_call(self.one_value(item), calls[key], scope)
             elif key in ("batch", "epochs", "seed"):
                 found[key] = self.train_int(item, scope, minimum=0 if key == "seed" else 1)
@@ -134,6 +159,10 @@ class TrainResolver:
                 found[key] = self.paren_call(item, scope, "split", SPLIT, "split(seed = 0)")
             else:
                 found[key] = self.early_stop(item, scope)
+        if heads.used:
+            found.pop("loss", None)
+            found.pop("metrics", None)
+            found["heads"] = heads.resolve(items, train.span)
         self.set_settings(found, scope)
         if "schedule" not in items:
             found["schedule"] = ir.Call(
@@ -141,16 +170,21 @@ class TrainResolver:
                 args=SCHEDULES.get("constant").signature.bind("constant", [], [], train.span),
                 span=train.span,
             )
-        if "loss" in items and "metrics" in items:
+        if "loss" in found and "metrics" in found:
             self.check_targets(found["loss"], found["metrics"])
+        monitored = self.monitorable(found)
         if isinstance(found.get("early_stop"), ir.Call):
-            self.check_monitor(found["early_stop"], items["early_stop"], found.get("metrics", ()))
+            self.check_monitor(found["early_stop"], items["early_stop"], monitored)
         schedule = found.get("schedule")
-        if isinstance(schedule, ir.Call) and "monitor" in schedule.args and "schedule" in items:
-            self.check_monitor(schedule, items["schedule"], found.get("metrics", ()))
+        if isinstance(schedule, ir.Call) and "schedule" in items:
+            if "monitor" in schedule.args:
+                self.check_monitor(schedule, items["schedule"], monitored)
+            if schedule.name == "multistep":
+                self.check_milestones(schedule, items["schedule"])
         if (
             any(v is POISON for v in found.values())
-            or not REQUIRED_TRAIN_ITEMS.keys() <= found.keys()
+            or not (REQUIRED_TRAIN_ITEMS.keys() - {"loss"}) <= found.keys()
+            or not ("loss" in found or "heads" in found)
         ):
             return None
         return ir.TrainSpec(span=train.span, **found)
@@ -197,10 +231,11 @@ class TrainResolver:
                 found[key] = value
 
     def one_value(self, item: ast.TrainItem) -> ast.Expr | None:
-        if len(item.values) == 1:
-            return item.values[0]
-        span = item.values[1].span if item.values else item.key.span
-        self.problems.fail(f"'{item.key.id}' takes one value, got {len(item.values)}", span)
+        values = plain(item)
+        if len(values) == 1:
+            return values[0]
+        span = values[1].span if values else item.key.span
+        self.problems.fail(f"'{item.key.id}' takes one value, got {len(values)}", span)
         return None
 
     def train_call(
@@ -253,11 +288,11 @@ class TrainResolver:
     def train_list(
         self, item: ast.TrainItem, registry: Registry[Any], scope: Scope
     ) -> tuple[ir.Call, ...] | Poison:
-        if not item.values:
+        if not plain(item):
             return self.problems.fail(
                 f"'{item.key.id}' needs at least one {registry.kind}", item.key.span, scope
             )
-        calls = [self.train_call(v, registry, scope) for v in item.values]
+        calls = [self.train_call(v, registry, scope) for v in plain(item)]
         names: dict[str, Span] = {}
         for call in calls:
             if isinstance(call, ir.Call):
@@ -274,12 +309,12 @@ class TrainResolver:
 
     def selectors(self, item: ast.TrainItem, scope: Scope) -> tuple[ir.Selector, ...] | Poison:
         """`no_decay embed, "head.bias"`: node names, or node.param in quotes."""
-        if not item.values:
+        if not plain(item):
             return self.problems.fail(
                 f"'{item.key.id}' needs at least one layer name", item.key.span, scope
             )
         found: list[ir.Selector] = []
-        for value in item.values:
+        for value in plain(item):
             if isinstance(value, ast.Name):
                 found.append(ir.Selector(name=value.id, span=value.span))
             elif isinstance(value, ast.String):
@@ -302,15 +337,16 @@ class TrainResolver:
     ) -> ir.Call | Poison:
         """`early_stop(...)`, `split(...)`: a setting whose arguments follow in parentheses."""
         args: tuple[ast.Arg, ...] = ()
-        if len(item.values) > 1 or (item.values and not isinstance(item.values[0], ast.Paren)):
+        values = plain(item)
+        if len(values) > 1 or (values and not isinstance(values[0], ast.Paren)):
             return self.problems.fail(
                 f"{what} takes its arguments in parentheses",
-                item.values[0].span,
+                values[0].span,
                 scope,
                 help=f"write {example}",
             )
-        if item.values:
-            value = item.values[0]
+        if values:
+            value = values[0]
             assert isinstance(value, ast.Paren)
             args = value.args
         bound_args = self.expr.bind_args(args, scope)
@@ -338,10 +374,47 @@ class TrainResolver:
                     help=f"metrics for {TARGET_WORDS[target]}: {', '.join(fitting) or 'none'}",
                 )
 
-    def check_monitor(self, stop: ir.Call, item: ast.TrainItem, metrics: Any) -> None:
+    def monitorable(self, found: dict[str, Any]) -> list[str]:
+        """The record keys a monitor may name (without `val_`/`train_`): the loss, each
+        output's loss and every metric, prefixed by its output's name."""
+        keys = ["loss"]
+        heads = found.get("heads")
+        if isinstance(heads, tuple):
+            for head in heads:
+                keys += [f"{head.prefix}loss", *(head.prefix + m.name for m in head.metrics)]
+        elif isinstance(found.get("metrics"), tuple):
+            keys += [m.name for m in found["metrics"]]
+        return keys
+
+    def check_milestones(self, schedule: ir.Call, item: ast.TrainItem) -> None:
+        """multistep's milestones: at least one, each a positive epoch, strictly increasing
+        (as MultiStepLR reads them; a repeated or unordered list is almost always a typo)."""
+        milestones = schedule.args["milestones"]
+        assert isinstance(milestones, list)
+        span = self.arg_span(item, "milestones", 0) or schedule.span
+        problem = None
+        if not milestones:
+            problem = "multistep needs at least one milestone"
+        elif any(not isinstance(m, int) or m < 1 for m in milestones):
+            bad = next(m for m in milestones if not isinstance(m, int) or m < 1)
+            problem = f"a milestone is an epoch count, 1 or more, got {bad}"
+        else:
+            ints = [m for m in milestones if isinstance(m, int)]
+            pairs = zip(ints, ints[1:], strict=False)
+            worse = next(((a, b) for a, b in pairs if b <= a), None)
+            if worse is not None:
+                problem = f"milestones must increase, but {worse[1]} comes after {worse[0]}"
+        if problem is not None:
+            self.problems.fail(
+                problem,
+                span,
+                help="list the epochs after which the rate drops, in order, e.g. "
+                "multistep(milestones = [30, 60, 90])",
+            )
+
+    def check_monitor(self, stop: ir.Call, item: ast.TrainItem, listed: list[str]) -> None:
         """`monitor` of early_stop or a plateau schedule must name a value the run logs."""
-        listed = [m.name for m in metrics] if isinstance(metrics, tuple) else []
-        known = {"loss", "val_loss", "train_loss"}
+        known = {"val_loss", "train_loss"}
         known |= {f"{p}{m}" for m in listed for p in ("", "val_", "train_")}
         monitor = arg_str(stop.args, "monitor")
         if monitor not in known:
@@ -355,9 +428,10 @@ class TrainResolver:
 
     def arg_span(self, item: ast.TrainItem, name: str, position: int) -> Span | None:
         """Where argument `name` (or the positional argument at `position`) is written."""
-        if not item.values or not isinstance(item.values[0], ast.Paren | ast.Call):
+        values = plain(item)
+        if not values or not isinstance(values[0], ast.Paren | ast.Call):
             return None
-        args = item.values[0].args
+        args = values[0].args
         for arg in args:
             if arg.name is not None and arg.name.id == name:
                 return arg.value.span

@@ -267,7 +267,8 @@ def pick_columns(
 ) -> list[int]:
     """Which columns of a prediction file the model reads, in its order: by name when the
     file and the run both name them (other columns, such as the target, are ignored), as
-    the training CSV held them with `drop_target`, else all of them."""
+    the training CSV held them with `drop_target`, else all of them (`raw_width` < 0: the
+    model's width is symbolic)."""
     csv = expected.get("csv") if expected else None
     names = [c["name"] for c in expected["columns"]] if expected else []
     if header is not None and names and all(isinstance(n, str) for n in names):
@@ -295,7 +296,7 @@ def pick_columns(
                 f"{raw_width} input columns without --drop-target",
             )
         return list(csv["features"])
-    if width == raw_width:
+    if width == raw_width or raw_width < 0:  # < 0: a symbolic width takes any
         return list(range(width))
     wider = "one more" if width == raw_width + 1 else "as many as the training CSV"
     targeted = width == raw_width + 1 or (csv is not None and width == csv["width"])

@@ -6,6 +6,7 @@ spec line that declares what was expected, before any training step runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +15,7 @@ from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import Dataset
 from dnnspec.errors import Note, error
 from dnnspec.ir import Call
+from dnnspec.layers.base import TensorType
 from dnnspec.schema import arg_int
 
 
@@ -113,24 +115,31 @@ def _as_names(source: Call) -> str:
 
 
 def _labels(
-    y: np.ndarray, dims: tuple[int | str, ...], sizes: dict[str, int], output: str, source: Call
+    y: np.ndarray,
+    dims: tuple[int | str, ...],
+    sizes: dict[str, int],
+    output: str,
+    source: Call,
+    for_output: str = "",
+    named: bool = False,
 ) -> np.ndarray:
     """Class ids as int64 shaped like the output without its class axis ([N] or [N, T]);
-    integral floats (as CSV and many .npz files store them) pass."""
+    integral floats (as CSV and many .npz files store them) pass. `named`: the ids come
+    from class names (a held-out file may lack some classes, class 0 among them)."""
     classes = int(dims[-1])
     if not fits_shape(dims[:-1], y.shape, sizes) or y.dtype.kind not in "biuf":
         raise error(
-            f"the loss expects integer class labels of shape {_shape(dims[:-1])} for the "
-            f"model's output {output}, got {y.dtype} "
+            f"{for_output}the loss expects integer class labels of shape "
+            f"{_shape(dims[:-1])} for the model's output {output}, got {y.dtype} "
             f"{_shape(('N',) + y.shape[1:]) if y.ndim else '[]'}",
             source.span,
         )
     if y.dtype.kind == "f":
-        _check_finite(y, "labels", source)
+        _check_finite(y, f"labels of {for_output[:-2]}" if for_output else "labels", source)
         fractional = np.flatnonzero(y != np.round(y))
         if len(fractional):
             raise error(
-                f"label {y.flat[fractional[0]]} of {_where(y, int(fractional[0]))} "
+                f"{for_output}label {y.flat[fractional[0]]} of {_where(y, int(fractional[0]))} "
                 "is not a whole number",
                 source.span,
                 help="a classification loss needs class ids 0, 1, 2, ...; "
@@ -138,15 +147,15 @@ def _labels(
             )
     if y.size and y.min() < 0:
         raise error(
-            f"label {int(y.min())} of {_where(y, int(np.argmin(y)))} is negative",
+            f"{for_output}label {int(y.min())} of {_where(y, int(np.argmin(y)))} is negative",
             source.span,
             help=f"class ids run from 0 to {classes - 1}",
         )
-    if y.size and y.min() == 1 and y.max() == classes - 1 and classes > 2:
+    if not named and y.size and y.min() == 1 and y.max() == classes - 1 and classes > 2:
         # labels 1..C on an output of C + 1: training would learn a class 0 nothing has
         raise error(
-            f"no sample has class 0: the labels run from 1 to {classes - 1}, and the model's "
-            f"output {output} has a class 0 that nothing would ever be labelled",
+            f"{for_output}no sample has class 0: the labels run from 1 to {classes - 1}, and "
+            f"the model's output {output} has a class 0 that nothing would ever be labelled",
             source.span,
             help=f"class ids must start at 0: these labels run from 1 to {classes - 1}, so "
             f"subtract 1 from each and make the last dense layer {classes - 1} wide (ids then "
@@ -155,8 +164,8 @@ def _labels(
     if y.size and y.max() >= classes:
         starts_at_one = y.size and y.min() == 1 and y.max() == classes
         raise error(
-            f"label {int(y.max())} of {_where(y, int(np.argmax(y)))} is outside the model's "
-            f"{classes} classes "
+            f"{for_output}label {int(y.max())} of {_where(y, int(np.argmax(y)))} is outside "
+            f"the model's {classes} classes "
             f"(0..{classes - 1})",
             source.span,
             help="class ids must start at 0: these labels run from 1 to "
@@ -190,11 +199,12 @@ def _check_ids(x: np.ndarray, name: str, typed: TypedModel, source: Call) -> Non
             )
 
 
-def conform(
-    data: Dataset, typed: TypedModel, target: str, source: Call, input_shape: bool = True
-) -> tuple[Dataset, int | None]:
-    """Cast and check `data` for the model; returns it and the number of classes (if any).
-    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them)."""
+def _inputs(
+    data: Dataset, typed: TypedModel, source: Call, input_shape: bool
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The inputs cast and checked against the declared input; the sizes its named dims
+    took (the targets must agree with them). `input_shape=False` leaves the width of the
+    inputs to the caller (one_hot widens them)."""
     inputs = typed.spec.model.inputs
     where = Note(message=f"the data comes from {source.name}(...) here", span=source.span)
     if len(inputs) != 1:
@@ -233,49 +243,97 @@ def conform(
     _check_ids(x, decl.name, typed, source)
     # float inputs of every declared width run in float32 graphs
     if decl.dtype.startswith("float"):
-        x = _check_float32(x, "inputs", source)
-    else:
-        x = x.astype(decl.dtype)
+        return _check_float32(x, "inputs", source), sizes
+    return x.astype(decl.dtype), sizes
 
-    out = typed.output
-    y = np.asarray(data.y)
+
+def conform(
+    data: Dataset, typed: TypedModel, target: str, source: Call, input_shape: bool = True
+) -> tuple[Dataset, int | None]:
+    """Cast and check `data` for the model; returns it and the number of classes (if any).
+    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them)."""
+    x, sizes = _inputs(data, typed, source, input_shape)
+    y, classes = _targets(data.y, typed.output, target, data.labels, sizes, source, "")
+    return replace(data, x=x, y=y, labels=data.labels if classes else None), classes
+
+
+def conform_outputs(
+    data: Dataset,
+    typed: TypedModel,
+    targets: Mapping[str, str],
+    source: Call,
+    input_shape: bool = True,
+) -> tuple[Dataset, dict[str, int | None]]:
+    """`conform` for a model with named outputs: `targets` gives each output's target
+    kind; each output's array in `data.targets` is checked against it, and errors name
+    the output. Returns the data and each output's number of classes (if any)."""
+    x, sizes = _inputs(data, typed, source, input_shape)
+    found: dict[str, np.ndarray] = {}
+    classes: dict[str, int | None] = {}
+    for name, kind in targets.items():
+        labels = data.target_labels.get(name)
+        out = typed.outputs[name]
+        found[name], classes[name] = _targets(
+            data.targets[name], out, kind, labels, sizes, source, name
+        )
+    first = next(iter(found))
+    return replace(data, x=x, y=found[first], labels=None, targets=found), classes
+
+
+def _targets(
+    y: np.ndarray,
+    out: TensorType,
+    target: str,
+    labels: tuple[str, ...] | None,
+    sizes: dict[str, int],
+    source: Call,
+    name: str,
+) -> tuple[np.ndarray, int | None]:
+    """One output's targets cast and checked against its type and loss (`name`: the
+    output's, `""` for a model's one unnamed output)."""
+    for_output = f"output '{name}': " if name else ""
+    shown = f"'{name}' ({out})" if name else str(out)
+    what = f"targets of output '{name}'" if name else "targets"
+    y = np.asarray(y)
     if target == "class":
         classes = int(out.dims[-1])
-        if data.labels is not None and len(data.labels) != classes:
+        if labels is not None and len(labels) != classes:
             raise error(
-                f"the data names {len(data.labels)} classes ({', '.join(data.labels[:5])}"
-                f"{', ...' if len(data.labels) > 5 else ''}) but the model outputs {out}",
+                f"{for_output}the data names {len(labels)} classes ({', '.join(labels[:5])}"
+                f"{', ...' if len(labels) > 5 else ''}) but the model outputs {out}",
                 source.span,
-                help=f"make the model's last dense layer {len(data.labels)} wide",
+                help=f"make the {'output' if name else 'model'}'s last dense layer "
+                f"{len(labels)} wide",
             )
-        labels = _labels(y, out.dims, sizes, str(out), source)
-        return replace(data, x=x, y=labels), classes
-    if data.labels is not None:
+        ids = _labels(y, out.dims, sizes, shown, source, for_output, labels is not None)
+        return ids, classes
+    if labels is not None:
         raise error(
-            f"the targets are words ({', '.join(data.labels[:3])}, ...), but this loss "
+            f"{for_output}the targets are words ({', '.join(labels[:3])}, ...), but this loss "
             "needs numbers",
             source.span,
             help="class labels need a classification loss, e.g. loss cross_entropy",
         )
     if y.dtype.kind not in "biuf":
-        raise error(f"targets must be numbers, got dtype {y.dtype}", source.span)
+        raise error(f"{for_output}targets must be numbers, got dtype {y.dtype}", source.span)
     if y.ndim == 1 and out.dims[1:] == (1,):
         y = y[:, None]
     if not fits_shape(out.dims, y.shape, sizes):
         raise error(
-            f"the model outputs {out} but the targets have shape {_shape(('N',) + y.shape[1:])}",
+            f"{'output ' + repr(name) + ' is' if name else 'the model outputs'} {out} but the "
+            f"targets have shape {_shape(('N',) + y.shape[1:])}",
             source.span,
         )
-    _check_finite(y, "targets", source)
+    _check_finite(y, what, source)
     if target == "binary":
         bad = np.argwhere((y != 0) & (y != 1))
         if len(bad):
             index = tuple(bad[0].tolist())
             raise error(
-                f"the targets hold {y[index]} at sample {index[0]}"
+                f"the {what} hold {y[index]} at sample {index[0]}"
                 + (f", unit {index[1:]}" if len(index) > 1 else "")
                 + "; this loss needs 0 or 1 per output unit",
                 source.span,
                 help="binary_cross_entropy reads one 0/1 target per output unit",
             )
-    return replace(data, x=x, y=_check_float32(y, "targets", source), labels=None), None
+    return _check_float32(y, what, source), None

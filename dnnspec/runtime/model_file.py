@@ -37,6 +37,17 @@ class InputInfo:
 
 
 @dataclass(frozen=True)
+class OutputInfo:
+    """One graph output: its name (`output`, or a named output's), and for a class output
+    the names of its classes."""
+
+    name: str
+    labels: tuple[str, ...] | None = None
+    loss: str | None = None
+    """The loss it was trained with (how `--proba` reads its scores)."""
+
+
+@dataclass(frozen=True)
 class ModelFile:
     """A checked model.onnx: the proto, its declared input, classes and spec hash."""
 
@@ -49,6 +60,9 @@ class ModelFile:
     """What each token id means, for a model trained on text (`dnnspec generate`)."""
     context: int = 0
     """The sequence length the model was trained on (0: not a text model)."""
+    outputs: tuple[OutputInfo, ...] = ()
+    """Every graph output, in order; named outputs when `named`."""
+    named: bool = False
     expects: dict[str, Any] | None = None
     """`dnnspec.expects`: the raw columns, their preprocessing, classes, the training CSV."""
 
@@ -103,12 +117,41 @@ def _input(path: Path, meta: dict[str, str], graph: onnx.GraphProto) -> InputInf
     elem = graph_inputs[name].type.tensor_type.elem_type
     if elem != helper.np_dtype_to_tensor_dtype(np.dtype(dtype)):
         raise _bad(path, f"its graph takes input '{name}' as another type than {dtype}")
-    if [o.name for o in graph.output] != ["output"]:
-        raise _bad(path, "its graph has no single output named 'output'")
     vocab = entry.get("vocab")
     if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1):
         raise _bad(path, "its metadata 'dnnspec.inputs' is malformed")
     return InputInfo(name, dtype, tuple(shape), vocab)
+
+
+def _outputs(
+    path: Path, meta: dict[str, str], graph: onnx.GraphProto, classes: list[str] | None
+) -> tuple[OutputInfo, ...]:
+    """The graph's outputs as the metadata declares them: one `output`, or the named
+    outputs `dnnspec.outputs` lists (with the class names of class outputs)."""
+    names = [o.name for o in graph.output]
+    if "dnnspec.outputs" not in meta:
+        if names != ["output"]:
+            raise _bad(path, "its graph has no single output named 'output'")
+        return (OutputInfo("output", tuple(classes) if classes else None),)
+    declared = _meta_json(path, meta, "dnnspec.outputs")
+    found = []
+    for entry in declared if isinstance(declared, list) else [None]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise _bad(path, "its metadata 'dnnspec.outputs' is malformed")
+        labels = entry.get("class_labels")
+        if labels is not None and (
+            not isinstance(labels, list)
+            or not labels
+            or not all(isinstance(x, str) for x in labels)
+        ):
+            raise _bad(path, "its metadata 'dnnspec.outputs' is malformed")
+        loss = entry.get("loss")
+        if loss is not None and not isinstance(loss, str):
+            raise _bad(path, "its metadata 'dnnspec.outputs' is malformed")
+        found.append(OutputInfo(entry["name"], tuple(labels) if labels else None, loss))
+    if [o.name for o in found] != names:
+        raise _bad(path, f"its graph's outputs {names} are not those its metadata names")
+    return tuple(found)
 
 
 def _check_initializers(path: Path, graph: onnx.GraphProto) -> None:
@@ -195,6 +238,7 @@ def read_model(path: Path) -> ModelFile:
     info = _input(path, meta, proto.graph)
     _check_initializers(path, proto.graph)
     classes = None
+    labels: list[str] | None = None
     if "dnnspec.class_labels" in meta:
         labels = _meta_json(path, meta, "dnnspec.class_labels")
         if (
@@ -204,6 +248,7 @@ def read_model(path: Path) -> ModelFile:
         ):
             raise _bad(path, "its metadata 'dnnspec.class_labels' is not a list of labels")
         classes = len(labels)
+    outputs = _outputs(path, meta, proto.graph, labels)
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:  # noqa: BLE001 - the checker raises several types
@@ -224,5 +269,7 @@ def read_model(path: Path) -> ModelFile:
         meta.get("dnnspec.spec_hash"),
         vocab,
         int(context),
+        outputs,
+        "dnnspec.outputs" in meta,
         _expects(path, meta, info),
     )

@@ -41,13 +41,12 @@ from dnnspec.resolve import pin_paths, write_lock
 from dnnspec.runtime import checkpoint, interrupts
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.columns import check_width, encoded_columns, expects, fit_preprocess, transform
-from dnnspec.runtime.data import conform
+from dnnspec.runtime.data import conform, conform_outputs
 from dnnspec.runtime.session import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.schema import arg_float, arg_int
-from dnnspec.training.early_stop import EarlyStop
+from dnnspec.training.early_stop import EarlyStop, higher_is_better
 from dnnspec.training.losses import LOSSES
-from dnnspec.training.metrics import METRICS
 from dnnspec.training.preprocess import Preprocessing
 from dnnspec.training.schedules import (
     LR_FACTOR,
@@ -97,7 +96,9 @@ class Prepared:
     def data_sha256(self) -> str:
         """A digest of the data as trained on: a resumed run must see the same samples."""
         h = hashlib.sha256()
-        for array in (self.train_data.x, self.train_data.y, self.val_data.x, self.val_data.y):
+        parts = (self.train_data, self.val_data)
+        arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values())]
+        for array in arrays:
             h.update(f"{array.dtype.str}{array.shape}".encode())
             h.update(np.ascontiguousarray(array).tobytes())
         return h.hexdigest()
@@ -138,15 +139,11 @@ class Parts:
 
 def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     """Load, check and split the data, and fit the preprocessing on the training part."""
-    loss = LOSSES.get(train.loss.name)
-    dataset = DATASETS.get(train.data.name)
-    loaded = dataset.load(train.data.args, train.seed, train.data.span)
-    encoded = encoded_columns(train, loaded)
-    # with one_hot the declared input is the encoded width, checked once it is fitted
-    data, classes = conform(loaded, typed, loss.target, train.data, input_shape=not encoded)
+    data, classes = load_data(train, typed, train.data)
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0
-    split_seed, stratify = train.seed, loss.target == "class"
+    first = LOSSES.get(train.trained()[0].loss.name)
+    split_seed, stratify = train.seed, first.target == "class"
     if train.split is not None:
         chosen = arg_int(train.split.args, "seed")
         split_seed = train.seed if chosen < 0 else chosen
@@ -157,7 +154,9 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
         test_data = data.take(test_index)
     elif isinstance(train.test, str):
-        test_data = read_like_data(train, train.test, typed, loss.target, data.labels)
+        test_data = read_like_data(
+            train, train.test, typed, first.target, data.labels, named_labels=data.target_labels
+        )
     part = data.take(rest)
     kept, held = split_indices(part, validation, split_seed, stratify)
     kept, held = rest[kept], rest[held]
@@ -207,6 +206,12 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
             program.metadata["dnnspec.inputs"] = json.dumps(inputs)
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
+    if data.target_labels:  # class names of named outputs given as words
+        outputs = json.loads(program.metadata["dnnspec.outputs"])
+        for entry in outputs:
+            if entry["name"] in data.target_labels:
+                entry["class_labels"] = list(data.target_labels[entry["name"]])
+        program.metadata["dnnspec.outputs"] = json.dumps(outputs)
     if data.vocab:
         # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
         # a model predicting the next token labels its classes with the same text
@@ -223,6 +228,33 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     )
 
 
+def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Dataset, int | None]:
+    """The data `source` names, checked for the model: with the class count of a model's
+    one output, or for named outputs one target each (`Dataset.targets`)."""
+    dataset = DATASETS.get(source.name)
+    if not train.heads:
+        assert train.loss is not None
+        target = LOSSES.get(train.loss.name).target
+        loaded = dataset.load(source.args, train.seed, source.span)
+        encoded = encoded_columns(train, loaded)
+        # with one_hot the declared input is the encoded width, checked once it is fitted
+        return conform(loaded, typed, target, source, input_shape=not encoded)
+    names = tuple(h.output for h in train.heads)
+    if dataset.targets is None:
+        raise error(
+            f"dataset '{source.name}' has one target, but the model's outputs "
+            f"{', '.join(names)} need one each",
+            source.span,
+            help="train on a file with an .npz array or a CSV column named after each "
+            "output, or on digits (targets digit and ink)",
+        )
+    loaded = dataset.targets(source.args, names, train.seed, source.span)
+    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+    encoded = encoded_columns(train, loaded)
+    data, _ = conform_outputs(loaded, typed, kinds, source, input_shape=not encoded)
+    return data, None
+
+
 @dataclass
 class Compiled:
     """A spec's program assembled for `compile`/`export`: from its declarations alone
@@ -232,7 +264,6 @@ class Compiled:
     program: Program
     read_data: str | None
     from_data: list[str] = field(default_factory=list)
-    prepared: Prepared | None = None
 
 
 def compile_spec(spec: Spec) -> Compiled:
@@ -249,8 +280,8 @@ def compile_spec(spec: Spec) -> Compiled:
         )
     train = spec.train
     typed = check_spec(spec)
-    loss = LOSSES.get(train.loss.name)
-    classes = int(typed.output.dims[-1]) if loss.target == "class" else None
+    loss = LOSSES.get(train.trained()[0].loss.name)  # named outputs count their own classes
+    classes = int(typed.output.dims[-1]) if loss.target == "class" and not train.heads else None
     reason = None
     if train.preprocess:
         reason = f"its preprocessing ({train.preprocess[0].name}) is fitted on the training data"
@@ -272,7 +303,7 @@ def compile_spec(spec: Spec) -> Compiled:
                 [first.model_copy(update={"notes": (*first.notes, why)}), *exc.diagnostics[1:]],
                 exc.sources,
             ) from None
-        return Compiled(prep.program, reason, prepared=prep)
+        return Compiled(prep.program, reason)
     from_data = []
     if classes is not None:
         from_data.append(
@@ -292,10 +323,11 @@ def read_like_data(
     labels: tuple[str, ...] | None,
     span: Span | None = None,
     what: str = "test file",
+    named_labels: dict[str, tuple[str, ...]] | None = None,
 ) -> Dataset:
     """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
-    (same columns), class names mapped to the training data's ids; errors at `span` (by
-    default the train section)."""
+    (same columns), class names mapped to the training data's ids (`labels`; for named
+    outputs `named_labels`, by output); errors at `span` (by default the train section)."""
     definition = DATASETS.get("file")
     span = span or train.span
     given: list[tuple[str, Any, Span]] = [("path", path, span)]
@@ -303,20 +335,59 @@ def read_like_data(
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
     args = definition.signature.bind("file", [], given, span)
     source = Call(name="file", args=args, span=span)
+    if train.heads:
+        return _read_like_outputs(train, typed, source, named_labels or {}, what)
     loaded = definition.load(args, train.seed, span)
     if labels is not None and loaded.labels is not None:
-        unknown = sorted(set(loaded.labels) - set(labels))
-        if unknown:
-            raise error(
-                f"{what} '{path}' has class labels the training data lacks: "
-                f"{', '.join(unknown[:5])}",
-                span,
-            )
-        ids = np.array([labels.index(name) for name in loaded.labels], np.int64)
-        loaded = replace(loaded, y=ids[loaded.y], labels=labels)
+        ids = _map_labels(loaded.labels, labels, loaded.y, source, what)
+        loaded = replace(loaded, y=ids, labels=labels)
     encoded = encoded_columns(train, loaded)
     test, _ = conform(loaded, typed, target, source, input_shape=not encoded)
     return test
+
+
+def _read_like_outputs(
+    train: TrainSpec,
+    typed: TypedModel,
+    source: Call,
+    named_labels: dict[str, tuple[str, ...]],
+    what: str,
+) -> Dataset:
+    """`read_like_data` for a model with named outputs: each output's class names mapped
+    to the training data's ids (`named_labels`)."""
+    names = tuple(h.output for h in train.heads)
+    definition = DATASETS.get("file")
+    assert definition.targets is not None
+    raw = definition.targets(source.args, names, train.seed, source.span)
+    targets = dict(raw.targets)
+    words = dict(raw.target_labels)
+    for name, own in raw.target_labels.items():
+        known = named_labels.get(name)
+        if known is not None:
+            targets[name] = _map_labels(own, known, targets[name], source, what)
+            words[name] = known
+    raw = replace(raw, y=targets[names[0]], targets=targets, target_labels=words)
+    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+    encoded = encoded_columns(train, raw)
+    held, _ = conform_outputs(raw, typed, kinds, source, input_shape=not encoded)
+    return held
+
+
+def _map_labels(
+    words: tuple[str, ...], known: tuple[str, ...], ids: np.ndarray, source: Call, what: str
+) -> np.ndarray:
+    """Class ids of held-out data (`ids` index its own sorted `words`) as the training
+    data's ids (`known`, its class names)."""
+    unknown = sorted(set(words) - set(known))
+    if unknown:
+        raise error(
+            f"{what} '{source.args['path']}' has class labels the training data lacks: "
+            f"{', '.join(unknown[:5])}",
+            source.span,
+        )
+    mapping = np.array([known.index(name) for name in words], np.int64)
+    mapped: np.ndarray = mapping[ids]
+    return mapped
 
 
 def _finite(params: dict[str, np.ndarray]) -> bool:
@@ -554,18 +625,27 @@ class _Run:
                 checkpoint.save(self.checkpoint_path, *self.pending)
                 self.pending, self.saved_at = None, time.perf_counter()
 
-    def write_confusion(self, params: dict[str, np.ndarray]) -> Path:
-        """confusion.csv: [true, predicted] counts of model.onnx's weights on the
-        validation split (the training data when there is none)."""
+    def write_confusion(self, params: dict[str, np.ndarray]) -> dict[str, Path]:
+        """confusion.csv (a named class output `digit`: confusion_digit.csv): [true,
+        predicted] counts of model.onnx's weights on the validation split (the training
+        data when there is none), headed by the class names. Returns the paths by output."""
         data = self.prep.val_data if len(self.prep.val_data) else self.prep.train_data
         stats = self.trainer.evaluate_stats(
             data, self.prep.spec.model.inputs[0].name, params=params
         )
-        assert stats.confusion is not None
-        labels = json.loads(self.prep.program.metadata["dnnspec.class_labels"])
-        path = self.run_dir / "confusion.csv"
-        write_confusion(path, stats.confusion, labels)
-        return path
+        meta = self.prep.program.metadata
+        named = {o["name"]: o for o in json.loads(meta.get("dnnspec.outputs", "[]"))}
+        paths = {}
+        for output, counts in stats.confusions.items():
+            if output:
+                labels = named[output]["class_labels"]
+                path = self.run_dir / f"confusion_{output}.csv"
+            else:
+                labels = json.loads(meta["dnnspec.class_labels"])
+                path = self.run_dir / "confusion.csv"
+            write_confusion(path, counts, labels)
+            paths[output] = path
+        return paths
 
     def export(self, params: dict[str, np.ndarray]) -> Path:
         return export_model(self.prep.program, params, self.run_dir / "model.onnx")
@@ -686,7 +766,7 @@ def run_training(
             "early_stop monitors a validation metric but validation = 0",
             train.early_stop.span if train.early_stop else None,
         )
-    plateau = Plateau.from_spec(train.schedule, lambda m: METRICS.get(m).higher_is_better)
+    plateau = Plateau.from_spec(train.schedule, lambda m: higher_is_better(train, m))
     if plateau and plateau.key.startswith("val_") and not len(prep.val_data):
         raise error(
             "reduce_on_plateau monitors a validation metric but validation = 0",
@@ -742,8 +822,9 @@ def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunRe
         ) from None
     final = run.best_params if run.best_params is not None else run.last_good
     paths["model"] = run.export(final)
-    if prep.program.classes is not None:
-        paths["confusion"] = run.write_confusion(final)
+    if any(out.classes is not None for out in prep.program.outputs):
+        for output, path in run.write_confusion(final).items():
+            paths[f"confusion_{output}" if output else "confusion"] = path
     tested: dict[str, Any] = {}
     if prep.test_data is not None and len(prep.test_data):
         scores = run.trainer.evaluate_stats(

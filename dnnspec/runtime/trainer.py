@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from dnnspec.assemble.loop import IN, ORDER, OUT, build_train_loop, data_name
-from dnnspec.assemble.steps import CONFUSION, LOSS, SEED, STEP, TARGET, Program, next_name
+from dnnspec.assemble.steps import LOSS, SEED, STEP, Program, confusion_name, next_name
 from dnnspec.data.datasets import Dataset
 from dnnspec.layers.init import initial_value
 from dnnspec.runtime.session import Device, make_session
@@ -43,43 +43,63 @@ class Diverged(Exception):
         self.step, self.epoch, self.loss, self.what = step, epoch, loss, what
 
 
+Elements = int | dict[str, int]
+"""Target elements of a batch: one count, or one per output name (named outputs)."""
+
+
 @dataclass
 class EpochStats:
     """Sums accumulated over the batches of one pass: the loss, and each metric's
-    statistics (scalars or arrays, added elementwise)."""
+    statistics (scalars or arrays, added elementwise). `info` maps a record key to its
+    metric and output (`Program.metric_info`); without it a key is a metric's name."""
 
     loss: float = 0.0
     samples: int = 0
-    elements: int = 0
+    elements: dict[str, int] = field(default_factory=dict)
     metric_sums: dict[str, np.ndarray] = field(default_factory=dict)
-    confusion: np.ndarray | None = None
-    """[true class, predicted class] counts of an evaluation pass of a class model."""
+    confusions: dict[str, np.ndarray] = field(default_factory=dict)
+    """[true class, predicted class] counts of an evaluation pass, per class output
+    (`""`: a model's one unnamed output)."""
+    info: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    def add(self, loss: float, n: int, elements: int, metrics: dict[str, np.ndarray]) -> None:
+    @property
+    def confusion(self) -> np.ndarray | None:
+        """The confusion counts of a model's one unnamed class output."""
+        return self.confusions.get("")
+
+    def add(self, loss: float, n: int, elements: Elements, metrics: dict[str, np.ndarray]) -> None:
         self.loss += loss * n
         self.samples += n
-        self.elements += elements
+        for output, count in (elements if isinstance(elements, dict) else {"": elements}).items():
+            self.elements[output] = self.elements.get(output, 0) + count
         for k, v in metrics.items():
             value = np.asarray(v, np.float64)
+            if self.info.get(k, (k, ""))[0] == LOSS:  # an output's batch-mean loss
+                value = value * n
             self.metric_sums[k] = self.metric_sums[k] + value if k in self.metric_sums else value
 
     def add_steps(
-        self, losses: np.ndarray, n: int, elements: int, metrics: dict[str, np.ndarray]
+        self, losses: np.ndarray, n: int, elements: Elements, metrics: dict[str, np.ndarray]
     ) -> None:
         """K steps of `n` samples each, summed in step order as `add` would."""
         for i, loss in enumerate(losses.tolist()):
             self.add(loss, n, elements, {k: v[i] for k, v in metrics.items()})
 
     def result(self) -> dict[str, Any]:
-        """Means: loss per sample, each metric finished from its totals over the samples or
-        elements it is counted in (per-class values as `<name>_per_class`)."""
+        """Means: loss per sample (with named outputs each one's loss too), each metric
+        finished from its totals over the samples or elements it is counted in (per-class
+        values as `<key>_per_class`)."""
         out: dict[str, Any] = {"loss": self.loss / max(1, self.samples)}
-        for name, total in self.metric_sums.items():
+        for key, total in self.metric_sums.items():
+            name, output = self.info.get(key, (key, ""))
+            if name == LOSS:
+                out[key] = float(total) / max(1, self.samples)
+                continue
             definition = METRICS.get(name)
-            count = self.samples if definition.per == "sample" else self.elements
-            out[name] = definition.finish(total, count)
+            count = self.samples if definition.per == "sample" else self.elements.get(output, 0)
+            out[key] = definition.finish(total, count)
             if definition.per_class is not None:
-                out[f"{name}_per_class"] = definition.per_class(total)
+                out[f"{key}_per_class"] = definition.per_class(total)
         return out
 
     def totals(self, name: str) -> np.ndarray:
@@ -205,7 +225,27 @@ class Trainer:
         return io
 
     def _scalar_outputs(self) -> list[str]:
-        return [LOSS, *(f"metric.{m}" for m in self.program.metric_names)]
+        return [LOSS, *self.program.scalar_outputs().values()]
+
+    def _stat_keys(self) -> list[str]:
+        """Record keys of the scalar outputs after `loss`, in the same order."""
+        return list(self.program.scalar_outputs())
+
+    def targets(self, data: Dataset) -> dict[str, np.ndarray]:
+        """Step-graph target input -> the data's targets for it."""
+        return {
+            out.target: data.targets[out.head.output] if out.head.output else data.y
+            for out in self.program.outputs
+        }
+
+    def elements(self, data: Dataset, rows: int | None = None) -> dict[str, int]:
+        """Target elements per output in `rows` samples (all of `data` when None)."""
+        count = len(data) if rows is None else rows
+        found = {}
+        for out in self.program.outputs:
+            y = data.targets[out.head.output] if out.head.output else data.y
+            found[out.head.output] = count * int(np.prod(y.shape[1:], dtype=np.int64))
+        return found
 
     def values(self) -> dict[str, np.ndarray]:
         """Host copies of the current parameters and state (`OrtValue.numpy()` is a view);
@@ -239,10 +279,12 @@ class Trainer:
         each call binds its own gathered block)."""
         if self._data is not None and self._data[0] is data and self._data[1] == input_name:
             return self._data[2]
-        resident = self.device == "cpu" or data.x.nbytes + data.y.nbytes <= RESIDENT_BYTES
+        targets = self.targets(data)
+        size = data.x.nbytes + sum(t.nbytes for t in targets.values())
+        resident = self.device == "cpu" or size <= RESIDENT_BYTES
         self._resident = []
         if resident:
-            for name, array in ((input_name, data.x), (TARGET, data.y)):
+            for name, array in ((input_name, data.x), *targets.items()):
                 # on the CPU this aliases the array (no copy), so the OrtValue is kept
                 # alive here as long as it is bound; on CUDA it is one upload
                 value = ort.OrtValue.ortvalue_from_numpy(
@@ -287,21 +329,24 @@ class Trainer:
         return bindings
 
     def train_step(
-        self, x: dict[str, np.ndarray], y: np.ndarray
+        self, x: dict[str, np.ndarray], y: np.ndarray | dict[str, np.ndarray]
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """One step on a batch given by the caller (tests, benchmarks); `run_epoch` is the
-        fast path."""
+        """One step on a batch given by the caller (tests, benchmarks): `y` the targets,
+        or with named outputs a dict of them by output name; `run_epoch` is the fast path.
+        Returns the loss and each statistic by record key."""
         io = self._step_bindings[self._current]
         for name, value in x.items():
             io.bind_cpu_input(name, value)
-        io.bind_cpu_input(TARGET, y)
+        given = y if isinstance(y, dict) else {"": y}
+        for out in self.program.outputs:
+            io.bind_cpu_input(out.target, np.ascontiguousarray(given[out.head.output]))
         self._step_host[...] = self.step
         self.train_session.run_with_iobinding(io)
         outs = [v.numpy().copy() for v in self._results.values()]
         self._last_call = None
         loss = float(outs[0])
         self._advance(loss, 1)
-        return loss, dict(zip(self.program.metric_names, outs[1:], strict=True))
+        return loss, dict(zip(self._stat_keys(), outs[1:], strict=True))
 
     def _advance(self, loss: float, steps: int) -> None:
         """Rotate the buffer sets after a call; a non-finite loss rolls back to the input
@@ -323,7 +368,8 @@ class Trainer:
         else:
             flat = rows.reshape(-1)
             io.bind_cpu_input(data_name(input_name), np.ascontiguousarray(data.x[flat]))
-            io.bind_cpu_input(data_name(TARGET), np.ascontiguousarray(data.y[flat]))
+            for name, array in self.targets(data).items():
+                io.bind_cpu_input(data_name(name), np.ascontiguousarray(array[flat]))
             io.bind_cpu_input(ORDER, np.arange(flat.size, dtype=np.int64).reshape(rows.shape))
         scalars = self._scalar_outputs()
         for name in scalars:
@@ -331,7 +377,7 @@ class Trainer:
         self._step_host[...] = self.step
         self.loop_session.run_with_iobinding(io)
         outs = [o.numpy() for o in io.get_outputs()[-len(scalars) :]]
-        return outs[0], dict(zip(self.program.metric_names, outs[1:], strict=True))
+        return outs[0], dict(zip(self._stat_keys(), outs[1:], strict=True))
 
     def run_steps(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """K train steps in one call over the bound data; `rows` [K, B] are sample indices.
@@ -351,9 +397,15 @@ class Trainer:
         """The same steps through the single-step graph, batches gathered on the host."""
         assert self._data is not None
         data, input_name, _ = self._data
-        seen = [self.train_step({input_name: data.x[row]}, data.y[row]) for row in rows]
+        seen = [
+            self.train_step(
+                {input_name: data.x[row]},
+                {k: v[row] for k, v in data.targets.items()} or data.y[row],
+            )
+            for row in rows
+        ]
         losses = np.array([loss for loss, _ in seen], self.dtype)
-        names = self.program.metric_names
+        names = self._stat_keys()
         return losses, {m: np.array([ms[m] for _, ms in seen], self.dtype) for m in names}
 
     def _replay(self, rows: np.ndarray) -> None:
@@ -381,7 +433,7 @@ class Trainer:
         """The summed loss and metric statistics of one pass over `data`, no dropout, with
         the current parameters or `params` (e.g. the best epoch's); for a class model also
         the confusion matrix."""
-        stats = EpochStats()
+        stats = EpochStats(info=self.program.metric_info())
         io = self.eval_session.io_binding()
         for name in (s.name for s in self.program.model_slots()):
             if params is None:
@@ -391,18 +443,24 @@ class Trainer:
         outputs = [o.name for o in self.eval_session.get_outputs()]
         for out in outputs:
             io.bind_output(out, "cpu")
-        names = self.program.metric_names
+        scalars = self.program.scalar_outputs()
+        targets = self.targets(data)
         for idx in batches(len(data), batch):
-            y = data.y[idx]
             io.bind_cpu_input(input_name, np.ascontiguousarray(data.x[idx]))
-            io.bind_cpu_input(TARGET, np.ascontiguousarray(y))
+            for name, array in targets.items():
+                io.bind_cpu_input(name, np.ascontiguousarray(array[idx]))
             self.eval_session.run_with_iobinding(io)
             outs = dict(zip(outputs, (o.numpy() for o in io.get_outputs()), strict=True))
-            metrics = {m: outs[f"metric.{m}"] for m in names}
-            stats.add(float(outs[LOSS]), len(idx), int(y.size), metrics)
-            if CONFUSION in outs:
-                counts = outs[CONFUSION].astype(np.int64)
-                stats.confusion = counts if stats.confusion is None else stats.confusion + counts
+            metrics = {key: outs[name] for key, name in scalars.items()}
+            stats.add(float(outs[LOSS]), len(idx), self.elements(data, len(idx)), metrics)
+            for out in self.program.outputs:
+                name = confusion_name(out.head.output)
+                if name in outs:
+                    counts = outs[name].astype(np.int64)
+                    before = stats.confusions.get(out.head.output)
+                    stats.confusions[out.head.output] = (
+                        counts if before is None else before + counts
+                    )
         return stats
 
     def run_epoch(
@@ -420,8 +478,8 @@ class Trainer:
         self._bind_data(data, input_name)
         order = epoch_order(len(data), self.seed, epoch)
         full, rest = divmod(len(order), batch)
-        per_sample = int(np.prod(data.y.shape[1:], dtype=np.int64))
-        stats = EpochStats()
+        per_sample = self.elements(data, 1)
+        stats = EpochStats(info=self.program.metric_info())
         done = 0
         while done < full + (rest > 0):
             if done < full:
@@ -441,7 +499,7 @@ class Trainer:
                     1, min(MAX_STEPS_PER_CALL, int(CALL_SECONDS / max(per_step, 1e-7)))
                 )
             n = rows.shape[1]
-            stats.add_steps(losses, n, n * per_sample, metrics)
+            stats.add_steps(losses, n, {k: n * v for k, v in per_sample.items()}, metrics)
             if on_call is not None:
                 on_call(losses, k * n)
             done += k

@@ -129,6 +129,20 @@ class Return(_Node):
     value: Expr
 
 
+class NamedOutput(_Node):
+    """`digit: logits` in `return digit: logits, size: h`."""
+
+    name: Name
+    value: Expr
+
+
+class ReturnOutputs(_Node):
+    """`return digit: logits, size: h`: a model with named outputs, each trained by its
+    own loss."""
+
+    outputs: tuple[NamedOutput, ...]
+
+
 class Repeat(_Node):
     """`repeat n as i { ... }`; `head` is the span of `repeat n as i` alone."""
 
@@ -138,7 +152,7 @@ class Repeat(_Node):
     head: Span
 
 
-Stmt = InputStmt | Assign | ExprStmt | Return | Repeat
+Stmt = InputStmt | Assign | ExprStmt | Return | ReturnOutputs | Repeat
 
 
 class Import(_Node):
@@ -176,11 +190,19 @@ class ModelDef(_Node):
     body: tuple[Stmt, ...]
 
 
+class Labelled(_Node):
+    """`digit: cross_entropy` in a train item: a value for one named output."""
+
+    label: Name
+    value: Expr
+
+
 class TrainItem(_Node):
-    """`optimizer adam(lr = lr)`, `metrics accuracy, mae`, `early_stop(patience = 5)`."""
+    """`optimizer adam(lr = lr)`, `metrics accuracy, mae`, `early_stop(patience = 5)`,
+    `loss digit: cross_entropy, size: mse`."""
 
     key: Name
-    values: tuple[Expr, ...]
+    values: tuple[Expr | Labelled, ...]
 
 
 class TrainDef(_Node):
@@ -226,12 +248,15 @@ for _model in (
     Assign,
     ExprStmt,
     Return,
+    NamedOutput,
+    ReturnOutputs,
     Repeat,
     Import,
     ParamDecl,
     BlockParam,
     BlockDef,
     ModelDef,
+    Labelled,
     TrainItem,
     SearchDim,
     SearchDef,

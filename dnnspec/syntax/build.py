@@ -144,6 +144,12 @@ class _Builder(Transformer_NonRecursive[Token, Any]):
     def return_stmt(self, meta: Meta, c: list[Any]) -> ast.Return:
         return ast.Return(value=c[0], span=self.span(meta))
 
+    def return_outputs(self, meta: Meta, c: list[Any]) -> ast.ReturnOutputs:
+        return ast.ReturnOutputs(outputs=tuple(c), span=self.span(meta))
+
+    def named_output(self, meta: Meta, c: list[Any]) -> ast.NamedOutput:
+        return ast.NamedOutput(name=self.name(c[0]), value=c[1], span=self.span(meta))
+
     def expr_stmt(self, meta: Meta, c: list[Any]) -> ast.ExprStmt:
         return ast.ExprStmt(value=c[0], span=self.span(meta))
 
@@ -164,6 +170,9 @@ class _Builder(Transformer_NonRecursive[Token, Any]):
 
     def train_item(self, meta: Meta, c: list[Any]) -> ast.TrainItem:
         return ast.TrainItem(key=self.name(c[0]), values=tuple(c[1:]), span=self.span(meta))
+
+    def labelled(self, meta: Meta, c: list[Any]) -> ast.Labelled:
+        return ast.Labelled(label=self.name(c[0]), value=c[1], span=self.span(meta))
 
     def search(self, meta: Meta, c: list[Any]) -> ast.SearchDef:
         head, method, args = c[0]

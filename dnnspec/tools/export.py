@@ -24,7 +24,6 @@ import onnx
 
 from dnnspec.assemble.steps import (
     INTERFACE,
-    OUTPUT,
     SEED,
     STEP,
     TARGET,
@@ -261,6 +260,10 @@ def random_feeds(
     meta = _meta(model)
     vocab = {d["name"]: d.get("vocab") for d in json.loads(meta.get("dnnspec.inputs", "[]"))}
     labels = json.loads(meta.get("dnnspec.class_labels", "[]"))
+    named = {  # the class targets of named outputs, `target/<output>`
+        f"{TARGET}/{o['name']}": len(o.get("class_labels", []))
+        for o in json.loads(meta.get("dnnspec.outputs", "[]"))
+    }
     initializers = {t.name for t in model.graph.initializer}
     feeds = {}
     for info in model.graph.input:
@@ -277,7 +280,8 @@ def random_feeds(
         elif dtype.kind == "b":
             feeds[info.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            high = vocab.get(info.name) or (len(labels) if info.name == TARGET else 2) or 2
+            classes = len(labels) if info.name == TARGET else named.get(info.name, 2)
+            high = vocab.get(info.name) or classes or 2
             feeds[info.name] = rng.integers(0, high, shape).astype(dtype)
     return feeds
 
@@ -433,7 +437,8 @@ def _export_model(source: _Source, out: Path, target: int, fp16: bool) -> Export
         half, half_notes = half_model(model, source.typed)
         _describe_model(half, source, target, "float16")
         check16, outs = verify(half, "float16 model", feeds, HALF_TOLERANCE)
-        gap = difference(outs[OUTPUT], full[OUTPUT])
+        names = [o.name for o in model.graph.output]  # `output`, or each named output
+        gap = max(difference(outs[name], full[name]) for name in names)
         if not gap <= HALF_TOLERANCE:
             raise error(
                 f"the float16 model's output (in onnxruntime) differs from the float32 "

@@ -152,11 +152,21 @@ def to_float16(
         )
 
     read = {i for n in nodes for i in n.input}
+    # a weight read only in float16 keeps its name (tools find weights by name)
+    for (value, bits), name in converted.items():
+        if bits == 16 and value in inits and value not in read:
+            for node in nodes:
+                renamed_inputs = [value if i == name else i for i in node.input]
+                del node.input[:]
+                node.input.extend(renamed_inputs)
+            next(t for t in new_inits if t.name == name).name = value
+            read.add(value)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
-    kept = [t for t in graph.initializer if t.name in read]
+    fresh_names = {t.name for t in new_inits}
+    kept = [t for t in graph.initializer if t.name in read and t.name not in fresh_names]
     del out.graph.initializer[:]
     out.graph.initializer.extend([*kept, *new_inits])
     del out.graph.value_info[:]

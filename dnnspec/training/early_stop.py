@@ -33,6 +33,16 @@ def monitored(monitor: str, higher_is_better: Callable[[str], bool]) -> tuple[st
     return key, "max" if base != "loss" and higher_is_better(base) else "min"
 
 
+def higher_is_better(train: TrainSpec, base: str) -> bool:
+    """Whether record key `base` (`accuracy`, `digit_accuracy`, `digit_loss`) is a metric
+    that is maximised; losses are minimised."""
+    for head in train.trained():
+        for metric in head.metrics:
+            if head.prefix + metric.name == base:
+                return METRICS.get(metric.name).higher_is_better
+    return False
+
+
 def improves(value: float, best: float | None, mode: str, min_delta: float) -> bool:
     """Whether `value` beats `best` by more than `min_delta` in the direction `mode`."""
     if best is None:
@@ -57,7 +67,7 @@ class EarlyStop:
         if train.early_stop is None:
             return None
         args = train.early_stop.args
-        key, mode = monitored(arg_str(args, "monitor"), lambda m: METRICS.get(m).higher_is_better)
+        key, mode = monitored(arg_str(args, "monitor"), lambda m: higher_is_better(train, m))
         return cls(key, mode, arg_float(args, "min_delta"), arg_int(args, "patience"))
 
     def update(self, value: float) -> bool:

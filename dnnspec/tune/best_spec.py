@@ -44,7 +44,7 @@ def write_best_spec(
     """Write the spec with `values` in its params (and `epochs` in its train section when
     the search overrode the epoch count), headed by a comment line `note`."""
     text = read_spec_text(spec_path)
-    targets: list[tuple[ast.Expr, str]] = []
+    targets: list[tuple[ast.Expr | ast.Labelled, str]] = []
     for item in parse_text(text, str(spec_path)).items:
         if isinstance(item, ast.ParamDecl) and item.name.id in values:
             targets.append((item.value, render_value(values[item.name.id])))
