@@ -99,7 +99,9 @@ def _openvino(model: onnx.ModelProto) -> Runner:
         "CPU",
         {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1},
     )
-    order = [i.get_any_name() for i in compiled.inputs]
+    feedable = set(_feed_order(model))
+    # a port may carry several tensor names: the graph input's is the one fed
+    order = [next(n for n in i.get_names() if n in feedable) for i in compiled.inputs]
     # an output port may carry several tensor names (an Identity's input and output)
     wanted = [o.name for o in model.graph.output]
     ports = [next(p for p in compiled.outputs if name in p.get_names()) for name in wanted]
