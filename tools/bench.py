@@ -44,8 +44,8 @@ import numpy as np
 
 from dnnspec.assemble.steps import build_inference, build_train_step
 from dnnspec.check.shapes import check_spec
-from dnnspec.data.datasets import DATASETS, split
 from dnnspec.frontend import load_spec, load_spec_text
+from dnnspec.runtime.run import prepare
 from dnnspec.runtime.session import Device, make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.schema import arg_int
@@ -118,18 +118,16 @@ def _prepare_e2e(case: E2ECase, work: Path, threads: int | None) -> tuple[list[s
         y = rng.integers(0, case.widths[-1], case.samples).astype(np.int64)
         np.savez(work / "data.npz", x=x, y=y)
         data = f'file(path = "{work / "data.npz"}", validation = 0.2)'
-        dataset = DATASETS.get("file").load(
-            {"path": str(work / "data.npz"), "x": "x", "y": "y"}, 0, None
-        )
     else:
         data = "digits(validation = 0.2)"
-        dataset = DATASETS.get("digits").load({}, 0, None)
-    train, val = split(dataset, 0.2, 0)
-    np.savez(work / "torch_data.npz", x=train.x, y=train.y, val_x=val.x, val_y=val.y)
     spec = mlp_spec(
         case.widths, case.dropout, case.optimizer, case.batch, epochs=case.epochs, data=data
     )
     (work / "bench.dnn").write_text(spec)
+    # the split dnnspec itself makes, so that both programs train on the same samples
+    prep = prepare(load_spec(work / "bench.dnn"))
+    train, val = prep.train_data, prep.val_data
+    np.savez(work / "torch_data.npz", x=train.x, y=train.y, val_x=val.x, val_y=val.y)
     config = {
         "widths": list(case.widths),
         "dropout": case.dropout,
