@@ -361,7 +361,7 @@ def _file_targets(
     labels: dict[str, tuple[str, ...]] = {}
     for name, column in zip(names, chosen, strict=True):
         cells = [r[column].strip() for _, r in rows]
-        if all(_is_number(w) for w in cells):
+        if all(is_number(w) for w in cells):
             read[name] = _numbers(path, rows, [column], header, span)[:, 0]
         else:
             classes = sorted(set(cells))
@@ -427,7 +427,7 @@ def _csv_dataset(path: Path, args: dict[str, Any], span: Span | None) -> Dataset
     layout = Layout(width, target, tuple(columns), tuple(header) if header else None)
     names = tuple(header[c] for c in columns) if header else None
     cells = [r[target].strip() for _, r in rows]
-    if all(_is_number(w) for w in cells):
+    if all(is_number(w) for w in cells):
         y = _numbers(path, rows, [target], header, span)[:, 0]
         return Dataset(x, y, columns=names, words=words, layout=layout)
     labels = sorted(set(cells))
@@ -459,7 +459,7 @@ def _features(
 def _is_words(rows: list[tuple[int, list[str]]], column: int) -> bool:
     """A column is one of words (categories) when most of its cells are not numbers; a
     column of numbers with a stray word is a column of numbers with a mistake in it."""
-    texts = sum(not _is_number(r[column].strip()) for _, r in rows)
+    texts = sum(not is_number(r[column].strip()) for _, r in rows)
     return texts * 2 > len(rows)
 
 
@@ -505,7 +505,7 @@ def _numbers(
             where = f"'{path}' line {line}, column {column + 1}" + (
                 f" ({header[column]})" if header else ""
             )
-            if not _is_number(cell):
+            if not is_number(cell):
                 raise error(f"{where}: {cell!r} is not a number", span)
             value = float(cell)
             if not math.isfinite(value):
@@ -541,7 +541,7 @@ def read_csv_cells(
         raise error(f"cannot read '{path}': {exc}", span) from None
     names = None
     has_header = header == "true" or (
-        header == "auto" and bool(rows) and not all(_is_number(c) for c in rows[0][1])
+        header == "auto" and bool(rows) and not all(is_number(c) for c in rows[0][1])
     )
     if has_header and rows:
         names = [c.strip() for c in rows[0][1]]
@@ -590,7 +590,8 @@ def read_inputs(path: Path) -> np.ndarray:
     raise error(f"cannot read '{path}': expected .npy, .npz or .csv")
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether a CSV cell reads as a number (what `float` accepts)."""
     try:
         float(text)
     except ValueError:

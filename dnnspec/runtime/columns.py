@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import Dataset, read_csv_cells
+from dnnspec.data.datasets import Dataset, is_number, read_csv_cells
 from dnnspec.errors import Span, did_you_mean, error
 from dnnspec.ir import Call, TrainSpec
 from dnnspec.runtime.data import fits_shape
@@ -359,7 +359,7 @@ def read_prediction_csv(
     if names and all(isinstance(n, str) for n in names):
         is_header = any(n in first for n in names)
     else:
-        is_header = not all(_is_number(c) for c in first)
+        is_header = not all(is_number(c) for c in first)
     header = None
     if is_header:
         header, rows = first, rows[1:]
@@ -367,11 +367,3 @@ def read_prediction_csv(
             raise error(f"{what} has no data rows")
     columns = pick_columns(len(first), header, expected, raw_width, drop_target, what)
     return encode_cells(rows, columns, header, expected, what)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
