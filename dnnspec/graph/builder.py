@@ -7,7 +7,7 @@ and IR version because the onnx package's default IR version is newer than onnxr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +36,20 @@ DTYPES: dict[str, int] = {
 
 def elem_type(dtype: str | np.dtype) -> int:
     return DTYPES[np.dtype(dtype).name]
+
+
+def fresh_namer(used: set[str]) -> Callable[[str], str]:
+    """Names for nodes added to a finished graph: the hint, else hint_1, hint_2, ... (the
+    first not in `used`), each added to `used`."""
+
+    def fresh(hint: str) -> str:
+        name, n = hint, 1
+        while name in used:
+            name, n = f"{hint}_{n}", n + 1
+        used.add(name)
+        return name
+
+    return fresh
 
 
 class GraphBuilder:

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, defs, helper, numpy_helper
 
+from dnnspec.graph.builder import fresh_namer
+
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -57,14 +59,7 @@ def to_float16(
     types = _elem_types(model)
     is_float = {name for name, t in types.items() if t == TensorProto.FLOAT}
     inits = {t.name: t for t in graph.initializer}
-    used = set(types) | {n.name for n in graph.node}
-
-    def fresh(hint: str) -> str:
-        name, k = hint, 1
-        while name in used:
-            name, k = f"{hint}_{k}", k + 1
-        used.add(name)
-        return name
+    fresh = fresh_namer(set(types) | {n.name for n in graph.node})
 
     # the float32 region: nodes fed by the inputs (through that region) and reading no weight
     raw = {i.name for i in graph.input}

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
-from dnnspec.graph.builder import OPSET
+from dnnspec.graph.builder import OPSET, fresh_namer
 
 MIN_OPSET = 17
 """LayerNormalization, which the layer_norm layer lowers to, arrived in opset 17."""
@@ -422,14 +422,7 @@ def convert(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     if target != source:
-        used = _names(out)
-
-        def fresh(hint: str) -> str:
-            name, n = hint, 1
-            while name in used:
-                name, n = f"{hint}_{n}", n + 1
-            used.add(name)
-            return name
+        fresh = fresh_namer(_names(out))
 
         shapes = _shapes(out) if target < source else {}
         _convert_graph(out.graph, {}, shapes, fresh, source, target)
