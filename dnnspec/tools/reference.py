@@ -12,10 +12,13 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
-from onnx.reference.op_run import OpRun
+from onnx.reference.ops.op_conv_transpose import ConvTranspose as PixelConvTranspose
 
 
-class ConvTranspose(OpRun):
+class ConvTranspose(PixelConvTranspose):
+    """Strided-view ConvTranspose; what it does not cover (`auto_pad`, `output_shape`,
+    which dnnspec's graphs never set) goes to onnx.reference's own."""
+
     def _run(  # noqa: PLR0913 - the op's attributes
         self,
         x: np.ndarray,
@@ -31,7 +34,11 @@ class ConvTranspose(OpRun):
         strides: list[int] | None = None,
     ) -> tuple[np.ndarray]:
         if auto_pad not in (None, "NOTSET", b"NOTSET") or output_shape is not None:
-            raise NotImplementedError("ConvTranspose with auto_pad or output_shape")
+            slow: tuple[np.ndarray] = super()._run(  # type: ignore[no-untyped-call]
+                x, w, bias, auto_pad, dilations, group, kernel_shape, output_padding,
+                output_shape, pads, strides,
+            )  # fmt: skip
+            return slow
         spatial, groups = x.ndim - 2, group or 1
         size, kernel = x.shape[2:], w.shape[2:]
         d, s = dilations or [1] * spatial, strides or [1] * spatial
