@@ -33,6 +33,16 @@ SPECS = ROOT / "specs"
 EXAMPLES = sorted(SPECS.glob("*.dnn"))
 """Every example spec: each is parsed, resolved, checked, differentiated and trained."""
 
+IRIS_CSV = """sepal,petal,species,weight
+1.0,0.5,setosa,3
+1.1,0.4,setosa,3.5
+3.0,2.5,virginica,5
+3.2,2.4,virginica,5.5
+2.0,1.5,versicolor,4
+2.1,1.4,versicolor,4.2
+"""
+"""A small CSV with a header, a column of class words and a value column."""
+
 SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
 
 

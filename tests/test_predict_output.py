@@ -10,18 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IRIS_CSV as CSV
 
 from dnnspec.cli import main
 from dnnspec.training.losses import LOSSES, sigmoid, softmax
-
-CSV = """sepal,petal,species,weight
-1.0,0.5,setosa,3
-1.1,0.4,setosa,3.5
-3.0,2.5,virginica,5
-3.2,2.4,virginica,5.5
-2.0,1.5,versicolor,4
-2.1,1.4,versicolor,4.2
-"""
 
 SPEC = """model m {{
   input x: float32[N, 2]
