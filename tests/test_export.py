@@ -318,7 +318,7 @@ def test_the_interface_names_every_input_and_output_with_its_role() -> None:
     assert roles["step"]["role"] == "step" and roles["step"]["dtype"] == "int64"
     assert roles["target"]["dtype"] == "int64" and roles["target"]["shape"] == ["N"]
     kinds = {i["kind"] for i in interface["inputs"] if i["role"] == "optimizer_state"}
-    assert kinds == set(interface["optimizer"]["state"]) == {"m", "v"}
+    assert kinds == set(interface["optimizer"]["state"]) == {"m_sum", "v_sum"}
     states = [i for i in interface["inputs"] if i["role"] == "layer_state"]
     assert {s["param"] for s in states} == {"running_mean", "running_var"}
     for entry in interface["inputs"]:

@@ -42,16 +42,18 @@ def adam(
 ) -> tuple[np.ndarray, State]:
     """Kingma & Ba (2015), Algorithm 1, with eps added to sqrt(v_hat) as in PyTorch; AdamW
     first shrinks p by lr * wd (Loshchilov & Hutter, decoupled); AMSGrad divides by the
-    running maximum of v (Reddi et al. 2018, bias-corrected as PyTorch does)."""
+    running maximum of v (Reddi et al. 2018, bias-corrected as PyTorch does). The state is
+    kept undivided: m_sum = m / (1 - beta1), v_sum = v / (1 - beta2)."""
     b1, b2 = a["beta1"], a["beta2"]
+    zeros = np.zeros_like(p)
     p = p * (1 - a["lr"] * a.get("weight_decay", 0.0))
-    m = b1 * s.get("m", np.zeros_like(p)) + (1 - b1) * g
-    v = b2 * s.get("v", np.zeros_like(p)) + (1 - b2) * g * g
-    state = {"m": m, "v": v}
+    m = b1 * (1 - b1) * s.get("m_sum", zeros) + (1 - b1) * g
+    v = b2 * (1 - b2) * s.get("v_sum", zeros) + (1 - b2) * g * g
+    state = {"m_sum": m / (1 - b1), "v_sum": v / (1 - b2)}
     second = v
     if a["amsgrad"]:
-        second = np.maximum(s.get("v_max", np.zeros_like(p)), v)
-        state["v_max"] = second
+        second = np.maximum((1 - b2) * s.get("v_sum_max", zeros), v)
+        state["v_sum_max"] = second / (1 - b2)
     m_hat, v_hat = m / (1 - b1**t), second / (1 - b2**t)
     return p - a["lr"] * m_hat / (np.sqrt(v_hat) + a["eps"]), state
 
@@ -222,14 +224,14 @@ def test_adam_bias_corrections_are_exact_in_a_float32_graph() -> None:
     args = bind(OPTIMIZERS.get("adam").signature, "adam", {"lr": 0.01, "beta2": 0.99999})
     opt = OPTIMIZERS.get("adam")
     b = GraphBuilder("opt", "float32")
-    for name in ("p", "g", "m", "v"):
+    for name in ("p", "g", "m_sum", "v_sum"):
         b.add_input(name, "float32", SHAPE)
     b.add_input("step", "float32", [])
     scalars = opt.prepare(b, "step", b.const(args["lr"]), args)
-    new_p, new_state = opt.update(b, "p", "g", {"m": "m", "v": "v"}, scalars, args)
+    new_p, new_state = opt.update(b, "p", "g", {"m_sum": "m_sum", "v_sum": "v_sum"}, scalars, args)
     b.add_output(new_p, "float32", SHAPE)
-    b.add_output(new_state["m"], "float32", SHAPE)
-    b.add_output(new_state["v"], "float32", SHAPE)
+    b.add_output(new_state["m_sum"], "float32", SHAPE)
+    b.add_output(new_state["v_sum"], "float32", SHAPE)
     session = ort.InferenceSession(
         b.model().SerializeToString(), providers=["CPUExecutionProvider"]
     )
@@ -240,7 +242,7 @@ def test_adam_bias_corrections_are_exact_in_a_float32_graph() -> None:
     for step in range(3):
         g = rng.normal(size=SHAPE).astype(np.float32)
         before = p.astype(np.float64)
-        feed = {"p": p, "g": g, "m": m, "v": v, "step": np.array(step, np.float32)}
+        feed = {"p": p, "g": g, "m_sum": m, "v_sum": v, "step": np.array(step, np.float32)}
         p, m, v = session.run(None, feed)
         ref_p, ref_state = adam(before, g.astype(np.float64), ref_state, step + 1, args)
         # float32 rounding of p (|p| < 4) is < 2.4e-7; a float32 correction is off by

@@ -80,7 +80,7 @@ def test_train_loop_graph_is_valid_onnx_and_carries_every_state_tensor(digits: P
     onnx.checker.check_model(loop, full_check=True)
     carried = carried_names(digits.program.train_step)
     assert sorted(carried) == sorted(digits.program.carried())
-    assert any(name.endswith(".m") for name in carried)  # Adam's state rides along
+    assert any(name.endswith(".m_sum") for name in carried)  # Adam's state rides along
     names = {i.name for i in loop.graph.input}
     assert {"in/x", "in/target", "in/order", "in/step", "seed"} <= names
 

@@ -92,28 +92,33 @@ def _sgd(
 def _adam_prepare(b: GraphBuilder, step: str, lr: str, args: dict[str, Any]) -> dict[str, str]:
     """Bias-corrected scalars, t = step + 1, so the update is PyTorch's exactly.
 
-    lr * m_hat / (sqrt(v_hat) + eps) equals lr_t * m / (sqrt(v) + eps_t) with
-    lr_t = lr * sqrt(c2) / c1 and eps_t = eps * sqrt(c2) (c_i = 1 - beta_i^t): two scalars
-    per step instead of two extra elementwise passes per parameter. The corrections are
-    computed in float64 and then cast: in float32, 1 - 0.999^1 is off by 1.3e-5 relative,
-    and with beta2 = 0.99999 the first updates would be off by about 7e-4.
+    The state is kept as sums, M = m / (1 - beta1) and V = v / (1 - beta2) (PyTorch's
+    exp_avg and exp_avg_sq undivided), so that M = beta1 M + g and V = beta2 V + g^2 take
+    two and three elementwise passes instead of three and four. Then lr * m_hat /
+    (sqrt(v_hat) + eps) equals lr_t * M / (sqrt(V) + eps_t) with
+    lr_t = lr (1 - beta1) sqrt(c2) / (c1 sqrt(1 - beta2)) and
+    eps_t = eps sqrt(c2) / sqrt(1 - beta2) (c_i = 1 - beta_i^t): scalars per step instead
+    of elementwise passes per parameter. They are computed in float64 and then cast: in
+    float32, 1 - 0.999^1 is off by 1.3e-5 relative, and with beta2 = 0.99999 the first
+    updates would be off by about 7e-4.
     """
     f64 = int(onnx.TensorProto.DOUBLE)
     t = b.op("Add", [b.op("Cast", [step], to=f64), b.const(1.0, "float64")])
     c1 = b.op("Sub", [b.const(1.0, "float64"), b.op("Pow", [b.const(args["beta1"], "float64"), t])])
     c2 = b.op("Sub", [b.const(1.0, "float64"), b.op("Pow", [b.const(args["beta2"], "float64"), t])])
-    root_c2 = b.op("Sqrt", [c2])
-    ratio = b.op("Cast", [b.op("Div", [root_c2, c1])], hint="bias_ratio", to=b.float_elem)
-    eps = b.op("Mul", [root_c2, b.const(args["eps"], "float64")])
+    # sqrt(c2 / (1 - beta2)), the factor between sqrt(V) and sqrt(v_hat)
+    root = b.op("Sqrt", [b.op("Mul", [c2, b.const(1.0 / (1.0 - args["beta2"]), "float64")])])
+    ratio = b.op("Div", [b.op("Mul", [root, b.const(1.0 - args["beta1"], "float64")]), c1])
+    eps = b.op("Mul", [root, b.const(args["eps"], "float64")])
     return {
-        "lr": b.op("Mul", [lr, ratio], hint="lr_t"),
+        "lr": b.op("Mul", [lr, b.op("Cast", [ratio], to=b.float_elem)], hint="lr_t"),
         "eps": b.op("Cast", [eps], hint="eps_t", to=b.float_elem),
         "base_lr": lr,
     }
 
 
 def _adam_state(args: dict[str, Any]) -> tuple[str, ...]:
-    return ("m", "v", "v_max") if args["amsgrad"] else ("m", "v")
+    return ("m_sum", "v_sum", "v_sum_max") if args["amsgrad"] else ("m_sum", "v_sum")
 
 
 def _adam(
@@ -121,21 +126,24 @@ def _adam(
 ) -> tuple[str, dict[str, str]]:
     """torch.optim.Adam / AdamW: with `weight_decay` (AdamW only) the parameter first
     shrinks by lr * wd, decoupled from the gradient (Loshchilov & Hutter); amsgrad divides
-    by the running maximum of v."""
+    by the running maximum of v. Ten elementwise passes per parameter (`_adam_prepare`)."""
     wd = args.get("weight_decay", 0.0)
     if wd > 0:
         shrink = b.op("Sub", [b.const(1.0), b.op("Mul", [s["base_lr"], b.const(wd)])])
         p = b.op("Mul", [p, shrink], hint="decayed")
-    m = _ema(b, state["m"], g, args["beta1"])
-    v = _ema(b, state["v"], b.op("Mul", [g, g]), args["beta2"])
-    new_state = {"m": m, "v": v}
+    m = b.op("Add", [b.op("Mul", [state["m_sum"], b.const(args["beta1"])]), g], hint="m_sum")
+    v = b.op(
+        "Add",
+        [b.op("Mul", [state["v_sum"], b.const(args["beta2"])]), b.op("Mul", [g, g])],
+        hint="v_sum",
+    )
+    new_state = {"m_sum": m, "v_sum": v}
     second = v
     if args["amsgrad"]:
-        second = b.op("Max", [state["v_max"], v], hint="v_max")
-        new_state["v_max"] = second
+        second = b.op("Max", [state["v_sum_max"], v], hint="v_sum_max")
+        new_state["v_sum_max"] = second
     denom = b.op("Add", [b.op("Sqrt", [second]), s["eps"]])
-    step = b.op("Div", [b.op("Mul", [m, s["lr"]]), denom])
-    return b.op("Sub", [p, step]), new_state
+    return b.op("Sub", [p, b.op("Mul", [b.op("Div", [m, denom]), s["lr"]])]), new_state
 
 
 def _rmsprop_state(args: dict[str, Any]) -> tuple[str, ...]:
