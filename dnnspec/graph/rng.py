@@ -1,27 +1,33 @@
 """Counter-based random numbers inside the graph, reproducible from (seed, step, salt).
 
 ONNX's random ops take a fixed seed attribute, so a resumed run could not replay them.
-Instead each element's coordinates are hashed with a per-(seed, step, salt) key, using
-only integer Add, Mul and Mod whose operands stay below 2^24. Runtimes differ in how
-they compute integers beyond that: OpenVINO's CPU plugin runs int64 as int32, computes
-integer Mod and Div in float32 and saturates uint32 constants at 2^31 - 1, so a hash in
-wrapping 32-bit arithmetic (murmur3) gave other masks there. Below 2^24 every runtime is
-exact, so the same step gives the same masks in all of them.
+Instead each element's value is a function of its coordinates and a per-(seed, step,
+salt) key, computed with integer Add, Mul and Mod whose operands stay below 2^24 and
+float32 arithmetic on whole multiples of 2^-12. Runtimes differ in how they compute
+integers beyond that: OpenVINO's CPU plugin runs int64 as int32, computes integer Mod and
+Div in float32 and saturates uint32 constants at 2^31 - 1, so a hash in wrapping 32-bit
+arithmetic (murmur3) gave other masks there. Below 2^24 every runtime is exact, so the
+same step gives the same masks in all of them.
 
-The state is a pair in Z_p x Z_q (p = 4091, q = 4079, primes with p * q < 2^24); a round
-is two Feistel half-rounds x += y (y + k) mod p, y += x (x + k') mod q, a permutation of
-the pairs. Coordinates are absorbed one axis at a time on the broadcast prefix (small
-tensors; a matrix's rows and columns as one vector), and the last axis is combined with
-the prefix by the bilinear form A(prefix) * B(col) + C(prefix) + D(col), whose low 12
-bits are the value: two distinct elements then get independent values whenever their
-prefix or column hashes are independent. That sum stays below 2^24, so the six
-full-size ops run in float32, exact in every runtime (integer Mod on a full-size tensor
-cost ten times a float op in onnxruntime). No shape is computed by Range and Reshape, so
-runtimes that reason about symbolic dims (tract, shape inference) see the result has the
-shape of its input. Each coordinate must be below 2^23.
+The key is a pair in Z_p x Z_q (p = 4091, q = 4079, primes with p * q < 2^24), mixed by
+Feistel rounds: x += y (y + k) mod p, y += x (x + k') mod q, a permutation of the pairs.
+An element's value is the fractional part of A(prefix) * B(col) + C(prefix) + D(col)
+(B, C and D carry a factor 2^-12: the low 12 bits of a whole number below 2^24, so the
+six full-size float32 ops are exact in every runtime, in any order or with a fused
+multiply-add). B and D, and for a matrix A and C, are looked up in four fixed tables of
+random whole numbers below p at the coordinate plus a shift drawn from the key: a few
+small nodes per value instead of hashing every coordinate (about 40 nodes on the rows
+and columns, a third of the cost of a 64 x 256 mask). For rank 3 and above the leading
+coordinates are absorbed one axis at a time into the key by the rounds, on the broadcast
+prefix. Two elements then get independent values whenever their prefix or column terms
+are independent. No shape is computed by Range and Reshape, so runtimes that reason
+about symbolic dims (tract, shape inference) see the result has the shape of its input.
+Coordinates must be below 2^23; the table terms repeat every 65,536 along an axis.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from onnx import TensorProto, numpy_helper
@@ -33,7 +39,20 @@ ROUNDS = 2
 # round constants (any values in the fields; distinct so rounds differ)
 _KEYS = ((1709, 2963), (3251, 557), (2029, 3797), (887, 1423))
 _SALT = (2557, 1861)
-_COLUMNS = 2**23  # added to last-axis coordinates: a stream apart from the leading axes
+TABLE_SIZE = 2**16
+
+
+@functools.cache
+def _tables() -> np.ndarray:
+    """[4, TABLE_SIZE] float32: random whole numbers below P for A, B, C, D; B, C and D
+    scaled by 2^-12 (exact), so that A * B + C + D lands in [0, 2^12) with the value in
+    its fraction."""
+    tables = np.random.default_rng(P * Q).integers(0, P, (4, TABLE_SIZE)).astype(np.float32)
+    tables[1:] *= np.float32(2.0**-12)
+    return tables
+
+
+State = tuple[str, str]
 
 
 class HashRandom:
@@ -50,46 +69,35 @@ class HashRandom:
         """Uniform values in [0, 1) in steps of 2^-12, shaped like `like` (of rank `rank`),
         a distinct stream per `salt`; each element's value depends only on its
         coordinates and the key."""
-        # the salt is a constant: added to the key, it is mixed by the absorbs that follow
-        key = _offset(b, self._key, *(k * (salt + 1) for k in _SALT))
+        # the salt is a constant: added to the key, it is mixed by the round that follows
+        x, y = (
+            b.op("Mod", [b.op("Add", [half, _c(b, (k * (salt + 1)) % m)]), _c(b, m)])
+            for half, k, m in zip(self._key, _SALT, (P, Q), strict=True)
+        )
+        mixed_x, mixed_y = _rounds(b, (x, y), 1)
         shape = b.op("Shape", [like])
-        terms = _stacked_terms(b, shape, key) if rank == 2 else _axis_terms(b, shape, rank, key)
-        # A B + C + D < 4091^2 + 2 * 4091 < 2^24: exact in float32, whatever the order of
-        # the additions or a fused multiply-add; its low 12 bits are the value
+        col = _coords(b, shape, rank - 1)
+        bb, d = _lookup(b, 1, col, mixed_x), _lookup(b, 3, col, y)
+        if rank == 2:
+            row = b.op("Unsqueeze", [_coords(b, shape, 0), b.const([1], "int64")])
+            a, c = _lookup(b, 0, row, mixed_y), _lookup(b, 2, row, x)
+        else:
+            a, c = _prefix_terms(b, shape, rank, (x, y))
+        total = b.op("Add", [b.op("Add", [b.op("Mul", [a, bb]), c]), d], hint="scaled")
+        u = b.op("Sub", [total, b.op("Floor", [total])], hint="uniform")
         f32 = TensorProto.FLOAT
-        a, bb, c, d = (b.op("Cast", [v], to=f32) for v in terms)
-        mixed = b.op("Add", [b.op("Add", [b.op("Mul", [a, bb]), c]), d])
-        scaled = b.op("Mul", [mixed, b.const(2.0**-12, "float32")], hint="scaled")
-        u = b.op("Sub", [scaled, b.op("Floor", [scaled])], hint="uniform")
         return u if b.float_elem == f32 else b.op("Cast", [u], to=b.float_elem)
 
 
-State = tuple[str, str]
-Terms = tuple[str, str, str, str]  # A, B, C, D: the first halves of four states
+def _lookup(b: GraphBuilder, table: int, coords: str, shift: str) -> str:
+    """Table `table` at (coords + shift) mod TABLE_SIZE: float32 shaped like `coords`."""
+    index = b.op("Mod", [b.op("Add", [coords, shift]), _c(b, TABLE_SIZE)])
+    return b.op("Gather", [b.const(_tables()[table], "float32"), index])
 
 
-def _stacked_terms(b: GraphBuilder, shape: str, key: State) -> Terms:
-    """A, B, C, D of a matrix [rows, cols]: the row and column coordinates are absorbed as
-    one vector, the columns offset by 2^23 so the two streams differ (fewer, larger
-    nodes: a node costs about as much for 64 values as for one)."""
-    rows, cols = _coords(b, shape, 0), _coords(b, shape, 1)
-    both = b.op("Concat", [rows, b.op("Add", [cols, _c(b, _COLUMNS)])], axis=0)
-    first = _absorb(b, _split(b, both), key)
-    second = _rounds(b, first, 1)
-    # gathered back by index rather than sliced: shape inference then knows the parts are
-    # [rows] and [cols], so the gradient of the masked value needs no run-time reduction
-    row_index = b.op("Sub", [rows, _c(b, 1)])
-    n = b.op("Slice", [shape, b.const([0], "int64"), b.const([1], "int64")])
-    col_index = b.op("Add", [cols, b.op("Sub", [n, _c(b, 1)])])
-    column = b.const([1], "int64")
-    a, c = (b.op("Unsqueeze", [b.op("Gather", [v[0], row_index]), column]) for v in (first, second))
-    bb, d = (b.op("Gather", [v[0], col_index]) for v in (first, second))
-    return a, bb, c, d
-
-
-def _axis_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> Terms:
-    """A, C from the leading axes (absorbed one axis at a time on the broadcast prefix)
-    and B, D from the last axis (its own stream)."""
+def _prefix_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> tuple[str, str]:
+    """A and C (C scaled by 2^-12) from the leading axes, absorbed one axis at a time on
+    the broadcast prefix."""
     prefix = key
     for axis in range(rank - 1):
         others = [a for a in range(rank) if a != axis]
@@ -97,13 +105,10 @@ def _axis_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> Terms:
             "Unsqueeze", [_coords(b, shape, axis), b.const(others, "int64")], hint="coords"
         )
         prefix = _absorb(b, _split(b, coords), prefix)
-    last = _absorb(b, _split(b, b.op("Add", [_coords(b, shape, rank - 1), _c(b, _COLUMNS)])), key)
-    return prefix[0], last[0], _rounds(b, prefix, 1)[0], _rounds(b, last, 1)[0]
-
-
-def _offset(b: GraphBuilder, state: State, kx: int, ky: int) -> State:
-    """The state plus constants: starts a distinct stream."""
-    return b.op("Add", [state[0], _c(b, kx % P)]), b.op("Add", [state[1], _c(b, ky % Q)])
+    f32 = TensorProto.FLOAT
+    a = b.op("Cast", [prefix[0]], to=f32)
+    c = b.op("Cast", [_rounds(b, prefix, 1)[0]], to=f32)
+    return a, b.op("Mul", [c, b.const(2.0**-12, "float32")])
 
 
 def _c(b: GraphBuilder, value: int) -> str:
