@@ -85,6 +85,24 @@ def test_train_loop_graph_is_valid_onnx_and_carries_every_state_tensor(digits: P
     assert {"in/x", "in/target", "in/order", "in/step", "seed"} <= names
 
 
+def test_the_dropout_key_is_computed_once_per_call_outside_the_loop(digits: Prepared) -> None:
+    # the key's integer arithmetic on step and seed runs on the call's vector of steps;
+    # the body gathers its own values (the K-step tests above show the losses unchanged)
+    loop = build_train_loop(digits.program.train_step)
+    (node,) = [n for n in loop.graph.node if n.op_type == "Loop"]
+    body = node.attribute[0].g
+    integer_ops = {"Add", "Sub", "Mul", "Div", "Mod"}
+    outside = [n for n in loop.graph.node if n.name.startswith("hoist/")]
+    assert len(outside) > 40 and all(n.op_type in integer_ops for n in outside)
+    reads_step = [n.name for n in body.node if "step" in n.input]
+    assert "loop/step_add" in reads_step
+    assert not any(
+        n.op_type in integer_ops
+        for n in body.node
+        if "step" in n.input and n.name != "loop/step_add"
+    )
+
+
 def test_a_non_finite_loss_inside_a_call_rolls_back_to_the_last_good_parameters(
     digits: Prepared,
 ) -> None:
