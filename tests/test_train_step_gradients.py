@@ -57,26 +57,43 @@ def run_step(program: Program, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
     return dict(zip(names, session.run(None, feeds), strict=True))
 
 
-def sgd_program(text: str, emit_grads: bool) -> Program:
+def sgd_program(text: str, emit_grads: bool, dtype: str = "float64") -> Program:
     spec = load_spec_text(text, "<sgd>")
     assert spec.train is not None
     return build_train_step(
-        check_spec(spec), spec.train, 3, Timing(10, 100), "float64", emit_grads=emit_grads
+        check_spec(spec), spec.train, 3, Timing(10, 100), dtype, emit_grads=emit_grads
     )
 
 
-def test_sgd_update_folded_into_the_gradient_gemm_equals_param_minus_lr_times_grad() -> None:
-    """Plain SGD's `W - lr * Gemm(A, B)` becomes one Gemm accumulating onto W, scaling
-    A for the [5, 12] weight and B for the [12, 3] one; the result must not change."""
-    folded, reference = sgd_program(FOLDABLE_SGD, False), sgd_program(FOLDABLE_SGD, True)
-    producers = {o: n.op_type for n in folded.train_step.graph.node for o in n.output}
-    assert producers["dense_1.weight.next"] == producers["dense_2.weight.next"] == "Gemm"
-    assert producers["dense_1.bias.next"] == "Sub"
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sgd_update_folded_into_the_gradient_gemm_equals_param_minus_lr_times_grad(
+    dtype: str,
+) -> None:
+    """Plain SGD's `W - lr * Gemm(A, B)` becomes one Gemm accumulating onto W; in float64
+    it scales A for the [5, 12] weight and B for the [12, 3] one, in float32 the fixed
+    learning rate is the Gemm's alpha (a float32 attribute). The result must not change."""
+    folded, reference = sgd_program(FOLDABLE_SGD, False, dtype), sgd_program(FOLDABLE_SGD, True)
+    nodes = {o: n for n in folded.train_step.graph.node for o in n.output}
+    update = nodes["dense_1.weight.next"]
+    assert update.op_type == nodes["dense_2.weight.next"].op_type == "Gemm"
+    assert nodes["dense_1.bias.next"].op_type == "Sub"
+    alpha = [a.f for a in update.attribute if a.name == "alpha"]
+    negated_lr = any(o.startswith("neg_lr") for o in nodes)
+    if dtype == "float32":
+        assert alpha == [pytest.approx(-0.1)] and not negated_lr
+    else:
+        assert alpha == [] and negated_lr
     feeds = step_feeds(folded.slots)
-    got, ref = run_step(folded, feeds), run_step(reference, feeds)
+    got = run_step(
+        folded, {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
+    )
+    ref = run_step(reference, feeds)
+    tolerance = 1e-12 if dtype == "float64" else 1e-6
     for slot in folded.slots:
         expected = feeds[slot.name] - 0.1 * ref[f"grad.{slot.name}"]
-        np.testing.assert_allclose(got[f"{slot.name}.next"], expected, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            got[f"{slot.name}.next"], expected, rtol=tolerance, atol=tolerance
+        )
 
 
 def test_l1_and_l2_penalties_add_their_exact_gradient_to_weights_but_not_biases() -> None:
