@@ -63,6 +63,23 @@ def test_run_logs_whole_split_metrics_and_writes_the_confusion(tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_the_confusion_of_an_early_stopped_run_is_that_of_its_best_epoch(tmp_path: Path) -> None:
+    # the last validation's counts are reused only when model.onnx holds that epoch
+    text = SPEC.format(data="spirals(samples = 300, classes = 3, validation = 0.3)")
+    text = text.replace("epochs 4", "epochs 30\n  early_stop(monitor = val_loss, patience = 3)")
+    text = text.replace("lr = 0.02", "lr = 0.2")
+    result = api.train(load_spec_text(text), out=tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    best = min(records, key=lambda r: r["val_loss"])
+    assert best["epoch"] < records[-1]["epoch"]  # the best epoch is not the last one
+    rows = list(csv.reader((tmp_path / "run" / "confusion.csv").open()))
+    counts = np.array([[int(c) for c in row[1:]] for row in rows[1:]])
+    assert np.trace(counts) / 90 == pytest.approx(best["val_accuracy"])
+    assert api.load(tmp_path / "run").evaluate()["confusion"] == counts.tolist()
+    assert result.stopped.startswith("early stop")
+
+
+@pytest.mark.slow
 def test_eval_without_a_validation_split_says_so_or_evaluates_a_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(90, 2)).astype(np.float32)

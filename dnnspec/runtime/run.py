@@ -462,6 +462,9 @@ class _Run:
     from it on resume, so no epoch is lost whatever happened to that file."""
     pending: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
     saved_at: float = field(default_factory=time.perf_counter)
+    validated: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+    """The parameters of the last validation and its confusion counts by output, so the
+    end of the run need not evaluate them again."""
 
     @property
     def checkpoint_path(self) -> Path:
@@ -591,9 +594,13 @@ class _Run:
         return params
 
     def validate(self) -> None:
+        """Validation of the parameters the epoch ended with (`last_good`)."""
         if len(self.prep.val_data):
-            metrics = self.trainer.evaluate(self.prep.val_data, self.prep.spec.model.inputs[0].name)
-            self.record.update({f"val_{k}": v for k, v in metrics.items()})
+            stats = self.trainer.evaluate_stats(
+                self.prep.val_data, self.prep.spec.model.inputs[0].name
+            )
+            self.record.update({f"val_{k}": v for k, v in stats.result().items()})
+            self.validated = self.last_good, stats.confusions
 
     def snapshot(self) -> None:
         """The state after the epoch just finished, to be written when the cadence says so
@@ -629,14 +636,16 @@ class _Run:
         """confusion.csv (a named class output `digit`: confusion_digit.csv): [true,
         predicted] counts of model.onnx's weights on the validation split (the training
         data when there is none), headed by the class names. Returns the paths by output."""
-        data = self.prep.val_data if len(self.prep.val_data) else self.prep.train_data
-        stats = self.trainer.evaluate_stats(
-            data, self.prep.spec.model.inputs[0].name, params=params
-        )
+        if self.validated is not None and self.validated[0] is params:
+            confusions = self.validated[1]
+        else:
+            data = self.prep.val_data if len(self.prep.val_data) else self.prep.train_data
+            name = self.prep.spec.model.inputs[0].name
+            confusions = self.trainer.evaluate_stats(data, name, params=params).confusions
         meta = self.prep.program.metadata
         named = {o["name"]: o for o in json.loads(meta.get("dnnspec.outputs", "[]"))}
         paths = {}
-        for output, counts in stats.confusions.items():
+        for output, counts in confusions.items():
             if output:
                 labels = named[output]["class_labels"]
                 path = self.run_dir / f"confusion_{output}.csv"
