@@ -84,7 +84,7 @@ def _hoist_step_integers(g: onnx.GraphProto) -> _Hoisted:
             hoisted.append(node)
             (varying if varying.intersection(node.input) else fixed).update(node.output)
     made = {o for node in hoisted for o in node.output}
-    rest = [node for node in g.node if node not in hoisted]
+    rest = [node for node in g.node if not made.intersection(node.output)]
     read = {i for node in rest for i in node.input} | {o.name for o in g.output}
 
     def outer_name(name: str) -> str:
