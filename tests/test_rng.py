@@ -3,6 +3,7 @@ and independent across steps, salts (layers) and neighbouring elements."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.graph.rng import HashRandom
+from dnnspec.graph.rng import HashRandom, noise_tables
 
 
 def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> None:
@@ -84,3 +85,13 @@ def test_hash_rng_keeps_every_integer_below_2_pow_24_so_every_runtime_is_exact(
         assert np.array_equal(values[0] * 4096, np.floor(values[0] * 4096))
         counts = np.bincount((values[0] * 32).astype(np.int64).ravel(), minlength=32)
         assert counts.size == 32 and counts.min() > 0.8 * counts.mean()
+
+
+def test_the_noise_tables_are_the_same_on_every_machine_and_numpy_version() -> None:
+    # the masks, and so bit-identical resume, depend on them: a change here changes every
+    # dropout run (the raw PCG64 stream is stable across NumPy versions)
+    tables = noise_tables()
+    assert tables.shape == (4, 65536) and tables.dtype == np.float32
+    assert tables[0].max() < 4091 and np.array_equal(tables[0], np.floor(tables[0]))
+    digest = hashlib.sha256(tables.tobytes()).hexdigest()
+    assert digest == "b0974ba14957fe09eab07d356c283fef2c0b38bde0ee97be3245a504310cc0fc"

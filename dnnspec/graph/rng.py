@@ -11,11 +11,12 @@ same step gives the same masks in all of them.
 
 The key is a pair in Z_p x Z_q (p = 4091, q = 4079, primes with p * q < 2^24), mixed by
 Feistel rounds: x += y (y + k) mod p, y += x (x + k') mod q, a permutation of the pairs.
-An element's value is the fractional part of A(prefix) * B(col) + C(prefix) + D(col)
-(B, C and D carry a factor 2^-12: the low 12 bits of a whole number below 2^24, so the
-six full-size float32 ops are exact in every runtime, in any order or with a fused
-multiply-add). B and D, and for a matrix A and C, are looked up in four fixed tables of
-random whole numbers below p at the coordinate plus a shift drawn from the key: a few
+An element's value is the fractional part of A(prefix) * B(col) + C(prefix) + D(col),
+where A is a whole number below p and B, C and D are whole numbers below p times 2^-12:
+the low 12 bits of a whole number below 2^24, as a fraction, so the six full-size float32
+ops are exact in every runtime, in any order or with a fused multiply-add. B and D, and
+for a matrix A and C, are looked up in four fixed tables of random whole numbers below p
+at the coordinate plus a shift drawn from the key: a few
 small nodes per value instead of hashing every coordinate (about 40 nodes on the rows
 and columns, a third of the cost of a 64 x 256 mask). For rank 3 and above the leading
 coordinates are absorbed one axis at a time into the key by the rounds, on the broadcast
@@ -43,11 +44,14 @@ TABLE_SIZE = 2**16
 
 
 @functools.cache
-def _tables() -> np.ndarray:
+def noise_tables() -> np.ndarray:
     """[4, TABLE_SIZE] float32: random whole numbers below P for A, B, C, D; B, C and D
     scaled by 2^-12 (exact), so that A * B + C + D lands in [0, 2^12) with the value in
-    its fraction."""
-    tables = np.random.default_rng(P * Q).integers(0, P, (4, TABLE_SIZE)).astype(np.float32)
+    its fraction. Drawn from the raw PCG64 stream, which NumPy keeps stable across
+    versions (its distribution methods it does not), so a resumed run gets the same masks
+    after an upgrade."""
+    raw = np.random.PCG64(P * Q).random_raw(4 * TABLE_SIZE)
+    tables = (raw % P).astype(np.float32).reshape(4, TABLE_SIZE)
     tables[1:] *= np.float32(2.0**-12)
     return tables
 
@@ -92,7 +96,7 @@ class HashRandom:
 def _lookup(b: GraphBuilder, table: int, coords: str, shift: str) -> str:
     """Table `table` at (coords + shift) mod TABLE_SIZE: float32 shaped like `coords`."""
     index = b.op("Mod", [b.op("Add", [coords, shift]), _c(b, TABLE_SIZE)])
-    return b.op("Gather", [b.const(_tables()[table], "float32"), index])
+    return b.op("Gather", [b.const(noise_tables()[table], "float32"), index])
 
 
 def _prefix_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> tuple[str, str]:
