@@ -8,6 +8,7 @@ otherwise); targets are drawn by the metric's target kind from the registry.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -163,6 +164,31 @@ def test_metric_over_split_batches_matches_the_reference_over_all(case: MetricCa
     assert value == pytest.approx(case.reference(out, target), rel=1e-5)
     if definition.per_class is not None:
         assert len(stats.result()[f"{case.metric}_per_class"]) == case.output[-1]
+
+
+def test_k_steps_of_a_call_sum_to_the_bit_as_k_single_steps() -> None:
+    # a call of the train loop hands back K steps at once; its totals must be those of the
+    # host loop, which adds one step at a time, or the logged epochs would differ
+    rng = np.random.default_rng(0)
+    info = {"metric.accuracy": ("accuracy", ""), "loss/a": ("loss", "a")}
+    for _ in range(50):
+        k, n = int(rng.integers(1, 40)), int(rng.integers(1, 100))
+        losses = rng.random(k).astype(np.float32)
+        metrics = {
+            "metric.accuracy": rng.random((k, 2)).astype(np.float32),
+            "loss/a": rng.random(k).astype(np.float32),
+        }
+        one = EpochStats(info=info)  # an earlier call already counted
+        one.add(
+            0.3, 5, {"": 5, "a": 7}, {"metric.accuracy": rng.random(2), "loss/a": np.array(0.2)}
+        )
+        many = copy.deepcopy(one)
+        for i in range(k):
+            one.add(float(losses[i]), n, {"": n, "a": 2 * n}, {m: v[i] for m, v in metrics.items()})
+        many.add_steps(losses, n, {"": n, "a": 2 * n}, metrics)
+        assert (one.loss, one.samples, one.elements) == (many.loss, many.samples, many.elements)
+        for key in metrics:
+            assert np.array_equal(one.metric_sums[key], many.metric_sums[key])
 
 
 @pytest.mark.parametrize("name", ["accuracy", "top_k_accuracy", "perplexity", "f1"])

@@ -81,9 +81,21 @@ class EpochStats:
     def add_steps(
         self, losses: np.ndarray, n: int, elements: Elements, metrics: dict[str, np.ndarray]
     ) -> None:
-        """K steps of `n` samples each, summed in step order as `add` would."""
-        for i, loss in enumerate(losses.tolist()):
-            self.add(loss, n, elements, {k: v[i] for k, v in metrics.items()})
+        """K steps of `n` samples each, summed in step order as K calls of `add` would (a
+        cumulative sum adds in order, so the totals are the same to the bit)."""
+        k = len(losses)
+        for loss in losses.tolist():
+            self.loss += loss * n
+        self.samples += n * k
+        for output, count in (elements if isinstance(elements, dict) else {"": elements}).items():
+            self.elements[output] = self.elements.get(output, 0) + count * k
+        for key, v in metrics.items():
+            values = np.asarray(v, np.float64)
+            if self.info.get(key, (key, ""))[0] == LOSS:
+                values = values * n
+            if key in self.metric_sums:
+                values = np.concatenate([self.metric_sums[key][None], values])
+            self.metric_sums[key] = np.cumsum(values, axis=0)[-1]
 
     def result(self) -> dict[str, Any]:
         """Means: loss per sample (with named outputs each one's loss too), each metric
