@@ -157,6 +157,24 @@ def test_a_forged_checkpoint_with_a_valid_checksum_is_refused(
     assert code == 2 and message in err
 
 
+def test_a_checkpoint_of_an_older_adam_state_layout_is_refused_with_a_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Adam's moments were once stored as `.m` / `.v`; now they are `.m_sum` / `.v_sum`
+    spec = write_run_spec(tmp_path)
+    spec.write_text(spec.read_text().replace("sgd(lr = 0.1)", "adam(lr = 0.01)"))
+    run = tmp_path / "run"
+    train(capsys, spec, run, "--epochs", "2")
+
+    def older(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
+        for name in [n for n in arrays if n.endswith((".m_sum", ".v_sum"))]:
+            arrays[name.removesuffix("_sum")] = arrays.pop(name)
+
+    forge(run / "checkpoint" / "last.npz", older)
+    code, _, err = cli(capsys, "train", str(spec), "--out", str(run), "--epochs", "3", "--resume")
+    assert code == 2 and "lacks the tensor" in err and "another version of dnnspec" in err
+
+
 def test_resuming_after_the_data_changed_is_refused(
     trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

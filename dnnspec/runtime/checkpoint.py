@@ -128,14 +128,24 @@ def check_arrays(
     path: Path, arrays: dict[str, np.ndarray], expected: dict[str, tuple[tuple[int, ...], str]]
 ) -> None:
     """Every array named, typed and shaped as `expected` (name -> shape, dtype); no others."""
+    foreign = (
+        "it was written for another spec or by another version of dnnspec; "
+        "train into a new --out directory or start over with --overwrite"
+    )
     for name in sorted(set(expected) - set(arrays)):
-        raise error(f"checkpoint '{path}' lacks the tensor '{name}' the program carries")
+        raise error(
+            f"checkpoint '{path}' lacks the tensor '{name}' the program carries", help=foreign
+        )
     for name in sorted(set(arrays) - set(expected)):
-        raise error(f"checkpoint '{path}' holds a tensor '{name}' the program does not carry")
+        raise error(
+            f"checkpoint '{path}' holds a tensor '{name}' the program does not carry",
+            help=foreign,
+        )
     for name, (shape, dtype) in expected.items():
         array = arrays[name]
         if array.shape != shape or array.dtype != np.dtype(dtype):
             raise error(
                 f"checkpoint '{path}': tensor '{name}' is {array.dtype} {list(array.shape)}, "
-                f"but the program carries {dtype} {list(shape)}"
+                f"but the program carries {dtype} {list(shape)}",
+                help=foreign,
             )
