@@ -16,14 +16,14 @@ where A is a whole number below p and B, C and D are whole numbers below p times
 the low 12 bits of a whole number below 2^24, as a fraction, so the six full-size float32
 ops are exact in every runtime, in any order or with a fused multiply-add. B and D, and
 for a matrix A and C, are looked up in four fixed tables of random whole numbers below p
-at the coordinate plus a shift drawn from the key: a few
-small nodes per value instead of hashing every coordinate (about 40 nodes on the rows
-and columns, a third of the cost of a 64 x 256 mask). For rank 3 and above the leading
-coordinates are absorbed one axis at a time into the key by the rounds, on the broadcast
-prefix. Two elements then get independent values whenever their prefix or column terms
-are independent. No shape is computed by Range and Reshape, so runtimes that reason
-about symbolic dims (tract, shape inference) see the result has the shape of its input.
-Coordinates must be below 2^23; the table terms repeat every 65,536 along an axis.
+at the coordinate plus a shift drawn from the key: a few small nodes per value instead
+of hashing every coordinate (about 40 nodes on the rows and columns, a third of the cost
+of a 64 x 256 mask). For rank 3 and above the leading coordinates are absorbed one axis
+at a time into the key by the rounds, on the broadcast prefix. Two elements then get
+independent values whenever their prefix or column terms are independent. No shape is
+computed by Range and Reshape, so runtimes that reason about symbolic dims (tract, shape
+inference) see the result has the shape of its input. Coordinates must be below 2^23;
+the table terms repeat every 65,536 along an axis.
 """
 
 from __future__ import annotations
@@ -74,10 +74,8 @@ class HashRandom:
         a distinct stream per `salt`; each element's value depends only on its
         coordinates and the key."""
         # the salt is a constant: added to the key, it is mixed by the round that follows
-        x, y = (
-            b.op("Mod", [b.op("Add", [half, _c(b, (k * (salt + 1)) % m)]), _c(b, m)])
-            for half, k, m in zip(self._key, _SALT, (P, Q), strict=True)
-        )
+        salt_x, salt_y = (_c(b, k * (salt + 1) % m) for k, m in zip(_SALT, (P, Q), strict=True))
+        x, y = _add(b, self._key, (salt_x, salt_y))
         mixed_x, mixed_y = _rounds(b, (x, y), 1)
         shape = b.op("Shape", [like])
         col = _coords(b, shape, rank - 1)
@@ -154,9 +152,14 @@ def _rounds(b: GraphBuilder, state: State, count: int = ROUNDS) -> State:
     return x, y
 
 
-def _absorb(b: GraphBuilder, value: State, state: State) -> State:
-    """Mix a split value into the state: ((x + v0) mod p, (y + v1) mod q), then the rounds
-    (which need reduced halves to keep their products below 2^24)."""
+def _add(b: GraphBuilder, state: State, value: State) -> State:
+    """((x + v0) mod p, (y + v1) mod q): the halves reduced, as the rounds need them to
+    keep their products below 2^24."""
     x = b.op("Mod", [b.op("Add", [state[0], value[0]]), _c(b, P)])
     y = b.op("Mod", [b.op("Add", [state[1], value[1]]), _c(b, Q)])
-    return _rounds(b, (x, y))
+    return x, y
+
+
+def _absorb(b: GraphBuilder, value: State, state: State) -> State:
+    """Mix a split value into the state: `_add`, then the rounds."""
+    return _rounds(b, _add(b, state, value))
