@@ -517,8 +517,19 @@ def mounted(tmp_path: Path) -> Any:
 def test_training_onto_a_full_disk_stops_with_a_message_and_leaves_no_temporary_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], mounted: Any
 ) -> None:
+    """The disk is filled by measurement, not by a guessed size: a first run on an empty
+    file system shows how many blocks a whole run takes, and a second file system is
+    filled until only half of that is free, so the run overflows part way through."""
     spec = write_run_spec(tmp_path, epochs=50)
-    disk = mounted("size=96k")
+    roomy = mounted("size=16m")
+    code, out, err = cli(capsys, "train", str(spec), "--out", str(roomy / "run"))
+    assert code == 0, out + err
+    block = os.statvfs(roomy).f_frsize
+    needed = sum(-(-p.stat().st_size // block) * block for p in roomy.rglob("*") if p.is_file())
+    disk = mounted("size=16m")
+    stats = os.statvfs(disk)
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * (stats.f_bavail * stats.f_frsize - needed // 2))
     code, out, err = cli(capsys, "train", str(spec), "--out", str(disk / "run"))
     assert code == 2 and "no space left on the device" in err, out + err
     assert [p for p in disk.rglob("*") if p.name.endswith(".tmp")] == []
