@@ -28,8 +28,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("resolve",),
     ("frontend",),  # text or file -> resolved Spec: parse, build, resolve
     ("check",),
-    ("lower",),
-    ("assemble",),
+    ("assemble",),  # lowering (assemble/lower.py), the three graphs, compiling a spec
     ("runtime",),
     # tune runs trials as `dnnspec train` processes (it needs the front end, not runtime);
     # tools are the formatter, inspect, export and plots

@@ -11,7 +11,7 @@ from dnnspec.check.shapes import TypedModel, check_spec, param_name
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.layers.base import LowerCtx, Mode
-from dnnspec.lower.model import lower_model
+from dnnspec.assemble.lower import lower_outputs
 
 
 class RecordingUniform:
@@ -36,7 +36,7 @@ def lower(typed: TypedModel, mode: Mode, rng: RecordingUniform | None = None) ->
         }
         for info in typed.layers
     }
-    out = lower_model(typed, LowerCtx(b, mode, typed.types, rng=rng), inputs, params)
+    out = lower_outputs(typed, LowerCtx(b, mode, typed.types, rng=rng), inputs, params)[""]
     b.add_output(b.rename(out, "y"), "float32", typed.output.dims)
     return b
 

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from dnnspec.assemble.fuse import fold_gemm_updates
+from dnnspec.assemble.lower import lower_outputs
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.data.datasets import DATASETS
@@ -25,7 +26,6 @@ from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType
-from dnnspec.lower.model import lower_outputs
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
