@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dnnspec"
 TIERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("files",),  # reading and writing user files: regular files, limits, atomic writes
-    ("registry", "schema", "npz"),
+    ("registry", "schema", "npz", "metadata"),  # metadata: the typed dnnspec.* keys of graphs
     ("ir",),
     ("graph",),  # the graph builder and RNG: what layers, training and autodiff emit into
     ("syntax",),
