@@ -116,13 +116,15 @@ class LayerCase:
     infer `output` (as `check` prints it) with `params` parameters, and a train step
     through it must match finite differences. Float inputs with a known last dim pass
     through a `dense` of that width first, so the gradient into the layer is checked too;
-    `sizes` are the run-time sizes of symbolic dims."""
+    `sizes` are the run-time sizes of symbolic dims. With `sequence`, the first input
+    then passes a `positional`, which makes it a sequence tensor [N, T, F]."""
 
     call: str
     inputs: tuple[str, ...]
     output: str
     params: int
     sizes: dict[str, int] = field(default_factory=lambda: {"N": 4})
+    sequence: bool = False
 
     @property
     def layer(self) -> str:
@@ -140,7 +142,8 @@ class LayerCase:
             lines.append(f"  input x{i}: {declared}")
             last = declared.rstrip("]").rsplit(",", 1)[-1].strip()
             if declared.startswith("float") and last.isdigit():
-                lines.append(f"  h{i} = x{i} -> dense({last})")
+                made = " -> positional(max_len = 16)" if self.sequence and i == 1 else ""
+                lines.append(f"  h{i} = x{i} -> dense({last}){made}")
                 tensors.append(f"h{i}")
             else:
                 tensors.append(f"x{i}")
@@ -191,6 +194,8 @@ LAYER_CASES: list[LayerCase] = [
     # shape
     LayerCase("flatten", ("float32[N, 2, 3]",), "f32[N, 6]", 0),
     LayerCase("reshape(shape = [3, -1])", ("float32[N, 6]",), "f32[N, 3, 2]", 0),
+    LayerCase("permute([2, 1])", ("float32[N, 3, 4]",), "f32[N, 4, 3]", 0),
+    LayerCase("transpose(axes = [3, 1, 2])", ("float32[N, 2, 3, 4]",), "f32[N, 4, 2, 3]", 0),
     # convolution and pooling (channels first)
     LayerCase("conv2d(3, 3, padding = same)", ("float32[N, 2, 5, 5]",), "f32[N, 3, 5, 5]", 57),
     LayerCase(
@@ -207,6 +212,16 @@ LAYER_CASES: list[LayerCase] = [
     LayerCase("global_avg_pool", ("float32[N, 3, 4, 4]",), "f32[N, 3]", 0),
     LayerCase("global_max_pool", ("float32[N, 3, 5]",), "f32[N, 3]", 0),
     LayerCase("upsample2d(2)", ("float32[N, 2, 2, 3]",), "f32[N, 2, 4, 6]", 0),
+    # on a sequence [N, T, F] the 1-D and global layers work over time, as Keras' do:
+    # conv1d's weight is torch's Conv1d(F, filters, kernel)
+    LayerCase("conv1d(2, 3)", ("float32[N, 6, 4]",), "f32[N, 4, 2]", 26, sequence=True),
+    LayerCase("max_pool1d(2)", ("float32[N, 6, 3]",), "f32[N, 3, 3]", 0, sequence=True),
+    LayerCase("avg_pool1d(3, stride = 1)", ("float32[N, 5, 2]",), "f32[N, 3, 2]", 0, sequence=True),
+    LayerCase(
+        "global_avg_pool", ("float32[N, T, 3]",), "f32[N, 3]", 0, {"N": 2, "T": 4}, sequence=True
+    ),
+    LayerCase("global_max_pool", ("float32[N, 5, 3]",), "f32[N, 3]", 0, sequence=True),
+    LayerCase("batchnorm", ("float32[N, 5, 3]",), "f32[N, 5, 3]", 6, sequence=True),
     # batch normalisation: scale and shift count, the running statistics do not
     LayerCase("batchnorm", ("float32[N, 3, 4, 4]",), "f32[N, 3, 4, 4]", 6),
     LayerCase("batchnorm(momentum = 0.3)", ("float32[N, 3, 6]",), "f32[N, 3, 6]", 6),
@@ -443,6 +458,86 @@ def test_reshape_solves_one_minus_one_and_checks_the_element_count() -> None:
         infer("reshape", f32("N", 12), shape=[-1, -1])
     with pytest.raises(ShapeError, match="known non-batch dimensions"):
         infer("reshape", f32("N", "T", 4), shape=[-1])
+
+
+def test_permute_reorders_the_non_batch_axes_with_one_transpose() -> None:
+    y, (x,), _, ops = run("permute", [f32("N", 2, 3, 4)], {"axes": [3, 1, 2]})
+    assert ops == ["Transpose"]
+    np.testing.assert_array_equal(y, x.transpose(0, 3, 1, 2))
+    assert run("permute", [f32("N", 2, 3)], {"axes": [1, 2]})[3] == []
+    with pytest.raises(ShapeError, match="list the batch axis") as caught:
+        infer("permute", f32("N", 2, 3), axes=[0, 2, 1])
+    assert caught.value.help == "list the other axes only: permute([2, 1])"
+    with pytest.raises(ShapeError, match=r"not an order of the non-batch axes \[1, 2\]"):
+        infer("permute", f32("N", 2, 3), axes=[1, 1])
+
+
+# sequences: the 1-D and global layers work over time --------------------------------------
+
+
+def seq(*dims: int | str) -> TensorType:
+    return TensorType("float32", dims, sequence=True)
+
+
+def test_conv1d_on_a_sequence_convolves_over_time_like_torch_conv1d() -> None:
+    # torch.nn.Conv1d(4, 2, 3) on x.transpose(1, 2), transposed back: [N, T - 2, 2]
+    out = infer("conv1d", seq("N", 6, 4), filters=2, kernel=3)
+    assert (out, out.sequence) == (f32("N", 4, 2), True)
+    assert [p.shape for p in params_of("conv1d", seq("N", 6, 4), filters=2, kernel=3)] == [
+        (2, 4, 3),
+        (2,),
+    ]
+    y, (x,), (w, bias), ops = run("conv1d", [seq("N", 6, 4)], {"filters": 2, "kernel": 3})
+    assert ops == ["Transpose", "Conv", "Transpose"]
+    windows = np.stack([x[:, t : t + 3, :] for t in range(4)], axis=1)  # [N, T', 3, F]
+    expected = np.einsum("ntkc,fck->ntf", windows, w) + bias
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_global_pools_on_a_sequence_reduce_the_positions_not_the_features() -> None:
+    assert infer("global_avg_pool", seq("N", 50, 64)) == f32("N", 64)
+    y, (x,), _, _ = run("global_avg_pool", [seq("N", 5, 3)])
+    np.testing.assert_allclose(y, x.mean(axis=1), rtol=1e-6)
+    y, (x,), _, _ = run("max_pool1d", [seq("N", 6, 3)], {"kernel": 2})
+    np.testing.assert_array_equal(y, x.reshape(len(x), 3, 2, 3).max(axis=2))
+
+
+def test_sequence_layers_mark_their_output_and_per_position_layers_keep_the_mark() -> None:
+    spec = load_spec_text(
+        "model m {\n  input ids: int64[N, 20]\n"
+        "  ids -> embedding(50, 8) -> dense(8) -> relu -> dropout(p = 0.1) -> layer_norm"
+        " -> permute([2, 1]) -> conv1d(4, 3)\n}\n",
+        "m.dnn",
+    )
+    typed = check_spec(spec)
+    marks = {info.node.layer: info.out.sequence for info in typed.layers}
+    assert marks == {
+        "embedding": True,
+        "dense": True,
+        "relu": True,
+        "dropout": True,
+        "layer_norm": True,
+        "permute": False,
+        "conv1d": False,
+    }
+    # channels first after permute: 8 channels, 20 positions
+    assert str(typed.layers[-1].out) == "f32[N, 4, 18]"
+
+
+def test_kim_text_cnn_has_torch_parameter_count() -> None:
+    spec = load_spec_text(
+        "model kim {\n  input ids: int64[N, 100]\n"
+        "  ids -> embedding(10000, 128) -> conv1d(100, 5) -> relu -> global_max_pool"
+        " -> dense(2)\n}\n",
+        "kim.dnn",
+    )
+    conv = check_spec(spec).layers[1]
+    assert (str(conv.out), conv.param_count) == ("f32[N, 96, 100]", 128 * 100 * 5 + 100)
+
+
+def test_shape_errors_on_a_sequence_show_the_view_read_over_time() -> None:
+    with pytest.raises(ShapeError, match=r"read over time, as f32\[N, 4, 2\]"):
+        infer("conv1d", seq("N", 2, 4), filters=2, kernel=3)
 
 
 # merges ------------------------------------------------------------------------------------

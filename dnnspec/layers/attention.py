@@ -28,6 +28,7 @@ from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.dropout import drop
+from dnnspec.layers.layout import as_sequence
 from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_float, arg_int
 
 MASKED = -1e9
@@ -116,7 +117,7 @@ def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
         )
     if len({a for a in ("lengths", "tokens") if a in named}) > 1:
         raise ShapeError("attention takes either lengths or tokens as its padding mask, not both")
-    return x
+    return as_sequence(x)
 
 
 def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:

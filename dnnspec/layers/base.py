@@ -21,10 +21,15 @@ Mode = Literal["train", "eval"]
 
 @dataclass(frozen=True)
 class TensorType:
-    """Static type of a value: dtype and symbolic (str) or literal (int) dims."""
+    """Static type of a value: dtype and symbolic (str) or literal (int) dims.
+
+    `sequence`: the value is [N, T, features] as sequence layers make it (time on axis 1,
+    features last), so conv1d, the 1-D and global pools and batchnorm read it over time
+    (`layers/layout.py`). Equality compares dtype and dims only."""
 
     dtype: str
     dims: tuple[Dim, ...]
+    sequence: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         short = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool"}

@@ -1,7 +1,8 @@
 """Convolution and pooling over channels-first tensors: `conv1d`, `conv2d`, `max_pool1d/2d`,
 `avg_pool1d/2d`, `global_avg_pool`, `global_max_pool` and `upsample2d`.
 
-Layout is ONNX's: `[N, C, L]` for 1-D and `[N, C, H, W]` for 2-D. Every windowed layer
+Layout is ONNX's: `[N, C, L]` for 1-D and `[N, C, H, W]` for 2-D; the 1-D and global
+layers read a sequence tensor `[N, T, F]` over time (`layout.over_time`). Every windowed layer
 reads its geometry from one helper, `window`, so the output size, the padding written into
 the ONNX node and the shape errors are the same for convolutions and pools (as Keras 3's
 `compute_conv_output_shape` serves all of its conv and pool layers). The weight of a
@@ -28,6 +29,7 @@ from dnnspec.layers.base import (
     TensorType,
 )
 from dnnspec.layers.common import require_float, shape_text
+from dnnspec.layers.layout import over_time
 from dnnspec.schema import ArgSpec, Signature, arg_int
 
 INITS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "normal_002", "orthogonal")
@@ -286,9 +288,15 @@ def conv_signature() -> Signature:
     )
 
 
+def _add(name: str, spatial: int, definition: LayerDef) -> None:
+    """Register a channels-first layer; a 1-D one reads sequence tensors over time."""
+    LAYERS.add(name, over_time(definition) if spatial == 1 else definition)
+
+
 for _spatial in (1, 2):
-    LAYERS.add(
+    _add(
         f"conv{_spatial}d",
+        _spatial,
         LayerDef(
             signature=conv_signature(),
             infer=conv_infer(_spatial),
@@ -351,8 +359,9 @@ def pool_signature() -> Signature:
 
 for _kind, _what in (("max", "maximum"), ("avg", "mean")):
     for _spatial in (1, 2):
-        LAYERS.add(
+        _add(
             f"{_kind}_pool{_spatial}d",
+            _spatial,
             LayerDef(
                 signature=pool_signature(),
                 infer=pool_infer(_kind, _spatial),
@@ -397,8 +406,9 @@ def global_lower(kind: str) -> LowerFn:
 
 
 for _kind, _what in (("avg", "mean"), ("max", "maximum")):
-    LAYERS.add(
+    _add(
         f"global_{_kind}_pool",
+        1,
         LayerDef(
             signature=Signature(),
             infer=global_infer(_kind),

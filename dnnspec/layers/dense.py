@@ -30,7 +30,7 @@ def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
     x = require_float(inputs[0], "dense")
     require_rank(x, "dense", 2)
     _in_features(x)
-    return TensorType(x.dtype, (*x.dims[:-1], args["units"]))
+    return TensorType(x.dtype, (*x.dims[:-1], args["units"]), x.sequence)
 
 
 def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:

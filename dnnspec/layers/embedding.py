@@ -27,7 +27,8 @@ def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
         raise ShapeError(f"embedding needs int64 token ids, got {x}")
     if len(x.dims) < 1:
         raise ShapeError(f"embedding needs ids with a batch axis, got {x}")
-    return TensorType("float32", (*x.dims, args["dim"]))
+    # ids [N, T] embed to a sequence [N, T, dim]
+    return TensorType("float32", (*x.dims, args["dim"]), sequence=len(x.dims) == 2)
 
 
 def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:

@@ -52,7 +52,7 @@ def _elementwise(verb: str, op: str, doc: str) -> LayerDef:
             if dim is None:
                 raise ShapeError(f"cannot {verb} {operands_text(inputs)}")
             dims.append(dim)
-        return TensorType(dtype, tuple(dims))
+        return TensorType(dtype, tuple(dims), any(t.sequence for t in inputs))
 
     def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
         out = inputs[0]
@@ -87,7 +87,8 @@ def infer_concat(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorTy
         if all(isinstance(d, int) for d in parts)
         else "+".join(str(d) for d in parts)
     )
-    return TensorType(dtype, (*first.dims[:axis], size, *first.dims[axis + 1 :]))
+    dims = (*first.dims[:axis], size, *first.dims[axis + 1 :])
+    return TensorType(dtype, dims, any(t.sequence for t in inputs))
 
 
 def lower_concat(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:

@@ -1,8 +1,9 @@
 """Batch normalisation: `batchnorm(momentum = 0.1, eps = 1e-5)` over the channel axis.
 
 The channel axis is 1 for channels-first tensors (`[N, C, L]`, `[N, C, H, W]`) and the
-last axis for `[N, F]`, as PyTorch's BatchNorm1d/2d. While training, each batch is
-normalised by its own mean and (biased) variance, written in primitive ops so the
+last axis for `[N, F]`, as PyTorch's BatchNorm1d/2d; of a sequence tensor `[N, T, F]`, the
+features (over time, as Keras' BatchNormalization; `layout.over_time`). While training,
+each batch is normalised by its own mean and (biased) variance, written in primitive ops so the
 autodiff engine differentiates it with the rules it has; the running mean and variance
 move towards the batch's by `momentum` (PyTorch's convention: new = (1 - m) old + m
 batch, with the unbiased variance), and are the layer's non-trained state. Evaluation
@@ -17,6 +18,7 @@ from typing import Any
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.common import require_float
+from dnnspec.layers.layout import over_time
 from dnnspec.schema import ArgSpec, Signature, arg_float
 
 
@@ -106,26 +108,28 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
 
 LAYERS.add(
     "batchnorm",
-    LayerDef(
-        signature=Signature(
-            args=(
-                ArgSpec(
-                    name="momentum",
-                    type="float",
-                    default=0.1,
-                    min=0.0,
-                    max=1.0,
-                    doc="weight of each batch in the running statistics (PyTorch's convention)",
-                ),
-                ArgSpec(name="eps", type="float", default=1e-5, min=0.0, min_exclusive=True),
-            )
+    over_time(
+        LayerDef(
+            signature=Signature(
+                args=(
+                    ArgSpec(
+                        name="momentum",
+                        type="float",
+                        default=0.1,
+                        min=0.0,
+                        max=1.0,
+                        doc="weight of each batch in the running statistics (PyTorch's convention)",
+                    ),
+                    ArgSpec(name="eps", type="float", default=1e-5, min=0.0, min_exclusive=True),
+                )
+            ),
+            infer=infer,
+            lower=lower,
+            params=params,
+            state=state,
+            flops=flops,
+            doc="normalise each channel (axis 1; the last axis of [N, F]) by batch statistics "
+            "while training and running statistics in eval; scale and shift per channel",
         ),
-        infer=infer,
-        lower=lower,
-        params=params,
-        state=state,
-        flops=flops,
-        doc="normalise each channel (axis 1; the last axis of [N, F]) by batch statistics "
-        "while training and running statistics in eval; scale and shift per channel",
     ),
 )

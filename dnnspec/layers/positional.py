@@ -17,6 +17,7 @@ import numpy as np
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
 from dnnspec.layers.common import per_sample, require_float
+from dnnspec.layers.layout import as_sequence
 from dnnspec.schema import ArgSpec, Signature, arg_int
 
 
@@ -54,7 +55,7 @@ def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
             f"positional(max_len = {args['max_len']}) cannot encode {length} positions of {x}",
             help=f"raise max_len to at least {length}",
         )
-    return x
+    return as_sequence(x)
 
 
 def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:

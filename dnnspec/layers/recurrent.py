@@ -165,7 +165,7 @@ def _infer(kind: str) -> Callable[[Sequence[TensorType], dict[str, Any]], Tensor
             )
         width = args["units"] * len(_directions(args))
         if args["return_sequences"]:
-            return TensorType(x.dtype, (x.dims[0], x.dims[1], width))
+            return TensorType(x.dtype, (x.dims[0], x.dims[1], width), sequence=True)
         return TensorType(x.dtype, (x.dims[0], width))
 
     return infer
