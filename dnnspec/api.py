@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from dnnspec.assemble.compile import Compiled, compile_spec
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
@@ -37,21 +38,17 @@ from dnnspec.runtime.columns import pick_columns, read_prediction_csv, transform
 from dnnspec.runtime.data import fits_shape, from_text
 from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
+from dnnspec.runtime.prepare import load_parts, prepare, program_from_data, read_like_data
 from dnnspec.runtime.run import (
-    Compiled,
     Interrupted,
     Reporter,
     RunResult,
-    compile_spec,
     export_model,
-    load_parts,
     new_run_dir,
-    prepare,
-    read_like_data,
     run_training,
     write_graphs,
 )
-from dnnspec.runtime.session import Device
+from dnnspec.runtime.backend import Device
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.export import Exported
 from dnnspec.tools.export import export as _export
@@ -138,13 +135,13 @@ def input_columns(source: str | Path | Spec, /, **overrides: Any) -> dict[str, A
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb
     """Check a spec and assemble its train-step and eval-step graphs; the data is read only
     when the graphs depend on it (see `compile_details`)."""
-    return compile_spec(_spec(source, overrides)).program
+    return compile_spec(_spec(source, overrides), program_from_data).program
 
 
 def compile_details(source: str | Path | Spec, /, **overrides: Any) -> Compiled:
     """`compile`, saying whether and why the data was read (fitted preprocessing, a
     schedule counted in epochs) and what only the data would have told (class names)."""
-    return compile_spec(_spec(source, overrides))
+    return compile_spec(_spec(source, overrides), program_from_data)
 
 
 def export(

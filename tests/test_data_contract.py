@@ -16,7 +16,7 @@ from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.data import conform
-from dnnspec.runtime.run import prepare
+from dnnspec.runtime.prepare import prepare
 
 SPEC = """model m {{
   input x: float{bits}[N, 2]

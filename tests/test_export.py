@@ -26,7 +26,7 @@ from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.ir import Spec
 from dnnspec.runtime.model_file import read_model
-from dnnspec.runtime.run import prepare
+from dnnspec.runtime.prepare import prepare
 from dnnspec.tools import export as export_module
 from dnnspec.tools.export import HALF_TOLERANCE, difference
 from dnnspec.tools.opset import MIN_OPSET, OpsetError, convert, newest_opset

@@ -148,7 +148,7 @@ def test_an_npz_member_declaring_more_than_it_holds_is_refused(tmp_path: Path) -
     spec = tmp_path / "m.dnn"
     spec.write_text(FILE_SPEC.format(path=path))
     with pytest.raises(DiagnosticError, match="over the limit"):
-        from dnnspec.runtime.run import prepare
+        from dnnspec.runtime.prepare import prepare
 
         prepare(load_spec(spec))
 

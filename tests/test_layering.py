@@ -135,3 +135,14 @@ def test_an_upward_import_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert _violations(cli) == [
         "dnnspec/cli.py:1 imports dnnspec.runtime.run: the CLI goes through dnnspec.api"
     ]
+
+
+def test_only_the_api_drives_a_training_run() -> None:
+    """Compiling, exporting and inspecting reach the graphs through the compile stage and
+    data preparation, not through the module that owns the run directory and epoch loop."""
+    importers = sorted(
+        _module_name(path)
+        for path in FILES
+        if any(target == "dnnspec.runtime.run" for _, target in _imports(path))
+    )
+    assert importers == ["dnnspec.api"]

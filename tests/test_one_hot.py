@@ -21,7 +21,7 @@ from onnx.reference import ReferenceEvaluator
 from dnnspec import api
 from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError
-from dnnspec.runtime.run import prepare
+from dnnspec.runtime.prepare import prepare
 from dnnspec.training.preprocess import OneHot, Preprocessing
 
 sys.path.insert(0, str(ROOT / "tools"))

@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 from dnnspec import api
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec_text
-from dnnspec.runtime.run import prepare
+from dnnspec.runtime.prepare import prepare
 from dnnspec.training.preprocess import PREPROCESS
 
 REFERENCES: dict[str, Callable[[np.ndarray], np.ndarray]] = {

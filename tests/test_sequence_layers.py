@@ -19,7 +19,7 @@ from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ShapeError, TensorType
-from dnnspec.runtime.run import prepare
+from dnnspec.runtime.prepare import prepare
 
 
 def i64(*dims: int | str) -> TensorType:

@@ -13,7 +13,8 @@ import pytest
 from dnnspec.data.datasets import Dataset, split_indices
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec_text
-from dnnspec.runtime.run import prepare, run_training
+from dnnspec.runtime.prepare import prepare
+from dnnspec.runtime.run import run_training
 
 SPEC = """model m {{
   input x: float32[N, 2]

@@ -20,7 +20,8 @@ from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.run import Prepared, prepare, run_training
+from dnnspec.runtime.prepare import Prepared, prepare
+from dnnspec.runtime.run import run_training
 from dnnspec.runtime.session import cuda_available
 from dnnspec.runtime.trainer import Trainer, epoch_order
 

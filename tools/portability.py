@@ -224,7 +224,7 @@ def write_case(path: Path, steps: int, where: Path) -> None:
     spec's own training data per step and the carried names, under `where`."""
     from dnnspec.assemble.steps import SEED, STEP, build_inference, next_name
     from dnnspec.frontend import load_spec
-    from dnnspec.runtime.run import prepare
+    from dnnspec.runtime.prepare import prepare
     from dnnspec.runtime.trainer import initial_values
 
     prepared = prepare(load_spec(path))

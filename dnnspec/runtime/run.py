@@ -1,4 +1,6 @@
-"""One training run from a resolved spec: data, graphs, loop, early stop, outputs.
+"""One training run from a prepared spec (`runtime/prepare.py`): the run directory (its
+claim and lock, graphs, checkpoints, metrics, confusion CSVs) and the epoch loop with
+early stopping.
 
 The run directory receives model.onnx, train_step.onnx, eval_step.onnx,
 spec.lock.json, metrics.jsonl and checkpoint/last.npz. Progress is reported through a
@@ -8,24 +10,20 @@ spec.lock.json, metrics.jsonl and checkpoint/last.npz. Progress is reported thro
 from __future__ import annotations
 
 import csv
-import functools
-import hashlib
 import io
 import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import numpy as np
 import onnx
 
-from dnnspec.assemble.steps import Program, build_inference, build_train_step
-from dnnspec.check.shapes import TypedModel, check_spec
-from dnnspec.data.datasets import DATASETS, Dataset, split_indices
-from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, error
+from dnnspec.assemble.steps import Program, build_inference
+from dnnspec.errors import Diagnostic, DiagnosticError, error
 from dnnspec.files import (
     DirectoryLock,
     finite_json,
@@ -36,26 +34,15 @@ from dnnspec.files import (
     write_bytes,
 )
 from dnnspec.files import write_text as write_file_text
-from dnnspec.ir import Call, Spec, TrainSpec
+from dnnspec.ir import Spec, TrainSpec
 from dnnspec.resolve import pin_paths, write_lock
 from dnnspec.runtime import checkpoint, interrupts
 from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.columns import check_width, encoded_columns, expects, fit_preprocess, transform
-from dnnspec.runtime.data import conform, conform_outputs
-from dnnspec.runtime.session import Device
+from dnnspec.runtime.prepare import Prepared, prepare
+from dnnspec.runtime.backend import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
-from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.early_stop import EarlyStop, higher_is_better
-from dnnspec.training.losses import LOSSES
-from dnnspec.training.preprocess import Preprocessing
-from dnnspec.training.schedules import (
-    LR_FACTOR,
-    SCHEDULES,
-    NeedsSamples,
-    Plateau,
-    Timing,
-    UnknownTiming,
-)
+from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau
 
 
 class Reporter(Protocol):
@@ -77,34 +64,6 @@ class Silent:
 
 
 @dataclass
-class Prepared:
-    """A spec made ready to train: typed model, split data and the assembled graphs."""
-
-    spec: Spec
-    train: TrainSpec
-    typed: TypedModel
-    train_data: Dataset
-    val_data: Dataset
-    program: Program
-    train_index: np.ndarray
-    """Which samples of the loaded data train and which validate (split.npz in a run)."""
-    val_index: np.ndarray
-    test_data: Dataset | None = None
-    """Evaluated once at the end with model.onnx's weights, never for early stopping."""
-
-    @functools.cached_property
-    def data_sha256(self) -> str:
-        """A digest of the data as trained on: a resumed run must see the same samples."""
-        h = hashlib.sha256()
-        parts = (self.train_data, self.val_data)
-        arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values())]
-        for array in arrays:
-            h.update(f"{array.dtype.str}{array.shape}".encode())
-            h.update(np.ascontiguousarray(array).tobytes())
-        return h.hexdigest()
-
-
-@dataclass
 class RunResult:
     """What a finished run reports: final and best metrics, and where things were written."""
 
@@ -117,277 +76,6 @@ class RunResult:
     seconds: float
     cpu_seconds: float = 0.0
     paths: dict[str, Path] = field(default_factory=dict)
-
-
-@dataclass
-class Parts:
-    """A spec's data as the graphs read it: split, with the preprocessing fitted on the
-    training part and applied to every part."""
-
-    data: Dataset
-    """All the samples as loaded and checked, before the split and preprocessing."""
-    classes: int | None
-    train_data: Dataset
-    val_data: Dataset
-    test_data: Dataset | None
-    kept: np.ndarray
-    held: np.ndarray
-    steps: Preprocessing | None
-    expected: dict[str, Any] | None
-    """`dnnspec.expects` for model.onnx (see runtime/columns.py)."""
-
-
-def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
-    """Load, check and split the data, and fit the preprocessing on the training part."""
-    data, classes = load_data(train, typed, train.data)
-    args = train.data.args
-    validation = arg_float(args, "validation") if "validation" in args else 0.0
-    first = LOSSES.get(train.trained()[0].loss.name)
-    split_seed, stratify = train.seed, first.target == "class"
-    if train.split is not None:
-        chosen = arg_int(train.split.args, "seed")
-        split_seed = train.seed if chosen < 0 else chosen
-        stratify = stratify and bool(train.split.args["stratify"])
-    rest = np.arange(len(data))
-    test_data = None
-    if isinstance(train.test, float):  # held out first, so validation never sees it
-        rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
-        test_data = data.take(test_index)
-    elif isinstance(train.test, str):
-        test_data = read_like_data(
-            train, train.test, typed, first.target, data.labels, named_labels=data.target_labels
-        )
-    part = data.take(rest)
-    kept, held = split_indices(part, validation, split_seed, stratify)
-    kept, held = rest[kept], rest[held]
-    train_data, val_data = data.take(kept), data.take(held)
-    if len(train_data) == 0:
-        raise error("no training samples left after the validation split", train.data.span)
-    steps = fit_preprocess(train, typed, train_data)
-    if steps is not None and steps.one_hot:
-        check_width(steps, typed, len(train_data), train.data.span)
-        if test_data is not None and test_data.x.shape[1] != steps.width:
-            raise error(
-                f"the test data has {test_data.x.shape[1]} feature columns, the training "
-                f"data {steps.width}",
-                train.span,
-            )
-    expected = expects(typed, train_data, steps, list(data.labels) if data.labels else None)
-    if steps is not None:
-        train_data, val_data = transform(train_data, steps), transform(val_data, steps)
-        test_data = None if test_data is None else transform(test_data, steps)
-    return Parts(data, classes, train_data, val_data, test_data, kept, held, steps, expected)
-
-
-def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
-    """Check the spec, load and validate its data, and assemble its graphs."""
-    if spec.train is None:
-        raise error(
-            f"spec '{spec.source}' has no train section",
-            spec.model.span,
-            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
-        )
-    if epochs is not None and epochs < 1:
-        raise error(f"--epochs must be at least 1, got {epochs}")
-    train = spec.train if epochs is None else spec.train.model_copy(update={"epochs": epochs})
-    typed = check_spec(spec)
-    parts = load_parts(train, typed)
-    data, classes, steps, expected = parts.data, parts.classes, parts.steps, parts.expected
-    train_data, val_data, test_data = parts.train_data, parts.val_data, parts.test_data
-    steps_per_epoch = math.ceil(len(train_data) / train.batch)
-    timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
-    program = build_train_step(typed, train, classes, timing)
-    program.preprocess = steps
-    if steps is not None:
-        program.metadata["dnnspec.preprocess"] = json.dumps(steps.to_json())
-        if steps.one_hot:  # model.onnx takes the raw columns, narrower than the network's
-            inputs = json.loads(program.metadata["dnnspec.inputs"])
-            inputs[0]["shape"] = [inputs[0]["shape"][0], steps.width]
-            program.metadata["dnnspec.inputs"] = json.dumps(inputs)
-    if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
-        program.metadata["dnnspec.class_labels"] = json.dumps(list(data.labels))
-    if data.target_labels:  # class names of named outputs given as words
-        outputs = json.loads(program.metadata["dnnspec.outputs"])
-        for entry in outputs:
-            if entry["name"] in data.target_labels:
-                entry["class_labels"] = list(data.target_labels[entry["name"]])
-        program.metadata["dnnspec.outputs"] = json.dumps(outputs)
-    if data.vocab:
-        # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
-        # a model predicting the next token labels its classes with the same text
-        program.metadata["dnnspec.vocab"] = json.dumps(list(data.vocab))
-        program.metadata["dnnspec.context"] = str(data.x.shape[1])
-        if classes == len(data.vocab):
-            program.metadata["dnnspec.class_labels"] = json.dumps(list(data.vocab))
-    if expected is not None:
-        if expected["classes"] is None and "dnnspec.class_labels" in program.metadata:
-            expected["classes"] = json.loads(program.metadata["dnnspec.class_labels"])
-        program.metadata["dnnspec.expects"] = json.dumps(expected)
-    return Prepared(
-        spec, train, typed, train_data, val_data, program, parts.kept, parts.held, test_data
-    )
-
-
-def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Dataset, int | None]:
-    """The data `source` names, checked for the model: with the class count of a model's
-    one output, or for named outputs one target each (`Dataset.targets`)."""
-    dataset = DATASETS.get(source.name)
-    if not train.heads:
-        assert train.loss is not None
-        target = LOSSES.get(train.loss.name).target
-        loaded = dataset.load(source.args, train.seed, source.span)
-        encoded = encoded_columns(train, loaded)
-        # with one_hot the declared input is the encoded width, checked once it is fitted
-        return conform(loaded, typed, target, source, input_shape=not encoded)
-    names = tuple(h.output for h in train.heads)
-    if dataset.targets is None:
-        raise error(
-            f"dataset '{source.name}' has one target, but the model's outputs "
-            f"{', '.join(names)} need one each",
-            source.span,
-            help="train on a file with an .npz array or a CSV column named after each "
-            "output, or on digits (targets digit and ink)",
-        )
-    loaded = dataset.targets(source.args, names, train.seed, source.span)
-    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
-    encoded = encoded_columns(train, loaded)
-    data, _ = conform_outputs(loaded, typed, kinds, source, input_shape=not encoded)
-    return data, None
-
-
-@dataclass
-class Compiled:
-    """A spec's program assembled for `compile`/`export`: from its declarations alone
-    where they suffice. `read_data` says why the data had to be read (None: it was not);
-    `from_data` lists what only the data tells and the program therefore lacks."""
-
-    program: Program
-    read_data: str | None
-    from_data: list[str] = field(default_factory=list)
-
-
-def compile_spec(spec: Spec) -> Compiled:
-    """The graphs of `spec` without loading its data when the spec declares every shape
-    (the model's inputs and output fix them, and the number of classes is the output's
-    width). The data is read only when the graphs depend on it: fitted preprocessing
-    (its shift and scale are constants of model.onnx) or a schedule measured in epochs or
-    spanning the run (its step counts are constants of the train step)."""
-    if spec.train is None:
-        raise error(
-            f"spec '{spec.source}' has no train section",
-            spec.model.span,
-            help="add a `train { data ... loss ... optimizer ... batch ... epochs ... }`",
-        )
-    train = spec.train
-    typed = check_spec(spec)
-    loss = LOSSES.get(train.trained()[0].loss.name)  # named outputs count their own classes
-    classes = int(typed.output.dims[-1]) if loss.target == "class" and not train.heads else None
-    reason = None
-    if train.preprocess:
-        reason = f"its preprocessing ({train.preprocess[0].name}) is fitted on the training data"
-    else:
-        try:
-            program = build_train_step(typed, train, classes, UnknownTiming(0, 0))
-        except NeedsSamples:
-            reason = (
-                f"the schedule `{train.schedule.name}` is measured in epochs or over the "
-                "whole run, so its step counts depend on the number of training samples"
-            )
-    if reason is not None:
-        try:
-            prep = prepare(spec)
-        except DiagnosticError as exc:
-            why = Note(message=f"the data is read because {reason}", span=train.data.span)
-            first = exc.diagnostics[0]
-            raise DiagnosticError(
-                [first.model_copy(update={"notes": (*first.notes, why)}), *exc.diagnostics[1:]],
-                exc.sources,
-            ) from None
-        return Compiled(prep.program, reason)
-    from_data = []
-    if classes is not None:
-        from_data.append(
-            "class names (model.onnx names the classes 0.."
-            f"{classes - 1}; `dnnspec train` records the data's names)"
-        )
-    if any(n.layer == "embedding" for n in spec.model.nodes):
-        from_data.append("the vocabulary of text data (recorded by `dnnspec train`)")
-    return Compiled(program, None, from_data)
-
-
-def read_like_data(
-    train: TrainSpec,
-    path: str,
-    typed: TypedModel,
-    target: str,
-    labels: tuple[str, ...] | None,
-    span: Span | None = None,
-    what: str = "test file",
-    named_labels: dict[str, tuple[str, ...]] | None = None,
-) -> Dataset:
-    """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
-    (same columns), class names mapped to the training data's ids (`labels`; for named
-    outputs `named_labels`, by output); errors at `span` (by default the train section)."""
-    definition = DATASETS.get("file")
-    span = span or train.span
-    given: list[tuple[str, Any, Span]] = [("path", path, span)]
-    if train.data.name == "file":
-        given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
-    args = definition.signature.bind("file", [], given, span)
-    source = Call(name="file", args=args, span=span)
-    if train.heads:
-        return _read_like_outputs(train, typed, source, named_labels or {}, what)
-    loaded = definition.load(args, train.seed, span)
-    if labels is not None and loaded.labels is not None:
-        ids = _map_labels(loaded.labels, labels, loaded.y, source, what)
-        loaded = replace(loaded, y=ids, labels=labels)
-    encoded = encoded_columns(train, loaded)
-    test, _ = conform(loaded, typed, target, source, input_shape=not encoded)
-    return test
-
-
-def _read_like_outputs(
-    train: TrainSpec,
-    typed: TypedModel,
-    source: Call,
-    named_labels: dict[str, tuple[str, ...]],
-    what: str,
-) -> Dataset:
-    """`read_like_data` for a model with named outputs: each output's class names mapped
-    to the training data's ids (`named_labels`)."""
-    names = tuple(h.output for h in train.heads)
-    definition = DATASETS.get("file")
-    assert definition.targets is not None
-    raw = definition.targets(source.args, names, train.seed, source.span)
-    targets = dict(raw.targets)
-    words = dict(raw.target_labels)
-    for name, own in raw.target_labels.items():
-        known = named_labels.get(name)
-        if known is not None:
-            targets[name] = _map_labels(own, known, targets[name], source, what)
-            words[name] = known
-    raw = replace(raw, y=targets[names[0]], targets=targets, target_labels=words)
-    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
-    encoded = encoded_columns(train, raw)
-    held, _ = conform_outputs(raw, typed, kinds, source, input_shape=not encoded)
-    return held
-
-
-def _map_labels(
-    words: tuple[str, ...], known: tuple[str, ...], ids: np.ndarray, source: Call, what: str
-) -> np.ndarray:
-    """Class ids of held-out data (`ids` index its own sorted `words`) as the training
-    data's ids (`known`, its class names)."""
-    unknown = sorted(set(words) - set(known))
-    if unknown:
-        raise error(
-            f"{what} '{source.args['path']}' has class labels the training data lacks: "
-            f"{', '.join(unknown[:5])}",
-            source.span,
-        )
-    mapping = np.array([known.index(name) for name in words], np.int64)
-    mapped: np.ndarray = mapping[ids]
-    return mapped
 
 
 def _finite(params: dict[str, np.ndarray]) -> bool:

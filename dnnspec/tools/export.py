@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from dnnspec.assemble.compile import compile_spec
 from dnnspec.assemble.steps import (
     INTERFACE,
     SEED,
@@ -39,7 +40,7 @@ from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.model_file import MAX_MODEL_BYTES, read_model
-from dnnspec.runtime.run import compile_spec
+from dnnspec.runtime.prepare import program_from_data
 from dnnspec.runtime.session import make_session
 from dnnspec.runtime.trainer import initial_values
 from dnnspec.tools.half import FLOAT16_MAX, HalfError, to_float16
@@ -118,7 +119,7 @@ def _version() -> str:
 
 def _from_spec(path: Path) -> _Source:
     spec = load_spec(path, {})
-    compiled = compile_spec(spec)
+    compiled = compile_spec(spec, program_from_data)
     program = compiled.program
     params = initial_values(program, program.train.seed, params_only=True)
     model = build_inference(
@@ -471,7 +472,7 @@ def _train_state(source: _Source, step_model: onnx.ModelProto) -> tuple[dict[str
                 help="the run directory was written by another version; train it again",
             )
         return {name: arrays[name] for name in carried}, int(header["step"])
-    program = source.program or compile_spec(source.spec).program
+    program = source.program or compile_spec(source.spec, program_from_data).program
     values = initial_values(program, program.train.seed)
     return {name: values[name] for name in carried}, 0
 

@@ -26,7 +26,7 @@ from dnnspec.autodiff.engine import GRAD_SCOPE
 from dnnspec.errors import error
 from dnnspec.files import read_bytes
 from dnnspec.frontend import load_spec
-from dnnspec.runtime.run import prepare
+from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.trainer import initial_values
 
 MAX_MODEL_BYTES = 2 << 30

@@ -1,0 +1,286 @@
+"""Data preparation: a spec's data loaded, checked against the model, split, and its
+preprocessing fitted on the training part; then the graphs assembled for it.
+
+`prepare` is what training, evaluation and inspection start from; `program_from_data`
+is the `with_data` that compiling (`assemble/compile.py`) calls when the graphs depend on
+the data. What the data tells the deployable model (class names, vocabulary, fitted
+preprocessing, the columns it expects) is written into the program's metadata in one
+place, `record_data`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from dnnspec.assemble.compile import train_section
+from dnnspec.assemble.steps import Program, build_train_step
+from dnnspec.check.shapes import TypedModel, check_spec
+from dnnspec.data.datasets import DATASETS, Dataset, split_indices
+from dnnspec.errors import Span, error
+from dnnspec.ir import Call, Spec, TrainSpec
+from dnnspec.metadata import Expects, PreprocessStep
+from dnnspec.runtime.columns import check_width, encoded_columns, expects, fit_preprocess, transform
+from dnnspec.runtime.data import conform, conform_outputs
+from dnnspec.schema import arg_float, arg_int
+from dnnspec.training.losses import LOSSES
+from dnnspec.training.preprocess import Preprocessing
+from dnnspec.training.schedules import Timing
+
+
+@dataclass
+class Prepared:
+    """A spec made ready to train: typed model, split data and the assembled graphs."""
+
+    spec: Spec
+    train: TrainSpec
+    typed: TypedModel
+    train_data: Dataset
+    val_data: Dataset
+    program: Program
+    train_index: np.ndarray
+    """Which samples of the loaded data train and which validate (split.npz in a run)."""
+    val_index: np.ndarray
+    test_data: Dataset | None = None
+    """Evaluated once at the end with model.onnx's weights, never for early stopping."""
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        """A digest of the data as trained on: a resumed run must see the same samples."""
+        h = hashlib.sha256()
+        parts = (self.train_data, self.val_data)
+        arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values())]
+        for array in arrays:
+            h.update(f"{array.dtype.str}{array.shape}".encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class Parts:
+    """A spec's data as the graphs read it: split, with the preprocessing fitted on the
+    training part and applied to every part."""
+
+    data: Dataset
+    """All the samples as loaded and checked, before the split and preprocessing."""
+    classes: int | None
+    train_data: Dataset
+    val_data: Dataset
+    test_data: Dataset | None
+    kept: np.ndarray
+    held: np.ndarray
+    preprocessing: Preprocessing | None
+    """The preprocessing fitted on the training part (already applied to every part)."""
+    expected: dict[str, Any] | None
+    """`dnnspec.expects` for model.onnx (see runtime/columns.py)."""
+
+
+def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
+    """Load, check and split the data, and fit the preprocessing on the training part."""
+    data, classes = load_data(train, typed, train.data)
+    args = train.data.args
+    validation = arg_float(args, "validation") if "validation" in args else 0.0
+    first = LOSSES.get(train.trained()[0].loss.name)
+    split_seed, stratify = train.seed, first.target == "class"
+    if train.split is not None:
+        chosen = arg_int(train.split.args, "seed")
+        split_seed = train.seed if chosen < 0 else chosen
+        stratify = stratify and bool(train.split.args["stratify"])
+    rest = np.arange(len(data))
+    test_data = None
+    if isinstance(train.test, float):  # held out first, so validation never sees it
+        rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
+        test_data = data.take(test_index)
+    elif isinstance(train.test, str):
+        test_data = read_like_data(
+            train, train.test, typed, first.target, data.labels, named_labels=data.target_labels
+        )
+    part = data.take(rest)
+    kept, held = split_indices(part, validation, split_seed, stratify)
+    kept, held = rest[kept], rest[held]
+    train_data, val_data = data.take(kept), data.take(held)
+    if len(train_data) == 0:
+        raise error("no training samples left after the validation split", train.data.span)
+    preprocessing = fit_preprocess(train, typed, train_data)
+    if preprocessing is not None and preprocessing.one_hot:
+        check_width(preprocessing, typed, len(train_data), train.data.span)
+        if test_data is not None and test_data.x.shape[1] != preprocessing.width:
+            raise error(
+                f"the test data has {test_data.x.shape[1]} feature columns, the training "
+                f"data {preprocessing.width}",
+                train.span,
+            )
+    expected = expects(typed, train_data, preprocessing, list(data.labels) if data.labels else None)
+    if preprocessing is not None:
+        train_data, val_data = (
+            transform(train_data, preprocessing),
+            transform(val_data, preprocessing),
+        )
+        test_data = None if test_data is None else transform(test_data, preprocessing)
+    return Parts(
+        data, classes, train_data, val_data, test_data, kept, held, preprocessing, expected
+    )
+
+
+def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
+    """Check the spec, load and validate its data, and assemble its graphs."""
+    train = train_section(spec)
+    if epochs is not None and epochs < 1:
+        raise error(f"--epochs must be at least 1, got {epochs}")
+    train = train if epochs is None else train.model_copy(update={"epochs": epochs})
+    typed = check_spec(spec)
+    parts = load_parts(train, typed)
+    steps_per_epoch = math.ceil(len(parts.train_data) / train.batch)
+    timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
+    program = build_train_step(typed, train, parts.classes, timing)
+    record_data(program, parts)
+    return Prepared(
+        spec,
+        train,
+        typed,
+        parts.train_data,
+        parts.val_data,
+        program,
+        parts.kept,
+        parts.held,
+        parts.test_data,
+    )
+
+
+def program_from_data(spec: Spec) -> Program:
+    """The graphs of `spec` assembled for its data: `compile_spec`'s `with_data`."""
+    return prepare(spec).program
+
+
+def record_data(program: Program, parts: Parts) -> None:
+    """What only the data tells, written into `program` for model.onnx: the fitted
+    preprocessing (model.onnx then reads the raw columns), class names, the vocabulary of
+    token data and the columns a prediction file must hold (`dnnspec.expects`)."""
+    data, preprocessing, expected = parts.data, parts.preprocessing, parts.expected
+    program.preprocess, meta = preprocessing, program.metadata
+    if preprocessing is not None:
+        meta.preprocess = [PreprocessStep.model_validate(s) for s in preprocessing.to_json()]
+        if preprocessing.one_hot and meta.inputs:  # model.onnx takes the raw columns
+            meta.inputs[0].shape = [meta.inputs[0].shape[0], preprocessing.width]
+    if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
+        meta.class_labels = list(data.labels)
+    for entry in meta.outputs or []:  # class names of named outputs given as words
+        if entry.name in data.target_labels:
+            entry.class_labels = list(data.target_labels[entry.name])
+    if data.vocab:
+        # token data: model.onnx says what each id means (`dnnspec generate` reads it), and
+        # a model predicting the next token labels its classes with the same text
+        meta.vocab, meta.context = list(data.vocab), data.x.shape[1]
+        if parts.classes == len(data.vocab):
+            meta.class_labels = list(data.vocab)
+    if expected is not None:
+        if expected["classes"] is None and meta.class_labels is not None:
+            expected["classes"] = list(meta.class_labels)
+        meta.expects = Expects.model_validate(expected)
+
+
+def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Dataset, int | None]:
+    """The data `source` names, checked for the model: with the class count of a model's
+    one output, or for named outputs one target each (`Dataset.targets`)."""
+    dataset = DATASETS.get(source.name)
+    if not train.heads:
+        assert train.loss is not None
+        target = LOSSES.get(train.loss.name).target
+        loaded = dataset.load(source.args, train.seed, source.span)
+        encoded = encoded_columns(train, loaded)
+        # with one_hot the declared input is the encoded width, checked once it is fitted
+        return conform(loaded, typed, target, source, input_shape=not encoded)
+    names = tuple(h.output for h in train.heads)
+    if dataset.targets is None:
+        raise error(
+            f"dataset '{source.name}' has one target, but the model's outputs "
+            f"{', '.join(names)} need one each",
+            source.span,
+            help="train on a file with an .npz array or a CSV column named after each "
+            "output, or on digits (targets digit and ink)",
+        )
+    loaded = dataset.targets(source.args, names, train.seed, source.span)
+    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+    encoded = encoded_columns(train, loaded)
+    data, _ = conform_outputs(loaded, typed, kinds, source, input_shape=not encoded)
+    return data, None
+
+
+def read_like_data(
+    train: TrainSpec,
+    path: str,
+    typed: TypedModel,
+    target: str,
+    labels: tuple[str, ...] | None,
+    span: Span | None = None,
+    what: str = "test file",
+    named_labels: dict[str, tuple[str, ...]] | None = None,
+) -> Dataset:
+    """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
+    (same columns), class names mapped to the training data's ids (`labels`; for named
+    outputs `named_labels`, by output); errors at `span` (by default the train section)."""
+    definition = DATASETS.get("file")
+    span = span or train.span
+    given: list[tuple[str, Any, Span]] = [("path", path, span)]
+    if train.data.name == "file":
+        given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
+    args = definition.signature.bind("file", [], given, span)
+    source = Call(name="file", args=args, span=span)
+    if train.heads:
+        return _read_like_outputs(train, typed, source, named_labels or {}, what)
+    loaded = definition.load(args, train.seed, span)
+    if labels is not None and loaded.labels is not None:
+        ids = _map_labels(loaded.labels, labels, loaded.y, source, what)
+        loaded = replace(loaded, y=ids, labels=labels)
+    encoded = encoded_columns(train, loaded)
+    test, _ = conform(loaded, typed, target, source, input_shape=not encoded)
+    return test
+
+
+def _read_like_outputs(
+    train: TrainSpec,
+    typed: TypedModel,
+    source: Call,
+    named_labels: dict[str, tuple[str, ...]],
+    what: str,
+) -> Dataset:
+    """`read_like_data` for a model with named outputs: each output's class names mapped
+    to the training data's ids (`named_labels`)."""
+    names = tuple(h.output for h in train.heads)
+    definition = DATASETS.get("file")
+    assert definition.targets is not None
+    raw = definition.targets(source.args, names, train.seed, source.span)
+    targets = dict(raw.targets)
+    words = dict(raw.target_labels)
+    for name, own in raw.target_labels.items():
+        known = named_labels.get(name)
+        if known is not None:
+            targets[name] = _map_labels(own, known, targets[name], source, what)
+            words[name] = known
+    raw = replace(raw, y=targets[names[0]], targets=targets, target_labels=words)
+    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+    encoded = encoded_columns(train, raw)
+    held, _ = conform_outputs(raw, typed, kinds, source, input_shape=not encoded)
+    return held
+
+
+def _map_labels(
+    words: tuple[str, ...], known: tuple[str, ...], ids: np.ndarray, source: Call, what: str
+) -> np.ndarray:
+    """Class ids of held-out data (`ids` index its own sorted `words`) as the training
+    data's ids (`known`, its class names)."""
+    unknown = sorted(set(words) - set(known))
+    if unknown:
+        raise error(
+            f"{what} '{source.args['path']}' has class labels the training data lacks: "
+            f"{', '.join(unknown[:5])}",
+            source.span,
+        )
+    mapping = np.array([known.index(name) for name in words], np.int64)
+    mapped: np.ndarray = mapping[ids]
+    return mapped
