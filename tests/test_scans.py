@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from dnnspec.graph.builder import GraphBuilder
+from dnnspec.graph.scans import portable_scans
 
 
 def _cumulative_scan() -> GraphBuilder:
@@ -31,7 +32,9 @@ def _cumulative_scan() -> GraphBuilder:
 
 
 def test_scan_bodies_read_no_outer_value_and_compute_the_same() -> None:
-    model = _cumulative_scan().model()
+    b = _cumulative_scan()
+    portable_scans(b)
+    model = b.model()
     (scan,) = (n for n in model.graph.node if n.op_type == "Scan")
     body = scan.attribute[0].g
     defined = {i.name for i in body.input} | {o for n in body.node for o in n.output}

@@ -12,24 +12,26 @@ state that is) and `step`, its batch comes from the Gathers, `seed` is read from
 outer scope. The outer graph's own names carry the `in/` and `out/` prefixes, which no
 spec name can take, so nothing in the body shadows them. Per-step loss and metric sums
 come out as scan outputs `out/loss` [K] (and each named output's `out/loss/<name>`) and
-`out/metric.<name>` [K, *statistics shape]. Integer arithmetic on `step` and `seed`
-alone (the dropout key) runs before the Loop on the call's vector of steps, `hoist/step`,
-and each iteration gathers its own values.
+`out/metric.<name>` [K, *statistics shape]. The body is the batch Gathers, the step's
+nodes and the step's increment; the loop computes the call's vector of steps,
+`hoist/step`, for the passes that then rewrite it (`assemble/passes.py::LOOP_PASSES`:
+the dropout key's integer arithmetic runs before the Loop on that vector).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import onnx
 from onnx import TensorProto, helper
 
+from dnnspec.assemble.hoist import STEPS
+from dnnspec.assemble.passes import LOOP_PASSES, LoopPass
 from dnnspec.assemble.steps import LOSS, SEED, STEP, next_name
 from dnnspec.graph.builder import IR_VERSION, OPSET
 
-IN, OUT, HOIST = "in/", "out/", "hoist/"
+IN, OUT = "in/", "out/"
 ORDER = IN + "order"
-STEPS = HOIST + STEP
 TRIPS = "loop/trips"
 ITER, COND, COND_OUT, STEP_NEXT = "loop/iter", "loop/cond", "loop/cond_out", "loop/step_next"
 
@@ -58,65 +60,11 @@ def _dims(value: onnx.ValueInfoProto) -> list[int]:
     return [d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
-_INTEGER_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Mod"})
-
-
-@dataclass(frozen=True)
-class _Hoisted:
-    outer: list[onnx.NodeProto]  # the nodes on the call's [K] steps, before the Loop
-    initializers: list[onnx.TensorProto]  # the constants they read, renamed
-    body: list[onnx.NodeProto]  # what stays in the body, led by a Gather per value it reads
-
-
-def _hoist_step_integers(g: onnx.GraphProto) -> _Hoisted:
-    """Integer arithmetic on `step` and `seed` alone (the dropout key: about 40 scalar
-    nodes, plus 14 per dropout layer) runs once per call on the vector of the call's K
-    steps, outside the Loop; each iteration gathers its own values. Integer ops give the
-    same values elementwise on a vector as on a scalar, so the losses stay exactly those of
-    single steps (float scalars such as a schedule's Cos do not, and stay in the body)."""
-    constants = {
-        i.name: i for i in g.initializer if i.data_type == TensorProto.INT64 and not i.dims
-    }
-    varying, fixed = {STEP}, {SEED, *constants}  # per step ([K] outside) / the same for all
-    hoisted: list[onnx.NodeProto] = []
-    for node in g.node:
-        if node.op_type in _INTEGER_OPS and all(i in varying or i in fixed for i in node.input):
-            hoisted.append(node)
-            (varying if varying.intersection(node.input) else fixed).update(node.output)
-    made = {o for node in hoisted for o in node.output}
-    rest = [node for node in g.node if not made.intersection(node.output)]
-    read = {i for node in rest for i in node.input} | {o.name for o in g.output}
-
-    def outer_name(name: str) -> str:
-        return STEPS if name == STEP else name if name == SEED else HOIST + name
-
-    outer = []
-    for node in hoisted:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.name = HOIST + node.name
-        copy.input[:] = [outer_name(i) for i in node.input]
-        copy.output[:] = [outer_name(o) for o in node.output]
-        outer.append(copy)
-    used = {i for node in hoisted for i in node.input}
-    initializers = []
-    for name in sorted(used & set(constants)):
-        copy = onnx.TensorProto()
-        copy.CopyFrom(constants[name])
-        copy.name = outer_name(name)
-        initializers.append(copy)
-    reads = [
-        helper.make_node("Gather", [outer_name(n), ITER], [n], name=f"loop/gather_{n}")
-        if n in varying
-        else helper.make_node("Identity", [outer_name(n)], [n], name=f"loop/read_{n}")
-        for n in sorted(made & read)
-    ]
-    return _Hoisted(outer, initializers, [*reads, *rest])
-
-
-def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
+def build_train_loop(
+    train_step: onnx.ModelProto, passes: Sequence[LoopPass] = LOOP_PASSES
+) -> onnx.ModelProto:
     """The loop graph of a train step: (carried, step, seed, datasets, order [K, B]) ->
-    (carried after K steps, per-step loss and metric sums)."""
+    (carried after K steps, per-step loss and metric sums), rewritten by `passes`."""
     g = train_step.graph
     carried = carried_names(train_step)
     inputs = {i.name: i for i in g.input}
@@ -135,12 +83,11 @@ def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
                 "Gather", [data_name(name), "loop/index"], [name], name=f"loop/gather_{name}"
             )
         )
-    hoisted = _hoist_step_integers(g)
     step_next = helper.make_node("Add", [STEP, "loop/one"], [STEP_NEXT], name="loop/step_add")
     cond = helper.make_node("Identity", [COND], [COND_OUT], name="loop/cond_identity")
     one = helper.make_tensor("loop/one", TensorProto.INT64, [], [1])
     body = helper.make_graph(
-        [*gathers, *hoisted.body, step_next, cond],
+        [*gathers, *g.node, step_next, cond],
         "train_loop_body",
         [
             helper.make_tensor_value_info(ITER, TensorProto.INT64, []),
@@ -180,7 +127,7 @@ def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
     )
     float_elem = outputs[LOSS].type.tensor_type.elem_type
     graph = helper.make_graph(
-        [*trips, *hoisted.outer, loop],
+        [*trips, loop],
         "train_loop",
         [
             *(outer(IN, inputs[n], n) for n in carried),
@@ -196,10 +143,7 @@ def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
                 for n in scalars
             ),
         ],
-        initializer=[
-            *hoisted.initializers,
-            helper.make_tensor("loop/step_delta", TensorProto.INT64, [], [1]),
-        ],
+        initializer=[helper.make_tensor("loop/step_delta", TensorProto.INT64, [], [1])],
     )
     model = helper.make_model(
         graph,
@@ -208,4 +152,6 @@ def build_train_loop(train_step: onnx.ModelProto) -> onnx.ModelProto:
         producer_name="dnnspec",
         doc_string="dnnspec training loop: K train steps over batches gathered from the data",
     )
+    for loop_pass in passes:
+        loop_pass.run(model)
     return model

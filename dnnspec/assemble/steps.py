@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from dnnspec.assemble.fuse import fold_gemm_updates
 from dnnspec.assemble.lower import lower_outputs
+from dnnspec.assemble.passes import StepFacts, run_passes
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.data.datasets import DATASETS
@@ -325,8 +325,7 @@ def build_train_step(
             b.rename(value, next_name(name))
             b.add_output(next_name(name), b.float_dtype, slot.spec.shape)
 
-    fold_gemm_updates(b, scalars["lr"], {s.name: s.spec.shape for s in slots})
-    b.prune()
+    run_passes(b, "train_step", StepFacts(scalars["lr"], {s.name: s.spec.shape for s in slots}))
     metadata = model_metadata(typed, train, classes)
     step_graph = b.model({**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step")
     interface = train_interface(step_graph, typed, train, slots, buffers, timing, outputs)
@@ -488,7 +487,7 @@ def build_eval_step(
             value = values[out.head.output]
             b.rename(confusion(b, value, out.target, out.classes, ignore), name)
             b.add_output(name, b.float_dtype, [out.classes, out.classes])
-    b.prune()
+    run_passes(b, "eval_step")
     return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
 
 
@@ -519,6 +518,7 @@ def build_inference(
         out = name or OUTPUT
         b.rename(value, out)
         b.add_output(out, "float32", typed.outputs[name].dims)
+    run_passes(b, "model")
     return b.model(metadata, f"dnnspec model {typed.spec.model.name}")
 
 

@@ -16,8 +16,6 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dnnspec.graph.scans import portable_scans
-
 OPSET = 21
 IR_VERSION = 10
 
@@ -244,7 +242,6 @@ class GraphBuilder:
             producer_name="dnnspec",
             doc_string=doc,
         )
-        portable_scans(model)
         for key, value in (metadata or {}).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

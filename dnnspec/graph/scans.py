@@ -1,7 +1,8 @@
 """Scan bodies in the form every runtime imports: outer values carried, scan outputs apart.
 
 Two rewrites, each semantically the identity, so the layers and autodiff rules keep
-building the simpler form and each assembled graph is rewritten once:
+building the simpler form and each assembled graph is rewritten once, as the last of the
+assembly stage's passes (`assemble/passes.py`):
 
 - ONNX lets a Scan body read any value of the enclosing graph by name (the recurrent
   layers' `weight_hh` in every step, forward and backward). OpenVINO's Scan importer
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import onnx
 from onnx import helper
+
+from dnnspec.graph.builder import GraphBuilder
 
 
 def _referenced(graph: onnx.GraphProto) -> set[str]:
@@ -48,9 +51,9 @@ def _rename_reads(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
                 _rename_reads(attr.g, renames)
 
 
-def _types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+def _types(b: GraphBuilder) -> dict[str, onnx.TypeProto]:
     """Types of the top graph's values (from shape inference where not declared)."""
-    graph = onnx.shape_inference.infer_shapes(model).graph
+    graph = onnx.shape_inference.infer_shapes(b.model()).graph
     types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
     for tensor in graph.initializer:
         info = helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
@@ -68,10 +71,10 @@ def _separate_scan_outputs(body: onnx.GraphProto, states: int) -> None:
             body.node.append(helper.make_node("Identity", [inner], [output.name]))
 
 
-def portable_scans(model: onnx.ModelProto) -> None:
-    """Rewrite, in place, every top-level Scan into the portable form (module doc)."""
+def portable_scans(b: GraphBuilder) -> None:
+    """Rewrite, in place, every top-level Scan of `b` into the portable form (module doc)."""
     types: dict[str, onnx.TypeProto] | None = None
-    for node in (n for n in model.graph.node if n.op_type == "Scan"):
+    for node in (n for n in b.nodes if n.op_type == "Scan"):
         (body,) = (a.g for a in node.attribute if a.name == "body")
         scan_inputs = next(a.i for a in node.attribute if a.name == "num_scan_inputs")
         states = len(node.input) - scan_inputs
@@ -80,7 +83,7 @@ def portable_scans(model: onnx.ModelProto) -> None:
         if not captured:
             continue
         if types is None:
-            types = _types(model)
+            types = _types(b)
         renames = {name: f"{node.output[0]}/capture/{name}" for name in captured}
         _rename_reads(body, renames)
         new_inputs, new_outputs, identities = [], [], []
