@@ -331,3 +331,31 @@ specs/x.dnn:2:23: error: the first dimension of an input is the batch, which var
   |                       ^^
 help: name it instead, e.g. N"""
     assert rendered("model m {\n  input step: float32[32, 4]\n  dense(2)\n}\n") == expected
+
+
+def test_keras_activation_argument_says_to_chain_the_activation() -> None:
+    expected = """\
+specs/x.dnn:3:13: error: dense has no argument 'activation'
+  |
+3 |   dense(10, activation = tanh)
+  |             ^^^^^^^^^^^^^^^^^
+help: an activation is a layer of its own: write dense(...) -> tanh"""
+    assert rendered(MODEL + "  dense(10, activation = tanh)\n}\n") == expected
+
+
+def test_a_tensor_by_an_argument_name_the_layer_lacks_names_the_argument() -> None:
+    out = rendered(
+        "model m {\n  input x: float32[N, 5, 3]\n  input len: int64[N]\n"
+        "  x -> lstm(4, lengths = len)\n}\n"
+    )
+    assert out.splitlines()[0] == "specs/x.dnn:4:16: error: lstm has no argument 'lengths'"
+    assert "not a tensor" not in out
+    assert out.splitlines()[-1].startswith("help: lstm takes no tensor by that name")
+
+
+def test_a_dotted_parameter_name_as_a_value_says_weight_tying_is_not_supported() -> None:
+    out = rendered(MODEL + "  dense(64, weight = dense_1.weight)\n}\n")
+    assert out.splitlines()[0] == (
+        "specs/x.dnn:3:29: error: 'dense_1.weight': a layer's parameter cannot be used as a value"
+    )
+    assert "weight tying" in out and '"dense_1.weight"' in out

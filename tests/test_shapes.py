@@ -229,6 +229,15 @@ def test_layer_table_shows_optional_arguments_only_when_not_default() -> None:
     assert "dense(3, bias = false)" in text and "leaky_relu " in text and "train" not in text
 
 
+def test_piped_layer_table_never_cuts_a_node_name() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=60, color_system=None)  # a pipe: not a terminal
+    render_check(check_spec(load_spec(SPECS / "char_transformer.dnn")), console)
+    text = out.getvalue()
+    assert "│ causal_transformer_1.layer_norm_1 │ layer_norm " in text
+    assert "…" not in text
+
+
 def test_check_json_reports_layers_totals_and_sections() -> None:
     report = check_json(check_spec(load_spec(SPECS / "digits_mlp.dnn")))
     assert report["total_params"] == 26122 and report["total_flops"] == 52234

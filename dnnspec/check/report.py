@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter
 from rich.console import Console, JustifyMethod
+from rich.measure import Measurement
 from rich.table import Table
 
 from dnnspec.check.shapes import LayerInfo, TypedModel
@@ -96,8 +97,13 @@ def render_check(
     """Print the layer table, then the train and search summaries when the spec has them;
     `columns` (`api.input_columns`) adds how the data's columns become the model's input."""
     table = Table(title=f"model {typed.spec.model.name}", title_justify="left")
+    names = [d.name for d in typed.spec.model.inputs] + [i.node.name for i in typed.layers]
     for header, justify in _COLUMNS:
-        table.add_column(header, justify=justify)
+        # names are never cut: `no_decay` and `decay` take them as written here
+        name = header == "name"
+        table.add_column(
+            header, justify=justify, no_wrap=name, min_width=max(map(len, names)) if name else None
+        )
     for decl in typed.spec.model.inputs:
         table.add_row(decl.name, f"input {decl.dtype}", shape_text(decl.dims), "", "")
     for info in typed.layers:
@@ -115,7 +121,7 @@ def render_check(
                           shape_text(typed.outputs[out.name].dims), "", "")  # fmt: skip
     table.add_row("total", "", "" if typed.spec.model.outputs else shape_text(typed.output.dims),
                   f"{typed.param_count():,}", human(typed.total_flops()), style="bold")  # fmt: skip
-    console.print(table)
+    _print_whole(console, table)
     train_rows = _train_rows(typed)
     if columns is not None:
         train_rows.insert(1, ("input columns", columns_text(columns)))
@@ -127,6 +133,21 @@ def render_check(
             for key, text in rows:
                 summary.add_row(key, text)
             console.print(summary)
+
+
+def _print_whole(console: Console, table: Table) -> None:
+    """Piped or redirected, a table keeps its natural width instead of squeezing its cells
+    (a terminal's width is a real limit; a file's 80 columns are not)."""
+    natural = Measurement.get(console, console.options.update_width(10**4), table).maximum
+    if console.is_terminal or natural <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = natural
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:

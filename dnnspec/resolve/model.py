@@ -331,6 +331,8 @@ class ModelResolver:
             value = self.expr.eval(arg.value, scope, "arg")
             if value is POISON:
                 broken = True
+            elif arg.name is not None and self.foreign_arg(name, arg, value, scope):
+                broken = broken or isinstance(value, Tensor)
             elif arg.name is not None and self.tensor_arg(name, arg.name.id):
                 if not isinstance(value, Tensor):
                     self.problems.fail(
@@ -364,6 +366,28 @@ class ModelResolver:
         if name in self.defs.blocks:
             return self.expand(name, inputs, positional, keyword, span, scope)
         return self.apply_layer(name, span, inputs, positional, keyword, scope)
+
+    def foreign_arg(self, callee: str, arg: ast.Arg, value: Value, scope: Scope) -> bool:
+        """Report a keyword that layer `callee` lacks when another library's habit explains
+        it: Keras' `activation =` (here a layer of its own) or a tensor by a name the layer
+        does not take (`lstm(64, lengths = len)`). Other unknown keywords are left to the
+        signature's did-you-mean."""
+        assert arg.name is not None
+        key = arg.name.id
+        if callee in self.defs.blocks or callee not in LAYERS:
+            return False
+        signature = LAYERS.get(callee).signature
+        if signature.get(key) is not None or not (key == "activation" or isinstance(value, Tensor)):
+            return False
+        canonical = LAYERS.canonical(callee) or callee
+        if key == "activation":
+            written = value if isinstance(value, str) and value in LAYERS else "relu"
+            help = f"an activation is a layer of its own: write {callee}(...) -> {written}"
+        else:
+            takes = ", ".join(signature.names()) or "none"
+            help = f"{canonical} takes no tensor by that name; its arguments: {takes}"
+        self.problems.fail(f"{canonical} has no argument '{key}'", arg.span, scope, help=help)
+        return True
 
     def tensor_arg(self, callee: str, arg: str) -> bool:
         """Whether `arg` of layer `callee` takes a tensor by keyword (`memory = enc`)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -206,6 +207,18 @@ def expected_phrase(expected: set[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _dotted_name(text: str, pos: int) -> str | None:
+    """`layer.param` around the '.' at `pos` when both sides are names, else None."""
+    word = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+    start = pos
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    head, tail = word.fullmatch(text[start:pos]), word.match(text, pos + 1)
+    if head is None or tail is None:
+        return None
+    return f"{text[start:pos]}.{tail.group()}"
+
+
 class _Tokens:
     """Lexes the text and yields the tokens the grammar sees, tracking open brackets."""
 
@@ -227,14 +240,18 @@ class _Tokens:
                 end_line=exc.line,
                 end_col=exc.column + 1,
             )
-            help_ = None
+            message, help_ = f"unexpected character {char!r}", None
             if char in "'`":
                 help_ = 'strings are written in double quotes: "text"'
             elif char == '"':
                 help_ = "a string must end with '\"' on the same line"
-            raise DiagnosticError(
-                Diagnostic(message=f"unexpected character {char!r}", span=span, help=help_)
-            ) from None
+            elif char == "." and pos is not None and (dotted := _dotted_name(self.text, pos)):
+                message = f"'{dotted}': a layer's parameter cannot be used as a value"
+                help_ = (
+                    "sharing one weight between layers (weight tying) is not supported yet; "
+                    f'to name the parameter in decay or no_decay, quote it: "{dotted}"'
+                )
+            raise DiagnosticError(Diagnostic(message=message, span=span, help=help_)) from None
 
     def __iter__(self) -> Iterator[Token]:
         pending_nl: Token | None = None
