@@ -282,3 +282,17 @@ def test_a_probability_output_fed_to_a_from_logits_loss_is_a_warning(
     assert [(w.severity, w.span.line if w.span else 0) for w in typed.warnings] == (
         [("warning", 3)] if warned else []
     )
+
+
+def test_a_sigmoid_before_binary_cross_entropy_warns_that_the_loss_applies_it() -> None:
+    typed = check_text(
+        "  input x: float32[N, 4]\n  dense(1) -> sigmoid\n",
+        tail="train {\n  data digits\n  loss binary_cross_entropy\n  optimizer sgd\n"
+        "  batch 8\n  epochs 1\n}\n",
+    )
+    (warning,) = typed.warnings
+    assert warning.message.startswith(
+        "the model ends in sigmoid, but 'binary_cross_entropy' applies sigmoid to the "
+        "model's output itself"
+    )
+    assert warning.span is not None and (warning.span.line, warning.span.col) == (3, 15)

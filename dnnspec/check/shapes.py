@@ -248,16 +248,14 @@ class _Checker:
                     help="end the model with dense(units)",
                 )
             )
-        if definition.target != "class":
-            return
         last = self.nodes.get(value)
-        from_logits = loss.name != "nll"
-        if from_logits and last is not None and last.layer in SQUASHING:
+        applied = definition.applies
+        if applied is not None and last is not None and last.layer in SQUASHING:
             self.warnings.append(
                 Diagnostic(
                     severity="warning",
                     message=f"the model ends in {last.layer}, but '{loss.name}' applies "
-                    "softmax to the model's output itself: it would squash scores twice "
+                    f"{applied} to the model's output itself: it would squash scores twice "
                     "and train slowly",
                     span=last.span,
                     notes=(Note(message="the loss is chosen here", span=loss.span),),
@@ -265,7 +263,9 @@ class _Checker:
                     f"so apply {last.layer} where you use it",
                 )
             )
-        if not from_logits and (last is None or last.layer != "log_softmax"):
+        if definition.target != "class":
+            return
+        if applied is None and (last is None or last.layer != "log_softmax"):
             self.warnings.append(
                 Diagnostic(
                     severity="warning",

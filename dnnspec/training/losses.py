@@ -65,6 +65,9 @@ class LossDef:
     check: CheckLoss = _no_check
     probabilities: Callable[[np.ndarray], np.ndarray] | None = None
     """How the model's outputs become probabilities (`predict --proba`); None for values."""
+    applies: str | None = None
+    """The activation the loss applies to the model's output itself (it takes logits): a
+    model ending in an activation that outputs probabilities would be squashed twice."""
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -308,6 +311,7 @@ LOSSES.add(
         "mean over the counted positions",
         _class_checks,
         softmax,
+        applies="softmax",
     ),
 )
 LOSSES.add(
@@ -339,6 +343,7 @@ LOSSES.add(
         "sigmoid cross-entropy from logits, one 0/1 target per output unit (multi-label)",
         _bce_checks,
         sigmoid,
+        applies="sigmoid",
     ),
     aliases=("bce",),
 )
