@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,18 @@ from dnnspec.errors import Span
 from dnnspec.frontend import load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
-from dnnspec.layers.base import LAYERS, LowerCtx, Mode, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.base import (
+    LAYERS,
+    Activation,
+    LowerCtx,
+    Mode,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+    output_values,
+    relu_like,
+    token_vocab,
+)
 from dnnspec.layers.init import INITIALISERS
 
 SPAN = Span(file="t.dnn", line=1, col=1, end_line=1, end_col=2)
@@ -581,6 +592,58 @@ def test_concat_sums_the_axis_and_requires_the_other_dims_equal() -> None:
         infer("concat", f32("N", 3), f32("N", 3, 1))
     with pytest.raises(ShapeError, match="out of range"):
         infer("concat", f32("N", 3), f32("N", 3), axis=2)
+
+
+# layer facts -------------------------------------------------------------------------------
+
+
+def test_activations_say_what_they_are_so_no_stage_lists_their_names() -> None:
+    activations = {name for name in LAYERS if LAYERS.get(name).activation is not None}
+    assert activations == {
+        *("relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu", "silu", "softplus"),
+        *("softmax", "log_softmax"),
+    }
+    assert {name for name in LAYERS if relu_like(name)} == {
+        *("relu", "leaky_relu", "elu", "gelu", "silu"),
+    }
+    assert {name: output_values(name) for name in LAYERS if output_values(name) != "values"} == {
+        "sigmoid": "probabilities",
+        "softmax": "probabilities",
+        "log_softmax": "log_probabilities",
+    }
+
+
+def _init_before(activation: str) -> str:
+    text = (
+        f"model m {{\n  input x: float32[N, 4]\n  dense(3) -> {activation}\n}}\n"
+        "train {\n  data regression\n  loss mse\n  optimizer sgd\n  batch 4\n  epochs 1\n}\n"
+    )
+    return check_spec(load_spec_text(text, "m.dnn")).layers[0].params[0].init
+
+
+def test_check_settles_auto_init_from_the_activation_facts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (_init_before("relu"), _init_before("tanh")) == ("he_normal", "glorot_uniform")
+    tanh = LAYERS.get("tanh")
+    facts = Activation(relu_like=True)
+    monkeypatch.setitem(LAYERS._items, "tanh", replace(tanh, activation=facts))
+    assert _init_before("tanh") == "he_normal"
+
+
+def test_a_layer_reading_token_ids_names_the_int_argument_that_bounds_them() -> None:
+    readers = {name: LAYERS.get(name).token_ids for name in LAYERS}
+    assert {name: arg for name, arg in readers.items() if arg is not None} == {"embedding": "vocab"}
+    for name, arg in readers.items():
+        if arg is not None:
+            (spec,) = [a for a in LAYERS.get(name).signature.args if a.name == arg]
+            assert spec.type == "int" and spec.min == 1
+    node = Node(
+        name="e", layer="embedding", inputs=("ids",), args={"vocab": 7, "dim": 2}, span=SPAN
+    )
+    assert (token_vocab(node, "ids"), token_vocab(node, "other")) == (7, None)
+    dense = Node(name="d", layer="dense", inputs=("ids",), args={"units": 2}, span=SPAN)
+    assert token_vocab(dense, "ids") is None
 
 
 def test_every_layer_has_a_doc_and_the_aliases_resolve() -> None:

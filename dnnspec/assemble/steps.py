@@ -25,8 +25,8 @@ from dnnspec.data.datasets import DATASETS
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import HashRandom
 from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
-from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType
-from dnnspec.schema import arg_float, arg_int
+from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType, token_vocab
+from dnnspec.schema import arg_float
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, confusion
@@ -592,11 +592,7 @@ def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> dict[str, str]:
 def _vocab(typed: TypedModel, name: str) -> dict[str, int]:
     """`{"vocab": V}` when embeddings read input `name` as token ids: ids must be below
     the smallest table's V (a prediction with another id would fail inside Gather)."""
-    sizes = [
-        arg_int(n.args, "vocab")
-        for n in typed.spec.model.nodes
-        if n.layer == "embedding" and n.inputs[0] == name
-    ]
+    sizes = [v for n in typed.spec.model.nodes if (v := token_vocab(n, name)) is not None]
     return {"vocab": min(sizes)} if sizes else {}
 
 

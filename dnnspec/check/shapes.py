@@ -16,19 +16,19 @@ from dataclasses import dataclass, field, replace
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, did_you_mean
 from dnnspec.ir import Call, Node, Spec
-from dnnspec.layers.base import LAYERS, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.base import (
+    LAYERS,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+    output_values,
+    relu_like,
+)
 from dnnspec.training.losses import LOSSES
-
-RELU_LIKE = frozenset({"relu", "leaky_relu", "elu", "gelu", "silu"})
-"""Activations after which a layer's `auto` weight init is He's rather than Glorot's."""
 
 MAX_PARAMS = 2**29
 """Parameters a model may have: 2 GiB of float32, the size ONNX caps a model file at, and
 model.onnx keeps its weights inside the file."""
-
-SQUASHING = frozenset({"softmax", "sigmoid"})
-"""Final layers that turn logits into probabilities, which a from-logits loss then squashes
-again (log_softmax is harmless: softmax of log-probabilities is softmax of the logits)."""
 
 UNKNOWN = TensorType("unknown", ())
 """The type of a value whose producer failed to check; nodes reading it are skipped."""
@@ -157,7 +157,8 @@ class _Checker:
         if not any(p.init == "auto" for p in info.params):
             return info
         consumers = {n.layer for n in self.spec.model.nodes if info.node.name in n.inputs}
-        init = "he_normal" if consumers and consumers <= RELU_LIKE else "glorot_uniform"
+        he = bool(consumers) and all(relu_like(layer) for layer in consumers)
+        init = "he_normal" if he else "glorot_uniform"
         params = [replace(p, init=init) if p.init == "auto" else p for p in info.params]
         return replace(info, params=params)
 
@@ -250,7 +251,9 @@ class _Checker:
             )
         last = self.nodes.get(value)
         applied = definition.applies
-        if applied is not None and last is not None and last.layer in SQUASHING:
+        # a from-logits loss squashes probabilities again (log-probabilities are harmless:
+        # softmax of log-probabilities is softmax of the logits)
+        if applied and last is not None and output_values(last.layer) == "probabilities":
             self.warnings.append(
                 Diagnostic(
                     severity="warning",
@@ -265,7 +268,7 @@ class _Checker:
             )
         if definition.target != "class":
             return
-        if applied is None and (last is None or last.layer != "log_softmax"):
+        if applied is None and (last is None or output_values(last.layer) != "log_probabilities"):
             self.warnings.append(
                 Diagnostic(
                     severity="warning",

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Dim, Node
 from dnnspec.registry import Registry
-from dnnspec.schema import Signature
+from dnnspec.schema import Signature, arg_int
 
 Mode = Literal["train", "eval"]
 
@@ -97,6 +97,22 @@ def no_params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamS
     return []
 
 
+Values = Literal["values", "probabilities", "log_probabilities"]
+"""What an activation's output holds: the checks of a classification loss read it (a
+from-logits loss squashes probabilities twice; `nll` reads log-probabilities)."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Facts about an activation that other stages act on, so none of them lists names.
+
+    `relu_like`: it passes about half of a zero-mean input, so a weight feeding only such
+    layers starts He-initialised when its init is `auto`. `output`: what its values are."""
+
+    relu_like: bool = False
+    output: Values = "values"
+
+
 @dataclass(frozen=True)
 class LayerDef:
     """A layer: `arity` tensor inputs (None: two or more), its schema and its rules."""
@@ -111,6 +127,32 @@ class LayerDef:
     flops: FlopsFn | None = None
     arity: int | None = 1
     doc: str = ""
+    activation: Activation | None = None
+    """Set on activations (elementwise or normalising): what they mean to other stages."""
+    token_ids: str | None = None
+    """The int argument bounding the token ids its first input holds (embedding's `vocab`):
+    the data and model.onnx's input metadata are checked against it."""
 
 
 LAYERS: Registry[LayerDef] = Registry("layer")
+
+
+def token_vocab(node: Node, value: str) -> int | None:
+    """How many token ids `node` accepts when it reads `value` as ids; None when it does not
+    (another layer, or `value` is not its first input)."""
+    arg = LAYERS.get(node.layer).token_ids
+    if arg is None or not node.inputs or node.inputs[0] != value:
+        return None
+    return arg_int(node.args, arg)
+
+
+def output_values(layer: str) -> Values:
+    """What `layer`'s output holds: an activation's `output`, plain values otherwise."""
+    activation = LAYERS.get(layer).activation
+    return "values" if activation is None else activation.output
+
+
+def relu_like(layer: str) -> bool:
+    """Whether `layer` is a ReLU-like activation (He init for the weights feeding it)."""
+    activation = LAYERS.get(layer).activation
+    return activation is not None and activation.relu_like

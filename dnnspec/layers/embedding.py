@@ -59,5 +59,6 @@ LAYERS.add(
         params=params,
         flops=flops,
         doc="int64 ids [N, ...] -> rows of a [vocab, dim] table: [N, ..., dim]",
+        token_ids="vocab",
     ),
 )
