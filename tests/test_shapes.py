@@ -296,3 +296,19 @@ def test_a_sigmoid_before_binary_cross_entropy_warns_that_the_loss_applies_it() 
         "model's output itself"
     )
     assert warning.span is not None and (warning.span.line, warning.span.col) == (3, 15)
+
+
+def test_channels_last_images_say_to_declare_them_channels_first() -> None:
+    (square,) = diagnostics("  input x: float32[N, 28, 28, 1]\n  conv2d(32, 3)\n")
+    assert square.message == (
+        "conv2d reads [N, C, H, W], channels first, but f32[N, 28, 28, 1] looks channels "
+        "last: 28x28 images of 1 channel"
+    )
+    assert square.help is not None and "float32[N, 1, 28, 28]" in square.help
+    assert "permute([3, 1, 2])" in square.help
+    # an oblong image still fits a small kernel in its width of 3 channels: the help says why
+    (oblong,) = diagnostics("  input x: float32[N, 32, 64, 3]\n  max_pool2d(4)\n")
+    assert oblong.help is not None and "float32[N, 3, 32, 64]" in oblong.help
+    # a channels-first feature map is left alone
+    assert str(check_text("  input x: float32[N, 16, 8, 4]\n  conv2d(8, 3, padding = same)\n")
+               .output) == "f32[N, 8, 8, 4]"  # fmt: skip

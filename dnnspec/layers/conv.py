@@ -94,9 +94,35 @@ def _reshape_hint(features: object, spatial: int) -> str:
     return f"{first}, e.g. reshape([C, H, W]) with C * H * W = {features}"
 
 
+CHANNELS_LAST = (1, 3, 4)
+"""Channel counts of images as files hold them (grey, RGB, RGBA): a last axis this small
+after two equal larger ones is [N, H, W, C], as Keras and NumPy images come."""
+
+
+def channels_last_fix(x: TensorType) -> str | None:
+    """How to read `x` channels first when it looks like channels-last images, else None."""
+    if len(x.dims) != 4 or not all(isinstance(d, int) for d in x.dims[1:]):
+        return None
+    height, width, channels = x.dims[1:]
+    if channels not in CHANNELS_LAST or not (isinstance(height, int) and height > channels):
+        return None
+    first = shape_text([x.dims[0], channels, height, width])
+    return (
+        f"images are channels first, [N, C, H, W]: declare the input {x.dtype}{first} and store "
+        "the arrays so (x.transpose(0, 3, 1, 2)), or write permute([3, 1, 2]) before it"
+    )
+
+
 def require_layout(x: TensorType, layer: str, spatial: int) -> tuple[int, ...]:
     """The static spatial dims of a channels-first input of rank `spatial + 2`."""
     require_float(x, layer)
+    fix = channels_last_fix(x) if spatial == 2 else None
+    if fix is not None and x.dims[1] == x.dims[2]:
+        raise ShapeError(
+            f"{layer} reads {LAYOUT[2]}, channels first, but {x} looks channels last: "
+            f"{x.dims[1]}x{x.dims[2]} images of {x.dims[3]} channel{'s' * (x.dims[3] != 1)}",
+            help=fix,
+        )
     rank = spatial + 2
     if len(x.dims) != rank:
         help = (
@@ -172,7 +198,8 @@ def window(
         raise ShapeError(
             f"{layer} {what} {'x'.join(map(str, span))} is larger than its padded input "
             f"{'x'.join(map(str, padded))} (input {x})",
-            help="use padding = same, a smaller kernel or stride, or downsample less before it",
+            help=(spatial == 2 and channels_last_fix(x))
+            or "use padding = same, a smaller kernel or stride, or downsample less before it",
         )
     size_out = tuple((p - e) // si + 1 for p, e, si in zip(padded, span, s, strict=True))
     return Window(k, s, d, pads, size_out)
