@@ -12,15 +12,15 @@ import onnxruntime as ort
 import pytest
 
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.graph.rng import HashRandom, noise_tables
+from dnnspec.graph.rng import TableRandom, noise_tables
 
 
-def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> None:
+def test_table_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> None:
     b = GraphBuilder("rng")
     b.add_input("seed", "int64", [])
     b.add_input("step", "int64", [])
     b.add_input("x", "float32", ["N", 256])
-    rng = HashRandom(b, "seed", "step")
+    rng = TableRandom(b, "seed", "step")
     for salt in (0, 1):
         b.add_output(rng.uniform_like(b, "x", 2, salt), "float32", None)
     session = ort.InferenceSession(
@@ -51,18 +51,18 @@ def test_hash_rng_is_uniform_reproducible_and_distinct_per_step_and_salt() -> No
 
 
 @pytest.mark.parametrize("dims", [(33, 300), (33, 7, 300)], ids=["matrix", "rank 3"])
-def test_hash_rng_keeps_every_integer_below_2_pow_24_so_every_runtime_is_exact(
+def test_table_rng_keeps_every_integer_below_2_pow_24_so_every_runtime_is_exact(
     dims: tuple[int, ...],
 ) -> None:
     # OpenVINO computes integer Mod/Div in float32 and int64 as int32: beyond 2^24 runtimes
-    # would disagree, so every intermediate integer of the hash must stay below it, and the
+    # would disagree, so every intermediate integer of the key must stay below it, and the
     # float32 terms and sums of the last step must be multiples of 2^-12 below 2^12, which
     # float32 holds exactly (so any order of the additions gives the same values)
     b = GraphBuilder("rng")
     b.add_input("seed", "int64", [])
     b.add_input("step", "int64", [])
     b.add_input("x", "float32", ["N", *dims[1:]])
-    uniform = HashRandom(b, "seed", "step").uniform_like(b, "x", len(dims), 5)
+    uniform = TableRandom(b, "seed", "step").uniform_like(b, "x", len(dims), 5)
     b.add_output(uniform, "float32", None)
     model = b.model()
     ints = [

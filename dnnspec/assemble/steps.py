@@ -23,7 +23,7 @@ from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.data.datasets import DATASETS
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.graph.rng import HashRandom
+from dnnspec.graph.rng import TableRandom
 from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType, token_vocab
 from dnnspec.schema import arg_float
@@ -281,7 +281,7 @@ def build_train_step(
     outputs = trained_outputs(typed, train, classes)
     _target_inputs(b, outputs)
 
-    ctx = LowerCtx(b, "train", typed.types, rng=HashRandom(b, SEED, STEP))
+    ctx = LowerCtx(b, "train", typed.types, rng=TableRandom(b, SEED, STEP))
     values = lower_outputs(typed, ctx, inputs, params)
     for buffer in buffers:
         updated = ctx.updates.get(buffer.name) or b.op("Identity", [buffer.name])

@@ -59,9 +59,10 @@ def noise_tables() -> np.ndarray:
 State = tuple[str, str]
 
 
-class HashRandom:
-    """A `RandomSource` keyed by the train step's `seed` and `step` inputs (int64 scalars,
-    used exactly when below 2^24: 16.7 million steps)."""
+class TableRandom:
+    """A `RandomSource` that looks its values up in `noise_tables` at each coordinate plus
+    a shift drawn from a key mixed from the train step's `seed` and `step` inputs (int64
+    scalars, used exactly when below 2^24: 16.7 million steps) and the salt."""
 
     def __init__(self, b: GraphBuilder, seed: str, step: str) -> None:
         seed_x, seed_y = _split(b, seed)
