@@ -27,14 +27,15 @@ from dnnspec.assemble.compile import Compiled, compile_spec
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import read_inputs
+from dnnspec.data.datasets import read_batch
+from dnnspec.data.formats import Feed
 from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.columns import pick_columns, read_prediction_csv, transform
+from dnnspec.runtime.columns import pick_columns, transform
 from dnnspec.runtime.data import fits_shape, from_text
 from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
@@ -342,13 +343,10 @@ class Model:
         picked = False  # a CSV of rows is read by its columns
         if isinstance(x, str | Path):
             path = Path(x)
-            if path.suffix == ".csv" and len(decl.shape) == 2:
-                table = read_prediction_csv(path, expected, raw_width, drop_target)
-                x, picked = from_text(table, decl.dtype, f"'{path}'"), True
-            else:
-                x = read_inputs(path)
-                if path.suffix == ".csv":
-                    x = from_text(x, decl.dtype, f"'{path}'")
+            batch = read_batch(path, Feed({decl.name: decl.shape}, expected, drop_target))
+            x, picked = batch.arrays[decl.name], batch.picked
+            if batch.text:
+                x = from_text(x, decl.dtype, f"'{path}'")
         x = np.asarray(x)
         rows = len(decl.shape) == 2 and x.ndim == 2
         if drop_target and not picked:

@@ -1,5 +1,7 @@
-"""Datasets: the registry and file readers (datasets.py), the text corpus (text.py) and
-digit-string tasks (digit_strings.py); importing the package registers every one."""
+"""Datasets: the registry and built-in datasets (datasets.py, the text corpus in text.py,
+digit-string tasks in digit_strings.py; importing the package registers every one) and the
+data files they read: located by files.py, read by their format (formats/), divided by
+split.py."""
 
 from dnnspec.data import digit_strings, text
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from dnnspec.data.datasets import DATASETS, VALIDATION, Dataset, DatasetDef, find
+from dnnspec.data.datasets import DATASETS, VALIDATION, Dataset, DatasetDef
+from dnnspec.data.files import find
 from dnnspec.errors import Span, error
 from dnnspec.schema import ArgSpec, Signature
 

@@ -2,19 +2,21 @@
 applying it to every split, and saying in model.onnx what the model expects.
 
 Columns are the features as loaded (a CSV's feature columns in order, or the second axis
-of an .npz's `x`); a step names them by CSV header name or by 0-based index.
+of an .npz's `x`); a step names them by CSV header name or by 0-based index. Reading a
+prediction file by these columns is its format's job (`data/formats/`); `pick_columns`
+(`data/tables.py`) is also importable from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import Dataset, is_number, read_csv_cells
+from dnnspec.data.datasets import Dataset
+from dnnspec.data.tables import pick_columns as pick_columns
 from dnnspec.errors import Span, did_you_mean, error
 from dnnspec.ir import Call, TrainSpec
 from dnnspec.runtime.data import fits_shape
@@ -248,122 +250,3 @@ def expects(
             "target_name": layout.header[layout.target] if layout.header else None,
         }
     return out
-
-
-def _drop_target_help(csv: dict[str, Any] | None) -> str:
-    if csv is None:
-        return "remove the extra column"
-    target = csv["target_name"] or f"column {csv['target'] + 1}"
-    return f"if the file still holds the target column ('{target}'), pass --drop-target"
-
-
-def pick_columns(
-    width: int,
-    header: list[str] | None,
-    expected: dict[str, Any] | None,
-    raw_width: int,
-    drop_target: bool,
-    what: str,
-) -> list[int]:
-    """Which columns of a prediction file the model reads, in its order: by name when the
-    file and the run both name them (other columns, such as the target, are ignored), as
-    the training CSV held them with `drop_target`, else all of them (`raw_width` < 0: the
-    model's width is symbolic)."""
-    csv = expected.get("csv") if expected else None
-    names = [c["name"] for c in expected["columns"]] if expected else []
-    if header is not None and names and all(isinstance(n, str) for n in names):
-        missing = [n for n in names if n not in header]
-        if not missing:
-            return [header.index(n) for n in names]
-        if width != raw_width or drop_target:
-            raise error(
-                f"{what} has no column '{missing[0]}', which the model reads",
-                help=did_you_mean(missing[0], header)
-                or f"the model reads the columns {', '.join(names)} (in any order; "
-                "others are ignored)",
-            )
-    if drop_target:
-        if csv is None:
-            raise error(
-                f"--drop-target: the model was not trained from a CSV, so it records no "
-                f"target column to drop from {what}"
-            )
-        if width != csv["width"]:
-            raise error(
-                f"--drop-target: {what} has {width} columns, but the training CSV had "
-                f"{csv['width']} (the target in column {csv['target'] + 1})",
-                help="pass a file with the training file's columns, or the model's "
-                f"{raw_width} input columns without --drop-target",
-            )
-        return list(csv["features"])
-    if width == raw_width or raw_width < 0:  # < 0: a symbolic width takes any
-        return list(range(width))
-    wider = "one more" if width == raw_width + 1 else "as many as the training CSV"
-    targeted = width == raw_width + 1 or (csv is not None and width == csv["width"])
-    raise error(
-        f"{what} has {width} columns, but the model reads {raw_width}"
-        + (f", {wider}: does it still hold the target column?" if targeted else ""),
-        help=_drop_target_help(csv) if targeted else None,
-    )
-
-
-def _cell_number(cell: str, where: str) -> float:
-    try:
-        value = float(cell)
-    except ValueError:
-        raise error(f"{where}: {cell!r} is not a number") from None
-    if not np.isfinite(value):
-        raise error(f"{where} holds {cell!r}", help="remove or impute non-finite values")
-    return value
-
-
-def encode_cells(
-    rows: list[tuple[int, list[str]]],
-    columns: list[int],
-    header: list[str] | None,
-    expected: dict[str, Any] | None,
-    what: str,
-) -> np.ndarray:
-    """The chosen cells as the model's raw input: numbers as numbers, the words of a
-    one-hot column as their index in its categories (-1, all zeros, when unseen)."""
-    steps = [c["steps"] for c in expected["columns"]] if expected else [[]] * len(columns)
-    lookup: dict[int, dict[str, float]] = {}
-    for j, column_steps in enumerate(steps):
-        for step in column_steps:
-            if step.get("step") == "one_hot" and step.get("encoded") == "index":
-                lookup[j] = {str(w): float(i) for i, w in enumerate(step["categories"])}
-    out = np.empty((len(rows), len(columns)), np.float64)
-    for r, (line, row) in enumerate(rows):
-        for j, column in enumerate(columns):
-            cell = row[column].strip()
-            if j in lookup:
-                out[r, j] = lookup[j].get(cell, -1.0)
-                continue
-            where = f"{what} line {line}, column {column + 1}" + (
-                f" ({header[column]})" if header else ""
-            )
-            out[r, j] = _cell_number(cell, where)
-    return out
-
-
-def read_prediction_csv(
-    path: Path, expected: dict[str, Any] | None, raw_width: int, drop_target: bool
-) -> np.ndarray:
-    """A CSV of raw rows for `dnnspec predict`, as float64 model input. When the model
-    records its column names, the first row is a header if it holds any of them; else (as
-    for training data) if it holds a word."""
-    what = f"'{path}'"
-    _, rows = read_csv_cells(path, None, "false")
-    names = [c["name"] for c in expected["columns"]] if expected else []
-    first = [c.strip() for c in rows[0][1]]
-    if names and all(isinstance(n, str) for n in names):
-        is_header = any(n in first for n in names)
-    else:
-        is_header = not all(is_number(c) for c in first)
-    header = None
-    if is_header:
-        header, rows = first, rows[1:]
-        if not rows:
-            raise error(f"{what} has no data rows")
-    columns = pick_columns(len(first), header, expected, raw_width, drop_target, what)
-    return encode_cells(rows, columns, header, expected, what)

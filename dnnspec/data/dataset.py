@@ -1,0 +1,56 @@
+"""`Dataset`: what a dataset loader returns (inputs, targets and what the data says about
+them), and the choice of named targets every loader of named outputs shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from dnnspec.data.tables import Layout
+from dnnspec.errors import Span, did_you_mean, error
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Inputs `x` and targets `y` (class ids or float values); `labels` names the classes
+    when the data gave them as words (a CSV's string labels, id i named labels[i]); `vocab`:
+    for token data, the text of each id (written into model.onnx, read by `dnnspec generate`).
+    A CSV's feature columns of words (categories for `one_hot`) hold in `x` the index of
+    each cell's word in `words[column]`; `columns` names the feature columns."""
+
+    x: np.ndarray
+    y: np.ndarray
+    vocab: tuple[str, ...] = ()
+    labels: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    words: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    layout: Layout | None = None
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    """For a model with named outputs: each output's targets by its name (`y` is then
+    the first output's, which a stratified split reads)."""
+    target_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Class names of the named targets given as words (a CSV column of labels)."""
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, index: np.ndarray) -> Dataset:
+        targets = {k: v[index] for k, v in self.targets.items()}
+        return replace(self, x=self.x[index], y=self.y[index], targets=targets)
+
+
+def named_targets(
+    offered: dict[str, np.ndarray], names: tuple[str, ...], what: str, span: Span | None
+) -> dict[str, np.ndarray]:
+    """The targets `names` of those `offered`, in that order (an unknown one is an error
+    that lists them)."""
+    for name in names:
+        if name not in offered:
+            raise error(
+                f"{what} has no target named '{name}' for the model's output '{name}'",
+                span,
+                help=did_you_mean(name, list(offered))
+                or f"name the outputs after its targets: {', '.join(offered) or 'none'}",
+            )
+    return {name: offered[name] for name in names}

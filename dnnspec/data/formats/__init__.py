@@ -1,0 +1,33 @@
+"""Data file formats behind one interface (`base.py`): each module defines one `Format`,
+registered here in the order messages list them (`expected .npy, .npz or .csv`)."""
+
+from dnnspec.data.formats import csv, npy, npz
+from dnnspec.data.formats.base import (
+    FORMATS,
+    UNNAMED,
+    Arrays,
+    Batch,
+    Feed,
+    Format,
+    Limits,
+    Wanted,
+    format_for,
+    suffixes,
+)
+
+FORMATS.add("npy", npy.FORMAT)
+FORMATS.add("npz", npz.FORMAT)
+FORMATS.add("csv", csv.FORMAT)
+
+__all__ = [
+    "FORMATS",
+    "UNNAMED",
+    "Arrays",
+    "Batch",
+    "Feed",
+    "Format",
+    "Limits",
+    "Wanted",
+    "format_for",
+    "suffixes",
+]

@@ -1,0 +1,131 @@
+"""The data-format interface: one `Format` per kind of file, registered in `FORMATS`.
+
+A format reads a file two ways. For training (`read`, given the spec's `file(...)`
+arguments) it returns `Arrays`: one array per model input name and one per target name,
+with what the file says about them (column names, class names, the training layout).
+For `dnnspec predict` (`feed`) it returns a `Batch`: one array per model input name. A
+loader or prediction call picks the format by the file's suffix (`format_for`), so a new
+format (Parquet, a folder of images) is one module here and one `FORMATS.add`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnspec.data.tables import Layout
+from dnnspec.errors import Span
+from dnnspec.registry import Registry
+
+UNNAMED = ""
+"""The key of a model's one input or one unnamed output when the reader is not told its
+name (as `ir.Head.output` is `""` for a model without named outputs)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How large a file the caller accepts: `arrays`, the array data one binary file may
+    declare (all its arrays together); `text`, the size of a text file (its cells become
+    Python strings before they become numbers)."""
+
+    arrays: int
+    text: int
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a training read returns: the model's inputs and its targets, by name (a
+    target `""`: the one target of a model without named outputs). Each reader feeds one
+    input today, the model's only one, with the file's inputs (an .npz's array `x`, a
+    CSV's feature columns) whatever the input's name."""
+
+    inputs: tuple[str, ...] = (UNNAMED,)
+    outputs: tuple[str, ...] = (UNNAMED,)
+
+    @property
+    def named(self) -> bool:
+        """Whether the targets are named outputs', each found by its name in the file."""
+        return self.outputs != (UNNAMED,)
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """What a training read found, by name: `inputs` and `targets` (one per name in
+    `Wanted`); `labels`, by target, the class names of targets given as words (id i named
+    labels[i]); `columns`, by input, the names of its columns; `words`, by input, its
+    columns of words (categories) by column index, each cell in the array the index of its
+    word; `layout`, where a table held the input and the one target."""
+
+    inputs: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    words: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)
+    layout: Layout | None = None
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What `predict` asks of a file: each model input's declared shape, by name (None:
+    not known, read the file as it is); what model.onnx records of its training data
+    (`dnnspec.expects`); whether rows still hold the training file's target column."""
+
+    inputs: dict[str, tuple[int | str, ...] | None]
+    expects: dict[str, Any] | None = None
+    drop_target: bool = False
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Inputs read for `predict`, by input name. `text`: numbers parsed from text
+    (float64), which the caller converts to each input's declared dtype; `picked`: the
+    columns are already those the model reads (`Feed.drop_target` applied)."""
+
+    arrays: dict[str, np.ndarray]
+    text: bool = False
+    picked: bool = False
+
+
+Reader = Callable[[Path, dict[str, Any], Wanted, Limits, Span | None], Arrays]
+"""(path, the `file(...)` arguments, what to return, limits, where to report)."""
+FeedReader = Callable[[Path, Feed, Limits], Batch]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One kind of data file: the suffixes it is known by, how `predict` reads it, how
+    training reads it (None: it only feeds predictions), and the `file(...)` arguments
+    only it reads (a call shows only those of its own format)."""
+
+    suffixes: tuple[str, ...]
+    feed: FeedReader
+    read: Reader | None = None
+    arguments: tuple[str, ...] = ()
+    doc: str = ""
+
+
+FORMATS: Registry[Format] = Registry("data format")
+
+
+def format_for(path: Path, training: bool) -> Format | None:
+    """The format that reads `path` (for training: one with a `read`), by its suffix."""
+    for name in FORMATS:
+        form = FORMATS.get(name)
+        if path.suffix in form.suffixes and (form.read is not None or not training):
+            return form
+    return None
+
+
+def suffixes(training: bool) -> str:
+    """`.npz or .csv`: the suffixes read (for training, or by `predict`), for messages."""
+    known = [
+        s
+        for name in FORMATS
+        for s in FORMATS.get(name).suffixes
+        if FORMATS.get(name).read is not None or not training
+    ]
+    return ", ".join(known[:-1]) + " or " + known[-1] if len(known) > 1 else "".join(known)

@@ -1,0 +1,82 @@
+"""Tables of columns: where the training file held a model's inputs and target (`Layout`),
+and which columns of a prediction file the model reads (`pick_columns`, by what
+model.onnx records in `dnnspec.expects`). Shared by every format read by columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dnnspec.errors import did_you_mean, error
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a CSV's inputs and target were: `dnnspec predict` picks the same columns out of
+    a file of the training layout (by name with a header, by position without)."""
+
+    width: int
+    target: int
+    features: tuple[int, ...]
+    header: tuple[str, ...] | None = None
+
+    def name(self, column: int) -> str:
+        """`species` with a header, else `column 5` (counting from 1, as a spreadsheet)."""
+        return self.header[column] if self.header else f"column {column + 1}"
+
+
+def _drop_target_help(csv: dict[str, Any] | None) -> str:
+    if csv is None:
+        return "remove the extra column"
+    target = csv["target_name"] or f"column {csv['target'] + 1}"
+    return f"if the file still holds the target column ('{target}'), pass --drop-target"
+
+
+def pick_columns(
+    width: int,
+    header: list[str] | None,
+    expected: dict[str, Any] | None,
+    raw_width: int,
+    drop_target: bool,
+    what: str,
+) -> list[int]:
+    """Which columns of a prediction file the model reads, in its order: by name when the
+    file and the run both name them (other columns, such as the target, are ignored), as
+    the training CSV held them with `drop_target`, else all of them (`raw_width` < 0: the
+    model's width is symbolic)."""
+    csv = expected.get("csv") if expected else None
+    names = [c["name"] for c in expected["columns"]] if expected else []
+    if header is not None and names and all(isinstance(n, str) for n in names):
+        missing = [n for n in names if n not in header]
+        if not missing:
+            return [header.index(n) for n in names]
+        if width != raw_width or drop_target:
+            raise error(
+                f"{what} has no column '{missing[0]}', which the model reads",
+                help=did_you_mean(missing[0], header)
+                or f"the model reads the columns {', '.join(names)} (in any order; "
+                "others are ignored)",
+            )
+    if drop_target:
+        if csv is None:
+            raise error(
+                f"--drop-target: the model was not trained from a CSV, so it records no "
+                f"target column to drop from {what}"
+            )
+        if width != csv["width"]:
+            raise error(
+                f"--drop-target: {what} has {width} columns, but the training CSV had "
+                f"{csv['width']} (the target in column {csv['target'] + 1})",
+                help="pass a file with the training file's columns, or the model's "
+                f"{raw_width} input columns without --drop-target",
+            )
+        return list(csv["features"])
+    if width == raw_width or raw_width < 0:  # < 0: a symbolic width takes any
+        return list(range(width))
+    wider = "one more" if width == raw_width + 1 else "as many as the training CSV"
+    targeted = width == raw_width + 1 or (csv is not None and width == csv["width"])
+    raise error(
+        f"{what} has {width} columns, but the model reads {raw_width}"
+        + (f", {wider}: does it still hold the target column?" if targeted else ""),
+        help=_drop_target_help(csv) if targeted else None,
+    )
