@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 from typing_extensions import TypeIs
 
+from dnnspec.autodiff.residuals import Residuals
 from dnnspec.graph.builder import Dim, GraphBuilder
 
 Shape = tuple[Dim, ...]
@@ -43,6 +44,21 @@ def captured(graph: onnx.GraphProto) -> list[str]:
             if name and name not in defined and name not in names:
                 names.append(name)
         defined.update(node.output)
+    return names
+
+
+def body_values(node: onnx.NodeProto) -> set[str]:
+    """Every value name the node's body graphs (and theirs) define: inputs, constants and
+    node outputs."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            graph = attribute.g
+            names.update(v.name for v in graph.input)
+            names.update(t.name for t in graph.initializer)
+            for inner in graph.node:
+                names.update(o for o in inner.output if o)
+                names |= body_values(inner)
     return names
 
 
@@ -106,6 +122,9 @@ class VjpContext:
         self.b = b
         self.differentiate = differentiate
         """The engine itself, for rules that differentiate a body graph (Scan)."""
+        self.residuals = Residuals(b)
+        """Forward values a rule needs that no forward node outputs yet (Dropout's mask, a
+        Scan body's values at every step): the one way a rule changes a forward node."""
         self._types = types
         self._needed = needed
         self._consts = consts

@@ -19,6 +19,7 @@ from dnnspec.autodiff.context import (
     Shape,
     ValueType,
     VjpContext,
+    body_values,
     node_inputs,
 )
 from dnnspec.autodiff.rules import VJP
@@ -52,10 +53,13 @@ def gradients(
     `seeds` maps values to the names of their incoming gradients (`{"loss": one}` or
     `{"logits": dlogits}`); several seeds add up. Static shapes come from ONNX shape
     inference on `b.model()` unless `value_types` (name -> (elem type, dims)) is given. A
-    wrt value with no path to any seed gets zeros of its shape. Rules may add a missing
-    optional output to a forward node (Dropout's mask).
+    wrt value with no path to any seed gets zeros of its shape. Forward nodes change only
+    where a rule asks for a residual (`ctx.residuals`: Dropout's mask, a Scan body's values
+    at every step).
     """
     forward = list(b.nodes)  # topological: the builder appends producers before consumers
+    for node in forward:  # a body built elsewhere: new names must not shadow its values
+        b.claim(body_values(node))
     types: dict[str, ValueType] = _static_types(b) if value_types is None else dict(value_types)
     for name, tensor in b.initializers.items():
         types.setdefault(name, (tensor.data_type, tuple(tensor.dims)))

@@ -7,7 +7,7 @@ and IR version because the onnx package's default IR version is newer than onnxr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -106,6 +106,11 @@ class GraphBuilder:
         self._counter[base] = n + 1
         self._used.add(name)
         return name
+
+    def claim(self, names: Iterable[str]) -> None:
+        """Mark names as taken without defining them here: the values of a body graph built
+        elsewhere, which a new name must not shadow."""
+        self._used.update(names)
 
     def reserve(self, name: str) -> str:
         """Claim an exact name (graph inputs, parameters); it must be free."""

@@ -200,15 +200,6 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     return grads
 
 
-def _indices_output(ctx: VjpContext, node: onnx.NodeProto) -> str:
-    """MaxPool's Indices output, added under a fresh name when the node lacks one."""
-    if len(node.output) > 1 and node.output[1]:
-        return str(node.output[1])
-    indices = ctx.b.fresh(f"{node.output[0]}_argmax")
-    node.output.append(indices)
-    return indices
-
-
 def _max_pool_tiles(
     ctx: VjpContext, node: onnx.NodeProto, dy: str, kernel: list[int]
 ) -> str | None:
@@ -256,7 +247,7 @@ def max_pool(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
         tiled = _max_pool_tiles(ctx, node, dy, kernel)
         if tiled is not None:
             return [tiled]
-    indices = _indices_output(ctx, node)
+    indices = ctx.residuals.output(node, 1, f"{node.output[0]}_argmax")
     flat = ctx.int_const([-1])
     zeros = b.op("Reshape", [ctx.zeros_like(x), flat])
     scattered = b.op(

@@ -1,8 +1,8 @@
 """Dropout (the ONNX op; dnnspec's own lowering multiplies by an in-graph mask instead).
 
 In training mode y = x * mask / (1 - ratio), so dx = dy * mask / (1 - ratio). The rule
-needs the mask: when the forward node has no mask output, the rule adds one to that node
-(a Dropout computes it anyway), so lowering need not ask for it.
+needs the mask: it asks the engine for the node's mask output, which the engine adds when
+the node has none (a Dropout computes it anyway), so lowering need not ask for it.
 """
 
 from __future__ import annotations
@@ -13,19 +13,6 @@ from dnnspec.autodiff.context import VjpContext
 from dnnspec.autodiff.rules.base import VJP, single
 
 Grads = list[str | None]
-
-
-def _mask_output(ctx: VjpContext, node: onnx.NodeProto) -> str:
-    """The node's mask output, added under a fresh name when the node lacks one."""
-    if len(node.output) > 1 and node.output[1]:
-        existing: str = node.output[1]
-        return existing
-    mask = ctx.b.fresh(f"{node.output[0]}_mask")
-    if len(node.output) > 1:
-        node.output[1] = mask
-    else:
-        node.output.append(mask)
-    return mask
 
 
 @VJP.register("Dropout")
@@ -52,6 +39,6 @@ def dropout(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
         scale = b.op("Div", [ctx.scalar(1.0, y), b.op("Sub", [ctx.scalar(1.0, y), r])])
     if training is None:
         scale = b.op("Where", [training_in, scale, ctx.scalar(1.0, y)])
-    mask = _mask_output(ctx, node)
+    mask = ctx.residuals.output(node, 1, f"{y}_mask")
     grads[0] = b.op("Where", [mask, b.op("Mul", [dy, scale]), ctx.scalar(0.0, x)])
     return grads

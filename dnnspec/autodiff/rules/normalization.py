@@ -2,8 +2,8 @@
 
 dx = inv_std * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * scale and xhat the
 normalised input; dscale = sum(dy * xhat) and dbias = sum(dy) over the leading axes. In
-float32 graphs the rule asks the forward node for its Mean and InvStdDev outputs (it
-computes them anyway; their stash type is float32), which saves six nodes per step. In
+float32 graphs the rule asks the engine for the forward node's Mean and InvStdDev outputs
+(it computes them anyway; their stash type is float32), which saves six nodes per step. In
 float64 graphs onnxruntime has no kernel with a float64 stash, so the statistics are
 recomputed from x (ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Reciprocal).
 """
@@ -22,12 +22,9 @@ def _statistics(ctx: VjpContext, node: onnx.NodeProto, axes: str) -> tuple[str, 
     """(mean, inv_std) of the node's input, keeping the reduced axes."""
     x, b = node.input[0], ctx.b
     if ctx.elem(x) == onnx.TensorProto.FLOAT and int(ctx.attr(node, "stash_type", 1)) == 1:
-        while len(node.output) < 3:
-            node.output.append("")
-        for i, kind in ((1, "mean"), (2, "inv_std")):
-            if not node.output[i]:
-                node.output[i] = b.fresh(f"{node.output[0]}_{kind}")
-        return node.output[1], node.output[2]
+        y = node.output[0]
+        mean = ctx.residuals.output(node, 1, f"{y}_mean")
+        return mean, ctx.residuals.output(node, 2, f"{y}_inv_std")
     eps = float(ctx.attr(node, "epsilon", 1e-5))
     mean = b.op("ReduceMean", [x, axes], keepdims=1)
     centred = b.op("Sub", [x, mean])

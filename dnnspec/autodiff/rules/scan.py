@@ -1,9 +1,10 @@
 """Scan (a loop over the leading axis of its scan inputs) and ReverseSequence.
 
 Scan's gradient is a second Scan that runs the body's own VJP backwards in time. The body is
-differentiated by the engine itself; every forward-body value that VJP reads is stored by
-the forward Scan as an extra per-iteration output (what autograd keeps), so the backward
-body recomputes nothing. The backward Scan carries the state gradients and one
+differentiated by the engine itself; every forward-body value that VJP reads is a residual
+the rule asks the engine for (`ctx.residuals.per_iteration`), which the forward Scan then
+stores as an extra per-iteration output (what autograd keeps), so the backward body
+recomputes nothing. The backward Scan carries the state gradients and one
 accumulator per captured outer value that needs a gradient (a body's weights); its scan
 inputs are the stored values and the output gradients, reversed along time with one
 Gather each (of indices T - 1, ..., 0 computed once), and its scan outputs are the
@@ -19,6 +20,8 @@ and lowering reverses time explicitly (ReverseSequence) where it needs to.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -93,76 +96,113 @@ def _accumulate(bb: GraphBuilder, total: str, grad: str) -> str:
     return bb.op("Add", [total, grad], hint=f"{total}_next")
 
 
-@VJP.register("Scan")
-def scan(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
+@dataclass(frozen=True)
+class _Layout:
+    """The forward Scan's parts: `n` states, `m` scan inputs, the outer values its body
+    captures, and the body's names for each."""
+
+    node: onnx.NodeProto
+    body: onnx.GraphProto
+    n: int
+    m: int
+    caps: list[str]
+    state_in: list[str]
+    scan_in: list[str]
+    state_out: list[str]
+    scan_out: list[str]
+    in_types: dict[str, onnx.TypeProto]
+    out_types: dict[str, onnx.TypeProto]
+    floats: list[int]
+    """The float states, which carry a gradient."""
+
+
+def _layout(ctx: VjpContext, node: onnx.NodeProto) -> _Layout:
     _check_layout(node, ctx)
-    if ctx.differentiate is None:
-        raise AutodiffError("the Scan gradient needs the engine to differentiate its body")
-    b = ctx.b
     body = ctx.attr(node, "body", None)
     assert isinstance(body, onnx.GraphProto)
     m = int(ctx.attr(node, "num_scan_inputs", 0))
     n = len(node.input) - m
-    caps = node_inputs(node)[len(node.input) :]
-    for name in [
-        *(v.name for v in body.input),
-        *(t.name for t in body.initializer),
-        *(o for x in body.node for o in x.output),
-    ]:
-        b._used.add(name)  # a body written elsewhere must not collide with new names
-    state_in = [v.name for v in body.input[:n]]
-    scan_in = [v.name for v in body.input[n:]]
-    state_out = [v.name for v in body.output[:n]]
-    scan_out = [v.name for v in body.output[n:]]
-    k = len(scan_out)
-    out_types = {v.name: v.type for v in body.output}
     in_types = {v.name: v.type for v in body.input}
+    state_in = [v.name for v in body.input[:n]]
+    return _Layout(
+        node=node,
+        body=body,
+        n=n,
+        m=m,
+        caps=node_inputs(node)[len(node.input) :],
+        state_in=state_in,
+        scan_in=[v.name for v in body.input[n:]],
+        state_out=[v.name for v in body.output[:n]],
+        scan_out=[v.name for v in body.output[n:]],
+        in_types=in_types,
+        out_types={v.name: v.type for v in body.output},
+        floats=[j for j in range(n) if in_types[state_in[j]].tensor_type.elem_type in FLOATS],
+    )
 
-    def is_float(type_: onnx.TypeProto) -> bool:
-        return type_.tensor_type.elem_type in FLOATS
 
-    floats = [j for j in range(n) if is_float(in_types[state_in[j]])]
+@dataclass(frozen=True)
+class _BodyVjp:
+    """The body's backward nodes, built in a copy of the body by the engine: the names of
+    the incoming gradients (`d_state` per float state, `d_scan` per differentiated scan
+    output) and of the gradients it computes, with the values' types."""
 
-    # the body, its captured values as inputs (for types), seeds for its outputs
-    fb = b.subgraph("scan_body_grad")
-    fb.inputs.extend(body.input)
-    for c in caps:
+    grads: dict[str, str]
+    backward: list[onnx.NodeProto]
+    constants: dict[str, onnx.TensorProto]
+    types: dict[str, onnx.TypeProto]
+    d_state: dict[int, str]
+    d_scan: dict[int, str]
+    wanted_x: list[int]
+    wanted_c: list[str]
+
+
+def _differentiate_body(ctx: VjpContext, s: _Layout, dys: Grads) -> _BodyVjp:
+    """Differentiate one iteration: the body with its captured values as inputs, seeded
+    at its outputs by new inputs, with respect to its float states, the scan inputs and
+    captured values that need a gradient."""
+    assert ctx.differentiate is not None
+    fb = ctx.b.subgraph("scan_body_grad")
+    fb.inputs.extend(s.body.input)
+    for c in s.caps:
         fb.inputs.append(_value_info(c, ctx.elem(c), ctx.shape(c)))
-    fb.initializers.update({t.name: t for t in body.initializer})
-    for x in body.node:
+    fb.initializers.update({t.name: t for t in s.body.initializer})
+    for x in s.body.node:
         copy = onnx.NodeProto()
         copy.CopyFrom(x)
         fb.nodes.append(copy)
     seed_parts: dict[str, list[str]] = {}
     d_state = {}
-    for j in floats:
-        d_state[j] = fb.fresh(f"d_{state_out[j]}")
-        fb.inputs.append(helper.make_value_info(d_state[j], out_types[state_out[j]]))
-        seed_parts.setdefault(state_out[j], []).append(d_state[j])
+    for j in s.floats:
+        d_state[j] = fb.fresh(f"d_{s.state_out[j]}")
+        fb.inputs.append(helper.make_value_info(d_state[j], s.out_types[s.state_out[j]]))
+        seed_parts.setdefault(s.state_out[j], []).append(d_state[j])
     d_scan = {}
-    for i in range(k):
-        if dys[n + i] is not None:
-            d_scan[i] = fb.fresh(f"d_{scan_out[i]}")
-            fb.inputs.append(helper.make_value_info(d_scan[i], out_types[scan_out[i]]))
-            seed_parts.setdefault(scan_out[i], []).append(d_scan[i])
+    for i, out in enumerate(s.scan_out):
+        if dys[s.n + i] is not None:
+            d_scan[i] = fb.fresh(f"d_{out}")
+            fb.inputs.append(helper.make_value_info(d_scan[i], s.out_types[out]))
+            seed_parts.setdefault(out, []).append(d_scan[i])
     seeds = {
         name: parts[0] if len(parts) == 1 else fb.op("Sum", parts)
         for name, parts in seed_parts.items()
     }
-    wanted_x = [i for i in range(m) if ctx.needs(node.input[n + i])]
-    wanted_c = [c for c in caps if ctx.needs(c)]
-    wrt = [*(state_in[j] for j in floats), *(scan_in[i] for i in wanted_x), *wanted_c]
+    wanted_x = [i for i in range(s.m) if ctx.needs(s.node.input[s.n + i])]
+    wanted_c = [c for c in s.caps if ctx.needs(c)]
+    wrt = [*(s.state_in[j] for j in s.floats), *(s.scan_in[i] for i in wanted_x), *wanted_c]
     start = len(fb.nodes)
     grads = ctx.differentiate(fb, seeds, wrt)
     backward = fb.nodes[start:]
     types = _types(fb.model())
+    return _BodyVjp(grads, backward, fb.initializers, types, d_state, d_scan, wanted_x, wanted_c)
 
-    # forward-body values the backward nodes read: stored per iteration by the forward Scan
-    produced = {o for x in body.node for o in x.output}
-    forward_values = set(state_in) | set(scan_in) | produced
+
+def _forward_reads(s: _Layout, vjp: _BodyVjp) -> list[str]:
+    """The forward body's values that its backward nodes read (or return as gradients),
+    in first-use order: the residuals the backward Scan takes at every step."""
+    produced = {o for x in s.body.node for o in x.output}
+    forward_values = set(s.state_in) | set(s.scan_in) | produced
     read: list[str] = []
-    results = list(grads.values())
-    for x in backward:
+    for x in vjp.backward:
         inner = [
             name
             for a in x.attribute
@@ -172,108 +212,142 @@ def scan(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
         for name in [*x.input, *inner]:
             if name in forward_values and name not in read:
                 read.append(name)
-    for name in results:
+    for name in vjp.grads.values():
         if name in forward_values and name not in read:
             read.append(name)
+    return read
 
-    while len(node.output) < n + k:
-        node.output.append("")
-    sequence: dict[str, str] = {}  # forward-body value -> outer per-iteration tensor
-    for name in read:
-        if name in scan_in:
-            sequence[name] = node.input[n + scan_in.index(name)]
-            continue
-        if name in scan_out and node.output[n + scan_out.index(name)]:
-            sequence[name] = node.output[n + scan_out.index(name)]
-            continue
-        source = name
-        if name in state_in or name in state_out or name in scan_out:
-            source = b.fresh(f"{name}_kept")
-            body.node.append(helper.make_node("Identity", [name], [source]))
-        body.output.append(helper.make_value_info(source, types[name]))
-        outer = b.fresh(f"{name}_steps")
-        node.output.append(outer)
-        sequence[name] = outer
 
-    # the backward body
-    bb = b.subgraph("scan_grad")
+@dataclass
+class _Backward:
+    """The backward Scan's body inputs with the outer values they start from (carried) or
+    run over (scanned, reversed in time)."""
+
+    inputs: list[onnx.ValueInfoProto]
+    initial: list[str]
+    scanned: list[str]
+    accumulators: dict[str, str]
+    order: str
+
+
+def _backward_inputs(
+    ctx: VjpContext,
+    bb: GraphBuilder,
+    s: _Layout,
+    vjp: _BodyVjp,
+    read: list[str],
+    stacked: dict[str, str],
+    dys: Grads,
+) -> _Backward:
+    """Carried: the state gradients (zeros where the output has none), then one running
+    sum per captured value that needs a gradient. Scanned: the output gradients and the
+    stored forward values, reversed in time."""
     inputs: list[onnx.ValueInfoProto] = []
     initial: list[str] = []
-    for j in floats:
-        inputs.append(helper.make_value_info(d_state[j], out_types[state_out[j]]))
+    for j in s.floats:
+        inputs.append(helper.make_value_info(vjp.d_state[j], s.out_types[s.state_out[j]]))
         dy = dys[j]
         if dy is None:
-            dy = ctx.zeros_like(node.output[j] or node.input[j])
+            dy = ctx.zeros_like(s.node.output[j] or s.node.input[j])
         initial.append(dy)
     accumulators = {}
-    for c in wanted_c:
+    for c in vjp.wanted_c:
         accumulators[c] = bb.fresh(f"{c}_grad_sum")
         inputs.append(_value_info(accumulators[c], ctx.elem(c), ctx.shape(c)))
         initial.append(ctx.zeros_like(c))
     scanned: list[str] = []
-    order = _time_order(ctx, node.input[n])
-    for i, name in d_scan.items():
-        inputs.append(helper.make_value_info(name, out_types[scan_out[i]]))
-        scanned.append(_reverse(ctx, single(dys[n + i : n + i + 1]), order))
+    order = _time_order(ctx, s.node.input[s.n])
+    for i, name in vjp.d_scan.items():
+        inputs.append(helper.make_value_info(name, s.out_types[s.scan_out[i]]))
+        scanned.append(_reverse(ctx, single(dys[s.n + i : s.n + i + 1]), order))
     for name in read:
-        inputs.append(helper.make_value_info(name, types[name]))
-        scanned.append(_reverse(ctx, sequence[name], order))
+        inputs.append(helper.make_value_info(name, vjp.types[name]))
+        scanned.append(_reverse(ctx, stacked[name], order))
     if not scanned:  # Scan needs one scan input to know the trip count
         dummy = bb.fresh("steps")
-        inputs.append(helper.make_value_info(dummy, in_types[scan_in[0]]))
-        scanned.append(node.input[n])
-    body_constants = {t.name for t in body.initializer}
+        inputs.append(helper.make_value_info(dummy, s.in_types[s.scan_in[0]]))
+        scanned.append(s.node.input[s.n])
+    return _Backward(inputs, initial, scanned, accumulators, order)
+
+
+def _backward_body(
+    ctx: VjpContext, bb: GraphBuilder, s: _Layout, vjp: _BodyVjp, io: _Backward
+) -> None:
+    """The backward body: the body's VJP nodes (its constants renamed, since sibling
+    bodies must not define the same name), outputs the input gradients of one step."""
+    body_constants = {t.name for t in s.body.initializer}
     renamed: dict[str, str] = {}
-    for x in backward:  # sibling bodies must not define the same name
+    for x in vjp.backward:
         for idx, name in enumerate(x.input):
             if name in body_constants:
                 renamed.setdefault(name, bb.fresh(f"{name}_bwd"))
                 x.input[idx] = renamed[name]
     for old, new in renamed.items():
         tensor = onnx.TensorProto()
-        tensor.CopyFrom(fb.initializers[old])
+        tensor.CopyFrom(vjp.constants[old])
         tensor.name = new
         bb.initializers[new] = tensor
-    used = {name for x in backward for name in x.input}
-    for name, tensor in fb.initializers.items():
+    used = {name for x in vjp.backward for name in x.input}
+    for name, tensor in vjp.constants.items():
         if name in used and name not in body_constants:
             bb.initializers[name] = tensor
-    bb.nodes.extend(backward)
-    bound = {v.name for v in inputs}
+    bb.nodes.extend(vjp.backward)
+    bound = {v.name for v in io.inputs}
 
     def output(value: str, type_: onnx.TypeProto) -> None:
-        if value in bound or value in caps or value in {o.name for o in bb.outputs}:
+        if value in bound or value in s.caps or value in {o.name for o in bb.outputs}:
             value = bb.op("Identity", [value])
         bb.outputs.append(helper.make_value_info(value, type_))
 
-    for j in floats:
-        output(grads[state_in[j]], in_types[state_in[j]])
-    for c in wanted_c:
-        total = _accumulate(bb, accumulators[c], grads[c])
+    for j in s.floats:
+        output(vjp.grads[s.state_in[j]], s.in_types[s.state_in[j]])
+    for c in vjp.wanted_c:
+        total = _accumulate(bb, io.accumulators[c], vjp.grads[c])
         bb.outputs.append(_value_info(total, ctx.elem(c), ctx.shape(c)))
-    for i in wanted_x:
-        output(grads[scan_in[i]], in_types[scan_in[i]])
-    bb.inputs.extend(inputs)
+    for i in vjp.wanted_x:
+        output(vjp.grads[s.scan_in[i]], s.in_types[s.scan_in[i]])
+    bb.inputs.extend(io.inputs)
 
-    carried = len(floats) + len(wanted_c)
+
+def _emit(ctx: VjpContext, bb: GraphBuilder, s: _Layout, vjp: _BodyVjp, io: _Backward) -> Grads:
+    """The backward Scan, and its results as one gradient per forward input (captured
+    values last); the scan inputs' gradients come out reversed and are turned back."""
+    b = ctx.b
+    carried = len(s.floats) + len(vjp.wanted_c)
     outs = [b.fresh("d_scan_state") for _ in range(carried)]
-    outs += [b.fresh("d_scan_input_rev") for _ in wanted_x]
+    outs += [b.fresh("d_scan_input_rev") for _ in vjp.wanted_x]
     b.op_multi(
         "Scan",
-        [*initial, *scanned],
+        [*io.initial, *io.scanned],
         outs,
         body=bb.graph(),
-        num_scan_inputs=len(scanned),
+        num_scan_inputs=len(io.scanned),
     )
-    result: Grads = [None] * (n + m + len(caps))
-    for pos, j in enumerate(floats):
-        if ctx.needs(node.input[j]):
+    result: Grads = [None] * (s.n + s.m + len(s.caps))
+    for pos, j in enumerate(s.floats):
+        if ctx.needs(s.node.input[j]):
             result[j] = outs[pos]
-    for pos, c in enumerate(wanted_c):
-        result[n + m + caps.index(c)] = outs[len(floats) + pos]
-    for pos, i in enumerate(wanted_x):
-        result[n + i] = _reverse(ctx, outs[carried + pos], order)
+    for pos, c in enumerate(vjp.wanted_c):
+        result[s.n + s.m + s.caps.index(c)] = outs[len(s.floats) + pos]
+    for pos, i in enumerate(vjp.wanted_x):
+        result[s.n + i] = _reverse(ctx, outs[carried + pos], io.order)
     return result
+
+
+@VJP.register("Scan")
+def scan(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
+    """Differentiate one iteration, ask the engine for the forward values that reads at
+    every step, and run the iteration's VJP backwards over them in a second Scan."""
+    if ctx.differentiate is None:
+        raise AutodiffError("the Scan gradient needs the engine to differentiate its body")
+    layout = _layout(ctx, node)
+    vjp = _differentiate_body(ctx, layout, dys)
+    read = _forward_reads(layout, vjp)
+    stacked = ctx.residuals.per_iteration(node, read, vjp.types)
+    bb = ctx.b.subgraph("scan_grad")
+    io = _backward_inputs(ctx, bb, layout, vjp, read, stacked, dys)
+    _backward_body(ctx, bb, layout, vjp, io)
+    return _emit(ctx, bb, layout, vjp, io)
 
 
 @VJP.register("ReverseSequence")
