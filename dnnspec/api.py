@@ -5,7 +5,7 @@ import dnnspec
 program = dnnspec.compile("specs/digits_mlp.dnn")
 result = dnnspec.train("specs/digits_mlp.dnn", hidden=64, out="runs/h64")
 model = dnnspec.load(result.run_dir)
-probabilities = model.predict(x)
+logits = model.predict(x)  # a dict of arrays by name for a model with named outputs
 
 Every function taking a spec accepts a path or a `Spec` from `load_spec`. Keyword overrides
 replace params: a string is read as `--set` text (`hidden="64"` is the int 64), any other
@@ -36,7 +36,7 @@ from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.columns import pick_columns, transform
-from dnnspec.runtime.data import fits_shape, from_text
+from dnnspec.runtime.data import fits_shape, from_text, head_labels
 from dnnspec.runtime.generate import encode, sample
 from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.prepare import load_parts, prepare, program_from_data, read_like_data
@@ -308,32 +308,22 @@ class Model:
         loss = next((o.loss for o in self.file.outputs if o.name == output), None)
         return loss is not None and loss in LOSSES and LOSSES.get(loss).probabilities is not None
 
-    def predict(self, x: np.ndarray | str | Path, drop_target: bool = False) -> np.ndarray:
-        """Model outputs for a batch, given as an array or an .npy, .npz (array `x`) or .csv
-        file; shapes and dtypes are checked against the spec: an array of another dtype is
-        refused (casting float64 or int64 data silently can change it), while CSV text is
-        read as the declared dtype. A CSV with a header is read by the column names the
-        model records (other columns, such as the target, are ignored); `drop_target`
-        takes the inputs out of rows laid out as the training CSV (target included). A model
-        with named outputs answers `predict_outputs`."""
-        if self.file.named:
-            names = ", ".join(o.name for o in self.file.outputs)
-            raise error(
-                f"the model in '{self.run_dir}' has named outputs ({names})",
-                help="call predict_outputs(x), which returns each output by name",
-            )
-        inputs = {self.file.input.name: self._x(x, drop_target)}
-        output: np.ndarray = self.session.run([OUTPUT], inputs)[0]
-        return output
-
-    def predict_outputs(
+    def predict(
         self, x: np.ndarray | str | Path, drop_target: bool = False
-    ) -> dict[str, np.ndarray]:
-        """Every output of the model for a batch (read as `predict` reads it), by name:
-        `output` for a model without named outputs."""
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """Model outputs for a batch: for a model with one (unnamed) output its array, for
+        a model with named outputs (`return digit: ..., ink: ...`) a dict of one array per
+        output name, in the model's order. The batch is an array or an .npy, .npz (array
+        `x`) or .csv file; shapes and dtypes are checked against the spec: an array of
+        another dtype is refused (casting float64 or int64 data silently can change it),
+        while CSV text is read as the declared dtype. A CSV with a header is read by the
+        column names the model records (other columns, such as the target, are ignored);
+        `drop_target` takes the inputs out of rows laid out as the training CSV (target
+        included)."""
         names = [o.name for o in self.file.outputs]
         values = self.session.run(names, {self.file.input.name: self._x(x, drop_target)})
-        return dict(zip(names, values, strict=True))
+        outputs = dict(zip(names, values, strict=True))
+        return outputs if self.file.named else outputs[OUTPUT]
 
     def _x(self, x: np.ndarray | str | Path, drop_target: bool) -> np.ndarray:
         """A batch of inputs read and checked against the model's declared input."""
@@ -438,11 +428,9 @@ class Model:
                 prep.train,
                 str(Path(data).resolve()),
                 prep.typed,
-                LOSSES.get(prep.train.trained()[0].loss.name).target,
-                prep.train_data.labels,
+                head_labels(prep.train_data),
                 _file_span(Path(data)),
                 "data file",
-                prep.train_data.target_labels,
             )
             if steps is not None and held_out.x.shape[1:] != (steps.width,):
                 raise error(

@@ -504,11 +504,11 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
     out = Path(args.out) if args.out else None
     model = load(args.run)
-    if model.file.named:
-        return _predict_outputs(args, console, model, out)
-    if out is not None and out.suffix not in PREDICTION_FORMATS:
+    if not model.file.named and out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     pred = model.predict(Path(args.input), drop_target=args.drop_target)
+    if isinstance(pred, dict):
+        return _predict_outputs(args, console, model, out, pred)
     header, table = proba_table(model, pred) if args.proba else (None, pred)
     if out is not None:
         if args.proba and out.suffix == ".npy":
@@ -536,15 +536,18 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
 
 def _predict_outputs(
-    args: argparse.Namespace, console: Console, model: Model, out: Path | None
+    args: argparse.Namespace,
+    console: Console,
+    model: Model,
+    out: Path | None,
+    preds: dict[str, np.ndarray],
 ) -> int:
-    """`predict` for a model with named outputs: an .npz of one array per output or a CSV
-    of `<output>_<i>` columns; the JSON has each output's predictions (and a class
-    output's classes, labels when they are words, and with --proba probabilities) under
-    its name."""
+    """`predict` for a model with named outputs (`preds` by name): an .npz of one array per
+    output or a CSV of `<output>_<i>` columns; the JSON has each output's predictions (and
+    a class output's classes, labels when they are words, and with --proba probabilities)
+    under its name."""
     from dnnspec.api import write_output_predictions
 
-    preds = model.predict_outputs(Path(args.input), drop_target=args.drop_target)
     proba = {}
     if args.proba:  # each class output's probabilities replace its scores in the file
         proba = {

@@ -53,7 +53,8 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is: `a directory`, `a FIFO (named pipe)`..."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -85,7 +86,7 @@ def open_regular(
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise error(f"{what} '{text}' is {_kind(info.st_mode)}, not a file", span)
+            raise error(f"{what} '{text}' is {kind_of(info.st_mode)}, not a file", span)
         if info.st_size > limit:
             raise error(
                 f"{what} '{text}' is {size_text(info.st_size)}, over the limit of "

@@ -8,18 +8,20 @@ renders with source lines even for specs that never lived in a file.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, SourceMap, Span, did_you_mean, error
-from dnnspec.files import MiB, read_bytes
+from dnnspec.files import MiB, kind_of, os_reason, read_bytes
 from dnnspec.ir import Spec
 from dnnspec.resolve import Scalar, resolve
 from dnnspec.syntax import ast
 from dnnspec.syntax.build import build
-from dnnspec.syntax.parse import parse_tree
+from dnnspec.syntax.parse import check_lexes, parse_tree
 
 MAX_SPEC_BYTES = 1 * MiB
 """Largest spec file read; real specs are a few KiB."""
@@ -130,16 +132,17 @@ def with_imports(spec: ast.SpecFile, file: str, sources: SourceMap) -> ast.SpecF
     blocks: list[ast.TopItem] = []
     seen: set[Path] = set()
     problems: list[Diagnostic] = []
+    roots = (_folder(file), Path(str(resources.files("dnnspec") / STDLIB)).resolve())
 
     def visit(items: tuple[ast.TopItem, ...], where: str) -> None:
         for item in items:
             if not isinstance(item, ast.Import):
                 continue
-            path = _library(item, where, problems)
+            path = _library(item, where, roots, problems)
             if path is None or path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            text = read_spec_text(path)
+            text = _library_text(path, item)
             sources.add(str(path), text)
             library = parse_text(text, str(path))
             for other in library.items:
@@ -163,9 +166,40 @@ def with_imports(spec: ast.SpecFile, file: str, sources: SourceMap) -> ast.SpecF
     return spec.model_copy(update={"items": (*blocks, *own)})
 
 
-def _library(item: ast.Import, where: str, problems: list[Diagnostic]) -> Path | None:
-    """The file an import names: a standard-library module, or a path (relative to the
-    importing file's folder)."""
+def _folder(file: str) -> Path:
+    """The folder a spec's imports are confined to: its file's (in-memory specs: the
+    working directory's)."""
+    return (Path.cwd() if file.startswith("<") else Path(file).parent).resolve()
+
+
+def _shown(path: str) -> str:
+    """A path for a message, its middle left out when it is very long."""
+    return path if len(path) <= 120 else f"{path[:60]}...{path[-40:]}"
+
+
+def _library_text(path: Path, item: ast.Import) -> str:
+    """An imported file's text. If it does not lex, the error is at the import and shows
+    none of the file's lines: an import naming something other than a spec must not
+    print what it holds."""
+    text = read_spec_text(path)
+    try:
+        check_lexes(text, str(path))
+    except DiagnosticError as exc:
+        place = exc.diagnostics[0].span
+        at = f" (line {place.line}, column {place.col})" if place else ""
+        raise error(
+            f"imported file '{_shown(str(item.module.value))}' is not spec text: "
+            f"{exc.diagnostics[0].message}{at}",
+            item.module.span,
+        ) from None
+    return text
+
+
+def _library(
+    item: ast.Import, where: str, roots: tuple[Path, ...], problems: list[Diagnostic]
+) -> Path | None:
+    """The file an import names: a standard-library module, or a `.dnn` regular file
+    (relative to the importing file's folder) inside the spec's folder or the library's."""
     module = item.module
     if isinstance(module, ast.Name):
         if module.id in stdlib_modules():
@@ -179,20 +213,48 @@ def _library(item: ast.Import, where: str, problems: list[Diagnostic]) -> Path |
             )
         )
         return None
-    path = Path(module.value)
+    named, span = module.value, module.span
+    path = Path(named)
     if not path.is_absolute() and not where.startswith("<"):
         path = Path(where).parent / path
-    if not path.is_file():
-        problems.append(
-            Diagnostic(
-                message=f"imported file '{module.value}' does not exist",
-                span=module.span,
-                notes=(Note(message=f"looked for '{path}'"),),
-                help="a relative path is read from the importing file's folder",
-            )
-        )
+    problem = _import_problem(named, path, roots)
+    if problem is not None:
+        problems.append(problem.model_copy(update={"span": span}))
         return None
     return path
+
+
+def _import_problem(named: str, path: Path, roots: tuple[Path, ...]) -> Diagnostic | None:
+    """Why `path` (written `named`) cannot be imported, or None; the caller locates it."""
+    shown = _shown(named)
+    if not named:
+        return Diagnostic(message="the import path is empty", help='write import "blocks.dnn"')
+    if not named.endswith(".dnn"):
+        return Diagnostic(
+            message=f"imported file '{shown}' is not a .dnn file",
+            help="a library is a .dnn file of blocks; standard-library modules are "
+            "imported by name: " + ", ".join(stdlib_modules()),
+        )
+    try:
+        inside = any(path.resolve().is_relative_to(root) for root in roots)
+        if not inside:  # checked first: nothing is said about files outside
+            return Diagnostic(
+                message=f"imported file '{shown}' is outside the spec's folder",
+                help=f"imports read .dnn files in '{roots[0]}' and the folders below it",
+            )
+        info = os.stat(path)
+    except FileNotFoundError:
+        return Diagnostic(
+            message=f"imported file '{shown}' does not exist",
+            notes=(Note(message=f"looked for '{_shown(str(path))}'"),),
+            help="a relative path is read from the importing file's folder",
+        )
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        return Diagnostic(message=f"cannot read imported file '{shown}': {reason}")
+    if not stat.S_ISREG(info.st_mode):
+        return Diagnostic(message=f"imported file '{shown}' is {kind_of(info.st_mode)}, not a file")
+    return None
 
 
 def read_spec_text(path: str | Path) -> str:

@@ -194,11 +194,11 @@ def test_sequence_outputs_take_one_label_per_position(tmp_path: Path) -> None:
         assert spec.train is not None
         data = DATASETS.get("file").load(spec.train.data.args, 0, spec.train.data.span)
         if message is None:
-            conformed, classes = conform(data, check_spec(spec), "class", spec.train.data)
-            assert classes == 3 and conformed.y.shape == (6, 4)
+            conformed, classes = conform(data, check_spec(spec), {"": "class"}, spec.train.data)
+            assert classes == {"": 3} and conformed.y.shape == (6, 4)
         else:
             with pytest.raises(DiagnosticError, match=message):
-                conform(data, check_spec(spec), "class", spec.train.data)
+                conform(data, check_spec(spec), {"": "class"}, spec.train.data)
 
 
 def test_conform_rejects_string_targets(tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def test_conform_rejects_string_targets(tmp_path: Path) -> None:
     assert spec.train is not None
     data = DATASETS.get("file").load(spec.train.data.args, 0, spec.train.data.span)
     with pytest.raises(DiagnosticError, match="targets must be numbers"):
-        conform(data, check_spec(spec), "value", spec.train.data)
+        conform(data, check_spec(spec), {"": "value"}, spec.train.data)
 
 
 @pytest.mark.parametrize(
@@ -258,10 +258,10 @@ def test_named_dims_match_any_size_but_the_same_size_in_inputs_and_targets(
     assert spec.train is not None
     typed = check_spec(spec)
     x = np.ones((6, 7, 4), np.float32)
-    fitted, _ = conform(Dataset(x, np.ones((6, 7, 1))), typed, "value", spec.train.data)
+    fitted, _ = conform(Dataset(x, np.ones((6, 7, 1))), typed, {"": "value"}, spec.train.data)
     assert fitted.y.shape == (6, 7, 1) and fitted.y.dtype == np.float32
     with pytest.raises(DiagnosticError, match=r"targets have shape \[N, 5, 1\]"):
-        conform(Dataset(x, np.ones((6, 5, 1))), typed, "value", spec.train.data)
+        conform(Dataset(x, np.ones((6, 5, 1))), typed, {"": "value"}, spec.train.data)
 
 
 @pytest.mark.parametrize("width", [3, 4])
@@ -282,5 +282,5 @@ def test_labels_as_names_map_labels_from_one_to_ids_from_0(tmp_path: Path) -> No
     spec = spec_for(tmp_path, "d.csv", width=3)
     spec.write_text(spec.read_text().replace("validation = 0.25", "labels = names"))
     prep = prepare(load_spec(spec))
-    assert prep.program.metadata["dnnspec.class_labels"] == '["1", "2", "3"]'
+    assert prep.program.metadata.class_labels == ["1", "2", "3"]
     assert sorted(set(prep.train_data.y.tolist())) == [0, 1, 2]

@@ -362,11 +362,9 @@ def test_predict_and_eval_answer_per_output(npz_run) -> None:
     root, _ = npz_run
     model = api.load(root / "run", device="cpu")
     x = synthetic(7, seed=4)["x"]
-    outs = model.predict_outputs(x)
-    assert list(outs) == ["kind", "size"]
+    outs = model.predict(x)
+    assert isinstance(outs, dict) and list(outs) == ["kind", "size"]
     assert outs["kind"].shape == (7, 3) and outs["size"].shape == (7, 2)
-    with pytest.raises(DiagnosticError, match="has named outputs"):
-        model.predict(x)
     np.save(root / "x.npy", x)
     cli = [sys.executable, "-m", "dnnspec", "predict", str(root / "run"), str(root / "x.npy")]
     shown = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
@@ -497,7 +495,9 @@ def test_predict_proba_gives_each_class_outputs_probabilities(npz_run) -> None:
     shown = json.loads(
         subprocess.run([*cli, "--proba"], capture_output=True, text=True, check=True).stdout
     )
-    logits = api.load(root / "run", device="cpu").predict_outputs(x)["kind"].astype(np.float64)
+    predicted = api.load(root / "run", device="cpu").predict(x)
+    assert isinstance(predicted, dict)
+    logits = predicted["kind"].astype(np.float64)
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(shown["outputs"]["kind"]["probabilities"], expected, rtol=1e-6)

@@ -99,6 +99,7 @@ def test_model_onnx_takes_raw_features_and_scaling_pays_off(tmp_path: Path) -> N
     assert json.loads(meta["dnnspec.preprocess"])[0]["step"] == "standardize"
     x = np.load(tmp_path / "d.npz")["x"][:20]
     ours = api.load(tmp_path / "scaled").predict(x)
+    assert isinstance(ours, np.ndarray)
     outs: Any = ReferenceEvaluator(model).run(None, {"x": x})
     reference = outs[0]
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)

@@ -65,7 +65,8 @@ def test_predicting_a_token_id_outside_the_vocabulary_is_a_diagnostic(
 ) -> None:
     model = api.load(sequence_run[1].run_dir, device="cpu")
     ids = np.zeros((2, 8), np.int64)
-    assert model.predict(ids).shape == (2, 2)
+    predicted = model.predict(ids)
+    assert isinstance(predicted, np.ndarray) and predicted.shape == (2, 2)
     ids[1, 5] = 8
     with pytest.raises(DiagnosticError, match=r"token id 8 at sample 1, position \(5,\), outside"):
         model.predict(ids)

@@ -246,37 +246,54 @@ def _inputs(
     return x.astype(decl.dtype), sizes
 
 
+def head_targets(data: Dataset) -> dict[str, np.ndarray]:
+    """Each trained output's targets by output name, `""` for a model's one unnamed output
+    (as `TrainSpec.trained()` names its head), whichever way the dataset holds them."""
+    return dict(data.targets) if data.targets else {"": data.y}
+
+
+def head_labels(data: Dataset) -> dict[str, tuple[str, ...]]:
+    """The class names of each output whose targets were given as words, by output name."""
+    if data.targets:
+        return dict(data.target_labels)
+    return {"": data.labels} if data.labels is not None else {}
+
+
+def with_heads(
+    data: Dataset, targets: dict[str, np.ndarray], labels: dict[str, tuple[str, ...]]
+) -> Dataset:
+    """`data` holding `targets` and `labels` by output name (see `head_targets`)."""
+    if set(targets) == {""}:
+        return replace(data, y=targets[""], labels=labels.get(""))
+    first = next(iter(targets.values()))
+    return replace(data, y=first, labels=None, targets=targets, target_labels=labels)
+
+
 def conform(
-    data: Dataset, typed: TypedModel, target: str, source: Call, input_shape: bool = True
-) -> tuple[Dataset, int | None]:
-    """Cast and check `data` for the model; returns it and the number of classes (if any).
-    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them)."""
-    x, sizes = _inputs(data, typed, source, input_shape)
-    y, classes = _targets(data.y, typed.output, target, data.labels, sizes, source, "")
-    return replace(data, x=x, y=y, labels=data.labels if classes else None), classes
-
-
-def conform_outputs(
     data: Dataset,
     typed: TypedModel,
-    targets: Mapping[str, str],
+    kinds: Mapping[str, str],
     source: Call,
     input_shape: bool = True,
 ) -> tuple[Dataset, dict[str, int | None]]:
-    """`conform` for a model with named outputs: `targets` gives each output's target
-    kind; each output's array in `data.targets` is checked against it, and errors name
-    the output. Returns the data and each output's number of classes (if any)."""
+    """Cast and check `data` for the model: the inputs against the declared input, and the
+    targets of each trained output (`kinds`: output name -> its loss's target kind, `""`
+    for a model's one unnamed output) against the output's type and loss, errors naming
+    the output. Returns the data and each output's number of classes (None: it predicts
+    values). `input_shape=False` leaves the width of the inputs to the caller (one_hot
+    widens them)."""
     x, sizes = _inputs(data, typed, source, input_shape)
-    found: dict[str, np.ndarray] = {}
+    given, words = head_targets(data), head_labels(data)
+    targets: dict[str, np.ndarray] = {}
+    labels: dict[str, tuple[str, ...]] = {}
     classes: dict[str, int | None] = {}
-    for name, kind in targets.items():
-        labels = data.target_labels.get(name)
+    for name, kind in kinds.items():
+        named = words.get(name)
         out = typed.outputs[name]
-        found[name], classes[name] = _targets(
-            data.targets[name], out, kind, labels, sizes, source, name
-        )
-    first = next(iter(found))
-    return replace(data, x=x, y=found[first], labels=None, targets=found), classes
+        targets[name], classes[name] = _targets(given[name], out, kind, named, sizes, source, name)
+        if named is not None and classes[name] is not None:
+            labels[name] = named
+    return with_heads(replace(data, x=x), targets, labels), classes
 
 
 def _targets(

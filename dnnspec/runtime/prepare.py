@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from dnnspec.errors import Span, error
 from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.metadata import Expects, PreprocessStep
 from dnnspec.runtime.columns import check_width, encoded_columns, expects, fit_preprocess, transform
-from dnnspec.runtime.data import conform, conform_outputs
+from dnnspec.runtime.data import conform, head_labels, head_targets, with_heads
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.preprocess import Preprocessing
@@ -97,9 +97,7 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
         test_data = data.take(test_index)
     elif isinstance(train.test, str):
-        test_data = read_like_data(
-            train, train.test, typed, first.target, data.labels, named_labels=data.target_labels
-        )
+        test_data = read_like_data(train, train.test, typed, head_labels(data))
     part = data.take(rest)
     kept, held = split_indices(part, validation, split_seed, stratify)
     kept, held = rest[kept], rest[held]
@@ -185,17 +183,19 @@ def record_data(program: Program, parts: Parts) -> None:
 
 
 def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Dataset, int | None]:
-    """The data `source` names, checked for the model: with the class count of a model's
-    one output, or for named outputs one target each (`Dataset.targets`)."""
+    """The data `source` names, checked for the model, one target per trained output;
+    with the class count of a model's one unnamed output (named outputs count their own)."""
+    loaded = _load(train, source)
+    data, classes = _conform(train, typed, loaded, source)
+    return data, classes.get("")
+
+
+def _load(train: TrainSpec, source: Call) -> Dataset:
+    """The dataset `source` names, as loaded: one target array per trained output."""
     dataset = DATASETS.get(source.name)
-    if not train.heads:
-        assert train.loss is not None
-        target = LOSSES.get(train.loss.name).target
-        loaded = dataset.load(source.args, train.seed, source.span)
-        encoded = encoded_columns(train, loaded)
-        # with one_hot the declared input is the encoded width, checked once it is fitted
-        return conform(loaded, typed, target, source, input_shape=not encoded)
-    names = tuple(h.output for h in train.heads)
+    names = tuple(h.output for h in train.trained() if h.output)
+    if not names:  # a model's one unnamed output reads the dataset's one target
+        return dataset.load(source.args, train.seed, source.span)
     if dataset.targets is None:
         raise error(
             f"dataset '{source.name}' has one target, but the model's outputs "
@@ -204,26 +204,31 @@ def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Datase
             help="train on a file with an .npz array or a CSV column named after each "
             "output, or on digits (targets digit and ink)",
         )
-    loaded = dataset.targets(source.args, names, train.seed, source.span)
-    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
+    return dataset.targets(source.args, names, train.seed, source.span)
+
+
+def _conform(
+    train: TrainSpec, typed: TypedModel, loaded: Dataset, source: Call
+) -> tuple[Dataset, dict[str, int | None]]:
+    """`loaded` cast and checked against the model and each output's loss."""
+    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.trained()}
     encoded = encoded_columns(train, loaded)
-    data, _ = conform_outputs(loaded, typed, kinds, source, input_shape=not encoded)
-    return data, None
+    # with one_hot the declared input is the encoded width, checked once it is fitted
+    return conform(loaded, typed, kinds, source, input_shape=not encoded)
 
 
 def read_like_data(
     train: TrainSpec,
     path: str,
     typed: TypedModel,
-    target: str,
-    labels: tuple[str, ...] | None,
+    labels: dict[str, tuple[str, ...]],
     span: Span | None = None,
     what: str = "test file",
-    named_labels: dict[str, tuple[str, ...]] | None = None,
 ) -> Dataset:
     """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
-    (same columns), class names mapped to the training data's ids (`labels`; for named
-    outputs `named_labels`, by output); errors at `span` (by default the train section)."""
+    (same columns), each output's class names mapped to the training data's ids (`labels`,
+    by output as `head_labels` gives them); errors at `span` (by default the train
+    section)."""
     definition = DATASETS.get("file")
     span = span or train.span
     given: list[tuple[str, Any, Span]] = [("path", path, span)]
@@ -231,41 +236,14 @@ def read_like_data(
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
     args = definition.signature.bind("file", [], given, span)
     source = Call(name="file", args=args, span=span)
-    if train.heads:
-        return _read_like_outputs(train, typed, source, named_labels or {}, what)
-    loaded = definition.load(args, train.seed, span)
-    if labels is not None and loaded.labels is not None:
-        ids = _map_labels(loaded.labels, labels, loaded.y, source, what)
-        loaded = replace(loaded, y=ids, labels=labels)
-    encoded = encoded_columns(train, loaded)
-    test, _ = conform(loaded, typed, target, source, input_shape=not encoded)
-    return test
-
-
-def _read_like_outputs(
-    train: TrainSpec,
-    typed: TypedModel,
-    source: Call,
-    named_labels: dict[str, tuple[str, ...]],
-    what: str,
-) -> Dataset:
-    """`read_like_data` for a model with named outputs: each output's class names mapped
-    to the training data's ids (`named_labels`)."""
-    names = tuple(h.output for h in train.heads)
-    definition = DATASETS.get("file")
-    assert definition.targets is not None
-    raw = definition.targets(source.args, names, train.seed, source.span)
-    targets = dict(raw.targets)
-    words = dict(raw.target_labels)
-    for name, own in raw.target_labels.items():
-        known = named_labels.get(name)
+    raw = _load(train, source)
+    targets, words = head_targets(raw), head_labels(raw)
+    for name, own in head_labels(raw).items():
+        known = labels.get(name)
         if known is not None:
             targets[name] = _map_labels(own, known, targets[name], source, what)
             words[name] = known
-    raw = replace(raw, y=targets[names[0]], targets=targets, target_labels=words)
-    kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.heads}
-    encoded = encoded_columns(train, raw)
-    held, _ = conform_outputs(raw, typed, kinds, source, input_shape=not encoded)
+    held, _ = _conform(train, typed, with_heads(raw, targets, words), source)
     return held
 
 

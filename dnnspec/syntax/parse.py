@@ -323,6 +323,13 @@ class _Tokens:
         )
 
 
+def check_lexes(text: str, file: str) -> None:
+    """Raise the lexer's diagnostic when `text` holds a character no token starts with,
+    before anything else reads it (an imported file that is not a spec)."""
+    for _ in _Tokens(text, file)._raw():
+        pass
+
+
 def parse_tree(text: str, file: str, start: str = "start") -> Tree[Token]:
     """Parse `text` with the grammar's `start` rule; syntax errors raise `DiagnosticError`."""
     tokens = _Tokens(text, file)
