@@ -185,11 +185,12 @@ def _library_text(path: Path, item: ast.Import) -> str:
     try:
         check_lexes(text, str(path))
     except DiagnosticError as exc:
+        module = item.module
+        named = module.value if isinstance(module, ast.String) else module.id
         place = exc.diagnostics[0].span
         at = f" (line {place.line}, column {place.col})" if place else ""
         raise error(
-            f"imported file '{_shown(str(item.module.value))}' is not spec text: "
-            f"{exc.diagnostics[0].message}{at}",
+            f"imported file '{_shown(named)}' is not spec text: {exc.diagnostics[0].message}{at}",
             item.module.span,
         ) from None
     return text
