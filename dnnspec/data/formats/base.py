@@ -105,7 +105,6 @@ class Format:
     feed: FeedReader
     read: Reader | None = None
     arguments: tuple[str, ...] = ()
-    doc: str = ""
 
 
 FORMATS: Registry[Format] = Registry("data format")

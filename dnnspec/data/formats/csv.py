@@ -358,10 +358,4 @@ def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
     return Batch({name: read_csv(path, limits.text)}, text=True)
 
 
-FORMAT = Format(
-    (".csv",),
-    _feed,
-    _read,
-    ("target", "features", "header"),
-    "comma-separated table: a target column and feature columns, or one column per output",
-)
+FORMAT = Format((".csv",), _feed, _read, ("target", "features", "header"))

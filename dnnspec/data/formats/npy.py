@@ -18,4 +18,4 @@ def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
         return Batch({name: npz.read_npy(f, size, f"'{path}'", limits.arrays)})
 
 
-FORMAT = Format((".npy",), _feed, doc="one NumPy array: prediction inputs")
+FORMAT = Format((".npy",), _feed)

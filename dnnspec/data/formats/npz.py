@@ -86,6 +86,4 @@ def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
     )
 
 
-FORMAT = Format(
-    (".npz",), _feed, _read, ("x", "y"), "NumPy archive: arrays x and y, or one per output name"
-)
+FORMAT = Format((".npz",), _feed, _read, ("x", "y"))
