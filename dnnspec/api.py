@@ -278,10 +278,8 @@ class Model:
         self.onnx = self.file.proto
         self.classes = self.file.classes
         self.session = self.file.session(device)
-        meta = {p.key: p.value for p in self.onnx.metadata_props}
-        labels = meta.get("dnnspec.class_labels")
-        self.labels: list[str] = json.loads(labels) if labels else []
-        self.loss = meta.get("dnnspec.loss")
+        self.labels: list[str] = list(self.file.meta.class_labels or [])
+        self.loss = self.file.meta.loss
 
     def probabilities(self, outputs: np.ndarray, output: str | None = None) -> np.ndarray:
         """The model's outputs (or named `output`'s) as probabilities, the way its loss
@@ -407,7 +405,7 @@ class Model:
         spec = read_lock(self.run_dir / "spec.lock.json")
         prep = prepare(spec)
         program = prep.program
-        if self.file.spec_hash != program.metadata["dnnspec.spec_hash"]:
+        if self.file.spec_hash != program.metadata.spec_hash:
             raise error(
                 f"'{self.file.path}' and '{self.run_dir / 'spec.lock.json'}' come from "
                 "different specs",

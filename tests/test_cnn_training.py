@@ -17,6 +17,7 @@ from test_end_to_end import InterruptAt
 from dnnspec.assemble.steps import buffer_slots, build_inference, parameter_slots
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec, load_spec_text
+from dnnspec.metadata import ModelMetadata
 from dnnspec.runtime.run import Interrupted, RunResult, run_training
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -120,7 +121,7 @@ def test_every_conv_layer_exports_valid_onnx_that_agrees_with_the_reference() ->
         for s in program
         if s.name.endswith("running_var")
     }
-    model = build_inference(typed, program, values, {})
+    model = build_inference(typed, program, values, ModelMetadata())
     onnx.checker.check_model(model, full_check=True)
     x = rng.normal(size=(3, 2, 8, 8)).astype(np.float32)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

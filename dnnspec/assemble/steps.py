@@ -26,6 +26,14 @@ from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import TableRandom
 from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType, token_vocab
+from dnnspec.metadata import (
+    CarriedMeta,
+    InputMeta,
+    Interface,
+    ModelMetadata,
+    OutputMeta,
+    ParameterMeta,
+)
 from dnnspec.schema import arg_float
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
@@ -125,7 +133,8 @@ class Program:
     train_step: onnx.ModelProto
     eval_step: onnx.ModelProto
     float_dtype: str = "float32"
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: ModelMetadata = field(default_factory=ModelMetadata)
+    """What model.onnx will say about itself (the data's facts are added by preparation)."""
     buffers: list[Slot] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
     preprocess: Preprocessing | None = None
@@ -327,9 +336,10 @@ def build_train_step(
 
     run_passes(b, "train_step", StepFacts(scalars["lr"], {s.name: s.spec.shape for s in slots}))
     metadata = model_metadata(typed, train, classes)
-    step_graph = b.model({**metadata, **carried_metadata(slots, buffers)}, "dnnspec training step")
-    interface = train_interface(step_graph, typed, train, slots, buffers, timing, outputs)
-    step_graph.metadata_props.add(key=INTERFACE, value=json.dumps(interface))
+    step_meta = metadata.model_copy(update={"carried": carried_metadata(slots, buffers)}, deep=True)
+    step_graph = b.model(step_meta.to_props(), "dnnspec training step")
+    step_meta.interface = train_interface(step_graph, typed, train, slots, buffers, timing, outputs)
+    step_meta.write(step_graph)
     return Program(
         typed,
         train,
@@ -364,11 +374,6 @@ def _loss_seed(
     return seed
 
 
-INTERFACE = "dnnspec.interface"
-"""Train-step metadata: every input and output with its role, and the run's step counts
-(docs/training-graph.md), as JSON for drivers in other languages and runtimes."""
-
-
 def _value_info(info: onnx.ValueInfoProto) -> dict[str, Any]:
     tensor = info.type.tensor_type
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
@@ -384,8 +389,9 @@ def train_interface(
     buffers: list[Slot],
     timing: Timing,
     trained: list[Trained],
-) -> dict[str, Any]:
-    """What a driver needs to run `model` (a train step) outside dnnspec: each input and
+) -> Interface:
+    """`dnnspec.interface`, what a driver needs to run `model` (a train step) outside
+    dnnspec (docs/training-graph.md): each input and
     output with dtype, shape and role; the schedule's step counts (None when the schedule
     does not use them and the program was compiled without counting the data)."""
     roles: dict[str, dict[str, Any]] = {STEP: {"role": "step"}, SEED: {"role": "seed"}}
@@ -431,7 +437,7 @@ def train_interface(
     if not isinstance(timing, UnknownTiming):
         counts = {"steps_per_epoch": timing.steps_per_epoch, "total_steps": timing.total_steps}
     opt = OPTIMIZERS.get(train.optimizer.name)
-    return {
+    interface = {
         "inputs": inputs,
         "outputs": outputs,
         "step_starts_at": 0,
@@ -443,6 +449,7 @@ def train_interface(
         "schedule": train.schedule.name,
         "loss": _loss_interface(trained),
     }
+    return Interface.model_validate(interface)
 
 
 def _loss_interface(trained: list[Trained]) -> dict[str, Any]:
@@ -488,14 +495,14 @@ def build_eval_step(
             b.rename(confusion(b, value, out.target, out.classes, ignore), name)
             b.add_output(name, b.float_dtype, [out.classes, out.classes])
     run_passes(b, "eval_step")
-    return b.model(model_metadata(typed, train, classes), "dnnspec evaluation step")
+    return b.model(model_metadata(typed, train, classes).to_props(), "dnnspec evaluation step")
 
 
 def build_inference(
     typed: TypedModel,
     slots: list[Slot],
     values: dict[str, np.ndarray],
-    metadata: dict[str, str],
+    metadata: ModelMetadata,
     preprocess: Preprocessing | None = None,
 ) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights (and running statistics) baked in
@@ -519,7 +526,7 @@ def build_inference(
         b.rename(value, out)
         b.add_output(out, "float32", typed.outputs[name].dims)
     run_passes(b, "model")
-    return b.model(metadata, f"dnnspec model {typed.spec.model.name}")
+    return b.model(metadata.to_props(), f"dnnspec model {typed.spec.model.name}")
 
 
 def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:
@@ -567,26 +574,21 @@ def spec_hash(typed: TypedModel) -> str:
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> dict[str, str]:
+def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> list[CarriedMeta]:
     """`dnnspec.carried`: every tensor the train step carries, as structured data (node and
     parameter apart, since block node names hold dots), for drivers and `dnnspec inspect`;
     a layer's non-trained state (running statistics) has kind `state`."""
     carried = []
     for slot in slots:
         node = slot.name[: -len(slot.spec.name) - 1]
-        carried.append(
-            {"name": slot.name, "node": node, "param": slot.spec.name, "kind": "parameter"}
-        )
-        carried += [
-            {"name": slot.state_name(k), "node": node, "param": slot.spec.name, "kind": k}
-            for k in slot.state
-        ]
+        kinds = [(slot.name, "parameter"), *((slot.state_name(k), k) for k in slot.state)]
+        carried += [CarriedMeta(name=n, node=node, param=slot.spec.name, kind=k) for n, k in kinds]
     for buffer in buffers:
         node = buffer.name[: -len(buffer.spec.name) - 1]
         carried.append(
-            {"name": buffer.name, "node": node, "param": buffer.spec.name, "kind": "state"}
+            CarriedMeta(name=buffer.name, node=node, param=buffer.spec.name, kind="state")
         )
-    return {"dnnspec.carried": json.dumps(carried)}
+    return carried
 
 
 def _vocab(typed: TypedModel, name: str) -> dict[str, int]:
@@ -598,45 +600,45 @@ def _vocab(typed: TypedModel, name: str) -> dict[str, int]:
 
 def model_metadata(
     typed: TypedModel, train: TrainSpec | None, classes: int | None
-) -> dict[str, str]:
+) -> ModelMetadata:
+    """What every graph of the spec says about the model: its inputs and outputs,
+    parameters, spec hash, loss and class names (ids until the data names them)."""
     inputs = [
-        {"name": d.name, "dtype": _float_dtype(d.dtype, "float32"), "shape": list(d.dims)}
-        | _vocab(typed, d.name)
+        InputMeta.model_validate(
+            {"name": d.name, "dtype": _float_dtype(d.dtype, "float32"), "shape": list(d.dims)}
+            | _vocab(typed, d.name)
+        )
         for d in typed.spec.model.inputs
     ]
     parameters = [
-        {"name": param_name(layer.node.name, p.name), "node": layer.node.name, "param": p.name}
+        ParameterMeta(name=param_name(layer.node.name, p.name), node=layer.node.name, param=p.name)
         for layer in typed.layers
         for p in layer.params
     ]
-    meta: dict[str, Any] = {
-        "dnnspec.model": typed.spec.model.name,
-        "dnnspec.parameters": json.dumps(parameters),
-        "dnnspec.inputs": json.dumps(inputs),
-        "dnnspec.output_shape": json.dumps(list(typed.output.dims)),
-        "dnnspec.spec_hash": spec_hash(typed),
-    }
-    if classes is not None:
-        meta["dnnspec.class_labels"] = json.dumps([str(i) for i in range(classes)])
-    if train is not None and train.loss is not None:
-        meta["dnnspec.loss"] = train.loss.name
-    if typed.spec.model.outputs:
-        meta["dnnspec.outputs"] = json.dumps(_outputs_metadata(typed, train))
-    return meta
+    return ModelMetadata(
+        model=typed.spec.model.name,
+        parameters=parameters,
+        inputs=inputs,
+        output_shape=list(typed.output.dims),
+        spec_hash=spec_hash(typed),
+        class_labels=None if classes is None else [str(i) for i in range(classes)],
+        loss=train.loss.name if train is not None and train.loss is not None else None,
+        outputs=_outputs_metadata(typed, train) if typed.spec.model.outputs else None,
+    )
 
 
-def _outputs_metadata(typed: TypedModel, train: TrainSpec | None) -> list[dict[str, Any]]:
+def _outputs_metadata(typed: TypedModel, train: TrainSpec | None) -> list[OutputMeta]:
     """`dnnspec.outputs` of a model with named outputs: each one's name and shape, and
     when trained its loss, weight and class names (ids by default)."""
     heads = {h.output: h for h in train.trained()} if train else {}
     found = []
     for out in typed.spec.model.outputs:
         dims = typed.outputs[out.name].dims
-        entry: dict[str, Any] = {"name": out.name, "shape": list(dims)}
+        entry = OutputMeta(name=out.name, shape=list(dims))
         head = heads.get(out.name)
         if head is not None:
-            entry |= {"loss": head.loss.name, "weight": head.weight}
+            entry.loss, entry.weight = head.loss.name, head.weight
             if LOSSES.get(head.loss.name).target == "class" and isinstance(dims[-1], int):
-                entry["class_labels"] = [str(i) for i in range(dims[-1])]
+                entry.class_labels = [str(i) for i in range(dims[-1])]
         found.append(entry)
     return found

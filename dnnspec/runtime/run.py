@@ -186,7 +186,7 @@ class _Run:
         limit += 4096 * self.prep.train.epochs
         arrays, raw = checkpoint.load(path, limit)
         header = checkpoint.header_of(path, raw)
-        if header.spec_hash != program.metadata["dnnspec.spec_hash"]:
+        if header.spec_hash != program.metadata.spec_hash:
             raise error(
                 f"checkpoint '{path}' was written by a different spec",
                 help="resume with the spec (and --set values) that started the run, "
@@ -303,7 +303,7 @@ class _Run:
             "epochs": self.prep.train.epochs,
             "stopped": self.stopped,
             "seed": self.prep.train.seed,
-            "spec_hash": self.prep.program.metadata["dnnspec.spec_hash"],
+            "spec_hash": self.prep.program.metadata.spec_hash,
             "early_stop": [self.stop.best, self.stop.waited] if self.stop else None,
             "plateau": [self.plateau.best, self.plateau.waited, self.plateau.current]
             if self.plateau
@@ -331,14 +331,14 @@ class _Run:
             name = self.prep.spec.model.inputs[0].name
             confusions = self.trainer.evaluate_stats(data, name, params=params).confusions
         meta = self.prep.program.metadata
-        named = {o["name"]: o for o in json.loads(meta.get("dnnspec.outputs", "[]"))}
+        named = {o.name: o.class_labels for o in meta.outputs or []}
         paths = {}
         for output, counts in confusions.items():
             if output:
-                labels = named[output]["class_labels"]
+                labels = named[output] or []
                 path = self.run_dir / f"confusion_{output}.csv"
             else:
-                labels = json.loads(meta["dnnspec.class_labels"])
+                labels = meta.class_labels or []
                 path = self.run_dir / "confusion.csv"
             write_confusion(path, counts, labels)
             paths[output] = path

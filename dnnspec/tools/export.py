@@ -24,7 +24,6 @@ import onnx
 
 from dnnspec.assemble.compile import compile_spec
 from dnnspec.assemble.steps import (
-    INTERFACE,
     SEED,
     STEP,
     TARGET,
@@ -37,6 +36,7 @@ from dnnspec.errors import DiagnosticError, error
 from dnnspec.files import is_regular, make_directory, read_bytes, write_bytes, write_text
 from dnnspec.frontend import load_spec
 from dnnspec.ir import Spec
+from dnnspec.metadata import Interface, ModelMetadata, TensorMeta
 from dnnspec.resolve import pin_paths, read_lock
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.model_file import MAX_MODEL_BYTES, read_model
@@ -198,50 +198,36 @@ def _at_opset(model: onnx.ModelProto, target: int, spec: Spec, graph: str) -> on
         raise opset_error(exc, spec, target, graph) from None
 
 
-def _meta(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
+def _where(source: _Source, graph: str) -> str:
+    """How diagnostics name one of the source's graphs."""
+    return str(source.run_dir / f"{graph}.onnx") if source.run_dir else f"the compiled {graph}"
 
 
-def _set_meta(model: onnx.ModelProto, values: dict[str, str]) -> None:
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in values]
-    del model.metadata_props[:]
-    for key, value in [*kept, *values.items()]:
-        model.metadata_props.add(key=key, value=value)
-
-
-def _describe(infos: Any) -> list[dict[str, Any]]:
+def _describe(infos: Any) -> list[TensorMeta]:
     out = []
     for info in infos:
         tensor = info.type.tensor_type
-        out.append(
-            {
-                "name": info.name,
-                "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
-                "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim],
-            }
-        )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        shape: list[int | str] = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+        out.append(TensorMeta(name=info.name, dtype=dtype, shape=shape))
     return out
 
 
-def _describe_model(model: onnx.ModelProto, source: _Source, opset: int, precision: str) -> None:
+def _describe_model(
+    model: onnx.ModelProto, where: str, source: _Source, opset: int, precision: str
+) -> ModelMetadata:
     """Producer, opset, precision, whether trained, the resolved spec and the graph's
     interface, beside the metadata model.onnx already carries (spec hash, class names,
-    preprocessing, parameters)."""
+    preprocessing, parameters). Returns the whole record."""
     model.producer_name, model.producer_version = "dnnspec", _version()
     initializers = {t.name for t in model.graph.initializer}
-    _set_meta(
-        model,
-        {
-            "dnnspec.spec": pin_paths(source.spec, missing_ok=True).model_dump_json(),
-            "dnnspec.trained": json.dumps(source.trained),
-            "dnnspec.precision": precision,
-            "dnnspec.opset": str(opset),
-            "dnnspec.graph_inputs": json.dumps(
-                _describe(i for i in model.graph.input if i.name not in initializers)
-            ),
-            "dnnspec.graph_outputs": json.dumps(_describe(model.graph.output)),
-        },
-    )
+    meta = ModelMetadata.from_model(model, where)
+    meta.spec = pin_paths(source.spec, missing_ok=True).model_dump(mode="json")
+    meta.trained, meta.precision, meta.opset = source.trained, precision, opset
+    meta.graph_inputs = _describe(i for i in model.graph.input if i.name not in initializers)
+    meta.graph_outputs = _describe(model.graph.output)
+    meta.write(model)
+    return meta
 
 
 # checks -----------------------------------------------------------------------------------
@@ -254,16 +240,18 @@ def _size(dim: onnx.TensorShapeProto.Dimension, first: bool) -> int:
 
 
 def random_feeds(
-    model: onnx.ModelProto, given: dict[str, np.ndarray], rng: np.random.Generator
+    model: onnx.ModelProto,
+    meta: ModelMetadata,
+    given: dict[str, np.ndarray],
+    rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """Inputs for the checks: `given` ones as they are; token ids below the recorded
-    vocabulary, class targets below the output's width, floats standard normal."""
-    meta = _meta(model)
-    vocab = {d["name"]: d.get("vocab") for d in json.loads(meta.get("dnnspec.inputs", "[]"))}
-    labels = json.loads(meta.get("dnnspec.class_labels", "[]"))
+    vocabulary (`meta` is the model's metadata), class targets below the output's width,
+    floats standard normal."""
+    vocab = {d.name: d.vocab for d in meta.inputs or []}
+    labels = meta.class_labels or []
     named = {  # the class targets of named outputs, `target/<output>`
-        f"{TARGET}/{o['name']}": len(o.get("class_labels", []))
-        for o in json.loads(meta.get("dnnspec.outputs", "[]"))
+        f"{TARGET}/{o.name}": len(o.class_labels or []) for o in meta.outputs or []
     }
     initializers = {t.name for t in model.graph.initializer}
     feeds = {}
@@ -430,13 +418,13 @@ def _export_model(source: _Source, out: Path, target: int, fp16: bool) -> Export
         raise error(f"--out '{out}': the model is written as an .onnx file")
     rng = np.random.default_rng(0)
     model = _at_opset(source.model, target, source.spec, "model")
-    _describe_model(model, source, target, "float32")
-    feeds = random_feeds(model, {}, rng)
+    meta = _describe_model(model, _where(source, "model"), source, target, "float32")
+    feeds = random_feeds(model, meta, {}, rng)
     check, full = verify(model, "model", feeds, TOLERANCE)
     result = Exported({"model": out}, target, source.trained, "float32", [check], source.notes)
     if fp16:
         half, half_notes = half_model(model, source.typed)
-        _describe_model(half, source, target, "float16")
+        _describe_model(half, _where(source, "model"), source, target, "float16")
         check16, outs = verify(half, "float16 model", feeds, HALF_TOLERANCE)
         names = [o.name for o in model.graph.output]  # `output`, or each named output
         gap = max(difference(outs[name], full[name]) for name in names)
@@ -454,15 +442,10 @@ def _export_model(source: _Source, out: Path, target: int, fp16: bool) -> Export
     return result
 
 
-def _train_state(source: _Source, step_model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], int]:
+def _train_state(source: _Source, interface: Interface) -> tuple[dict[str, np.ndarray], int]:
     """The carried tensors a driver starts from: a run's checkpoint (its step count too),
     or the spec's initialisation at step 0."""
-    interface = json.loads(_meta(step_model)[INTERFACE])
-    carried = [
-        i["name"]
-        for i in interface["inputs"]
-        if i["role"] not in ("step", "seed", "input", "target")
-    ]
+    carried = interface.carried()
     if source.run_dir is not None and source.trained:
         arrays, header = checkpoint.load(source.run_dir / "checkpoint" / "last.npz")
         missing = [name for name in carried if name not in arrays]
@@ -497,26 +480,27 @@ def _export_train(source: _Source, out: Path, target: int) -> Exported:
     else:
         assert source.program is not None
         graphs = {"train_step": source.program.train_step, "eval_step": source.program.eval_step}
-    if INTERFACE not in _meta(graphs["train_step"]):
+    recorded = ModelMetadata.from_model(graphs["train_step"], _where(source, "train_step"))
+    if recorded.interface is None:
         raise error(
             f"'{source.run_dir}/train_step.onnx' records no interface (an older dnnspec wrote it)",
             help="train the spec again, or export the spec itself",
         )
-    state, step = _train_state(source, graphs["train_step"])
-    interface = json.loads(_meta(graphs["train_step"])[INTERFACE])
-    interface["start_step"] = step
+    state, step = _train_state(source, recorded.interface)
+    interface = recorded.interface.model_dump(mode="json") | {"start_step": step}
     rng = np.random.default_rng(0)
     written: dict[str, onnx.ModelProto] = {}
     checks = []
     for name, graph in graphs.items():
         model = _at_opset(graph, target, source.spec, name.replace("_", " "))
-        _describe_model(model, source, target, "float32")
+        meta = _describe_model(model, _where(source, name), source, target, "float32")
         given = dict(state) | {
             STEP: np.array(step, np.int64),
             SEED: np.array(source.spec.train.seed if source.spec.train else 0, np.int64),
         }
         feeds = random_feeds(
             model,
+            meta,
             {k: v for k, v in given.items() if any(i.name == k for i in model.graph.input)},
             rng,
         )

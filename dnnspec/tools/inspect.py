@@ -11,7 +11,6 @@ of the spec (node names carry the layer they were lowered for).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from dnnspec.autodiff.engine import GRAD_SCOPE
 from dnnspec.errors import error
 from dnnspec.files import read_bytes
 from dnnspec.frontend import load_spec
+from dnnspec.metadata import CarriedMeta, ModelMetadata
 from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.trainer import initial_values
 
@@ -75,11 +75,19 @@ class GraphSummary:
         return out
 
 
-def _dtype(elem: int) -> str:
-    return "?" if elem == 0 else helper.tensor_dtype_to_np_dtype(elem).name
+def _dtype(elem: int, name: str, path: str) -> str:
+    if elem == 0:
+        return "?"
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem).name
+    except KeyError:
+        raise error(
+            f"'{path}' is not a valid ONNX model: '{name}' has element type {elem}, which "
+            "ONNX does not define"
+        ) from None
 
 
-def _value(info: onnx.ValueInfoProto) -> ValueSummary:
+def _value(info: onnx.ValueInfoProto, path: str) -> ValueSummary:
     tensor = info.type.tensor_type
     shape: list[int | str] | None = None
     if tensor.HasField("shape"):
@@ -87,7 +95,7 @@ def _value(info: onnx.ValueInfoProto) -> ValueSummary:
             d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
             for d in tensor.shape.dim
         ]
-    return ValueSummary(info.name, _dtype(tensor.elem_type), shape)
+    return ValueSummary(info.name, _dtype(tensor.elem_type, info.name, path), shape)
 
 
 def _elements(shape: list[int | str] | None) -> int:
@@ -115,7 +123,9 @@ def load_model(path: Path) -> onnx.ModelProto:
 def summarize(model: onnx.ModelProto, path: str) -> GraphSummary:
     graph = model.graph
     metadata = {p.key: p.value for p in model.metadata_props}
-    inputs, outputs = [_value(v) for v in graph.input], [_value(v) for v in graph.output]
+    meta = ModelMetadata.from_model(model, path)
+    inputs = [_value(v, path) for v in graph.input]
+    outputs = [_value(v, path) for v in graph.output]
     init_elements = sum(math.prod(t.dims) for t in graph.initializer)
     summary = GraphSummary(
         path=path,
@@ -131,30 +141,18 @@ def summarize(model: onnx.ModelProto, path: str) -> GraphSummary:
         initializer_elements=init_elements,
         metadata=metadata,
     )
-    carried = _listed(metadata, "dnnspec.carried") or _listed(metadata, "dnnspec.parameters")
+    carried = meta.carried or meta.parameters or []
+    roles = {c.name: c.kind if isinstance(c, CarriedMeta) else "parameter" for c in carried}
     shapes = {v.name: v.shape for v in inputs}
     shapes.update({t.name: list(t.dims) for t in graph.initializer})
-    summary.parameters = [c["name"] for c in carried if c.get("kind", "parameter") == "parameter"]
-    summary.state = {
-        c["name"]: c["kind"] for c in carried if c.get("kind", "parameter") != "parameter"
-    }
+    summary.parameters = [name for name, kind in roles.items() if kind == "parameter"]
+    summary.state = {name: kind for name, kind in roles.items() if kind != "parameter"}
     summary.parameter_elements = sum(_elements(shapes.get(n)) for n in summary.parameters)
     summary.state_elements = sum(_elements(shapes.get(n)) for n in summary.state)
     if summary.state or any(n.name.startswith(GRAD_SCOPE) for n in graph.node):
         kinds = Counter(_node_kind(n) for n in graph.node)
         summary.node_kinds = {k: kinds.get(k, 0) for k in ("forward", "backward", "loss/update")}
     return summary
-
-
-def _listed(metadata: dict[str, str], key: str) -> list[dict[str, str]]:
-    """A JSON list of records from the metadata (empty when absent or damaged)."""
-    try:
-        records = json.loads(metadata.get(key, "[]"))
-    except json.JSONDecodeError:
-        return []
-    if not isinstance(records, list):
-        return []
-    return [r for r in records if isinstance(r, dict) and isinstance(r.get("name"), str)]
 
 
 def _node_kind(node: onnx.NodeProto) -> str:
