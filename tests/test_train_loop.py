@@ -19,6 +19,7 @@ from dnnspec.assemble.loop import build_train_loop, carried_names
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime import checkpoint
+from dnnspec.runtime.backends.onnxruntime import OrtTrainState
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.prepare import Prepared, prepare
 from dnnspec.runtime.run import run_training
@@ -226,7 +227,8 @@ def test_cuda_training_keeps_the_losses_of_the_cpu_within_float_tolerance(
     cpu = Trainer(digits.program, "cpu", 0, steps_per_call=16)
     gpu = Trainer(digits.program, "cuda", 0, steps_per_call=16)
     assert gpu.device == "cuda"
-    assert all(v.device_name() == "cuda" for v in gpu._buffers[0].values())
+    assert isinstance(gpu.state, OrtTrainState)
+    assert all(v.device_name() == "cuda" for v in gpu.state._sets[0].values())
     a = cpu.run_epoch(digits.train_data, "x", 64, 0)
     b = gpu.run_epoch(digits.train_data, "x", 64, 0)
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)

@@ -10,8 +10,8 @@ from conftest import SPECS
 from dnnspec.data.datasets import Dataset
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
+from dnnspec.runtime.backend import SMALL_STEP_FLOPS, threads
 from dnnspec.runtime.prepare import prepare
-from dnnspec.runtime.session import SMALL_STEP_FLOPS, threads
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop
 

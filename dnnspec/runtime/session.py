@@ -1,4 +1,5 @@
-"""onnxruntime sessions: provider choice, quiet CUDA probing and session options.
+"""onnxruntime sessions: provider choice, quiet CUDA probing and session options (for the
+onnxruntime backend, `runtime/backends/onnxruntime.py`, and onnxruntime's own checks).
 
 `--device auto` must pick CUDA only when it really loads: onnxruntime-gpu lists the CUDA
 provider even on machines without CUDA libraries and logs an error when asked for it,
@@ -8,8 +9,6 @@ so the probe runs once, silenced, on a tiny graph.
 from __future__ import annotations
 
 import functools
-import os
-from typing import Literal
 
 import onnx
 import onnxruntime as ort
@@ -17,8 +16,8 @@ from onnx import TensorProto, helper
 
 from dnnspec.errors import error
 from dnnspec.graph.builder import IR_VERSION, OPSET
+from dnnspec.runtime.backend import Device, threads
 
-Device = Literal["cpu", "cuda", "auto"]
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
@@ -59,39 +58,10 @@ def providers_for(device: Device) -> list[str]:
     return [CUDA, CPU] if cuda_available() else [CPU]
 
 
-SMALL_STEP_FLOPS = 1e8
-"""Below this many FLOPs per step a session runs on one thread: with spinning off, the
-hand-off between intra-op threads costs more than splitting kernels of that size saves
-(docs/architecture.md, "Performance")."""
-
-
-def threads(flops: float | None = None) -> int:
-    """Intra-op threads: $DNNSPEC_THREADS when set (at most the cores); else one for a
-    step of fewer than SMALL_STEP_FLOPS (`flops`, when known); else the cores, up to 8."""
-    text = os.environ.get("DNNSPEC_THREADS", "").strip()
-    if not text:
-        if flops is not None and flops < SMALL_STEP_FLOPS:
-            return 1
-        return min(os.cpu_count() or 1, 8)
-    if not text.isdigit() or int(text) < 1:
-        raise error(
-            f"DNNSPEC_THREADS must be a positive whole number, got '{text}'",
-            help="unset it to use one thread per core (up to 8)",
-        )
-    cores = os.cpu_count() or 1
-    if int(text) > cores:
-        raise error(
-            f"DNNSPEC_THREADS is {text}, but this machine has {cores} "
-            f"core{'s' if cores != 1 else ''}",
-            help=f"use at most {cores}, or unset it",
-        )
-    return int(text)
-
-
-def session_options(flops: float | None = None) -> ort.SessionOptions:
+def session_options(intra_op: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads(flops)
+    options.intra_op_num_threads = intra_op
     options.inter_op_num_threads = 1
     # Spinning workers keep a core busy between kernels; with the eval session's pool
     # beside the train session's, or any other process, on two cores they starve the
@@ -105,18 +75,18 @@ def make_session(
     model: onnx.ModelProto,
     device: Device = "cpu",
     weights_as_inputs: bool = False,
-    flops: float | None = None,
+    intra_op: int | None = None,
 ) -> ort.InferenceSession:
     """A session for `model`. `weights_as_inputs` (the train and eval steps): the NCHWc
     layout transform is left out, since it only applies to convolutions with constant
     weights, and in a step graph those are the autodiff's helper convolutions (the one-hot
     kernel that lays out patches), whose NCHWc output reorder cost more than the whole
     convolution: 130 vs 70 ms for a 32-channel 28x28 weight gradient at batch 64.
-    `flops`: the work of one step where known, which picks the thread count."""
+    `intra_op`: threads, where None the default of `runtime.backend.threads`."""
     disabled = ["NchwcTransformer"] if weights_as_inputs else []
     return ort.InferenceSession(
         model.SerializeToString(),
-        session_options(flops),
+        session_options(threads() if intra_op is None else intra_op),
         providers=providers_for(device),
         disabled_optimizers=disabled,
     )

@@ -1,9 +1,9 @@
-"""The training loop: rotating IOBinding buffers over the train-loop graph.
+"""The training loop: K steps per call of the train-loop graph over rotating buffer sets.
 
-Parameters and optimizer state (every carried tensor) live as OrtValues on the device,
-in three buffer sets bound once: binding i reads set i and writes set i+1 (mod 3). The
-dataset is bound once too, so a call binds only the K x B sample indices of its batches
-(`assemble/loop.py` gathers them in the graph), runs K steps, reads K losses and
+A backend (`runtime/backend.py`) holds parameters and optimizer state (every carried
+tensor) on the device in three buffer sets: a call reads set i and writes set i+1 (mod 3).
+The dataset is bound once too, so a call hands over only the K x B sample indices of its
+batches (`assemble/loop.py` gathers them in the graph), runs K steps, reads K losses and
 rotates. Nothing carried is copied to the host during an epoch, and the calls are sized
 to take about `CALL_SECONDS`, which is all the progress bar needs.
 
@@ -21,17 +21,16 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from dnnspec.assemble.loop import IN, ORDER, OUT, build_train_loop, data_name
-from dnnspec.assemble.steps import LOSS, SEED, STEP, Program, confusion_name, next_name
+from dnnspec.assemble.loop import build_train_loop
+from dnnspec.assemble.steps import LOSS, Program, confusion_name
 from dnnspec.data.datasets import Dataset
 from dnnspec.layers.init import initial_value
-from dnnspec.runtime.session import Device, make_session
+from dnnspec.runtime.backend import BACKENDS, DEFAULT, SETS, Device, TrainGraphs
+from dnnspec.runtime.data import head_targets
 from dnnspec.training.metrics import METRICS
 
 
@@ -138,6 +137,22 @@ def initial_values(program: Program, seed: int, params_only: bool = False) -> di
     return values
 
 
+def train_graphs(program: Program, seed: int) -> TrainGraphs:
+    """What a backend is handed to train `program`."""
+    return TrainGraphs(
+        loop=build_train_loop(program.train_step),
+        step=program.train_step,
+        eval=program.eval_step,
+        carried=tuple(program.carried()),
+        weights=tuple(s.name for s in program.model_slots()),
+        scalars=(LOSS, *program.scalar_outputs().values()),
+        dtype=np.dtype(program.float_dtype),
+        seed=seed,
+        # a train step is about three forward passes (forward, input and weight gradients)
+        flops=3.0 * program.typed.total_flops() * program.train.batch,
+    )
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The sample order of one epoch, a pure function of (seed, epoch) so resume replays it."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -173,7 +188,7 @@ class _Call:
 
 
 class Trainer:
-    """Owns the train-loop and eval sessions and the carried tensors of one run."""
+    """Drives one run's carried tensors, held by a backend (onnxruntime by default)."""
 
     def __init__(
         self,
@@ -181,72 +196,31 @@ class Trainer:
         device: Device = "cpu",
         seed: int = 0,
         steps_per_call: int | None = None,
+        backend: str = DEFAULT,
     ) -> None:
-        """`steps_per_call` fixes K; by default it adapts to take about CALL_SECONDS."""
+        """`steps_per_call` fixes K; by default it adapts to take about CALL_SECONDS.
+        `backend`: a name registered in `runtime.backend.BACKENDS`."""
         self.program = program
         self.seed = seed
-        # a train step is about three forward passes (forward, input and weight gradients)
-        self.step_flops = 3.0 * program.typed.total_flops() * program.train.batch
-        self.loop_session = make_session(
-            build_train_loop(program.train_step), device, True, self.step_flops
-        )
-        self.eval_session = make_session(program.eval_step, device, True, self.step_flops)
-        self._device_choice = device
-        self.device = (
-            "cuda" if "CUDAExecutionProvider" in self.loop_session.get_providers() else "cpu"
-        )
         self.dtype = np.dtype(program.float_dtype)
+        self.carried = program.carried()
+        graphs, values = train_graphs(program, seed), initial_values(program, seed)
+        self.state = BACKENDS.get(backend).load().train(graphs, device, values)
+        self.device = self.state.device
         self.step = 0
         self.adaptive = steps_per_call is None
         self.host_loop = False
         self.steps_per_call = steps_per_call or 8
-        self.carried = program.carried()
-        values = initial_values(program, seed)
-        self._buffers = [self._device_values(values) for _ in range(3)]
-        # host scalars bound once: OrtValues made by `ortvalue_from_numpy` alias their
-        # arrays, so writing the step counter in place is all a call needs to do for it
-        self._step_host = np.zeros((), np.int64)
-        self._step_value = ort.OrtValue.ortvalue_from_numpy(self._step_host)
-        self._seed_value = ort.OrtValue.ortvalue_from_numpy(np.array(seed, np.int64))
+        self._keys = list(program.scalar_outputs())  # record keys of the scalars after loss
         self._current = 0
         self._previous: int | None = None
         self._last_call: _Call | None = None
-        self._loop = [self._loop_binding(i, (i + 1) % 3) for i in range(3)]
         self._data: tuple[Dataset, str, bool] | None = None
-        self._resident: list[ort.OrtValue] = []
-
-    # device state ------------------------------------------------------------
-    def _device_values(self, values: dict[str, np.ndarray]) -> dict[str, ort.OrtValue]:
-        """Fresh onnxruntime-owned tensors (`ortvalue_from_numpy` would alias the array)."""
-        out = {}
-        for name in self.carried:
-            value = np.ascontiguousarray(values[name], self.dtype)
-            out[name] = ort.OrtValue.ortvalue_from_shape_and_type(
-                value.shape, self.dtype, self.device, 0
-            )
-            out[name].update_inplace(value)
-        return out
-
-    def _loop_binding(self, src: int, dst: int) -> ort.IOBinding:
-        io = self.loop_session.io_binding()
-        for name in self.carried:
-            io.bind_ortvalue_input(IN + name, self._buffers[src][name])
-            io.bind_ortvalue_output(OUT + name, self._buffers[dst][name])
-        io.bind_ortvalue_input(IN + STEP, self._step_value)
-        io.bind_ortvalue_input(SEED, self._seed_value)
-        return io
-
-    def _scalar_outputs(self) -> list[str]:
-        return [LOSS, *self.program.scalar_outputs().values()]
-
-    def _stat_keys(self) -> list[str]:
-        """Record keys of the scalar outputs after `loss`, in the same order."""
-        return list(self.program.scalar_outputs())
 
     def targets(self, data: Dataset) -> dict[str, np.ndarray]:
         """Step-graph target input -> the data's targets for it."""
         return {
-            out.target: data.targets[out.head.output] if out.head.output else data.y
+            out.target: head_targets(data)[out.head.output]
             for out in self.program.outputs
         }
 
@@ -255,35 +229,31 @@ class Trainer:
         count = len(data) if rows is None else rows
         found = {}
         for out in self.program.outputs:
-            y = data.targets[out.head.output] if out.head.output else data.y
+            y = head_targets(data)[out.head.output]
             found[out.head.output] = count * int(np.prod(y.shape[1:], dtype=np.int64))
         return found
 
     def values(self) -> dict[str, np.ndarray]:
-        """Host copies of the current parameters and state (`OrtValue.numpy()` is a view);
-        a scalar the Loop hands back as [1] (a host-fed control) keeps its shape []."""
-        out = {k: v.numpy().copy() for k, v in self._buffers[self._current].items()}
+        """Host copies of the current parameters and state; a scalar the Loop hands back
+        as [1] (a host-fed control) keeps its shape []."""
+        out = self.state.read(self._current, self.carried)
         for name in self.program.controls:
             out[name] = out[name].reshape(())
         return out
 
     def load_values(self, values: dict[str, np.ndarray]) -> None:
         """Replace the carried tensors (resume, or restoring the best epoch)."""
-        for buf in self._buffers:
-            for name in self.carried:
-                buf[name].update_inplace(np.ascontiguousarray(values[name].astype(self.dtype)))
+        self.state.write({name: values[name] for name in self.carried})
         self._previous = self._last_call = None
 
     def set_control(self, name: str, value: float) -> None:
         """Set a host-fed scalar (a plateau factor) for the steps from now on."""
-        for buf in self._buffers:
-            buf[name].update_inplace(np.array(value, self.dtype))
+        self.state.write({name: np.array(value, self.dtype)})
         self._previous = self._last_call = None
 
     def params(self) -> dict[str, np.ndarray]:
         """Host copies of what model.onnx holds: parameters and non-trained state."""
-        current = self._buffers[self._current]
-        return {s.name: current[s.name].numpy().copy() for s in self.program.model_slots()}
+        return self.state.read(self._current, [s.name for s in self.program.model_slots()])
 
     # data --------------------------------------------------------------------
     def _bind_data(self, data: Dataset, input_name: str) -> bool:
@@ -294,71 +264,27 @@ class Trainer:
         targets = self.targets(data)
         size = data.x.nbytes + sum(t.nbytes for t in targets.values())
         resident = self.device == "cpu" or size <= RESIDENT_BYTES
-        self._resident = []
         if resident:
-            for name, array in ((input_name, data.x), *targets.items()):
-                # on the CPU this aliases the array (no copy), so the OrtValue is kept
-                # alive here as long as it is bound; on CUDA it is one upload
-                value = ort.OrtValue.ortvalue_from_numpy(
-                    np.ascontiguousarray(array), self.device, 0
-                )
-                self._resident.append(value)
-                for io in self._loop:
-                    io.bind_ortvalue_input(data_name(name), value)
+            self.state.bind_data({input_name: data.x, **targets})
         self._data = (data, input_name, resident)
         return resident
 
     # steps -------------------------------------------------------------------
-    @cached_property
-    def train_session(self) -> ort.InferenceSession:
-        """The single-step graph, for `train_step` on batches given by the caller."""
-        return make_session(self.program.train_step, self._device_choice, True, self.step_flops)
-
-    @cached_property
-    def _results(self) -> dict[str, ort.OrtValue]:
-        shapes = {
-            o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
-            for o in self.program.train_step.graph.output
-        }
-        return {
-            name: ort.OrtValue.ortvalue_from_shape_and_type(shapes[name], self.dtype, "cpu", 0)
-            for name in self._scalar_outputs()
-        }
-
-    @cached_property
-    def _step_bindings(self) -> list[ort.IOBinding]:
-        bindings = []
-        for src in range(3):
-            io = self.train_session.io_binding()
-            for name in self.carried:
-                io.bind_ortvalue_input(name, self._buffers[src][name])
-                io.bind_ortvalue_output(next_name(name), self._buffers[(src + 1) % 3][name])
-            io.bind_ortvalue_input(STEP, self._step_value)
-            io.bind_ortvalue_input(SEED, self._seed_value)
-            for name, value in self._results.items():
-                io.bind_ortvalue_output(name, value)
-            bindings.append(io)
-        return bindings
-
     def train_step(
         self, x: dict[str, np.ndarray], y: np.ndarray | dict[str, np.ndarray]
     ) -> tuple[float, dict[str, np.ndarray]]:
         """One step on a batch given by the caller (tests, benchmarks): `y` the targets,
         or with named outputs a dict of them by output name; `run_epoch` is the fast path.
         Returns the loss and each statistic by record key."""
-        io = self._step_bindings[self._current]
-        for name, value in x.items():
-            io.bind_cpu_input(name, value)
         given = y if isinstance(y, dict) else {"": y}
+        feeds = dict(x)
         for out in self.program.outputs:
-            io.bind_cpu_input(out.target, np.ascontiguousarray(given[out.head.output]))
-        self._step_host[...] = self.step
-        self.train_session.run_with_iobinding(io)
-        outs = [v.numpy().copy() for v in self._results.values()]
+            feeds[out.target] = np.ascontiguousarray(given[out.head.output])
+        outs = self.state.step(self._current, self.step, feeds)
         self._last_call = None
         loss = float(outs[0])
         self._advance(loss, 1)
-        return loss, dict(zip(self._stat_keys(), outs[1:], strict=True))
+        return loss, dict(zip(self._keys, outs[1:], strict=True))
 
     def _advance(self, loss: float, steps: int) -> None:
         """Rotate the buffer sets after a call; a non-finite loss rolls back to the input
@@ -367,29 +293,23 @@ class Trainer:
             if self._previous is not None:
                 self._current = self._previous
             raise Diverged(self.step, -1, loss)
-        self._previous, self._current = self._current, (self._current + 1) % 3
+        self._previous, self._current = self._current, (self._current + 1) % SETS
         self.step += steps
 
     def _call(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Run the K steps whose batches are `rows`; per-step losses and metric sums."""
         assert self._data is not None
         data, input_name, resident = self._data
-        io = self._loop[self._current]
         if resident:
-            io.bind_cpu_input(ORDER, rows)
+            outs = self.state.loop(self._current, self.step, rows)
         else:
             flat = rows.reshape(-1)
-            io.bind_cpu_input(data_name(input_name), np.ascontiguousarray(data.x[flat]))
+            block = {input_name: np.ascontiguousarray(data.x[flat])}
             for name, array in self.targets(data).items():
-                io.bind_cpu_input(data_name(name), np.ascontiguousarray(array[flat]))
-            io.bind_cpu_input(ORDER, np.arange(flat.size, dtype=np.int64).reshape(rows.shape))
-        scalars = self._scalar_outputs()
-        for name in scalars:
-            io.bind_output(OUT + name, "cpu")
-        self._step_host[...] = self.step
-        self.loop_session.run_with_iobinding(io)
-        outs = [o.numpy() for o in io.get_outputs()[-len(scalars) :]]
-        return outs[0], dict(zip(self._stat_keys(), outs[1:], strict=True))
+                block[name] = np.ascontiguousarray(array[flat])
+            order = np.arange(flat.size, dtype=np.int64).reshape(rows.shape)
+            outs = self.state.loop(self._current, self.step, order, block)
+        return outs[0], dict(zip(self._keys, outs[1:], strict=True))
 
     def run_steps(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """K train steps in one call over the bound data; `rows` [K, B] are sample indices.
@@ -412,13 +332,12 @@ class Trainer:
         seen = [
             self.train_step(
                 {input_name: data.x[row]},
-                {k: v[row] for k, v in data.targets.items()} or data.y[row],
+                {k: v[row] for k, v in head_targets(data).items()},
             )
             for row in rows
         ]
         losses = np.array([loss for loss, _ in seen], self.dtype)
-        names = self._stat_keys()
-        return losses, {m: np.array([ms[m] for _, ms in seen], self.dtype) for m in names}
+        return losses, {m: np.array([ms[m] for _, ms in seen], self.dtype) for m in self._keys}
 
     def _replay(self, rows: np.ndarray) -> None:
         """Re-run the previous call and `rows` one step at a time from the previous call's
@@ -446,23 +365,14 @@ class Trainer:
         the current parameters or `params` (e.g. the best epoch's); for a class model also
         the confusion matrix."""
         stats = EpochStats(info=self.program.metric_info())
-        io = self.eval_session.io_binding()
-        for name in (s.name for s in self.program.model_slots()):
-            if params is None:
-                io.bind_ortvalue_input(name, self._buffers[self._current][name])
-            else:
-                io.bind_cpu_input(name, np.ascontiguousarray(params[name], self.dtype))
-        outputs = [o.name for o in self.eval_session.get_outputs()]
-        for out in outputs:
-            io.bind_output(out, "cpu")
+        run = self.state.evaluator(self._current, params)
         scalars = self.program.scalar_outputs()
         targets = self.targets(data)
         for idx in batches(len(data), batch):
-            io.bind_cpu_input(input_name, np.ascontiguousarray(data.x[idx]))
+            feeds = {input_name: np.ascontiguousarray(data.x[idx])}
             for name, array in targets.items():
-                io.bind_cpu_input(name, np.ascontiguousarray(array[idx]))
-            self.eval_session.run_with_iobinding(io)
-            outs = dict(zip(outputs, (o.numpy() for o in io.get_outputs()), strict=True))
+                feeds[name] = np.ascontiguousarray(array[idx])
+            outs = run(feeds)
             metrics = {key: outs[name] for key, name in scalars.items()}
             stats.add(float(outs[LOSS]), len(idx), self.elements(data, len(idx)), metrics)
             for out in self.program.outputs:

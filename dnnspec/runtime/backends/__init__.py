@@ -1,0 +1,1 @@
+"""One module per backend, each defining `BACKEND`; `runtime/backend.py` registers them."""
