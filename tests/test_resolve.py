@@ -473,3 +473,28 @@ def test_whole_floats_are_repeat_counts_and_list_entries() -> None:
     assert spec.model.nodes[-1].args["shape"] == [2, 2]
     with pytest.raises(DiagnosticError, match="repeat needs an integer count"):
         model("  repeat 5 / 2 {\n    dense(4)\n  }\n")
+
+
+@pytest.mark.parametrize(
+    ("names", "key", "used_for"),
+    [
+        (("val", "ink"), "val_loss", "the validation loss"),
+        (("kind", "test"), "test_loss", "the test loss"),
+        (("x1", "val_x1"), "val_x1_loss", "output 'x1'"),
+    ],
+)
+def test_an_output_whose_record_keys_collide_is_refused(
+    names: tuple[str, str], key: str, used_for: str
+) -> None:
+    a, b = names
+    text = (
+        f"model m {{\n  input x: float32[N, 64]\n  h = x -> dense(8)\n"
+        f"  return {a}: h -> dense(10), {b}: h -> dense(1)\n}}\n"
+        f"train {{\n  data digits\n  loss {a}: cross_entropy, {b}: mse\n"
+        "  optimizer sgd\n  batch 8\n  epochs 1\n}\n"
+    )
+    with pytest.raises(DiagnosticError) as caught:
+        load_spec_text(text, "t.dnn")
+    (problem,) = caught.value.diagnostics
+    assert problem.message.endswith(f"'{key}', which the training records use for {used_for}")
+    assert problem.span is not None and problem.span.line == 4

@@ -23,6 +23,23 @@ if TYPE_CHECKING:
 WEIGHT = "weight"
 """The argument of a labelled loss that is its weight, not an argument of the loss."""
 
+RUN_KEYS = ("epoch", "step", "seconds", "lr_factor", "loss")
+"""Keys every epoch record has besides the outputs' (`runtime/run.py` writes them)."""
+
+SPLITS = {"": "training", "val_": "validation", "test_": "test"}
+"""The prefixes of training, validation and test values in the records."""
+
+
+def record_keys(head: ir.Head) -> list[str]:
+    """The keys one output's values take in a training record: `digit_loss`,
+    `digit_accuracy`, `digit_f1_per_class`."""
+    keys = [f"{head.prefix}loss"]
+    for metric in head.metrics:
+        keys.append(head.prefix + metric.name)
+        if METRICS.get(metric.name).per_class is not None:
+            keys.append(f"{head.prefix}{metric.name}_per_class")
+    return keys
+
 
 class HeadsResolver:
     """Collects the labelled loss and metrics items and binds them per output."""
@@ -194,4 +211,30 @@ class HeadsResolver:
             chosen = tuple(metrics.get(name, ()))
             self.owner.check_targets(loss, chosen)
             heads.append(ir.Head(output=name, loss=loss, weight=weight, metrics=chosen, span=where))
-        return tuple(heads)
+        return POISON if self.collide(heads) else tuple(heads)
+
+    def collide(self, heads: list[ir.Head]) -> bool:
+        """Report an output whose record keys are another value's (an output `val` would
+        log its training loss as `val_loss`, the validation total early stopping reads)."""
+        owner = {
+            f"{split}{key}": f"the {word} {key.replace('_', ' ')}"
+            for split, word in SPLITS.items()
+            for key in RUN_KEYS
+        }
+        spans = {o.name: o.span for o in self.outputs or ()}
+        clash = False
+        for head in heads:
+            keys = [split + key for split in SPLITS for key in record_keys(head)]
+            taken = next((key for key in keys if key in owner), None)
+            if taken is not None:
+                self.problems.fail(
+                    f"output '{head.output}' would log a value as '{taken}', which the "
+                    f"training records use for {owner[taken]}",
+                    spans.get(head.output, head.span),
+                    self.scope,
+                    help="rename the output: names starting with 'val' or 'test' (and one "
+                    "output's name plus '_' starting another's) make the records ambiguous",
+                )
+                clash = True
+            owner |= {key: f"output '{head.output}'" for key in keys if key not in owner}
+        return clash
