@@ -33,7 +33,7 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 def fold_gemm_updates(b: GraphBuilder, scale: str, params: Mapping[str, Sequence[Dim]]) -> int:
     """Rewrite every `Sub(param, Mul(Gemm(A, B), scale))` with a scalar `scale` and a 2-D
     `param` into one Gemm accumulating onto the parameter; returns how many were folded.
-    Call before `prune`, which drops the Mul and Gemm the rewrite leaves unused."""
+    `prune`, the next pass (`assemble/passes.py`), drops the Mul and Gemm left unused."""
     producer = {out: node for node in b.nodes for out in node.output}
     uses = Counter(name for node in b.nodes for name in node.input)
     uses.update(o.name for o in b.outputs)

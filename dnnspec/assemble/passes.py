@@ -2,30 +2,18 @@
 
 Lowering, the losses and the autodiff engine emit a graph in its simplest form; these
 passes then rewrite it, each semantically the identity, for speed or portability. They are
-listed here, and run from here only, so their order is read in one place:
+listed here, and run from here only, so their order is read in one place: `PASSES` on the
+builder of a step graph or of model.onnx before it is serialised, `LOOP_PASSES` on the
+train loop once `assemble/loop.py` has wrapped the train step in it.
 
-`PASSES`, on the builder of a step graph or of model.onnx, before it is serialised:
+Export-time conversions are not passes: `dnnspec export` applies them on request to the
+finished graphs of a run, at the tools tier above this one (tools/opset.py to another
+opset, then tools/half.py to float16 for model.onnx), and they may refuse a graph with a
+located error, where a pass may not refuse anything.
 
-1. `fold_sgd_updates` (train step): a plain gradient-descent update folded into the Gemm
-   that computes the weight's gradient (`assemble/fuse.py`). It leaves the Mul and Gemm it
-   replaces unused, for `prune`.
-2. `prune` (train and eval steps): nodes and constants no output depends on are dropped
-   (`GraphBuilder.prune`). model.onnx is not pruned: it keeps every parameter its
-   metadata lists.
-3. `portable_scans` (every graph): Scan bodies rewritten into the form OpenVINO and tract
-   import (`graph/scans.py`); last, so it sees only the Scans that stay.
-
-`LOOP_PASSES`, on the train loop (`assemble/loop.py`) once it wraps the train step:
-
-1. `hoist_step_integers`: the dropout key's integer arithmetic on `step` and `seed` runs
-   once per call before the Loop (`assemble/hoist.py`).
-
-Export-time conversions are not passes: `dnnspec export` applies them to finished graphs
-on request, at the tools tier (tools/opset.py to another opset, then tools/half.py to
-float16 for model.onnx), and they may refuse a graph where a pass may not.
-
-A new pass is a function here or in its own module, an entry in one list at the place its
-order demands, and a case in `tests/test_passes.py` (`test_every_pass_has_a_case`).
+A new pass is a function (here, or in the module of what it rewrites), an entry in one
+list at the place its order demands, and a case in `tests/test_passes.py`
+(`test_every_pass_has_a_case`).
 """
 
 from __future__ import annotations
@@ -87,14 +75,24 @@ _STEPS: frozenset[GraphKind] = frozenset({"train_step", "eval_step"})
 _ALL: frozenset[GraphKind] = frozenset({"train_step", "eval_step", "model"})
 
 PASSES: tuple[GraphPass, ...] = (
+    # a plain SGD update folded into the Gemm computing the weight's gradient
+    # (assemble/fuse.py); the Mul and Gemm it replaces are left unused for `prune`
     GraphPass("fold_sgd_updates", _fold_sgd_updates, frozenset({"train_step"})),
+    # nodes and constants no output depends on; model.onnx keeps every parameter its
+    # metadata lists, so it is not pruned
     GraphPass("prune", _prune, _STEPS),
+    # Scan bodies in the form OpenVINO and tract import (graph/scans.py); last, so it
+    # rewrites only the Scans that stay
     GraphPass("portable_scans", _portable_scans, _ALL),
 )
-"""The builder passes in the order they run (module doc)."""
+"""The builder passes, in the order they run."""
 
-LOOP_PASSES: tuple[LoopPass, ...] = (LoopPass("hoist_step_integers", hoist_step_integers),)
-"""The train loop's passes in the order they run."""
+LOOP_PASSES: tuple[LoopPass, ...] = (
+    # the dropout key's integer arithmetic on `step` and `seed` runs once per call, before
+    # the Loop (assemble/hoist.py)
+    LoopPass("hoist_step_integers", hoist_step_integers),
+)
+"""The train loop's passes, in the order they run."""
 
 
 def run_passes(b: GraphBuilder, graph: GraphKind, facts: StepFacts | None = None) -> None:

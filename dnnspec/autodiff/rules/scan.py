@@ -117,6 +117,7 @@ class _Layout:
 
 
 def _layout(ctx: VjpContext, node: onnx.NodeProto) -> _Layout:
+    """The parts of `node`, once its axes and directions are checked."""
     _check_layout(node, ctx)
     body = ctx.attr(node, "body", None)
     assert isinstance(body, onnx.GraphProto)
