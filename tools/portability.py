@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from dnnspec.runtime.backend import Device, Graph, Inference, backend
+
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4
 MODEL, STEP1, EACH, CHAINED = "model.onnx", "train step x1", "train steps, each", "chained"
@@ -63,23 +65,50 @@ CHAOS = 10.0
 """The chained steps may differ by this many times onnxruntime's own 1-ulp spread."""
 
 Feeds = dict[str, np.ndarray]
-Runner = Callable[[Feeds], Feeds]
-Loader = Callable[[onnx.ModelProto], Runner]
 
 
-def _onnxruntime(model: onnx.ModelProto) -> Runner:
-    import onnxruntime as ort
+@dataclass(frozen=True)
+class _Runtime:
+    """A runtime as dnnspec's `Inference` interface (`runtime/backend.py`) from a function
+    of (model, threads): these run on the CPU, and whether weights are fed or constant
+    makes no difference to them."""
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return lambda feeds: dict(zip(names, session.run(None, feeds), strict=True))
+    opens: Callable[[onnx.ModelProto, int | None], Graph]
+
+    def open(
+        self,
+        model: onnx.ModelProto,
+        device: Device = "cpu",
+        threads: int | None = None,
+        weights_as_inputs: bool = False,
+    ) -> Graph:
+        if device != "cpu":
+            raise ValueError(f"the portability table runs on the CPU, not {device}")
+        return self.opens(model, threads)
 
 
-def _reference(model: onnx.ModelProto) -> Runner:
+class _Outputs:
+    """A graph of a runtime that computes every output at once, in the graph's order;
+    `run` hands back those asked for, as onnxruntime's does."""
+
+    def __init__(self, model: onnx.ModelProto, compute: Callable[[Feeds], list[Any]]) -> None:
+        self.names = [o.name for o in model.graph.output]
+        self.compute = compute
+
+    def run(self, output_names: Sequence[str] | None, feeds: dict[str, Any], /) -> list[Any]:
+        values = self.compute(feeds)
+        if output_names is None:
+            return values
+        found = dict(zip(self.names, values, strict=True))
+        return [found[name] for name in output_names]
+
+
+def _onnxruntime(model: onnx.ModelProto, threads: int | None) -> Graph:
+    """dnnspec's own backend, as `dnnspec train` and `predict` open graphs."""
+    return backend("onnxruntime").open(model, "cpu", threads)
+
+
+def _reference(model: onnx.ModelProto, threads: int | None) -> Graph:
     """With dnnspec's vectorised ConvTranspose: onnx.reference's own scatters pixel by
     pixel in Python (minutes per CNN train step)."""
     from onnx.reference import ReferenceEvaluator
@@ -87,20 +116,18 @@ def _reference(model: onnx.ModelProto) -> Runner:
     from dnnspec.tools.reference import ConvTranspose
 
     evaluator = ReferenceEvaluator(model, new_ops=[ConvTranspose])
-    names = [o.name for o in model.graph.output]
-    return lambda feeds: dict(zip(names, evaluator.run(None, feeds), strict=True))
+    return _Outputs(model, lambda feeds: list(evaluator.run(None, feeds)))
 
 
-def _openvino(model: onnx.ModelProto) -> Runner:
+def _openvino(model: onnx.ModelProto, threads: int | None) -> Graph:
     import openvino as ov
 
     core = ov.Core()
     # without the hint OpenVINO may compute float32 graphs in bf16/f16 on CPUs that have them
-    compiled = core.compile_model(
-        core.read_model(model.SerializeToString(), b""),
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1},
-    )
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config)
     feedable = set(_feed_order(model))
     # a port may carry several tensor names: the graph input's is the one fed
     order = [next(n for n in i.get_names() if n in feedable) for i in compiled.inputs]
@@ -108,15 +135,15 @@ def _openvino(model: onnx.ModelProto) -> Runner:
     wanted = [o.name for o in model.graph.output]
     ports = [next(p for p in compiled.outputs if name in p.get_names()) for name in wanted]
 
-    def run(feeds: Feeds) -> Feeds:
+    def compute(feeds: Feeds) -> list[Any]:
         result = compiled([feeds[n] for n in order])
         # copies: the infer request reuses its output buffers on the next call
-        return {name: np.array(result[p]) for name, p in zip(wanted, ports, strict=True)}
+        return [np.array(result[p]) for p in ports]
 
-    return run
+    return _Outputs(model, compute)
 
 
-def _tract(model: onnx.ModelProto) -> Runner:
+def _tract(model: onnx.ModelProto, threads: int | None) -> Graph:
     import tract
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,16 +151,15 @@ def _tract(model: onnx.ModelProto) -> Runner:
         onnx.save(model, path)
         runnable = tract.onnx().load(path).into_model().into_runnable()
     order = _feed_order(model)
-    names = [o.name for o in model.graph.output]
 
-    def run(feeds: Feeds) -> Feeds:
+    def compute(feeds: Feeds) -> list[Any]:
         outputs = runnable.run([np.require(feeds[n], requirements="C") for n in order])
-        return dict(zip(names, (t.to_numpy() for t in outputs), strict=True))
+        return [t.to_numpy() for t in outputs]
 
-    return run
+    return _Outputs(model, compute)
 
 
-def _onnx2torch(model: onnx.ModelProto) -> Runner:
+def _onnx2torch(model: onnx.ModelProto, threads: int | None) -> Graph:
     """At opset 17 (as `dnnspec export --opset 17` writes it): onnx2torch 1.5 converts
     no Reshape, Shape or Transpose of opset 21."""
     import torch
@@ -143,15 +169,14 @@ def _onnx2torch(model: onnx.ModelProto) -> Runner:
 
     module = convert(at_opset(model, 17)).eval()  # a torch module trains by default
     order = _feed_order(model)
-    names = [o.name for o in model.graph.output]
 
-    def run(feeds: Feeds) -> Feeds:
+    def compute(feeds: Feeds) -> list[Any]:
         with torch.no_grad():
             out = module(*(torch.from_numpy(np.asarray(feeds[n])) for n in order))
         values = out if isinstance(out, tuple | list) else (out,)
-        return dict(zip(names, (v.numpy() for v in values), strict=True))
+        return [v.numpy() for v in values]
 
-    return run
+    return _Outputs(model, compute)
 
 
 def _feed_order(model: onnx.ModelProto) -> list[str]:
@@ -159,15 +184,15 @@ def _feed_order(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in initializers]
 
 
-RUNTIMES: dict[str, tuple[str, Loader]] = {
-    "onnxruntime": ("onnxruntime", _onnxruntime),
-    "onnx.reference": ("onnx", _reference),
-    "OpenVINO": ("openvino", _openvino),
-    "tract": ("tract", _tract),
-    "onnx2torch": ("onnx2torch", _onnx2torch),
+RUNTIMES: dict[str, tuple[str, Inference]] = {
+    "onnxruntime": ("onnxruntime", _Runtime(_onnxruntime)),
+    "onnx.reference": ("onnx", _Runtime(_reference)),
+    "OpenVINO": ("openvino", _Runtime(_openvino)),
+    "tract": ("tract", _Runtime(_tract)),
+    "onnx2torch": ("onnx2torch", _Runtime(_onnx2torch)),
 }
-"""Runtime name -> (distribution that must be installed, loader); onnxruntime is the
-baseline."""
+"""Runtime name -> (the module that must be installed, the runtime); onnxruntime, dnnspec's
+own backend, is the baseline. Each runs a graph on one thread."""
 DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "onnx2torch": ("onnx2torch",)}
 
 
@@ -266,6 +291,13 @@ def _step_outputs(where: Path, i: int) -> Feeds:
     return _load(where / f"onnxruntime.step{i}.npz")
 
 
+def _runner(runtime: Inference, model: onnx.ModelProto) -> Callable[[Feeds], Feeds]:
+    """`model` opened on one thread: feeds -> every output by name."""
+    graph = runtime.open(model, "cpu", threads=1)
+    names = [o.name for o in model.graph.output]
+    return lambda feeds: dict(zip(names, graph.run(None, feeds), strict=True))
+
+
 def run_case(
     runtime: str, where: Path, graph: str
 ) -> Iterator[tuple[str, Feeds | tuple[float, str | None]]]:
@@ -276,14 +308,14 @@ def run_case(
     before it (saved by onnxruntime's run). onnxruntime itself runs its chain again with
     its state moved one float32 ulp at random before every step, and its steps from such
     states: how far rounding noise alone moves them."""
-    load = RUNTIMES[runtime][1]
+    opened = RUNTIMES[runtime][1]
     if graph == "model":
-        run = load(onnx.load(where / "model.onnx"))
+        run = _runner(opened, onnx.load(where / "model.onnx"))
         yield MODEL, run(_load(where / "model_feed.npz"))
         return
     case = json.loads((where / "case.json").read_text())
     steps, carried = case["steps"], case["carried"]
-    run = load(onnx.load(where / "train_step.onnx"))
+    run = _runner(opened, onnx.load(where / "train_step.onnx"))
     initial = _load(where / "state.npz")
 
     signs = np.random.default_rng(0)
