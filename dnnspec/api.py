@@ -34,6 +34,7 @@ from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
+from dnnspec.runtime.backend import Device
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.columns import pick_columns, transform
 from dnnspec.runtime.data import fits_shape, from_text, head_labels
@@ -49,7 +50,6 @@ from dnnspec.runtime.run import (
     run_training,
     write_graphs,
 )
-from dnnspec.runtime.backend import Device
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.tools.export import Exported
 from dnnspec.tools.export import export as _export

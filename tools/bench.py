@@ -45,8 +45,8 @@ import numpy as np
 from dnnspec.assemble.steps import build_inference, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.frontend import load_spec, load_spec_text
-from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.backend import Device
+from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.session import make_session
 from dnnspec.runtime.trainer import Trainer, initial_values
 from dnnspec.schema import arg_int

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from dnnspec.errors import DiagnosticError, error
 from dnnspec.files import GiB, read_bytes
 from dnnspec.metadata import ModelMetadata, not_ours
-from dnnspec.runtime.session import Device, make_session
+from dnnspec.runtime.backend import DEFAULT, Device, Graph, backend
 
 MAX_MODEL_BYTES = 2 * GiB
 """Largest model.onnx read: protobuf's own limit for one message."""
@@ -69,15 +69,15 @@ class ModelFile:
     def weights(self) -> dict[str, np.ndarray]:
         return {t.name: numpy_helper.to_array(t) for t in self.proto.graph.initializer}
 
-    def session(self, device: Device) -> Any:
-        """An onnxruntime session; a model it cannot run is a diagnostic."""
+    def session(self, device: Device, name: str = DEFAULT) -> Graph:
+        """The model opened in the backend `name`; a model it cannot run is a diagnostic."""
         try:
-            return make_session(self.proto, device)
+            return backend(name).open(self.proto, device)
         except DiagnosticError:
             raise
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        except Exception as exc:  # noqa: BLE001 - runtimes raise their own untyped errors
             reason = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc)
-            raise error(f"onnxruntime cannot run '{self.path}': {reason}") from None
+            raise error(f"{name} cannot run '{self.path}': {reason}") from None
 
 
 def _input(path: Path, meta: ModelMetadata, graph: onnx.GraphProto) -> InputInfo:

@@ -37,9 +37,9 @@ from dnnspec.files import write_text as write_file_text
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.resolve import pin_paths, write_lock
 from dnnspec.runtime import checkpoint, interrupts
+from dnnspec.runtime.backend import Device
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.prepare import Prepared, prepare
-from dnnspec.runtime.backend import Device
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop, higher_is_better
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Plateau
