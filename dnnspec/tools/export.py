@@ -10,6 +10,7 @@ float16 model is also compared with the float32 one it came from.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.metadata
 import io
@@ -234,9 +235,27 @@ def _describe_model(
 
 
 def _size(dim: onnx.TensorShapeProto.Dimension, first: bool) -> int:
+    """A dim's size in the checks: the batch CHECK_BATCH, every other name 3, and a dim
+    derived from names (`T+S` after a concat, `(T+S)*4`) computed from those, so that a
+    target has the size of the output the graph computes."""
     if dim.HasField("dim_value"):
         return int(dim.dim_value)
-    return CHECK_BATCH if first else 3
+    if first:
+        return CHECK_BATCH
+    try:
+        return _derived(ast.parse(dim.dim_param, mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError):
+        return 3
+
+
+def _derived(node: ast.expr) -> int:
+    """The size of a parsed dim expression (sums and products of names and ints)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mult):
+        left, right = _derived(node.left), _derived(node.right)
+        return left + right if isinstance(node.op, ast.Add) else left * right
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    return 3
 
 
 def random_feeds(

@@ -127,7 +127,11 @@ def to_float16(
                 if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
                     a.i = TensorProto.FLOAT16
                 elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT:
-                    half = numpy_helper.to_array(a.t).astype(np.float16)
+                    array = numpy_helper.to_array(a.t)
+                    if array.size and np.abs(array).max() > FLOAT16_MAX:  # as initialisers
+                        array = np.clip(array, -FLOAT16_MAX, FLOAT16_MAX)
+                        saturated.append(node.output[0])
+                    half = array.astype(np.float16)
                     a.t.CopyFrom(numpy_helper.from_array(half, a.t.name))
         for k, out in enumerate(node.output):
             if out in is_float:
