@@ -755,6 +755,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+    except Exception as exc:  # onnxruntime's are plain Exceptions: only allocation is ours
+        if not isinstance(exc, MemoryError) and "Failed to allocate" not in str(exc):
+            raise
+        print(
+            "error: out of memory: this machine could not hold what the command needed; "
+            "a smaller batch or smaller layers need less",
+            file=sys.stderr,
+        )
+        return SPEC_ERROR
 
 
 if __name__ == "__main__":

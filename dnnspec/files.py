@@ -33,7 +33,13 @@ GiB = 1 << 30
 
 def size_text(n: int) -> str:
     """`1 MiB`, `2 GiB`, `300 bytes`: a byte count for messages and docs."""
-    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1 << 10)):
+    for unit, size in (
+        ("PiB", 1 << 50),
+        ("TiB", 1 << 40),
+        ("GiB", GiB),
+        ("MiB", MiB),
+        ("KiB", 1 << 10),
+    ):
         if n >= size:
             value = n / size
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"

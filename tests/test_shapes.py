@@ -312,3 +312,31 @@ def test_channels_last_images_say_to_declare_them_channels_first() -> None:
     # a channels-first feature map is left alone
     assert str(check_text("  input x: float32[N, 16, 8, 4]\n  conv2d(8, 3, padding = same)\n")
                .output) == "f32[N, 8, 8, 4]"  # fmt: skip
+
+
+def test_activations_beyond_the_memory_bound_are_an_error_at_the_largest_layer() -> None:
+    (problem,) = diagnostics(
+        "  input x: float32[N, 1, 4, 4]\n  x -> upsample2d([100000, 100000]) -> flatten\n",
+    )
+    assert problem.message.startswith("the activations of one sample take 1.2 TiB")
+    assert "upsample2d_1 (here) alone outputs f32[N, 1, 400000, 400000]" in problem.message
+    assert problem.span is not None and problem.span.line == 3
+    # the bound is per batch: 8 GiB per sample passes alone, not in a batch of 32
+    body = "  input x: float32[N, 1, 4, 4]\n  x -> upsample2d([16384, 8192])\n"
+    assert check_text(body).layers
+    with pytest.raises(DiagnosticError, match="a batch of 32 take"):
+        check_text(body, tail="train {\n  data digits\n  loss mse\n  optimizer sgd\n"
+                   "  batch 32\n  epochs 1\n}\n")  # fmt: skip
+
+
+def test_an_allocation_failure_is_exit_2_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dnnspec import cli
+
+    def allocate(*_: object) -> int:
+        raise Exception("[ONNXRuntimeError] : 6 : Failed to allocate memory for requested buffer")
+
+    monkeypatch.setitem(cli.COMMANDS, "check", allocate)
+    assert cli.main(["check", str(SPECS / "digits_mlp.dnn")]) == 2
+    assert capsys.readouterr().err.startswith("error: out of memory")

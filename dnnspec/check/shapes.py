@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, did_you_mean
+from dnnspec.files import GiB, size_text
 from dnnspec.ir import Call, Node, Spec
 from dnnspec.layers.base import (
     LAYERS,
@@ -29,6 +30,13 @@ from dnnspec.training.losses import LOSSES
 MAX_PARAMS = 2**29
 """Parameters a model may have: 2 GiB of float32, the size ONNX caps a model file at, and
 model.onnx keeps its weights inside the file."""
+
+MAX_ACTIVATION_BYTES = 64 * GiB
+"""What one batch's activations may take: every layer's output, which training keeps for
+the backward pass (symbolic dims count as 1, so this is a floor). Past it no machine here
+trains the model, and onnxruntime would fail allocating."""
+
+ITEM_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "bool": 1}
 
 UNKNOWN = TensorType("unknown", ())
 """The type of a value whose producer failed to check; nodes reading it are skipped."""
@@ -112,7 +120,8 @@ class _Checker:
         losses = {h.output: h.loss for h in train.trained()} if train else {}
         for name, value in self.spec.model.output_values().items():
             self.check_output(name, value, outputs[name], losses.get(name))
-        self.check_size()
+        if self.check_size():  # a layer too large to store is too large to run: said once
+            self.check_activations()
         if self.problems:
             raise DiagnosticError(self.problems)
         layers = self.with_decay([self.with_init(i) for i in self.layers])
@@ -195,10 +204,11 @@ class _Checker:
         widen = f"make {dense[0]} {self.types[other].dims[-1]} wide, or " if dense else ""
         return f"{widen}project {other} with dense({width})"
 
-    def check_size(self) -> None:
+    def check_size(self) -> bool:
+        """Whether the parameters fit in model.onnx (reported when not)."""
         total = sum(layer.param_count for layer in self.layers)
         if total <= MAX_PARAMS:
-            return
+            return True
         largest = max(self.layers, key=lambda layer: layer.param_count)
         self.problems.append(
             Diagnostic(
@@ -208,6 +218,30 @@ class _Checker:
                 notes=tuple(_origin_notes(largest.node)),
                 help=f"keep it under {MAX_PARAMS:,}; the largest layer, {largest.node.name} "
                 f"(here), has {largest.param_count:,}",
+            )
+        )
+        return False
+
+    def check_activations(self) -> None:
+        """One batch's activations against MAX_ACTIVATION_BYTES, located at the largest."""
+        if not self.layers:
+            return
+        batch = self.spec.train.batch if self.spec.train else 1
+        sizes = [batch * _bytes_per_sample(info.out) for info in self.layers]
+        total = sum(sizes)
+        if total <= MAX_ACTIVATION_BYTES:
+            return
+        largest = self.layers[sizes.index(max(sizes))]
+        per = f"a batch of {batch}" if self.spec.train else "one sample"
+        self.problems.append(
+            Diagnostic(
+                message=f"the activations of {per} take {size_text(total)}, over the limit "
+                f"of {size_text(MAX_ACTIVATION_BYTES)}; {largest.node.name} (here) alone "
+                f"outputs {largest.out}: {size_text(max(sizes))}",
+                span=largest.node.span,
+                notes=tuple(_origin_notes(largest.node)),
+                help="make this layer's output smaller"
+                + (", or train with a smaller batch" if batch > 1 else ""),
             )
         )
 
@@ -293,6 +327,10 @@ class _Checker:
                     else "end the model with dense(classes)",
                 )
             )
+
+
+def _bytes_per_sample(t: TensorType) -> int:
+    return math.prod(d for d in t.dims[1:] if isinstance(d, int)) * ITEM_BYTES.get(t.dtype, 4)
 
 
 def _origin_notes(node: Node) -> list[Note]:
