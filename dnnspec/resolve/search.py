@@ -27,6 +27,11 @@ from dnnspec.training.metrics import METRICS
 MAX_CHOICES = 256
 """Most values one choice(...) may list: each is resolved with the whole spec when checked."""
 
+MAX_POINTS = 10**15
+"""Most values a stepped space (`int_range`, `uniform(lo, hi, step)`) may hold: a grid and
+a draw index them lazily, but an index must stay exact (below 2**53) and fit a machine
+integer, and a finer step is a continuous space in all but name."""
+
 DIRECTIONS: tuple[ir.Direction, ...] = ("min", "max")
 
 
@@ -271,6 +276,16 @@ class SearchResolver:
         elif lo >= hi or (kind == "log_uniform" and lo <= 0):
             need = "0 < lo < hi" if kind == "log_uniform" else "lo < hi"
             self.problems.fail(f"{kind} needs {need}, got {lo!r} and {hi!r}", span)
+            return False
+        if takes_step and not (
+            (hi - lo) / (values[2] if len(values) == 3 else 1) < MAX_POINTS  # False for inf
+        ):
+            self.problems.fail(
+                f"{kind} holds more than {MAX_POINTS:,} values",
+                span,
+                help="take a larger step"
+                + (", or draw floats with uniform(lo, hi)" if kind == "uniform" else ""),
+            )
             return False
         if declared is not None and declared not in ("int", "float"):
             self.problems.fail(f"param '{param}' holds {article(declared)}, not a number", span)

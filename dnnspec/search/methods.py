@@ -34,7 +34,11 @@ FINITE_SPACES: tuple[SpaceKind, ...] = ("choice", "int_range")
 """Spaces a grid can enumerate as written; `uniform` can too when given a step."""
 
 SEED = ArgSpec(name="seed", type="int", default=0, min=0, doc="seed of the draws")
-TRIALS = ArgSpec(name="trials", type="int", min=1, doc="number of trials")
+MAX_TRIALS = 100_000
+"""Most trials a method may ask for: a halving rung is drawn whole, and a search of more
+trials than this would not finish anyway (each trial is a process of a second or more)."""
+
+TRIALS = ArgSpec(name="trials", type="int", min=1, max=MAX_TRIALS, doc="number of trials")
 
 
 @dataclass(frozen=True)

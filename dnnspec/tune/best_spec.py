@@ -6,7 +6,6 @@ search section stay as the user wrote them and the file trains with `dnnspec tra
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,9 @@ from dnnspec.frontend import parse_text, read_spec_text
 from dnnspec.syntax import ast
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
+"""The characters a spec string escapes (docs/language.md); every other one is written
+as it is, so `"café"` stays `"café"`."""
 
 
 def render_value(value: Any) -> str:
@@ -26,9 +28,9 @@ def render_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return (
-            value if WORD.fullmatch(value) and value not in ("true", "false") else json.dumps(value)
-        )
+        if WORD.fullmatch(value) and value not in ("true", "false"):
+            return value
+        return '"' + "".join(ESCAPES.get(c, c) for c in value) + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(render_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as a spec value")

@@ -4,20 +4,30 @@ A trial is the `dnnspec train ... --json` command a user could type, run as its 
 process, so a trial directory is an ordinary run directory, a crash or divergence stays in
 its trial, and each process gets its own onnxruntime thread count. Both executors run the
 same command; only the scheduling differs.
+
+A local trial dies with the tuner: on Linux the kernel sends it SIGINT when the tuner
+exits for any reason, `kill -9` included (as Ctrl-C would, so it keeps its checkpoint), and
+a later `--resume` finds no orphan still holding its run directory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from dnnspec.errors import error
+from dnnspec.files import os_reason
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process receives when its parent exits."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,8 @@ class LocalExecutor:
         self.procs: dict[subprocess.Popen[bytes], tuple[Job, float]] = {}
 
     def submit(self, job: Job) -> None:
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        with job.log.open("wb") as err:
+        err = open_log(job.log)
+        try:
             proc = subprocess.Popen(
                 job.argv,
                 stdout=subprocess.PIPE,
@@ -69,7 +79,10 @@ class LocalExecutor:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the tuner, which stops trials itself
                 env={**os.environ, **job.env},
+                preexec_fn=_die_with(os.getpid()),
             )
+        finally:
+            os.close(err)
         self.procs[proc] = (job, time.perf_counter())
 
     def running(self) -> int:
@@ -103,14 +116,42 @@ class LocalExecutor:
             self._collect(proc)
 
 
+def open_log(path: Path) -> int:
+    """A trial's log, created or truncated, never through a symbolic link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise error(f"cannot write the trial log '{path}': {os_reason(exc)}") from None
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """What the trial process runs before its command: ask the kernel to interrupt it when
+    the tuner exits (Linux), and restore the default Ctrl-C a tuner started in the
+    background (SIGINT ignored) would otherwise pass on, so the trial can be stopped."""
+    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+    def prepare() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+        if os.getppid() != parent:  # the tuner died before the request was made
+            os._exit(130)
+
+    return prepare
+
+
 def _run_job(argv: Sequence[str], env: dict[str, str], log: str) -> tuple[int, str, float]:
     """The body of a Ray task: the same process a local worker would start."""
     started = time.perf_counter()
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as err:
+    err = open_log(Path(log))
+    try:
         done = subprocess.run(
             list(argv), stdout=subprocess.PIPE, stderr=err, env={**os.environ, **env}, check=False
         )
+    finally:
+        os.close(err)
     return done.returncode, done.stdout.decode("utf-8", "replace"), time.perf_counter() - started
 
 

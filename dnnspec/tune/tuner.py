@@ -1,10 +1,13 @@
 """Run a search: ask the method's strategy for trials, run them, record every result.
 
 The search directory holds `search.json` (what was searched, to refuse a resume of a
-different search), `results.jsonl` (one line per finished trial stage, appended as each
-ends), `results.csv`, `best.dnn`, `logs/` and `trials/<k>/` (ordinary run directories).
-A resumed search replays the recorded results into a fresh strategy, so finished trials
-are not run again and the search ends where an uninterrupted one would have.
+different search), `results.jsonl` (one line per finished trial stage), `results.csv`,
+`best.dnn`, `logs/` and `trials/<k>/` (ordinary run directories); `tune/directory.py`
+guards it. A resumed search replays the recorded results into a fresh strategy, so
+finished trials are not run again and the search ends where an uninterrupted one would
+have; a stage that failed from outside (killed, its directory busy, a full disk) runs
+again. Every trial reads the spec file itself, so the tuner checks before each trial and
+after it that neither the spec nor a file it imports has changed since the search began.
 """
 
 from __future__ import annotations
@@ -13,41 +16,32 @@ import hashlib
 import json
 import math
 import os
-import shutil
+import signal
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from dnnspec.errors import error
+from dnnspec.errors import DiagnosticError, SourceMap, error
 from dnnspec.files import write_text
-from dnnspec.frontend import read_spec_text
+from dnnspec.frontend import parse_text, read_spec_text, with_imports
 from dnnspec.ir import SearchSpec, Spec
 from dnnspec.search.methods import SEARCH_METHODS
-from dnnspec.search.space import Params
-from dnnspec.search.strategies import Plan
+from dnnspec.search.strategies import Plan, Strategy
 from dnnspec.tune.best_spec import render_value, write_best_spec
+from dnnspec.tune.directory import SearchDirectory
 from dnnspec.tune.executors import Executor, Finished, Job, LocalExecutor, RayExecutor
+from dnnspec.tune.results import TrialResult, objective_of
 
+__all__ = ["TrialResult", "TuneResult", "Tuner", "objective_of"]
 
-@dataclass
-class TrialResult:
-    """One finished stage of a trial (a halving trial has one per rung it reached)."""
-
-    trial: int
-    params: Params
-    until: int | None
-    status: str  # "ok" or "failed"
-    objective: float | None
-    epochs: int
-    seconds: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    reason: str | None = None
-
-    @property
-    def key(self) -> tuple[int, int | None]:
-        return self.trial, self.until
+RETRYABLE = ("is in use by another dnnspec command", "no space left on the device")
+"""Failures of a trial that come from outside it (its run directory busy, a full disk):
+`--resume` runs such a stage again. A trial killed by a signal is one too."""
 
 
 @dataclass
@@ -71,33 +65,39 @@ ProgressFn = Callable[[str, Mapping[str, Any]], None]
 """Called with ("started" | "finished", details) as trials start and end."""
 
 
-def metric_key(objective: str) -> str:
-    """The metrics.jsonl key of an objective: `train_accuracy` is logged as `accuracy`."""
-    return objective.removeprefix("train_")
+def spec_digest(path: Path) -> str:
+    """SHA-256 of the spec's text, then of each file it imports (in a fixed order), so
+    that a change to any of them shows; a spec without imports hashes as its text."""
+    text = read_spec_text(path)
+    sources = SourceMap({str(path): text})
+    with_imports(parse_text(text, str(path)), str(path), sources)
+    digest = hashlib.sha256(text.encode())
+    for name in sorted(sources.texts):
+        if name != str(path):
+            digest.update(b"\0" + sources.texts[name].encode())
+    return digest.hexdigest()
 
 
-def objective_of(
-    run_dir: Path, objective: str, direction: str
-) -> tuple[float | None, dict[str, float], int]:
-    """The best value of the objective over a run's epochs, that epoch's record, and the
-    number of epochs trained."""
-    key, best, record, epochs = metric_key(objective), None, {}, 0
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While the search runs, SIGTERM and SIGHUP stop it as Ctrl-C does (the trials keep
+    their checkpoints and the table is written), unless they were set to be ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, interrupt)
     try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return None, {}, 0
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        epochs = max(epochs, int(row.get("epoch", 0)))
-        value = row.get(key)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            continue
-        if best is None or (value > best if direction == "max" else value < best):
-            best, record = float(value), row
-    return best, {k: v for k, v in record.items() if k not in ("step", "seconds")}, epochs
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _sort_key(direction: str) -> Callable[[TrialResult], tuple[Any, ...]]:
@@ -135,20 +135,36 @@ class Tuner:
             )
         if self.spec.train is None:
             raise error(f"spec '{self.spec_path}' has no train section", self.spec.model.span)
-        if self.workers < 1:
-            raise error(f"--workers must be at least 1, got {self.workers}")
-        if self.trials is not None and self.trials < 1:
-            raise error(f"--trials must be at least 1, got {self.trials}")
+        for flag, value in (("workers", self.workers), ("trials", self.trials)):
+            if value is not None and value < 1:
+                raise error(f"--{flag} must be at least 1, got {value}")
+        if self.epochs is not None and self.epochs < 1:
+            raise error(f"--epochs must be at least 1, got {self.epochs}")
+        if self.backend not in ("local", "ray"):
+            raise error(f"unknown backend '{self.backend}'", help="use --backend local or ray")
+        if self.address is not None and self.backend != "ray":
+            raise error(
+                "--address only applies to --backend ray",
+                help="add --backend ray to run the trials on that Ray cluster, or drop --address",
+            )
+        cores = os.cpu_count() or 1
+        if self.workers > cores and self.address is None:
+            raise error(
+                f"--workers {self.workers} is more than the {cores} cores of this machine",
+                help=f"use --workers {cores} or fewer: trials share the cores, and more "
+                "trials than cores only slow each other down",
+            )
         self.search: SearchSpec = self.spec.search
         self.run_epochs = self.epochs or self.spec.train.epochs
-        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self.threads = max(1, cores // self.workers)
+        self.digest = ""
 
     # -- the search directory ------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
-        text = read_spec_text(self.spec_path)
+        self.digest = spec_digest(self.spec_path)
         return {
             "spec": str(self.spec_path.resolve()),
-            "spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "spec_sha256": self.digest,
             "set": self.overrides,
             "epochs": self.run_epochs,
             "trials": self.trials,
@@ -157,66 +173,26 @@ class Tuner:
             "direction": self.search.direction,
         }
 
-    def _claim(self) -> list[TrialResult]:
-        """Prepare the directory; on resume, the results recorded so far."""
-        state = self.out / "search.json"
-        if self.out.exists() and not self.out.is_dir():
-            raise error(f"--out '{self.out}' is a file, not a directory")
-        identity = self._identity()
-        if self.resume:
-            if not state.is_file():
-                raise error(f"'{self.out}' holds no search to resume", help="run without --resume")
-            try:
-                recorded = json.loads(state.read_text())
-            except (OSError, json.JSONDecodeError):
-                raise error(f"'{state}' is damaged", help="start again with --overwrite") from None
-            changed = [k for k in identity if recorded.get(k) != identity[k]]
-            if changed:
-                raise error(
-                    f"the search in '{self.out}' was started with a different "
-                    + ", ".join(changed),
-                    help="resume with the same spec and options, or start again with --overwrite",
-                )
-            return self._read_results()
-        if state.exists() and not self.overwrite:
-            raise error(
-                f"'{self.out}' already holds a search",
-                help="continue it with --resume, replace it with --overwrite, "
-                "or choose another --out",
-            )
-        if self.overwrite and state.exists():
-            for name in ("trials", "logs"):
-                shutil.rmtree(self.out / name, ignore_errors=True)
-            for name in ("results.jsonl", "results.csv", "best.dnn"):
-                (self.out / name).unlink(missing_ok=True)
+    def _check_spec(self) -> None:
+        """Stop when the spec or a file it imports changed since the search began: the
+        trials would no longer train one spec."""
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_text(state, json.dumps(identity, indent=2) + "\n")
-            (self.out / "results.jsonl").write_text("")
-        except OSError as exc:
-            raise error(f"cannot write the search directory '{self.out}': {exc.strerror}") from None
-        return []
-
-    def _read_results(self) -> list[TrialResult]:
-        results = []
-        path = self.out / "results.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        for line in lines:
-            try:
-                results.append(TrialResult(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError):
-                continue  # a line cut short by a kill: that stage runs again
-        return results
-
-    def _record(self, result: TrialResult) -> None:
-        with (self.out / "results.jsonl").open("a") as log:
-            log.write(json.dumps(asdict(result)) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+            same = spec_digest(self.spec_path) == self.digest
+        except DiagnosticError:
+            same = False
+        if not same:
+            raise error(
+                f"the spec '{self.spec_path}' or a file it imports changed during the search",
+                help="every trial must train the same spec: restore it and continue with "
+                "--resume, or start the search again with --overwrite",
+            )
 
     # -- running trials ------------------------------------------------------------------
-    def _job(self, plan: Plan) -> Job:
+    def _job(self, plan: Plan, folder: SearchDirectory) -> Job:
         run_dir = self.out / "trials" / str(plan.trial)
+        log = self.out / "logs" / f"{plan.trial}-{plan.until or 'end'}.log"
+        for path in (run_dir.parent, run_dir, log.parent, log):
+            folder.refuse_link(path)
         argv = [
             sys.executable,
             "-m",
@@ -240,17 +216,21 @@ class Tuner:
             argv.append("--resume")
         elif run_dir.exists():
             argv.append("--overwrite")
-        log = self.out / "logs" / f"{plan.trial}-{plan.until or 'end'}.log"
         return Job(plan, tuple(argv), {"DNNSPEC_THREADS": str(self.threads)}, log)
 
     def _result(self, done: Finished) -> TrialResult:
         plan: Plan = done.job.key
         run_dir = self.out / "trials" / str(plan.trial)
-        value, metrics, epochs = objective_of(run_dir, self.search.objective, self.search.direction)
         reason = None
+        try:
+            value, metrics, epochs = objective_of(
+                run_dir, self.search.objective, self.search.direction
+            )
+        except DiagnosticError as exc:
+            (value, metrics, epochs), reason = (None, {}, 0), exc.diagnostics[0].message
         if done.returncode != 0:
             reason = _failure(done)
-        elif value is None:
+        elif reason is None and value is None:
             reason = f"the run logged no finite {self.search.objective}"
         return TrialResult(
             trial=plan.trial,
@@ -262,13 +242,12 @@ class Tuner:
             seconds=round(done.seconds, 3),
             metrics=metrics if reason is None else {},
             reason=reason,
+            retry=reason is not None and _retryable(done, reason),
         )
 
     def _executor(self) -> Executor:
         if self.backend == "ray":
             return RayExecutor(self.address, self.workers, self.threads)
-        if self.backend != "local":
-            raise error(f"unknown backend '{self.backend}'", help="use --backend local or ray")
         return LocalExecutor()
 
     def run(self) -> TuneResult:
@@ -276,8 +255,21 @@ class Tuner:
         strategy = method.strategy(
             self.search, self.search.method.args, self.run_epochs, self.trials
         )
-        recorded = {r.key: r for r in self._claim()}
-        executor = self._executor()
+        if self.resume and not self.out.is_dir():
+            raise error(f"'{self.out}' holds no search to resume", help="run without --resume")
+        executor = self._executor()  # a backend that cannot start fails before the claim
+        with SearchDirectory(self.out) as folder, _terminate_as_interrupt():
+            recorded = folder.claim(self._identity(), self.resume, self.overwrite)
+            return self._search(strategy, executor, folder, recorded)
+
+    def _search(
+        self,
+        strategy: Strategy,
+        executor: Executor,
+        folder: SearchDirectory,
+        recorded: list[TrialResult],
+    ) -> TuneResult:
+        replay = {r.key: r for r in recorded if not r.retry}
         history: list[TrialResult] = []
         queue: list[Plan] = []
         try:
@@ -285,7 +277,7 @@ class Tuner:
                 queue += strategy.ask(self.workers - executor.running() - len(queue))
                 replayed = False
                 for plan in list(queue):
-                    old = recorded.get((plan.trial, plan.until))
+                    old = replay.get((plan.trial, plan.until))
                     if old is not None and old.params == plan.params:
                         queue.remove(plan)
                         history.append(old)
@@ -294,14 +286,16 @@ class Tuner:
                 if replayed:
                     continue
                 while queue and executor.running() < self.workers:
+                    self._check_spec()
                     plan = queue.pop(0)
-                    executor.submit(self._job(plan))
+                    executor.submit(self._job(plan, folder))
                     self._notify("started", history, executor.running())
                 if executor.running() == 0:
                     break
                 for done in executor.wait():
+                    self._check_spec()  # the trial read the spec the search began with
                     result = self._result(done)
-                    self._record(result)
+                    folder.record(result)
                     history.append(result)
                     strategy.tell(done.job.key, result.objective)
                     self._notify("finished", history, executor.running(), result)
@@ -309,6 +303,9 @@ class Tuner:
             executor.interrupt()
             self._finish(history)
             raise Interrupted(self.out) from None
+        except BaseException:
+            executor.interrupt()
+            raise
         return self._finish(history)
 
     def _notify(
@@ -357,6 +354,11 @@ class Tuner:
     def overrides_values(self) -> dict[str, Any]:
         """The `--set` values, as the spec holds them (they go into best.dnn too)."""
         return {k: v for k, v in self.spec.params.items() if k in self.overrides}
+
+
+def _retryable(done: Finished, reason: str) -> bool:
+    """Whether a failure came from outside the trial, so that running it again may pass."""
+    return done.returncode < 0 or done.returncode == 130 or any(r in reason for r in RETRYABLE)
 
 
 def _failure(done: Finished) -> str:
