@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dnnspec.errors import DiagnosticError
-from dnnspec.tools.format import format_text
+from dnnspec.tools.format import format_file, format_text
 
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.dnn"))
 
@@ -145,6 +145,17 @@ def test_fmt_check_reports_without_writing_and_fmt_rewrites(tmp_path: Path) -> N
         text=True,
     )
     assert again.returncode == 0
+
+
+def test_fmt_of_a_symlink_rewrites_its_target_and_keeps_the_link(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "m.dnn"
+    target.write_text(MESSY)
+    link = tmp_path / "link.dnn"
+    link.symlink_to(target)
+    format_file(link).write()
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert target.read_text() == CANONICAL
 
 
 def test_the_example_specs_pass_fmt_check() -> None:

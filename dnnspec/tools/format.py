@@ -104,8 +104,9 @@ class Formatted:
         return self.text != self.original
 
     def write(self) -> None:
-        """Replace the file by its canonical text (atomically)."""
-        write_text(self.path, self.text, "spec file")
+        """Replace the file by its canonical text (atomically). A symlink stays one: the
+        file it points to is what was read, so that is what is rewritten."""
+        write_text(self.path.resolve(), self.text, "spec file")
 
 
 def format_file(path: str | Path) -> Formatted:
