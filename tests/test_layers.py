@@ -9,6 +9,7 @@ checked against finite differences.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import assert_train_step_matches_finite_differences
+from conftest import ROOT, assert_train_step_matches_finite_differences
 
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.check.shapes import check_spec
@@ -626,6 +627,13 @@ def test_activations_say_what_they_are_so_no_stage_lists_their_names() -> None:
         "softmax": "probabilities",
         "log_softmax": "log_probabilities",
     }
+
+
+def test_the_language_docs_name_exactly_the_relu_like_activations() -> None:
+    text = (ROOT / "docs" / "language.md").read_text()
+    listed = re.search(r"ReLU-like activations \(([^)]*)\)", text)
+    assert listed is not None
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == {n for n in LAYERS if relu_like(n)}
 
 
 def _init_before(activation: str) -> str:
