@@ -19,7 +19,7 @@ from conftest import SPECS, reference_runner
 from dnnspec.assemble.steps import build_inference
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
-from dnnspec.runtime.backend import BACKENDS, SETS, TrainState, backend
+from dnnspec.runtime.backend import BACKENDS, SETS, BackendDef, TrainState, load_backend
 from dnnspec.runtime.prepare import Prepared, prepare
 from dnnspec.runtime.trainer import initial_values, train_graphs
 
@@ -53,7 +53,7 @@ def installed(name: str) -> str:
 
 def fresh(name: str, prep: Prepared) -> TrainState:
     program = prep.program
-    return backend(installed(name)).train(
+    return load_backend(installed(name)).train(
         train_graphs(program, 0), "cpu", initial_values(program, 0)
     )
 
@@ -74,7 +74,7 @@ def test_a_backend_predicts_what_onnx_reference_computes(name: str, digits: Prep
         digits.typed, program.model_slots(), initial_values(program, 0), program.metadata
     )
     feeds = {"x": digits.val_data.x[:32]}
-    graph = backend(installed(name)).open(model, "cpu", threads=1)
+    graph = load_backend(installed(name)).open(model, "cpu", threads=1)
     want = reference_runner(model)(feeds)
     got = dict(zip([o.name for o in model.graph.output], graph.run(None, feeds), strict=True))
     assert got.keys() == want.keys()
@@ -166,6 +166,14 @@ def test_writing_a_tensor_replaces_it_in_every_set(name: str, digits: Prepared) 
 
 def test_an_unknown_backend_is_a_clear_error_with_a_suggestion() -> None:
     with pytest.raises(DiagnosticError) as caught:
-        backend("onnxruntim")
+        load_backend("onnxruntim")
     assert "unknown backend 'onnxruntim'" in str(caught.value)
     assert "onnxruntime" in (caught.value.diagnostics[0].help or "")
+
+
+def test_a_backend_whose_runtime_is_not_installed_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(BackendDef, "installed", lambda self: False)
+    with pytest.raises(DiagnosticError, match="needs the Python package 'onnxruntime'"):
+        load_backend("onnxruntime")

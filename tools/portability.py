@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from dnnspec.runtime.backend import Device, Graph, Inference, backend
+from dnnspec.runtime.backend import Device, Graph, Inference, load_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4
@@ -105,7 +105,7 @@ class _Outputs:
 
 def _onnxruntime(model: onnx.ModelProto, threads: int | None) -> Graph:
     """dnnspec's own backend, as `dnnspec train` and `predict` open graphs."""
-    return backend("onnxruntime").open(model, "cpu", threads)
+    return load_backend("onnxruntime").open(model, "cpu", threads)
 
 
 def _reference(model: onnx.ModelProto, threads: int | None) -> Graph:

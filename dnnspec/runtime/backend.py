@@ -192,6 +192,14 @@ BACKENDS: Registry[BackendDef] = Registry("backend")
 BACKENDS.add("onnxruntime", BackendDef("dnnspec.runtime.backends.onnxruntime", "onnxruntime"))
 
 
-def backend(name: str = DEFAULT) -> Backend:
-    """The backend registered as `name` (a located did-you-mean error for an unknown one)."""
-    return BACKENDS.get(name).load()
+def load_backend(name: str = DEFAULT) -> Backend:
+    """The backend registered as `name`; an unknown name (did you mean) or an uninstalled
+    runtime is a diagnostic."""
+    found = BACKENDS.get(name)
+    if not found.installed():
+        raise error(
+            f"the {name} backend needs the Python package '{found.requires}', "
+            "which is not installed",
+            help=f"install it (pip install {found.requires}) or use another backend",
+        )
+    return found.load()

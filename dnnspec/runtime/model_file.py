@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from dnnspec.errors import DiagnosticError, error
 from dnnspec.files import GiB, read_bytes
 from dnnspec.metadata import ModelMetadata, not_ours
-from dnnspec.runtime.backend import DEFAULT, Device, Graph, backend
+from dnnspec.runtime.backend import DEFAULT, Device, Graph, load_backend
 
 MAX_MODEL_BYTES = 2 * GiB
 """Largest model.onnx read: protobuf's own limit for one message."""
@@ -72,7 +72,7 @@ class ModelFile:
     def session(self, device: Device, name: str = DEFAULT) -> Graph:
         """The model opened in the backend `name`; a model it cannot run is a diagnostic."""
         try:
-            return backend(name).open(self.proto, device)
+            return load_backend(name).open(self.proto, device)
         except DiagnosticError:
             raise
         except Exception as exc:  # noqa: BLE001 - runtimes raise their own untyped errors

@@ -29,7 +29,7 @@ from dnnspec.assemble.loop import build_train_loop
 from dnnspec.assemble.steps import LOSS, Program, confusion_name
 from dnnspec.data.datasets import Dataset
 from dnnspec.layers.init import initial_value
-from dnnspec.runtime.backend import BACKENDS, DEFAULT, SETS, Device, TrainGraphs
+from dnnspec.runtime.backend import DEFAULT, SETS, Device, TrainGraphs, load_backend
 from dnnspec.runtime.data import head_targets
 from dnnspec.training.metrics import METRICS
 
@@ -205,7 +205,7 @@ class Trainer:
         self.dtype = np.dtype(program.float_dtype)
         self.carried = program.carried()
         graphs, values = train_graphs(program, seed), initial_values(program, seed)
-        self.state = BACKENDS.get(backend).load().train(graphs, device, values)
+        self.state = load_backend(backend).train(graphs, device, values)
         self.device = self.state.device
         self.step = 0
         self.adaptive = steps_per_call is None
@@ -219,10 +219,7 @@ class Trainer:
 
     def targets(self, data: Dataset) -> dict[str, np.ndarray]:
         """Step-graph target input -> the data's targets for it."""
-        return {
-            out.target: head_targets(data)[out.head.output]
-            for out in self.program.outputs
-        }
+        return {out.target: head_targets(data)[out.head.output] for out in self.program.outputs}
 
     def elements(self, data: Dataset, rows: int | None = None) -> dict[str, int]:
         """Target elements per output in `rows` samples (all of `data` when None)."""
