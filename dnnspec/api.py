@@ -94,8 +94,16 @@ __all__ = [
 
 
 def _texts(overrides: dict[str, Any]) -> dict[str, str]:
-    """Keyword overrides as `--set` text: a string as it stands, other values as JSON."""
-    return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in overrides.items()}
+    """Keyword overrides as `--set` text: a string as it stands, other values as JSON
+    (NumPy scalars and arrays as the numbers and lists they hold)."""
+    return {k: json.dumps(v, default=_plain) if not isinstance(v, str) else v
+            for k, v in overrides.items()}  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"a param is a number, string, bool or list, got {type(value).__name__}")
 
 
 def load_spec(path: str | Path, /, **overrides: Any) -> Spec:

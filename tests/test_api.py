@@ -45,6 +45,13 @@ def test_check_types_a_spec_and_reads_string_overrides_as_set_text() -> None:
         dnnspec.check_spec(SPECS / "spirals.dnn", width="wide")
 
 
+def test_overrides_take_numpy_scalars_as_the_numbers_they_hold() -> None:
+    typed = dnnspec.check_spec(SPECS / "spirals.dnn", width=np.int64(8))
+    assert typed.spec.params["width"] == 8
+    with pytest.raises(TypeError, match="a param is a number, string, bool or list, got object"):
+        dnnspec.check_spec(SPECS / "spirals.dnn", width=object())
+
+
 def test_a_resolved_spec_serves_several_calls_but_takes_no_more_overrides() -> None:
     spec = dnnspec.load_spec(SPECS / "spirals.dnn", width=8)
     assert (

@@ -111,6 +111,7 @@ def test_generate_cli_prints_the_prompt_and_its_continuation(
         (["--prompt", ""], "--prompt is empty"),
         (["--prompt", "a", "--tokens", "0"], "--tokens must be at least 1"),
         (["--prompt", "a", "--temperature", "-1"], "--temperature must be 0 or more"),
+        (["--prompt", "a", "--seed", "-1"], "--seed must be 0 or more, got -1"),
     ],
 )
 def test_generate_mistakes_are_errors_without_a_traceback(

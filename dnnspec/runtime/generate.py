@@ -52,6 +52,8 @@ def sample(
         raise error(f"--tokens must be at least 1, got {tokens}")
     if temperature < 0 or not np.isfinite(temperature):
         raise error(f"--temperature must be 0 or more, got {temperature}")
+    if seed < 0:
+        raise error(f"--seed must be 0 or more, got {seed}")
     rng = np.random.default_rng(seed)
     ids = list(prompt)
     for _ in range(tokens):
