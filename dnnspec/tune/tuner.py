@@ -39,7 +39,7 @@ from dnnspec.tune.results import TrialResult, objective_of
 
 __all__ = ["TrialResult", "TuneResult", "Tuner", "objective_of"]
 
-RETRYABLE = ("is in use by another dnnspec command", "no space left on the device")
+RETRYABLE = ("is in use by another dnnspec command", "no space left on")
 """Failures of a trial that come from outside it (its run directory busy, a full disk):
 `--resume` runs such a stage again. A trial killed by a signal is one too."""
 
@@ -358,7 +358,8 @@ class Tuner:
 
 def _retryable(done: Finished, reason: str) -> bool:
     """Whether a failure came from outside the trial, so that running it again may pass."""
-    return done.returncode < 0 or done.returncode == 130 or any(r in reason for r in RETRYABLE)
+    said = reason.lower()
+    return done.returncode < 0 or done.returncode == 130 or any(r in said for r in RETRYABLE)
 
 
 def _failure(done: Finished) -> str:
