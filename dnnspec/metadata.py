@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import onnx
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,6 +31,9 @@ from pydantic import (
 )
 
 from dnnspec.errors import DiagnosticError, error
+
+if TYPE_CHECKING:  # only its protobuf is read: importing onnx is left to the callers
+    import onnx
 
 FORMAT_VERSION = 1
 """The metadata layout this dnnspec writes and the newest it reads."""
@@ -338,6 +340,7 @@ def not_ours(path: Path | str, why: str) -> DiagnosticError:
 
 
 def newer(path: Path | str, version: int) -> DiagnosticError:
+    """A file whose metadata layout this dnnspec predates: upgrading is the way on."""
     return error(
         f"'{path}' was written by a newer dnnspec (metadata format {version}; this one reads "
         f"format {FORMAT_VERSION} and older)",
