@@ -9,8 +9,11 @@ import importlib.util
 import json
 import sys
 
+import numpy as np
+import onnx
 import pytest
 from conftest import ROOT, SPECS
+from onnx import TensorProto, helper
 
 sys.path.insert(0, str(ROOT / "tools"))
 import portability  # noqa: E402
@@ -80,3 +83,39 @@ def test_an_unknown_runtime_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         portability.main([str(SPECS / "spirals.dnn"), "--runtime", "nonesuch"])
     assert exit_.value.code == 2
     assert "nonesuch" in capsys.readouterr().err
+
+
+def two_outputs() -> onnx.ModelProto:
+    """y = a + b and z = a * b, at the opset and IR version dnnspec writes."""
+    from dnnspec.graph.builder import IR_VERSION, OPSET
+
+    a, b, y, z = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in "abyz")
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"]), helper.make_node("Mul", ["a", "b"], ["z"])]
+    graph = helper.make_graph(nodes, "two", [a, b], [y, z])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+    )
+
+
+@pytest.mark.parametrize("runtime", list(portability.RUNTIMES))
+def test_every_runtime_opens_a_graph_as_dnnspecs_backends_do(runtime: str) -> None:
+    """Each runtime is an `Inference` (runtime/backend.py): `run` hands back every output
+    in order, or the ones asked for."""
+    module, opened = portability.RUNTIMES[runtime]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    graph = opened.open(two_outputs(), "cpu", threads=1)
+    feeds = {"a": np.array([1, 2], np.float32), "b": np.array([3, 4], np.float32)}
+    y, z = graph.run(None, feeds)
+    assert y.tolist() == [4, 6] and z.tolist() == [3, 8]
+    (only,) = graph.run(["z"], feeds)
+    assert only.tolist() == [3, 8]
+
+
+def test_onnxruntime_runs_in_the_sessions_dnnspec_itself_opens() -> None:
+    """The baseline is dnnspec's onnxruntime backend, not a session of the tool's own:
+    spinning off, the threads asked for."""
+    session = portability.RUNTIMES["onnxruntime"][1].open(two_outputs(), "cpu", threads=1)
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
