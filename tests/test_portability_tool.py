@@ -115,7 +115,10 @@ def test_every_runtime_opens_a_graph_as_dnnspecs_backends_do(runtime: str) -> No
 def test_onnxruntime_runs_in_the_sessions_dnnspec_itself_opens() -> None:
     """The baseline is dnnspec's onnxruntime backend, not a session of the tool's own:
     spinning off, the threads asked for."""
+    import onnxruntime as ort
+
     session = portability.RUNTIMES["onnxruntime"][1].open(two_outputs(), "cpu", threads=1)
+    assert isinstance(session, ort.InferenceSession)
     options = session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
