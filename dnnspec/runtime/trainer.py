@@ -254,8 +254,8 @@ class Trainer:
 
     # data --------------------------------------------------------------------
     def _bind_data(self, data: Dataset, input_name: str) -> bool:
-        """Bind `data` to every loop binding once; returns whether it is resident (else
-        each call binds its own gathered block)."""
+        """Hand `data` to the backend once; returns whether it is resident (else each call
+        hands over its own gathered block)."""
         if self._data is not None and self._data[0] is data and self._data[1] == input_name:
             return self._data[2]
         targets = self.targets(data)
