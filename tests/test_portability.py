@@ -61,4 +61,27 @@ def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None
             a, b = np.delete(a, slice(third, 2 * third)), np.delete(b, slice(third, 2 * third))
         elif ".kv_bias." in name:
             a, b = a[len(a) // 2 :], b[len(b) // 2 :]
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=name)
+        if name.endswith(".next"):
+            _assert_updates_agree(a, b, feeds[name.removesuffix(".next")], name)
+        else:
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=name)
+
+
+def _assert_updates_agree(a: np.ndarray, b: np.ndarray, before: np.ndarray, name: str) -> None:
+    """An updated tensor agrees to 2e-4 except where its gradient is rounding noise.
+
+    A normalising optimiser (Adam, RMSprop) moves each element by about a whole step
+    whatever the gradient's size, so an element whose gradient sums to almost nothing moves
+    by a step whose size and sign are decided by rounding, which differs between runtimes
+    and CPUs (2 of 4,096 weights of residual_mlp on some machines). Such elements are
+    allowed within one step of each other, and only a few of them: a wrong gradient moves
+    most elements the wrong way."""
+    strict = np.isclose(a, b, rtol=2e-4, atol=1e-6)
+    if strict.all():
+        return
+    step = float(np.max(np.abs(b - before)))
+    loose = np.abs(a - b) <= step + 1e-6
+    assert loose.all() and (~strict).sum() <= max(2, strict.size // 200), (
+        f"{name}: {(~strict).sum()} of {strict.size} elements differ beyond 2e-4, the "
+        f"largest by {np.max(np.abs(a - b)):.3g} against a step of {step:.3g}"
+    )
