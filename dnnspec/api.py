@@ -293,9 +293,7 @@ class Model:
         """The model's outputs (or named `output`'s) as probabilities, the way its loss
         reads them: softmax of the logits (cross_entropy), exp of log-probabilities (nll), a
         sigmoid per unit (binary_cross_entropy)."""
-        loss = self.loss
-        if output is not None:
-            loss = next(o.loss for o in self.file.outputs if o.name == output)
+        loss = next(o.loss for o in self.file.outputs if o.name == (output or OUTPUT))
         known = loss is not None and loss in LOSSES
         definition = LOSSES.get(loss) if known and loss is not None else None
         if definition is None or definition.probabilities is None:
@@ -310,7 +308,7 @@ class Model:
         return definition.probabilities(outputs.astype(np.float64))
 
     def has_probabilities(self, output: str) -> bool:
-        """Whether named `output` was trained by a loss that reads probabilities."""
+        """Whether `output` was trained by a loss that reads probabilities."""
         loss = next((o.loss for o in self.file.outputs if o.name == output), None)
         return loss is not None and loss in LOSSES and LOSSES.get(loss).probabilities is not None
 

@@ -32,6 +32,7 @@ def test_train_load_predict_round_trip(tmp_path: Path) -> None:
     x = np.array([[0.1, 0.2], [-0.5, 0.3]], np.float32)
     out = model.predict(x)
     assert isinstance(out, np.ndarray) and out.shape == (2, 2) and model.classes == 2
+    assert model.has_probabilities("output")  # the one unnamed output is a head like any
     assert model.evaluate()["loss"] == pytest.approx(result.best["val_loss"], rel=1e-5)
     with pytest.raises(DiagnosticError, match="expects shape"):
         model.predict(np.zeros((2, 3), np.float32))

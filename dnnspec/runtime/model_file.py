@@ -106,7 +106,7 @@ def _outputs(path: Path, meta: ModelMetadata, graph: onnx.GraphProto) -> tuple[O
         if names != ["output"]:
             raise not_ours(path, "its graph has no single output named 'output'")
         labels = tuple(meta.class_labels) if meta.class_labels else None
-        return (OutputInfo("output", labels),)
+        return (OutputInfo("output", labels, meta.loss),)
     found = tuple(
         OutputInfo(o.name, tuple(o.class_labels) if o.class_labels else None, o.loss)
         for o in meta.outputs
