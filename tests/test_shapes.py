@@ -238,6 +238,15 @@ def test_piped_layer_table_never_cuts_a_node_name() -> None:
     assert "…" not in text
 
 
+def test_check_marks_sequence_tensors_in_the_table_and_the_json() -> None:
+    typed = check_text("  input ids: int64[N, 20]\n  ids -> embedding(50, 8) -> global_avg_pool\n")
+    out = io.StringIO()
+    render_check(typed, Console(file=out, width=160, color_system=None))
+    text = out.getvalue()
+    assert "[N, 20, 8] seq " in text and "seq: a sequence [N, T, features]" in text
+    assert [layer["sequence"] for layer in check_json(typed)["layers"]] == [True, False]
+
+
 def test_check_json_reports_layers_totals_and_sections() -> None:
     report = check_json(check_spec(load_spec(SPECS / "digits_mlp.dnn")))
     assert report["total_params"] == 26122 and report["total_flops"] == 52234

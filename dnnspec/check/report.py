@@ -66,6 +66,12 @@ def call_text(call: Call, shown: dict[str, ArgValue] | None = None) -> str:
     return f"{call.name}({args})" if args else call.name
 
 
+SEQUENCE_MARK = "seq"
+SEQUENCE_NOTE = (
+    f"{SEQUENCE_MARK}: a sequence [N, T, features]; conv1d, the 1-D and global pools and "
+    "batchnorm work over its time axis"
+)
+
 _COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("name", "left"),
     ("layer", "left"),
@@ -110,7 +116,7 @@ def render_check(
         table.add_row(
             info.node.name,
             layer_call(info),
-            shape_text(info.out.dims),
+            shape_text(info.out.dims) + (f" {SEQUENCE_MARK}" if info.out.sequence else ""),
             f"{info.param_count:,}",
             human(info.flops),
         )
@@ -122,6 +128,8 @@ def render_check(
     table.add_row("total", "", "" if typed.spec.model.outputs else shape_text(typed.output.dims),
                   f"{typed.param_count():,}", human(typed.total_flops()), style="bold")  # fmt: skip
     _print_whole(console, table)
+    if any(info.out.sequence for info in typed.layers):
+        console.print(SEQUENCE_NOTE)
     train_rows = _train_rows(typed)
     if columns is not None:
         train_rows.insert(1, ("input columns", columns_text(columns)))
@@ -251,6 +259,7 @@ def check_json(typed: TypedModel, columns: dict[str, Any] | None = None) -> dict
                 "args": _ARGS.dump_python(info.node.args, mode="json"),
                 "dtype": info.out.dtype,
                 "shape": list(info.out.dims),
+                "sequence": info.out.sequence,
                 "params": {p.name: list(p.shape) for p in info.params},
                 "param_count": info.param_count,
                 "flops": info.flops,
