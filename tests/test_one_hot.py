@@ -194,7 +194,8 @@ import portability
 model, x = onnx.load(sys.argv[2] + "/model.onnx"), np.load(sys.argv[2] + "/x.npy")
 outputs = {}
 for name in sys.argv[3:]:
-    outputs[name] = portability.RUNTIMES[name][1](model)({"x": x})["output"].tolist()
+    (output,) = portability.RUNTIMES[name][1].open(model).run(["output"], {"x": x})
+    outputs[name] = output.tolist()
 print(json.dumps(outputs))
 """
 """In a child process: OpenVINO takes over SIGINT in the process that loads it."""
