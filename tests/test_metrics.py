@@ -2,8 +2,10 @@
 the count the registry says it is averaged over (samples or target elements), is the
 metric's value.
 
-`METRIC_CASES` holds at least one case per registered metric (a completeness test fails
-otherwise); targets are drawn by the metric's target kind from the registry.
+`METRIC_CASES` holds at least one case per registered metric and kind of target it reads
+(a completeness test fails otherwise); targets are drawn by that kind. The binary and
+class-label references are exact NumPy statements of scikit-learn's definitions, checked
+against scikit-learn itself where it is installed.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from conftest import TARGETS, bind
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.runtime.trainer import EpochStats
 from dnnspec.training.losses import Target
-from dnnspec.training.metrics import METRICS, Per
+from dnnspec.training.metrics import BINS, METRICS, Per
 
 # reference(output, target) -> the metric's value over the whole set
 Reference = Callable[[np.ndarray, np.ndarray], float]
+# bound(the statistics summed over the set) -> the most the value may differ from the reference
+Bound = Callable[[np.ndarray], float]
 
 
 def confusion(out: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -49,6 +53,93 @@ def macro(kind: str) -> Reference:
         return float(np.mean(scores))
 
     return ref
+
+
+def sigmoid(out: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-out.astype(np.float64)))
+
+
+def softmax(out: np.ndarray) -> np.ndarray:
+    e = np.exp(out.astype(np.float64) - out.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def positive_class(kind: str, threshold: float = 0.5) -> Reference:
+    """scikit-learn's precision/recall/f1_score of 0/1 targets (pos_label=1,
+    zero_division=0) on probability > threshold; several units: average='macro'."""
+
+    def ref(out: np.ndarray, y: np.ndarray) -> float:
+        pred = sigmoid(out).reshape(-1, out.shape[-1]) > threshold
+        truth = y.reshape(-1, y.shape[-1]) == 1
+        tp = (pred & truth).sum(0).astype(np.float64)
+        predicted, actual = pred.sum(0), truth.sum(0)
+        scores = {
+            "precision": np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0),
+            "recall": np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0),
+            "f1": np.divide(
+                2 * tp, predicted + actual, out=np.zeros_like(tp), where=predicted + actual > 0
+            ),
+        }
+        return float(scores[kind].mean())
+
+    return ref
+
+
+def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """scikit-learn's roc_auc_score: the chance a positive outscores a negative, ties half
+    (undefined, NaN, without both)."""
+    pos, neg = score[positive], score[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
+    """scikit-learn's average_precision_score: sum over the distinct scores, from the
+    highest, of (recall gained) x (precision at that threshold)."""
+    ap = 0.0
+    for t in np.unique(score)[::-1]:
+        chosen = score >= t
+        gained = (positive & (score == t)).sum() / positive.sum()
+        ap += gained * (positive & chosen).sum() / chosen.sum()
+    return float(ap)
+
+
+def per_unit(area: Callable[[np.ndarray, np.ndarray], float]) -> Reference:
+    """The macro average of an area over 0/1 units (probabilities by sigmoid) or classes
+    one against the rest (probabilities by softmax: scikit-learn's multi_class='ovr'), over
+    the units where it is defined (where scikit-learn would refuse)."""
+
+    def ref(out: np.ndarray, y: np.ndarray) -> float:
+        width = out.shape[-1]
+        if y.shape == out.shape:
+            score, truth = sigmoid(out), y == 1
+        else:
+            score, truth = softmax(out), np.eye(width, dtype=bool)[y]
+        score, truth = score.reshape(-1, width), truth.reshape(-1, width)
+        return float(np.nanmean([area(score[:, u], truth[:, u]) for u in range(width)]))
+
+    return ref
+
+
+def roc_bound(totals: np.ndarray) -> float:
+    """The stated error of binned ROC AUC: half the positive-negative pairs that share a
+    bin, over all pairs (per unit where defined, averaged)."""
+    neg, pos = totals[:, 0], totals[:, 1]
+    pairs = pos.sum(-1) * neg.sum(-1)
+    shared = (neg * pos).sum(-1)
+    return float(np.mean(shared[pairs > 0] / (2 * pairs[pairs > 0])))
+
+
+def ap_bound(totals: np.ndarray) -> float:
+    """The stated error of binned average precision: per bin, its share of the positives x
+    (its samples - 1) / (samples in it and above), summed (per unit, averaged)."""
+    counts = totals[..., ::-1]
+    pos, n = counts[:, 1], counts.sum(1)
+    above = np.cumsum(n, -1)
+    terms = np.divide(pos * (n - 1), above, out=np.zeros_like(n), where=above > 0)
+    return float(np.mean(terms.sum(-1) / np.maximum(pos.sum(-1), 1)))
 
 
 def r2(out: np.ndarray, y: np.ndarray) -> float:
@@ -80,6 +171,14 @@ class MetricCase:
     reference: Reference
     output: tuple[int, ...]
     args: dict[str, Any] = field(default_factory=dict)
+    target: Target | None = None
+    """The kind of target read (the metric's first when None)."""
+    bound: Bound | None = None
+    """A binned metric's stated error on the case's data (exact when None)."""
+
+    @property
+    def kind(self) -> Target:
+        return self.target or METRICS.get(self.metric).target
 
 
 METRIC_CASES: list[MetricCase] = [
@@ -103,11 +202,23 @@ METRIC_CASES: list[MetricCase] = [
     MetricCase("mse", lambda out, y: float(((out - y) ** 2).mean()), (6, 4)),
     MetricCase("rmse", lambda out, y: float(np.sqrt(((out - y) ** 2).mean())), (6, 4)),
     MetricCase("r2", r2, (30, 3)),
+    MetricCase("precision", positive_class("precision"), (50, 1), target="binary"),
+    MetricCase("recall", positive_class("recall", 0.3), (50, 1), {"threshold": 0.3}, "binary"),
+    MetricCase("f1", positive_class("f1"), (50, 1), target="binary"),
+    MetricCase("f1", positive_class("f1", 0.7), (30, 4), {"threshold": 0.7}, "binary"),
+    MetricCase("auc", per_unit(roc_auc), (200, 1), bound=roc_bound),
+    MetricCase("auc", per_unit(roc_auc), (100, 3), bound=roc_bound),
+    MetricCase("auc", per_unit(roc_auc), (8, 25, 2), bound=roc_bound),
+    MetricCase("auc", per_unit(roc_auc), (150, 4), target="class", bound=roc_bound),
+    MetricCase("pr_auc", per_unit(average_precision), (200, 1), bound=ap_bound),
+    MetricCase("pr_auc", per_unit(average_precision), (100, 3), bound=ap_bound),
+    MetricCase("pr_auc", per_unit(average_precision), (150, 4), target="class", bound=ap_bound),
 ]
 
 
-def test_every_metric_has_a_case() -> None:
-    assert set(METRICS) <= {METRICS.canonical(c.metric) for c in METRIC_CASES}
+def test_every_metric_has_a_case_for_every_kind_of_target_it_reads() -> None:
+    demanded = {(name, kind) for name in METRICS for kind in METRICS.get(name).targets}
+    assert demanded <= {(METRICS.canonical(c.metric), c.kind) for c in METRIC_CASES}
 
 
 def test_every_target_kind_can_be_drawn() -> None:
@@ -119,7 +230,7 @@ def count(per: Per, target: np.ndarray) -> int:
 
 
 def metric_session(case: MetricCase) -> tuple[ort.InferenceSession, dict[str, Any]]:
-    definition = METRICS.get(case.metric)
+    definition = METRICS.get(case.metric).on(case.kind)
     args = bind(definition.signature, case.metric, case.args)
     dims: list[int | str] = ["N", *case.output[1:]]
     width = case.output[-1]
@@ -139,7 +250,7 @@ def metric_session(case: MetricCase) -> tuple[ort.InferenceSession, dict[str, An
 
 def draw(case: MetricCase, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    target = TARGETS[METRICS.get(case.metric).target](rng, case.output)
+    target = TARGETS[case.kind](rng, case.output)
     if target.dtype.kind == "f":
         target = target.astype(np.float32)
     out = rng.normal(size=case.output).astype(np.float32)
@@ -148,22 +259,106 @@ def draw(case: MetricCase, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return out, target
 
 
-@pytest.mark.parametrize("case", METRIC_CASES, ids=lambda c: f"{c.metric}-{len(c.output)}d")
-def test_metric_over_split_batches_matches_the_reference_over_all(case: MetricCase) -> None:
-    """Statistics of two uneven batches, summed and finished, are the metric of the whole
-    set: exact, not an average of per-batch values."""
-    definition = METRICS.get(case.metric)
+def case_id(case: MetricCase) -> str:
+    return f"{case.metric}-{case.kind}-{'x'.join(map(str, case.output))}"
+
+
+def summed(case: MetricCase, out: np.ndarray, target: np.ndarray) -> EpochStats:
+    """The statistics of two uneven batches, added as the runtime adds them."""
     session, _ = metric_session(case)
-    out, target = draw(case, 0)
     cut = len(out) // 3
     stats = EpochStats()
     for part in (slice(0, cut), slice(cut, None)):
         (total,) = session.run(None, {"output": out[part], "target": target[part]})
         stats.add(0.0, len(out[part]), target[part].size, {case.metric: total})
+    return stats
+
+
+@pytest.mark.parametrize("case", METRIC_CASES, ids=case_id)
+def test_metric_over_split_batches_matches_the_reference_over_all(case: MetricCase) -> None:
+    """Statistics of two uneven batches, summed and finished, are the metric of the whole
+    set: exact (binned ones within their stated error), not an average of per-batch values."""
+    definition = METRICS.get(case.metric)
+    out, target = draw(case, 0)
+    stats = summed(case, out, target)
     value = stats.result()[case.metric]
-    assert value == pytest.approx(case.reference(out, target), rel=1e-5)
-    if definition.per_class is not None:
-        assert len(stats.result()[f"{case.metric}_per_class"]) == case.output[-1]
+    if case.bound is None:
+        assert value == pytest.approx(case.reference(out, target), rel=1e-5)
+    else:
+        error = case.bound(stats.metric_sums[case.metric])
+        assert error < 0.01  # the bins are fine enough to matter on 100 samples
+        assert abs(value - case.reference(out, target)) <= error + 1e-9
+    per_class = stats.result().get(f"{case.metric}_per_class")
+    if definition.per_class is not None and (case.kind != "binary" or case.output[-1] > 1):
+        assert per_class is not None and len(per_class) == case.output[-1]
+    else:  # one 0/1 unit: its value is the metric
+        assert per_class is None
+
+
+AREAS = [c for c in METRIC_CASES if c.bound is not None]
+
+
+@pytest.mark.parametrize("case", AREAS, ids=case_id)
+def test_areas_are_exact_when_no_bin_holds_two_different_scores(case: MetricCase) -> None:
+    """Scores one per bin, or tied (drawn from a few values, so many samples share a score,
+    as scikit-learn then counts one threshold): the binned value is the exact one."""
+    _, target = draw(case, 2)
+    rng = np.random.default_rng(3)
+    if case.kind == "binary":  # logits of probabilities at the centres of distinct bins
+        spread = (rng.permutation(BINS)[: int(np.prod(case.output))] + 0.5) / BINS
+        out = np.log(spread / (1 - spread)).reshape(case.output).astype(np.float32)
+        tied = rng.choice([-2.0, -0.5, 0.0, 1.0, 3.0], size=case.output).astype(np.float32)
+        cases = [out, tied]
+    else:  # two classes' logits tie: every softmax row is one of a few
+        rows = rng.normal(size=(3, case.output[-1])).astype(np.float32)
+        cases = [rows[rng.integers(0, 3, case.output[:-1])]]
+    for out in cases:
+        value = summed(case, out, target).result()[case.metric]
+        assert value == pytest.approx(case.reference(out, target), abs=1e-12)
+
+
+def test_the_numpy_references_are_scikit_learns() -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    out = (rng.normal(size=300) + y).astype(np.float32)[:, None]
+    score, pred = sigmoid(out)[:, 0], sigmoid(out)[:, 0] > 0.3
+    assert per_unit(roc_auc)(out, y[:, None]) == pytest.approx(metrics.roc_auc_score(y, score))
+    ap = per_unit(average_precision)(out, y[:, None])
+    assert ap == pytest.approx(metrics.average_precision_score(y, score))
+    for kind, sk in (("precision", metrics.precision_score), ("recall", metrics.recall_score)):
+        assert positive_class(kind, 0.3)(out, y[:, None]) == pytest.approx(sk(y, pred))
+    assert positive_class("f1", 0.3)(out, y[:, None]) == pytest.approx(metrics.f1_score(y, pred))
+    labels = rng.integers(0, 4, 300)
+    logits = (rng.normal(size=(300, 4)) + np.eye(4)[labels]).astype(np.float32)
+    expected = metrics.roc_auc_score(labels, softmax(logits), multi_class="ovr")
+    assert per_unit(roc_auc)(logits, labels) == pytest.approx(expected)
+    hot = np.eye(4)[labels]
+    assert per_unit(average_precision)(logits, labels) == pytest.approx(
+        metrics.average_precision_score(hot, softmax(logits), average="macro")
+    )
+    tied = np.round(score, 1)  # ties, as a saturated or duplicated score gives
+    assert roc_auc(tied, y == 1) == pytest.approx(metrics.roc_auc_score(y, tied))
+    assert average_precision(tied, y == 1) == pytest.approx(
+        metrics.average_precision_score(y, tied)
+    )
+
+
+def test_an_area_is_undefined_for_a_unit_of_one_class_and_left_out_of_the_average() -> None:
+    # scikit-learn refuses ROC AUC without both classes; average precision without a
+    # positive is 0 as scikit-learn gives
+    counts = np.zeros((2, 2, BINS))
+    counts[0, 0, 10] = counts[0, 1, 900] = 1  # unit 0: separated
+    counts[1, 0, 400] = 3  # unit 1: negatives only
+    stats = EpochStats()
+    stats.add(0.0, 5, 10, {"auc": counts, "pr_auc": counts})
+    values = stats.result()
+    assert values["auc"] == 1.0 and values["auc_per_class"] == [
+        1.0,
+        pytest.approx(np.nan, nan_ok=True),
+    ]
+    assert values["pr_auc_per_class"] == [1.0, 0.0]
+    assert np.isnan(METRICS.get("auc").finish(counts[1:], 3))
 
 
 def test_k_steps_of_a_call_sum_to_the_bit_as_k_single_steps() -> None:
@@ -191,17 +386,17 @@ def test_k_steps_of_a_call_sum_to_the_bit_as_k_single_steps() -> None:
             assert np.array_equal(one.metric_sums[key], many.metric_sums[key])
 
 
-@pytest.mark.parametrize("name", ["accuracy", "top_k_accuracy", "perplexity", "f1"])
+@pytest.mark.parametrize("name", ["accuracy", "top_k_accuracy", "perplexity", "f1", "auc"])
 def test_class_metrics_leave_out_the_loss_ignore_index(name: str) -> None:
     """Padding positions (the loss's ignore_index) count neither as hits nor in the total."""
     case = next(
         c
         for c in METRIC_CASES
         if c.metric == name
-        and len(c.output) == 3
-        or (c.metric == name and name != "accuracy" and name != "f1")
+        and c.kind == "class"
+        and (len(c.output) == 3 or name not in ("accuracy", "f1"))
     )
-    definition = METRICS.get(name)
+    definition = METRICS.get(name).on("class")
     args = {**bind(definition.signature, name, case.args), "ignore_index": 0}
     width = case.output[-1]
     b = GraphBuilder("metric", "float32")
@@ -220,4 +415,6 @@ def test_class_metrics_leave_out_the_loss_ignore_index(name: str) -> None:
     (total,) = session.run(None, {"output": out, "target": target})
     value = definition.finish(total, target.size)
     kept = target != 0
-    assert value == pytest.approx(case.reference(out[kept][None], target[kept][None]), rel=1e-5)
+    expected = case.reference(out[kept][None], target[kept][None])
+    error = 0.0 if case.bound is None else case.bound(np.asarray(total, np.float64)) + 1e-9
+    assert value == pytest.approx(expected, rel=1e-5, abs=error)

@@ -24,7 +24,7 @@ from dnnspec.search.methods import SEARCH_METHODS, SPACES
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES, TARGET_WORDS
-from dnnspec.training.metrics import METRICS
+from dnnspec.training.metrics import METRICS, MetricDef
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.preprocess import PREPROCESS
 from dnnspec.training.regularize import REGULARIZERS
@@ -88,7 +88,8 @@ def table(title: str, registry: Registry[Any], extra: str = "") -> list[str]:
         if extra == "tensor inputs":
             cells.append("2 or more" if entry.arity is None else str(entry.arity))
         elif extra == "targets":
-            cells.append(TARGET_WORDS[entry.target])
+            kinds = entry.targets if isinstance(entry, MetricDef) else (entry.target,)
+            cells.append(" or ".join(TARGET_WORDS[t] for t in kinds))
         cells.append(entry.doc.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]

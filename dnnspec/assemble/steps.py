@@ -252,7 +252,7 @@ def _loss_and_metrics(
             terms.append(loss.loss)
         width = metric_width(out.type, out.classes)
         for metric, key in zip(head.metrics, out.metric_keys(), strict=True):
-            definition = METRICS.get(metric.name)
+            definition = METRICS.get(metric.name).on(LOSSES.get(head.loss.name).target)
             args = dict(metric.args)
             if definition.target == "class":  # the loss's padding class counts nowhere
                 args[IGNORE] = head.loss.args.get("ignore_index", -1)

@@ -359,19 +359,31 @@ class TrainResolver:
         return ir.Call(name=what, args=bound, span=item.span)
 
     def check_targets(self, loss: Any, metrics: Any) -> None:
-        """Each metric must read the same kind of target (class labels or values) as the loss."""
+        """Each metric must read the kind of target (class labels or values) the loss reads;
+        a threshold is for 0/1 targets only."""
         if not isinstance(loss, ir.Call) or not isinstance(metrics, tuple):
             return
         target = LOSSES.get(loss.name).target
         for metric in metrics:
-            if METRICS.get(metric.name).target != target:
-                fitting = sorted(m for m in METRICS if METRICS.get(m).target == target)
+            kinds = METRICS.get(metric.name).targets
+            if target not in kinds:
+                fitting = sorted(m for m in METRICS if target in METRICS.get(m).targets)
                 self.problems.fail(
-                    f"metric '{metric.name}' needs {TARGET_WORDS[METRICS.get(metric.name).target]}"
+                    f"metric '{metric.name}' needs "
+                    f"{' or '.join(TARGET_WORDS[k] for k in kinds)}"
                     f", but loss '{loss.name}' trains on {TARGET_WORDS[target]}",
                     metric.span,
                     notes=[Note(message="the loss", span=loss.span)],
                     help=f"metrics for {TARGET_WORDS[target]}: {', '.join(fitting) or 'none'}",
+                )
+            elif target != "binary" and metric.args.get("threshold", 0.5) != 0.5:
+                self.problems.fail(
+                    f"a threshold applies to 0/1 targets, but loss '{loss.name}' trains on "
+                    f"{TARGET_WORDS[target]}",
+                    metric.span,
+                    notes=[Note(message="the loss", span=loss.span)],
+                    help="class labels are predicted by the highest score; "
+                    f"write {metric.name} without a threshold",
                 )
 
     def monitorable(self, found: dict[str, Any]) -> list[str]:

@@ -109,8 +109,9 @@ class EpochStats:
             definition = METRICS.get(name)
             count = self.samples if definition.per == "sample" else self.elements.get(output, 0)
             out[key] = definition.finish(total, count)
-            if definition.per_class is not None:
-                out[f"{key}_per_class"] = definition.per_class(total)
+            values = None if definition.per_class is None else definition.per_class(total)
+            if values is not None:
+                out[f"{key}_per_class"] = values
         return out
 
     def totals(self, name: str) -> np.ndarray:

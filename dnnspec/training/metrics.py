@@ -1,19 +1,23 @@
 """Metrics computed in-graph next to the loss, exact over a whole pass.
 
 Each metric emits per-batch *sufficient statistics* of a fixed shape (`stats`: a scalar for
-the sums most metrics are, a confusion matrix for precision/recall/F1, column sums for R²);
-the runtime adds them over every batch of an epoch and `finish` turns the totals into the
-metric, so a partial last batch weighs exactly what it should and F1 or R² are those of the
-whole set, not an average of per-batch values.
+the sums most metrics are, a confusion matrix for precision/recall/F1, column sums for R²,
+score histograms for the areas under curves); the runtime adds them over every batch of an
+epoch and `finish` turns the totals into the metric, so a partial last batch weighs exactly
+what it should and F1 or R² are those of the whole set, not an average of per-batch values.
+
+A metric may read more than one kind of target (`precision` of class labels and of 0/1
+targets): each kind has its own statistics, and `finish` tells them apart by their shape.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
+from onnx import TensorProto, numpy_helper
 
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
@@ -38,6 +42,15 @@ def _scalar(width: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """How a metric reads one more kind of target: the statistics it builds, and their shape."""
+
+    target: Target
+    build: BuildMetric
+    stats: StatsShape
+
+
+@dataclass(frozen=True)
 class MetricDef:
     signature: Signature
     target: Target
@@ -47,8 +60,23 @@ class MetricDef:
     doc: str = ""
     finish: Finish = _mean
     stats: StatsShape = _scalar
-    per_class: Callable[[np.ndarray], list[float]] | None = None
-    """Per-class values from the same statistics, logged as `<name>_per_class`."""
+    per_class: Callable[[np.ndarray], list[float] | None] | None = None
+    """Per-class (per-label) values from the same statistics, logged as `<name>_per_class`
+    where it returns a list."""
+    others: tuple[Reading, ...] = ()
+    """The other kinds of target it reads (`finish` and `per_class` serve every kind)."""
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Every kind of target the metric reads, its first `target` first."""
+        return (self.target, *(r.target for r in self.others))
+
+    def on(self, target: Target) -> MetricDef:
+        """The metric as it reads `target` (its loss's kind), which it must read."""
+        if target == self.target:
+            return self
+        reading = next(r for r in self.others if r.target == target)
+        return replace(self, target=target, build=reading.build, stats=reading.stats, others=())
 
 
 METRICS: Registry[MetricDef] = Registry("metric")
@@ -181,6 +209,83 @@ def _square(width: int) -> tuple[int, ...]:
     return (width, width)
 
 
+def _counts(b: GraphBuilder, index: str, weight: str | None, shape: tuple[int, ...]) -> str:
+    """How many positions fall in each cell of `shape` (their flat cell `index`, any shape),
+    each counted with its `weight` (one when None): a histogram by ScatterElements, whose
+    cost grows with the positions, not the cells."""
+    flat = b.const([-1], "int64")
+    cells = b.op("Shape", [index])
+    if weight is None:
+        updates = b.op("ConstantOfShape", [cells], value=_filler(b, 1.0))
+    else:
+        updates = b.op("Expand", [weight, cells])
+    index, updates = b.op("Reshape", [index, flat]), b.op("Reshape", [updates, flat])
+    zeros = b.op(
+        "ConstantOfShape", [b.const([int(np.prod(shape))], "int64")], value=_filler(b, 0.0)
+    )
+    counts = b.op("ScatterElements", [zeros, index, updates], axis=0, reduction="add")
+    return b.op("Reshape", [counts, b.const(list(shape), "int64")], hint="counts")
+
+
+def _filler(b: GraphBuilder, value: float) -> Any:
+    return numpy_helper.from_array(np.array([value], b.float_dtype))
+
+
+def _as_index(b: GraphBuilder, value: str) -> str:
+    return b.op("Cast", [value], to=TensorProto.INT64)
+
+
+def _units(b: GraphBuilder, value: str, width: int) -> str:
+    """[positions, units]: every axis but the last flattened (a sequence's positions too)."""
+    return b.op("Reshape", [value, b.const([-1, width], "int64")])
+
+
+def _unit_offsets(b: GraphBuilder, width: int, cells: int) -> str:
+    """Each unit's first cell in a flat [units, cells] table."""
+    return b.const(np.arange(width, dtype=np.int64) * cells, "int64")
+
+
+THRESHOLD = ArgSpec(
+    name="threshold",
+    type="float",
+    default=0.5,
+    min=0.0,
+    max=1.0,
+    min_exclusive=True,
+    max_exclusive=True,
+    doc="0/1 targets: a unit predicts 1 where its probability is above it",
+)
+
+
+def _binary_confusion(
+    b: GraphBuilder, logits: str, target: str, width: int, args: dict[str, Any]
+) -> str:
+    """[unit, true, predicted] counts of 0/1 targets: a unit predicts 1 where its
+    probability is above the threshold, compared on the logit (log(t / (1 - t)), computed in
+    float64), so 0.5 is `logit > 0` exactly as binary_accuracy decides."""
+    t = float(args.get("threshold", 0.5))
+    cut = b.const(float(np.log(t) - np.log1p(-t)))
+    pred = _as_index(b, b.op("Greater", [_units(b, logits, width), cut]))
+    truth = _as_index(b, _units(b, target, width))
+    cell = b.op("Add", [b.op("Mul", [truth, b.const(2, "int64")]), pred])
+    index = b.op("Add", [cell, _unit_offsets(b, width, 4)])
+    return _counts(b, index, None, (width, 2, 2))
+
+
+def _units_square(width: int) -> tuple[int, ...]:
+    return (width, 2, 2)
+
+
+def _tallies(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true positives, predicted, actual) per class: of a [true, predicted] confusion
+    matrix of class labels, or per unit of [unit, true, predicted] counts of 0/1 targets,
+    where the class is the positive one (1)."""
+    m = np.asarray(m, np.float64)
+    if m.ndim == 3:
+        return m[:, 1, 1], m[:, :, 1].sum(-1), m[:, 1, :].sum(-1)
+    return np.diag(m), m.sum(axis=0), m.sum(axis=1)
+
+
 def _ratio(hits: np.ndarray, totals: np.ndarray) -> np.ndarray:
     """hits / totals with 0 where a class has no total (scikit-learn's zero_division=0)."""
     out = np.zeros(hits.shape, np.float64)
@@ -189,25 +294,123 @@ def _ratio(hits: np.ndarray, totals: np.ndarray) -> np.ndarray:
 
 
 def precision_per_class(m: np.ndarray) -> np.ndarray:
-    return _ratio(np.diag(m).astype(np.float64), m.sum(axis=0))
+    tp, predicted, _ = _tallies(m)
+    return _ratio(tp, predicted)
 
 
 def recall_per_class(m: np.ndarray) -> np.ndarray:
-    return _ratio(np.diag(m).astype(np.float64), m.sum(axis=1))
+    tp, _, actual = _tallies(m)
+    return _ratio(tp, actual)
 
 
 def f1_per_class(m: np.ndarray) -> np.ndarray:
-    tp = np.diag(m).astype(np.float64)
-    return _ratio(2 * tp, m.sum(axis=0) + m.sum(axis=1))
+    tp, predicted, actual = _tallies(m)
+    return _ratio(2 * tp, predicted + actual)
 
 
 def _macro(per_class: Callable[[np.ndarray], np.ndarray]) -> Finish:
-    """The unweighted mean over the classes (scikit-learn's average='macro')."""
-    return lambda total, count: float(per_class(np.asarray(total)).mean())
+    """The unweighted mean over the classes (scikit-learn's average='macro'), or over the
+    units of 0/1 targets (one unit: its value)."""
+    return lambda total, count: float(np.mean(per_class(np.asarray(total))))
 
 
-def _listed(per_class: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], list[float]]:
-    return lambda total: [float(v) for v in per_class(np.asarray(total))]
+def _listed(
+    per_class: Callable[[np.ndarray], np.ndarray],
+) -> Callable[[np.ndarray], list[float] | None]:
+    """Each class's value, or each label's of several 0/1 units; none for one 0/1 unit,
+    whose value is the metric itself."""
+
+    def values(total: np.ndarray) -> list[float] | None:
+        total = np.asarray(total)
+        if total.ndim == 3 and total.shape[0] == 1:
+            return None
+        return [float(v) for v in per_class(total)]
+
+    return values
+
+
+BINS = 1000
+"""Equal bins of probability the areas under curves count scores in."""
+
+
+def _binned(
+    b: GraphBuilder, probability: str, positive: str, weight: str | None, width: int
+) -> str:
+    """[unit, negative/positive, bin] counts of [positions, units] probabilities by whether
+    each position is a positive of its unit; a NaN probability counts in bin 0."""
+    p = b.op("Where", [b.op("IsNaN", [probability]), b.const(0.0), probability])
+    scaled = b.op("Floor", [b.op("Mul", [p, b.const(float(BINS))])])
+    bins = _as_index(b, b.op("Clip", [scaled, b.const(0.0), b.const(float(BINS - 1))]))
+    cell = b.op("Add", [b.op("Mul", [_as_index(b, positive), b.const(BINS, "int64")]), bins])
+    index = b.op("Add", [cell, _unit_offsets(b, width, 2 * BINS)])
+    return _counts(b, index, weight, (width, 2, BINS))
+
+
+def _binary_scores(
+    b: GraphBuilder, logits: str, target: str, width: int, args: dict[str, Any]
+) -> str:
+    """Each unit's probabilities binned by its 0/1 target."""
+    p = b.op("Sigmoid", [_units(b, logits, width)])
+    return _binned(b, p, _units(b, target, width), None, width)
+
+
+def _class_scores(
+    b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]
+) -> str:
+    """Each class's softmax probability binned by whether the label is that class (one
+    against the rest); positions of an ignored label count nowhere."""
+    p = _units(b, b.op("Softmax", [logits], axis=-1), width)
+    truth = b.op("Reshape", [labels, b.const([-1], "int64")])
+    depth, values = b.const(width, "int64"), b.const([0.0, 1.0], "float32")
+    hot = b.op("OneHot", [truth, depth, values], axis=-1)
+    keep = _kept(b, truth, args)
+    weight = None if keep is None else b.op("Unsqueeze", [keep, b.const([-1], "int64")])
+    return _binned(b, p, hot, weight, width)
+
+
+def _scores_shape(width: int) -> tuple[int, ...]:
+    return (width, 2, BINS)
+
+
+def _descending(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit, from the highest bin down: negatives and positives in each bin, and the
+    negatives and positives at or above it."""
+    counts = np.asarray(counts, np.float64)[..., ::-1]
+    neg, pos = counts[:, 0], counts[:, 1]
+    return neg, pos, np.cumsum(neg, -1), np.cumsum(pos, -1)
+
+
+def roc_auc_per_class(counts: np.ndarray) -> np.ndarray:
+    """The area under each unit's ROC curve: the chance a positive outscores a negative,
+    a tie (one bin) counting half, as scikit-learn's roc_auc_score counts equal scores; NaN
+    for a unit whose positions are all of one class."""
+    neg, pos, _, tps = _descending(counts)
+    pairs = tps[:, -1] * neg.sum(-1)
+    won = (neg * (tps - pos / 2)).sum(-1)
+    out = np.full(pairs.shape, np.nan)
+    np.divide(won, pairs, out=out, where=pairs > 0)
+    return out
+
+
+def average_precision_per_class(counts: np.ndarray) -> np.ndarray:
+    """Each unit's average precision: the precision at each bin's threshold weighted by the
+    share of positives it adds (scikit-learn's average_precision_score, a bin one
+    threshold); 0 for a unit without positives, as scikit-learn gives."""
+    _, pos, fps, tps = _descending(counts)
+    precision = _ratio(tps, tps + fps)
+    total = tps[:, -1]
+    return _ratio((pos * precision).sum(-1), total)
+
+
+def _nan_macro(per_class: Callable[[np.ndarray], np.ndarray]) -> Finish:
+    """The mean over the classes (units) where the value is defined; NaN where none is."""
+
+    def finish(total: np.ndarray, count: int) -> float:
+        values = per_class(np.asarray(total))
+        defined = values[~np.isnan(values)]
+        return float(defined.mean()) if defined.size else float("nan")
+
+    return finish
 
 
 def _r2_stats(b: GraphBuilder, pred: str, target: str, width: int, args: dict[str, Any]) -> str:
@@ -284,16 +487,44 @@ for _name, _per_class, _doc in (
     METRICS.add(
         _name,
         MetricDef(
-            NO_ARGS,
+            Signature(args=(THRESHOLD,)),
             "class",
             True,
             "element",
             _confusion,
             f"{_doc}; the macro average over classes (per class as {_name}_per_class), "
-            "from the whole pass's confusion matrix",
+            "from the whole pass's confusion matrix; of 0/1 targets, that of the positive "
+            f"class (several units: the macro average over them, per unit as {_name}_per_class)",
             finish=_macro(_per_class),
             stats=_square,
             per_class=_listed(_per_class),
+            others=(Reading("binary", _binary_confusion, _units_square),),
+        ),
+    )
+for _name, _area, _doc in (
+    ("auc", roc_auc_per_class, "area under the ROC curve (scikit-learn's roc_auc_score)"),
+    (
+        "pr_auc",
+        average_precision_per_class,
+        "area under the precision-recall curve as average precision "
+        "(scikit-learn's average_precision_score)",
+    ),
+):
+    METRICS.add(
+        _name,
+        MetricDef(
+            NO_ARGS,
+            "binary",
+            True,
+            "element",
+            _binary_scores,
+            f"{_doc}, from the whole pass's probabilities counted in {BINS} bins; several "
+            "0/1 units or class labels (one class against the rest): the macro average "
+            f"(per unit or class as {_name}_per_class)",
+            finish=_nan_macro(_area),
+            stats=_scores_shape,
+            per_class=_listed(_area),
+            others=(Reading("class", _class_scores, _scores_shape),),
         ),
     )
 METRICS.add(
