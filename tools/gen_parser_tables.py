@@ -3,10 +3,11 @@
     .venv/bin/python tools/gen_parser_tables.py          # rewrite the tables
     .venv/bin/python tools/gen_parser_tables.py --check  # exit 1 if they are stale
 
-Building the tables from the grammar costs ~90 ms per process; loading these ~17 ms.
-They ship as package data, so no parse-table cache is ever read from (or unpickled out
-of) a user-writable directory. Lark numbers its states differently from run to run, so
-freshness is judged by the grammar digest the file records, not by its bytes.
+Loading these is several times faster than building the tables from the grammar in every
+process (docs/performance.md). They ship as package data, so no parse-table cache is ever
+read from (or unpickled out of) a user-writable directory. Lark numbers its states
+differently from run to run, so freshness is judged by the grammar digest the file
+records, not by its bytes.
 """
 
 from __future__ import annotations

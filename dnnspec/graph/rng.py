@@ -17,13 +17,13 @@ the low 12 bits of a whole number below 2^24, as a fraction, so the six full-siz
 ops are exact in every runtime, in any order or with a fused multiply-add. B and D, and
 for a matrix A and C, are looked up in four fixed tables of random whole numbers below p
 at the coordinate plus a shift drawn from the key: a few small nodes per value instead
-of hashing every coordinate (about 40 nodes on the rows and columns, a third of the cost
-of a 64 x 256 mask). For rank 3 and above the leading coordinates are absorbed one axis
-at a time into the key by the rounds, on the broadcast prefix. Two elements then get
-independent values whenever their prefix or column terms are independent. No shape is
-computed by Range and Reshape, so runtimes that reason about symbolic dims (tract, shape
-inference) see the result has the shape of its input. Coordinates must be below 2^23;
-the table terms repeat every 65,536 along an axis.
+of hashing every coordinate (about 40 nodes on the rows and columns; docs/performance.md).
+For rank 3 and above the leading coordinates are absorbed one axis at a time into the key
+by the rounds, on the broadcast prefix. Two elements then get independent values whenever
+their prefix or column terms are independent. No shape is computed by Range and Reshape,
+so runtimes that reason about symbolic dims (tract, shape inference) see the result has
+the shape of its input. Coordinates must be below 2^23; the table terms repeat every
+65,536 along an axis.
 """
 
 from __future__ import annotations

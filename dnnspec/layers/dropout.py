@@ -33,9 +33,9 @@ def drop(ctx: LowerCtx, x: str, rank: int, p: float, hint: str | None = None) ->
     The mask is a Cast of the comparison rather than a Where: tract propagates "regions of
     interest" backwards through Where and the integer hash, and the symbolic batch size
     (from a mean over the batch) meeting the hash's integer constants grew its expressions
-    without bound (loading the digits train step did not finish in 10 minutes). A Gather
-    from [0, 1 / (1 - p)] also stopped it but cost 103 us per 64 x 256 mask in onnxruntime
-    against 20 us for the Cast and Mul."""
+    without bound (loading the digits train step did not finish). A Gather from
+    [0, 1 / (1 - p)] also stopped it but is slower in onnxruntime than the Cast and Mul
+    (docs/performance.md)."""
     if not ctx.training or p == 0.0:
         return x
     if ctx.rng is None:

@@ -16,7 +16,7 @@ with gate blocks in PyTorch's order: lstm (i, f, g, o), gru (r, z, n), rnn one b
 
 The input projection x Wi + b of every step is one MatMul before the loop. The loop itself
 is unrolled when T is a number (up to `UNROLL_MAX` steps) and a `Scan` otherwise (the
-measurement that chose this is in docs/architecture.md). In evaluation and inference the
+measurement that chose this is in docs/performance.md). In evaluation and inference the
 layer is ONNX's fused LSTM/GRU/RNN op (tested to agree with the training forward).
 """
 

@@ -1,7 +1,7 @@
 """When a run writes its checkpoint: every N epochs, or at most every M seconds.
 
-Writing one costs an fsync and a SHA-256 over every carried tensor (about 14 ms for the
-digits MLP, more than an epoch of its training), so by default a run checkpoints at most
+Writing one costs an fsync and a SHA-256 over every carried tensor, more than an epoch of
+a small model's training (docs/performance.md), so by default a run checkpoints at most
 once a minute. Whatever the cadence, the run also checkpoints at its end, on an early
 stop, on Ctrl-C and on divergence (the state of the last finished epoch), so `--resume`
 after any of those loses nothing; after a kill it replays the epochs since the last one.

@@ -1,8 +1,8 @@
 """Ctrl-C that cannot tear what is being written.
 
-A second Ctrl-C 10-30 ms after the first used to land inside the export of model.onnx and
-leave the run without one. While a run writes its checkpoint or model, SIGINT is only
-noted; it is acted on once the write is complete.
+A second Ctrl-C soon after the first could land inside the export of model.onnx and leave
+the run without one (docs/performance.md). While a run writes its checkpoint or model,
+SIGINT is only noted; it is acted on once the write is complete.
 """
 
 from __future__ import annotations

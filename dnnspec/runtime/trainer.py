@@ -170,9 +170,8 @@ CALL_SECONDS = 0.25
 does almost nothing per step, often enough for a live bar and a prompt Ctrl-C."""
 MAX_STEPS_PER_CALL = 4096
 HOST_LOOP_STEP_SECONDS = 0.005
-"""Steps at least this long run one per call of the train-step graph instead: the Loop
-costs ~4% per step on the 784-1024-1024-10 MLP (26 vs 25 ms of CPU), while the per-call
-overhead it saves is under 0.1 ms."""
+"""Steps at least this long run one per call of the train-step graph instead: for them
+the Loop costs more per step than the per-call overhead it saves (docs/performance.md)."""
 RESIDENT_BYTES = 2 << 30
 """Datasets up to this size live on the device for the whole run; larger ones are
 gathered on the host, call by call, into a [K*B, ...] block (same graph)."""

@@ -28,7 +28,8 @@ MAX_NESTING = 32
 """Deepest bracket nesting accepted; far beyond real specs, well within Python's stack."""
 
 MAX_TOKENS = 20_000
-"""Most tokens one spec may hold (parsing takes ~0.15 ms a token); real specs hold hundreds."""
+"""Most tokens one spec may hold, so that a hostile spec parses in seconds
+(docs/performance.md); real specs hold hundreds."""
 
 MAX_MINUS_RUN = 8
 """Longest run of unary minus signs accepted (`- - x`)."""
@@ -105,7 +106,7 @@ def grammar_digest(text: str) -> str:
 
 
 def build_parser() -> Lark:
-    """The parser built from the grammar text (~90 ms: the LALR tables are computed)."""
+    """The parser built from the grammar text (slow: the LALR tables are computed)."""
     return Lark(grammar_text(), **_OPTIONS)
 
 
@@ -146,7 +147,7 @@ def load_tables(text: str) -> dict[str, Any]:
 
 @functools.cache
 def _lark() -> Lark:
-    """The parser from the shipped tables (~17 ms) when they match the grammar, else built.
+    """The parser from the shipped tables (fast) when they match the grammar, else built.
 
     Never from a cache file: Lark's cache is a pickle, and one planted in a user-writable
     directory would run code on a plain `dnnspec check`. The tables are JSON, read as data.

@@ -2,14 +2,8 @@
 
 Where the derivative is a function of the output (Relu, Sigmoid, Tanh, Elu, Softmax,
 LogSoftmax) the rule reads the forward output, so the input need not stay alive and no
-forward work is repeated. Formulations were timed with onnxruntime on [64, 256] float32,
-2 threads (min over rounds, per instance):
-- Relu: Mul(dy, Cast(Greater(y, 0))) 11.3-14.0 us, Where(Greater(y, 0), dy, 0)
-  12.7-15.7 us, Mul(dy, Sign(y)) 26-29 us (Sign is not vectorised);
-- LeakyRelu: Where(Greater(x, 0), dy, Mul(dy, alpha)) 18.4 us, equal within noise to
-  Mul(dy, Where(.., 1, alpha)) and to a Cast/Mul/Add blend, and the fewest nodes;
-- Sigmoid: dy * (y * (1 - y)) 13.5 us vs (dy*y) - (dy*y)*y 14.2 us;
-- Tanh: dy * (1 - y*y) 13.0 us vs dy - (dy*y)*y 14.4 us.
+forward work is repeated. Each formulation (Relu as Mul(dy, Cast(Greater(y, 0)))) is the
+fastest of those timed, or the fewest nodes among equals (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -4,10 +4,8 @@ Conv's input gradient is one `ConvTranspose` of dy with the same weight; its wei
 gradient contracts dy with the patches of x. The patches come from a `Conv` of x, with
 its channels folded into the batch, against a constant one-hot kernel (one output channel
 per kernel tap, the forward's strides, pads and dilations), so any geometry and `group`
-count works; one batched `MatMul` and a `ReduceSum` over the batch finish it. Measured on
-this project's 2-core CPU (onnxruntime 1.31, N=64, C=K=32, 28x28, 3x3; docs/architecture.md
-has the table), that dW beat a `Conv` over the batch-transposed tensors by 2x and Pad + 9
-Slices + Concat patches by 1.5x, and `ConvTranspose` beat `MatMul` + `Col2Im` for dx.
+count works; one batched `MatMul` and a `ReduceSum` over the batch finish it. Both
+formulations were the fastest of those measured (docs/performance.md).
 
 Static spatial sizes give exact `pads` and `output_padding`; when they are hidden, the
 transposed convolution runs unpadded with the largest output padding and is sliced to
@@ -206,10 +204,8 @@ def _max_pool_tiles(
     """Windows that tile x exactly (stride = kernel, no padding, sizes divisible): y
     upsampled by nearest Resize marks the elements equal to their window's maximum, and
     each receives dy / (how many do), so ties split dy evenly as ReduceMax's rule does.
-    MaxPool then runs without its Indices output, on onnxruntime's fast kernel. Measured
-    for 64x32x28x28 on this project's CPU (1 thread, median): Indices + ScatterElements
-    40 ms (MaxPool alone 37 of a train step's), broadcasting x as [N, C, 14, 2, 14, 2]
-    against y 104 ms, Expand 69 ms, Resize 15 ms."""
+    MaxPool then runs without its Indices output, on onnxruntime's fast kernel, and the
+    gradient beats a scatter of Indices (docs/performance.md)."""
     x, y, b = node.input[0], node.output[0], ctx.b
     size = _static_spatial(ctx.shape(x))
     if size is None or any(n % k for n, k in zip(size, kernel, strict=True)):

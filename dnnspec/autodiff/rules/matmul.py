@@ -1,13 +1,11 @@
 """MatMul and Gemm.
 
 2-D products use Gemm with transA/transB so no Transpose node is emitted. For the dense
-layer on >2-D inputs (A [..., K] @ W [K, N]) onnxruntime timings on [8,16,64]x[64,32] and
-[64,32,256]x[256,256] (2 threads) picked: dA = MatMul(dy, Transpose(W)) (13.9 / 1704 us;
-onnxruntime fuses the Transpose into the MatMul) over Reshape+Gemm(transB)+Reshape
-(18.2 / 1834 us) and Einsum (26.1 / 1964 us); dW = Gemm(Reshape(A, [-1, K]),
-Reshape(dy, [-1, N]), transA=1) (16.9 / 2400 us) over Einsum (34.1 / 2781 us) and
-Transpose+MatMul+ReduceSum (31.3 / 3173 us). Other batched cases use MatMul against the
-swapped operand and sum broadcast batch axes back; 1-D operands follow numpy's promotion.
+layer on >2-D inputs (A [..., K] @ W [K, N]), dA = MatMul(dy, Transpose(W)) (onnxruntime
+fuses the Transpose into the MatMul) and dW = Gemm(Reshape(A, [-1, K]), Reshape(dy,
+[-1, N]), transA=1) were the fastest of the forms timed (docs/performance.md). Other
+batched cases use MatMul against the swapped operand and sum broadcast batch axes back;
+1-D operands follow numpy's promotion.
 """
 
 from __future__ import annotations

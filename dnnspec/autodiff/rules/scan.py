@@ -11,9 +11,8 @@ Gather each (of indices T - 1, ..., 0 computed once), and its scan outputs are t
 gradients of the forward scan inputs.
 
 A weight's per-step gradients are summed inside the loop, the running sum folded into the
-Gemm that computes each as its C. Moving them out of the loop instead (the per-step
-factors as extra scan outputs, then one Gemm over all T * N rows) measured 0.95-0.99x of
-that on lstm(128), T = 32, batch 64: the stored factors cost what the larger Gemm saves.
+Gemm that computes each as its C: one Gemm over all T * N rows after the loop saves no
+more than storing its per-step factors costs (docs/performance.md).
 
 Only axes 0 and forward directions are supported: onnx.reference implements no others,
 and lowering reverses time explicitly (ReverseSequence) where it needs to.
