@@ -118,3 +118,29 @@ def test_check_of_a_csv_file_spec_lists_no_npz_arguments(tmp_path: Path) -> None
     data_row = dict(_train_rows(api.check_spec(spec)))["data"]
     assert "x = " not in data_row and "y = " not in data_row
     assert "target = -1" in data_row
+
+
+def test_exclude_leaves_an_id_column_out_of_the_inputs(tmp_path: Path) -> None:
+    text = "id,sepal,petal,species\n" + "".join(
+        f"{i},{row}\n" for i, row in enumerate(["1.0,0.5,setosa", "3.0,2.5,virginica"])
+    )
+    x, _, labels = load(tmp_path, ', target = "species", exclude = ["id"]', text)
+    np.testing.assert_array_equal(x, [[1.0, 0.5], [3.0, 2.5]])
+    assert labels == ("setosa", "virginica")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (', features = ["sepal"], exclude = ["petal"]', "give one of them"),
+        (', target = "species", exclude = ["species"]', "exclude lists the target column"),
+        (', exclude = ["sepal", 0]', "exclude lists column 'sepal' twice"),
+        (', exclude = ["sepl"]', "has no column 'sepl'"),
+    ],
+)
+def test_bad_exclude_choices_are_located_errors(tmp_path: Path, args: str, message: str) -> None:
+    with pytest.raises(DiagnosticError) as info:
+        load(tmp_path, args)
+    diagnostic = info.value.diagnostics[0]
+    assert message in diagnostic.message
+    assert diagnostic.span is not None and diagnostic.span.line == 7

@@ -344,6 +344,12 @@ DATASETS.add(
                     doc="CSV: the input columns by name or index (default: all but the target)",
                 ),
                 ArgSpec(
+                    name="exclude",
+                    type="any",
+                    default=[],
+                    doc="CSV: columns left out of the inputs, by name or index (an id column)",
+                ),
+                ArgSpec(
                     name="header",
                     type="any",
                     default="auto",

@@ -86,6 +86,10 @@ class _Table:
     def width(self) -> int:
         return len(self.rows[0][1])
 
+    def name(self, column: int) -> str:
+        """A column's header name, or its 0-based index without a header."""
+        return self.header[column] if self.header else str(column)
+
 
 def _table(path: Path, args: dict[str, Any], limits: Limits, span: Span | None) -> _Table:
     choice = args["header"]
@@ -142,14 +146,7 @@ def _read(
             span,
         )
     target = _column(path, header, args["target"], width, span)
-    features = args["features"]
-    if features:
-        chosen = features if isinstance(features, list) else [features]
-        columns = [_column(path, header, f, width, span) for f in chosen]
-        if target in columns:
-            raise error(f"'{path}': the target column is also listed among the features", span)
-    else:
-        columns = [c for c in range(width) if c != target]
+    columns = _feature_columns(table, args, [target], span)
     x, words = _features(table, columns, span)
     layout = Layout(width, target, tuple(columns), tuple(header) if header else None)
     names = {name: tuple(header[c] for c in columns)} if header else {}
@@ -177,17 +174,7 @@ def _read_named(
         )
     width = len(header)
     chosen = [_column(path, header, output, width, span) for output in names]
-    features = args["features"]
-    if features:
-        listed = features if isinstance(features, list) else [features]
-        columns = [_column(path, header, f, width, span) for f in listed]
-        both = [header[c] for c in columns if c in chosen]
-        if both:
-            raise error(
-                f"'{path}': target column '{both[0]}' is also listed among the features", span
-            )
-    else:
-        columns = [c for c in range(width) if c not in chosen]
+    columns = _feature_columns(table, args, chosen, span)
     x, words = _features(table, columns, span)
     targets: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
@@ -197,6 +184,51 @@ def _read_named(
             labels[output] = classes
     columns_named = {name: tuple(header[c] for c in columns)}
     return Arrays({name: x}, targets, labels, columns_named, {name: words})
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _feature_columns(
+    table: _Table, args: dict[str, Any], targets: list[int], span: Span | None
+) -> list[int]:
+    """The input columns: those `features` lists, else every column but the targets and
+    those `exclude` lists (an id column, say)."""
+    path, header, width = table.path, table.header, table.width
+    features, exclude = args["features"], args.get("exclude", [])
+    if features and exclude:
+        raise error(
+            "features and exclude both choose the input columns; give one of them",
+            span,
+            help="features lists the columns to read, exclude those to leave out",
+        )
+    if features:
+        columns = [_column(path, header, f, width, span) for f in _listed(features)]
+        both = [c for c in columns if c in targets]
+        if both and len(targets) == 1:
+            raise error(f"'{path}': the target column is also listed among the features", span)
+        if both:
+            raise error(
+                f"'{path}': target column '{table.name(both[0])}' is also listed among the "
+                "features",
+                span,
+            )
+        return columns
+    dropped = [_column(path, header, c, width, span) for c in _listed(exclude)]
+    for column in dropped:
+        if column in targets:
+            raise error(
+                f"'{path}': exclude lists the target column '{table.name(column)}', which is "
+                "never an input",
+                span,
+            )
+        if dropped.count(column) > 1:
+            raise error(f"'{path}': exclude lists column '{table.name(column)}' twice", span)
+    columns = [c for c in range(width) if c not in targets and c not in dropped]
+    if not columns:
+        raise error(f"'{path}': exclude leaves no input columns", span)
+    return columns
 
 
 def _target(
@@ -358,4 +390,4 @@ def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
     return Batch({name: read_csv(path, limits.text)}, text=True)
 
 
-FORMAT = Format((".csv",), _feed, _read, ("target", "features", "header"))
+FORMAT = Format((".csv",), _feed, _read, ("target", "features", "exclude", "header"))
