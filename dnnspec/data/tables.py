@@ -1,13 +1,15 @@
-"""Tables of columns: where the training file held a model's inputs and target (`Layout`),
-and which columns of a prediction file the model reads (`pick_columns`, by what
-model.onnx records in `dnnspec.expects`). Shared by every format read by columns."""
+"""Tables of columns: which columns a training file's `file(target, features, exclude)`
+choose (`column`, `feature_columns`), where the training file held a model's inputs and
+target (`Layout`), and which columns of a prediction file the model reads (`pick_columns`,
+by what model.onnx records in `dnnspec.expects`). Shared by every format read by columns."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from dnnspec.errors import did_you_mean, error
+from dnnspec.errors import Span, did_you_mean, error
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,84 @@ def pick_columns(
         + (f", {wider}: does it still hold the target column?" if targeted else ""),
         help=_drop_target_help(csv) if targeted else None,
     )
+
+
+def find_column(
+    path: Path, header: list[str] | None, chosen: Any, width: int, span: Span | None
+) -> int:
+    """A column picked by name (needs a header) or by 0-based index (negative from the end)."""
+    if isinstance(chosen, int) and not isinstance(chosen, bool):
+        if not -width <= chosen < width:
+            raise error(
+                f"'{path}' has {width} columns; column index {chosen} is outside 0..{width - 1}",
+                span,
+            )
+        return chosen % width
+    name = str(chosen)
+    if header is None:
+        raise error(
+            f"'{path}' has no header row, so column '{name}' cannot be found by name",
+            span,
+            help="pick it by index (target = 0), or give the file a header (header = true)",
+        )
+    if name not in header:
+        raise error(
+            f"'{path}' has no column '{name}'",
+            span,
+            help=did_you_mean(name, header) or f"columns: {', '.join(header)}",
+        )
+    return header.index(name)
+
+
+def _name(header: list[str] | None, column: int) -> str:
+    """A column's header name, or its 0-based index without a header."""
+    return header[column] if header else str(column)
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def feature_columns(
+    path: Path,
+    header: list[str] | None,
+    width: int,
+    args: dict[str, Any],
+    targets: list[int],
+    span: Span | None,
+) -> list[int]:
+    """The input columns: those `features` lists, else every column but the targets and
+    those `exclude` lists (an id column, say)."""
+    features, exclude = args["features"], args.get("exclude", [])
+    if features and exclude:
+        raise error(
+            "features and exclude both choose the input columns; give one of them",
+            span,
+            help="features lists the columns to read, exclude those to leave out",
+        )
+    if features:
+        columns = [find_column(path, header, f, width, span) for f in _listed(features)]
+        both = [c for c in columns if c in targets]
+        if both and len(targets) == 1:
+            raise error(f"'{path}': the target column is also listed among the features", span)
+        if both:
+            raise error(
+                f"'{path}': target column '{_name(header, both[0])}' is also listed among the "
+                "features",
+                span,
+            )
+        return columns
+    dropped = [find_column(path, header, c, width, span) for c in _listed(exclude)]
+    for column in dropped:
+        if column in targets:
+            raise error(
+                f"'{path}': exclude lists the target column '{_name(header, column)}', which is "
+                "never an input",
+                span,
+            )
+        if dropped.count(column) > 1:
+            raise error(f"'{path}': exclude lists column '{_name(header, column)}' twice", span)
+    columns = [c for c in range(width) if c not in targets and c not in dropped]
+    if not columns:
+        raise error(f"'{path}': exclude leaves no input columns", span)
+    return columns

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from dnnspec.data.formats.base import Arrays, Batch, Feed, Format, Limits, Wanted
-from dnnspec.data.tables import Layout, pick_columns
-from dnnspec.errors import Span, did_you_mean, error
+from dnnspec.data.tables import Layout, feature_columns, find_column, pick_columns
+from dnnspec.errors import Span, error
 from dnnspec.files import read_bytes
 
 Rows = list[tuple[int, list[str]]]
@@ -86,10 +86,6 @@ class _Table:
     def width(self) -> int:
         return len(self.rows[0][1])
 
-    def name(self, column: int) -> str:
-        """A column's header name, or its 0-based index without a header."""
-        return self.header[column] if self.header else str(column)
-
 
 def _table(path: Path, args: dict[str, Any], limits: Limits, span: Span | None) -> _Table:
     choice = args["header"]
@@ -99,33 +95,6 @@ def _table(path: Path, args: dict[str, Any], limits: Limits, span: Span | None) 
         path, limits.text, span, {True: "true", False: "false"}.get(choice, "auto")
     )
     return _Table(path, header, rows)
-
-
-def _column(
-    path: Path, header: list[str] | None, chosen: Any, width: int, span: Span | None
-) -> int:
-    """A column picked by name (needs a header) or by 0-based index (negative from the end)."""
-    if isinstance(chosen, int) and not isinstance(chosen, bool):
-        if not -width <= chosen < width:
-            raise error(
-                f"'{path}' has {width} columns; column index {chosen} is outside 0..{width - 1}",
-                span,
-            )
-        return chosen % width
-    name = str(chosen)
-    if header is None:
-        raise error(
-            f"'{path}' has no header row, so column '{name}' cannot be found by name",
-            span,
-            help="pick it by index (target = 0), or give the file a header (header = true)",
-        )
-    if name not in header:
-        raise error(
-            f"'{path}' has no column '{name}'",
-            span,
-            help=did_you_mean(name, header) or f"columns: {', '.join(header)}",
-        )
-    return header.index(name)
 
 
 def _read(
@@ -145,15 +114,15 @@ def _read(
             f"'{path}' has one column; a training CSV needs input columns and a target column",
             span,
         )
-    target = _column(path, header, args["target"], width, span)
-    columns = _feature_columns(table, args, [target], span)
-    x, words = _features(table, columns, span)
+    target = find_column(path, header, args["target"], width, span)
+    columns = feature_columns(path, header, width, args, [target], span)
+    x, words, missing = _features(table, columns, span)
     layout = Layout(width, target, tuple(columns), tuple(header) if header else None)
     names = {name: tuple(header[c] for c in columns)} if header else {}
     output = wanted.outputs[0]
     y, labels = _target(table, target, span)
     classes = {output: labels} if labels is not None else {}
-    return Arrays({name: x}, {output: y}, classes, names, {name: words}, layout)
+    return Arrays({name: x}, {output: y}, classes, names, {name: words}, layout, {name: missing})
 
 
 def _read_named(
@@ -173,9 +142,9 @@ def _read_named(
             help="give the file a header naming a column after each output",
         )
     width = len(header)
-    chosen = [_column(path, header, output, width, span) for output in names]
-    columns = _feature_columns(table, args, chosen, span)
-    x, words = _features(table, columns, span)
+    chosen = [find_column(path, header, output, width, span) for output in names]
+    columns = feature_columns(path, header, width, args, chosen, span)
+    x, words, missing = _features(table, columns, span)
     targets: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
     for output, column in zip(names, chosen, strict=True):
@@ -183,52 +152,7 @@ def _read_named(
         if classes is not None:
             labels[output] = classes
     columns_named = {name: tuple(header[c] for c in columns)}
-    return Arrays({name: x}, targets, labels, columns_named, {name: words})
-
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _feature_columns(
-    table: _Table, args: dict[str, Any], targets: list[int], span: Span | None
-) -> list[int]:
-    """The input columns: those `features` lists, else every column but the targets and
-    those `exclude` lists (an id column, say)."""
-    path, header, width = table.path, table.header, table.width
-    features, exclude = args["features"], args.get("exclude", [])
-    if features and exclude:
-        raise error(
-            "features and exclude both choose the input columns; give one of them",
-            span,
-            help="features lists the columns to read, exclude those to leave out",
-        )
-    if features:
-        columns = [_column(path, header, f, width, span) for f in _listed(features)]
-        both = [c for c in columns if c in targets]
-        if both and len(targets) == 1:
-            raise error(f"'{path}': the target column is also listed among the features", span)
-        if both:
-            raise error(
-                f"'{path}': target column '{table.name(both[0])}' is also listed among the "
-                "features",
-                span,
-            )
-        return columns
-    dropped = [_column(path, header, c, width, span) for c in _listed(exclude)]
-    for column in dropped:
-        if column in targets:
-            raise error(
-                f"'{path}': exclude lists the target column '{table.name(column)}', which is "
-                "never an input",
-                span,
-            )
-        if dropped.count(column) > 1:
-            raise error(f"'{path}': exclude lists column '{table.name(column)}' twice", span)
-    columns = [c for c in range(width) if c not in targets and c not in dropped]
-    if not columns:
-        raise error(f"'{path}': exclude leaves no input columns", span)
-    return columns
+    return Arrays({name: x}, targets, labels, columns_named, {name: words}, None, {name: missing})
 
 
 def _target(
@@ -245,26 +169,28 @@ def _target(
 
 def _features(
     table: _Table, columns: list[int], span: Span | None
-) -> tuple[np.ndarray, dict[int, tuple[str, ...]]]:
+) -> tuple[np.ndarray, dict[int, tuple[str, ...]], dict[int, str]]:
     """The feature columns as numbers, a column of words as each cell's index in its
-    sorted words (by feature index)."""
+    sorted words (by feature index); an empty cell of numbers as NaN, with where the first
+    one of each column is (`impute` fills them; the runtime refuses those it does not)."""
     path, rows, header = table.path, table.rows, table.header
     words = {i: _words(rows, c) for i, c in enumerate(columns) if _is_words(rows, c)}
     numeric = [c for i, c in enumerate(columns) if i not in words]
+    positions = [i for i in range(len(columns)) if i not in words]
+    gaps: dict[int, str] = {}
     x = np.empty((len(rows), len(columns)), np.float64)
-    x[:, [i for i in range(len(columns)) if i not in words]] = _numbers(
-        path, rows, numeric, header, span
-    )
+    x[:, positions] = _numbers(path, rows, numeric, header, span, gaps)
     for i, vocabulary in words.items():
         x[:, i] = _codes(path, rows, columns[i], vocabulary, header, span)
-    return x, words
+    return x, words, {positions[c]: where for c, where in gaps.items()}
 
 
 def _is_words(rows: Rows, column: int) -> bool:
     """A column is one of words (categories) when most of its cells are not numbers; a
     column of numbers with a stray word is a column of numbers with a mistake in it."""
-    texts = sum(not is_number(r[column].strip()) for _, r in rows)
-    return texts * 2 > len(rows)
+    cells = [cell for _, r in rows if (cell := r[column].strip())]  # empty: missing
+    texts = sum(not is_number(cell) for cell in cells)
+    return texts * 2 > len(cells)
 
 
 def _words(rows: Rows, column: int) -> tuple[str, ...]:
@@ -297,13 +223,23 @@ def _codes(
 
 
 def _numbers(
-    path: Path, rows: Rows, columns: list[int], header: list[str] | None, span: Span | None
+    path: Path,
+    rows: Rows,
+    columns: list[int],
+    header: list[str] | None,
+    span: Span | None,
+    gaps: dict[int, str] | None = None,
 ) -> np.ndarray:
-    """The chosen columns as float64; a word, NaN or infinity is reported at its cell."""
+    """The chosen columns as float64; a word, NaN or infinity is reported at its cell. With
+    `gaps`, an empty cell reads as NaN and `gaps` records where each column's first is."""
     out = np.empty((len(rows), len(columns)), np.float64)
     for r, (line, row) in enumerate(rows):
         for c, column in enumerate(columns):
             cell = row[column].strip()
+            if not cell and gaps is not None:
+                gaps.setdefault(c, _where(path, line, column, header))
+                out[r, c] = math.nan
+                continue
             if not is_number(cell):
                 raise error(f"{_where(path, line, column, header)}: {cell!r} is not a number", span)
             value = float(cell)
