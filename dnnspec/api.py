@@ -160,13 +160,17 @@ def export(
     opset: int | None = None,
     fp16: bool = False,
     train: bool = False,
+    outputs: Sequence[str] | None = None,
 ) -> Exported:
     """Export a run directory's model.onnx (or a spec's initialised model) to `out` at
-    `opset` (default: the newest onnxruntime loads), in float16 with `fp16`; with `train`,
-    the train and eval steps, their initial state and interface.json into the directory
-    `out`. Every graph is checked (full ONNX checker, shape inference, onnxruntime against
-    onnx.reference) before it is written; see docs/training-graph.md for the interface."""
-    return _export(Path(source), Path(out), opset, fp16, train)
+    `opset` (default: the lowest the model needs, from 17), in float16 with `fp16`, with
+    `outputs` (of "logits", "probabilities", "labels", "class_names"; default the model's
+    own, "logits"); with `train`, the train and eval steps, their initial state and
+    interface.json into the directory `out`. Every graph is checked (full ONNX checker,
+    shape inference, onnxruntime against onnx.reference) before it is written; see
+    docs/training-graph.md for the interface."""
+    kinds = list(outputs) if outputs is not None else None
+    return _export(Path(source), Path(out), opset, fp16, train, kinds)
 
 
 def save(program: Program, out: str | Path) -> dict[str, Path]:

@@ -7,7 +7,9 @@ reaches the user for them. `--json` switches every command to machine-readable o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -32,7 +34,7 @@ from dnnspec.errors import Diagnostic, DiagnosticError, error
 if TYPE_CHECKING:
     from dnnspec.api import Interrupted, Model, Spec
 
-OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED = 0, 1, 2, 130
+OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED, OUTPUT_CLOSED = 0, 1, 2, 130, 141
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -448,14 +450,18 @@ def cmd_compile(args: argparse.Namespace, console: Console) -> int:
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import export
 
-    result = export(args.source, args.out, args.opset, args.fp16, args.train)
+    outputs = args.outputs.split(",") if args.outputs is not None else None
+    result = export(args.source, args.out, args.opset, args.fp16, args.train, outputs)
     if args.json:
         print(dumps(result.as_json()))
         return OK
     for kind, path in result.files.items():
         console.print(f"wrote {path} ({kind})")
     state = "trained" if result.trained else "untrained (initialised)"
-    console.print(f"opset {result.opset}, {result.precision}, {state}")
+    console.print(f"{result.opset_text()}, {result.precision}, {state}")
+    for role in result.outputs:
+        how = f" ({role.how})" if role.how else ""
+        console.print(f"output {role.name}: {role.role}{how}", highlight=False)
     console.print(
         f"every graph passed onnx.checker (full check) and shape inference at opset {result.opset}"
     )
@@ -678,7 +684,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="the .onnx file (with --train: a directory) to write"
     )
     p.add_argument(
-        "--opset", type=int, help="ONNX opset, 17 to the newest onnxruntime loads (default)"
+        "--opset",
+        type=int,
+        help="ONNX opset, 17 to the newest onnxruntime loads (default: the lowest the model needs)",
+    )
+    p.add_argument(
+        "--outputs",
+        help="the model's outputs to write, of logits,probabilities,labels,class_names "
+        "(default: logits, the model's own)",
     )
     p.add_argument(
         "--fp16", action="store_true", help="weights and compute in float16, float32 inputs/outputs"
@@ -744,6 +757,23 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
+    try:
+        code = _run(args, console)
+        sys.stdout.flush()  # a reader that left shows here, not as a traceback at exit
+    except BrokenPipeError:
+        return _output_closed()
+    return code
+
+
+def _output_closed() -> int:
+    """The reader of our output left (`dnnspec inspect --json | head`): stop quietly with
+    the status of a program stopped by SIGPIPE; what is still buffered goes nowhere."""
+    with contextlib.suppress(OSError, ValueError):  # not a file (captured): nothing to flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return OUTPUT_CLOSED
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
     try:
         return COMMANDS[args.command](args, console)
     except DiagnosticError as exc:

@@ -112,6 +112,18 @@ class TensorMeta(Record):
     shape: list[Dim]
 
 
+class OutputRole(Record):
+    """What an exported graph output holds: `role` is `logits` (scores a softmax or sigmoid
+    turns into probabilities), `log_probabilities`, `values`, `probabilities`, `labels`
+    (int64 class ids, or 0/1 per unit) or `class_names` (strings); `output` is the model
+    output it comes from, `how` the computation in words."""
+
+    name: str
+    output: str
+    role: str
+    how: str | None = None
+
+
 class InterfaceTensor(TensorMeta, OpenRecord):
     """A train-step input or output and its role (docs/training-graph.md); the role's own
     keys (`node`, `param`, `kind`, `replaces`, ...) follow."""
@@ -267,6 +279,8 @@ class ModelMetadata(Record):
     opset: int | None = None
     graph_inputs: list[TensorMeta] | None = None
     graph_outputs: list[TensorMeta] | None = None
+    output_roles: list[OutputRole] | None = None
+    """Exported files: what each graph output holds (`dnnspec export --outputs`)."""
 
     @field_validator("expects")
     @classmethod

@@ -484,3 +484,153 @@ def test_a_host_fed_rate_factor_is_a_control_input_starting_at_one(tmp_path: Pat
     assert outputs["control/lr_factor.next"]["replaces"] == "control/lr_factor"
     # the schedule is host-fed: no step counts are baked in, so the data was not counted
     assert interface["steps_per_epoch"] is None
+
+
+CLASSES = """model m {{
+  input x: float32[N, 3]
+  dense(8) -> tanh
+  dense({units}){last}
+}}
+train {{
+  data file(path = "{path}", validation = 0.25)
+  loss {loss}
+  optimizer adam(lr = 0.01)
+  batch 16
+  epochs 1
+}}
+"""
+
+
+def _class_spec(tmp_path: Path, loss: str, units: int, last: str = "") -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    if loss == "binary_cross_entropy":
+        y: np.ndarray = (rng.random((40, units)) > 0.5).astype(np.float32)
+    else:
+        y = rng.integers(0, units, 40)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    spec = tmp_path / "m.dnn"
+    spec.write_text(CLASSES.format(units=units, last=last, path=tmp_path / "d.npz", loss=loss))
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("loss", "units", "last"),
+    [
+        ("cross_entropy", 3, ""),
+        ("nll", 3, " -> log_softmax"),
+        ("binary_cross_entropy", 1, ""),
+        ("binary_cross_entropy", 2, ""),
+    ],
+)
+def test_exported_probabilities_and_labels_follow_the_loss_as_predict_proba_does(
+    tmp_path: Path, loss: str, units: int, last: str
+) -> None:
+    from dnnspec.training.losses import LOSSES
+
+    spec = _class_spec(tmp_path, loss, units, last)
+    out = tmp_path / "m.onnx"
+    result = dnnspec.export(spec, out, outputs=["logits", "probabilities", "labels"])
+    assert all(c.difference <= c.tolerance for c in result.checks)  # ort vs onnx.reference
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.name for o in model.graph.output] == ["output", "probabilities", "labels"]
+    x = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32) * 3
+    logits, proba, labels = _ort(model, {"x": x})
+    np.testing.assert_allclose(proba, LOSSES.get(loss).probabilities(logits), atol=1e-6)
+    assert labels.dtype == np.int64
+    expected = logits > 0 if loss == "binary_cross_entropy" else logits.argmax(axis=-1)
+    np.testing.assert_array_equal(labels, expected)
+    roles = json.loads({p.key: p.value for p in model.metadata_props}["dnnspec.output_roles"])
+    raw = "log_probabilities" if loss == "nll" else "logits"
+    assert [(r["name"], r["output"], r["role"]) for r in roles] == [
+        ("output", "output", raw),
+        ("probabilities", "output", "probabilities"),
+        ("labels", "output", "labels"),
+    ]
+
+
+def test_class_names_are_a_string_output_gathered_by_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Word labels in the data become a string output; without logits the model's own
+    output is dropped; float16 keeps them (its labels follow its probabilities)."""
+    rng = np.random.default_rng(0)
+    rows = ["a,b,c,kind"] + [
+        f"{a:.3f},{b:.3f},{c:.3f},{['cat', 'dog', 'eel'][int(k)]}"
+        for a, b, c, k in zip(*rng.normal(size=(3, 30)), rng.integers(0, 3, 30), strict=True)
+    ]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    spec = tmp_path / "m.dnn"
+    spec.write_text(CLASSES.format(units=3, last="", path=tmp_path / "d.csv", loss="cross_entropy"))
+    run = dnnspec.train(spec, out=tmp_path / "run", plot=False)
+    for flags in ([], ["--fp16"]):
+        out = tmp_path / f"m{len(flags)}.onnx"
+        argv = ["export", str(run.run_dir), "--out", str(out), "--json"]
+        assert main([*argv, "--outputs", "probabilities,class_names,labels", *flags]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert [o["name"] for o in printed["outputs"]] == [
+            "probabilities",
+            "labels",
+            "class_names",
+        ]
+        model = onnx.load(out)
+        onnx.checker.check_model(model, full_check=True)
+        x = rng.normal(size=(16, 3)).astype(np.float32)
+        proba, labels, names = _ort(model, {"x": x})
+        assert names.tolist() == [["cat", "dog", "eel"][i] for i in labels]
+        np.testing.assert_array_equal(labels, proba.argmax(axis=1))
+        assert model.graph.output[2].type.tensor_type.elem_type == TensorProto.STRING
+
+
+def test_named_outputs_each_get_theirs_and_a_value_output_has_none(tmp_path: Path) -> None:
+    out = tmp_path / "two.onnx"
+    result = dnnspec.export(ROOT / "specs" / "digits_two_heads.dnn", out, outputs=["labels"])
+    assert [(o.name, o.output) for o in result.outputs] == [("labels/digit", "digit")]
+    model = onnx.load(out)
+    assert [o.name for o in model.graph.output] == ["labels/digit"]
+    with pytest.raises(DiagnosticError, match=r"predicts values \(loss mse\), not classes"):
+        dnnspec.export(ROOT / "specs" / "regression.dnn", out, outputs=["probabilities"])
+    with pytest.raises(DiagnosticError) as info:
+        dnnspec.export(ROOT / "specs" / "regression.dnn", out, outputs=["label"])
+    assert "did you mean 'labels'" in (info.value.diagnostics[0].help or "")
+
+
+def test_export_defaults_to_the_lowest_opset_the_model_needs_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ROOT / "specs" / "spirals.dnn"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "opset 17 (the lowest these graphs need" in printed
+    assert "INFERENCE_PRECISION_HINT to f32" in printed
+    assert [o.version for o in onnx.load(out).opset_import] == [17]
+    assert main(["export", str(ROOT / "specs" / "spirals.dnn"), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["opset_chosen"] == "lowest"
+    pool = helper.make_node("AveragePool", ["x"], ["y"], name="pool/AveragePool",
+                            kernel_shape=[2], dilations=[2])  # fmt: skip
+    from dnnspec.tools.opset import lowest_opset
+
+    assert lowest_opset(_model([pool], [], [1, 1, 8]), MIN_OPSET) == 19
+
+
+def test_an_export_never_replaces_a_run_s_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spec's untrained model written over a trained run's model.onnx (or one run's
+    model or steps over another's) is refused, and the run is left as it was."""
+    spec = _class_spec(tmp_path, "cross_entropy", 3)
+    run = dnnspec.train(spec, out=tmp_path / "run", plot=False).run_dir
+    other = dnnspec.train(spec, out=tmp_path / "other", plot=False).run_dir
+    before = (run / "model.onnx").read_bytes()
+    for argv in (
+        [str(spec), "--out", str(run / "model.onnx")],
+        [str(other), "--out", str(run / "model.onnx")],
+        [str(other), "--train", "--out", str(run)],
+        [str(run), "--out", str(run / "eval_step.onnx")],
+    ):
+        assert main(["export", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert f"'{run}' holds a run; exporting into it would replace its" in err
+    assert (run / "model.onnx").read_bytes() == before
+    assert main(["export", str(run), "--out", str(run / "model17.onnx")]) == 0

@@ -89,3 +89,37 @@ def test_inspect_json_and_a_file_that_is_not_onnx(run: Path, tmp_path: Path) -> 
     )
     assert bad.returncode == 2 and "is not an ONNX model" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_reader_that_leaves_early_ends_inspect_quietly(run: Path) -> None:
+    """`dnnspec inspect --json | head`: the closed pipe is no traceback, and the status is
+    a program's stopped by SIGPIPE."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dnnspec", "inspect", str(run), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command has written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_negative_dimension_is_an_invalid_model_not_a_negative_count(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [0.0] * 6)
+    weight.dims[:] = [-2, 3]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    odd_x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-4, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    cases = [([weight], x, "'w' has dimension -2"), ([], odd_x, "'x' has dimension -4")]
+    for inits, given, where in cases:
+        graph = helper.make_graph([node], "g", [given], [y], initializer=inits)
+        path = tmp_path / "neg.onnx"
+        path.write_bytes(helper.make_model(graph).SerializeToString())
+        with pytest.raises(DiagnosticError) as info:
+            inspect(path)
+        assert where in info.value.diagnostics[0].message

@@ -18,7 +18,7 @@ import pytest
 import dnnspec
 from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError
-from dnnspec.metadata import FORMAT_VERSION, KEYS, ModelMetadata, TensorMeta
+from dnnspec.metadata import FORMAT_VERSION, KEYS, ModelMetadata, OutputRole, TensorMeta
 from dnnspec.runtime.model_file import read_model
 
 PREVIOUS = Path(__file__).parent / "fixtures" / "previous_release"
@@ -74,6 +74,7 @@ def test_every_field_survives_a_round_trip() -> None:
     record.vocab, record.context, record.spec = ["a", "b"], 7, {"model": {"name": "tiny"}}
     record.trained, record.precision, record.opset = True, "float16", 17
     record.graph_inputs, record.graph_outputs = [tensor], [tensor]
+    record.output_roles = [OutputRole(name="labels", output="output", role="labels")]
     assert set(record.to_props()) == KEYS - {"dnnspec.outputs"}
     assert ModelMetadata.from_props(record.to_props(), "p") == record
 

@@ -37,7 +37,7 @@ from dnnspec.errors import DiagnosticError, error
 from dnnspec.files import is_regular, make_directory, read_bytes, write_bytes, write_text
 from dnnspec.frontend import load_spec
 from dnnspec.ir import Spec
-from dnnspec.metadata import Interface, ModelMetadata, TensorMeta
+from dnnspec.metadata import Interface, ModelMetadata, OutputRole, TensorMeta
 from dnnspec.resolve import pin_paths, read_lock
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.model_file import MAX_MODEL_BYTES, read_model
@@ -45,7 +45,8 @@ from dnnspec.runtime.prepare import program_from_data
 from dnnspec.runtime.session import make_session
 from dnnspec.runtime.trainer import initial_values
 from dnnspec.tools.half import FLOAT16_MAX, HalfError, to_float16
-from dnnspec.tools.opset import MIN_OPSET, OpsetError, convert, newest_opset
+from dnnspec.tools.opset import MIN_OPSET, OpsetError, convert, lowest_opset, newest_opset
+from dnnspec.tools.outputs import DEFAULT, add_outputs, parse_kinds
 from dnnspec.tools.reference import run_reference
 
 TOLERANCE = 1e-4
@@ -56,6 +57,16 @@ float16 keeps 11 significant bits (a relative step of 4.9e-4 per rounding), and 
 difference is relative to the value's magnitude where that exceeds 1."""
 CHECK_BATCH = 2
 """Samples in the random batch the checks run (symbolic dims past the batch get 3)."""
+OPENVINO = (
+    "in OpenVINO, set INFERENCE_PRECISION_HINT to f32: its CPU plugin computes float32 graphs "
+    "in bf16 or f16 by default, which moved outputs by up to 0.65 (docs/portability.md)"
+)
+RUN_MARKS = ("metrics.jsonl", "checkpoint", "spec.lock.json")
+"""What marks a directory as a run's (trained, or compiled by `compile`)."""
+RUN_FILES = frozenset(
+    {"model.onnx", "train_step.onnx", "eval_step.onnx", "spec.lock.json", "metrics.jsonl"}
+)
+"""The files of a run that an export must not replace."""
 
 
 @dataclass
@@ -86,11 +97,23 @@ class Exported:
     precision: str
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    opset_chosen: str = "requested"
+    """`lowest`: the lowest opset the graphs need (the default); `requested`: --opset."""
+    outputs: list[OutputRole] = field(default_factory=list)
+    """What each output of the exported model holds (model exports)."""
+
+    def opset_text(self) -> str:
+        """`opset 17 (the lowest this model needs)`, for the summary."""
+        if self.opset_chosen == "lowest":
+            return f"opset {self.opset} (the lowest these graphs need; --opset N writes another)"
+        return f"opset {self.opset}"
 
     def as_json(self) -> dict[str, Any]:
         return {
             "files": {k: str(v) for k, v in self.files.items()},
             "opset": self.opset,
+            "opset_chosen": self.opset_chosen,
+            "outputs": [o.model_dump(mode="json") for o in self.outputs],
             "trained": self.trained,
             "precision": self.precision,
             "checks": [dataclasses.asdict(c) for c in self.checks],
@@ -208,18 +231,28 @@ def _describe(infos: Any) -> list[TensorMeta]:
     out = []
     for info in infos:
         tensor = info.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        dtype = (
+            "string"
+            if tensor.elem_type == onnx.TensorProto.STRING
+            else onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        )
         shape: list[int | str] = [d.dim_param or d.dim_value for d in tensor.shape.dim]
         out.append(TensorMeta(name=info.name, dtype=dtype, shape=shape))
     return out
 
 
 def _describe_model(
-    model: onnx.ModelProto, where: str, source: _Source, opset: int, precision: str
+    model: onnx.ModelProto,
+    where: str,
+    source: _Source,
+    opset: int,
+    precision: str,
+    roles: list[OutputRole] | None = None,
 ) -> ModelMetadata:
     """Producer, opset, precision, whether trained, the resolved spec and the graph's
-    interface, beside the metadata model.onnx already carries (spec hash, class names,
-    preprocessing, parameters). Returns the whole record."""
+    interface (with `roles`, what each output holds), beside the metadata model.onnx
+    already carries (spec hash, class names, preprocessing, parameters). Returns the whole
+    record."""
     model.producer_name, model.producer_version = "dnnspec", _version()
     initializers = {t.name for t in model.graph.initializer}
     meta = ModelMetadata.from_model(model, where)
@@ -227,6 +260,7 @@ def _describe_model(
     meta.trained, meta.precision, meta.opset = source.trained, precision, opset
     meta.graph_inputs = _describe(i for i in model.graph.input if i.name not in initializers)
     meta.graph_outputs = _describe(model.graph.output)
+    meta.output_roles = roles
     meta.write(model)
     return meta
 
@@ -297,9 +331,12 @@ def random_feeds(
 def difference(a: np.ndarray, b: np.ndarray) -> float:
     """The largest |a - b|, relative to |b| where that exceeds 1 (inf where one is not
     finite and the other is)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         return float("inf")
+    if a.dtype.kind in "OUS" or b.dtype.kind in "OUS":  # class names: equal or not
+        return 0.0 if a.tolist() == b.tolist() else float("inf")
+    a, b = a.astype(np.float64), b.astype(np.float64)
     if not a.size:
         return 0.0
     same = (a == b) | (np.isnan(a) & np.isnan(b))
@@ -401,10 +438,11 @@ def half_model(model: onnx.ModelProto, typed: TypedModel) -> tuple[onnx.ModelPro
 # the commands -----------------------------------------------------------------------------
 
 
-def _opset(requested: int | None) -> int:
-    newest = newest_opset()
+def _opset(requested: int | None) -> int | None:
+    """The requested opset, checked (None: the lowest the graphs need, found later)."""
     if requested is None:
-        return newest
+        return None
+    newest = newest_opset()
     if not MIN_OPSET <= requested <= newest:
         raise error(
             f"--opset {requested} is outside the opsets dnnspec writes ({MIN_OPSET} to "
@@ -415,12 +453,51 @@ def _opset(requested: int | None) -> int:
     return requested
 
 
+def _target(graphs: list[onnx.ModelProto], requested: int | None) -> tuple[int, str]:
+    """The opset to write `graphs` at and why: as requested, or the lowest from MIN_OPSET
+    every one of them converts to (older converters, onnx2torch's among them, read fewer
+    new operator versions)."""
+    if requested is not None:
+        return requested, "requested"
+    return max(lowest_opset(g, MIN_OPSET) for g in graphs), "lowest"
+
+
+def refuse_run_files(directory: Path, names: list[str]) -> None:
+    """Refuse to write files `names` into `directory` where it holds a run (trained, or
+    compiled) and one of them is a file of that run: an export must not replace a run's
+    model or steps, as `compile` refuses to compile into a trained run."""
+    if not any((directory / mark).exists() for mark in RUN_MARKS):
+        return
+    clash = next((n for n in names if n in RUN_FILES), None)
+    if clash is not None:
+        raise error(
+            f"'{directory}' holds a run; exporting into it would replace its {clash}",
+            help="choose an --out outside the run directory (or another file name in it)",
+        )
+
+
 def export(
-    path: Path, out: Path, opset: int | None = None, fp16: bool = False, train: bool = False
+    path: Path,
+    out: Path,
+    opset: int | None = None,
+    fp16: bool = False,
+    train: bool = False,
+    outputs: list[str] | None = None,
 ) -> Exported:
-    """Write `path`'s (a run directory's or a spec's) model to `out`, or with `train` its
-    train and eval steps, initial state and interface into the directory `out`."""
+    """Write `path`'s (a run directory's or a spec's) model to `out` (with `outputs`, the
+    outputs of `tools.outputs.KINDS` it lists), or with `train` its train and eval steps,
+    initial state and interface into the directory `out`."""
     target = _opset(opset)
+    kinds = parse_kinds(outputs)
+    if train and outputs is not None:
+        raise error(
+            "--outputs applies to the inference model; the train steps keep their outputs",
+            help="drop --outputs, or export the model without --train",
+        )
+    if train:
+        refuse_run_files(out, ["train_step.onnx", "eval_step.onnx", "state.npz"])
+    else:
+        refuse_run_files(out.parent, [out.name])
     source = _source(path)
     if train:
         if fp16:
@@ -429,23 +506,36 @@ def export(
                 help="drop --fp16, or export the model without --train",
             )
         return _export_train(source, out, target)
-    return _export_model(source, out, target, fp16)
+    return _export_model(source, out, target, fp16, kinds)
 
 
-def _export_model(source: _Source, out: Path, target: int, fp16: bool) -> Exported:
+def _export_model(
+    source: _Source,
+    out: Path,
+    requested: int | None,
+    fp16: bool,
+    kinds: tuple[str, ...] = DEFAULT,
+) -> Exported:
     if out.suffix != ".onnx":
         raise error(f"--out '{out}': the model is written as an .onnx file")
     rng = np.random.default_rng(0)
-    model = _at_opset(source.model, target, source.spec, "model")
-    meta = _describe_model(model, _where(source, "model"), source, target, "float32")
+    where = _where(source, "model")
+    recorded = ModelMetadata.from_model(source.model, where)
+    with_outputs, roles = add_outputs(source.model, recorded, kinds)
+    target, chosen = _target([with_outputs], requested)
+    model = _at_opset(with_outputs, target, source.spec, "model")
+    meta = _describe_model(model, where, source, target, "float32", roles)
     feeds = random_feeds(model, meta, {}, rng)
     check, full = verify(model, "model", feeds, TOLERANCE)
-    result = Exported({"model": out}, target, source.trained, "float32", [check], source.notes)
+    notes = [*source.notes, OPENVINO]
+    result = Exported({"model": out}, target, source.trained, "float32", [check], notes)
+    result.opset_chosen, result.outputs = chosen, roles
     if fp16:
         half, half_notes = half_model(model, source.typed)
-        _describe_model(half, _where(source, "model"), source, target, "float16")
+        _describe_model(half, where, source, target, "float16", roles)
         check16, outs = verify(half, "float16 model", feeds, HALF_TOLERANCE)
-        names = [o.name for o in model.graph.output]  # `output`, or each named output
+        # the float outputs (scores, probabilities); labels follow them
+        names = [o.name for o in model.graph.output if full[o.name].dtype.kind == "f"]
         gap = max(difference(outs[name], full[name]) for name in names)
         if not gap <= HALF_TOLERANCE:
             raise error(
@@ -488,7 +578,7 @@ def _read_graph(path: Path) -> onnx.ModelProto:
         raise error(f"'{path}' is not an ONNX file") from None
 
 
-def _export_train(source: _Source, out: Path, target: int) -> Exported:
+def _export_train(source: _Source, out: Path, requested: int | None) -> Exported:
     if out.suffix == ".onnx":
         raise error(
             f"--out '{out}': with --train, --out names a directory",
@@ -510,6 +600,7 @@ def _export_train(source: _Source, out: Path, target: int) -> Exported:
     rng = np.random.default_rng(0)
     written: dict[str, onnx.ModelProto] = {}
     checks = []
+    target, chosen = _target(list(graphs.values()), requested)
     for name, graph in graphs.items():
         model = _at_opset(graph, target, source.spec, name.replace("_", " "))
         meta = _describe_model(model, _where(source, name), source, target, "float32")
@@ -538,4 +629,5 @@ def _export_train(source: _Source, out: Path, target: int) -> Exported:
     write_bytes(files["state"], buffer.getvalue(), "initial state")
     files["interface"] = out / "interface.json"
     write_text(files["interface"], json.dumps(interface, indent=2) + "\n", "interface")
-    return Exported(files, target, source.trained, "float32", checks, source.notes)
+    notes = [*source.notes, OPENVINO]
+    return Exported(files, target, source.trained, "float32", checks, notes, chosen)

@@ -78,6 +78,8 @@ class GraphSummary:
 def _dtype(elem: int, name: str, path: str) -> str:
     if elem == 0:
         return "?"
+    if elem == onnx.TensorProto.STRING:
+        return "string"
     try:
         return helper.tensor_dtype_to_np_dtype(elem).name
     except KeyError:
@@ -87,12 +89,23 @@ def _dtype(elem: int, name: str, path: str) -> str:
         ) from None
 
 
+def _dims(dims: list[int], name: str, path: str) -> list[int]:
+    """Sizes as declared; a negative one is no size at all (counting it would give a
+    negative number of values)."""
+    bad = next((d for d in dims if d < 0), None)
+    if bad is not None:
+        raise error(f"'{path}' is not a valid ONNX model: '{name}' has dimension {bad}")
+    return dims
+
+
 def _value(info: onnx.ValueInfoProto, path: str) -> ValueSummary:
     tensor = info.type.tensor_type
     shape: list[int | str] | None = None
     if tensor.HasField("shape"):
         shape = [
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            _dims([d.dim_value], info.name, path)[0]
+            if d.HasField("dim_value")
+            else (d.dim_param or "?")
             for d in tensor.shape.dim
         ]
     return ValueSummary(info.name, _dtype(tensor.elem_type, info.name, path), shape)
@@ -126,7 +139,7 @@ def summarize(model: onnx.ModelProto, path: str) -> GraphSummary:
     meta = ModelMetadata.from_model(model, path)
     inputs = [_value(v, path) for v in graph.input]
     outputs = [_value(v, path) for v in graph.output]
-    init_elements = sum(math.prod(t.dims) for t in graph.initializer)
+    init_elements = sum(math.prod(_dims(list(t.dims), t.name, path)) for t in graph.initializer)
     summary = GraphSummary(
         path=path,
         graph=graph.name,

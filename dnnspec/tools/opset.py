@@ -1,4 +1,5 @@
-"""Rewrite a graph written at opset 21 for another opset of the default ONNX domain.
+"""Rewrite a graph written at opset 21 for another opset of the default ONNX domain, and
+find the lowest opset a graph can be written at (`lowest_opset`, export's default).
 
 Changing the number is not enough: between opsets 17 and the newest, some operators
 changed their interface (ReduceMean-18 takes its axes as an input where ReduceMean-13
@@ -416,9 +417,28 @@ def _names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
+def _source_opset(model: onnx.ModelProto) -> int:
+    return int(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
+
+
+def lowest_opset(model: onnx.ModelProto, floor: int) -> int:
+    """The lowest opset from `floor` that `model` converts to (at most its own): each
+    opset is tried, skipping to the one a refusing node says it needs."""
+    source = _source_opset(model)
+    target = floor
+    while target < source:
+        try:
+            convert(model, target)
+        except OpsetError as exc:
+            target = max(target + 1, exc.needs or 0)
+            continue
+        return target
+    return source
+
+
 def convert(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     """A copy of `model` (default domain only) rewritten for opset `target`."""
-    source = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    source = _source_opset(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     if target != source:
