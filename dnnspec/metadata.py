@@ -255,7 +255,7 @@ class ModelMetadata(Record):
     output_shape: list[Dim] | None = None
     """The shape of a model's one unnamed output."""
     spec_hash: str | None = None
-    """A digest of the resolved spec's meaning (`assemble.steps.spec_hash`)."""
+    """A digest of the resolved spec's meaning (`assemble.describe.spec_hash`)."""
     class_labels: Annotated[list[str], Field(min_length=1)] | None = None
     """The class names of a class model's one output, in id order."""
     loss: str | None = None

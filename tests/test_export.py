@@ -19,7 +19,7 @@ from conftest import EXAMPLES, ROOT
 from onnx import TensorProto, helper, numpy_helper
 
 import dnnspec
-from dnnspec.assemble.steps import spec_hash
+from dnnspec.assemble.describe import spec_hash
 from dnnspec.check.shapes import check_spec
 from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError

@@ -24,14 +24,8 @@ import numpy as np
 import onnx
 
 from dnnspec.assemble.compile import compile_spec
-from dnnspec.assemble.steps import (
-    SEED,
-    STEP,
-    TARGET,
-    Program,
-    build_inference,
-    spec_hash,
-)
+from dnnspec.assemble.describe import spec_hash
+from dnnspec.assemble.steps import SEED, STEP, TARGET, Program, build_inference
 from dnnspec.check.shapes import TypedModel, check_spec, param_name
 from dnnspec.errors import DiagnosticError, error
 from dnnspec.files import is_regular, make_directory, read_bytes, write_bytes, write_text
