@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import zipfile
 from typing import Protocol, cast
 
@@ -30,6 +31,16 @@ class Stream(Protocol):
 
 MAX_MEMBERS = 4096
 """Arrays one archive may hold; far beyond any dataset or checkpoint we write."""
+MAX_INFLATION = 100
+"""How many times its size an archive's arrays may inflate to, beyond INFLATION_FLOOR:
+deflate reaches 1000x on a constant array (a zip bomb), 141x on one percent of ones, 36x
+on a 10-class one-hot table and near 1x on measured values."""
+INFLATION_FLOOR = 64 << 20
+"""Inflated sizes up to this are read whatever the ratio (a 1000-class one-hot table
+compresses 600x)."""
+CHUNK = 16 << 20
+"""Bytes read from a stream at once: a zip member's reader builds each read as a bytes
+object before copying it, so one read of everything would hold the data twice."""
 
 
 def _header(f: Stream, where: str, span: Span | None) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -75,7 +86,7 @@ def _read(
     flat = np.empty(math.prod(shape), dtype=dtype)
     view, got = flat.data.cast("B"), 0
     while got < declared:
-        n = f.readinto(view[got:])
+        n = f.readinto(view[got : got + CHUNK])
         if not n:
             raise error(f"{where} is truncated", span)
         got += n
@@ -89,10 +100,29 @@ def read_npy(f: Stream, size: int, where: str, limit: int, span: Span | None = N
     return _read(f, size, where, limit, span)[0]
 
 
+def _check_inflation(
+    members: list[zipfile.ZipInfo], size: int, where: str, span: Span | None
+) -> None:
+    """Refuse, before anything is inflated, an archive of `size` bytes whose members
+    declare more than MAX_INFLATION times that beyond INFLATION_FLOOR (members that share
+    their compressed bytes count the file once)."""
+    inflated = sum(info.file_size for info in members)
+    compressed = min(sum(info.compress_size for info in members), size)
+    if inflated > INFLATION_FLOOR and inflated > MAX_INFLATION * max(compressed, 1):
+        raise error(
+            f"{where} would inflate from {size_text(compressed)} to {size_text(inflated)} "
+            f"({inflated // max(compressed, 1):,}x); an archive may inflate at most "
+            f"{MAX_INFLATION}x beyond {size_text(INFLATION_FLOOR)}",
+            span,
+            help="save the arrays uncompressed (np.savez, or .npy files)",
+        )
+
+
 def read_npz(
     f: io.BufferedReader, where: str, limit: int, span: Span | None = None
 ) -> dict[str, np.ndarray]:
-    """Every array of an `.npz` archive, together at most `limit` bytes."""
+    """Every array of an `.npz` archive, together at most `limit` bytes and, compressed,
+    at most MAX_INFLATION times the file's size (beyond INFLATION_FLOOR)."""
     try:
         archive = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
@@ -103,6 +133,7 @@ def read_npz(
         members = archive.infolist()
         if len(members) > MAX_MEMBERS:
             raise error(f"{where} holds {len(members)} arrays, over the limit of {MAX_MEMBERS}")
+        _check_inflation(members, os.fstat(f.fileno()).st_size, where, span)
         for info in members:
             name = info.filename.removesuffix(".npy")
             if info.is_dir() or name == info.filename or name in arrays:

@@ -169,6 +169,48 @@ def test_an_npz_that_inflates_beyond_the_data_limit_is_refused_unread(
         read_inputs(path)
 
 
+def test_a_small_npz_inflating_to_hundreds_of_mib_is_refused_before_inflating(
+    tmp_path: Path,
+) -> None:
+    """250 KB declaring 256 MiB (within the data limit) made `predict` peak at 1-2 GB: the
+    declared size is bounded by the file's before a byte is inflated or allocated."""
+    import tracemalloc
+
+    from dnnspec.data.formats.npz import read_npz
+
+    path = tmp_path / "bomb.npz"
+    rows = 1 << 25
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w") as f:
+        f.write(npy_header((rows, 2), "<f4"))
+        for _ in range(rows * 8 >> 22):
+            f.write(bytes(1 << 22))
+    assert path.stat().st_size < 400_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DiagnosticError, match=r"would inflate from .* KiB to 256.0 MiB"):
+            read_npz(path, 2 << 30)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_a_compressed_npz_of_ordinary_data_is_read_whatever_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-hot table compresses 36x: under the bound even past the floor."""
+    import dnnspec.npz
+
+    monkeypatch.setattr(dnnspec.npz, "INFLATION_FLOOR", 1 << 20)
+    labels = np.random.default_rng(0).integers(0, 10, 50_000)
+    one_hot = np.eye(10, dtype=np.float32)[labels]
+    np.savez_compressed(tmp_path / "d.npz", x=one_hot)
+    np.testing.assert_array_equal(read_inputs(tmp_path / "d.npz"), one_hot)
+    np.savez_compressed(tmp_path / "z.npz", x=np.zeros_like(one_hot))
+    with pytest.raises(DiagnosticError, match="at most 100x beyond 1 MiB"):
+        read_inputs(tmp_path / "z.npz")
+
+
 def test_an_npz_member_with_a_bad_checksum_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, x=np.arange(64.0).reshape(32, 2))
