@@ -144,3 +144,34 @@ def test_bad_exclude_choices_are_located_errors(tmp_path: Path, args: str, messa
     diagnostic = info.value.diagnostics[0]
     assert message in diagnostic.message
     assert diagnostic.span is not None and diagnostic.span.line == 7
+
+
+def test_a_header_naming_a_column_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    text = "sepal,petal,sepal,species\n1.0,0.5,7,setosa\n3.0,2.5,8,virginica\n"
+    with pytest.raises(DiagnosticError) as info:
+        load(tmp_path, ', target = "species", features = ["sepal", "petal"]', text)
+    assert "two columns named 'sepal' (columns 1 and 3)" in info.value.diagnostics[0].message
+
+
+def test_a_prediction_header_of_other_names_lists_the_columns_expected_and_found(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "d.csv").write_text(CSV)
+    spec = tmp_path / "m.dnn"
+    args = ', target = "species", features = ["sepal", "petal"], validation = 0'
+    spec.write_text(SPEC.format(features=2, width=3, path="d.csv", args=args, loss="cross_entropy"))
+    api.train(spec, out=tmp_path / "run")
+    model = api.load(tmp_path / "run")
+    (tmp_path / "p.csv").write_text("sepal_length,petal_length\n1.0,0.5\n")
+    with pytest.raises(DiagnosticError) as info:
+        model.predict(tmp_path / "p.csv")
+    diagnostic = info.value.diagnostics[0]
+    assert "names none of the columns the model reads" in diagnostic.message
+    assert "reads the columns sepal, petal; the file has sepal_length, petal_length" in (
+        diagnostic.help or ""
+    )
+    (tmp_path / "twice.csv").write_text("sepal,petal,sepal\n1.0,0.5,2\n")
+    with pytest.raises(DiagnosticError, match="two columns named 'sepal'"):
+        model.predict(tmp_path / "twice.csv")
+    (tmp_path / "plain.csv").write_text("1.0,0.5\n")  # no header: read by position
+    assert np.asarray(model.predict(tmp_path / "plain.csv")).shape == (1, 3)

@@ -54,6 +54,7 @@ def read_csv_cells(
     )
     if has_header and rows:
         names = [c.strip() for c in rows[0][1]]
+        _unique(f"'{path}'", names, span)
         rows = rows[1:]
     if not rows:
         raise error(f"'{path}' has no data rows", span)
@@ -66,6 +67,21 @@ def read_csv_cells(
                 span,
             )
     return names, rows
+
+
+def _unique(what: str, names: list[str], span: Span | None) -> None:
+    """Refuse a header naming two columns alike: a column is found by its name, so the
+    second would never be read."""
+    seen: dict[str, int] = {}
+    for column, name in enumerate(names):
+        if name and name in seen:
+            raise error(
+                f"{what} has two columns named '{name}' (columns {seen[name] + 1} and "
+                f"{column + 1})",
+                span,
+                help="rename one of them: columns are found by their header name",
+            )
+        seen[name] = column
 
 
 def read_csv(path: Path, limit: int, span: Span | None = None) -> np.ndarray:
@@ -292,6 +308,18 @@ def encode_cells(
     return out
 
 
+def _is_foreign_header(first: list[str], expected: dict[str, Any] | None) -> bool:
+    """Whether a first row is a header of other names: it holds a word that is no category
+    of a column of words (a row of data holds only numbers and categories)."""
+    categories = {
+        str(word)
+        for column in (expected or {}).get("columns", [])
+        for step in column["steps"]
+        for word in step.get("categories") or []
+    }
+    return any(c and not is_number(c) and c not in categories for c in first)
+
+
 def read_prediction_csv(
     path: Path, expected: dict[str, Any] | None, raw_width: int, drop_target: bool, limit: int
 ) -> np.ndarray:
@@ -304,11 +332,19 @@ def read_prediction_csv(
     first = [c.strip() for c in rows[0][1]]
     if names and all(isinstance(n, str) for n in names):
         is_header = any(n in first for n in names)
+        if not is_header and _is_foreign_header(first, expected):
+            raise error(
+                f"{what} has a header row, but it names none of the columns the model reads",
+                help=f"the model reads the columns {', '.join(names)}; the file has "
+                f"{', '.join(first)} (rename them, or remove the header to read the columns "
+                "by position)",
+            )
     else:
         is_header = not all(is_number(c) for c in first)
     header = None
     if is_header:
         header, rows = first, rows[1:]
+        _unique(what, header, None)
         if not rows:
             raise error(f"{what} has no data rows")
     columns = pick_columns(len(first), header, expected, raw_width, drop_target, what)
