@@ -316,6 +316,32 @@ class Model:
         loss = next((o.loss for o in self.file.outputs if o.name == output), None)
         return loss is not None and loss in LOSSES and LOSSES.get(loss).probabilities is not None
 
+    def binary(self, output: str | None = None) -> bool:
+        """Whether the output (named `output`) is one 0/1 unit: a binary classifier whose
+        logit says how likely the positive class (id 1) is."""
+        info = next(o for o in self.file.outputs if o.name == (output or OUTPUT))
+        kind = LOSSES.get(info.loss).target if info.loss and info.loss in LOSSES else None
+        graph_output = next(o for o in self.onnx.graph.output if o.name == info.name)
+        dims = graph_output.type.tensor_type.shape.dim
+        return kind == "binary" and len(dims) == 2 and dims[1].dim_value == 1
+
+    def class_names(self, output: str | None = None) -> list[str] | None:
+        """The output's class names in id order: those recorded (class ids as text where the
+        targets were ids), "0" and "1" for a binary one given numbers; None where it
+        predicts values or several 0/1 units."""
+        info = next(o for o in self.file.outputs if o.name == (output or OUTPUT))
+        if self.binary(output):
+            return list(info.labels or ("0", "1"))
+        return list(info.labels) if info.labels is not None else None
+
+    def class_ids(self, outputs: np.ndarray, output: str | None = None) -> list[int | None]:
+        """Each sample's predicted class id: the highest score, or for a binary output 1
+        where the logit exceeds 0 (the probability exceeds 0.5, as binary_accuracy and
+        precision count); None for a row that is not finite (a diverged model)."""
+        finite = np.isfinite(outputs).all(axis=-1)
+        ids = (outputs[..., 0] > 0) if self.binary(output) else outputs.argmax(axis=-1)
+        return [int(c) if ok else None for c, ok in zip(ids, finite, strict=True)]
+
     def predict(
         self, x: np.ndarray | str | Path, drop_target: bool = False
     ) -> np.ndarray | dict[str, np.ndarray]:
@@ -549,7 +575,9 @@ def _csv_cell(text: str) -> str:
 
 def proba_table(model: Model, outputs: np.ndarray) -> tuple[list[str], np.ndarray]:
     """`predict --proba` as a table: `class,p_<name>...` for a class model (the predicted
-    class by name, then the probability of each), `p_<unit>...` for a 0/1-per-unit model."""
+    class by name, then the probability of each), `class,p_<positive>` for a binary one
+    (the predicted class by name, then the probability of the positive one, its sigmoid),
+    `p_unit_<i>...` (the probability that unit i is 1) for several 0/1 units."""
     if outputs.ndim != 2:
         raise error(
             f"the outputs have shape {list(outputs.shape)}: --proba writes one row of "
@@ -557,17 +585,15 @@ def proba_table(model: Model, outputs: np.ndarray) -> tuple[list[str], np.ndarra
             help="predict without --proba and write .npy",
         )
     proba = model.probabilities(outputs)
-    if model.classes is None:
-        return [f"p_{i}" for i in range(proba.shape[1])], proba
-    names = model.labels
+    names = model.class_names()
+    if names is None:
+        return [f"p_unit_{i}" for i in range(proba.shape[1])], proba
     table = np.empty((len(proba), 1 + proba.shape[1]), object)
-    finite = np.isfinite(proba).all(axis=1)  # a diverged row has no class: an empty cell
-    table[:, 0] = [
-        _csv_cell(names[c]) if ok else ""
-        for c, ok in zip(proba.argmax(axis=1), finite, strict=True)
-    ]
+    # a diverged row has no class: an empty cell
+    table[:, 0] = ["" if c is None else _csv_cell(names[c]) for c in model.class_ids(outputs)]
     table[:, 1:] = [[f"{p:.9g}" for p in row] for row in proba]
-    return ["class", *(f"p_{name}" for name in names)], table
+    shown = names[1:] if model.binary() else names
+    return ["class", *(f"p_{name}" for name in shown)], table
 
 
 def load(run_dir: str | Path, device: Device = "auto") -> Model:

@@ -484,7 +484,8 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     console.print(metrics_text(metrics), highlight=False)
     outputs = {f"{o.name}_confusion": o for o in model.file.outputs}
     for key, rows in counts.items():
-        labels = model.labels if key == "confusion" else list(outputs[key].labels or ())
+        name = None if key == "confusion" else outputs[key].name
+        labels = model.class_names(name) or [str(i) for i in range(len(rows))]
         which = "" if key == "confusion" else f" of output '{key.removesuffix('_confusion')}'"
         title = f"confusion{which} (rows: true class, columns: predicted)"
         table = Table(title=title, box=None)
@@ -522,19 +523,17 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         write_predictions(table, out, header if out.suffix == ".csv" else None)
     if args.json or out is None:
         payload: dict[str, Any] = {"predictions": _jsonable(pred)}
-        if model.classes is not None:
-            finite = np.isfinite(pred).all(axis=-1)
-            payload["classes"] = [
-                int(c) if ok else None for c, ok in zip(pred.argmax(axis=-1), finite, strict=True)
-            ]
-            if model.labels != [str(i) for i in range(model.classes)]:
-                payload["labels"] = [
-                    None if c is None else model.labels[c] for c in payload["classes"]
-                ]
+        names = model.class_names()
+        if names is not None:
+            payload["classes"] = model.class_ids(pred)
+            if names != [str(i) for i in range(len(names))]:
+                payload["labels"] = [None if c is None else names[c] for c in payload["classes"]]
         if args.proba:
             payload["probabilities"] = _jsonable(model.probabilities(pred))
-            if model.classes is not None:
-                payload["class_names"] = model.labels
+            if names is not None:
+                payload["class_names"] = names
+            if names is not None and model.binary():  # one probability each: the positive's
+                payload["positive"] = names[1]
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
@@ -577,16 +576,11 @@ def _predict_outputs(
             entry: dict[str, Any] = {"predictions": _jsonable(pred)}
             if info.name in proba:
                 entry["probabilities"] = _jsonable(proba[info.name])
-            if info.labels is not None:
-                finite = np.isfinite(pred).all(axis=-1)
-                entry["classes"] = [
-                    int(c) if ok else None
-                    for c, ok in zip(pred.argmax(axis=-1), finite, strict=True)
-                ]
-                if list(info.labels) != [str(i) for i in range(len(info.labels))]:
-                    entry["labels"] = [
-                        None if c is None else info.labels[c] for c in entry["classes"]
-                    ]
+            names = model.class_names(info.name)
+            if names is not None:
+                entry["classes"] = model.class_ids(pred, info.name)
+                if names != [str(i) for i in range(len(names))]:
+                    entry["labels"] = [None if c is None else names[c] for c in entry["classes"]]
             payload[info.name] = entry
         print(json.dumps({"outputs": payload}))
     else:

@@ -95,3 +95,121 @@ def test_eval_without_a_validation_split_says_so_or_evaluates_a_file(tmp_path: P
     assert "dnnspec eval" in (info.value.diagnostics[0].help or "")
     held = api.load(tmp_path / "run").evaluate(tmp_path / "held.npz")
     assert np.sum(held["confusion"]) == 30
+
+
+BINARY = """model m {{
+  input x: float32[N, 2]
+  dense(8) -> relu
+  dense(1)
+}}
+train {{
+  data file(path = "cells.csv", target = "diagnosis", validation = 0.25)
+  loss binary_cross_entropy{loss_args}
+  optimizer adam(lr = 0.05)
+  batch 32
+  epochs 20
+  metrics binary_accuracy, precision, recall, f1(threshold = 0.3), auc, pr_auc
+}}
+"""
+
+
+def cells(folder: Path, words: tuple[str, ...] = ("benign", "malignant")) -> Path:
+    """A separable CSV whose target column holds words: the sign of size + shape."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    side = (x.sum(axis=1) > 0).astype(int)
+    if len(words) > 2:  # a third word for a few rows
+        side[::7] = 2
+    rows = [f"{a:.4f},{b:.4f},{words[s]}" for (a, b), s in zip(x, side, strict=True)]
+    path = folder / "cells.csv"
+    path.write_text("size,shape,diagnosis\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    from dnnspec.cli import main
+
+    capsys.readouterr()
+    assert main(list(args)) == 0
+    return str(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_a_binary_csv_of_words_trains_logs_binary_metrics_predicts_names_and_shows_its_confusion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = cells(tmp_path)
+    spec = tmp_path / "m.dnn"
+    spec.write_text(BINARY.format(loss_args=""))
+    run = tmp_path / "run"
+    cli(capsys, "train", str(spec), "--out", str(run))
+    last = [json.loads(line) for line in (run / "metrics.jsonl").open()][-1]
+    for key in ("precision", "recall", "f1", "auc", "pr_auc"):
+        assert 0.9 < last[f"val_{key}"] <= 1.0
+        assert f"val_{key}_per_class" not in last  # one unit: its value is the metric
+    model = api.load(run)
+    assert model.labels == ["benign", "malignant"]  # sorted: the later word is positive
+    # predict: the class by name and the probability of the positive class, so headed
+    out = tmp_path / "p.csv"
+    cli(capsys, "predict", str(run), str(data), "--drop-target", "--proba", "--out", str(out))
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["class", "p_malignant"]
+    truth = [line.rsplit(",", 1)[1] for line in data.read_text().splitlines()[1:]]
+    assert np.mean([r[0] == t for r, t in zip(rows[1:], truth, strict=True)]) > 0.95
+    assert all((r[0] == "malignant") == (float(r[1]) > 0.5) for r in rows[1:])
+    shown = json.loads(cli(capsys, "predict", str(run), str(data), "--drop-target", "--proba"))
+    assert shown["labels"][:20] == [r[0] for r in rows[1:21]]
+    assert shown["positive"] == "malignant" and shown["class_names"] == ["benign", "malignant"]
+    # eval: the confusion of the validation split, by class name, as confusion.csv holds it
+    text = cli(capsys, "eval", str(run))
+    assert "confusion (rows: true class, columns: predicted)" in text
+    assert text.split("predicted)")[1].split()[:2] == ["benign", "malignant"]
+    written = list(csv.reader((run / "confusion.csv").open()))
+    assert written[0] == ["true \\ predicted", "benign", "malignant"]
+    counts = np.array([[int(c) for c in row[1:]] for row in written[1:]])
+    assert counts.sum() == 50 and np.trace(counts) / 50 == pytest.approx(
+        last["val_binary_accuracy"]
+    )
+    whole = np.array(model.evaluate(data)["confusion"])  # a data file: its words mapped
+    assert whole.sum() == 200 and np.trace(whole) > 190
+
+
+@pytest.mark.slow
+def test_the_loss_names_the_positive_word(tmp_path: Path) -> None:
+    cells(tmp_path)
+    spec = tmp_path / "m.dnn"
+    spec.write_text(BINARY.format(loss_args='(positive = "benign")').replace("20", "3"))
+    api.train(spec, out=tmp_path / "run")
+    model = api.load(tmp_path / "run")
+    assert model.labels == ["malignant", "benign"]  # (negative, positive): benign is 1
+    benign = np.array([[-2.0, -2.0]], np.float32)
+    assert model.class_ids(np.asarray(model.predict(benign))) == [1]
+
+
+@pytest.mark.parametrize(
+    ("words", "loss_args", "message"),
+    [
+        (
+            ("benign", "malignant", "unknown"),
+            "",
+            "the targets hold 3 distinct words (benign, malignant, unknown); 0/1 targets need "
+            "two, one per class",
+        ),
+        (
+            ("benign", "malignant"),
+            '(positive = "Malignant")',
+            "positive = 'Malignant' is not one of the targets' words (benign, malignant)",
+        ),
+    ],
+)
+def test_binary_words_that_do_not_fit_are_a_located_error(
+    tmp_path: Path, words: tuple[str, ...], loss_args: str, message: str
+) -> None:
+    cells(tmp_path, words)
+    spec = tmp_path / "m.dnn"
+    spec.write_text(BINARY.format(loss_args=loss_args))
+    with pytest.raises(DiagnosticError) as info:
+        api.train(spec, out=tmp_path / "run")
+    found = info.value.diagnostics[0]
+    assert found.message == message
+    assert found.span is not None and found.span.line == (8 if loss_args else 7)

@@ -157,8 +157,10 @@ def test_a_multi_label_model_writes_one_probability_per_unit(
                          "--out", str(out), "--drop-target")  # fmt: skip
     assert code == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "p_0" and len(lines) == 13
-    assert all(0 < float(p) < 1 for p in lines[1:])
+    # one unit: the predicted class and the probability of class 1, so headed
+    assert lines[0] == "class,p_1" and len(lines) == 13
+    rows = [line.split(",") for line in lines[1:]]
+    assert all(0 < float(p) < 1 and c == str(int(float(p) > 0.5)) for c, p in rows)
 
 
 def test_malformed_column_metadata_is_refused(classes: Path) -> None:

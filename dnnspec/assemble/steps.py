@@ -27,7 +27,7 @@ from dnnspec.metadata import ModelMetadata
 from dnnspec.schema import arg_float
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
-from dnnspec.training.metrics import IGNORE, METRICS, confusion
+from dnnspec.training.metrics import IGNORE, METRICS, binary_confusion, confusion
 from dnnspec.training.optim import OPTIMIZERS
 from dnnspec.training.preprocess import MATCH, Preprocessing
 from dnnspec.training.regularize import REGULARIZERS
@@ -69,6 +69,16 @@ class Trained:
     def metric_keys(self) -> list[str]:
         """Its metrics as the records name them: `digit_accuracy` (`accuracy` unnamed)."""
         return [self.head.prefix + m.name for m in self.head.metrics]
+
+    @property
+    def binary(self) -> bool:
+        """One 0/1 unit per sample ([N, 1] under a loss of 0/1 targets): a binary classifier."""
+        return LOSSES.get(self.head.loss.name).target == "binary" and self.type.dims[1:] == (1,)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the eval step counts its [true, predicted] classes (confusion.csv)."""
+        return self.classes is not None or self.binary
 
 
 def trained_outputs(typed: TypedModel, train: TrainSpec, classes: int | None) -> list[Trained]:
@@ -382,12 +392,14 @@ def build_eval_step(
     values = lower_outputs(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     _loss_and_metrics(b, outputs, values)
     for out in outputs:
+        name, value = confusion_name(out.head.output), values[out.head.output]
         if out.classes is not None:
             ignore = {IGNORE: out.head.loss.args.get("ignore_index", -1)}
-            name = confusion_name(out.head.output)
-            value = values[out.head.output]
             b.rename(confusion(b, value, out.target, out.classes, ignore), name)
             b.add_output(name, b.float_dtype, [out.classes, out.classes])
+        elif out.binary:
+            b.rename(binary_confusion(b, value, out.target), name)
+            b.add_output(name, b.float_dtype, [2, 2])
     run_passes(b, "eval_step")
     return b.model(model_metadata(typed, train, classes).to_props(), "dnnspec evaluation step")
 

@@ -275,25 +275,86 @@ def conform(
     kinds: Mapping[str, str],
     source: Call,
     input_shape: bool = True,
+    positives: Mapping[str, Call] | None = None,
 ) -> tuple[Dataset, dict[str, int | None]]:
     """Cast and check `data` for the model: the inputs against the declared input, and the
     targets of each trained output (`kinds`: output name -> its loss's target kind, `""`
     for a model's one unnamed output) against the output's type and loss, errors naming
-    the output. Returns the data and each output's number of classes (None: it predicts
-    values). `input_shape=False` leaves the width of the inputs to the caller (one_hot
-    widens them)."""
+    the output. Two words as 0/1 targets become 0 and 1, the positive one 1: the one the
+    output's loss names (`positives`: output name -> its loss, whose `positive` argument
+    is the word, or "" for the later one in sorted order). Returns the data and each
+    output's number of classes (None: it predicts values or 0/1 targets).
+    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them)."""
     x, sizes = _inputs(data, typed, source, input_shape)
     given, words = head_targets(data), head_labels(data)
     targets: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
     classes: dict[str, int | None] = {}
     for name, kind in kinds.items():
-        named = words.get(name)
+        named, y = words.get(name), given[name]
         out = typed.outputs[name]
-        targets[name], classes[name] = _targets(given[name], out, kind, named, sizes, source, name)
+        loss = (positives or {}).get(name)
+        if kind == "binary" and (named is not None or (loss and loss.args.get("positive"))):
+            y, named = binary_words(y, named, out, loss, source, name)
+            labels[name] = named
+            named = None
+        targets[name], classes[name] = _targets(y, out, kind, named, sizes, source, name)
         if named is not None and classes[name] is not None:
             labels[name] = named
     return with_heads(replace(data, x=x), targets, labels), classes
+
+
+def binary_words(
+    y: np.ndarray,
+    words: tuple[str, ...] | None,
+    out: TensorType,
+    loss: Call | None,
+    source: Call,
+    name: str,
+) -> tuple[np.ndarray, tuple[str, str]]:
+    """Class ids of two words (in sorted order) as 0/1 targets, the positive word 1, and
+    the words in that order (negative, positive); one word, three or more, numbers where
+    `positive` names a word, or an output of several units is an error."""
+    for_output = f"output '{name}': " if name else ""
+    positive = str(loss.args.get("positive", "")) if loss is not None else ""
+    at = loss.span if loss is not None and positive else source.span
+    if words is None:
+        raise error(
+            f"{for_output}positive = {positive!r} names a word of the targets, but they are "
+            "numbers (0/1)",
+            at,
+            help="drop positive: 1 is the positive class of numeric targets",
+        )
+    if len(words) != 2:
+        shown = ", ".join(words[:5]) + (", ..." if len(words) > 5 else "")
+        raise error(
+            f"{for_output}the targets hold {len(words)} distinct word"
+            f"{'s' if len(words) != 1 else ''} ({shown}); 0/1 targets need two, one per class",
+            source.span,
+            help="more classes need loss cross_entropy and a last dense layer as wide as "
+            f"the number of classes ({len(words)})"
+            if len(words) > 2
+            else "a training set needs samples of both classes",
+        )
+    if positive and positive not in words:
+        raise error(
+            f"{for_output}positive = {positive!r} is not one of the targets' words "
+            f"({words[0]}, {words[1]})",
+            at,
+            help=f"write positive = {words[1]!r} or positive = {words[0]!r}",
+        )
+    if out.dims[-1] != 1:
+        raise error(
+            f"{for_output}the targets are one word per sample, but the "
+            f"{'output' if name else 'model'} gives {out}: one unit is the probability of "
+            f"'{positive or words[1]}'",
+            source.span,
+            help="end the model with dense(1)",
+        )
+    ids = np.asarray(y).astype(np.int64)
+    if positive == words[0]:
+        return (1 - ids).astype(np.float32), (words[1], words[0])
+    return ids.astype(np.float32), (words[0], words[1])
 
 
 def _targets(

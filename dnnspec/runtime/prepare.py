@@ -212,9 +212,10 @@ def _conform(
 ) -> tuple[Dataset, dict[str, int | None]]:
     """`loaded` cast and checked against the model and each output's loss."""
     kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.trained()}
+    losses = {h.output: h.loss for h in train.trained()}
     encoded = encoded_columns(train, loaded)
     # with one_hot the declared input is the encoded width, checked once it is fitted
-    return conform(loaded, typed, kinds, source, input_shape=not encoded)
+    return conform(loaded, typed, kinds, source, input_shape=not encoded, positives=losses)
 
 
 def read_like_data(

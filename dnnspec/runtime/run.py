@@ -334,11 +334,12 @@ class _Run:
         named = {o.name: o.class_labels for o in meta.outputs or []}
         paths = {}
         for output, counts in confusions.items():
+            ids = [str(i) for i in range(len(counts))]  # a binary output given 0/1 numbers
             if output:
-                labels = named[output] or []
+                labels = named[output] or ids
                 path = self.run_dir / f"confusion_{output}.csv"
             else:
-                labels = meta.class_labels or []
+                labels = meta.class_labels or ids
                 path = self.run_dir / "confusion.csv"
             write_confusion(path, counts, labels)
             paths[output] = path
@@ -519,7 +520,7 @@ def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunRe
         ) from None
     final = run.best_params if run.best_params is not None else run.last_good
     paths["model"] = run.export(final)
-    if any(out.classes is not None for out in prep.program.outputs):
+    if any(out.counted for out in prep.program.outputs):
         for output, path in run.write_confusion(final).items():
             paths[f"confusion_{output}" if output else "confusion"] = path
     tested: dict[str, Any] = {}

@@ -336,6 +336,13 @@ LOSSES.add(
                     default=[],
                     doc="weight of the positive term: one for all units or one per unit",
                 ),
+                ArgSpec(
+                    name="positive",
+                    type="str",
+                    default="",
+                    doc="targets given as two words: the positive one (target 1); by "
+                    "default the later in sorted order",
+                ),
             )
         ),
         "binary",

@@ -272,6 +272,12 @@ def _binary_confusion(
     return _counts(b, index, None, (width, 2, 2))
 
 
+def binary_confusion(b: GraphBuilder, logits: str, target: str) -> str:
+    """[true, predicted] counts of one 0/1 unit, predicted 1 where the logit exceeds 0."""
+    counts = _binary_confusion(b, logits, target, 1, {})
+    return b.op("Reshape", [counts, b.const([2, 2], "int64")], hint="confusion")
+
+
 def _units_square(width: int) -> tuple[int, ...]:
     return (width, 2, 2)
 
