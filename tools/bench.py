@@ -11,9 +11,10 @@
   training-loop seconds and whole-process seconds (interpreter start, imports, spec
   compilation and session creation included), the ratios PyTorch / dnnspec (higher is
   faster for dnnspec) with their spread over the rounds, and each process's peak RSS.
-- **step**: one train step on a fixed batch, both frameworks in this process, alternating
-  in 0.2 s rounds (a shared virtual CPU drifts by 20% over seconds); median steps/s. MLPs
-  and CNNs (a digits-size CNN with batchnorm, and 32-channel 3x3 convolutions at 28x28).
+- **step** (`tools/bench_step.py`, as **infer**): one train step on a fixed batch, both
+  frameworks in this process, alternating in 0.2 s rounds (a shared virtual CPU drifts by
+  20% over seconds); median steps/s. MLPs, CNNs (a digits-size CNN with batchnorm, and
+  32-channel 3x3 convolutions at 28x28), LSTMs and the char transformer.
 - **infer**: the deployable model at batch 1 and 256 (onnxruntime on model.onnx against
   PyTorch eager under no_grad), same alternation.
 
