@@ -159,8 +159,8 @@ def test_a_multi_label_model_writes_one_probability_per_unit(
     lines = out.read_text().splitlines()
     # one unit: the predicted class and the probability of class 1, so headed
     assert lines[0] == "class,p_1" and len(lines) == 13
-    rows = [line.split(",") for line in lines[1:]]
-    assert all(0 < float(p) < 1 and c == str(int(float(p) > 0.5)) for c, p in rows)
+    predicted = [line.split(",") for line in lines[1:]]
+    assert all(0 < float(p) < 1 and c == str(int(float(p) > 0.5)) for c, p in predicted)
 
 
 def test_malformed_column_metadata_is_refused(classes: Path) -> None:
