@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
 from dnnspec.assemble.compile import Compiled, compile_spec
 from dnnspec.assemble.steps import OUTPUT, Program
@@ -343,14 +345,16 @@ class Model:
         return [int(c) if ok else None for c, ok in zip(ids, finite, strict=True)]
 
     def predict(
-        self, x: np.ndarray | str | Path, drop_target: bool = False
+        self, x: npt.ArrayLike | str | Path, drop_target: bool = False
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Model outputs for a batch: for a model with one (unnamed) output its array, for
         a model with named outputs (`return digit: ..., ink: ...`) a dict of one array per
-        output name, in the model's order. The batch is an array or an .npy, .npz (array
-        `x`) or .csv file; shapes and dtypes are checked against the spec: an array of
-        another dtype is refused (casting float64 or int64 data silently can change it),
-        while CSV text is read as the declared dtype. A CSV with a header is read by the
+        output name, in the model's order. The batch is an array (a pandas DataFrame by the
+        column names the model records, a Series as one column) or an .npy, .npz (array
+        `x`) or .csv file; shapes and dtypes are checked against the spec: numbers for a
+        float input are cast to its dtype (float64 or int64 to float32, as scikit-learn and
+        Keras do; a value beyond float32's range is refused), other dtypes are refused, and
+        CSV text is read as the declared dtype. A CSV with a header is read by the
         column names the model records (other columns, such as the target, are ignored);
         `drop_target` takes the inputs out of rows laid out as the training CSV (target
         included)."""
@@ -359,7 +363,7 @@ class Model:
         outputs = dict(zip(names, values, strict=True))
         return outputs if self.file.named else outputs[OUTPUT]
 
-    def _x(self, x: np.ndarray | str | Path, drop_target: bool) -> np.ndarray:
+    def _x(self, x: npt.ArrayLike | str | Path, drop_target: bool) -> np.ndarray:
         """A batch of inputs read and checked against the model's declared input."""
         decl = self.file.input
         expected = self.file.expects
@@ -371,7 +375,7 @@ class Model:
             x, picked = batch.arrays[decl.name], batch.picked
             if batch.text:
                 x = from_text(x, decl.dtype, f"'{path}'")
-        x = np.asarray(x)
+        x = np.asarray(_from_pandas(x, expected))
         rows = len(decl.shape) == 2 and x.ndim == 2
         if drop_target and not picked:
             if not rows:
@@ -393,6 +397,10 @@ class Model:
                     else None
                 ),
             )
+        declared = np.dtype(decl.dtype)
+        if x.dtype != declared and declared.kind == "f" and x.dtype.kind in "fiu":
+            # numbers for a float input: cast, refusing only values beyond its range
+            x = from_text(np.asarray(x, np.float64), decl.dtype, f"input '{decl.name}'")
         if x.dtype != np.dtype(decl.dtype):
             raise error(
                 f"input '{decl.name}' expects {decl.dtype} data, got {x.dtype}",
@@ -486,6 +494,24 @@ class Model:
         for output, counts in stats.confusions.items():
             result[f"{output}_confusion" if output else "confusion"] = counts.tolist()
         return result
+
+
+def _from_pandas(x: Any, expected: dict[str, Any] | None) -> Any:
+    """A pandas DataFrame as an array of its columns (those the model records, in its order,
+    when it has them all), a Series as one column; anything else as it is. pandas is no
+    dependency: an object can only be one when the caller has imported it."""
+    pandas = sys.modules.get("pandas")
+    if pandas is None:
+        return x
+    if isinstance(x, pandas.Series):
+        return x.to_frame().to_numpy()
+    if not isinstance(x, pandas.DataFrame):
+        return x
+    names = [c["name"] for c in expected["columns"]] if expected else []
+    columns = [str(c) for c in x.columns]
+    if names and all(n in columns for n in names):
+        x = x.iloc[:, [columns.index(n) for n in names]]
+    return x.to_numpy()
 
 
 def _file_span(path: Path) -> Span:

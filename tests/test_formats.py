@@ -141,6 +141,7 @@ def test_a_call_shows_only_its_own_format_arguments() -> None:
         "validation",
         "target",
         "features",
+        "exclude",
         "header",
         "labels",
     }

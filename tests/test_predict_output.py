@@ -200,3 +200,33 @@ def test_a_symbolic_width_reads_every_column() -> None:
     from dnnspec.runtime.columns import pick_columns
 
     assert pick_columns(12, None, None, -1, False, "'t.csv'") == list(range(12))
+
+
+def test_model_predict_casts_float64_and_refuses_only_values_beyond_float32(
+    classes: Path,
+) -> None:
+    import dnnspec
+    from dnnspec.errors import DiagnosticError
+
+    model = dnnspec.load(classes)
+    x = np.array([[1.0, 0.5], [3.0, 2.5]])
+    np.testing.assert_array_equal(model.predict(x), model.predict(x.astype(np.float32)))
+    np.testing.assert_array_equal(model.predict(np.array([[1, 0], [3, 2]])), model.predict(
+        np.array([[1, 0], [3, 2]], np.float32)))  # fmt: skip
+    with pytest.raises(DiagnosticError, match=r"row 2: 1e\+39 is beyond float32's range"):
+        model.predict(np.array([[1.0, 0.5], [1e39, 0.0]]))
+
+
+def test_model_predict_reads_a_pandas_frame_by_its_column_names(classes: Path) -> None:
+    """Columns by the names the model records (others, such as the target, ignored); a
+    Series is one column."""
+    pandas = pytest.importorskip("pandas")
+    import dnnspec
+    from dnnspec.errors import DiagnosticError
+
+    model = dnnspec.load(classes)
+    rows = np.array([[1.0, 0.5], [3.0, 2.5]])
+    frame = pandas.DataFrame({"species": ["a", "b"], "petal": rows[:, 1], "sepal": rows[:, 0]})
+    np.testing.assert_array_equal(model.predict(frame), model.predict(rows))
+    with pytest.raises(DiagnosticError, match=r"expects shape \[N, 2\], got \[2, 1\]"):
+        model.predict(pandas.Series([1.0, 3.0], name="sepal"))

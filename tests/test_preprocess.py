@@ -27,11 +27,14 @@ REFERENCES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 ENCODERS = {"one_hot"}
 """Steps that fit categories rather than an affine map: tests/test_one_hot.py."""
+IMPUTERS = {"impute"}
+"""Steps that fit the values of missing cells: tests/test_impute.py."""
 
 
 def test_every_preprocessing_step_has_a_case() -> None:
-    assert set(PREPROCESS) <= set(REFERENCES) | ENCODERS
-    assert all(PREPROCESS.get(name).fit is None for name in ENCODERS)
+    assert set(PREPROCESS) <= set(REFERENCES) | ENCODERS | IMPUTERS
+    assert all(PREPROCESS.get(name).fit is None for name in ENCODERS | IMPUTERS)
+    assert all(PREPROCESS.get(name).fills is not None for name in IMPUTERS)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))

@@ -149,13 +149,19 @@ def spec_hash(typed: TypedModel) -> str:
     or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
     file paths are left out too: spec.lock.json pins them absolute, and checkpoints carry a
     digest of the data itself. The epoch count is left out as well: `--epochs` may extend a
-    run (a checkpoint records the count it started with, and resume checks it)."""
+    run (a checkpoint records the count it started with, and resume checks it), and so are
+    the dataset's `recent` arguments at their default, so a spec keeps its hash."""
     meaning = _without_locations(typed.spec.model_dump(mode="json"))
     train = meaning.get("train")
     if train:
         train.pop("epochs", None)
-        for name in DATASETS.get(train["data"]["name"]).paths:
-            train["data"]["args"].pop(name, None)
+        dataset, args = DATASETS.get(train["data"]["name"]), train["data"]["args"]
+        for name in dataset.paths:
+            args.pop(name, None)
+        for name in dataset.recent:
+            arg = dataset.signature.get(name)
+            if arg is not None and args.get(name) == arg.default:
+                args.pop(name)
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -436,18 +436,31 @@ def build_inference(
 
 
 def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:
-    """The fitted steps as nodes: Sub/Mul per scaling step, then the one-hot expansion as
-    one Gather of the raw column each feature reads, |value - category| < 0.5 for the
-    indicators and a Where that keeps the plain columns. Equal-19 and Cast-21 are avoided:
-    onnx2torch lacks them, and these ops run the same in every runtime we test."""
+    """The fitted steps as nodes: imputation as Where(IsNaN(x) and imputed, fill, x), Sub/Mul
+    per scaling step, then the one-hot expansion as one Gather of the raw column each
+    feature reads, |value - category| < 0.5 for the indicators and a Where that keeps the
+    plain columns, and the missing indicators (gathered from IsNaN) appended. Equal-19 and
+    Cast-21 are avoided: onnx2torch lacks them, and these ops run the same in every runtime
+    we test."""
+    missing = b.op("IsNaN", [x], hint="impute") if prep.impute else ""
+    indicated, flags = prep.indicated(), ""
+    if indicated:
+        flags = b.op("Where", [missing, b.const(np.float32(1)), b.const(np.float32(0))])
+        flags = b.op("Gather", [flags, b.const(np.array(indicated), "int64")], axis=1)
+    if prep.impute:
+        fill, imputed = np.zeros(prep.width, np.float32), np.zeros(prep.width, bool)
+        for filling in prep.impute:
+            fill[list(filling.columns)], imputed[list(filling.columns)] = filling.fill, True
+        gaps = b.op("And", [missing, b.const(imputed, "bool")], hint="impute")
+        x = b.op("Where", [gaps, b.const(fill), x], hint="impute")
     for step in prep.scale:
         shifted = b.op("Sub", [x, b.const(step.shift.astype(np.float32))], hint=step.name)
         x = b.op("Mul", [shifted, b.const(step.scale.astype(np.float32))], hint=step.name)
-    if not prep.one_hot:
-        return x
-    source, hot, value = prep.expansion()
-    picked = b.op("Gather", [x, b.const(source, "int64")], hint="one_hot", axis=1)
-    distance = b.op("Abs", [b.op("Sub", [picked, b.const(value.astype(np.float32))])])
-    near = b.op("Less", [distance, b.const(np.float32(MATCH))], hint="one_hot")
-    indicator = b.op("Where", [near, b.const(np.float32(1)), b.const(np.float32(0))])
-    return b.op("Where", [b.const(hot, "bool"), indicator, picked], hint="one_hot")
+    if prep.one_hot:
+        source, hot, value = prep.expansion()
+        picked = b.op("Gather", [x, b.const(source, "int64")], hint="one_hot", axis=1)
+        distance = b.op("Abs", [b.op("Sub", [picked, b.const(value.astype(np.float32))])])
+        near = b.op("Less", [distance, b.const(np.float32(MATCH))], hint="one_hot")
+        indicator = b.op("Where", [near, b.const(np.float32(1)), b.const(np.float32(0))])
+        x = b.op("Where", [b.const(hot, "bool"), indicator, picked], hint="one_hot")
+    return b.op("Concat", [x, flags], axis=1) if indicated else x

@@ -31,6 +31,9 @@ class Dataset:
     the first output's, which a stratified split reads)."""
     target_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Class names of the named targets given as words (a CSV column of labels)."""
+    missing: dict[int, str] = field(default_factory=dict)
+    """Feature columns read with missing values (NaN, from empty CSV cells): where the first
+    one is, for messages (`'d.csv' line 4, column 2 (age)`)."""
 
     def __len__(self) -> int:
         return len(self.x)

@@ -80,6 +80,9 @@ class DatasetDef:
     """Arguments that name files: spec.lock.json records them as absolute paths."""
     targets: TargetsLoader | None = None
     """How a model with named outputs gets one target array each (None: it cannot)."""
+    recent: tuple[str, ...] = ()
+    """Arguments added since runs were first written: left out of the spec hash at their
+    default, so a spec written before them keeps its hash (and its runs resume)."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -190,6 +193,7 @@ def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
         columns=read.columns.get(UNNAMED),
         words=read.words.get(UNNAMED, {}),
         layout=read.layout,
+        missing=read.missing.get(UNNAMED, {}),
     )
     return _as_names(data, span) if args["labels"] == "names" else data
 
@@ -237,6 +241,7 @@ def _file_targets(
         words=read.words.get(UNNAMED, {}),
         targets=read.targets,
         target_labels=read.labels,
+        missing=read.missing.get(UNNAMED, {}),
     )
 
 
@@ -373,5 +378,6 @@ DATASETS.add(
         shown=_file_args,
         paths=("path",),
         targets=_file_targets,
+        recent=("exclude",),
     ),
 )

@@ -21,7 +21,7 @@ from dnnspec.errors import Span, did_you_mean, error
 from dnnspec.ir import Call, TrainSpec
 from dnnspec.runtime.data import fits_shape
 from dnnspec.schema import arg_int
-from dnnspec.training.preprocess import PREPROCESS, Affine, OneHot, Preprocessing
+from dnnspec.training.preprocess import PREPROCESS, Affine, Impute, OneHot, Preprocessing
 
 
 def _pick(call: Call, data: Dataset, width: int) -> list[int]:
@@ -98,6 +98,57 @@ def encoded_columns(train: TrainSpec, data: Dataset) -> dict[int, Call]:
     return encoded
 
 
+def imputed_columns(train: TrainSpec, data: Dataset) -> set[int]:
+    """The columns the `impute` step fills (never a column of words); an empty cell of any
+    other column is an error naming the first one, which suggests `impute`."""
+    width = data.x.shape[1] if data.x.ndim == 2 else 0
+    imputed: set[int] = set()
+    for call in train.preprocess:
+        if call.name != "impute":
+            continue
+        for column in _pick(call, data, width) or _numeric(data, width):
+            if column in data.words:
+                raise error(
+                    f"impute: column {_name(data, column)} holds words; impute fills "
+                    "columns of numbers",
+                    call.span,
+                    help="leave it out with columns = [...]",
+                )
+            imputed.add(column)
+    for column, where in sorted(data.missing.items()):
+        if column not in imputed:
+            chosen = f'"{data.columns[column]}"' if data.columns else str(column)
+            raise error(
+                f"{where} is empty",
+                train.data.span,
+                help=f"fill missing values: preprocess impute(columns = [{chosen}]) (strategy "
+                "= mean, median, most_frequent or constant), or remove the row",
+            )
+    return imputed
+
+
+def _numeric(data: Dataset, width: int) -> list[int]:
+    return [c for c in range(width) if c not in data.words]
+
+
+def _impute(call: Call, data: Dataset, x: np.ndarray) -> Impute:
+    """One `impute` fitted on the training split `x` (NaN where missing)."""
+    columns = _pick(call, data, x.shape[1]) or _numeric(data, x.shape[1])
+    fills = PREPROCESS.get(call.name).fills
+    assert fills is not None
+    fitted = fills(x[:, columns], call.args) if columns else np.zeros(0)
+    if isinstance(fitted, str):
+        raise error(
+            f"{call.name}: {_constant_message(fitted, data, columns)}, so it cannot be imputed",
+            call.span,
+            help="drop the column, or impute it with strategy = constant",
+        )
+    gaps = np.isnan(x[:, columns]).any(axis=0)
+    indicated = [c for c, gap in zip(columns, gaps, strict=True) if gap]
+    indicate = tuple(indicated) if call.args["add_indicator"] else ()
+    return Impute(str(call.args["strategy"]), tuple(columns), fitted, indicate)
+
+
 def _one_hot(call: Call, column: int, data: Dataset, x: np.ndarray) -> OneHot:
     """The categories of one column on the training split."""
     limit = arg_int(call.args, "max_categories")
@@ -131,8 +182,9 @@ def _one_hot(call: Call, column: int, data: Dataset, x: np.ndarray) -> OneHot:
 
 
 def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Preprocessing | None:
-    """Fit each declared step on the training split `data`, in order (a scaling step sees
-    the output of the steps before it; one-hot columns are expanded after scaling)."""
+    """Fit each declared step on the training split `data`: imputation first, then the
+    scaling steps in order (each sees the output of the steps before it); one-hot columns
+    are expanded after scaling, and missing indicators appended last."""
     if not train.preprocess:
         return None
     decl = typed.spec.model.inputs[0]
@@ -146,9 +198,13 @@ def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Prepro
     width = x.shape[1]
     encoded = encoded_columns(train, data)
     current = x.astype(np.float64)
+    impute = [_impute(c, data, current) for c in train.preprocess if c.name == "impute"]
+    for fill in impute:
+        current = fill.apply(current)
+    filled = current
     scale: list[Affine] = []
     for call in train.preprocess:
-        if call.name == "one_hot":
+        if PREPROCESS.get(call.name).fit is None:  # one_hot and impute are fitted apart
             continue
         columns = _pick(call, data, width) or [c for c in range(width) if c not in encoded]
         clash = [c for c in columns if c in encoded]
@@ -174,8 +230,8 @@ def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Prepro
         step = Affine(call.name, shift, factor, tuple(columns))
         current = step.apply(current)
         scale.append(step)
-    one_hot = [_one_hot(call, c, data, x) for c, call in sorted(encoded.items())]
-    return Preprocessing(width, data.columns, tuple(scale), tuple(one_hot))
+    one_hot = [_one_hot(call, c, data, filled) for c, call in sorted(encoded.items())]
+    return Preprocessing(width, data.columns, tuple(scale), tuple(one_hot), tuple(impute))
 
 
 def _constant_message(message: str, data: Dataset, columns: list[int]) -> str:
@@ -191,8 +247,8 @@ def _constant_message(message: str, data: Dataset, columns: list[int]) -> str:
 
 
 def check_width(prep: Preprocessing, typed: TypedModel, samples: int, span: Span | None) -> None:
-    """With one_hot the model's input is wider than the raw data: the declared width must
-    be the encoded one, and the message says how it adds up."""
+    """With one_hot or missing indicators the model's input is wider than the raw data: the
+    declared width must be the encoded one, and the message says how it adds up."""
     decl = typed.spec.model.inputs[0]
     width = len(prep.features())
     if fits_shape(decl.dims, (samples, width), {}):
@@ -200,9 +256,15 @@ def check_width(prep: Preprocessing, typed: TypedModel, samples: int, span: Span
     parts = [f"{prep.width - len(prep.one_hot)} other columns"] + [
         f"{prep.column_name(s.column)} ({len(s.categories)} categories)" for s in prep.one_hot
     ]
+    indicators = len(prep.indicated())
+    if indicators:
+        parts.append(f"{indicators} missing indicator{'s' if indicators > 1 else ''}")
+    after = " and ".join(
+        ["one_hot"] * bool(prep.one_hot) + ["impute(add_indicator = true)"] * bool(indicators)
+    )
     raise error(
         f"input '{decl.name}' is declared [{', '.join(map(str, decl.dims))}], but after "
-        f"one_hot the {prep.width} raw columns are {width} features: {' + '.join(parts)}",
+        f"{after} the {prep.width} raw columns are {width} features: {' + '.join(parts)}",
         decl.span,
         help=f"declare `input {decl.name}: {decl.dtype}[{decl.dims[0]}, {width}]`",
     )

@@ -6,7 +6,7 @@ spec line that declares what was expected, before any training step runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -199,7 +199,7 @@ def _check_ids(x: np.ndarray, name: str, typed: TypedModel, source: Call) -> Non
 
 
 def _inputs(
-    data: Dataset, typed: TypedModel, source: Call, input_shape: bool
+    data: Dataset, typed: TypedModel, source: Call, input_shape: bool, imputed: Collection[int]
 ) -> tuple[np.ndarray, dict[str, int]]:
     """The inputs cast and checked against the declared input; the sizes its named dims
     took (the targets must agree with them). `input_shape=False` leaves the width of the
@@ -238,7 +238,8 @@ def _inputs(
             notes=[where],
             help=f"declare `input {decl.name}: {decl.dtype}{_shape(got)}`" if x.ndim else None,
         )
-    _check_finite(x, "inputs", source)
+    gaps = np.isin(np.arange(x.shape[-1]), list(imputed)) & np.isnan(x) if imputed else False
+    _check_finite(np.where(gaps, 0, x), "inputs", source)
     _check_ids(x, decl.name, typed, source)
     # float inputs of every declared width run in float32 graphs
     if decl.dtype.startswith("float"):
@@ -276,6 +277,7 @@ def conform(
     source: Call,
     input_shape: bool = True,
     positives: Mapping[str, Call] | None = None,
+    imputed: Collection[int] = (),
 ) -> tuple[Dataset, dict[str, int | None]]:
     """Cast and check `data` for the model: the inputs against the declared input, and the
     targets of each trained output (`kinds`: output name -> its loss's target kind, `""`
@@ -284,8 +286,9 @@ def conform(
     output's loss names (`positives`: output name -> its loss, whose `positive` argument
     is the word, or "" for the later one in sorted order). Returns the data and each
     output's number of classes (None: it predicts values or 0/1 targets).
-    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them)."""
-    x, sizes = _inputs(data, typed, source, input_shape)
+    `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them);
+    NaN in the feature columns `imputed` lists is a missing value that preprocessing fills."""
+    x, sizes = _inputs(data, typed, source, input_shape, imputed)
     given, words = head_targets(data), head_labels(data)
     targets: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}

@@ -25,7 +25,14 @@ from dnnspec.data.datasets import DATASETS, Dataset, split_indices
 from dnnspec.errors import Span, error
 from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.metadata import Expects, PreprocessStep
-from dnnspec.runtime.columns import check_width, encoded_columns, expects, fit_preprocess, transform
+from dnnspec.runtime.columns import (
+    check_width,
+    encoded_columns,
+    expects,
+    fit_preprocess,
+    imputed_columns,
+    transform,
+)
 from dnnspec.runtime.data import conform, head_labels, head_targets, with_heads
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.losses import LOSSES
@@ -105,7 +112,7 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
     preprocessing = fit_preprocess(train, typed, train_data)
-    if preprocessing is not None and preprocessing.one_hot:
+    if preprocessing is not None and preprocessing.widens():
         check_width(preprocessing, typed, len(train_data), train.data.span)
         if test_data is not None and test_data.x.shape[1] != preprocessing.width:
             raise error(
@@ -163,7 +170,7 @@ def record_data(program: Program, parts: Parts) -> None:
     program.preprocess, meta = preprocessing, program.metadata
     if preprocessing is not None:
         meta.preprocess = [PreprocessStep.model_validate(s) for s in preprocessing.to_json()]
-        if preprocessing.one_hot and meta.inputs:  # model.onnx takes the raw columns
+        if preprocessing.widens() and meta.inputs:  # model.onnx takes the raw columns
             meta.inputs[0].shape = [meta.inputs[0].shape[0], preprocessing.width]
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         meta.class_labels = list(data.labels)
@@ -214,8 +221,19 @@ def _conform(
     kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.trained()}
     losses = {h.output: h.loss for h in train.trained()}
     encoded = encoded_columns(train, loaded)
-    # with one_hot the declared input is the encoded width, checked once it is fitted
-    return conform(loaded, typed, kinds, source, input_shape=not encoded, positives=losses)
+    imputed = imputed_columns(train, loaded)
+    indicators = any(c.name == "impute" and c.args["add_indicator"] for c in train.preprocess)
+    # with one_hot or missing indicators the declared input is the encoded width, checked
+    # once it is fitted
+    return conform(
+        loaded,
+        typed,
+        kinds,
+        source,
+        input_shape=not (encoded or indicators),
+        positives=losses,
+        imputed=imputed,
+    )
 
 
 def read_like_data(

@@ -1,10 +1,13 @@
 """Declared preprocessing of 2-D float inputs, fitted on the training split only.
 
-Two kinds of step: a scaling step (`standardize`, `min_max`) becomes a per-feature affine
-map, (x - shift) * scale; `one_hot` replaces a column of categories by one 0/1 column per
+`impute` fills missing values (NaN) first, as scikit-learn's `SimpleImputer`, optionally
+appending a 0/1 column per imputed column that had gaps in training (`add_indicator`, as
+sklearn appends its `MissingIndicator` after the features). Then two kinds of step: a
+scaling step (`standardize`, `min_max`) becomes a per-feature affine map,
+(x - shift) * scale; `one_hot` replaces a column of categories by one 0/1 column per
 category seen in training. The runtime applies the fitted `Preprocessing` to every split,
-and model.onnx carries it as graph nodes in front of the model (Sub/Mul, then one
-Gather, a distance test and Where), so the deployed model takes the raw columns.
+and model.onnx carries it as graph nodes in front of the model (IsNaN and Where, Sub/Mul,
+then one Gather, a distance test and Where), so the deployed model takes the raw columns.
 
 A raw categorical value reaches the model as a float: a column of numbers (integer codes)
 as the number itself, a CSV column of words as the index of the word in the fitted
@@ -29,12 +32,19 @@ from dnnspec.schema import ArgSpec, Signature
 Fit = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | str]
 
 
+Fills = Callable[[np.ndarray, dict[str, Any]], np.ndarray | str]
+"""fills(training features [N, F] of the chosen columns, NaN where missing; the call's
+arguments) -> the value that replaces NaN in each column, or the message naming why not."""
+
+
 @dataclass(frozen=True)
 class PreprocessDef:
     signature: Signature
     fit: Fit | None
-    """None for `one_hot`, which fits categories instead of an affine map."""
+    """None for `one_hot`, which fits categories, and `impute`, which fits `fills`."""
     doc: str = ""
+    fills: Fills | None = None
+    """For `impute`: the fitted value of each column's missing cells."""
 
 
 PREPROCESS: Registry[PreprocessDef] = Registry("preprocessing")
@@ -82,6 +92,69 @@ PREPROCESS.add(
 PREPROCESS.add(
     "min_max",
     PreprocessDef(Signature(args=(COLUMNS,)), _min_max, "the training range scaled to [0, 1]"),
+)
+STRATEGIES = ("mean", "median", "most_frequent", "constant")
+"""`impute`'s strategies, as scikit-learn's `SimpleImputer` names them."""
+
+
+def _most_frequent(column: np.ndarray) -> float:
+    """The most frequent value, the smallest of those tied (as SimpleImputer)."""
+    values, counts = np.unique(column, return_counts=True)
+    return float(values[np.argmax(counts)])
+
+
+def _fills(x: np.ndarray, args: dict[str, Any]) -> np.ndarray | str:
+    """SimpleImputer's statistics over the present values of each column; a column with
+    none cannot be imputed from them (sklearn drops it with a warning)."""
+    strategy = args["strategy"]
+    if strategy == "constant":
+        return np.full(x.shape[1], float(args["fill"]))
+    present = ~np.isnan(x)
+    empty = np.flatnonzero(~present.any(axis=0))
+    if len(empty):
+        return f"feature column {int(empty[0])} has no values on the training split"
+    if strategy == "mean":
+        mean: np.ndarray = np.nanmean(x, axis=0)
+        return mean
+    if strategy == "median":
+        median: np.ndarray = np.nanmedian(x, axis=0)
+        return median
+    return np.array([_most_frequent(x[present[:, c], c]) for c in range(x.shape[1])])
+
+
+PREPROCESS.add(
+    "impute",
+    PreprocessDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="strategy",
+                    type="str",
+                    default="mean",
+                    choices=STRATEGIES,
+                    doc="the value a missing cell takes: the column's mean, median or most "
+                    "frequent value on the training split, or `fill`",
+                ),
+                COLUMNS,
+                ArgSpec(
+                    name="fill",
+                    type="float",
+                    default=0.0,
+                    doc="the value of strategy = constant",
+                ),
+                ArgSpec(
+                    name="add_indicator",
+                    type="bool",
+                    default=False,
+                    doc="append a 0/1 column per imputed column that had missing values in "
+                    "training, 1 where the value was missing",
+                ),
+            )
+        ),
+        None,
+        "missing values (empty CSV cells, NaN) filled as scikit-learn's SimpleImputer",
+        fills=_fills,
+    ),
 )
 PREPROCESS.add(
     "one_hot",
@@ -135,6 +208,43 @@ class Affine:
 
 
 @dataclass(frozen=True)
+class Impute:
+    """A fitted `impute` over some raw columns: NaN in `columns[i]` becomes `fill[i]`;
+    `indicated` lists those that get a 0/1 missing indicator, appended after the features."""
+
+    strategy: str
+    columns: tuple[int, ...]
+    fill: np.ndarray
+    """float64 [len(columns)]."""
+    indicated: tuple[int, ...] = ()
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        out = np.array(x)
+        for column, value in zip(self.columns, self.fill.tolist(), strict=True):
+            out[np.isnan(out[:, column]), column] = value
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": "impute",
+            "strategy": self.strategy,
+            "columns": list(self.columns),
+            "fill": self.fill.tolist(),
+            "indicator": list(self.indicated),
+        }
+
+    def column_json(self, column: int) -> dict[str, Any]:
+        fill = float(self.fill[self.columns.index(column)])
+        indicator = column in self.indicated
+        return {"step": "impute", "strategy": self.strategy, "fill": fill, "indicator": indicator}
+
+
+INDICATOR = "missingindicator_"
+"""The feature name of a missing indicator is this and its column's name, as scikit-learn's
+`get_feature_names_out` writes it."""
+
+
+@dataclass(frozen=True)
 class OneHot:
     """A fitted `one_hot` of one raw column: the model input value of each category."""
 
@@ -164,6 +274,16 @@ class Preprocessing:
     names: tuple[str, ...] | None
     scale: tuple[Affine, ...] = ()
     one_hot: tuple[OneHot, ...] = ()
+    impute: tuple[Impute, ...] = ()
+    """Applied first; their missing indicators are appended after every other feature."""
+
+    def indicated(self) -> list[int]:
+        """The raw columns with a missing indicator, in the order the features append them."""
+        return [c for step in self.impute for c in step.indicated]
+
+    def widens(self) -> bool:
+        """Whether the model's input is wider than the raw columns (one_hot, indicators)."""
+        return bool(self.one_hot or self.indicated())
 
     def encoders(self) -> dict[int, OneHot]:
         return {step.column: step for step in self.one_hot}
@@ -179,7 +299,7 @@ class Preprocessing:
             name = self.column_name(c)
             step = encoders.get(c)
             out += [f"{name}={k}" for k in step.categories] if step else [name]
-        return out
+        return out + [INDICATOR + self.column_name(c) for c in self.indicated()]
 
     def expansion(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each model input column: the raw column it reads, whether it is a one-hot
@@ -212,19 +332,23 @@ class Preprocessing:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """What the model sees, from raw model input `x` [N, width]: the graph's own steps."""
+        missing = np.isnan(x[:, self.indicated()]).astype(x.dtype)
+        for fill in self.impute:
+            x = fill.apply(x)
         for step in self.scale:
             x = step.apply(x)
-        if not self.one_hot:
-            return x
-        source, hot, value = self.expansion()
-        picked = x[:, source]
-        near = np.abs(picked - value) < MATCH
-        out: np.ndarray = np.where(hot, near.astype(x.dtype), picked)
-        return out.astype(x.dtype)
+        if self.one_hot:
+            source, hot, value = self.expansion()
+            picked = x[:, source]
+            near = np.abs(picked - value) < MATCH
+            x = np.where(hot, near.astype(x.dtype), picked).astype(x.dtype)
+        out: np.ndarray = np.concatenate([x, missing], axis=1) if missing.shape[1] else x
+        return out
 
     def to_json(self) -> list[dict[str, Any]]:
         """`dnnspec.preprocess`: each step in order (one_hot steps name their column)."""
-        steps: list[dict[str, Any]] = [s.to_json() for s in self.scale]
+        steps: list[dict[str, Any]] = [s.to_json() for s in self.impute]
+        steps += [s.to_json() for s in self.scale]
         steps += [{"column": s.column} | s.to_json() for s in self.one_hot]
         return steps
 
@@ -233,7 +357,8 @@ class Preprocessing:
         encoders = self.encoders()
         out = []
         for c in range(self.width):
-            steps = [s.column_json(c) for s in self.scale if c in s.columns]
+            steps = [s.column_json(c) for s in self.impute if c in s.columns]
+            steps += [s.column_json(c) for s in self.scale if c in s.columns]
             step = encoders.get(c)
             if step is not None:
                 steps.append(step.to_json())

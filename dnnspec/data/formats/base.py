@@ -58,7 +58,8 @@ class Arrays:
     `Wanted`); `labels`, by target, the class names of targets given as words (id i named
     labels[i]); `columns`, by input, the names of its columns; `words`, by input, its
     columns of words (categories) by column index, each cell in the array the index of its
-    word; `layout`, where a table held the input and the one target."""
+    word; `layout`, where a table held the input and the one target; `missing`, by input,
+    the columns read with missing values (NaN) and where the first one is."""
 
     inputs: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
@@ -66,6 +67,7 @@ class Arrays:
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     words: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)
     layout: Layout | None = None
+    missing: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

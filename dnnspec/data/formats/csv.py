@@ -287,17 +287,24 @@ def encode_cells(
     what: str,
 ) -> np.ndarray:
     """The chosen cells as the model's raw input: numbers as numbers, the words of a
-    one-hot column as their index in its categories (-1, all zeros, when unseen)."""
+    one-hot column as their index in its categories (-1, all zeros, when unseen), an empty
+    cell of an imputed column as NaN (model.onnx fills it)."""
     steps = [c["steps"] for c in expected["columns"]] if expected else [[]] * len(columns)
     lookup: dict[int, dict[str, float]] = {}
+    imputed: set[int] = set()
     for j, column_steps in enumerate(steps):
         for step in column_steps:
             if step.get("step") == "one_hot" and step.get("encoded") == "index":
                 lookup[j] = {str(w): float(i) for i, w in enumerate(step["categories"])}
+            if step.get("step") == "impute":
+                imputed.add(j)
     out = np.empty((len(rows), len(columns)), np.float64)
     for r, (line, row) in enumerate(rows):
         for j, column in enumerate(columns):
             cell = row[column].strip()
+            if j in imputed and not cell:
+                out[r, j] = math.nan
+                continue
             if j in lookup:
                 out[r, j] = lookup[j].get(cell, -1.0)
                 continue
