@@ -213,3 +213,45 @@ def test_binary_words_that_do_not_fit_are_a_located_error(
     found = info.value.diagnostics[0]
     assert found.message == message
     assert found.span is not None and found.span.line == (8 if loss_args else 7)
+
+
+@pytest.mark.parametrize(
+    ("loss", "metric", "message"),
+    [
+        (
+            "cross_entropy",
+            "precision(threshold = 0.3)",
+            "a threshold applies to 0/1 targets, but loss 'cross_entropy' trains on class labels",
+        ),
+        (
+            "mse",
+            "auc",
+            "metric 'auc' needs 0/1 targets or class labels, but loss 'mse' trains on values",
+        ),
+    ],
+)
+def test_a_metric_that_cannot_read_the_losss_targets_is_a_located_error(
+    loss: str, metric: str, message: str
+) -> None:
+    text = SPEC.format(data="spirals()").replace("loss cross_entropy", f"loss {loss}")
+    text = text.replace(
+        "accuracy, f1, precision, recall, top_k_accuracy(k = 2), perplexity", metric
+    )
+    with pytest.raises(DiagnosticError) as info:
+        load_spec_text(text)
+    found = info.value.diagnostics[0]
+    assert found.message == message
+    assert found.span is not None and found.span.line == 12  # the metrics line
+
+
+def test_binary_metrics_read_the_targets_of_binary_cross_entropy() -> None:
+    text = SPEC.format(data="spirals()").replace("dense(3)", "dense(1)")
+    text = text.replace("loss cross_entropy", "loss binary_cross_entropy")
+    text = text.replace(
+        "accuracy, f1, precision, recall, top_k_accuracy(k = 2), perplexity",
+        "precision(threshold = 0.3), recall, f1, auc, pr_auc",
+    )
+    train = load_spec_text(text).train  # resolves: every one reads 0/1 targets
+    assert train is not None
+    metrics = train.metrics
+    assert [m.args.get("threshold") for m in metrics][:2] == [0.3, 0.5]
