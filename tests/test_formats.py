@@ -51,6 +51,14 @@ def write_csv(folder: Path, x: np.ndarray, targets: dict[str, np.ndarray]) -> Pa
     return path
 
 
+def write_parquet(folder: Path, x: np.ndarray, targets: dict[str, np.ndarray]) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {f"f{i}": x[:, i] for i in range(x.shape[1])} | targets
+    pq.write_table(pa.table(columns), folder / "d.parquet")
+    return folder / "d.parquet"
+
+
 @dataclass(frozen=True)
 class FormatCase:
     """`write` puts inputs and targets in a file of the format; `args` are the `file(...)`
@@ -66,6 +74,7 @@ FORMAT_CASES: dict[str, FormatCase] = {
     "npy": FormatCase(write_npy, {}, trains=False),
     "npz": FormatCase(write_npz, {}),
     "csv": FormatCase(write_csv, {"target": "y", "features": ["f0", "f1", "f2", "f3"]}),
+    "parquet": FormatCase(write_parquet, {"target": "y"}),
 }
 
 
@@ -87,7 +96,7 @@ def test_a_format_feeds_predict_the_inputs_by_the_model_input_name(
     batch = read_batch(path, Feed({"pixels": None}))
     assert list(batch.arrays) == ["pixels"]
     inputs = batch.arrays["pixels"]
-    if name == "csv":  # a table of rows holds the target column too
+    if name in ("csv", "parquet"):  # a table of rows holds the target column too
         inputs = inputs[:, :-1]
     np.testing.assert_array_equal(inputs, X)
 
@@ -124,14 +133,14 @@ def test_a_training_format_returns_the_targets_of_named_outputs_by_name(
 
 
 def test_messages_list_the_suffixes_of_the_registered_formats(tmp_path: Path) -> None:
-    assert suffixes(training=False) == ".npy, .npz or .csv"
-    assert suffixes(training=True) == ".npz or .csv"
+    assert suffixes(training=False) == ".npy, .npz, .csv or .parquet"
+    assert suffixes(training=True) == ".npz, .csv or .parquet"
     path = write_npy(tmp_path, X, {})
     data = DATASETS.get("file")
-    with pytest.raises(DiagnosticError, match="expected a .npz or .csv file"):
+    with pytest.raises(DiagnosticError, match="expected a .npz, .csv or .parquet file"):
         data.load(file_args(path), 0, SPAN)
-    with pytest.raises(DiagnosticError, match="expected .npy, .npz or .csv"):
-        read_batch(tmp_path / "d.parquet", Feed({"x": None}))
+    with pytest.raises(DiagnosticError, match="expected .npy, .npz, .csv or .parquet"):
+        read_batch(tmp_path / "d.feather", Feed({"x": None}))
 
 
 def test_a_call_shows_only_its_own_format_arguments() -> None:
@@ -146,3 +155,11 @@ def test_a_call_shows_only_its_own_format_arguments() -> None:
         "labels",
     }
     assert set(shown(file_args(Path("d.npz")))) == {"path", "validation", "x", "y", "labels"}
+    assert set(shown(file_args(Path("d.parquet")))) == {
+        "path",
+        "validation",
+        "target",
+        "features",
+        "exclude",
+        "labels",
+    }

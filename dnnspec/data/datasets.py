@@ -340,19 +340,21 @@ DATASETS.add(
                     name="target",
                     type="any",
                     default=-1,
-                    doc="CSV: the target column, by name or 0-based index (-1: the last)",
+                    doc="CSV, Parquet: the target column, by name or 0-based index (-1: the last)",
                 ),
                 ArgSpec(
                     name="features",
                     type="any",
                     default=[],
-                    doc="CSV: the input columns by name or index (default: all but the target)",
+                    doc="CSV, Parquet: the input columns by name or index (default: all but the "
+                    "target)",
                 ),
                 ArgSpec(
                     name="exclude",
                     type="any",
                     default=[],
-                    doc="CSV: columns left out of the inputs, by name or index (an id column)",
+                    doc="CSV, Parquet: columns left out of the inputs, by name or index (an id "
+                    "column)",
                 ),
                 ArgSpec(
                     name="header",
@@ -372,9 +374,9 @@ DATASETS.add(
             )
         ),
         _file,
-        "a user .npz (arrays x, y) or .csv (target column by name or index, default the "
-        "last; string labels become class ids); for named outputs, one .npz array or CSV "
-        "column named after each output",
+        "a user .npz (arrays x, y), .csv or .parquet (a file, or a folder of them; target "
+        "column by name or index, default the last; string labels become class ids); for "
+        "named outputs, one .npz array or column named after each output",
         shown=_file_args,
         paths=("path",),
         targets=_file_targets,

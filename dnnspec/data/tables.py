@@ -163,3 +163,26 @@ def feature_columns(
     if not columns:
         raise error(f"'{path}': exclude leaves no input columns", span)
     return columns
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a prediction file's cells become the model's raw input, by input column, as
+    model.onnx records (`dnnspec.expects`): the code of each word of a one_hot column
+    encoded by index (its position in the categories; an unseen word is -1, all zeros),
+    and the columns whose missing values model.onnx imputes (read as NaN)."""
+
+    categories: dict[int, dict[str, float]]
+    imputed: frozenset[int]
+
+
+def encoding(expected: dict[str, Any] | None) -> Encoding:
+    categories: dict[int, dict[str, float]] = {}
+    imputed: set[int] = set()
+    for j, column in enumerate(expected["columns"] if expected else []):
+        for step in column["steps"]:
+            if step.get("step") == "one_hot" and step.get("encoded") == "index":
+                categories[j] = {str(w): float(i) for i, w in enumerate(step["categories"])}
+            if step.get("step") == "impute":
+                imputed.add(j)
+    return Encoding(categories, frozenset(imputed))

@@ -1,7 +1,7 @@
 """Data file formats behind one interface (`base.py`): each module defines one `Format`,
-registered here in the order messages list them (`expected .npy, .npz or .csv`)."""
+registered here in the order messages list them (`expected .npy, .npz, .csv or .parquet`)."""
 
-from dnnspec.data.formats import csv, npy, npz
+from dnnspec.data.formats import csv, npy, npz, parquet
 from dnnspec.data.formats.base import (
     FORMATS,
     UNNAMED,
@@ -18,6 +18,7 @@ from dnnspec.data.formats.base import (
 FORMATS.add("npy", npy.FORMAT)
 FORMATS.add("npz", npz.FORMAT)
 FORMATS.add("csv", csv.FORMAT)
+FORMATS.add("parquet", parquet.FORMAT)
 
 __all__ = [
     "FORMATS",

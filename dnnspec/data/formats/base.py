@@ -10,6 +10,7 @@ format (Parquet, a folder of images) is one module here and one `FORMATS.add`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,10 @@ class Feed:
 
 @dataclass(frozen=True)
 class Batch:
-    """Inputs read for `predict`, by input name. `text`: numbers parsed from text
-    (float64), which the caller converts to each input's declared dtype; `picked`: the
-    columns are already those the model reads (`Feed.drop_target` applied)."""
+    """Inputs read for `predict`, by input name. `text`: numbers read as float64 (from
+    text, or a table's typed columns), which the caller converts to each input's declared
+    dtype as it does CSV text's; `picked`: the columns are already those the model reads
+    (`Feed.drop_target` applied)."""
 
     arrays: dict[str, np.ndarray]
     text: bool = False
@@ -100,23 +102,42 @@ FeedReader = Callable[[Path, Feed, Limits], Batch]
 @dataclass(frozen=True)
 class Format:
     """One kind of data file: the suffixes it is known by, how `predict` reads it, how
-    training reads it (None: it only feeds predictions), and the `file(...)` arguments
-    only it reads (a call shows only those of its own format)."""
+    training reads it (None: it only feeds predictions), the `file(...)` arguments only it
+    reads (a call shows only those of its own format), and whether it reads a folder of
+    its files as one data set (`folder_files`)."""
 
     suffixes: tuple[str, ...]
     feed: FeedReader
     read: Reader | None = None
     arguments: tuple[str, ...] = ()
+    folders: bool = False
 
 
 FORMATS: Registry[Format] = Registry("data format")
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The entries of a data folder in name order, without those whose names start with
+    `.` or `_` (as pyarrow and Spark skip `_SUCCESS`, `.part.crc`); unreadable: none."""
+    try:
+        names = sorted(e.name for e in os.scandir(folder))
+    except OSError:
+        return []
+    return [folder / n for n in names if not n.startswith((".", "_"))]
+
+
 def format_for(path: Path, training: bool) -> Format | None:
-    """The format that reads `path` (for training: one with a `read`), by its suffix."""
+    """The format that reads `path` (for training: one with a `read`), by its suffix; a
+    folder, by the suffix of any file in it, among the formats that read folders."""
+    folder = os.path.isdir(path)
+    found = {f.suffix for f in folder_files(path)} if folder else {path.suffix}
     for name in FORMATS:
         form = FORMATS.get(name)
-        if path.suffix in form.suffixes and (form.read is not None or not training):
+        if (
+            found & set(form.suffixes)
+            and (form.folders or not folder)
+            and (form.read is not None or not training)
+        ):
             return form
     return None
 

@@ -1,0 +1,376 @@
+"""Parquet files, through pyarrow (an optional package, imported when a file is read): one
+file, or a folder of them read as one table (files in name order, the same columns in
+each). Training chooses the columns as a CSV's (`target`, `features`, `exclude`, by name or
+index: `data/tables.py`); `predict` reads the columns the model records, by name.
+
+A column's type says what it holds: integers, floats, decimals and booleans are numbers;
+strings (dictionary-encoded too) are class names (a target) or categories (a feature, for
+`one_hot`). Any other type, and strings that hold numbers, are refused, naming the file and
+the column. A null in a feature column of numbers is a missing value (NaN, as an empty CSV
+cell); in a target or a column of words it is an error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnspec.data.formats.base import (
+    Arrays,
+    Batch,
+    Feed,
+    Format,
+    Limits,
+    Wanted,
+    folder_files,
+)
+from dnnspec.data.formats.csv import is_number
+from dnnspec.data.tables import Layout, encoding, feature_columns, find_column, pick_columns
+from dnnspec.errors import DiagnosticError, Span, error
+from dnnspec.files import open_regular, size_text
+
+SUFFIX = ".parquet"
+NUMBERS, WORDS = "numbers", "words"
+"""The kinds of column a model reads (`_kind`)."""
+
+
+def _pyarrow(span: Span | None) -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet, or a message saying how to install them."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise error(
+            "reading Parquet files needs pyarrow, which is not installed",
+            span,
+            help="install it with: pip install 'dnnspec[parquet]' "
+            "(in a checkout: pip install -e '.[parquet]')",
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+def _kind(pa: Any, kind: Any) -> str | None:
+    """NUMBERS or WORDS for a column type a model reads, else None."""
+    if pa.types.is_dictionary(kind):
+        return _kind(pa, kind.value_type)
+    if any(
+        check(kind)
+        for check in (
+            pa.types.is_integer,
+            pa.types.is_floating,
+            pa.types.is_decimal,
+            pa.types.is_boolean,
+        )
+    ):
+        return NUMBERS
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return WORDS
+    return None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One file of the table: its path, and the table's row its first row is."""
+
+    path: Path
+    start: int
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A Parquet file or folder, its footers read: its files, the column names, each
+    column's type (as in the first file) and kind, and the row count."""
+
+    path: Path
+    parts: tuple[_Part, ...]
+    names: list[str]
+    types: list[str]
+    kinds: list[str | None]
+    rows: int
+
+    def where(self, row: int, column: int) -> str:
+        """`'d/b.parquet' row 4, column 'age'`: a cell, its row counted from 1 in its file."""
+        part = next(p for p in reversed(self.parts) if p.start <= row)
+        return f"'{part.path}' row {row - part.start + 1}, column '{self.names[column]}'"
+
+
+def _corrupt(path: Path, exc: Exception, span: Span | None) -> DiagnosticError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return error(
+        f"cannot read '{path}': it is not a valid Parquet file ({reason})",
+        span,
+        help="the file may be truncated or damaged: write it again",
+    )
+
+
+def _files(path: Path, span: Span | None) -> list[Path]:
+    """The file, or a folder's .parquet files in name order (any other file is refused)."""
+    if not path.is_dir():
+        return [path]
+    files = folder_files(path)
+    for file in files:
+        if file.suffix != SUFFIX:
+            raise error(
+                f"data folder '{path}' holds '{file.name}', which is not a {SUFFIX} file",
+                span,
+                help=f"a data folder holds only {SUFFIX} files (names starting with . or _ "
+                "are skipped): move the other files out",
+            )
+    if not files:
+        raise error(f"data folder '{path}' holds no {SUFFIX} files", span)
+    return files
+
+
+def _open(path: Path, limits: Limits, span: Span | None) -> _Source:
+    """The footers of `path`'s files: their columns (the same in every file), row counts
+    and the size of their data, checked against the limit before any data is read."""
+    pa, pq = _pyarrow(span)
+    parts: list[_Part] = []
+    first: _Source | None = None
+    rows = size = 0
+    for file in _files(path, span):
+        with open_regular(file, "data file", limits.arrays, span) as f:
+            try:
+                meta = pq.ParquetFile(f).metadata
+                schema = meta.schema.to_arrow_schema()
+            except (pa.ArrowException, OSError) as exc:
+                raise _corrupt(file, exc, span) from None
+        names = list(schema.names)
+        twice = [n for n in names if names.count(n) > 1]
+        if twice:
+            raise error(f"'{file}' has two columns named '{twice[0]}'", span)
+        kinds = [_kind(pa, t) for t in schema.types]
+        if first is None:
+            first = _Source(path, (), names, [str(t) for t in schema.types], kinds, 0)
+        elif names != first.names:
+            raise error(
+                f"'{file}' has columns {', '.join(names)}, but '{parts[0].path}' has "
+                f"{', '.join(first.names)}",
+                span,
+                help="every file of a data folder holds the same columns, in the same order",
+            )
+        else:
+            for c, (kind, given) in enumerate(zip(kinds, schema.types, strict=True)):
+                if kind != first.kinds[c]:
+                    raise error(
+                        f"'{file}' column '{names[c]}' is of type {given}, but in "
+                        f"'{parts[0].path}' it is {first.types[c]}",
+                        span,
+                        help="every file of a data folder holds the same columns, numbers "
+                        "in the one as in the other",
+                    )
+        parts.append(_Part(file, rows))
+        rows += meta.num_rows
+        groups = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+        size += max(groups, meta.num_rows * meta.num_columns * 8)  # read as float64
+    assert first is not None  # _files returns at least one file
+    if size > limits.arrays:
+        raise error(
+            f"'{path}' holds {size_text(size)} of data, over the limit of "
+            f"{size_text(limits.arrays)}",
+            span,
+        )
+    if rows == 0:
+        raise error(f"'{path}' has no data rows", span)
+    return _Source(path, tuple(parts), first.names, first.types, first.kinds, rows)
+
+
+def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None) -> dict[int, Any]:
+    """The chosen columns of every file as one pyarrow array each: numbers as float64,
+    words as strings. A column of another type is refused before any data is read."""
+    pa, pq = _pyarrow(span)
+    for c in columns:
+        if source.kinds[c] is None:
+            raise error(
+                f"'{source.parts[0].path}' column '{source.names[c]}' is of type "
+                f"{source.types[c]}, which a model cannot read",
+                span,
+                help="a model reads numbers (integer, floating-point, decimal or boolean "
+                "columns) and words (string columns: class names, or categories for "
+                "one_hot); convert the column, or leave it out with exclude",
+            )
+    normal = {NUMBERS: pa.float64(), WORDS: pa.large_string()}
+    names = [source.names[c] for c in columns]
+    chunks: dict[int, list[Any]] = {c: [] for c in columns}
+    for part in source.parts:
+        with open_regular(part.path, "data file", limits.arrays, span) as f:
+            try:
+                table = pq.ParquetFile(f).read(columns=names)
+            except (pa.ArrowException, OSError) as exc:
+                raise _corrupt(part.path, exc, span) from None
+        for c, name in zip(columns, names, strict=True):
+            kind = normal[str(source.kinds[c])]
+            chunks[c] += table.column(name).cast(kind, safe=False).chunks
+    return {c: pa.chunked_array(chunks[c], type=normal[str(source.kinds[c])]) for c in columns}
+
+
+def _nulls(values: Any) -> np.ndarray:
+    return np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)
+
+
+def _numbers(
+    source: _Source, column: int, values: Any, span: Span | None, empty: str | None
+) -> np.ndarray:
+    """A column of numbers as float64; a null is NaN, or with `empty` (what to do about
+    it) an error at its cell, as is a NaN or infinity in the file."""
+    x = np.asarray(values.to_numpy(zero_copy_only=False), np.float64)
+    nulls = _nulls(values)
+    if nulls.any() and empty is not None:
+        raise error(
+            f"{source.where(int(np.argmax(nulls)), column)} is empty (null)", span, help=empty
+        )
+    bad = ~np.isfinite(x) & ~nulls
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise error(
+            f"{source.where(row, column)} holds {x[row]}",
+            span,
+            help="remove or impute missing and non-finite values before training",
+        )
+    return x
+
+
+def _words(source: _Source, column: int, values: Any, span: Span | None) -> list[str]:
+    """A column of words; one that mostly holds numbers is numbers stored as text."""
+    cells: list[str | None] = values.to_pylist()
+    if None in cells:
+        raise error(
+            f"{source.where(cells.index(None), column)} is empty (null)",
+            span,
+            help="remove or impute missing values before training",
+        )
+    texts = [c for c in cells if c is not None]
+    numbers = [i for i, c in enumerate(texts) if is_number(c)]
+    if len(numbers) * 2 > len(texts):
+        raise error(
+            f"{source.where(numbers[0], column)} holds {texts[numbers[0]]!r}, a number "
+            f"stored as text: the column is of type {source.types[column]}",
+            span,
+            help="write the column as numbers (pandas: pd.to_numeric); a string column is "
+            "read as words: class names, or categories for one_hot",
+        )
+    return texts
+
+
+def _classes(words: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Each word's id in the sorted distinct words (as float64 codes), and the words."""
+    vocabulary = sorted(set(words))
+    index = {w: i for i, w in enumerate(vocabulary)}
+    return np.array([index[w] for w in words], np.float64), tuple(vocabulary)
+
+
+def _target(
+    source: _Source, column: int, values: Any, span: Span | None
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """A target column: numbers, or words as class ids in sorted order (and the words)."""
+    if source.kinds[column] == NUMBERS:
+        empty = "every sample needs a target: drop the rows without one"
+        return _numbers(source, column, values, span, empty), None
+    ids, classes = _classes(_words(source, column, values, span))
+    return ids.astype(np.int64), classes
+
+
+@dataclass(frozen=True)
+class _Features:
+    """The feature columns as numbers, words by feature index, and where each column with
+    missing values has its first (see `Arrays`)."""
+
+    x: np.ndarray
+    words: dict[int, tuple[str, ...]]
+    missing: dict[int, str]
+
+
+def _features(
+    source: _Source, columns: list[int], loaded: dict[int, Any], span: Span | None
+) -> _Features:
+    x = np.empty((source.rows, len(columns)), np.float64)
+    words: dict[int, tuple[str, ...]] = {}
+    missing: dict[int, str] = {}
+    for i, c in enumerate(columns):
+        if source.kinds[c] == WORDS:
+            x[:, i], words[i] = _classes(_words(source, c, loaded[c], span))
+            continue
+        x[:, i] = _numbers(source, c, loaded[c], span, None)
+        nulls = _nulls(loaded[c])
+        if nulls.any():
+            missing[i] = source.where(int(np.argmax(nulls)), c)
+    return _Features(x, words, missing)
+
+
+def _read(
+    path: Path, args: dict[str, Any], wanted: Wanted, limits: Limits, span: Span | None
+) -> Arrays:
+    """The input and the target columns, chosen as a CSV's (see the module docstring)."""
+    (name,) = wanted.inputs
+    source = _open(path, limits, span)
+    header, width = source.names, len(source.names)
+    if wanted.named:
+        targets = [find_column(path, header, output, width, span) for output in wanted.outputs]
+    elif width < 2:
+        raise error(
+            f"'{path}' has one column; training data needs input columns and a target column",
+            span,
+        )
+    else:
+        targets = [find_column(path, header, args["target"], width, span)]
+    columns = feature_columns(path, header, width, args, targets, span)
+    loaded = _load(source, sorted(set(columns + targets)), limits, span)
+    features = _features(source, columns, loaded, span)
+    found: dict[str, np.ndarray] = {}
+    labels: dict[str, tuple[str, ...]] = {}
+    for output, column in zip(wanted.outputs, targets, strict=True):
+        found[output], classes = _target(source, column, loaded[column], span)
+        if classes is not None:
+            labels[output] = classes
+    layout = None if wanted.named else Layout(width, targets[0], tuple(columns), tuple(header))
+    return Arrays(
+        {name: features.x},
+        found,
+        labels,
+        {name: tuple(header[c] for c in columns)},
+        {name: features.words},
+        layout,
+        {name: features.missing},
+    )
+
+
+def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
+    """Rows of features [N, F] by the columns the model records (words of a one_hot column
+    as their index in its categories, -1 when unseen); any other input every column, as
+    numbers. Numbers come back as float64, which the caller converts as CSV text's."""
+    ((name, shape),) = feed.inputs.items()
+    source = _open(path, limits, None)
+    width = len(source.names)
+    picked = shape is not None and len(shape) == 2
+    if picked:
+        assert shape is not None
+        model_width = shape[1] if isinstance(shape[1], int) else -1
+        where = f"'{path}'"
+        columns = pick_columns(
+            width, source.names, feed.expects, model_width, feed.drop_target, where
+        )
+    else:
+        columns = list(range(width))
+    loaded = _load(source, sorted(set(columns)), limits, None)
+    known = encoding(feed.expects if picked else None)
+    x = np.empty((source.rows, len(columns)), np.float64)
+    for j, c in enumerate(columns):
+        words = source.kinds[c] == WORDS
+        if words != (j in known.categories):
+            holds, reads = ("words", "numbers") if words else ("numbers", "words")
+            raise error(
+                f"'{source.parts[0].path}' column '{source.names[c]}' holds {holds}, but the "
+                f"model reads {reads} from it"
+            )
+        if words:
+            codes = known.categories[j]
+            x[:, j] = [codes.get(w, -1.0) for w in _words(source, c, loaded[c], None)]
+        else:
+            empty = None if j in known.imputed else "the model reads a number in every cell"
+            x[:, j] = _numbers(source, c, loaded[c], None, empty)
+    return Batch({name: x}, text=True, picked=picked)
+
+
+FORMAT = Format((SUFFIX,), _feed, _read, ("target", "features", "exclude"), folders=True)
