@@ -29,7 +29,7 @@ from dnnspec.assemble.compile import Compiled, compile_spec
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import read_batch
+from dnnspec.data.datasets import DATASETS, locate_file, read_batch
 from dnnspec.data.formats import Feed
 from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
@@ -78,6 +78,7 @@ __all__ = [
     "TuneInterrupted",
     "TuneResult",
     "TypedModel",
+    "check_data",
     "check_spec",
     "compile",
     "compile_details",
@@ -137,10 +138,28 @@ def input_columns(source: str | Path | Spec, /, **overrides: Any) -> dict[str, A
     if spec.train is None or not spec.train.preprocess:
         return None
     try:
-        parts = load_parts(spec.train, shapes.check_spec(spec))
+        return load_parts(spec.train, shapes.check_spec(spec)).expected
     except DiagnosticError as exc:
         return {"error": exc.diagnostics[0].message}
-    return parts.expected
+
+
+def check_data(source: str | Path | Spec, /, **overrides: Any) -> dict[str, Any] | None:
+    """Read and prepare the spec's data as `train` does (loaded, checked against the model,
+    split, preprocessing fitted), raising the diagnostic `train` would raise for it; the
+    input columns as `input_columns` gives them (None without preprocessing). A spec
+    without a train section, or whose data file does not exist yet, is left unchecked
+    (None): compiling and checking a spec need no data."""
+    spec = _spec(source, overrides)
+    train = spec.train
+    if train is None:
+        return None
+    for name in DATASETS.get(train.data.name).paths:
+        try:
+            locate_file(str(train.data.args[name]), train.data.span)
+        except DiagnosticError:
+            return None
+    expected = load_parts(train, shapes.check_spec(spec)).expected
+    return expected if train.preprocess else None
 
 
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb

@@ -61,17 +61,27 @@ def show_warnings(warnings: Sequence[Diagnostic]) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import check_spec, input_columns
+    """The report, then (exit 2) the diagnostic `train` would raise for the data (with
+    --json only the diagnostic, so that stdout holds one JSON document)."""
+    from dnnspec.api import check_data, check_spec
     from dnnspec.check.report import check_json, render_check
 
     spec = _load(args)
     typed = check_spec(spec)
     show_warnings(typed.warnings)
-    columns = input_columns(spec)
-    if args.json:
+    refused: DiagnosticError | None = None
+    try:
+        columns = check_data(spec)
+    except DiagnosticError as exc:
+        refused = exc
+        preprocess = spec.train is not None and bool(spec.train.preprocess)
+        columns = {"error": exc.diagnostics[0].message} if preprocess else None
+    if args.json and refused is None:
         print(dumps(check_json(typed, columns)))
-    else:
+    elif not args.json:
         render_check(typed, console, columns)
+    if refused is not None:
+        raise refused
     return OK
 
 
