@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec.data.formats.base import Arrays, Batch, Feed, Format, Limits, Wanted
-from dnnspec.data.tables import Layout, feature_columns, find_column, pick_columns
+from dnnspec.data.tables import Layout, encoding, feature_columns, find_column, pick_columns
 from dnnspec.errors import Span, error
 from dnnspec.files import read_bytes
 
@@ -289,15 +289,8 @@ def encode_cells(
     """The chosen cells as the model's raw input: numbers as numbers, the words of a
     one-hot column as their index in its categories (-1, all zeros, when unseen), an empty
     cell of an imputed column as NaN (model.onnx fills it)."""
-    steps = [c["steps"] for c in expected["columns"]] if expected else [[]] * len(columns)
-    lookup: dict[int, dict[str, float]] = {}
-    imputed: set[int] = set()
-    for j, column_steps in enumerate(steps):
-        for step in column_steps:
-            if step.get("step") == "one_hot" and step.get("encoded") == "index":
-                lookup[j] = {str(w): float(i) for i, w in enumerate(step["categories"])}
-            if step.get("step") == "impute":
-                imputed.add(j)
+    known = encoding(expected)
+    lookup, imputed = known.categories, known.imputed
     out = np.empty((len(rows), len(columns)), np.float64)
     for r, (line, row) in enumerate(rows):
         for j, column in enumerate(columns):
