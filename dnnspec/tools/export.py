@@ -52,8 +52,8 @@ difference is relative to the value's magnitude where that exceeds 1."""
 CHECK_BATCH = 2
 """Samples in the random batch the checks run (symbolic dims past the batch get 3)."""
 OPENVINO = (
-    "in OpenVINO, set INFERENCE_PRECISION_HINT to f32: its CPU plugin computes float32 graphs "
-    "in bf16 or f16 by default, which moved outputs by up to 0.65 (docs/portability.md)"
+    "in OpenVINO, set INFERENCE_PRECISION_HINT to f32: on a CPU with bf16 its default computes "
+    "float32 graphs in bf16, which moved outputs by up to 0.65 (docs/portability.md)"
 )
 RUN_MARKS = ("metrics.jsonl", "checkpoint", "spec.lock.json")
 """What marks a directory as a run's (trained, or compiled by `compile`)."""

@@ -176,9 +176,9 @@ def _build(
     if kind == "labels":
         _labels(graph, head.name, name, binary, elem, taken, scope)
         how_label = (
-            "1 where the logit exceeds 0 (the probability exceeds 0.5), else 0"
+            "1 where the logit exceeds 0, i.e. the probability exceeds 0.5; else 0"
             if binary
-            else "the class id with the largest score (argmax over the last axis)"
+            else "the id of the largest score: argmax over the last axis"
         )
         return _info(name, TensorProto.INT64, label_dims), how_label
     names = _names_of(head)
