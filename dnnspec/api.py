@@ -370,13 +370,13 @@ class Model:
         a model with named outputs (`return digit: ..., ink: ...`) a dict of one array per
         output name, in the model's order. The batch is an array (a pandas DataFrame by the
         column names the model records, a Series as one column) or an .npy, .npz (array
-        `x`) or .csv file; shapes and dtypes are checked against the spec: numbers for a
-        float input are cast to its dtype (float64 or int64 to float32, as scikit-learn and
-        Keras do; a value beyond float32's range is refused), other dtypes are refused, and
-        CSV text is read as the declared dtype. A CSV with a header is read by the
-        column names the model records (other columns, such as the target, are ignored);
-        `drop_target` takes the inputs out of rows laid out as the training CSV (target
-        included)."""
+        `x`), .csv or .parquet file (or folder); shapes and dtypes are checked against the
+        spec: numbers for a float input are cast to its dtype (float64 or int64 to float32,
+        as scikit-learn and Keras do; a value beyond float32's range is refused), other
+        dtypes are refused, and CSV text is read as the declared dtype. A CSV with a header
+        (or a Parquet file) is read by the column names the model records (other columns,
+        such as the target, are ignored); `drop_target` takes the inputs out of rows laid
+        out as the training CSV (target included)."""
         names = [o.name for o in self.file.outputs]
         values = self.session.run(names, {self.file.input.name: self._x(x, drop_target)})
         outputs = dict(zip(names, values, strict=True))

@@ -706,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for name, help in (
         ("eval", "evaluate a trained run on its validation data, or on a data file"),
-        ("predict", "run a trained model on inputs from .npy/.npz/.csv"),
+        ("predict", "run a trained model on inputs from .npy/.npz/.csv/.parquet"),
     ):
         p = sub.add_parser(name, help=help)
         p.add_argument("run", help="run directory written by `dnnspec train`")
@@ -715,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "data", nargs="?", help="evaluate this .npz/.csv (as the spec's data file reads)"
             )
         if name == "predict":
-            p.add_argument("input", help="inputs: .npy, .npz (array x) or .csv")
+            p.add_argument("input", help="inputs: .npy, .npz (array x), .csv or .parquet")
             p.add_argument("--out", help="write predictions to .npy or .csv")
             p.add_argument(
                 "--proba",
