@@ -133,6 +133,10 @@ def test_predict_reads_a_parquet_file_by_the_model_column_names(
     x = np.stack([table["sepal"], table["petal"]], axis=1).astype(np.float32)
     from_file = np.asarray(model.predict(tmp_path / "p.parquet"))
     np.testing.assert_allclose(from_file, np.asarray(model.predict(x)))
+    (tmp_path / "parts").mkdir()
+    write_parquet(tmp_path / "parts" / "0.parquet", shuffled, slice(0, 7))
+    write_parquet(tmp_path / "parts" / "1.parquet", shuffled, slice(7, None))
+    np.testing.assert_array_equal(np.asarray(model.predict(tmp_path / "parts")), from_file)
     code = main(["predict", str(tmp_path / "run"), str(tmp_path / "p.parquet"), "--json"])
     assert code == 0
     assert len(json.loads(capsys.readouterr().out)["predictions"]) == ROWS
