@@ -23,7 +23,7 @@ from conftest import TARGETS, bind
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.runtime.trainer import EpochStats
 from dnnspec.training.losses import Target
-from dnnspec.training.metrics import BINS, METRICS, Per
+from dnnspec.training.metrics import BINS, METRICS, ODDS_SPAN, Per, bin_of
 
 # reference(output, target) -> the metric's value over the whole set
 Reference = Callable[[np.ndarray, np.ndarray], float]
@@ -107,14 +107,16 @@ def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 def per_unit(area: Callable[[np.ndarray, np.ndarray], float]) -> Reference:
-    """The macro average of an area over 0/1 units (probabilities by sigmoid) or classes
-    one against the rest (probabilities by softmax: scikit-learn's multi_class='ovr'), over
-    the units where it is defined (where scikit-learn would refuse)."""
+    """The macro average of an area over 0/1 units or classes one against the rest
+    (probabilities by softmax: scikit-learn's multi_class='ovr'), over the units where it is
+    defined (where scikit-learn would refuse). A unit's scores are its logits, which order
+    samples as their probabilities do without float64's sigmoid rounding logits above 37
+    alike (to 1)."""
 
     def ref(out: np.ndarray, y: np.ndarray) -> float:
         width = out.shape[-1]
         if y.shape == out.shape:
-            score, truth = sigmoid(out), y == 1
+            score, truth = out.astype(np.float64), y == 1
         else:
             score, truth = softmax(out), np.eye(width, dtype=bool)[y]
         score, truth = score.reshape(-1, width), truth.reshape(-1, width)
@@ -304,9 +306,12 @@ def test_areas_are_exact_when_no_bin_holds_two_different_scores(case: MetricCase
     as scikit-learn then counts one threshold): the binned value is the exact one."""
     _, target = draw(case, 2)
     rng = np.random.default_rng(3)
-    if case.kind == "binary":  # logits of probabilities at the centres of distinct bins
-        spread = (rng.permutation(BINS)[: int(np.prod(case.output))] + 0.5) / BINS
-        out = np.log(spread / (1 - spread)).reshape(case.output).astype(np.float32)
+    if case.kind == "binary":  # logits at the centres of distinct bins
+        chosen = rng.permutation(BINS)[: int(np.prod(case.output))]
+        u = (chosen + 0.5) / (BINS / 2) - 1
+        out = (np.sign(u) * np.expm1(np.abs(u) * np.log1p(ODDS_SPAN))).astype(np.float32)
+        assert np.array_equal(bin_of(out), chosen)
+        out = out.reshape(case.output)
         tied = rng.choice([-2.0, -0.5, 0.0, 1.0, 3.0], size=case.output).astype(np.float32)
         cases = [out, tied]
     else:  # two classes' logits tie: every softmax row is one of a few

@@ -335,17 +335,30 @@ def _listed(
     return values
 
 
-BINS = 1000
-"""Equal bins of probability the areas under curves count scores in."""
+BINS = 2048
+"""Bins the areas under curves count scores in, over the log-odds (logit) of each score."""
+ODDS_SPAN = 100.0
+"""The log-odds the bins reach on each side; scores beyond count in the end bins."""
 
 
-def _binned(
-    b: GraphBuilder, probability: str, positive: str, weight: str | None, width: int
-) -> str:
-    """[unit, negative/positive, bin] counts of [positions, units] probabilities by whether
-    each position is a positive of its unit; a NaN probability counts in bin 0."""
-    p = b.op("Where", [b.op("IsNaN", [probability]), b.const(0.0), probability])
-    scaled = b.op("Floor", [b.op("Mul", [p, b.const(float(BINS))])])
+def bin_of(log_odds: np.ndarray) -> np.ndarray:
+    """The bin of each log-odds z, as the graph computes it: bins equal in
+    sign(z) log(1 + |z|), so each is about 0.0045 (1 + |z|) of log-odds wide (0.0011 of
+    probability at one half) and scores of a confident model (|z| of 10 or 50, whose
+    probabilities are all but 0 or 1) still fall in bins apart."""
+    u = np.sign(log_odds) * np.log1p(np.abs(log_odds)) / np.log1p(ODDS_SPAN)
+    return np.clip(np.floor((u + 1) * (BINS / 2)), 0, BINS - 1).astype(np.int64)
+
+
+def _binned(b: GraphBuilder, log_odds: str, positive: str, weight: str | None, width: int) -> str:
+    """[unit, negative/positive, bin] counts of [positions, units] scores, given as
+    log-odds, by whether each position is a positive of its unit (`bin_of`); a NaN score
+    counts in the middle bin."""
+    z = b.op("Where", [b.op("IsNaN", [log_odds]), b.const(0.0), log_odds])
+    spread = b.op("Log", [b.op("Add", [b.op("Abs", [z]), b.const(1.0)])])
+    u = b.op("Mul", [b.op("Sign", [z]), spread])
+    scale = b.const(float(BINS / 2 / np.log1p(ODDS_SPAN)))
+    scaled = b.op("Floor", [b.op("Add", [b.op("Mul", [u, scale]), b.const(float(BINS / 2))])])
     bins = _as_index(b, b.op("Clip", [scaled, b.const(0.0), b.const(float(BINS - 1))]))
     cell = b.op("Add", [b.op("Mul", [_as_index(b, positive), b.const(BINS, "int64")]), bins])
     index = b.op("Add", [cell, _unit_offsets(b, width, 2 * BINS)])
@@ -355,23 +368,26 @@ def _binned(
 def _binary_scores(
     b: GraphBuilder, logits: str, target: str, width: int, args: dict[str, Any]
 ) -> str:
-    """Each unit's probabilities binned by its 0/1 target."""
-    p = b.op("Sigmoid", [_units(b, logits, width)])
-    return _binned(b, p, _units(b, target, width), None, width)
+    """Each unit's logits (the log-odds of its probability) binned by its 0/1 target."""
+    return _binned(b, _units(b, logits, width), _units(b, target, width), None, width)
 
 
 def _class_scores(
     b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]
 ) -> str:
-    """Each class's softmax probability binned by whether the label is that class (one
-    against the rest); positions of an ignored label count nowhere."""
-    p = _units(b, b.op("Softmax", [logits], axis=-1), width)
+    """Each class's softmax probability p, as log p - log(1 - p), binned by whether the
+    label is that class (one against the rest); positions of an ignored label count
+    nowhere. (1 - p rounds to 0 for p within float precision of 1: the top bin.)"""
+    flat = _units(b, logits, width)
+    log_p = b.op("LogSoftmax", [flat], axis=-1)
+    rest = b.op("Sub", [b.const(1.0), b.op("Softmax", [flat], axis=-1)])
+    log_odds = b.op("Sub", [log_p, b.op("Log", [rest])])
     truth = b.op("Reshape", [labels, b.const([-1], "int64")])
     depth, values = b.const(width, "int64"), b.const([0.0, 1.0], "float32")
     hot = b.op("OneHot", [truth, depth, values], axis=-1)
     keep = _kept(b, truth, args)
     weight = None if keep is None else b.op("Unsqueeze", [keep, b.const([-1], "int64")])
-    return _binned(b, p, hot, weight, width)
+    return _binned(b, log_odds, hot, weight, width)
 
 
 def _scores_shape(width: int) -> tuple[int, ...]:
@@ -524,7 +540,7 @@ for _name, _area, _doc in (
             True,
             "element",
             _binary_scores,
-            f"{_doc}, from the whole pass's probabilities counted in {BINS} bins; several "
+            f"{_doc}, from the whole pass's scores counted in {BINS} bins of log-odds; several "
             "0/1 units or class labels (one class against the rest): the macro average "
             f"(per unit or class as {_name}_per_class)",
             finish=_nan_macro(_area),
