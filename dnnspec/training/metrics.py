@@ -347,7 +347,8 @@ def bin_of(log_odds: np.ndarray) -> np.ndarray:
     probability at one half) and scores of a confident model (|z| of 10 or 50, whose
     probabilities are all but 0 or 1) still fall in bins apart."""
     u = np.sign(log_odds) * np.log1p(np.abs(log_odds)) / np.log1p(ODDS_SPAN)
-    return np.clip(np.floor((u + 1) * (BINS / 2)), 0, BINS - 1).astype(np.int64)
+    bins: np.ndarray = np.clip(np.floor((u + 1) * (BINS / 2)), 0, BINS - 1).astype(np.int64)
+    return bins
 
 
 def _binned(b: GraphBuilder, log_odds: str, positive: str, weight: str | None, width: int) -> str:
