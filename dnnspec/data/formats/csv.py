@@ -309,15 +309,18 @@ def encode_cells(
 
 
 def _is_foreign_header(first: list[str], expected: dict[str, Any] | None) -> bool:
-    """Whether a first row is a header of other names: it holds a word that is no category
-    of a column of words (a row of data holds only numbers and categories)."""
-    categories = {
+    """Whether a first row is a header of other names: every cell a word, one at least
+    neither a category of a column of words nor a class name (a row of data holds numbers,
+    or only categories and a target's class)."""
+    known = {str(word) for word in (expected or {}).get("classes") or []}
+    known |= {
         str(word)
         for column in (expected or {}).get("columns", [])
         for step in column["steps"]
         for word in step.get("categories") or []
     }
-    return any(c and not is_number(c) and c not in categories for c in first)
+    words = [c for c in first if c and not is_number(c)]
+    return len(words) == len(first) and any(w not in known for w in words)
 
 
 def read_prediction_csv(
