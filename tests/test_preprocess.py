@@ -29,11 +29,13 @@ ENCODERS = {"one_hot"}
 """Steps that fit categories rather than an affine map: tests/test_one_hot.py."""
 IMPUTERS = {"impute"}
 """Steps that fit the values of missing cells: tests/test_impute.py."""
+TARGETS = {"scale_target"}
+"""Steps that scale the targets with a scaling step: tests/test_target_scale.py."""
 
 
 def test_every_preprocessing_step_has_a_case() -> None:
-    assert set(PREPROCESS) <= set(REFERENCES) | ENCODERS | IMPUTERS
-    assert all(PREPROCESS.get(name).fit is None for name in ENCODERS | IMPUTERS)
+    assert set(PREPROCESS) <= set(REFERENCES) | ENCODERS | IMPUTERS | TARGETS
+    assert all(PREPROCESS.get(name).fit is None for name in ENCODERS | IMPUTERS | TARGETS)
     assert all(PREPROCESS.get(name).fills is not None for name in IMPUTERS)
 
 

@@ -9,6 +9,7 @@ All three lower the same typed model, so they agree by construction:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, binary_confusion, confusion
 from dnnspec.training.optim import OPTIMIZERS
-from dnnspec.training.preprocess import MATCH, Preprocessing
+from dnnspec.training.preprocess import MATCH, Affine, Preprocessing
 from dnnspec.training.regularize import REGULARIZERS
 from dnnspec.training.schedules import LR_FACTOR, SCHEDULES, Timing
 
@@ -52,6 +53,8 @@ class Trained:
     head: Head
     type: TensorType
     classes: int | None
+    scale: Affine | None = None
+    """`scale_target`'s fit: the loss reads scaled targets, the metrics unscaled outputs."""
 
     @property
     def name(self) -> str:
@@ -81,9 +84,15 @@ class Trained:
         return self.classes is not None or self.binary
 
 
-def trained_outputs(typed: TypedModel, train: TrainSpec, classes: int | None) -> list[Trained]:
+def trained_outputs(
+    typed: TypedModel,
+    train: TrainSpec,
+    classes: int | None,
+    targets: Mapping[str, Affine] | None = None,
+) -> list[Trained]:
     """Every output with its loss, type and class count (`classes` is the count of a
-    model's one unnamed output, as the data gave it)."""
+    model's one unnamed output, as the data gave it) and its target scaling (`targets`,
+    by output name)."""
     found = []
     for head in train.trained():
         out = typed.outputs.get(head.output, typed.output)
@@ -92,7 +101,7 @@ def trained_outputs(typed: TypedModel, train: TrainSpec, classes: int | None) ->
             last = out.dims[-1] if out.dims else None
             is_class = LOSSES.get(head.loss.name).target == "class"
             count = last if is_class and isinstance(last, int) else None
-        found.append(Trained(head, out, count))
+        found.append(Trained(head, out, count, (targets or {}).get(head.output)))
     return found
 
 
@@ -240,7 +249,13 @@ def _loss_and_metrics(
     terms = []
     for out in outputs:
         head, value = out.head, values[out.head.output]
-        built = LOSSES.get(head.loss.name).build(b, value, out.target, out.classes, head.loss.args)
+        target, shown = out.target, value
+        if out.scale is not None:  # the loss in scaled units, the metrics in the target's
+            shift = b.const(out.scale.shift.astype(b.float_dtype))
+            scale = b.const(out.scale.scale.astype(b.float_dtype))
+            target = b.op("Mul", [b.op("Sub", [out.target, shift]), scale], hint="scaled_target")
+            shown = unscale(b, value, out.scale)
+        built = LOSSES.get(head.loss.name).build(b, value, target, out.classes, head.loss.args)
         loss = loss_out(built)
         losses.append((value, loss))
         if head.output:
@@ -256,7 +271,7 @@ def _loss_and_metrics(
             args = dict(metric.args)
             if definition.target == "class":  # the loss's padding class counts nowhere
                 args[IGNORE] = head.loss.args.get("ignore_index", -1)
-            stats = definition.build(b, value, out.target, width, args)
+            stats = definition.build(b, shown, out.target, width, args)
             b.rename(stats, f"metric.{key}")
             b.add_output(f"metric.{key}", b.float_dtype, list(definition.stats(width)))
     total = terms[0] if len(terms) == 1 else b.op("Sum", terms, hint="weighted_losses")
@@ -272,8 +287,10 @@ def build_train_step(
     timing: Timing,
     float_dtype: str = "float32",
     emit_grads: bool = False,
+    targets: Mapping[str, Affine] | None = None,
 ) -> Program:
-    """The training step; `emit_grads` also outputs each parameter's gradient (grad.<name>)."""
+    """The training step; `emit_grads` also outputs each parameter's gradient (grad.<name>);
+    `targets`: `scale_target`'s fit by output name."""
     opt = OPTIMIZERS.get(train.optimizer.name)
     opt_args = train.optimizer.args
     slots = parameter_slots(typed, opt.state(opt_args))
@@ -287,7 +304,7 @@ def build_train_step(
     b.add_input(STEP, "int64", [])
     b.add_input(SEED, "int64", [])
     inputs = _add_model_inputs(b, typed)
-    outputs = trained_outputs(typed, train, classes)
+    outputs = trained_outputs(typed, train, classes, targets)
     _target_inputs(b, outputs)
 
     ctx = LowerCtx(b, "train", typed.types, rng=TableRandom(b, SEED, STEP))
@@ -347,7 +364,7 @@ def build_train_step(
         slots,
         [k for out in outputs for k in out.metric_keys()],
         train_step=step_graph,
-        eval_step=build_eval_step(typed, train, classes, [*slots, *buffers], float_dtype),
+        eval_step=build_eval_step(typed, train, classes, [*slots, *buffers], float_dtype, targets),
         float_dtype=float_dtype,
         metadata=metadata,
         buffers=buffers,
@@ -380,6 +397,7 @@ def build_eval_step(
     classes: int | None,
     slots: list[Slot],
     float_dtype: str = "float32",
+    targets: Mapping[str, Affine] | None = None,
 ) -> onnx.ModelProto:
     """Loss and metric sums of a batch with the current parameters (and non-trained
     state), without dropout."""
@@ -387,7 +405,7 @@ def build_eval_step(
     b.reserve(LOSS)
     params = _add_params(b, slots, as_inputs=True)
     inputs = _add_model_inputs(b, typed)
-    outputs = trained_outputs(typed, train, classes)
+    outputs = trained_outputs(typed, train, classes, targets)
     _target_inputs(b, outputs)
     values = lower_outputs(typed, LowerCtx(b, "eval", typed.types), inputs, params)
     _loss_and_metrics(b, outputs, values)
@@ -413,18 +431,21 @@ def build_inference(
 ) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights (and running statistics) baked in
     as initializers; `slots` are the program's `model_slots()`. The fitted preprocessing
-    runs first, so the model takes raw features."""
+    runs first, so the model takes raw features; a scaled target's output is unscaled last,
+    so the model predicts in the target's units."""
     b = GraphBuilder(typed.spec.model.name, "float32")
     for name in [OUTPUT, *(o.name for o in typed.spec.model.outputs)]:
         b.reserve(name)
     params = _add_params(b, slots, as_inputs=False, values=values)
-    if preprocess is not None:
+    if preprocess is not None and preprocess.transforms_columns():
         decl = typed.spec.model.inputs[0]
         raw = b.add_input(decl.name, "float32", [decl.dims[0], preprocess.width])
         inputs = {decl.name: _preprocess(b, raw, preprocess)}
     else:
         inputs = _add_model_inputs(b, typed)
     outs = lower_outputs(typed, LowerCtx(b, "eval", typed.types), inputs, params)
+    for name, target in (preprocess.targets if preprocess is not None else {}).items():
+        outs[name] = unscale(b, outs[name], target)
     for name, value in outs.items():
         if value in inputs.values() or list(outs.values()).count(value) > 1:
             value = b.op("Identity", [value])  # an input, or one value under two names
@@ -433,6 +454,13 @@ def build_inference(
         b.add_output(out, "float32", typed.outputs[name].dims)
     run_passes(b, "model")
     return b.model(metadata.to_props(), f"dnnspec model {typed.spec.model.name}")
+
+
+def unscale(b: GraphBuilder, value: str, scale: Affine) -> str:
+    """A scaled output in the target's units: value / scale + shift (the same nodes in the
+    step graphs' metrics and in model.onnx, so they agree to the bit)."""
+    inverse = b.const((1.0 / scale.scale).astype(b.float_dtype))
+    return b.op("Add", [b.op("Mul", [value, inverse]), b.const(scale.shift.astype(b.float_dtype))])
 
 
 def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:

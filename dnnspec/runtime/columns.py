@@ -20,6 +20,7 @@ from dnnspec.data.tables import pick_columns as pick_columns
 from dnnspec.errors import Span, did_you_mean, error
 from dnnspec.ir import Call, TrainSpec
 from dnnspec.runtime.data import fits_shape
+from dnnspec.runtime.targets import fit_targets
 from dnnspec.schema import arg_int
 from dnnspec.training.preprocess import PREPROCESS, Affine, Impute, OneHot, Preprocessing
 
@@ -187,13 +188,17 @@ def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Prepro
     are expanded after scaling, and missing indicators appended last."""
     if not train.preprocess:
         return None
-    decl = typed.spec.model.inputs[0]
+    targets = fit_targets(train, data)
+    steps = [call for call in train.preprocess if call.name != "scale_target"]
     x = data.x
+    if not steps:
+        return Preprocessing(x.shape[1] if x.ndim == 2 else 0, data.columns, targets=targets)
+    decl = typed.spec.model.inputs[0]
     if x.ndim != 2 or x.dtype.kind != "f":
         raise error(
             f"preprocessing reads float features [N, F], but input '{decl.name}' is "
             f"{decl.dtype}[{', '.join(map(str, decl.dims))}]",
-            train.preprocess[0].span,
+            steps[0].span,
         )
     width = x.shape[1]
     encoded = encoded_columns(train, data)
@@ -231,7 +236,7 @@ def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Prepro
         current = step.apply(current)
         scale.append(step)
     one_hot = [_one_hot(call, c, data, filled) for c, call in sorted(encoded.items())]
-    return Preprocessing(width, data.columns, tuple(scale), tuple(one_hot), tuple(impute))
+    return Preprocessing(width, data.columns, tuple(scale), tuple(one_hot), tuple(impute), targets)
 
 
 def _constant_message(message: str, data: Dataset, columns: list[int]) -> str:
@@ -271,8 +276,9 @@ def check_width(prep: Preprocessing, typed: TypedModel, samples: int, span: Span
 
 
 def transform(data: Dataset, prep: Preprocessing | None) -> Dataset:
-    """`data` as the model's graphs read it: words encoded, the fitted steps applied."""
-    if prep is None:
+    """`data` as the model's graphs read it: words encoded, the fitted steps applied (the
+    targets stay in their units: the graphs scale them)."""
+    if prep is None or not prep.transforms_columns():
         return data
     dtype = data.x.dtype if data.x.dtype.kind == "f" else np.dtype(np.float32)
     x = prep.apply(prep.encode(data.x, data.words)).astype(dtype)

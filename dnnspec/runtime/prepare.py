@@ -142,7 +142,8 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     parts = load_parts(train, typed)
     steps_per_epoch = math.ceil(len(parts.train_data) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
-    program = build_train_step(typed, train, parts.classes, timing)
+    targets = parts.preprocessing.targets if parts.preprocessing is not None else None
+    program = build_train_step(typed, train, parts.classes, timing, targets=targets)
     record_data(program, parts)
     return Prepared(
         spec,

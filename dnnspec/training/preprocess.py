@@ -5,7 +5,10 @@ appending a 0/1 column per imputed column that had gaps in training (`add_indica
 sklearn appends its `MissingIndicator` after the features). Then two kinds of step: a
 scaling step (`standardize`, `min_max`) becomes a per-feature affine map,
 (x - shift) * scale; `one_hot` replaces a column of categories by one 0/1 column per
-category seen in training. The runtime applies the fitted `Preprocessing` to every split,
+category seen in training. `scale_target` scales the targets of the outputs trained on
+values with one of the scaling steps (as scikit-learn's `TransformedTargetRegressor`):
+the step graphs scale the target for the loss and unscale the output for the metrics, and
+model.onnx unscales its output. The runtime applies the fitted `Preprocessing` to every split,
 and model.onnx carries it as graph nodes in front of the model (IsNaN and Where, Sub/Mul,
 then one Gather, a distance test and Where), so the deployed model takes the raw columns.
 
@@ -19,7 +22,7 @@ as scikit-learn's `OneHotEncoder(handle_unknown="ignore")` does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,6 +160,25 @@ PREPROCESS.add(
     ),
 )
 PREPROCESS.add(
+    "scale_target",
+    PreprocessDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="method",
+                    type="str",
+                    default="standardize",
+                    choices=tuple(n for n in PREPROCESS if PREPROCESS.get(n).fit is not None),
+                    doc="the scaling step fitted on the training targets",
+                ),
+            )
+        ),
+        None,
+        "the targets of outputs trained on values scaled for training; model.onnx's output "
+        "and the metrics are in the targets' units",
+    ),
+)
+PREPROCESS.add(
     "one_hot",
     PreprocessDef(
         Signature(
@@ -276,6 +298,12 @@ class Preprocessing:
     one_hot: tuple[OneHot, ...] = ()
     impute: tuple[Impute, ...] = ()
     """Applied first; their missing indicators are appended after every other feature."""
+    targets: dict[str, Affine] = field(default_factory=dict)
+    """`scale_target`'s fit, by output name (`""`: a model's one unnamed output)."""
+
+    def transforms_columns(self) -> bool:
+        """Whether any step transforms the input's columns (`scale_target` alone does not)."""
+        return bool(self.scale or self.one_hot or self.impute)
 
     def indicated(self) -> list[int]:
         """The raw columns with a missing indicator, in the order the features append them."""
@@ -350,6 +378,9 @@ class Preprocessing:
         steps: list[dict[str, Any]] = [s.to_json() for s in self.impute]
         steps += [s.to_json() for s in self.scale]
         steps += [{"column": s.column} | s.to_json() for s in self.one_hot]
+        for output, target in self.targets.items():
+            fitted = {"shift": target.shift.tolist(), "scale": target.scale.tolist()}
+            steps.append({"step": "scale_target", "output": output, "method": target.name} | fitted)
         return steps
 
     def columns_json(self) -> list[dict[str, Any]]:
