@@ -243,3 +243,5 @@ def test_model_onnx_imputes_raw_rows_with_nan_as_dnnspec_predict(
     assert isinstance(again, np.ndarray)
     np.testing.assert_allclose(again, ours, rtol=1e-6)
     assert np.isfinite(_ort(model, np.full((1, 2), np.nan, np.float32))).all()
+    # eval of a file with gaps imputes them as training did
+    assert api.load(tmp_path / "run").evaluate(csv)["accuracy"] >= 0.8
