@@ -245,3 +245,36 @@ def test_model_onnx_imputes_raw_rows_with_nan_as_dnnspec_predict(
     assert np.isfinite(_ort(model, np.full((1, 2), np.nan, np.float32))).all()
     # eval of a file with gaps imputes them as training did
     assert api.load(tmp_path / "run").evaluate(csv)["accuracy"] >= 0.8
+
+
+def write_colors(tmp_path: Path) -> None:
+    """A column of words, a column of codes with gaps, and a value column with gaps."""
+    rng = np.random.default_rng(2)
+    lines = ["color,size,b,label"]
+    for i in range(80):
+        size = "" if i % 7 == 0 else str(1 + i % 3)
+        b = "" if i % 5 == 0 else f"{rng.normal():.3f}"
+        lines.append(f"{['red', 'blue'][i % 2]},{size},{b},{'yes' if i % 3 else 'no'}")
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_imputed_codes_are_one_hot_encoded_and_words_are_not_imputed(tmp_path: Path) -> None:
+    write_colors(tmp_path)
+    steps = 'impute(strategy = most_frequent), one_hot(columns = ["color", "size"])'
+    spec = tmp_path / "m.dnn"
+    spec.write_text(SPEC.format(steps=steps, width=6, path="d.csv", args="", epochs=1))
+    prepared = prepare(api.load_spec(spec))
+    preprocessing = prepared.program.preprocess
+    assert preprocessing is not None
+    (fill,) = preprocessing.impute
+    assert fill.columns == (1, 2)  # the column of words is left to one_hot
+    assert [s.categories for s in preprocessing.one_hot] == [("blue", "red"), ("1", "2", "3")]
+    assert not np.isnan(prepared.train_data.x).any()
+    np.testing.assert_array_equal(prepared.train_data.x[:, 2:5].sum(1), 1)  # a size each
+    steps = 'impute(columns = ["color"]), one_hot(columns = ["color"])'
+    spec.write_text(SPEC.format(steps=steps, width=4, path="d.csv", args="", epochs=1))
+    with pytest.raises(DiagnosticError) as info:
+        prepare(api.load_spec(spec))
+    assert "column 'color' holds words; impute fills columns of numbers" in (
+        info.value.diagnostics[0].message
+    )
