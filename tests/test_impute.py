@@ -278,3 +278,13 @@ def test_imputed_codes_are_one_hot_encoded_and_words_are_not_imputed(tmp_path: P
     assert "column 'color' holds words; impute fills columns of numbers" in (
         info.value.diagnostics[0].message
     )
+
+
+def test_nan_in_an_npz_without_impute_suggests_it(tmp_path: Path) -> None:
+    x, y = gappy()
+    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y)
+    with pytest.raises(DiagnosticError) as info:
+        prepare(api.load_spec(write_spec(tmp_path, "standardize")))
+    diagnostic = info.value.diagnostics[0]
+    assert "the inputs contain nan at sample" in diagnostic.message
+    assert "preprocess impute" in (diagnostic.help or "")

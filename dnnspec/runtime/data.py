@@ -37,7 +37,12 @@ def fits_shape(dims: tuple[int | str, ...], shape: tuple[int, ...], sizes: dict[
     return True
 
 
-def _check_finite(array: np.ndarray, what: str, source: Call) -> None:
+def _check_finite(
+    array: np.ndarray,
+    what: str,
+    source: Call,
+    hint: str = "remove or impute non-finite values before training",
+) -> None:
     """NaN or inf in the data would surface later as a diverged loss; name the cell now."""
     if array.dtype.kind != "f" or np.isfinite(array).all():
         return
@@ -48,7 +53,7 @@ def _check_finite(array: np.ndarray, what: str, source: Call) -> None:
     raise error(
         f"the {what} contain {array[tuple(index)]} at {where} (counting from 0)",
         source.span,
-        help="remove or impute non-finite values before training",
+        help=hint,
     )
 
 
@@ -239,7 +244,12 @@ def _inputs(
             help=f"declare `input {decl.name}: {decl.dtype}{_shape(got)}`" if x.ndim else None,
         )
     gaps = np.isin(np.arange(x.shape[-1]), list(imputed)) & np.isnan(x) if imputed else False
-    _check_finite(np.where(gaps, 0, x), "inputs", source)
+    checked = np.where(gaps, 0, x)
+    if x.ndim == 2:  # rows of features: preprocessing can fill them
+        hint = "fill missing values with `preprocess impute`, or remove non-finite values"
+        _check_finite(checked, "inputs", source, hint)
+    else:
+        _check_finite(checked, "inputs", source)
     _check_ids(x, decl.name, typed, source)
     # float inputs of every declared width run in float32 graphs
     if decl.dtype.startswith("float"):
