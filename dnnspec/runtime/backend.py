@@ -42,7 +42,7 @@ call can be traced back to the last good parameters (`runtime/trainer.py`)."""
 SMALL_STEP_FLOPS = 1e8
 """Below this many FLOPs per step a graph runs on one thread: with spinning off, the
 hand-off between intra-op threads costs more than splitting kernels of that size saves
-(docs/architecture.md, "Performance")."""
+(docs/performance.md, "Design measurements")."""
 
 
 def threads(flops: float | None = None) -> int:
