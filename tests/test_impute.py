@@ -103,7 +103,8 @@ def test_impute_matches_simple_imputer_fitted_on_the_training_split(
 ) -> None:
     x, y = gappy()
     np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y)
-    step = f"impute(strategy = {strategy}, fill = -1.5, add_indicator = {str(indicator).lower()})"
+    fill = ", fill = -1.5" if strategy == "constant" else ""
+    step = f"impute(strategy = {strategy}{fill}, add_indicator = {str(indicator).lower()})"
     prepared = prepare(api.load_spec(write_spec(tmp_path, step, width=5 if indicator else 3)))
     raw = x.astype(np.float32).astype(np.float64)
     train, val = raw[prepared.train_index], raw[prepared.val_index]
@@ -181,6 +182,7 @@ def test_an_empty_cell_without_impute_names_the_cell_and_suggests_impute(tmp_pat
         ("impute(columns = [0, 0])", "column '0' is listed twice"),
         ("impute(strategy = average)", "average"),
         ("impute(columns = [7])", "column 7 is outside the 3 features"),
+        ("impute(strategy = mean, fill = 5)", "`fill` is used only by strategy = constant"),
     ],
 )
 def test_bad_impute_steps_are_located_errors(tmp_path: Path, steps: str, message: str) -> None:

@@ -294,8 +294,9 @@ class TrainResolver:
             )
         calls = [self.train_call(v, registry, scope) for v in plain(item)]
         names: dict[str, Span] = {}
-        for call in calls:
+        for value, call in zip(plain(item), calls, strict=True):
             if isinstance(call, ir.Call):
+                self.check_fill(value, call, scope)
                 if call.name in names:
                     self.problems.fail(
                         f"{registry.kind} '{call.name}' is listed twice",
@@ -306,6 +307,21 @@ class TrainResolver:
                 names.setdefault(call.name, call.span)
         resolved = tuple(c for c in calls if isinstance(c, ir.Call))
         return resolved if len(resolved) == len(calls) else POISON
+
+    def check_fill(self, value: ast.Expr, call: ir.Call, scope: Scope) -> None:
+        """`impute(fill = ...)` is the value of the `constant` strategy: with another
+        strategy it would be ignored, so it is an error instead."""
+        if call.name != "impute" or call.args.get("strategy") == "constant":
+            return
+        for arg in value.args if isinstance(value, ast.Call) else ():
+            if arg.name is not None and arg.name.id == "fill":
+                self.problems.fail(
+                    f"impute: `fill` is used only by strategy = constant, not by "
+                    f"strategy = {call.args['strategy']}",
+                    arg.span,
+                    scope,
+                    help="drop `fill`, or write strategy = constant",
+                )
 
     def selectors(self, item: ast.TrainItem, scope: Scope) -> tuple[ir.Selector, ...] | Poison:
         """`no_decay embed, "head.bias"`: node names, or node.param in quotes."""
