@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -243,6 +244,18 @@ MESSAGES = {
 TEXT = frozenset({"model", "spec_hash", "loss", "precision"})
 """Fields stored as the text itself; the others are JSON."""
 
+PYDANTIC_JSON = frozenset({"spec"})
+"""JSON fields written as pydantic writes a model (compact, `1e-8`), not as `json.dumps`:
+the resolved spec's text is what `Spec.model_dump_json` wrote before the record existed."""
+
+
+def _prop_text(name: str, value: Any) -> str:
+    if name in TEXT:
+        return str(value)
+    if name in PYDANTIC_JSON:
+        return pydantic_core.to_json(value).decode()
+    return json.dumps(value)
+
 
 class ModelMetadata(Record):
     """Every `dnnspec.*` metadata key of a graph; None where a graph has no such key."""
@@ -297,10 +310,7 @@ class ModelMetadata(Record):
     def to_props(self) -> dict[str, str]:
         """The metadata_props entries, in field order."""
         data = self.model_dump(mode="json")
-        return {
-            PREFIX + name: value if name in TEXT else json.dumps(value)
-            for name, value in data.items()
-        }
+        return {PREFIX + name: _prop_text(name, value) for name, value in data.items()}
 
     def write(self, model: onnx.ModelProto) -> None:
         """Replace `model`'s dnnspec metadata by this record (other keys are kept)."""

@@ -18,7 +18,9 @@ import pytest
 import dnnspec
 from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError
+from dnnspec.frontend import load_spec
 from dnnspec.metadata import FORMAT_VERSION, KEYS, ModelMetadata, OutputRole, TensorMeta
+from dnnspec.resolve import pin_paths
 from dnnspec.runtime.model_file import read_model
 
 PREVIOUS = Path(__file__).parent / "fixtures" / "previous_release"
@@ -99,6 +101,18 @@ def test_a_model_trained_now_carries_the_previous_releases_metadata(
         now = props(tmp_path / "now" / graph)
         assert now.pop("dnnspec.format_version") == str(FORMAT_VERSION)
         assert now == props(PREVIOUS / graph)
+
+
+def test_an_exported_model_records_its_spec_as_the_previous_release_wrote_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("tiny.dnn", "d.csv"):
+        shutil.copy(PREVIOUS / name, tmp_path / name)
+    out = tmp_path / "tiny.onnx"
+    code, err = cli(capsys, "export", str(tmp_path / "tiny.dnn"), "--out", str(out))
+    assert code == 0, err
+    spec = pin_paths(load_spec(tmp_path / "tiny.dnn", {}), missing_ok=True)
+    assert props(out)["dnnspec.spec"] == spec.model_dump_json()  # compact, adam's eps as 1e-8
 
 
 def test_a_model_from_a_newer_dnnspec_is_refused_with_a_clear_message(
