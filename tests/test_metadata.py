@@ -16,6 +16,8 @@ import onnx
 import pytest
 
 import dnnspec
+from dnnspec.assemble.describe import spec_hash
+from dnnspec.check.shapes import check_spec
 from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
@@ -113,6 +115,38 @@ def test_an_exported_model_records_its_spec_as_the_previous_release_wrote_it(
     assert code == 0, err
     spec = pin_paths(load_spec(tmp_path / "tiny.dnn", {}), missing_ok=True)
     assert props(out)["dnnspec.spec"] == spec.model_dump_json()  # compact, adam's eps as 1e-8
+
+
+HASHED = """model m {{
+  input x: float32[N, 4]
+  dense({units})
+}}
+train {{
+  data file(path = "d.csv", target = "label")
+  loss {loss}
+  optimizer adam
+  batch 8
+  epochs 2
+  metrics {metrics}
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("units", "loss", "metrics", "previous"),
+    [
+        (3, "cross_entropy", "accuracy, precision, recall, f1", "d7c17f76fa10b63b"),
+        (1, "binary_cross_entropy", "binary_accuracy", "2311e8eee8de3442"),
+    ],
+)
+def test_a_spec_keeps_the_hash_the_previous_release_gave_it(
+    tmp_path: Path, units: int, loss: str, metrics: str, previous: str
+) -> None:
+    """Arguments added since (the metrics' threshold, the loss's positive) are left out at
+    their default, so the previous release's checkpoints of these specs still resume."""
+    path = tmp_path / "s.dnn"
+    path.write_text(HASHED.format(units=units, loss=loss, metrics=metrics), encoding="utf-8")
+    assert spec_hash(check_spec(load_spec(path, {}))) == previous
 
 
 def test_a_model_from_a_newer_dnnspec_is_refused_with_a_clear_message(

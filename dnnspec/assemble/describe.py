@@ -25,6 +25,7 @@ from dnnspec.metadata import (
     OutputMeta,
     ParameterMeta,
 )
+from dnnspec.schema import Signature
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
@@ -144,13 +145,22 @@ def _without_locations(value: Any) -> Any:
     return value
 
 
+def _drop_recent(args: dict[str, Any], recent: tuple[str, ...], signature: Signature) -> None:
+    """Leave out of `args` the `recent` arguments that hold their default."""
+    for name in recent:
+        arg = signature.get(name)
+        if arg is not None and args.get(name) == arg.default:
+            args.pop(name)
+
+
 def spec_hash(typed: TypedModel) -> str:
     """A digest of what the resolved spec means (not where it is written: moving the file
     or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
     file paths are left out too: spec.lock.json pins them absolute, and checkpoints carry a
     digest of the data itself. The epoch count is left out as well: `--epochs` may extend a
     run (a checkpoint records the count it started with, and resume checks it), and so are
-    the dataset's `recent` arguments at their default, so a spec keeps its hash."""
+    the `recent` arguments of the dataset, losses and metrics at their default, so a spec
+    written before them keeps its hash."""
     meaning = _without_locations(typed.spec.model_dump(mode="json"))
     train = meaning.get("train")
     if train:
@@ -158,10 +168,14 @@ def spec_hash(typed: TypedModel) -> str:
         dataset, args = DATASETS.get(train["data"]["name"]), train["data"]["args"]
         for name in dataset.paths:
             args.pop(name, None)
-        for name in dataset.recent:
-            arg = dataset.signature.get(name)
-            if arg is not None and args.get(name) == arg.default:
-                args.pop(name)
+        _drop_recent(args, dataset.recent, dataset.signature)
+        for part in (train, *(train.get("heads") or ())):
+            if part.get("loss"):
+                loss = LOSSES.get(part["loss"]["name"])
+                _drop_recent(part["loss"]["args"], loss.recent, loss.signature)
+            for call in part.get("metrics") or ():
+                metric = METRICS.get(call["name"])
+                _drop_recent(call["args"], metric.recent, metric.signature)
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 

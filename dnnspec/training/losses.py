@@ -68,6 +68,9 @@ class LossDef:
     applies: str | None = None
     """The activation the loss applies to the model's output itself (it takes logits): a
     model ending in an activation that outputs probabilities would be squashed twice."""
+    recent: tuple[str, ...] = ()
+    """Arguments added since runs were first written: left out of the spec hash at their
+    default, so a spec written before them keeps its hash (and its runs resume)."""
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -351,6 +354,7 @@ LOSSES.add(
         _bce_checks,
         sigmoid,
         applies="sigmoid",
+        recent=("positive",),
     ),
     aliases=("bce",),
 )

@@ -65,6 +65,9 @@ class MetricDef:
     where it returns a list."""
     others: tuple[Reading, ...] = ()
     """The other kinds of target it reads (`finish` and `per_class` serve every kind)."""
+    recent: tuple[str, ...] = ()
+    """Arguments added since runs were first written: left out of the spec hash at their
+    default, so a spec written before them keeps its hash (and its runs resume)."""
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -522,6 +525,7 @@ for _name, _per_class, _doc in (
             stats=_square,
             per_class=_listed(_per_class),
             others=(Reading("binary", _binary_confusion, _units_square),),
+            recent=("threshold",),
         ),
     )
 for _name, _area, _doc in (
