@@ -288,6 +288,13 @@ LAYER_CASES: list[LayerCase] = [
         {"N": 2, "T": 3},
     ),
     LayerCase("attention(2, memory = h1)", ("float32[N, 3, 4]",), "f32[N, 3, 4]", 80),
+    # audio front end: 1 + (20 - 8) // 4 frames of 3 mel bands
+    LayerCase(
+        "log_mel(n_fft = 8, hop = 4, mels = 3, sample_rate = 800)",
+        ("float32[N, 20]",),
+        "f32[N, 4, 3]",
+        0,
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ from dnnspec.layers import (
     positional,
     recurrent,
     shape,
+    spectral,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "positional",
     "recurrent",
     "shape",
+    "spectral",
 ]
