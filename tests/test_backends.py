@@ -30,7 +30,12 @@ class BackendCase:
     """The largest difference from onnx.reference allowed in model.onnx's outputs."""
 
 
-BACKEND_CASES = {"onnxruntime": BackendCase(tolerance=1e-6)}
+BACKEND_CASES = {
+    "onnxruntime": BackendCase(tolerance=1e-6),
+    "openvino": BackendCase(tolerance=1e-5),
+    # bf16 arithmetic: about 3 significant digits
+    "openvino_bf16": BackendCase(tolerance=1.0),
+}
 
 K, B = 5, 16
 

@@ -160,6 +160,15 @@ class TrainState(Protocol):
         ...
 
 
+class CannotCompile(Exception):
+    """A backend cannot compile a graph: `node` names where it stopped (from the runtime's
+    own message). The run falls back to onnxruntime with a warning (`runtime/fallback.py`)."""
+
+    def __init__(self, backend: str, graph: str, node: str) -> None:
+        super().__init__(f"{backend} cannot compile the graph '{graph}': {node}")
+        self.backend, self.graph, self.node = backend, graph, node
+
+
 class Backend(Inference, Protocol):
     """A runtime that also trains."""
 
@@ -179,17 +188,21 @@ class BackendDef:
     module: str
     requires: str
     """The runtime's own Python package."""
+    attribute: str = "BACKEND"
+    """The module's backend object (one module may define several, e.g. precisions)."""
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.requires) is not None
 
     def load(self) -> Backend:
-        backend: Backend = importlib.import_module(self.module).BACKEND
+        backend: Backend = getattr(importlib.import_module(self.module), self.attribute)
         return backend
 
 
 BACKENDS: Registry[BackendDef] = Registry("backend")
 BACKENDS.add("onnxruntime", BackendDef("dnnspec.runtime.backends.onnxruntime", "onnxruntime"))
+BACKENDS.add("openvino", BackendDef("dnnspec.runtime.backends.openvino", "openvino"))
+BACKENDS.add("openvino_bf16", BackendDef("dnnspec.runtime.backends.openvino", "openvino", "BF16"))
 
 
 def load_backend(name: str = DEFAULT) -> Backend:
