@@ -93,6 +93,18 @@ class Selector(_Strict):
     span: Span
 
 
+class Init(_Strict):
+    """`init from("runs/base", rename = [conv_1 -> features_1], exclude = [head])`: the
+    parameters start from a run's (or any) model.onnx, matched by name. `rename` maps a
+    name in the file (a node, or node.param) to this spec's; `exclude` names this spec's
+    nodes or parameters that keep their initialiser."""
+
+    path: str
+    rename: tuple[tuple[str, str], ...] = ()
+    exclude: tuple[Selector, ...] = ()
+    span: Span
+
+
 class Head(_Strict):
     """How one model output is trained: its loss, the loss's weight in the total and its
     metrics. `output` is the output's name, `""` for a model without named outputs."""
@@ -131,6 +143,9 @@ class TrainSpec(_Strict):
     """A fraction of the data held out, or a data file, evaluated once at the end."""
     decay: tuple[Selector, ...] = ()
     no_decay: tuple[Selector, ...] = ()
+    freeze: tuple[Selector, ...] = ()
+    """Nodes (or node.param) whose parameters training leaves as they start."""
+    init: Init | None = None
     heads: tuple[Head, ...] = ()
     span: Span
 

@@ -99,8 +99,9 @@ class ParameterMeta(Record):
 
 
 class CarriedMeta(ParameterMeta):
-    """A tensor the train step carries: `parameter`, an optimizer state kind, or `state`
-    (a layer's non-trained state, such as running statistics)."""
+    """A tensor the train step carries: `parameter`, an optimizer state kind, `state`
+    (a layer's non-trained state, such as running statistics) or `frozen` (a parameter
+    the train section's `freeze` keeps as it starts)."""
 
     kind: str
 

@@ -153,6 +153,10 @@ def _drop_recent(args: dict[str, Any], recent: tuple[str, ...], signature: Signa
             args.pop(name)
 
 
+RECENT_SETTINGS = ("freeze", "init")
+"""Train settings newer than the previous release: left out of the hash when not given."""
+
+
 def spec_hash(typed: TypedModel) -> str:
     """A digest of what the resolved spec means (not where it is written: moving the file
     or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
@@ -165,6 +169,9 @@ def spec_hash(typed: TypedModel) -> str:
     train = meaning.get("train")
     if train:
         train.pop("epochs", None)
+        for setting in RECENT_SETTINGS:  # absent from specs the previous release hashed
+            if not train.get(setting):
+                train.pop(setting, None)
         dataset, args = DATASETS.get(train["data"]["name"]), train["data"]["args"]
         for name in dataset.paths:
             args.pop(name, None)
@@ -191,7 +198,12 @@ def carried_metadata(slots: list[Slot], buffers: list[Slot]) -> list[CarriedMeta
     for buffer in buffers:
         node = buffer.name[: -len(buffer.spec.name) - 1]
         carried.append(
-            CarriedMeta(name=buffer.name, node=node, param=buffer.spec.name, kind="state")
+            CarriedMeta(
+                name=buffer.name,
+                node=node,
+                param=buffer.spec.name,
+                kind="frozen" if buffer.spec.frozen else "state",
+            )
         )
     return carried
 

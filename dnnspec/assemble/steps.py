@@ -129,9 +129,9 @@ def next_name(name: str) -> str:
 @dataclass
 class Program:
     """Everything the runtime needs to drive a spec's graphs. `slots` are the trained
-    parameters (with their optimizer state), `buffers` the layers' non-trained state
-    (batchnorm's running statistics): carried and checkpointed alike, but only `slots`
-    are differentiated and updated by the optimizer."""
+    parameters (with their optimizer state), `buffers` the frozen parameters and the
+    layers' non-trained state (batchnorm's running statistics): carried and checkpointed
+    alike, but only `slots` are differentiated and updated by the optimizer."""
 
     typed: TypedModel
     train: TrainSpec
@@ -146,6 +146,9 @@ class Program:
     """What model.onnx will say about itself (the data's facts are added by preparation)."""
     buffers: list[Slot] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
+    start: dict[str, np.ndarray] = field(default_factory=dict)
+    """Parameters that start from earlier weights (`init from(...)`) instead of their
+    initialiser, by name: read by data preparation, used by `initial_values`."""
     preprocess: Preprocessing | None = None
     """Fitted input preprocessing: the graphs read transformed data, model.onnx raw data."""
     outputs: list[Trained] = field(default_factory=list)
@@ -181,17 +184,29 @@ class Program:
 
 
 def parameter_slots(typed: TypedModel, state: tuple[str, ...] = ()) -> list[Slot]:
+    """The trained parameters (not the frozen ones), each with its optimizer state."""
     return [
         Slot(param_name(layer.node.name, p.name), p, state)
         for layer in typed.layers
         for p in layer.params
+        if not p.frozen
     ]
 
 
 def buffer_slots(typed: TypedModel) -> list[Slot]:
-    return [
+    """What the train step carries unchanged by the optimizer: the layers' non-trained
+    state, and frozen parameters (no gradient, no optimizer state, no decay; the step
+    hands them on as they came, and model.onnx holds them like any weight)."""
+    frozen = [
+        Slot(param_name(layer.node.name, p.name), p)
+        for layer in typed.layers
+        for p in layer.params
+        if p.frozen
+    ]
+    state = [
         Slot(param_name(layer.node.name, s.name), s) for layer in typed.layers for s in layer.state
     ]
+    return [*frozen, *state]
 
 
 def _float_dtype(dtype: str, float_dtype: str) -> str:

@@ -117,7 +117,7 @@ def render_check(
             info.node.name,
             layer_call(info),
             shape_text(info.out.dims) + (f" {SEQUENCE_MARK}" if info.out.sequence else ""),
-            f"{info.param_count:,}",
+            f"{info.param_count:,}" + (" frozen" if info.frozen_count else ""),
             human(info.flops),
         )
     table.add_section()
@@ -127,6 +127,10 @@ def render_check(
                           shape_text(typed.outputs[out.name].dims), "", "")  # fmt: skip
     table.add_row("total", "", "" if typed.spec.model.outputs else shape_text(typed.output.dims),
                   f"{typed.param_count():,}", human(typed.total_flops()), style="bold")  # fmt: skip
+    frozen = typed.frozen_count()
+    if frozen:  # as Keras' summary: what trains and what `freeze` keeps apart
+        table.add_row("trainable", "", "", f"{typed.param_count() - frozen:,}", "")
+        table.add_row("frozen", "", "", f"{frozen:,}", "")
     _print_whole(console, table)
     if any(info.out.sequence for info in typed.layers):
         console.print(SEQUENCE_NOTE)
@@ -180,7 +184,27 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ),
         ("seed", str(train.seed)),
         ("learning rate", _lr_text(train)),
+        *_reuse_rows(train),
     ]
+
+
+def _reuse_rows(train: TrainSpec) -> list[tuple[str, str]]:
+    """`init` and `freeze`, when the spec reuses earlier weights."""
+    rows = []
+    if train.init is not None:
+        renames = ", ".join(f"{a} -> {b}" for a, b in train.init.rename)
+        excluded = ", ".join(s.name for s in train.init.exclude)
+        rows.append(
+            (
+                "init",
+                f"from {train.init.path}"
+                + (f", renaming {renames}" if renames else "")
+                + (f", except {excluded}" if excluded else ""),
+            )
+        )
+    if train.freeze:
+        rows.append(("freeze", ", ".join(s.name for s in train.freeze)))
+    return rows
 
 
 def _loss_rows(train: TrainSpec) -> list[tuple[str, str]]:
@@ -237,7 +261,8 @@ _TRAIN_SPANS: Any = {
     **dict.fromkeys(
         ("data", "loss", "optimizer", "schedule", "early_stop", "clip", "split"), _CALL
     ),
-    **dict.fromkeys(("regularize", "metrics", "decay", "no_decay"), {"__all__": _CALL}),
+    **dict.fromkeys(("regularize", "metrics", "decay", "no_decay", "freeze"), {"__all__": _CALL}),
+    "init": {"span": True, "exclude": {"__all__": _CALL}},
     "heads": {"__all__": {"span": True, "loss": _CALL, "metrics": {"__all__": _CALL}}},
 }
 _SEARCH_SPANS: Any = {"span": True, "method": _CALL, "dims": {"__all__": _CALL}}
@@ -262,6 +287,7 @@ def check_json(typed: TypedModel, columns: dict[str, Any] | None = None) -> dict
                 "sequence": info.out.sequence,
                 "params": {p.name: list(p.shape) for p in info.params},
                 "param_count": info.param_count,
+                "frozen_count": info.frozen_count,
                 "flops": info.flops,
             }
             for info in typed.layers
@@ -276,6 +302,7 @@ def check_json(typed: TypedModel, columns: dict[str, Any] | None = None) -> dict
             for o in spec.model.outputs
         ],  # fmt: skip
         "total_params": typed.param_count(),
+        "frozen_params": typed.frozen_count(),
         "total_flops": typed.total_flops(),
         "train": spec.train and spec.train.model_dump(mode="json", exclude=_TRAIN_SPANS),
         "search": spec.search and spec.search.model_dump(mode="json", exclude=_SEARCH_SPANS),

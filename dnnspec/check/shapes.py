@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import dnnspec.layers  # noqa: F401  (registers every built-in layer)
 from dnnspec.errors import Diagnostic, DiagnosticError, Note, Span, did_you_mean
 from dnnspec.files import GiB, size_text
-from dnnspec.ir import Call, Node, Spec
+from dnnspec.ir import Call, Node, Selector, Spec
 from dnnspec.layers.base import (
     LAYERS,
     ParamSpec,
@@ -62,6 +62,11 @@ class LayerInfo:
     def param_count(self) -> int:
         return sum(math.prod(p.shape) for p in self.params)
 
+    @property
+    def frozen_count(self) -> int:
+        """The elements of its parameters that `freeze` keeps as they start."""
+        return sum(math.prod(p.shape) for p in self.params if p.frozen)
+
 
 @dataclass(frozen=True)
 class TypedModel:
@@ -79,6 +84,10 @@ class TypedModel:
     def param_count(self) -> int:
         """Every parameter element."""
         return sum(layer.param_count for layer in self.layers)
+
+    def frozen_count(self) -> int:
+        """The parameter elements `freeze` keeps as they start (the rest train)."""
+        return sum(layer.frozen_count for layer in self.layers)
 
     def total_flops(self) -> int:
         """Forward FLOPs per sample (inference mode)."""
@@ -131,34 +140,54 @@ class _Checker:
 
     def with_decay(self, layers: list[LayerInfo]) -> list[LayerInfo]:
         """Apply the train section's `decay` / `no_decay` choices over the layers' defaults
-        (weights decay; biases, normalisation and position tables do not)."""
+        (weights decay; biases, normalisation and position tables do not), and `freeze`."""
         train = self.spec.train
-        if train is None or not (train.decay or train.no_decay):
+        if train is None or not (train.decay or train.no_decay or train.freeze):
             return layers
         names = [param_name(i.node.name, p.name) for i in layers for p in i.params]
         chosen: dict[str, bool] = {}
         for selectors, on in ((train.no_decay, False), (train.decay, True)):
-            for sel in selectors:
-                hits = [n for n in names if n == sel.name or n.startswith(sel.name + ".")]
-                if not hits:
-                    nodes = sorted({n.rsplit(".", 1)[0] for n in names})
-                    self.problems.append(
-                        Diagnostic(
-                            message=f"no parameter of the model is called '{sel.name}'",
-                            span=sel.span,
-                            help=did_you_mean(sel.name, [*nodes, *names])
-                            or "name a layer with parameters, or layer.param in quotes",
-                        )
-                    )
-                chosen.update(dict.fromkeys(hits, on))
+            chosen.update(self.selected(selectors, names, on))
+        frozen = self.selected(train.freeze, names, True)
+        if names and len(frozen) == len(names):
+            self.problems.append(
+                Diagnostic(
+                    message="freeze leaves no parameter of the model to train",
+                    span=train.freeze[0].span,
+                    help="freeze the feature layers and leave the head trainable",
+                )
+            )
         out = []
         for info in layers:
-            params = [
-                replace(p, decay=chosen.get(param_name(info.node.name, p.name), p.decay))
-                for p in info.params
-            ]
+            params = []
+            for p in info.params:
+                name = param_name(info.node.name, p.name)
+                params.append(
+                    replace(p, decay=chosen.get(name, p.decay), frozen=frozen.get(name, False))
+                )
             out.append(replace(info, params=params))
         return out
+
+    def selected(
+        self, selectors: Sequence[Selector], names: list[str], on: bool
+    ) -> dict[str, bool]:
+        """The parameter names each selector picks (a node's, or one node.param), each
+        mapped to `on`; a selector that picks none is reported."""
+        chosen: dict[str, bool] = {}
+        for sel in selectors:
+            hits = [n for n in names if n == sel.name or n.startswith(sel.name + ".")]
+            if not hits:
+                nodes = sorted({n.rsplit(".", 1)[0] for n in names})
+                self.problems.append(
+                    Diagnostic(
+                        message=f"no parameter of the model is called '{sel.name}'",
+                        span=sel.span,
+                        help=did_you_mean(sel.name, [*nodes, *names])
+                        or "name a layer with parameters, or layer.param in quotes",
+                    )
+                )
+            chosen.update(dict.fromkeys(hits, on))
+        return chosen
 
     def with_init(self, info: LayerInfo) -> LayerInfo:
         """Settle `auto` initialisers: He for weights feeding only ReLU-like activations

@@ -93,7 +93,16 @@ def _digits(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
         resources.files("dnnspec").joinpath("data/digits.npz").open("rb") as f,
         np.load(f, allow_pickle=False) as npz,
     ):
-        return Dataset((npz["x"].astype(np.float32) / 16.0), npz["y"].astype(np.int64))
+        data = Dataset((npz["x"].astype(np.float32) / 16.0), npz["y"].astype(np.int64))
+    keep = list(args.get("keep") or [])
+    if not keep:
+        return data
+    if len(set(keep)) != len(keep) or not set(keep) <= set(range(10)):
+        raise error(f"digits: keep lists distinct digits 0 to 9, got {keep}", span)
+    rows = np.flatnonzero(np.isin(data.y, keep))
+    relabel = np.zeros(10, np.int64)
+    relabel[keep] = np.arange(len(keep))
+    return Dataset(data.x[rows], relabel[data.y[rows]], labels=tuple(map(str, keep)))
 
 
 def _digits_targets(
@@ -262,12 +271,23 @@ def read_inputs(path: Path) -> np.ndarray:
 DATASETS.add(
     "digits",
     DatasetDef(
-        Signature(args=(VALIDATION,)),
+        Signature(
+            args=(
+                VALIDATION,
+                ArgSpec(
+                    name="keep",
+                    type="ints",
+                    default=[],
+                    doc="only these digits, as classes 0, 1, ... in this order (none: all)",
+                ),
+            )
+        ),
         _digits,
         "scikit-learn's 1,797 8x8 handwritten digits, 10 classes; pixels (0..16) are "
         "divided by 16, so inputs lie in [0, 1]; for named outputs, targets `digit` (the "
         "class) and `ink` (the image's mean pixel, standardised over the dataset, [N, 1])",
         targets=_digits_targets,
+        recent=("keep",),
     ),
 )
 DATASETS.add(

@@ -39,7 +39,8 @@ class TensorType:
 @dataclass(frozen=True)
 class ParamSpec:
     """One trainable tensor of a layer; `name` is local ('weight', 'bias'). `decay`: the
-    L1/L2 penalties apply to it (weights, not biases)."""
+    L1/L2 penalties apply to it (weights, not biases). `frozen`: the train section's
+    `freeze` keeps it as it starts (settled by check)."""
 
     name: str
     shape: tuple[int, ...]
@@ -47,6 +48,7 @@ class ParamSpec:
     fan_in: int = 1
     fan_out: int = 1
     decay: bool = True
+    frozen: bool = False
 
 
 class ShapeError(Exception):

@@ -60,7 +60,15 @@ TRAIN_ITEMS = (
     "preprocess",
     "decay",
     "no_decay",
+    "freeze",
+    "init",
 )
+INIT_ARGS = {
+    "path": 'its path once, in quotes: from("runs/base")',
+    "rename": "renames as a list: rename = [conv_1 -> features_1]",
+    "exclude": "layer names as a list: exclude = [head]",
+}
+"""How each argument of `init from(...)` is written, for the message when it is not."""
 REQUIRED_TRAIN_ITEMS = {
     "data": "data digits(validation = 0.2)",
     "loss": "loss cross_entropy",
@@ -143,8 +151,10 @@ class TrainResolver:
                 found[key] = self.train_call(self.one_value(item), calls[key], scope)
             elif key in ("batch", "epochs", "seed"):
                 found[key] = self.train_int(item, scope, minimum=0 if key == "seed" else 1)
-            elif key in ("decay", "no_decay"):
+            elif key in ("decay", "no_decay", "freeze"):
                 found[key] = self.selectors(item, scope)
+            elif key == "init":
+                found[key] = self.init_from(item, scope)
             elif key in ("regularize", "metrics", "preprocess"):
                 lists: dict[str, Registry[Any]] = {
                     "regularize": REGULARIZERS,
@@ -324,24 +334,97 @@ class TrainResolver:
                 )
 
     def selectors(self, item: ast.TrainItem, scope: Scope) -> tuple[ir.Selector, ...] | Poison:
-        """`no_decay embed, "head.bias"`: node names, or node.param in quotes."""
-        if not plain(item):
+        """`no_decay embed, "head.bias"` (or `freeze [conv_1, conv_2]`): node names, or
+        node.param in quotes."""
+        values = plain(item)
+        if len(values) == 1 and isinstance(values[0], ast.ListExpr):
+            values = values[0].items
+        if not values:
             return self.problems.fail(
                 f"'{item.key.id}' needs at least one layer name", item.key.span, scope
             )
+        return self.names(values, f"'{item.key.id}'", f'{item.key.id} head, "head.bias"', scope)
+
+    def names(
+        self, values: tuple[ast.Expr, ...], what: str, example: str, scope: Scope
+    ) -> tuple[ir.Selector, ...] | Poison:
+        """Bare node names or quoted node.param names, as selectors."""
         found: list[ir.Selector] = []
-        for value in plain(item):
+        for value in values:
             if isinstance(value, ast.Name):
                 found.append(ir.Selector(name=value.id, span=value.span))
             elif isinstance(value, ast.String):
                 found.append(ir.Selector(name=value.value, span=value.span))
             else:
                 return self.problems.fail(
-                    f"'{item.key.id}' takes layer names, like {item.key.id} head, \"head.bias\"",
-                    value.span,
-                    scope,
+                    f"{what} takes layer names, like {example}", value.span, scope
                 )
         return tuple(found)
+
+    def init_from(self, item: ast.TrainItem, scope: Scope) -> ir.Init | Poison:
+        """`init from("runs/base", rename = [conv_1 -> features_1], exclude = [head])`:
+        read as written, since its names are the file's and the model's, not values."""
+        value = self.one_value(item)
+        if value is None:
+            return POISON
+        example = 'init from("runs/base")'
+        if not isinstance(value, ast.Call) or value.func.id != "from":
+            return self.problems.fail(
+                "init takes from(...): a run directory or a model.onnx",
+                value.span,
+                scope,
+                help=f"write {example}",
+            )
+        path: str | None = None
+        rename: list[tuple[str, str]] = []
+        exclude: tuple[ir.Selector, ...] | Poison = ()
+        for arg in value.args:
+            name = arg.name.id if arg.name is not None else "path"
+            if name == "path" and path is None:
+                given = self.expr.scalar(arg.value, scope, "init's path")
+                if given is POISON:
+                    return POISON
+                path = given if isinstance(given, str) else ""
+            elif name == "rename" and isinstance(arg.value, ast.ListExpr):
+                pairs = [self.rename_pair(e, scope) for e in arg.value.items]
+                rename += [p for p in pairs if p is not None]
+                if len(rename) != len(pairs):
+                    return POISON
+            elif name == "exclude" and isinstance(arg.value, ast.ListExpr):
+                exclude = self.names(arg.value.items, "exclude", "exclude = [head]", scope)
+            else:
+                return self.problems.fail(
+                    f"from(...) takes {INIT_ARGS.get(name, 'no argument ' + repr(name))}",
+                    arg.span,
+                    scope,
+                    help='write from("runs/base", rename = [conv_1 -> features_1], '
+                    "exclude = [head])",
+                )
+        if not path:
+            return self.problems.fail(
+                "from(...) needs the path of a run directory or a model.onnx, in quotes",
+                value.span,
+                scope,
+                help=f"write {example}",
+            )
+        if exclude is POISON:
+            return POISON
+        assert isinstance(exclude, tuple)
+        return ir.Init(path=path, rename=tuple(rename), exclude=exclude, span=value.span)
+
+    def rename_pair(self, expr: ast.Expr, scope: Scope) -> tuple[str, str] | None:
+        """`conv_1 -> features_1` (or quoted names): the file's name, then the model's."""
+        steps = expr.steps if isinstance(expr, ast.Chain) else ()
+        words = [s.id if isinstance(s, ast.Name) else getattr(s, "value", None) for s in steps]
+        if len(words) != 2 or not all(isinstance(w, str) and w for w in words):
+            self.problems.fail(
+                "a rename is the file's name, an arrow and the model's name",
+                expr.span,
+                scope,
+                help='write conv_1 -> features_1 (quote a name with dots: "features.0" -> conv_1)',
+            )
+            return None
+        return str(words[0]), str(words[1])
 
     def early_stop(self, item: ast.TrainItem, scope: Scope) -> ir.Call | Poison:
         return self.paren_call(

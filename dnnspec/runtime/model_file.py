@@ -8,6 +8,7 @@ onnxruntime lacks. Each is a diagnostic here, before a session is built or a wei
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dnnspec.errors import DiagnosticError, error
+from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.files import GiB, read_bytes
 from dnnspec.metadata import ModelMetadata, not_ours
 from dnnspec.runtime.backend import DEFAULT, Device, Graph, load_backend
@@ -116,28 +117,47 @@ def _outputs(path: Path, meta: ModelMetadata, graph: onnx.GraphProto) -> tuple[O
     return found
 
 
-def _check_initializers(path: Path, graph: onnx.GraphProto) -> None:
-    """Every weight holds exactly the bytes its dims declare, in the file itself."""
+def _check_initializers(
+    path: Path,
+    graph: onnx.GraphProto,
+    refuse: Callable[[Path, str], DiagnosticError] = not_ours,
+) -> None:
+    """Every weight holds exactly the bytes its dims declare, in the file itself; `refuse`
+    makes the diagnostic of a file that breaks this, from its path and why."""
     for tensor in graph.initializer:
         if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
-            raise not_ours(path, f"weight '{tensor.name}' points at external data")
+            raise refuse(path, f"weight '{tensor.name}' points at external data")
         if any(d < 0 for d in tensor.dims):
-            raise not_ours(path, f"weight '{tensor.name}' has a negative dimension")
+            raise refuse(path, f"weight '{tensor.name}' has a negative dimension")
         count = math.prod(tensor.dims)
         try:
             itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
         except (KeyError, TypeError, ValueError):
-            raise not_ours(path, f"weight '{tensor.name}' has an unknown type") from None
+            raise refuse(path, f"weight '{tensor.name}' has an unknown type") from None
         if tensor.HasField("raw_data"):
             held = len(tensor.raw_data) // itemsize
         else:
             field_name = helper.tensor_dtype_to_field(tensor.data_type)
             held = len(getattr(tensor, field_name))
         if held != count:
-            raise not_ours(
+            raise refuse(
                 path,
                 f"weight '{tensor.name}' declares {count:,} values but holds {held:,}",
             )
+
+
+def read_weights(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
+    """The initializers of any ONNX file (ours or a foreign tool's), checked as
+    `read_model` checks them: within the size limit, every value in the file itself."""
+    data = read_bytes(path, "model", MAX_MODEL_BYTES, span)
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise error(f"cannot start from '{path}': it is not an ONNX file", span) from None
+    _check_initializers(
+        path, proto.graph, lambda p, why: error(f"cannot start from '{p}': {why}", span)
+    )
+    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
 
 
 def read_model(path: Path) -> ModelFile:

@@ -34,6 +34,7 @@ from dnnspec.runtime.columns import (
     transform,
 )
 from dnnspec.runtime.data import conform, head_labels, head_targets, with_heads
+from dnnspec.runtime.start import start_values
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.preprocess import Preprocessing
@@ -145,6 +146,9 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     targets = parts.preprocessing.targets if parts.preprocessing is not None else None
     program = build_train_step(typed, train, parts.classes, timing, targets=targets)
     record_data(program, parts)
+    if train.init is not None:
+        slots = {s.name: s.spec for s in program.model_slots()}
+        program.start = start_values(train.init, slots, np.dtype(program.float_dtype))
     return Prepared(
         spec,
         train,

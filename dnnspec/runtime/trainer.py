@@ -121,7 +121,8 @@ class EpochStats:
 
 def initial_values(program: Program, seed: int, params_only: bool = False) -> dict[str, np.ndarray]:
     """Seeded parameters (each layer's initialiser), zero optimizer state and the layers'
-    initial non-trained state (running mean 0, variance 1)."""
+    initial non-trained state (running mean 0, variance 1); what `init from(...)` gave
+    (`program.start`) replaces the drawn values, so the other draws stay as they were."""
     rng = np.random.default_rng(seed)
     dtype = np.dtype(program.float_dtype)
     values: dict[str, np.ndarray] = {}
@@ -132,6 +133,7 @@ def initial_values(program: Program, seed: int, params_only: bool = False) -> di
                 values[slot.state_name(kind)] = np.zeros(slot.spec.shape, dtype)
     for buffer in program.buffers:
         values[buffer.name] = initial_value(buffer.spec, rng, dtype)
+    values |= program.start
     if not params_only:
         for name in program.controls:
             values[name] = np.ones((), dtype)
