@@ -38,6 +38,7 @@ from dnnspec.ir import Spec
 from dnnspec.resolve import pin_paths, read_lock, write_lock
 from dnnspec.runtime.backend import Device
 from dnnspec.runtime.cadence import Cadence
+from dnnspec.runtime.choose import for_model
 from dnnspec.runtime.columns import pick_columns, transform
 from dnnspec.runtime.data import fits_shape, from_text, head_labels
 from dnnspec.runtime.generate import encode, sample
@@ -226,6 +227,7 @@ def train(
     checkpoint_every: Cadence | str | None = None,
     stop_after: int | None = None,
     plot: bool | None = None,
+    runtime: str | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a spec into `out` (default: a new runs/<spec name>[-n]); keyword arguments
@@ -234,7 +236,9 @@ def train(
     text (`5` epochs, `30s`; default at most once a minute). Ctrl-C raises `Interrupted`
     (the run keeps model.onnx of the last finished epoch and can be resumed). `stop_after`
     pauses the run after that epoch; resuming continues it as if it had never paused. `plot`
-    draws curves.png into the run (default: when matplotlib is installed)."""
+    draws curves.png into the run (default: when matplotlib is installed). `runtime` trains
+    in that backend (`onnxruntime`, `openvino`, `openvino_bf16`, or `auto`: the faster,
+    measured; default: the spec's `runtime`, else onnxruntime); a run resumes in any."""
     if resume and out is None:
         raise error("resume needs the run directory to continue: out=DIR")
     spec = _spec(source, overrides)
@@ -243,7 +247,7 @@ def train(
         Cadence.parse(checkpoint_every) if isinstance(checkpoint_every, str) else checkpoint_every
     )
     result = run_training(
-        spec, run_dir, device, epochs, reporter, resume, overwrite, every, stop_after
+        spec, run_dir, device, epochs, reporter, resume, overwrite, every, stop_after, runtime
     )
     if plot if plot is not None else can_plot():
         result.paths["curves"] = plot_runs([result.run_dir], result.run_dir / "curves.png")
@@ -295,7 +299,11 @@ class Model:
     """A trained run: its deployable model.onnx plus what is needed to evaluate it. Every
     file of the run directory is checked before it is used (see runtime/model_file.py)."""
 
-    def __init__(self, run_dir: Path, device: Device = "auto") -> None:
+    def __init__(
+        self, run_dir: Path, device: Device = "auto", runtime: str = "onnxruntime"
+    ) -> None:
+        """`runtime`: the backend that runs the model (`auto`: the one training chose for
+        its spec on this machine)."""
         self.run_dir, self.device = run_dir, device
         path = run_dir / "model.onnx"
         try:
@@ -310,7 +318,8 @@ class Model:
         self.file = read_model(path)
         self.onnx = self.file.proto
         self.classes = self.file.classes
-        self.session = self.file.session(device)
+        self.runtime = for_model(runtime, self.file.spec_hash, device)
+        self.session, self.warnings = self.file.session(device, self.runtime)
         self.labels: list[str] = list(self.file.meta.class_labels or [])
         self.loss = self.file.meta.loss
 
@@ -474,7 +483,8 @@ class Model:
                 "different specs",
                 help="pass a run directory written by one `dnnspec train`",
             )
-        trainer = Trainer(program, self.device, prep.train.seed)
+        trainer = Trainer(program, self.device, prep.train.seed, backend=self.runtime)
+        self.warnings += trainer.warnings
         weights = self.file.weights()
         values = trainer.values()
         params = {}
@@ -641,11 +651,12 @@ def proba_table(model: Model, outputs: np.ndarray) -> tuple[list[str], np.ndarra
     return ["class", *(f"p_{name}" for name in shown)], table
 
 
-def load(run_dir: str | Path, device: Device = "auto") -> Model:
-    """Open a trained run directory for prediction and evaluation."""
+def load(run_dir: str | Path, device: Device = "auto", runtime: str = "onnxruntime") -> Model:
+    """Open a trained run directory for prediction and evaluation in `runtime` (a backend,
+    or `auto`: the one training measured faster for its spec here)."""
     if not str(run_dir):
         raise error("the run directory path is empty")
-    return Model(Path(run_dir), device)
+    return Model(Path(run_dir), device, runtime)
 
 
 def inspect(path: str | Path) -> list[GraphSummary]:

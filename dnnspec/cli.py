@@ -213,6 +213,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             checkpoint_every=args.checkpoint_every,
             stop_after=args.stop_after,
             plot=False if args.no_plot else None,
+            runtime=args.runtime,
         )
     except Interrupted as stop:
         print(_interrupted(args, spec, stop), file=sys.stderr)
@@ -256,6 +257,7 @@ def _interrupted(args: argparse.Namespace, spec: Spec, stop: Interrupted) -> str
         again += ["--set", pair]
     again += ["--epochs", str(args.epochs)] if args.epochs else []
     again += ["--device", args.device] if args.device != "auto" else []
+    again += ["--runtime", args.runtime] if args.runtime else []
     again += ["--checkpoint-every", args.checkpoint_every] if args.checkpoint_every != "60s" else []
     again += ["--stop-after", str(args.stop_after)] if args.stop_after else []
     if not stop.resumable:
@@ -485,8 +487,9 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import load
 
-    model = load(args.run)
+    model = load(args.run, runtime=args.runtime)
     metrics = model.evaluate(args.data)
+    show_warnings(model.warnings)
     if args.json:
         print(dumps(metrics))
         return OK
@@ -520,7 +523,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import PREDICTION_FORMATS, load, proba_table, write_predictions
 
     out = Path(args.out) if args.out else None
-    model = load(args.run)
+    model = load(args.run, runtime=args.runtime)
+    show_warnings(model.warnings)
     if not model.file.named and out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     pred = model.predict(Path(args.input), drop_target=args.drop_target)
@@ -627,6 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = spec_command("train", "train a spec and write model.onnx and the run directory")
     p.add_argument("--out", help="run directory (default: runs/<spec name>[-n])")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    p.add_argument(
+        "--runtime",
+        metavar="NAME",
+        help="the backend that trains: onnxruntime, openvino, openvino_bf16, or auto (the "
+        "faster, measured once per spec and machine); default: the spec's runtime, else "
+        "onnxruntime",
+    )
     p.add_argument("--epochs", type=int, help="override the spec's epoch count")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
@@ -710,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help)
         p.add_argument("run", help="run directory written by `dnnspec train`")
+        p.add_argument(
+            "--runtime",
+            metavar="NAME",
+            default="onnxruntime",
+            help="the backend that runs the model: onnxruntime (default), openvino, "
+            "openvino_bf16, or auto (the one training measured faster for its spec here)",
+        )
         if name == "eval":
             p.add_argument(
                 "data", nargs="?", help="evaluate this .npz/.csv (as the spec's data file reads)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypeAliasType
 
@@ -141,6 +142,10 @@ class TrainSpec(_Strict):
     preprocess: tuple[Call, ...] = ()
     test: float | str | None = None
     """A fraction of the data held out, or a data file, evaluated once at the end."""
+    runtime: Call | None = pydantic.Field(default=None, exclude=True)
+    """`runtime openvino`: the backend that trains it (a name, no arguments). Where it runs
+    is not what it means: left out of the spec's text and hash, so a run resumes under
+    another runtime."""
     decay: tuple[Selector, ...] = ()
     no_decay: tuple[Selector, ...] = ()
     freeze: tuple[Selector, ...] = ()

@@ -57,6 +57,7 @@ TRAIN_ITEMS = (
     "clip",
     "split",
     "test",
+    "runtime",
     "preprocess",
     "decay",
     "no_decay",
@@ -165,6 +166,8 @@ class TrainResolver:
                 found[key] = self.train_list(item, registry, scope)
             elif key == "test":
                 found[key] = self.test_part(item, scope)
+            elif key == "runtime":
+                found[key] = self.runtime(item, scope)
             elif key == "split":
                 found[key] = self.paren_call(item, scope, "split", SPLIT, "split(seed = 0)")
             else:
@@ -198,6 +201,21 @@ class TrainResolver:
         ):
             return None
         return ir.TrainSpec(span=train.span, **found)
+
+    def runtime(self, item: ast.TrainItem, scope: Scope) -> ir.Call | Poison:
+        """`runtime openvino`: a backend's name, which the runtime checks against the
+        registered ones (they live above resolve), pointing here when it is unknown."""
+        expr = self.one_value(item)
+        if expr is None:
+            return POISON
+        if not isinstance(expr, ast.Name):
+            return self.problems.fail(
+                "'runtime' takes the name of a runtime, like runtime openvino",
+                expr.span,
+                scope,
+                help="write runtime onnxruntime, openvino, openvino_bf16 or auto",
+            )
+        return ir.Call(name=expr.id, args={}, span=expr.span)
 
     def test_part(self, item: ast.TrainItem, scope: Scope) -> float | str | Poison:
         """`test 0.1` (a fraction held out) or `test "test.csv"` (a file)."""

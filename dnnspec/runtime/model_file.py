@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.files import GiB, read_bytes
 from dnnspec.metadata import ModelMetadata, not_ours
-from dnnspec.runtime.backend import DEFAULT, Device, Graph, load_backend
+from dnnspec.runtime.backend import DEFAULT, Device
+from dnnspec.runtime.fallback import Opened, open_graph
 
 MAX_MODEL_BYTES = 2 * GiB
 """Largest model.onnx read: protobuf's own limit for one message."""
@@ -70,10 +71,11 @@ class ModelFile:
     def weights(self) -> dict[str, np.ndarray]:
         return {t.name: numpy_helper.to_array(t) for t in self.proto.graph.initializer}
 
-    def session(self, device: Device, name: str = DEFAULT) -> Graph:
-        """The model opened in the backend `name`; a model it cannot run is a diagnostic."""
+    def session(self, device: Device, name: str = DEFAULT) -> Opened:
+        """The model opened in the backend `name` (in onnxruntime, with a warning, where
+        `name` cannot compile it); a model it cannot run is a diagnostic."""
         try:
-            return load_backend(name).open(self.proto, device)
+            return open_graph(name, self.proto, device)
         except DiagnosticError:
             raise
         except Exception as exc:  # noqa: BLE001 - runtimes raise their own untyped errors

@@ -37,8 +37,9 @@ from dnnspec.files import write_text as write_file_text
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.resolve import pin_paths, write_lock
 from dnnspec.runtime import checkpoint, interrupts
-from dnnspec.runtime.backend import Device
+from dnnspec.runtime.backend import DEFAULT, Device
 from dnnspec.runtime.cadence import Cadence
+from dnnspec.runtime.choose import AUTO, check_name, choose
 from dnnspec.runtime.prepare import Prepared, prepare
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop, higher_is_better
@@ -448,12 +449,14 @@ def run_training(
     overwrite: bool = False,
     checkpoint_every: Cadence | None = None,
     stop_after: int | None = None,
+    runtime: str | None = None,
 ) -> RunResult:
     """Train `spec` into `run_dir`; with `resume`, continue from its last checkpoint so the
     result is bit-identical to a run that was never interrupted. An existing run is only
     replaced with `overwrite`. Checkpoints follow `checkpoint_every` (default: at most once a
     minute) and are always written at the end, on an early stop, Ctrl-C and divergence.
-    `stop_after` pauses after that epoch (see `_Run.loop`)."""
+    `stop_after` pauses after that epoch (see `_Run.loop`). `runtime`: the backend that
+    trains (a `BACKENDS` name or `auto`; None: the spec's `runtime`, else onnxruntime)."""
     if stop_after is not None and stop_after < 1:
         raise error(f"--stop-after must be at least 1, got {stop_after}")
     prep = prepare(spec, epochs)
@@ -471,15 +474,35 @@ def run_training(
             train.schedule.span,
             help="monitor train_loss, or keep a validation split",
         )
-    trainer = Trainer(prep.program, device, train.seed)
+    trainer, chosen = _trainer(prep, device, runtime)
     run = _Run(
         prep, trainer, run_dir, reporter or Silent(), stop, plateau, checkpoint_every or Cadence()
     )
     run.reporter.warn(prep.typed.warnings)
+    run.reporter.warn([*chosen, *trainer.warnings])
     make_directory(run_dir, "the run directory")
     with DirectoryLock(run_dir):
         _claim(run_dir, resume, overwrite)
         return _train(run, spec, resume, stop_after)
+
+
+def _trainer(
+    prep: Prepared, device: Device, runtime: str | None
+) -> tuple[Trainer, list[Diagnostic]]:
+    """The run's Trainer in the runtime asked for (or the spec's); under `auto` with a
+    note saying which one the probe chose."""
+    given = prep.train.runtime
+    if runtime is not None:
+        name = check_name(runtime)
+    else:
+        name = check_name(given.name, given.span) if given is not None else DEFAULT
+    notes = []
+    if name == AUTO:
+        choice = choose(
+            prep.program, prep.train_data, prep.spec.model.inputs[0].name, device, prep.train.seed
+        )
+        name, notes = choice.name, [choice.note()]
+    return Trainer(prep.program, device, prep.train.seed, backend=name), notes
 
 
 def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunResult:

@@ -29,8 +29,9 @@ from dnnspec.assemble.loop import build_train_loop
 from dnnspec.assemble.steps import LOSS, Program, confusion_name
 from dnnspec.data.datasets import Dataset
 from dnnspec.layers.init import initial_value
-from dnnspec.runtime.backend import DEFAULT, SETS, Device, TrainGraphs, load_backend
+from dnnspec.runtime.backend import DEFAULT, SETS, Device, TrainGraphs
 from dnnspec.runtime.data import head_targets
+from dnnspec.runtime.fallback import train_state
 from dnnspec.training.metrics import METRICS
 
 
@@ -207,7 +208,9 @@ class Trainer:
         self.dtype = np.dtype(program.float_dtype)
         self.carried = program.carried()
         graphs, values = train_graphs(program, seed), initial_values(program, seed)
-        self.state = load_backend(backend).train(graphs, device, values)
+        # `runtime`: the backend that holds the state (onnxruntime where `backend` cannot
+        # compile the graphs, with a warning in `warnings`)
+        self.state, self.runtime, self.warnings = train_state(backend, graphs, device, values)
         self.device = self.state.device
         self.step = 0
         self.adaptive = steps_per_call is None

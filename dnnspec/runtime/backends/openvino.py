@@ -243,8 +243,9 @@ class OvTrainState:
         for name, tensor in source.items():
             graph.set_input(name, tensor)
             graph.set_output(next_name(name), into[name])
-        graph.set_input(STEP, self._step)
-        graph.set_input(SEED, self._seed)
+        for name, tensor in ((STEP, self._step), (SEED, self._seed)):
+            if name in graph.inputs:  # pruned from a step without dropout or schedule
+                graph.set_input(name, tensor)
         held = {name: _contiguous(value) for name, value in feeds.items()}
         for name, value in held.items():
             graph.set_input(name, _host(value))
