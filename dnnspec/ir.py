@@ -8,10 +8,10 @@ plus the chain of block/repeat call sites it was expanded from. It is what
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 from typing_extensions import TypeAliasType
 
 from dnnspec.errors import Span
@@ -123,6 +123,10 @@ class Head(_Strict):
         return f"{self.output}_" if self.output else ""
 
 
+RECENT_TRAIN_DEFAULTS: dict[str, Any] = {"accumulate": 1}
+"""Train settings the previous release did not have, with the default that means so."""
+
+
 class TrainSpec(_Strict):
     """The `train { ... }` section, every default made explicit. A model with one unnamed
     output has `loss` (and `metrics`); one with named outputs has a `heads` entry each."""
@@ -152,7 +156,19 @@ class TrainSpec(_Strict):
     """Nodes (or node.param) whose parameters training leaves as they start."""
     init: Init | None = None
     heads: tuple[Head, ...] = ()
+    accumulate: int = 1
+    """Micro-batches whose gradients make one optimizer update (`accumulate 4`)."""
     span: Span
+
+    @model_serializer(mode="wrap")
+    def _recent_left_out(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Settings newer than the previous release are left out at their default, so a
+        spec written before them keeps the text and the hash that release recorded."""
+        data = handler(self)
+        for name, default in RECENT_TRAIN_DEFAULTS.items():
+            if isinstance(data, dict) and data.get(name) == default:
+                data.pop(name)
+        return data
 
     def trained(self) -> tuple[Head, ...]:
         """Every trained output with its loss and metrics, whichever way it was written."""

@@ -62,6 +62,8 @@ def compile_spec(spec: Spec, with_data: WithData) -> Compiled:
     reason = None
     if train.preprocess:
         reason = f"its preprocessing ({train.preprocess[0].name}) is fitted on the training data"
+    elif train.accumulate > 1:
+        reason = f"`accumulate {train.accumulate}` ends a group of batches at each epoch's end"
     else:
         try:
             program = build_train_step(typed, train, classes, UnknownTiming(0, 0))

@@ -26,6 +26,7 @@ from dnnspec.metadata import (
     ParameterMeta,
 )
 from dnnspec.schema import Signature
+from dnnspec.training.accumulate import SAMPLES
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.metrics import METRICS
 from dnnspec.training.optim import OPTIMIZERS
@@ -59,6 +60,7 @@ def train_interface(
     does not use them and the program was compiled without counting the data)."""
     roles: dict[str, dict[str, Any]] = {STEP: {"role": "step"}, SEED: {"role": "seed"}}
     roles[LR_FACTOR] = {"role": "control", "initial": 1.0}
+    roles[SAMPLES] = {"role": "accumulator", "initial": 0.0}
     for out in trained:  # `target`, or `target/<output>` per named output
         roles[out.target] = {"role": "target", "loss": out.head.loss.name}
         if out.head.output:

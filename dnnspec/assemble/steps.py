@@ -26,6 +26,7 @@ from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType
 from dnnspec.metadata import ModelMetadata
 from dnnspec.schema import arg_float
+from dnnspec.training.accumulate import GRAD_SUM, SAMPLES, accumulate, state_kinds, update_timing
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, binary_confusion, confusion
@@ -107,7 +108,8 @@ def trained_outputs(
 
 @dataclass(frozen=True)
 class Slot:
-    """One parameter tensor and the optimizer state kept beside it."""
+    """One parameter tensor and the state kept beside it: the optimizer's, and under
+    `accumulate` its gradient sum (`grad_sum`)."""
 
     name: str
     spec: ParamSpec
@@ -146,6 +148,8 @@ class Program:
     """What model.onnx will say about itself (the data's facts are added by preparation)."""
     buffers: list[Slot] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
+    accumulators: list[str] = field(default_factory=list)
+    """Carried scalars of `accumulate` (the samples summed), zero at the start."""
     start: dict[str, np.ndarray] = field(default_factory=dict)
     """Parameters that start from earlier weights (`init from(...)`) instead of their
     initialiser, by name: read by data preparation, used by `initial_values`."""
@@ -176,7 +180,7 @@ class Program:
     def carried(self) -> list[str]:
         """Names of all tensors carried from one train step to the next."""
         slots = [n for s in self.slots for n in s.names()]
-        return [*slots, *(s.name for s in self.buffers), *self.controls]
+        return [*slots, *(s.name for s in self.buffers), *self.controls, *self.accumulators]
 
     def model_slots(self) -> list[Slot]:
         """What model.onnx holds: the parameters and the non-trained state."""
@@ -304,11 +308,13 @@ def build_train_step(
     emit_grads: bool = False,
     targets: Mapping[str, Affine] | None = None,
 ) -> Program:
-    """The training step; `emit_grads` also outputs each parameter's gradient (grad.<name>);
-    `targets`: `scale_target`'s fit by output name."""
+    """The training step; `emit_grads` also outputs each parameter's gradient (grad.<name>,
+    of this micro-batch under `accumulate`); `targets`: `scale_target`'s fit by output
+    name; `timing` counts batches (micro-batches under `accumulate`)."""
     opt = OPTIMIZERS.get(train.optimizer.name)
     opt_args = train.optimizer.args
-    slots = parameter_slots(typed, opt.state(opt_args))
+    every = train.accumulate
+    slots = parameter_slots(typed, (*opt.state(opt_args), *state_kinds(every)))
     buffers = buffer_slots(typed)
     b = GraphBuilder("train_step", float_dtype)
     b.reserve(LOSS)
@@ -316,6 +322,7 @@ def build_train_step(
     for slot in slots:
         for kind in slot.state:
             b.add_input(slot.state_name(kind), b.float_dtype, slot.spec.shape)
+    accumulators = [b.add_input(SAMPLES, b.float_dtype, [])] if every > 1 else []
     b.add_input(STEP, "int64", [])
     b.add_input(SEED, "int64", [])
     inputs = _add_model_inputs(b, typed)
@@ -330,11 +337,19 @@ def build_train_step(
         b.add_output(next_name(buffer.name), b.float_dtype, buffer.spec.shape)
     losses = _loss_and_metrics(b, outputs, values)
     grads = gradients(b, _loss_seed(b, outputs, losses), [s.name for s in slots])
-    clipped = grads
+    clipped, updates, acc = grads, STEP, None
+    if every > 1:  # the update sees the group's mean gradient and counts updates
+        sums = {s.name: s.state_name(GRAD_SUM) for s in slots}
+        first = inputs[typed.spec.model.inputs[0].name]
+        acc = accumulate(b, grads, sums, first, STEP, every, timing.steps_per_epoch)
+        clipped, updates = acc.grads, acc.updates
+        b.rename(acc.reset_when_applied(b, acc.samples), next_name(SAMPLES))
+        b.add_output(next_name(SAMPLES), b.float_dtype, [])
     if train.clip is not None:
-        clipped = CLIPPING.get(train.clip.name).build(b, grads, train.clip.args)
+        clipped = CLIPPING.get(train.clip.name).build(b, clipped, train.clip.args)
 
-    step_f = b.op("Cast", [STEP], hint="step_f", to=b.float_elem)
+    timing = update_timing(timing, every)
+    step_f = b.op("Cast", [updates], hint="step_f", to=b.float_elem)
     sched = SCHEDULES.get(train.schedule.name)
     factor = sched.build(b, step_f, train.schedule.args, timing)
     controls = []
@@ -359,9 +374,14 @@ def build_train_step(
             for reg in train.regularize:
                 term = REGULARIZERS.get(reg.name).grad(b, slot.name, reg.args)
                 grad = b.op("Add", [grad, term])
-        state = {kind: slot.state_name(kind) for kind in slot.state}
+        state = {kind: slot.state_name(kind) for kind in slot.state if kind != GRAD_SUM}
         args = opt_args if slot.spec.decay else {**opt_args, "weight_decay": 0.0}
         new_param, new_state = opt.update(b, slot.name, grad, state, scalars, args)
+        if acc is not None:  # the parameter and its state change on a group's last batch
+            new_param = acc.keep_unless_applied(b, new_param, slot.name)
+            new_state = {k: acc.keep_unless_applied(b, v, state[k]) for k, v in new_state.items()}
+            state[GRAD_SUM] = slot.state_name(GRAD_SUM)
+            new_state[GRAD_SUM] = acc.reset_when_applied(b, acc.sums[slot.name])
         for name, value in [(slot.name, new_param), *((state[k], v) for k, v in new_state.items())]:
             b.rename(value, next_name(name))
             b.add_output(next_name(name), b.float_dtype, slot.spec.shape)
@@ -385,6 +405,7 @@ def build_train_step(
         buffers=buffers,
         controls=controls,
         outputs=outputs,
+        accumulators=accumulators,
     )
 
 

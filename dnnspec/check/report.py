@@ -19,6 +19,7 @@ from dnnspec.ir import ArgValue, Call, TrainSpec
 from dnnspec.layers.base import LAYERS
 from dnnspec.layers.common import shape_text
 from dnnspec.schema import Duration, arg_float
+from dnnspec.training.accumulate import update_timing
 from dnnspec.training.schedules import Timing, curve_summary, factor_curve
 
 
@@ -171,7 +172,7 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         *_loss_rows(train),
         ("optimizer", call_text(train.optimizer)),
         ("schedule", call_text(train.schedule)),
-        ("batch", str(train.batch)),
+        ("batch", _batch_text(train)),
         ("epochs", str(train.epochs)),
         ("regularize", ", ".join(call_text(c) for c in train.regularize) or "none"),
         *_metric_rows(train),
@@ -207,6 +208,14 @@ def _reuse_rows(train: TrainSpec) -> list[tuple[str, str]]:
     return rows
 
 
+def _batch_text(train: TrainSpec) -> str:
+    """The batch, and under `accumulate` the samples of one update."""
+    if train.accumulate == 1:
+        return str(train.batch)
+    every = train.accumulate
+    return f"{train.batch}, accumulate {every}: {train.batch * every} samples per update"
+
+
 def _loss_rows(train: TrainSpec) -> list[tuple[str, str]]:
     """`loss` of a model's one output, or `loss digit` per named output (with its weight)."""
     rows = []
@@ -235,10 +244,12 @@ def _lr_text(train: TrainSpec) -> str:
     validation = arg_float(train.data.args, "validation") if "validation" in train.data.args else 0
     n_train = len(data) - int(round(len(data) * validation))
     steps_per_epoch = max(1, math.ceil(n_train / train.batch))
-    timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
+    micro = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
+    timing = update_timing(micro, train.accumulate)  # the schedule counts updates
     steps = np.arange(timing.total_steps, dtype=np.float64)
     factors = factor_curve(train.schedule.name, dict(train.schedule.args), timing, steps)
-    return curve_summary(arg_float(train.optimizer.args, "lr"), factors, steps_per_epoch)
+    lr = arg_float(train.optimizer.args, "lr")
+    return curve_summary(lr, factors, timing.steps_per_epoch)
 
 
 def _search_rows(typed: TypedModel) -> list[tuple[str, str]]:

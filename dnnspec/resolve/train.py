@@ -63,6 +63,7 @@ TRAIN_ITEMS = (
     "no_decay",
     "freeze",
     "init",
+    "accumulate",
 )
 INIT_ARGS = {
     "path": 'its path once, in quotes: from("runs/base")',
@@ -150,7 +151,7 @@ class TrainResolver:
                 heads.take(item)
             elif key in calls:
                 found[key] = self.train_call(self.one_value(item), calls[key], scope)
-            elif key in ("batch", "epochs", "seed"):
+            elif key in ("batch", "epochs", "seed", "accumulate"):
                 found[key] = self.train_int(item, scope, minimum=0 if key == "seed" else 1)
             elif key in ("decay", "no_decay", "freeze"):
                 found[key] = self.selectors(item, scope)

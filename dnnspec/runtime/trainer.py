@@ -138,6 +138,8 @@ def initial_values(program: Program, seed: int, params_only: bool = False) -> di
     if not params_only:
         for name in program.controls:
             values[name] = np.ones((), dtype)
+        for name in program.accumulators:
+            values[name] = np.zeros((), dtype)
     return values
 
 
@@ -239,7 +241,7 @@ class Trainer:
         """Host copies of the current parameters and state; a scalar the Loop hands back
         as [1] (a host-fed control) keeps its shape []."""
         out = self.state.read(self._current, self.carried)
-        for name in self.program.controls:
+        for name in [*self.program.controls, *self.program.accumulators]:
             out[name] = out[name].reshape(())
         return out
 

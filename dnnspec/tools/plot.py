@@ -19,6 +19,7 @@ import numpy as np
 from dnnspec.errors import DiagnosticError, error
 from dnnspec.files import read_bytes, write_bytes
 from dnnspec.resolve import read_lock
+from dnnspec.training.accumulate import update_timing
 from dnnspec.training.schedules import Timing, factor_curve
 
 MAX_METRICS_BYTES = 64 << 20
@@ -54,9 +55,10 @@ def learning_rates(run: Path, records: list[dict[str, Any]]) -> np.ndarray | Non
     first = records[0]
     if train is None or not isinstance(first.get("step"), int) or first["epoch"] < 1:
         return None
-    per_epoch = max(1, first["step"] // first["epoch"])
-    timing = Timing(per_epoch, per_epoch * train.epochs)
-    steps = np.array([max(0, r["step"] - 1) for r in records], dtype=np.int64)
+    per_epoch = max(1, first["step"] // first["epoch"])  # batches (micro-batches)
+    timing = update_timing(Timing(per_epoch, per_epoch * train.epochs), train.accumulate)
+    last = [r["step"] // per_epoch * timing.steps_per_epoch - 1 for r in records]
+    steps = np.array([max(0, s) for s in last], dtype=np.int64)  # each epoch's last update
     lr = train.optimizer.args.get("lr", 1.0)
     base = float(lr) if isinstance(lr, int | float) else 1.0
     curve = factor_curve(train.schedule.name, dict(train.schedule.args), timing, steps)
