@@ -4,6 +4,8 @@ and a run paused between two updates resumes bit-identically."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,9 @@ from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import check_spec
 from dnnspec.data.dataset import Dataset
 from dnnspec.errors import DiagnosticError
-from dnnspec.frontend import load_spec_text
+from dnnspec.frontend import load_spec, load_spec_text
+from dnnspec.runtime import checkpoint
+from dnnspec.runtime.run import run_training
 from dnnspec.runtime.trainer import Trainer
 from dnnspec.training.accumulate import SAMPLES
 from dnnspec.training.schedules import Timing
@@ -166,3 +170,39 @@ def test_a_spec_without_accumulate_keeps_its_hash_and_recorded_text() -> None:
     assert hashes[0] == hashes[1] != hashes[2]
     assert "accumulate" not in load_spec_text(once, "<a>").model_dump_json()
     assert '"accumulate":4' in load_spec_text(four, "<a>").model_dump_json()
+
+
+RUN = """
+model m {
+  input x: float32[N, 2]
+  dense(16) -> tanh
+  dense(2)
+}
+train {
+  data spirals(samples = 230, validation = 0.2)
+  loss cross_entropy
+  optimizer adam(lr = 0.01)
+  schedule step(every = 1 epoch, factor = 0.5)
+  batch 16
+  accumulate 3
+  epochs 3
+}
+"""
+
+
+def test_a_run_with_accumulate_stopped_after_an_epoch_resumes_bit_identically(
+    tmp_path: Path,
+) -> None:
+    """184 training samples: 12 batches an epoch, 4 updates; checkpoints end epochs, whose
+    last group has been applied, so the sums they hold are zero."""
+    path = tmp_path / "s.dnn"
+    path.write_text(RUN, encoding="utf-8")
+    spec = load_spec(path, {})
+    whole = run_training(spec, tmp_path / "whole", "cpu")
+    run_training(spec, tmp_path / "cut", "cpu", stop_after=1)
+    resumed = run_training(spec, tmp_path / "cut", "cpu", resume=True)
+    assert resumed.steps == whole.steps == 3 * 12
+    a, _ = checkpoint.load(tmp_path / "whole" / "checkpoint" / "last.npz")
+    b, _ = checkpoint.load(tmp_path / "cut" / "checkpoint" / "last.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert float(a[SAMPLES]) == 0.0 and not np.any(a["dense_1.weight.grad_sum"])
