@@ -527,7 +527,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     show_warnings(model.warnings)
     if not model.file.named and out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
-    pred = model.predict(Path(args.input), drop_target=args.drop_target)
+    paths = [Path(p) for p in args.input]
+    if len(paths) > 1 or model.file.meta.image is not None:
+        return _predict_files(args, console, model, paths)
+    pred = model.predict(paths[0], drop_target=args.drop_target)
     if isinstance(pred, dict):
         return _predict_outputs(args, console, model, out, pred)
     header, table = proba_table(model, pred) if args.proba else (None, pred)
@@ -551,6 +554,48 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(payload))
     else:
         console.print(f"wrote {len(pred)} predictions to {out}")
+    return OK
+
+
+def _predict_files(
+    args: argparse.Namespace, console: Console, model: Any, paths: list[Path]
+) -> int:
+    """`predict RUN a.png b.jpg`: each file's class name and probability, one line each
+    (with --json, one record per file), for a model with one class output."""
+    if args.out or args.proba or args.drop_target or model.file.named:
+        raise error(
+            "several input files are predicted one line each: --out, --proba and "
+            "--drop-target take one file, and the model must have one output",
+            help="pass one file, or drop those options",
+        )
+    names = model.class_names()
+    if names is None:
+        raise error(
+            f"the model in '{args.run}' predicts values, not classes",
+            help="pass one input file to get its values",
+        )
+    binary = model.binary()
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        pred = model.predict(path)
+        ids, probabilities = model.class_ids(pred), model.probabilities(pred)
+        for row, (cls, probs) in enumerate(zip(ids, probabilities, strict=True)):
+            p = None
+            if cls is not None:  # a binary output's one probability is the positive's
+                p = float(probs[cls]) if not binary else float(probs[0] if cls else 1 - probs[0])
+            records.append(
+                {
+                    "file": str(path) if len(pred) == 1 else f"{path}[{row}]",
+                    "class": None if cls is None else names[cls],
+                    "probability": p,
+                }
+            )
+    if args.json:
+        print(json.dumps({"predictions": records}))
+        return OK
+    for record in records:
+        shown = "nan" if record["probability"] is None else f"{record['probability']:.4f}"
+        console.print(f"{record['file']}  {record['class']}  {shown}", markup=False)
     return OK
 
 
@@ -717,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for name, help in (
         ("eval", "evaluate a trained run on its validation data, or on a data file"),
-        ("predict", "run a trained model on inputs from .npy/.npz/.csv/.parquet"),
+        ("predict", "run a trained model on inputs from .npy/.npz/.csv/.parquet or images"),
     ):
         p = sub.add_parser(name, help=help)
         p.add_argument("run", help="run directory written by `dnnspec train`")
@@ -733,7 +778,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "data", nargs="?", help="evaluate this .npz/.csv (as the spec's data file reads)"
             )
         if name == "predict":
-            p.add_argument("input", help="inputs: .npy, .npz (array x), .csv or .parquet")
+            p.add_argument(
+                "input",
+                nargs="+",
+                help="inputs: .npy, .npz (array x), .csv or .parquet; or image files, each "
+                "printed with its class name and probability",
+            )
             p.add_argument("--out", help="write predictions to .npy or .csv")
             p.add_argument(
                 "--proba",

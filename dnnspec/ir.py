@@ -152,6 +152,8 @@ class TrainSpec(_Strict):
     another runtime."""
     decay: tuple[Selector, ...] = ()
     no_decay: tuple[Selector, ...] = ()
+    augment: tuple[Call, ...] = ()
+    """Augmentations of the image input in the train step, in order."""
     freeze: tuple[Selector, ...] = ()
     """Nodes (or node.param) whose parameters training leaves as they start."""
     init: Init | None = None

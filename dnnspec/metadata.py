@@ -44,7 +44,7 @@ PREFIX = "dnnspec."
 Dim = int | str
 """A dimension: a size, or a symbolic name (`N`)."""
 
-DType = Literal["float32", "float64", "int64", "int32", "bool"]
+DType = Literal["float32", "float64", "int64", "int32", "bool", "uint8"]
 
 
 class Record(BaseModel):
@@ -216,6 +216,20 @@ class CsvLayout(Record):
         return self
 
 
+class ImageMeta(Record):
+    """`dnnspec.image`: model.onnx of a model trained on images takes decoded pixels as a
+    deployer has them, `uint8 [N, height, width, channels]` (channels last, 1 grey or 3
+    RGB), and turns them into the `[N, channels, height, width]` floats it was trained on:
+    pixel x `scale` (1/255, so [0, 1])."""
+
+    input: str
+    layout: Literal["NHWC"] = "NHWC"
+    dtype: Literal["uint8"] = "uint8"
+    size: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+    channels: Literal[1, 3]
+    scale: float
+
+
 class Expects(Record):
     """`dnnspec.expects`: the raw columns in order with what is done to each, the features
     the network sees, the class names and the training CSV's layout (runtime/columns.py)."""
@@ -286,6 +300,8 @@ class ModelMetadata(Record):
     context: Annotated[int, Field(ge=0)] | None = None
     """The sequence length a text model was trained on."""
     expects: Expects | None = None
+    image: ImageMeta | None = None
+    """A model trained on images: model.onnx takes uint8 pixels, channels last."""
     spec: dict[str, Any] | None = None
     """Exported files: the resolved spec, data paths pinned."""
     trained: bool | None = None

@@ -31,6 +31,15 @@ def write_npz(folder: Path) -> None:
     np.savez(folder / "d.npz", x=rng.normal(size=(12, 5)), y=rng.integers(0, 4, 12))
 
 
+def write_images(folder: Path) -> None:
+    image = pytest.importorskip("PIL.Image")
+    for label in ("a", "b", "c"):
+        (folder / "photos" / label).mkdir(parents=True)
+        for i in range(2):
+            pixels = np.full((5, 7, 3), 40 * i + ord(label), np.uint8)
+            image.fromarray(pixels, "RGB").save(folder / "photos" / label / f"{i}.png")
+
+
 def write_text(folder: Path) -> None:
     (folder / "t.txt").write_text("abracadabra, abracadabra!")
 
@@ -88,6 +97,15 @@ DATASET_CASES: list[DatasetCase] = [
             {"task": task, "length": 6, "samples": 50},
         )
         for task in ("reverse", "sort")
+    ),
+    DatasetCase(
+        "image_folder",
+        ((6, 3, 4, 6), "float32"),
+        ((6,), "int64"),
+        {"path": "{dir}/photos", "size": [4, 6]},
+        classes=3,
+        seeded=False,
+        write=write_images,
     ),
     DatasetCase(
         "file",

@@ -59,6 +59,16 @@ def write_parquet(folder: Path, x: np.ndarray, targets: dict[str, np.ndarray]) -
     return folder / "d.parquet"
 
 
+PIXELS = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(1, 4, 6, 3) * 3
+"""An image format holds decoded pixels, uint8 [1, height, width, channels]."""
+
+
+def write_png(folder: Path, x: np.ndarray, targets: dict[str, np.ndarray]) -> Path:
+    image = pytest.importorskip("PIL.Image")
+    image.fromarray(PIXELS[0], "RGB").save(folder / "d.png")
+    return folder / "d.png"
+
+
 @dataclass(frozen=True)
 class FormatCase:
     """`write` puts inputs and targets in a file of the format; `args` are the `file(...)`
@@ -68,6 +78,8 @@ class FormatCase:
     write: Writer
     args: dict[str, Any]
     trains: bool = True
+    holds: np.ndarray | None = None
+    """The inputs the file holds when not the ones written (an image: its pixels)."""
 
 
 FORMAT_CASES: dict[str, FormatCase] = {
@@ -75,6 +87,7 @@ FORMAT_CASES: dict[str, FormatCase] = {
     "npz": FormatCase(write_npz, {}),
     "csv": FormatCase(write_csv, {"target": "y", "features": ["f0", "f1", "f2", "f3"]}),
     "parquet": FormatCase(write_parquet, {"target": "y"}),
+    "image": FormatCase(write_png, {}, trains=False, holds=PIXELS),
 }
 
 
@@ -98,7 +111,7 @@ def test_a_format_feeds_predict_the_inputs_by_the_model_input_name(
     inputs = batch.arrays["pixels"]
     if name in ("csv", "parquet"):  # a table of rows holds the target column too
         inputs = inputs[:, :-1]
-    np.testing.assert_array_equal(inputs, X)
+    np.testing.assert_array_equal(inputs, X if case.holds is None else case.holds)
 
 
 @pytest.mark.parametrize("name", [n for n, c in FORMAT_CASES.items() if c.trains])
@@ -133,13 +146,13 @@ def test_a_training_format_returns_the_targets_of_named_outputs_by_name(
 
 
 def test_messages_list_the_suffixes_of_the_registered_formats(tmp_path: Path) -> None:
-    assert suffixes(training=False) == ".npy, .npz, .csv or .parquet"
+    assert suffixes(training=False) == ".npy, .npz, .csv, .parquet, .png, .jpg or .jpeg"
     assert suffixes(training=True) == ".npz, .csv or .parquet"
     path = write_npy(tmp_path, X, {})
     data = DATASETS.get("file")
     with pytest.raises(DiagnosticError, match="expected a .npz, .csv or .parquet file"):
         data.load(file_args(path), 0, SPAN)
-    with pytest.raises(DiagnosticError, match="expected .npy, .npz, .csv or .parquet"):
+    with pytest.raises(DiagnosticError, match="expected .npy, .npz, .csv, .parquet, .png, .jpg"):
         read_batch(tmp_path / "d.feather", Feed({"x": None}))
 
 

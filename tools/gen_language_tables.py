@@ -21,6 +21,7 @@ from dnnspec.layers.init import INITIALISERS
 from dnnspec.registry import Registry
 from dnnspec.schema import REQUIRED, ArgSpec, Duration, Signature
 from dnnspec.search.methods import SEARCH_METHODS, SPACES
+from dnnspec.training.augment import AUGMENTS
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES, TARGET_WORDS
@@ -109,6 +110,7 @@ def tables() -> str:
     lines += table("Regularizers", REGULARIZERS)
     lines += table("Gradient clipping", CLIPPING)
     lines += table("Preprocessing", PREPROCESS)
+    lines += table("Augmentations", AUGMENTS)
     lines += table("Datasets", DATASETS)
     lines += ["### Early stopping", "", f"`early_stop(...)`: {args_cell(EARLY_STOP)}", ""]
     lines += table("Search methods", SEARCH_METHODS)

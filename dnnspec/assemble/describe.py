@@ -171,6 +171,8 @@ def spec_hash(typed: TypedModel) -> str:
     train = meaning.get("train")
     if train:
         train.pop("epochs", None)
+        if not train.get("augment"):  # specs written before augment keep their hash
+            train.pop("augment", None)
         for setting in RECENT_SETTINGS:  # absent from specs the previous release hashed
             if not train.get(setting):
                 train.pop(setting, None)

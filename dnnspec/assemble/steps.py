@@ -20,13 +20,15 @@ from dnnspec.assemble.lower import lower_outputs
 from dnnspec.assemble.passes import StepFacts, run_passes
 from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
+from dnnspec.errors import error
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import TableRandom
 from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType
-from dnnspec.metadata import ModelMetadata
+from dnnspec.metadata import ImageMeta, ModelMetadata
 from dnnspec.schema import arg_float
 from dnnspec.training.accumulate import GRAD_SUM, SAMPLES, accumulate, state_kinds, update_timing
+from dnnspec.training.augment import augment
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.losses import LOSSES, LossOut, loss_out
 from dnnspec.training.metrics import IGNORE, METRICS, binary_confusion, confusion
@@ -329,7 +331,10 @@ def build_train_step(
     outputs = trained_outputs(typed, train, classes, targets)
     _target_inputs(b, outputs)
 
-    ctx = LowerCtx(b, "train", typed.types, rng=TableRandom(b, SEED, STEP))
+    rng = TableRandom(b, SEED, STEP)
+    if train.augment:
+        inputs = _augmented(b, typed, train, inputs, rng)
+    ctx = LowerCtx(b, "train", typed.types, rng=rng)
     values = lower_outputs(typed, ctx, inputs, params)
     for buffer in buffers:
         updated = ctx.updates.get(buffer.name) or b.op("Identity", [buffer.name])
@@ -409,6 +414,25 @@ def build_train_step(
     )
 
 
+def _augmented(
+    b: GraphBuilder, typed: TypedModel, train: TrainSpec, inputs: dict[str, str], rng: TableRandom
+) -> dict[str, str]:
+    """The first input with the train section's augmentations applied: an image batch
+    [N, C, H, W] of float pixels and static height and width (else a located error)."""
+    decl = typed.spec.model.inputs[0]
+    height, width = decl.dims[2:] if len(decl.dims) == 4 else (None, None)
+    if not (decl.dtype.startswith("float") and isinstance(height, int) and isinstance(width, int)):
+        dims = ", ".join(map(str, decl.dims))
+        raise error(
+            f"augment transforms images [N, C, H, W] of float pixels, but input "
+            f"'{decl.name}' is {decl.dtype}[{dims}]",
+            train.augment[0].span,
+            help="declare the image input as float32[N, channels, height, width]",
+        )
+    calls = [(call.name, call.args) for call in train.augment]
+    return {**inputs, decl.name: augment(b, inputs[decl.name], (height, width), calls, rng)}
+
+
 def _loss_seed(
     b: GraphBuilder, outputs: list[Trained], losses: list[tuple[str, LossOut]]
 ) -> dict[str, str]:
@@ -467,8 +491,8 @@ def build_inference(
 ) -> onnx.ModelProto:
     """The deployable model: inputs -> `output`, weights (and running statistics) baked in
     as initializers; `slots` are the program's `model_slots()`. The fitted preprocessing
-    runs first, so the model takes raw features; a scaled target's output is unscaled last,
-    so the model predicts in the target's units."""
+    runs first, so the model takes raw features (decoded uint8 pixels, for images); a
+    scaled target's output is unscaled last, so the model predicts in the target's units."""
     b = GraphBuilder(typed.spec.model.name, "float32")
     for name in [OUTPUT, *(o.name for o in typed.spec.model.outputs)]:
         b.reserve(name)
@@ -477,6 +501,8 @@ def build_inference(
         decl = typed.spec.model.inputs[0]
         raw = b.add_input(decl.name, "float32", [decl.dims[0], preprocess.width])
         inputs = {decl.name: _preprocess(b, raw, preprocess)}
+    elif metadata.image is not None:
+        inputs = {metadata.image.input: _pixels(b, typed, metadata.image)}
     else:
         inputs = _add_model_inputs(b, typed)
     outs = lower_outputs(typed, LowerCtx(b, "eval", typed.types), inputs, params)
@@ -497,6 +523,18 @@ def unscale(b: GraphBuilder, value: str, scale: Affine) -> str:
     step graphs' metrics and in model.onnx, so they agree to the bit)."""
     inverse = b.const((1.0 / scale.scale).astype(b.float_dtype))
     return b.op("Add", [b.op("Mul", [value, inverse]), b.const(scale.shift.astype(b.float_dtype))])
+
+
+def _pixels(b: GraphBuilder, typed: TypedModel, image: ImageMeta) -> str:
+    """model.onnx's image input, uint8 [N, H, W, C] as a decoder gives it, as the float32
+    [N, C, H, W] x scale training read: Cast, Transpose and Mul by the same float32 constant
+    the reader used, so the model sees the training values to the bit."""
+    decl = next(d for d in typed.spec.model.inputs if d.name == image.input)
+    height, width = image.size
+    raw = b.add_input(decl.name, "uint8", [decl.dims[0], height, width, image.channels])
+    floats = b.op("Cast", [raw], hint="pixels", to=onnx.TensorProto.FLOAT)
+    planar = b.op("Transpose", [floats], hint="pixels", perm=[0, 3, 1, 2])
+    return b.op("Mul", [planar, b.const(np.float32(image.scale))], hint="pixels")
 
 
 def _preprocess(b: GraphBuilder, x: str, prep: Preprocessing) -> str:

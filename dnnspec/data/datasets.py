@@ -30,9 +30,12 @@ from dnnspec.data.formats import (
     format_for,
     suffixes,
 )
+from dnnspec.data.formats.image import SCALE
+from dnnspec.data.images import read_folder, to_model
 from dnnspec.data.split import split, split_indices
 from dnnspec.errors import Span, error
 from dnnspec.files import GiB, MiB
+from dnnspec.metadata import ImageMeta
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
@@ -254,6 +257,21 @@ def _file_targets(
     )
 
 
+def _image_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+    """One sub-folder of images per class (Keras' `image_dataset_from_directory`): the
+    pixels as float32 [N, channels, height, width] x 1/255, class ids in folder-name order."""
+    size = args["size"]
+    if len(size) != 2 or min(size) < 1:
+        raise error(f"size is [height, width], two positive sizes, got {list(size)}", span)
+    channels = args["channels"]
+    if channels not in (1, 3):
+        raise error(f"channels is 1 (grey) or 3 (RGB), got {channels}", span)
+    root = locate_file(args["path"], span)
+    pixels, labels, classes = read_folder(root, (size[0], size[1]), channels, MAX_DATA_BYTES, span)
+    image = ImageMeta(input="", size=[size[0], size[1]], channels=channels, scale=float(SCALE))
+    return Dataset(to_model(pixels), labels, labels=classes, image=image)
+
+
 def read_batch(path: Path, feed: Feed) -> Batch:
     """Prediction inputs from a file, read by its format (see `Feed`)."""
     form = format_for(path, training=False)
@@ -341,6 +359,30 @@ DATASETS.add(
         ),
         _sequences,
         "int64 token sequences [N, length] whose label needs memory (seeded)",
+    ),
+)
+DATASETS.add(
+    "image_folder",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(name="path", type="str", doc="a folder of one sub-folder per class"),
+                ArgSpec(name="size", type="ints", doc="[height, width] every image is resized to"),
+                ArgSpec(
+                    name="channels",
+                    type="int",
+                    default=3,
+                    doc="1 (grey) or 3 (RGB): the channels every image is converted to",
+                ),
+                VALIDATION,
+            )
+        ),
+        _image_folder,
+        "PNG and JPEG images (Pillow: the images extra), one sub-folder per class (class "
+        "names: the folder names, sorted); decoded, converted and resized bilinearly, as "
+        "float32 [N, channels, height, width] of pixel / 255, held in memory (at most "
+        "2 GiB); model.onnx takes uint8 [N, height, width, channels]",
+        paths=("path",),
     ),
 )
 DATASETS.add(

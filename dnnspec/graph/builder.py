@@ -29,6 +29,7 @@ DTYPES: dict[str, int] = {
     "int32": TensorProto.INT32,
     "bool": TensorProto.BOOL,
     "uint32": TensorProto.UINT32,
+    "uint8": TensorProto.UINT8,
 }
 
 

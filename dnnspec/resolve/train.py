@@ -16,6 +16,7 @@ from dnnspec.resolve.problems import Problems
 from dnnspec.resolve.values import POISON, Poison, Scope, describe
 from dnnspec.schema import INT64_MAX, ArgSpec, Signature, arg_str
 from dnnspec.syntax import ast
+from dnnspec.training.augment import AUGMENTS
 from dnnspec.training.clip import CLIPPING
 from dnnspec.training.early_stop import EARLY_STOP
 from dnnspec.training.losses import LOSSES, TARGET_WORDS
@@ -61,6 +62,7 @@ TRAIN_ITEMS = (
     "preprocess",
     "decay",
     "no_decay",
+    "augment",
     "freeze",
     "init",
     "accumulate",
@@ -157,11 +159,12 @@ class TrainResolver:
                 found[key] = self.selectors(item, scope)
             elif key == "init":
                 found[key] = self.init_from(item, scope)
-            elif key in ("regularize", "metrics", "preprocess"):
+            elif key in ("regularize", "metrics", "preprocess", "augment"):
                 lists: dict[str, Registry[Any]] = {
                     "regularize": REGULARIZERS,
                     "metrics": METRICS,
                     "preprocess": PREPROCESS,
+                    "augment": AUGMENTS,
                 }
                 registry = lists[key]
                 found[key] = self.train_list(item, registry, scope)

@@ -169,14 +169,20 @@ def program_from_data(spec: Spec) -> Program:
 
 def record_data(program: Program, parts: Parts) -> None:
     """What only the data tells, written into `program` for model.onnx: the fitted
-    preprocessing (model.onnx then reads the raw columns), class names, the vocabulary of
-    token data and the columns a prediction file must hold (`dnnspec.expects`)."""
+    preprocessing (model.onnx then reads the raw columns), how it takes images (uint8
+    pixels, channels last), class names, the vocabulary of token data and the columns a
+    prediction file must hold (`dnnspec.expects`)."""
     data, preprocessing, expected = parts.data, parts.preprocessing, parts.expected
     program.preprocess, meta = preprocessing, program.metadata
     if preprocessing is not None:
         meta.preprocess = [PreprocessStep.model_validate(s) for s in preprocessing.to_json()]
         if preprocessing.widens() and meta.inputs:  # model.onnx takes the raw columns
             meta.inputs[0].shape = [meta.inputs[0].shape[0], preprocessing.width]
+    if data.image is not None and meta.inputs:  # model.onnx takes the decoded pixels
+        first = meta.inputs[0]
+        meta.image = data.image.model_copy(update={"input": first.name})
+        height, width = data.image.size
+        first.dtype, first.shape = "uint8", [first.shape[0], height, width, data.image.channels]
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         meta.class_labels = list(data.labels)
     for entry in meta.outputs or []:  # class names of named outputs given as words
