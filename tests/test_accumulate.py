@@ -4,11 +4,17 @@ and a run paused between two updates resumes bit-identically."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import dnnspec
 from dnnspec.assemble.describe import spec_hash
 from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import check_spec
@@ -16,6 +22,8 @@ from dnnspec.data.dataset import Dataset
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.runtime import checkpoint
+from dnnspec.runtime.model_file import read_model
+from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.run import run_training
 from dnnspec.runtime.trainer import Trainer
 from dnnspec.training.accumulate import SAMPLES
@@ -206,3 +214,36 @@ def test_a_run_with_accumulate_stopped_after_an_epoch_resumes_bit_identically(
     b, _ = checkpoint.load(tmp_path / "cut" / "checkpoint" / "last.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert float(a[SAMPLES]) == 0.0 and not np.any(a["dense_1.weight.grad_sum"])
+
+
+def test_the_documented_driver_trains_an_exported_accumulating_step_as_dnnspec_train(
+    tmp_path: Path,
+) -> None:
+    """The driver of docs/training-graph.md calls the step once per batch, as for any
+    spec: the accumulation is all in the graph and its carried state."""
+    text = (Path(__file__).parents[1] / "docs" / "training-graph.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    (tmp_path / "driver.py").write_text(code)
+    spec = tmp_path / "s.dnn"
+    spec.write_text(RUN, encoding="utf-8")
+    dnnspec.export(spec, tmp_path / "step", train=True)
+    interface = json.loads((tmp_path / "step" / "interface.json").read_text())
+    assert interface["steps_per_epoch"] == 4 and interface["total_steps"] == 12  # updates
+    assert {i["role"] for i in interface["inputs"] if i["name"] == SAMPLES} == {"accumulator"}
+    prep = prepare(load_spec(spec, {}))
+    np.savez(tmp_path / "data.npz", x=prep.train_data.x, y=prep.train_data.y)
+    run = dnnspec.train(spec, out=tmp_path / "run", plot=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    args = [str(tmp_path / n) for n in ("driver.py", "step", "data.npz")]
+    done = subprocess.run(
+        [sys.executable, *args, "3", str(tmp_path / "t.npz")],
+        capture_output=True, text=True, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    driven = [json.loads(line) for line in done.stdout.splitlines()]
+    logged = [json.loads(r) for r in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in driven] == [12, 24, 36]
+    np.testing.assert_allclose([d["loss"] for d in driven], [r["loss"] for r in logged], rtol=1e-5)
+    trained = np.load(tmp_path / "t.npz")
+    for name, value in read_model(run.run_dir / "model.onnx").weights().items():
+        np.testing.assert_allclose(trained[name], value, rtol=1e-4, atol=1e-6)
