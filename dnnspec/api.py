@@ -399,7 +399,10 @@ class Model:
         picked = False  # a CSV of rows is read by its columns
         if isinstance(x, str | Path):
             path = Path(x)
-            batch = read_batch(path, Feed({decl.name: decl.shape}, expected, drop_target))
+            audio = self.file.meta.audio  # a WAV file is read at the model's sample rate
+            rate = None if audio is None else audio.sample_rate
+            feed = Feed({decl.name: decl.shape}, expected, drop_target, sample_rate=rate)
+            batch = read_batch(path, feed)
             x, picked = batch.arrays[decl.name], batch.picked
             if batch.text:
                 x = from_text(x, decl.dtype, f"'{path}'")

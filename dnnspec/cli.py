@@ -528,7 +528,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if not model.file.named and out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     paths = [Path(p) for p in args.input]
-    if len(paths) > 1 or model.file.meta.image is not None:
+    if len(paths) > 1 or model.file.meta.image or model.file.meta.audio:
         return _predict_files(args, console, model, paths)
     pred = model.predict(paths[0], drop_target=args.drop_target)
     if isinstance(pred, dict):

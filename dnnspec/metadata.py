@@ -230,6 +230,16 @@ class ImageMeta(Record):
     scale: float
 
 
+class AudioMeta(Record):
+    """`dnnspec.audio`: model.onnx of a model trained on audio clips takes float32 waveforms
+    `[N, samples]` in [-1, 1], mono, sampled at `sample_rate` (`dnnspec predict` refuses a
+    WAV file at another rate)."""
+
+    input: str
+    sample_rate: Annotated[int, Field(ge=1)]
+    samples: Annotated[int, Field(ge=1)]
+
+
 class Expects(Record):
     """`dnnspec.expects`: the raw columns in order with what is done to each, the features
     the network sees, the class names and the training CSV's layout (runtime/columns.py)."""
@@ -300,6 +310,8 @@ class ModelMetadata(Record):
     context: Annotated[int, Field(ge=0)] | None = None
     """The sequence length a text model was trained on."""
     expects: Expects | None = None
+    audio: AudioMeta | None = None
+    """A model trained on audio clips: the waveforms model.onnx takes."""
     image: ImageMeta | None = None
     """A model trained on images: model.onnx takes uint8 pixels, channels last."""
     spec: dict[str, Any] | None = None

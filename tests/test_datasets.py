@@ -40,6 +40,16 @@ def write_images(folder: Path) -> None:
             image.fromarray(pixels, "RGB").save(folder / "photos" / label / f"{i}.png")
 
 
+def write_clips(folder: Path) -> None:
+    """Two classes of 8 kHz WAV clips, three each: of 0.1 s (800 samples), shorter, longer."""
+    sf = pytest.importorskip("soundfile")
+    for label, hz in (("high", 880.0), ("low", 220.0)):
+        (folder / "clips" / label).mkdir(parents=True)
+        for i, samples in enumerate((800, 500, 1200)):
+            wave = 0.5 * np.sin(2 * np.pi * hz * np.arange(samples) / 8000)
+            sf.write(folder / "clips" / label / f"{i}.wav", wave, 8000, "PCM_16")
+
+
 def write_text(folder: Path) -> None:
     (folder / "t.txt").write_text("abracadabra, abracadabra!")
 
@@ -106,6 +116,15 @@ DATASET_CASES: list[DatasetCase] = [
         classes=3,
         seeded=False,
         write=write_images,
+    ),
+    DatasetCase(
+        "audio_folder",
+        ((6, 800), "float32"),
+        ((6,), "int64"),
+        {"path": "{dir}/clips", "sample_rate": 8000, "seconds": 0.1},
+        classes=2,
+        seeded=False,
+        write=write_clips,
     ),
     DatasetCase(
         "file",

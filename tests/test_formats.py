@@ -69,6 +69,16 @@ def write_png(folder: Path, x: np.ndarray, targets: dict[str, np.ndarray]) -> Pa
     return folder / "d.png"
 
 
+CLIP = np.array([[0.0, 0.25, -0.5, 0.75, -1.0]], np.float32)
+"""A WAV file holds one clip, float32 [1, samples]."""
+
+
+def write_wav(folder: Path, x: np.ndarray, targets: dict[str, np.ndarray]) -> Path:
+    sf = pytest.importorskip("soundfile")
+    sf.write(folder / "d.wav", CLIP[0], 16000, "FLOAT")
+    return folder / "d.wav"
+
+
 @dataclass(frozen=True)
 class FormatCase:
     """`write` puts inputs and targets in a file of the format; `args` are the `file(...)`
@@ -88,6 +98,7 @@ FORMAT_CASES: dict[str, FormatCase] = {
     "csv": FormatCase(write_csv, {"target": "y", "features": ["f0", "f1", "f2", "f3"]}),
     "parquet": FormatCase(write_parquet, {"target": "y"}),
     "image": FormatCase(write_png, {}, trains=False, holds=PIXELS),
+    "wav": FormatCase(write_wav, {}, trains=False, holds=CLIP),
 }
 
 
@@ -146,7 +157,7 @@ def test_a_training_format_returns_the_targets_of_named_outputs_by_name(
 
 
 def test_messages_list_the_suffixes_of_the_registered_formats(tmp_path: Path) -> None:
-    assert suffixes(training=False) == ".npy, .npz, .csv, .parquet, .png, .jpg or .jpeg"
+    assert suffixes(training=False) == ".npy, .npz, .csv, .parquet, .png, .jpg, .jpeg or .wav"
     assert suffixes(training=True) == ".npz, .csv or .parquet"
     path = write_npy(tmp_path, X, {})
     data = DATASETS.get("file")

@@ -73,7 +73,8 @@ def onnx_mel_matrix(mels: int, n_fft: int, rate: int, low: float, high: float) -
     out = helper.make_tensor_value_info("w", onnx.TensorProto.DOUBLE, None)
     graph = helper.make_graph([node], "mel", [], [out], consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return np.asarray(ReferenceEvaluator(model).run(None, {})[0])
+    outputs: Any = ReferenceEvaluator(model).run(None, {})
+    return np.asarray(outputs[0])
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,8 @@ def test_the_window_is_onnx_periodic_hann() -> None:
     out = helper.make_tensor_value_info("w", onnx.TensorProto.DOUBLE, None)
     graph = helper.make_graph([node], "hann", [], [out], [size])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    np.testing.assert_allclose(hann(400), ReferenceEvaluator(model).run(None, {})[0], atol=1e-15)
+    outputs: Any = ReferenceEvaluator(model).run(None, {})
+    np.testing.assert_allclose(hann(400), outputs[0], atol=1e-15)
 
 
 def test_log_mel_of_one_second_at_16_khz_matches_numpy_in_both_runtimes() -> None:
@@ -132,7 +134,7 @@ def test_log_mel_outputs_a_sequence_of_frames_and_refuses_what_it_cannot_frame()
     infer = LAYERS.get("log_mel").infer
     out = infer([TensorType("float32", ("N", 16000))], bound())
     assert (str(out), out.sequence) == ("f32[N, 98, 40]", True)
-    problems = {
+    problems: dict[str, tuple[tuple[int | str, ...], dict[str, int]]] = {
         "known number of samples": (("N", "T"), {}),
         "at least 400 samples": (("N", 300), {}),
         "reads waveforms": (("N", 1, 16000), {}),

@@ -21,7 +21,15 @@ from dnnspec.check.shapes import check_spec
 from dnnspec.cli import main
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
-from dnnspec.metadata import FORMAT_VERSION, KEYS, ImageMeta, ModelMetadata, OutputRole, TensorMeta
+from dnnspec.metadata import (
+    FORMAT_VERSION,
+    KEYS,
+    AudioMeta,
+    ImageMeta,
+    ModelMetadata,
+    OutputRole,
+    TensorMeta,
+)
 from dnnspec.resolve import pin_paths
 from dnnspec.runtime.model_file import read_model
 
@@ -79,6 +87,7 @@ def test_every_field_survives_a_round_trip() -> None:
     record.trained, record.precision, record.opset = True, "float16", 17
     record.graph_inputs, record.graph_outputs = [tensor], [tensor]
     record.output_roles = [OutputRole(name="labels", output="output", role="labels")]
+    record.audio = AudioMeta(input="x", sample_rate=16000, samples=16000)
     record.image = ImageMeta(input="x", size=[16, 16], channels=1, scale=1 / 255)
     assert set(record.to_props()) == KEYS - {"dnnspec.outputs"}
     assert ModelMetadata.from_props(record.to_props(), "p") == record

@@ -9,7 +9,7 @@ import numpy as np
 
 from dnnspec.data.tables import Layout
 from dnnspec.errors import Span, did_you_mean, error
-from dnnspec.metadata import ImageMeta
+from dnnspec.metadata import AudioMeta, ImageMeta
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Dataset:
     missing: dict[int, str] = field(default_factory=dict)
     """Feature columns read with missing values (NaN, from empty CSV cells): where the first
     one is, for messages (`'d.csv' line 4, column 2 (age)`)."""
+    audio: AudioMeta | None = None
+    """Audio clips (`x` the float32 [N, samples] waveforms): their sample rate and length,
+    for model.onnx (`input` is filled in by data preparation)."""
     image: ImageMeta | None = None
     """Image data (`x` the float32 [N, C, H, W] pixels x scale): how model.onnx takes the
     decoded pixels (`input` is filled in by data preparation)."""

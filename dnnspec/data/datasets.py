@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dnnspec.data.audio import read_folder as read_audio_folder
 from dnnspec.data.dataset import Dataset, named_targets
 from dnnspec.data.files import locate_file
 from dnnspec.data.formats import (
@@ -35,7 +36,7 @@ from dnnspec.data.images import read_folder, to_model
 from dnnspec.data.split import split, split_indices
 from dnnspec.errors import Span, error
 from dnnspec.files import GiB, MiB
-from dnnspec.metadata import ImageMeta
+from dnnspec.metadata import AudioMeta, ImageMeta
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
@@ -272,6 +273,17 @@ def _image_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset
     return Dataset(to_model(pixels), labels, labels=classes, image=image)
 
 
+def _audio_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+    """One sub-folder of WAV clips per class (Keras' `audio_dataset_from_directory`): the
+    waveforms as float32 [N, sample_rate x seconds], class ids in folder-name order."""
+    rate = args["sample_rate"]
+    samples = max(1, round(rate * args["seconds"]))
+    root = locate_file(args["path"], span)
+    waves, labels, classes = read_audio_folder(root, rate, samples, MAX_DATA_BYTES, span)
+    audio = AudioMeta(input="", sample_rate=rate, samples=samples)
+    return Dataset(waves, labels, labels=classes, audio=audio)
+
+
 def read_batch(path: Path, feed: Feed) -> Batch:
     """Prediction inputs from a file, read by its format (see `Feed`)."""
     form = format_for(path, training=False)
@@ -382,6 +394,37 @@ DATASETS.add(
         "names: the folder names, sorted); decoded, converted and resized bilinearly, as "
         "float32 [N, channels, height, width] of pixel / 255, held in memory (at most "
         "2 GiB); model.onnx takes uint8 [N, height, width, channels]",
+        paths=("path",),
+    ),
+)
+DATASETS.add(
+    "audio_folder",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(name="path", type="str", doc="a folder of one sub-folder per class"),
+                ArgSpec(
+                    name="sample_rate",
+                    type="int",
+                    default=16000,
+                    min=1,
+                    doc="Hz; a clip at another rate is refused",
+                ),
+                ArgSpec(
+                    name="seconds",
+                    type="float",
+                    default=1.0,
+                    min=0.0,
+                    min_exclusive=True,
+                    doc="every clip is cut or padded with silence to this length",
+                ),
+                VALIDATION,
+            )
+        ),
+        _audio_folder,
+        "WAV clips (soundfile: the audio extra), one sub-folder per class (class names: the "
+        "folder names, sorted); mono (channels averaged), cut or zero-padded to seconds, as "
+        "float32 [N, sample_rate x seconds] in [-1, 1], held in memory (at most 2 GiB)",
         paths=("path",),
     ),
 )

@@ -183,6 +183,8 @@ def record_data(program: Program, parts: Parts) -> None:
         meta.image = data.image.model_copy(update={"input": first.name})
         height, width = data.image.size
         first.dtype, first.shape = "uint8", [first.shape[0], height, width, data.image.channels]
+    if data.audio is not None and meta.inputs:  # model.onnx takes waveforms at this rate
+        meta.audio = data.audio.model_copy(update={"input": meta.inputs[0].name})
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         meta.class_labels = list(data.labels)
     for entry in meta.outputs or []:  # class names of named outputs given as words

@@ -1,7 +1,7 @@
 """Data file formats behind one interface (`base.py`): each module defines one `Format`,
 registered here in the order messages list them (`expected .npy, .npz, .csv or .parquet`)."""
 
-from dnnspec.data.formats import csv, image, npy, npz, parquet
+from dnnspec.data.formats import csv, image, npy, npz, parquet, wav
 from dnnspec.data.formats.base import (
     FORMATS,
     UNNAMED,
@@ -20,6 +20,7 @@ FORMATS.add("npz", npz.FORMAT)
 FORMATS.add("csv", csv.FORMAT)
 FORMATS.add("parquet", parquet.FORMAT)
 FORMATS.add("image", image.FORMAT)
+FORMATS.add("wav", wav.FORMAT)
 
 __all__ = [
     "FORMATS",

@@ -80,6 +80,8 @@ class Feed:
     inputs: dict[str, tuple[int | str, ...] | None]
     expects: dict[str, Any] | None = None
     drop_target: bool = False
+    sample_rate: int | None = None
+    """A model trained on audio: the rate its clips were sampled at (`dnnspec.audio`)."""
 
 
 @dataclass(frozen=True)
