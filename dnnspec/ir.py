@@ -123,8 +123,9 @@ class Head(_Strict):
         return f"{self.output}_" if self.output else ""
 
 
-RECENT_TRAIN_DEFAULTS: dict[str, Any] = {"accumulate": 1}
-"""Train settings the previous release did not have, with the default that means so."""
+RECENT_TRAIN_DEFAULTS: dict[str, Any] = {"accumulate": 1, "freeze": (), "init": None}
+"""Train settings the previous release did not have, with the default that means so (a
+list setting's default is an empty tuple, which a JSON dump writes as a list)."""
 
 
 class TrainSpec(_Strict):
@@ -168,7 +169,10 @@ class TrainSpec(_Strict):
         spec written before them keeps the text and the hash that release recorded."""
         data = handler(self)
         for name, default in RECENT_TRAIN_DEFAULTS.items():
-            if isinstance(data, dict) and data.get(name) == default:
+            if not isinstance(data, dict) or name not in data:
+                continue
+            value = tuple(data[name]) if isinstance(data[name], list) else data[name]
+            if value == default:
                 data.pop(name)
         return data
 

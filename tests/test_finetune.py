@@ -247,3 +247,50 @@ def test_weights_held_outside_the_file_are_refused(tmp_path: Path) -> None:
     (tmp_path / "ext.onnx").write_bytes(helper.make_model(graph).SerializeToString())
     with pytest.raises(DiagnosticError, match="points at external data"):
         prepare(dnnspec.load_spec(small(tmp_path, '  init from("ext.onnx")')))
+
+
+TIED = """
+model lm {{
+  input ids: int64[{dims}]
+  embedding(7, 4)
+  dense(4) -> tanh
+  dense(7, tie = embedding_1{bias})
+}}
+train {{
+  data digits
+  loss cross_entropy
+  optimizer sgd(lr = 0.1)
+  batch 8
+  epochs 1
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("dims", "bias", "params"),
+    [("N, T", "", 28 + 20 + 7), ("N", "", 28 + 20 + 7), ("N", ", bias = false", 28 + 20)],
+)
+def test_a_tied_output_projection_counts_the_table_once_and_both_uses_train_it(
+    dims: str, bias: str, params: int
+) -> None:
+    spec = load_spec_text(TIED.format(dims=dims, bias=bias), "tied.dnn")
+    typed = dnnspec.check_spec(spec)
+    assert typed.param_count() == params
+    assert [p.name for p in typed.layers[-1].params] == ([] if bias else ["bias"])
+    # the table's gradient is the sum of the lookup's and the projection's
+    assert_train_step_matches_finite_differences(spec, {"N": 3, "T": 2}, probes=8, ids=7)
+
+
+@pytest.mark.parametrize(
+    ("tie", "message"),
+    [
+        ("embeding_1", "ties to 'embeding_1', but no layer before it is called so"),
+        ("dense_1", "reads dense_1's weight as [7, 4], but it is [4, 4]"),
+    ],
+)
+def test_a_tie_to_a_missing_or_misshapen_table_is_located(tie: str, message: str) -> None:
+    text = TIED.format(dims="N", bias="").replace("tie = embedding_1", f"tie = {tie}")
+    with pytest.raises(DiagnosticError) as caught:
+        dnnspec.check_spec(load_spec_text(text, "tied.dnn"))
+    assert message in caught.value.diagnostics[0].message
+    assert caught.value.diagnostics[0].span is not None

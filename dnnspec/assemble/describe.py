@@ -16,7 +16,7 @@ import onnx
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.data.datasets import DATASETS
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
-from dnnspec.layers.base import token_vocab
+from dnnspec.layers.base import LAYERS, token_vocab
 from dnnspec.metadata import (
     CarriedMeta,
     InputMeta,
@@ -155,27 +155,23 @@ def _drop_recent(args: dict[str, Any], recent: tuple[str, ...], signature: Signa
             args.pop(name)
 
 
-RECENT_SETTINGS = ("freeze", "init")
-"""Train settings newer than the previous release: left out of the hash when not given."""
-
-
 def spec_hash(typed: TypedModel) -> str:
     """A digest of what the resolved spec means (not where it is written: moving the file
     or adding a comment keeps the hash), so a model or checkpoint can be traced to it. Data
     file paths are left out too: spec.lock.json pins them absolute, and checkpoints carry a
     digest of the data itself. The epoch count is left out as well: `--epochs` may extend a
     run (a checkpoint records the count it started with, and resume checks it), and so are
-    the `recent` arguments of the dataset, losses and metrics at their default, so a spec
-    written before them keeps its hash."""
+    the `recent` arguments of the layers, dataset, losses and metrics at their default, so
+    a spec written before them keeps its hash."""
     meaning = _without_locations(typed.spec.model_dump(mode="json"))
+    for node in meaning["model"]["nodes"]:
+        layer = LAYERS.get(node["layer"])
+        _drop_recent(node["args"], layer.recent, layer.signature)
     train = meaning.get("train")
     if train:
         train.pop("epochs", None)
         if not train.get("augment"):  # specs written before augment keep their hash
             train.pop("augment", None)
-        for setting in RECENT_SETTINGS:  # absent from specs the previous release hashed
-            if not train.get(setting):
-                train.pop(setting, None)
         dataset, args = DATASETS.get(train["data"]["name"]), train["data"]["args"]
         for name in dataset.paths:
             args.pop(name, None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dnnspec.check.shapes import TypedModel
-from dnnspec.layers.base import LAYERS, LowerCtx
+from dnnspec.layers.base import LAYERS, SHARED, LowerCtx
 
 
 def lower_outputs(
@@ -25,11 +25,16 @@ def lower_outputs(
     values = dict(inputs)
     for index, info in enumerate(typed.layers):
         node = info.node
+        layer = LAYERS.get(node.layer)
+        own = params.get(node.name, {})
+        shared = str(node.args.get(layer.shares, "")) if layer.shares else ""
+        if shared:  # `dense(vocab, tie = embedding_1)`: the embedding's table as well
+            own = {**own, **{SHARED + k: v for k, v in params.get(shared, {}).items()}}
         with ctx.b.scope(node.name):
-            values[node.name] = LAYERS.get(node.layer).lower(
+            values[node.name] = layer.lower(
                 replace(ctx, salt=ctx.salt + index),
                 node,
                 [values[name] for name in node.inputs],
-                params.get(node.name, {}),
+                own,
             )
     return {name: values[v] for name, v in typed.spec.model.output_values().items()}

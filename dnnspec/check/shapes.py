@@ -203,9 +203,36 @@ class _Checker:
     def check_node(self, node: Node, operands: list[TensorType]) -> LayerInfo:
         layer = LAYERS.get(node.layer, node.span)
         out = layer.infer(operands, node.args)
+        self.check_shared(node, layer.shared(operands, node.args))
         params = layer.params(operands, node.args)
         flops = layer.flops(operands, out, node.args) if layer.flops else 0
         return LayerInfo(node, out, params, flops, layer.state(operands, node.args))
+
+    def check_shared(self, node: Node, wanted: list[ParamSpec]) -> None:
+        """A layer reading another's parameters (`dense(vocab, tie = embedding_1)`) names
+        a layer before it that has them, in the shapes it reads."""
+        if not wanted:
+            return
+        layer = LAYERS.get(node.layer)
+        target = str(node.args[layer.shares or ""])
+        owner = next((i for i in self.layers if i.node.name == target), None)
+        if owner is None:
+            before = [i.node.name for i in self.layers if i.params]
+            raise ShapeError(
+                f"{node.layer} ties to '{target}', but no layer before it is called so",
+                help=did_you_mean(target, before)
+                or f"name a layer before it by its name in `dnnspec check`: {', '.join(before)}",
+            )
+        has = {p.name: p.shape for p in owner.params}
+        for p in wanted:
+            if has.get(p.name) != p.shape:
+                held = f"[{', '.join(map(str, has[p.name]))}]" if p.name in has else "none"
+                raise ShapeError(
+                    f"{node.layer} reads {target}'s {p.name} as [{', '.join(map(str, p.shape))}]"
+                    f", but it is {held}",
+                    help="tie an output projection to an embedding(vocab, dim) read at width dim:"
+                    " dense(vocab, tie = ...) over [..., dim]",
+                )
 
     def diagnostic(self, node: Node, operands: Sequence[TensorType], exc: ShapeError) -> Diagnostic:
         notes = [

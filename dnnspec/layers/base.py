@@ -89,6 +89,10 @@ class LowerCtx:
         return self.mode == "train"
 
 
+SHARED = "shared."
+"""What a layer's lowering finds the parameters of the node it shares (`LayerDef.shares`)
+under: `shared.weight`."""
+
 InferFn = Callable[[Sequence[TensorType], dict[str, Any]], TensorType]
 ParamsFn = Callable[[Sequence[TensorType], dict[str, Any]], list[ParamSpec]]
 FlopsFn = Callable[[Sequence[TensorType], TensorType, dict[str, Any]], int]
@@ -131,6 +135,14 @@ class LayerDef:
     doc: str = ""
     activation: Activation | None = None
     """Set on activations (elementwise or normalising): what they mean to other stages."""
+    shares: str | None = None
+    """The str argument naming a node whose parameters this layer also reads (dense's
+    `tie`): lowering hands them to it as `shared.<param>`."""
+    shared: ParamsFn = no_params
+    """The parameters it reads from that node, by local name and shape (check compares)."""
+    recent: tuple[str, ...] = ()
+    """Arguments added since runs were first written: left out of the spec hash at their
+    default, so a spec written before them keeps its hash (and its runs resume)."""
     token_ids: str | None = None
     """The int argument bounding the token ids its first input holds (embedding's `vocab`):
     the data and model.onnx's input metadata are checked against it."""

@@ -2,6 +2,9 @@
 
 The weight is stored [in, units] so a 2-D input is one Gemm without transposes (and the
 backward pass needs none either); higher-rank inputs use MatMul + Add over the last axis.
+`dense(vocab, tie = embedding_1)` has no weight of its own: it reads the embedding's
+[vocab, dim] table transposed (Gemm's transB), so the table counts once and the engine
+adds the gradients of both uses.
 """
 
 from __future__ import annotations
@@ -10,7 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from dnnspec.ir import Node
-from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
+from dnnspec.layers.base import (
+    LAYERS,
+    SHARED,
+    LayerDef,
+    LowerCtx,
+    ParamSpec,
+    ShapeError,
+    TensorType,
+)
 from dnnspec.layers.common import per_sample, require_float, require_rank
 from dnnspec.layers.init import INITIALISERS
 from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_int
@@ -36,9 +47,17 @@ def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
 def params(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:
     fan_in, units = _in_features(inputs[0]), args["units"]
     weight = ParamSpec("weight", (fan_in, units), args["init"], fan_in=fan_in, fan_out=units)
+    own = [] if args.get("tie") else [weight]
     if not args["bias"]:
-        return [weight]
-    return [weight, ParamSpec("bias", (units,), "zeros", fan_in, units, decay=False)]
+        return own
+    return [*own, ParamSpec("bias", (units,), "zeros", fan_in, units, decay=False)]
+
+
+def shared(inputs: Sequence[TensorType], args: dict[str, Any]) -> list[ParamSpec]:
+    """The table a tied dense reads, [units, in]: an embedding's [vocab, dim]."""
+    if not args.get("tie"):
+        return []
+    return [ParamSpec("weight", (args["units"], _in_features(inputs[0])), "normal")]
 
 
 def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -> int:
@@ -50,10 +69,14 @@ def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -
 
 
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
-    x, weight, bias = inputs[0], params["weight"], params.get("bias")
+    x, bias, table = inputs[0], params.get("bias"), params.get(f"{SHARED}weight")
+    flat = len(ctx.types[node.inputs[0]].dims) == 2
+    if table is not None and flat:  # x table^T (+ bias), the transpose inside the Gemm
+        return ctx.b.op("Gemm", [x, table, *([bias] if bias else [])], hint=node.name, transB=1)
+    weight = params["weight"] if table is None else ctx.b.op("Transpose", [table])
     if bias is None:
         return ctx.b.op("MatMul", [x, weight], hint=node.name)
-    if len(ctx.types[node.inputs[0]].dims) == 2:
+    if flat:
         return ctx.b.op("Gemm", [x, weight, bias], hint=node.name)
     return ctx.b.op("Add", [ctx.b.op("MatMul", [x, weight]), bias], hint=node.name)
 
@@ -72,8 +95,17 @@ LAYERS.add(
                     choices=("auto", *INITIALISERS),
                     doc="auto: he_normal when a ReLU-like activation follows, else glorot_uniform",
                 ),
+                ArgSpec(
+                    name="tie",
+                    type="str",
+                    default="",
+                    doc="an embedding's name: its [units, in] table, transposed, is the weight",
+                ),
             )
         ),
+        shares="tie",
+        shared=shared,
+        recent=("tie",),
         infer=infer,
         lower=lower,
         params=params,
