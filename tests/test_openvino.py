@@ -226,3 +226,8 @@ def test_the_runtime_option_of_train_eval_and_predict(
     assert main(["predict", str(run), str(tmp_path / "x.npy"), "--runtime", "ovn"]) == 2
     _, err = capsys.readouterr()
     assert "unknown runtime 'ovn'" in err and "the runtimes are auto, onnxruntime" in err
+
+
+def test_openvino_asked_for_cuda_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DiagnosticError, match="the openvino runtime runs on the CPU, not CUDA"):
+        train(tiny(tmp_path), out=tmp_path / "run", plot=False, runtime="openvino", device="cuda")

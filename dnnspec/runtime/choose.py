@@ -125,7 +125,10 @@ def _probe(
 ) -> float | None:
     """Seconds per train step of `name` on this run's first batches, as the Trainer runs
     them (K per call, or one by one for a slow step); None where it cannot compile."""
-    trainer = Trainer(program, device, seed, steps_per_call=2, backend=name)
+    try:
+        trainer = Trainer(program, device, seed, steps_per_call=2, backend=name)
+    except DiagnosticError:  # e.g. a CPU runtime asked for CUDA: not a candidate
+        return None
     if trainer.runtime != name:
         return None
     batch = program.train.batch
