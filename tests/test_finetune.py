@@ -73,8 +73,9 @@ def test_fine_tuning_keeps_the_frozen_convolutions_bit_equal_and_learns_digits_5
     for name in ("conv2d_1.weight", "conv2d_1.bias", "conv2d_2.weight", "conv2d_2.bias"):
         assert after[name].tobytes() == before[name].tobytes(), name
     assert not np.array_equal(after["dense_1.weight"], before["dense_1.weight"])
-    # five classes: chance is 0.2; frozen random convolutions reach about 0.85
-    assert result.metrics["val_accuracy"] >= 0.88
+    # five classes: chance is 0.2, and the convolutions frozen at their random start
+    # (init left out) reach about 0.87: the base's features are what get it past 0.9
+    assert result.metrics["val_accuracy"] >= 0.9
 
 
 def test_a_fine_tuning_run_resumes_from_its_checkpoint_not_from_init(
