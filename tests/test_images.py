@@ -27,7 +27,7 @@ from dnnspec.graph.rng import TableRandom
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.prepare import prepare
-from dnnspec.training.augment import augment
+from dnnspec.training.augment import AUGMENTS, augment
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -174,6 +174,31 @@ def augmented(
 X = np.arange(64 * 2 * 5 * 6, dtype=np.float32).reshape(64, 2, 5, 6) + 1
 
 
+AUGMENT_CASES: dict[str, dict[str, Any]] = {
+    "crop": {"padding": 2},
+    "flip": {"direction": "horizontal"},
+    "brightness": {"amount": 0.2},
+    "contrast": {"amount": 0.2},
+}
+"""One case per registered augmentation (the tests below check what each computes)."""
+
+
+def test_every_augmentation_has_a_case() -> None:
+    assert set(AUGMENTS) == set(AUGMENT_CASES)
+
+
+@pytest.mark.parametrize("name", AUGMENT_CASES)
+def test_an_augmentation_is_a_function_of_seed_and_step_that_changes_with_each(
+    name: str,
+) -> None:
+    calls = [(name, AUGMENT_CASES[name])]
+    out = augmented(X, calls, seed=3, step=7)
+    assert out.shape == X.shape and not np.array_equal(out, X)
+    np.testing.assert_array_equal(out, augmented(X, calls, seed=3, step=7))
+    assert not np.array_equal(out, augmented(X, calls, seed=3, step=8))
+    assert not np.array_equal(out, augmented(X, calls, seed=4, step=7))
+
+
 def test_a_crop_is_a_window_of_the_zero_padded_image_chosen_by_seed_and_step() -> None:
     crop = [("crop", {"padding": 2})]
     out = augmented(X, crop, seed=3, step=7)
@@ -294,3 +319,14 @@ train {
     ) as exc:
         prepare(load_spec_text(text, str(tmp_path / "m.dnn")))
     assert exc.value.diagnostics[0].span is not None and exc.value.diagnostics[0].span.line == 7
+
+
+def test_compiling_an_image_spec_reads_the_data_so_model_onnx_takes_uint8_pixels(
+    image_run: Path, tmp_path: Path
+) -> None:
+    folder = image_run.parent
+    text = SPEC.read_text().replace("  schedule cosine(warmup = 1 epoch)\n", "")
+    (folder / "constant.dnn").write_text(text)
+    assert main(["compile", str(folder / "constant.dnn"), "--out", str(tmp_path / "c")]) == 0
+    model = read_model(tmp_path / "c" / "model.onnx")
+    assert (model.input.dtype, model.input.shape) == ("uint8", ("N", 16, 16, 1))

@@ -127,11 +127,20 @@ def write_case(path: Path, steps: int, where: Path) -> None:
             batch[out.target] = (data.targets[out.head.output] if out.head.output else data.y)[rows]
         _save(where / f"batch{i}.npz", batch)
         if i == 0:
-            _save(where / "model_feed.npz", {name: data.x[rows]})
+            _save(where / "model_feed.npz", {name: _model_input(program, data.x[rows])})
     state: Feeds = {k: v.astype(np.float32) for k, v in values.items()}
     _save(where / "state.npz", {**state, SEED: np.array(3, np.int64)})
     carried = {name: next_name(name) for name in program.carried()}
     (where / "case.json").write_text(json.dumps({"steps": steps, "carried": carried}))
+
+
+def _model_input(program: Any, x: np.ndarray) -> np.ndarray:
+    """A batch as model.onnx takes it: an image model's decoded uint8 pixels [N, H, W, C]
+    (the steps read them as float32 [N, C, H, W] x scale)."""
+    image = program.metadata.image
+    if image is None:
+        return x
+    return np.rint(x / image.scale).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def _save(path: Path, arrays: Feeds) -> None:

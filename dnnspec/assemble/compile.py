@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import check_spec
+from dnnspec.data.datasets import DATASETS
 from dnnspec.errors import DiagnosticError, Note, error
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.layers.base import LAYERS
@@ -54,7 +55,7 @@ def compile_spec(spec: Spec, with_data: WithData) -> Compiled:
     width). The data is read (`with_data`) only when the graphs depend on it: fitted
     preprocessing (its shift and scale are constants of model.onnx) or a schedule
     measured in epochs or spanning the run (its step counts are constants of the train
-    step)."""
+    step), or images (model.onnx takes them as decoded, which the data says how)."""
     train = train_section(spec)
     typed = check_spec(spec)
     loss = LOSSES.get(train.trained()[0].loss.name)  # named outputs count their own classes
@@ -62,6 +63,8 @@ def compile_spec(spec: Spec, with_data: WithData) -> Compiled:
     reason = None
     if train.preprocess:
         reason = f"its preprocessing ({train.preprocess[0].name}) is fitted on the training data"
+    elif DATASETS.get(train.data.name).images:
+        reason = "model.onnx takes the data's images as decoded (uint8 pixels, channels last)"
     elif train.accumulate > 1:
         reason = f"`accumulate {train.accumulate}` ends a group of batches at each epoch's end"
     else:

@@ -87,6 +87,9 @@ class DatasetDef:
     recent: tuple[str, ...] = ()
     """Arguments added since runs were first written: left out of the spec hash at their
     default, so a spec written before them keeps its hash (and its runs resume)."""
+    images: bool = False
+    """It reads image files: model.onnx then takes them as decoded (uint8, channels last),
+    so even compiling reads the data."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -395,6 +398,7 @@ DATASETS.add(
         "float32 [N, channels, height, width] of pixel / 255, held in memory (at most "
         "2 GiB); model.onnx takes uint8 [N, height, width, channels]",
         paths=("path",),
+        images=True,
     ),
 )
 DATASETS.add(
