@@ -76,27 +76,9 @@ def _reference(model: onnx.ModelProto, threads: int | None) -> Graph:
 
 
 def _openvino(model: onnx.ModelProto, threads: int | None) -> Graph:
-    import openvino as ov
-
-    core = ov.Core()
-    # without the hint OpenVINO may compute float32 graphs in bf16/f16 on CPUs that have them
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
-    if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config)
-    feedable = set(_feed_order(model))
-    # a port may carry several tensor names: the graph input's is the one fed
-    order = [next(n for n in i.get_names() if n in feedable) for i in compiled.inputs]
-    # an output port may carry several tensor names (an Identity's input and output)
-    wanted = [o.name for o in model.graph.output]
-    ports = [next(p for p in compiled.outputs if name in p.get_names()) for name in wanted]
-
-    def compute(feeds: Feeds) -> list[Any]:
-        result = compiled([feeds[n] for n in order])
-        # copies: the infer request reuses its output buffers on the next call
-        return [np.array(result[p]) for p in ports]
-
-    return _Outputs(model, compute)
+    """dnnspec's openvino backend, as `--runtime openvino` opens graphs (float32 inference
+    precision: without the hint OpenVINO may compute float32 graphs in bf16)."""
+    return load_backend("openvino").open(model, "cpu", threads)
 
 
 def _tract(model: onnx.ModelProto, threads: int | None) -> Graph:

@@ -124,14 +124,16 @@ def _host(array: np.ndarray) -> ov.Tensor:
 
 
 class _Opened:
-    """A graph opened for `run`, onnxruntime's call: the named outputs of one run."""
+    """A graph opened for `run`, onnxruntime's call: the named outputs of one run. A feed
+    the graph does not take (a `seed` pruned from a step without dropout) is left out, as
+    onnx.reference leaves it."""
 
     def __init__(self, compiled: Compiled) -> None:
         self.compiled = compiled
 
     def run(self, output_names: Sequence[str] | None, feeds: dict[str, Any], /) -> list[Any]:
         compiled = self.compiled
-        held = {name: _contiguous(value) for name, value in feeds.items()}
+        held = {n: _contiguous(value) for n, value in feeds.items() if n in compiled.inputs}
         for name, value in held.items():
             compiled.set_input(name, _host(value))
         compiled.request.infer()
