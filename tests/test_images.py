@@ -83,6 +83,20 @@ def test_image_folder_reads_classes_in_name_order_decoded_and_resized_as_pillow_
     assert rgb.x.shape == (4, 3, 6, 10) and rgb.x.min() >= 0 and rgb.x.max() <= 1
 
 
+def test_image_folder_reads_a_csv_listing_image_paths_and_class_names(tmp_path: Path) -> None:
+    pixels = write_classes(tmp_path / "photos")
+    rows = ["file,kind", *(f"photos/{name},{name.split('/')[0]}" for name in pixels)]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    listed = load(
+        path=str(tmp_path / "list.csv"), size=[6, 10], image_column="file", label_column="kind"
+    )
+    assert listed.labels == ("ant", "cat") and listed.y.tolist() == [1, 1, 0, 0]
+    png = datasets.to_model(pixels["cat/0.png"][None])
+    np.testing.assert_array_equal(listed.x[0], png[0])
+    with pytest.raises(DiagnosticError, match="has no column 'label' \\(its header: file, kind\\)"):
+        load(path=str(tmp_path / "list.csv"), size=[6, 10], image_column="file")
+
+
 def test_image_folder_refuses_a_foreign_file_one_class_and_a_set_over_the_memory_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -330,3 +344,14 @@ def test_compiling_an_image_spec_reads_the_data_so_model_onnx_takes_uint8_pixels
     assert main(["compile", str(folder / "constant.dnn"), "--out", str(tmp_path / "c")]) == 0
     model = read_model(tmp_path / "c" / "model.onnx")
     assert (model.input.dtype, model.input.shape) == ("uint8", ("N", 16, 16, 1))
+
+
+def test_eval_reads_a_held_out_image_folder_as_the_spec_s_and_maps_classes_by_name(
+    image_run: Path, tmp_path: Path
+) -> None:
+    for label in ("3", "7"):  # a subset of the classes, in a folder of its own
+        shutil.copytree(image_run.parent / "digits16" / label, tmp_path / "held" / label)
+    result = dnnspec.load(image_run).evaluate(tmp_path / "held")
+    counts = np.asarray(result["confusion"])
+    assert counts.sum() == 183 + 179 and counts[[3, 7]].sum() == counts.sum()
+    assert result["accuracy"] >= 0.95

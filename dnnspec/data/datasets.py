@@ -32,7 +32,7 @@ from dnnspec.data.formats import (
     suffixes,
 )
 from dnnspec.data.formats.image import SCALE
-from dnnspec.data.images import read_folder, to_model
+from dnnspec.data.images import read_folder, read_listing, to_model
 from dnnspec.data.split import split, split_indices
 from dnnspec.errors import Span, error
 from dnnspec.files import GiB, MiB
@@ -271,7 +271,15 @@ def _image_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset
     if channels not in (1, 3):
         raise error(f"channels is 1 (grey) or 3 (RGB), got {channels}", span)
     root = locate_file(args["path"], span)
-    pixels, labels, classes = read_folder(root, (size[0], size[1]), channels, MAX_DATA_BYTES, span)
+    if root.suffix == ".csv" and root.is_file():
+        columns = (args["image_column"], args["label_column"])
+        pixels, labels, classes = read_listing(
+            root, columns, (size[0], size[1]), channels, MAX_DATA_BYTES, span
+        )
+    else:
+        pixels, labels, classes = read_folder(
+            root, (size[0], size[1]), channels, MAX_DATA_BYTES, span
+        )
     image = ImageMeta(input="", size=[size[0], size[1]], channels=channels, scale=float(SCALE))
     return Dataset(to_model(pixels), labels, labels=classes, image=image)
 
@@ -390,11 +398,24 @@ DATASETS.add(
                     doc="1 (grey) or 3 (RGB): the channels every image is converted to",
                 ),
                 VALIDATION,
+                ArgSpec(
+                    name="image_column",
+                    type="str",
+                    default="path",
+                    doc="a CSV listing: the column of image paths (relative to the CSV)",
+                ),
+                ArgSpec(
+                    name="label_column",
+                    type="str",
+                    default="label",
+                    doc="a CSV listing: the column of class names",
+                ),
             )
         ),
         _image_folder,
         "PNG and JPEG images (Pillow: the images extra), one sub-folder per class (class "
-        "names: the folder names, sorted); decoded, converted and resized bilinearly, as "
+        "names: the folder names, sorted), or listed in a CSV of image paths and class "
+        "names; decoded, converted and resized bilinearly, as "
         "float32 [N, channels, height, width] of pixel / 255, held in memory (at most "
         "2 GiB); model.onnx takes uint8 [N, height, width, channels]",
         paths=("path",),

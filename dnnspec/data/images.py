@@ -1,4 +1,5 @@
-"""A folder of images, one sub-folder per class (`image_folder`), as training data.
+"""A folder of images, one sub-folder per class (`image_folder`), or a CSV listing image
+paths and class names, as training data.
 
 Each image is decoded as `formats/image.py` decodes a file for `predict`. The whole decoded
 set is held in memory as the float32 `[N, channels, height, width]` the steps read (pixels
@@ -7,6 +8,8 @@ x 1/255), so its size is checked against a limit before the first file is decode
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
@@ -15,7 +18,10 @@ import numpy as np
 from dnnspec.data.formats.base import folder_files
 from dnnspec.data.formats.image import SCALE, SUFFIXES, decode, is_image
 from dnnspec.errors import Span, error
-from dnnspec.files import size_text
+from dnnspec.files import MiB, open_regular, size_text
+
+MAX_LISTING_BYTES = 64 * MiB
+"""Largest CSV listing images read (its cells become Python strings)."""
 
 
 def class_folders(root: Path, span: Span | None) -> list[tuple[str, list[Path]]]:
@@ -64,24 +70,83 @@ def read_folder(
     with its class id (classes in name order) and the class names; refused before decoding
     when the float32 set would exceed `limit` bytes."""
     classes = class_folders(root, span)
-    count = sum(len(files) for _, files in classes)
-    needed = count * size[0] * size[1] * channels * 4
+    files = [path for _, paths in classes for path in paths]
+    labels = np.repeat(np.arange(len(classes)), [len(paths) for _, paths in classes])
+    pixels = _decode_all(root, files, size, channels, limit, span)
+    return pixels, labels.astype(np.int64), tuple(name for name, _ in classes)
+
+
+def read_listing(
+    listing: Path,
+    columns: tuple[str, str],
+    size: tuple[int, int],
+    channels: int,
+    limit: int,
+    span: Span | None,
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The images a CSV lists, one per row: `columns` names the column of image paths
+    (relative to the CSV's folder) and that of class names (classes in name order), read
+    from its header; otherwise as `read_folder`."""
+    with open_regular(listing, "image list", MAX_LISTING_BYTES, span) as f:
+        text = f.read().decode("utf-8-sig", errors="replace")
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0] if rows else []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise error(
+            f"'{listing}' has no column '{missing[0]}' (its header: {', '.join(header) or 'none'})",
+            span,
+            help="name the columns of image paths and class names with image_column and "
+            "label_column",
+        )
+    where = [header.index(c) for c in columns]
+    files, names = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise error(
+                f"'{listing}' line {line} has {len(row)} cells, the header {len(header)}", span
+            )
+        path = listing.parent / row[where[0]]
+        if not is_image(path):
+            raise error(
+                f"'{listing}' line {line}: '{row[where[0]]}' is not an image "
+                f"({', '.join(SUFFIXES)})",
+                span,
+            )
+        files.append(path)
+        names.append(row[where[1]])
+    classes = sorted(set(names))
+    if len(classes) < 2:
+        raise error(
+            f"'{listing}' names {len(classes)} class(es); a classifier needs at least two", span
+        )
+    labels = np.array([classes.index(n) for n in names], np.int64)
+    return _decode_all(listing, files, size, channels, limit, span), labels, tuple(classes)
+
+
+def _decode_all(
+    source: Path,
+    files: list[Path],
+    size: tuple[int, int],
+    channels: int,
+    limit: int,
+    span: Span | None,
+) -> np.ndarray:
+    """`files` decoded into one `uint8 [N, height, width, channels]`, refused first when
+    the float32 set would exceed `limit` bytes."""
+    needed = len(files) * size[0] * size[1] * channels * 4
     if needed > limit:
         raise error(
-            f"'{root}' holds {count:,} images, {size_text(needed)} as float32 "
+            f"'{source}' holds {len(files):,} images, {size_text(needed)} as float32 "
             f"[N, {channels}, {size[0]}, {size[1]}], over the limit of {size_text(limit)} "
             "held in memory",
             span,
             help="use a smaller size, fewer images or channels = 1",
         )
-    pixels = np.empty((count, size[0], size[1], channels), np.uint8)
-    labels = np.empty(count, np.int64)
-    i = 0
-    for label, (_, files) in enumerate(classes):
-        for path in files:
-            pixels[i], labels[i] = decode(path, size, channels, span), label
-            i += 1
-    return pixels, labels, tuple(name for name, _ in classes)
+    pixels = np.empty((len(files), size[0], size[1], channels), np.uint8)
+    for i, path in enumerate(files):
+        pixels[i] = decode(path, size, channels, span)
+    return pixels
 
 
 def to_model(pixels: np.ndarray) -> np.ndarray:

@@ -258,16 +258,18 @@ def read_like_data(
     what: str = "test file",
 ) -> Dataset:
     """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
-    (same columns), each output's class names mapped to the training data's ids (`labels`,
+    (same columns; a folder of images as the spec's image folder, at its size and
+    channels), each output's class names mapped to the training data's ids (`labels`,
     by output as `head_labels` gives them); errors at `span` (by default the train
     section)."""
-    definition = DATASETS.get("file")
+    name = train.data.name if DATASETS.get(train.data.name).images else "file"
+    definition = DATASETS.get(name)
     span = span or train.span
     given: list[tuple[str, Any, Span]] = [("path", path, span)]
-    if train.data.name == "file":
+    if train.data.name == name:
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
-    args = definition.signature.bind("file", [], given, span)
-    source = Call(name="file", args=args, span=span)
+    args = definition.signature.bind(name, [], given, span)
+    source = Call(name=name, args=args, span=span)
     raw = _load(train, source)
     targets, words = head_targets(raw), head_labels(raw)
     for name, own in head_labels(raw).items():
