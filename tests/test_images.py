@@ -355,3 +355,11 @@ def test_eval_reads_a_held_out_image_folder_as_the_spec_s_and_maps_classes_by_na
     counts = np.asarray(result["confusion"])
     assert counts.sum() == 183 + 179 and counts[[3, 7]].sum() == counts.sum()
     assert result["accuracy"] >= 0.95
+
+
+def test_check_lists_the_train_section_s_augmentations(
+    image_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(image_run.parent / SPEC.name)]) == 0
+    rows = [line.split(None, 1) for line in capsys.readouterr().out.splitlines()]
+    assert ["augment", "crop(padding = 1)"] in [[r[0], r[1].strip()] for r in rows if len(r) == 2]

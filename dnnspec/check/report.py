@@ -177,6 +177,7 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         ("regularize", ", ".join(call_text(c) for c in train.regularize) or "none"),
         *_metric_rows(train),
         ("preprocess", ", ".join(call_text(c) for c in train.preprocess) or "none"),
+        *([("augment", ", ".join(call_text(c) for c in train.augment))] if train.augment else []),
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
         ("clip", call_text(train.clip) if train.clip else "none"),
         (
