@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,7 +31,7 @@ from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import DATASETS, locate_file, read_batch
 from dnnspec.data.formats import Feed
-from dnnspec.errors import DiagnosticError, Span, error
+from dnnspec.errors import DiagnosticError, Span, did_you_mean, error
 from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
@@ -42,7 +42,7 @@ from dnnspec.runtime.choose import for_model
 from dnnspec.runtime.columns import pick_columns, transform
 from dnnspec.runtime.data import fits_shape, from_text, head_labels
 from dnnspec.runtime.generate import encode, sample
-from dnnspec.runtime.model_file import read_model
+from dnnspec.runtime.model_file import InputInfo, read_model
 from dnnspec.runtime.prepare import load_parts, prepare, program_from_data, read_like_data
 from dnnspec.runtime.run import (
     Interrupted,
@@ -373,7 +373,9 @@ class Model:
         return [int(c) if ok else None for c, ok in zip(ids, finite, strict=True)]
 
     def predict(
-        self, x: npt.ArrayLike | str | Path, drop_target: bool = False
+        self,
+        x: npt.ArrayLike | Mapping[str, npt.ArrayLike] | str | Path,
+        drop_target: bool = False,
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Model outputs for a batch: for a model with one (unnamed) output its array, for
         a model with named outputs (`return digit: ..., ink: ...`) a dict of one array per
@@ -385,16 +387,60 @@ class Model:
         dtypes are refused, and CSV text is read as the declared dtype. A CSV with a header
         (or a Parquet file) is read by the column names the model records (other columns,
         such as the target, are ignored); `drop_target` takes the inputs out of rows laid
-        out as the training CSV (target included)."""
+        out as the training CSV (target included). A model of several inputs takes a dict
+        of arrays by input name, or an .npz with one array per input name, or a CSV or
+        Parquet file read by the columns each input was trained on."""
         names = [o.name for o in self.file.outputs]
-        values = self.session.run(names, {self.file.input.name: self._x(x, drop_target)})
+        values = self.session.run(names, self._feeds(x, drop_target))
         outputs = dict(zip(names, values, strict=True))
         return outputs if self.file.named else outputs[OUTPUT]
 
-    def _x(self, x: npt.ArrayLike | str | Path, drop_target: bool) -> np.ndarray:
-        """A batch of inputs read and checked against the model's declared input."""
-        decl = self.file.input
-        expected = self.file.expects
+    def _feeds(
+        self, x: npt.ArrayLike | Mapping[str, npt.ArrayLike] | str | Path, drop_target: bool
+    ) -> dict[str, np.ndarray]:
+        """Every input of a batch by name, read and checked against its declaration."""
+        inputs = self.file.inputs
+        if len(inputs) == 1 and not isinstance(x, Mapping):
+            return {inputs[0].name: self._x(x, drop_target, inputs[0])}
+        names = [decl.name for decl in inputs]
+        if drop_target:
+            raise error("--drop-target takes the inputs out of rows of a model's one input")
+        if isinstance(x, str | Path):
+            path = Path(x)
+            shapes: dict[str, tuple[int | str, ...] | None] = {d.name: d.shape for d in inputs}
+            columns = {d.name: d.columns for d in inputs if d.columns is not None}
+            batch = read_batch(path, Feed(shapes, self.file.expects, columns=columns))
+            given: dict[str, Any] = dict(batch.arrays)
+            if batch.text:
+                for decl in inputs:
+                    given[decl.name] = from_text(given[decl.name], decl.dtype, f"'{path}'")
+        elif isinstance(x, Mapping):
+            given = dict(x)
+        else:
+            raise error(
+                f"the model has {len(inputs)} inputs ({', '.join(names)}): pass a dict of "
+                "arrays by input name",
+                help="or an .npz file with one array per input name",
+            )
+        for name in given:
+            if name not in names:
+                raise error(
+                    f"the model has no input '{name}'",
+                    help=did_you_mean(name, names) or f"its inputs: {', '.join(names)}",
+                )
+        for name in names:
+            if name not in given:
+                raise error(f"no array given for the model's input '{name}'")
+        feeds = {decl.name: self._x(given[decl.name], False, decl) for decl in inputs}
+        rows = {name: len(array) if array.ndim else 0 for name, array in feeds.items()}
+        if len(set(rows.values())) > 1:
+            shown = ", ".join(f"'{name}' {count}" for name, count in rows.items())
+            raise error(f"the inputs hold different numbers of rows: {shown}")
+        return feeds
+
+    def _x(self, x: npt.ArrayLike | str | Path, drop_target: bool, decl: InputInfo) -> np.ndarray:
+        """A batch of inputs read and checked against the input `decl`."""
+        expected = self.file.expects if len(self.file.inputs) == 1 else None
         raw_width = decl.shape[1] if len(decl.shape) == 2 and isinstance(decl.shape[1], int) else -1
         picked = False  # a CSV of rows is read by its columns
         if isinstance(x, str | Path):

@@ -76,6 +76,9 @@ class InputMeta(Record):
     shape: Annotated[list[Annotated[int, Field(ge=1)] | str], Field(min_length=1)]
     vocab: Annotated[int, Field(ge=1)] | None = None
     """Token ids must lie in [0, vocab) when embeddings read this input."""
+    columns: list[str] | None = None
+    """A model of several inputs trained on a table: the columns this input read, by name
+    (a prediction file's columns are picked by them)."""
 
 
 class OutputMeta(Record):

@@ -62,12 +62,16 @@ def test_every_example_exports_at_every_opset_with_its_metadata(
         assert spec_hash(check_spec(spec)) == meta["dnnspec.spec_hash"]
         assert meta["dnnspec.trained"] == "false" and meta["dnnspec.opset"] == str(opset)
         assert model.producer_name == "dnnspec"
-        declared = spec.model.inputs[0]
-        (graph_input,) = json.loads(meta["dnnspec.graph_inputs"])
-        assert graph_input["name"] == declared.name and graph_input["shape"] == list(declared.dims)
-        assert graph_input["shape"][0] == "N"
-        dims = model.graph.input[0].type.tensor_type.shape.dim
-        assert dims[0].dim_param == "N"
+        graph_inputs = json.loads(meta["dnnspec.graph_inputs"])
+        assert [i["name"] for i in json.loads(meta["dnnspec.inputs"])] == [
+            d.name for d in spec.model.inputs
+        ]  # every model input, in the spec's order
+        for declared, graph_input, value in zip(
+            spec.model.inputs, graph_inputs, model.graph.input, strict=True
+        ):
+            assert graph_input["name"] == declared.name
+            assert graph_input["shape"] == list(declared.dims) and graph_input["shape"][0] == "N"
+            assert value.type.tensor_type.shape.dim[0].dim_param == "N"
         graph_outputs = json.loads(meta["dnnspec.graph_outputs"])
         if "dnnspec.outputs" in meta:  # named outputs: each as its metadata declares it
             named = json.loads(meta["dnnspec.outputs"])
@@ -77,7 +81,8 @@ def test_every_example_exports_at_every_opset_with_its_metadata(
         else:
             (graph_output,) = graph_outputs
             assert graph_output["shape"] == json.loads(meta["dnnspec.output_shape"])
-        assert read_model(out).input.name == declared.name  # what `predict` checks too
+        read = read_model(out)  # what `predict` checks too
+        assert [i.name for i in read.inputs] == [d.name for d in spec.model.inputs]
     if "dnnspec.class_labels" in meta:
         assert len(json.loads(meta["dnnspec.class_labels"])) == graph_outputs[0]["shape"][-1]
 

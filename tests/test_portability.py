@@ -28,19 +28,18 @@ def test_train_step_agrees_between_onnxruntime_and_reference(path: Path) -> None
     classes = last if isinstance(last, int) and class_target else None
     program = build_train_step(typed, spec.train, classes, Timing(10, 100))
     rng = np.random.default_rng(0)
-    decl = spec.model.inputs[0]
-    dims = (16, *(d if isinstance(d, int) else 5 for d in decl.dims[1:]))  # T = 5
-    batch = (
-        rng.integers(0, 2, dims)  # token ids inside every example's vocabulary
-        if decl.dtype.startswith("int")
-        else rng.normal(size=dims).astype(np.float32)
-    )
     feeds = {
         **initial_values(program, 0),
-        decl.name: batch,
         STEP: np.array(7, np.int64),
         SEED: np.array(3, np.int64),
     }
+    for decl in spec.model.inputs:  # one batch per model input
+        dims = (16, *(d if isinstance(d, int) else 5 for d in decl.dims[1:]))  # T = 5
+        feeds[decl.name] = (
+            rng.integers(0, 2, dims)  # token ids inside every example's vocabulary
+            if decl.dtype.startswith("int")
+            else rng.normal(size=dims).astype(np.float32)
+        )
     for out in program.outputs:  # one target per trained output
         out_dims = (16, *(d if isinstance(d, int) else 5 for d in out.type.dims[1:]))
         feeds[out.target] = (

@@ -42,12 +42,41 @@ class Dataset:
     """Image data (`x` the float32 [N, C, H, W] pixels x scale): how model.onnx takes the
     decoded pixels (`input` is filled in by data preparation)."""
 
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    """For a model with several inputs: each input's arrays by its name (`x` is then the
+    first input's). A model's one input reads `x` whatever its name."""
+    input_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """For a model with several inputs read from a table with a header: each input's
+    column names."""
+
     def __len__(self) -> int:
         return len(self.x)
 
     def take(self, index: np.ndarray) -> Dataset:
         targets = {k: v[index] for k, v in self.targets.items()}
-        return replace(self, x=self.x[index], y=self.y[index], targets=targets)
+        inputs = {k: v[index] for k, v in self.inputs.items()}
+        return replace(self, x=self.x[index], y=self.y[index], targets=targets, inputs=inputs)
+
+    def feeds(self, name: str) -> dict[str, np.ndarray]:
+        """The model inputs by name: `inputs`, or `x` as the one input `name`."""
+        return dict(self.inputs) if self.inputs else {name: self.x}
+
+
+def named_inputs(
+    offered: dict[str, np.ndarray], names: tuple[str, ...], what: str, span: Span | None
+) -> dict[str, np.ndarray]:
+    """The inputs `names` of those `offered`, in that order (an unknown one is an error that
+    lists them)."""
+    for name in names:
+        if name not in offered:
+            raise error(
+                f"{what} has no inputs named '{name}' for the model's input '{name}'",
+                span,
+                help=did_you_mean(name, list(offered))
+                or f"name the model's inputs after those of the data: "
+                f"{', '.join(offered) or 'none'}",
+            )
+    return {name: offered[name] for name in names}
 
 
 def named_targets(

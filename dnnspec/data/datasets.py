@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec.data.audio import read_folder as read_audio_folder
-from dnnspec.data.dataset import Dataset, named_targets
+from dnnspec.data.dataset import Dataset, named_inputs, named_targets
 from dnnspec.data.files import locate_file
 from dnnspec.data.formats import (
     FORMATS,
@@ -67,6 +67,11 @@ VALIDATION = ArgSpec(
 Loader = Callable[[dict[str, Any], int, Span | None], Dataset]
 TargetsLoader = Callable[[dict[str, Any], tuple[str, ...], int, Span | None], Dataset]
 """Loads the targets of named outputs (in `Dataset.targets`, by output name)."""
+InputsLoader = Callable[
+    [dict[str, Any], tuple[str, ...], tuple[str, ...], int, Span | None], Dataset
+]
+"""Loads one array per input of a model of several (in `Dataset.inputs`, by input name),
+given the input names and the named outputs' (none: the one target in `Dataset.y`)."""
 
 
 def _all_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +92,8 @@ class DatasetDef:
     recent: tuple[str, ...] = ()
     """Arguments added since runs were first written: left out of the spec hash at their
     default, so a spec written before them keeps its hash (and its runs resume)."""
+    inputs: InputsLoader | None = None
+    """How a model with several inputs gets one array each (None: it cannot)."""
     images: bool = False
     """It reads image files: model.onnx then takes them as decoded (uint8, channels last),
     so even compiling reads the data."""
@@ -124,6 +131,21 @@ def _digits_targets(
     offered = {"digit": data.y, "ink": ink.astype(np.float32)}
     targets = named_targets(offered, names, "digits", span)
     return Dataset(data.x, targets[names[0]], targets=targets)
+
+
+def _digits_inputs(
+    args: dict[str, Any],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    seed: int,
+    span: Span | None,
+) -> Dataset:
+    """The digits as two inputs: `top` and `bottom`, the upper and lower four rows of each
+    image (32 pixels each), with the class or the named targets."""
+    data = _digits_targets(args, outputs, seed, span) if outputs else _digits(args, seed, span)
+    offered = {"top": data.x[:, :32], "bottom": data.x[:, 32:]}
+    found = named_inputs(offered, inputs, "digits", span)
+    return replace(data, x=found[inputs[0]], inputs=found)
 
 
 def _spirals(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
@@ -238,6 +260,21 @@ def _file_targets(
 ) -> Dataset:
     """A file's targets for named outputs: the .npz arrays, or the CSV columns (by header
     name), named like the outputs; the inputs are array `x`, or the other columns."""
+    _no_single_target(args, names, span)
+    read = _read_file(args, Wanted(outputs=names), span)
+    return Dataset(
+        read.inputs[UNNAMED],
+        read.targets[names[0]],
+        columns=read.columns.get(UNNAMED),
+        words=read.words.get(UNNAMED, {}),
+        targets=read.targets,
+        target_labels=read.labels,
+        missing=read.missing.get(UNNAMED, {}),
+    )
+
+
+def _no_single_target(args: dict[str, Any], names: tuple[str, ...], span: Span | None) -> None:
+    """Refuse the arguments that choose the one target when the outputs are named."""
     defaults = (("target", -1), ("y", "y"), ("labels", "ids"))
     chosen_target = [k for k, default in defaults if args[k] != default]
     if chosen_target:
@@ -249,16 +286,63 @@ def _file_targets(
             help=f"drop {chosen_target[0]} = ..., and name the arrays or columns "
             f"{', '.join(names)}",
         )
-    read = _read_file(args, Wanted(outputs=names), span)
-    return Dataset(
-        read.inputs[UNNAMED],
-        read.targets[names[0]],
-        columns=read.columns.get(UNNAMED),
-        words=read.words.get(UNNAMED, {}),
-        targets=read.targets,
-        target_labels=read.labels,
-        missing=read.missing.get(UNNAMED, {}),
+
+
+def _file_inputs(
+    args: dict[str, Any],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    seed: int,
+    span: Span | None,
+) -> Dataset:
+    """A file's arrays for a model of several inputs: an .npz array named after each input,
+    or the columns `features` lists for each; the targets as for one input."""
+    if args["x"] != "x":
+        raise error(
+            f"'x' names the array of a model's one input; the model's inputs "
+            f"{', '.join(inputs)} read the arrays named after them",
+            span,
+            help=f"drop x = ..., and name the arrays {', '.join(inputs)}",
+        )
+    if outputs:
+        _no_single_target(args, outputs, span)
+    read = _read_file(args, Wanted(inputs, outputs or (UNNAMED,)), span)
+    for name in inputs:
+        names = read.columns.get(name, ())
+        for column, words in read.words.get(name, {}).items():
+            shown = ", ".join(words[:4]) + (", ..." if len(words) > 4 else "")
+            raise error(
+                f"column '{names[column] if names else column}' of input '{name}' holds "
+                f"words ({shown}), but a model of several inputs reads numbers only",
+                span,
+                help="one_hot encodes a model's one input; encode the column as numbers, or "
+                "leave it out of features",
+            )
+        for where in read.missing.get(name, {}).values():
+            raise error(
+                f"{where} is empty",
+                span,
+                help="impute fills a model's one input; fill missing values before "
+                "training a model of several inputs, or remove the row",
+            )
+    found, columns = read.inputs, read.columns
+    if outputs:
+        return Dataset(
+            found[inputs[0]],
+            read.targets[outputs[0]],
+            targets=read.targets,
+            target_labels=read.labels,
+            inputs=found,
+            input_columns=columns,
+        )
+    data = Dataset(
+        found[inputs[0]],
+        read.targets[UNNAMED],
+        labels=read.labels.get(UNNAMED),
+        inputs=found,
+        input_columns=columns,
     )
+    return _as_names(data, span) if args["labels"] == "names" else data
 
 
 def _image_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
@@ -326,8 +410,11 @@ DATASETS.add(
         _digits,
         "scikit-learn's 1,797 8x8 handwritten digits, 10 classes; pixels (0..16) are "
         "divided by 16, so inputs lie in [0, 1]; for named outputs, targets `digit` (the "
-        "class) and `ink` (the image's mean pixel, standardised over the dataset, [N, 1])",
+        "class) and `ink` (the image's mean pixel, standardised over the dataset, [N, 1]); "
+        "for a model of two inputs, `top` and `bottom`: the upper and lower four rows of each "
+        "image, [N, 32] each",
         targets=_digits_targets,
+        inputs=_digits_inputs,
         recent=("keep",),
     ),
 )
@@ -477,7 +564,8 @@ DATASETS.add(
                     type="any",
                     default=[],
                     doc="CSV, Parquet: the input columns by name or index (default: all but the "
-                    "target)",
+                    "target); for a model of several inputs, one list per input in the model's "
+                    "order",
                 ),
                 ArgSpec(
                     name="exclude",
@@ -506,10 +594,13 @@ DATASETS.add(
         _file,
         "a user .npz (arrays x, y), .csv or .parquet (a file, or a folder of them; target "
         "column by name or index, default the last; string labels become class ids); for "
-        "named outputs, one .npz array or column named after each output",
+        "named outputs, one .npz array or column named after each output; for a model of "
+        "several inputs, one .npz array named after each input, or one list of columns per "
+        "input in `features`",
         shown=_file_args,
         paths=("path",),
         targets=_file_targets,
+        inputs=_file_inputs,
         recent=("exclude",),
     ),
 )

@@ -1,7 +1,8 @@
 """Tables of columns: which columns a training file's `file(target, features, exclude)`
-choose (`column`, `feature_columns`), where the training file held a model's inputs and
-target (`Layout`), and which columns of a prediction file the model reads (`pick_columns`,
-by what model.onnx records in `dnnspec.expects`). Shared by every format read by columns."""
+choose (`column`, `feature_columns`; each input's of a model of several, `input_columns`),
+where the training file held a model's inputs and target (`Layout`), and which columns of
+a prediction file the model reads (`pick_columns`, by what model.onnx records in
+`dnnspec.expects`). Shared by every format read by columns."""
 
 from __future__ import annotations
 
@@ -163,6 +164,51 @@ def feature_columns(
     if not columns:
         raise error(f"'{path}': exclude leaves no input columns", span)
     return columns
+
+
+def input_columns(
+    path: Path,
+    header: list[str] | None,
+    width: int,
+    args: dict[str, Any],
+    targets: list[int],
+    inputs: tuple[str, ...],
+    span: Span | None,
+) -> dict[str, list[int]]:
+    """The columns of each model input: of a model's one input, `feature_columns`; of
+    several, `features` holds one list of columns per input, in the model's order."""
+    if len(inputs) == 1:
+        return {inputs[0]: feature_columns(path, header, width, args, targets, span)}
+    features = args["features"]
+    nested = isinstance(features, list) and all(isinstance(g, list) for g in features)
+    shown = ", ".join(f"[{name} columns]" for name in inputs)
+    if not features or not nested or len(features) != len(inputs):
+        given = (
+            "none given"
+            if not features
+            else f"{len(features)} lists given"
+            if nested
+            else "one list of columns given"
+        )
+        raise error(
+            f"'{path}': the model has {len(inputs)} inputs ({', '.join(inputs)}), so features "
+            f"lists the columns of each, one list per input ({given})",
+            span,
+            help=f"features = [{shown}], in the order the model declares its inputs",
+        )
+    if args.get("exclude"):
+        raise error(
+            "exclude chooses the columns of a model's one input; with several inputs, "
+            "features lists each one's columns",
+            span,
+            help="drop exclude = [...]",
+        )
+    found: dict[str, list[int]] = {}
+    for name, group in zip(inputs, features, strict=True):
+        if not group:
+            raise error(f"'{path}': features lists no columns for input '{name}'", span)
+        found[name] = feature_columns(path, header, width, {"features": group}, targets, span)
+    return found
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import Dataset
 from dnnspec.errors import Note, error
-from dnnspec.ir import Call
+from dnnspec.ir import Call, InputDecl
 from dnnspec.layers.base import TensorType, token_vocab
 
 
@@ -205,21 +205,42 @@ def _check_ids(x: np.ndarray, name: str, typed: TypedModel, source: Call) -> Non
 
 def _inputs(
     data: Dataset, typed: TypedModel, source: Call, input_shape: bool, imputed: Collection[int]
-) -> tuple[np.ndarray, dict[str, int]]:
-    """The inputs cast and checked against the declared input; the sizes its named dims
-    took (the targets must agree with them). `input_shape=False` leaves the width of the
-    inputs to the caller (one_hot widens them)."""
-    inputs = typed.spec.model.inputs
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Each input's arrays cast and checked against its declaration, by input name; the
+    sizes their named dims took (the targets must agree with them). `input_shape=False`
+    leaves the width of the inputs to the caller (one_hot widens them)."""
+    declared = typed.spec.model.inputs
     where = Note(message=f"the data comes from {source.name}(...) here", span=source.span)
-    if len(inputs) != 1:
-        raise error(
-            f"model '{typed.spec.model.name}' has {len(inputs)} inputs; datasets "
-            "provide one input array",
-            inputs[-1].span,
-            notes=[where],
-        )
-    decl = inputs[0]
-    x = np.asarray(data.x)
+    given = data.feeds(declared[0].name)
+    sizes: dict[str, int] = {}
+    checked: dict[str, np.ndarray] = {}
+    for decl in declared:
+        if decl.name not in given:
+            raise error(
+                f"the data has no array for input '{decl.name}'",
+                decl.span,
+                notes=[where],
+                help=f"the data holds arrays for {', '.join(given)}",
+            )
+        what = "inputs" if len(declared) == 1 else f"inputs of '{decl.name}'"
+        x = np.asarray(given[decl.name])
+        checked[decl.name] = _input(decl, x, typed, source, input_shape, imputed, sizes, what)
+    return checked, sizes
+
+
+def _input(
+    decl: InputDecl,
+    x: np.ndarray,
+    typed: TypedModel,
+    source: Call,
+    input_shape: bool,
+    imputed: Collection[int],
+    sizes: dict[str, int],
+    what: str,
+) -> np.ndarray:
+    """One input's array cast and checked against its declaration (`what`: how messages
+    name its values)."""
+    where = Note(message=f"the data comes from {source.name}(...) here", span=source.span)
     if x.dtype.kind not in "biuf":
         raise error(
             f"input '{decl.name}' expects {decl.dtype} data, but the data has dtype {x.dtype}",
@@ -234,7 +255,6 @@ def _inputs(
             help="declare the input as float32, or supply integer data",
         )
     got = (("N",) + x.shape[1:]) if x.ndim else ()
-    sizes: dict[str, int] = {}
     if not fits_shape(decl.dims, x.shape, sizes) and (input_shape or x.ndim != 2):
         raise error(
             f"input '{decl.name}' is declared {_shape(decl.dims)} but the data has "
@@ -247,14 +267,14 @@ def _inputs(
     checked = np.where(gaps, 0, x)
     if x.ndim == 2:  # rows of features: preprocessing can fill them
         hint = "fill missing values with `preprocess impute`, or remove non-finite values"
-        _check_finite(checked, "inputs", source, hint)
+        _check_finite(checked, what, source, hint)
     else:
-        _check_finite(checked, "inputs", source)
+        _check_finite(checked, what, source)
     _check_ids(x, decl.name, typed, source)
     # float inputs of every declared width run in float32 graphs
     if decl.dtype.startswith("float"):
-        return _check_float32(x, "inputs", source), sizes
-    return x.astype(decl.dtype), sizes
+        return _check_float32(x, what, source)
+    return x.astype(decl.dtype)
 
 
 def head_targets(data: Dataset) -> dict[str, np.ndarray]:
@@ -298,7 +318,7 @@ def conform(
     output's number of classes (None: it predicts values or 0/1 targets).
     `input_shape=False` leaves the width of the inputs to the caller (one_hot widens them);
     NaN in the feature columns `imputed` lists is a missing value that preprocessing fills."""
-    x, sizes = _inputs(data, typed, source, input_shape, imputed)
+    inputs, sizes = _inputs(data, typed, source, input_shape, imputed)
     given, words = head_targets(data), head_labels(data)
     targets: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
@@ -314,7 +334,9 @@ def conform(
         targets[name], classes[name] = _targets(y, out, kind, named, sizes, source, name)
         if named is not None and classes[name] is not None:
             labels[name] = named
-    return with_heads(replace(data, x=x), targets, labels), classes
+    x = next(iter(inputs.values()))
+    checked = replace(data, x=x, inputs=inputs if data.inputs else {})
+    return with_heads(checked, targets, labels), classes
 
 
 def binary_words(

@@ -34,6 +34,8 @@ class InputInfo:
     shape: tuple[int | str, ...]
     vocab: int | None = None
     """Token ids must lie in [0, vocab) when embeddings read this input."""
+    columns: tuple[str, ...] | None = None
+    """The table columns it was trained on, when one of several inputs."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class OutputInfo:
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A checked model.onnx: the proto, its declared input, classes and spec hash."""
+    """A checked model.onnx: the proto, its declared inputs, classes and spec hash."""
 
     path: Path
     proto: onnx.ModelProto
@@ -67,6 +69,8 @@ class ModelFile:
     """`dnnspec.expects`: the raw columns, their preprocessing, classes, the training CSV."""
     meta: ModelMetadata = field(default_factory=ModelMetadata)
     """Every `dnnspec.*` key, checked (`dnnspec.metadata`)."""
+    inputs: tuple[InputInfo, ...] = ()
+    """Every input, in the graph's order (`input` is the first)."""
 
     def weights(self) -> dict[str, np.ndarray]:
         return {t.name: numpy_helper.to_array(t) for t in self.proto.graph.initializer}
@@ -83,22 +87,26 @@ class ModelFile:
             raise error(f"{name} cannot run '{self.path}': {reason}") from None
 
 
-def _input(path: Path, meta: ModelMetadata, graph: onnx.GraphProto) -> InputInfo:
-    """The one input the metadata declares, typed as the graph takes it."""
+def _inputs(path: Path, meta: ModelMetadata, graph: onnx.GraphProto) -> tuple[InputInfo, ...]:
+    """The inputs the metadata declares, in order, each typed as the graph takes it."""
     if meta.inputs is None:
         raise not_ours(path, "its metadata 'dnnspec.inputs' is missing or not JSON")
-    if len(meta.inputs) != 1:
-        raise not_ours(path, "its metadata 'dnnspec.inputs' does not name one input")
-    entry = meta.inputs[0]
+    if not meta.inputs:
+        raise not_ours(path, "its metadata 'dnnspec.inputs' names no input")
     graph_inputs = {i.name: i for i in graph.input}
-    if list(graph_inputs) != [entry.name]:
-        raise not_ours(path, f"its graph's inputs {list(graph_inputs)} are not ['{entry.name}']")
-    elem = graph_inputs[entry.name].type.tensor_type.elem_type
-    if elem != helper.np_dtype_to_tensor_dtype(np.dtype(entry.dtype)):
-        raise not_ours(
-            path, f"its graph takes input '{entry.name}' as another type than {entry.dtype}"
-        )
-    return InputInfo(entry.name, entry.dtype, tuple(entry.shape), entry.vocab)
+    names = [entry.name for entry in meta.inputs]
+    if list(graph_inputs) != names:
+        raise not_ours(path, f"its graph's inputs {list(graph_inputs)} are not {names}")
+    found = []
+    for entry in meta.inputs:
+        elem = graph_inputs[entry.name].type.tensor_type.elem_type
+        if elem != helper.np_dtype_to_tensor_dtype(np.dtype(entry.dtype)):
+            raise not_ours(
+                path, f"its graph takes input '{entry.name}' as another type than {entry.dtype}"
+            )
+        columns = tuple(entry.columns) if entry.columns is not None else None
+        found.append(InputInfo(entry.name, entry.dtype, tuple(entry.shape), entry.vocab, columns))
+    return tuple(found)
 
 
 def _outputs(path: Path, meta: ModelMetadata, graph: onnx.GraphProto) -> tuple[OutputInfo, ...]:
@@ -174,7 +182,7 @@ def read_model(path: Path) -> ModelFile:
     if not proto.graph.node and not proto.graph.output:
         raise not_ours(path, "it holds no graph")
     meta = ModelMetadata.from_model(proto, path)
-    info = _input(path, meta, proto.graph)
+    inputs = _inputs(path, meta, proto.graph)
     _check_initializers(path, proto.graph)
     outputs = _outputs(path, meta, proto.graph)
     try:
@@ -185,7 +193,7 @@ def read_model(path: Path) -> ModelFile:
     return ModelFile(
         path,
         proto,
-        info,
+        inputs[0],
         len(meta.class_labels) if meta.class_labels else None,
         meta.spec_hash,
         meta.vocab,
@@ -194,4 +202,5 @@ def read_model(path: Path) -> ModelFile:
         meta.outputs is not None,
         None if meta.expects is None else meta.expects.model_dump(mode="json"),
         meta,
+        inputs,
     )

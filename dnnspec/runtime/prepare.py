@@ -62,7 +62,7 @@ class Prepared:
         """A digest of the data as trained on: a resumed run must see the same samples."""
         h = hashlib.sha256()
         parts = (self.train_data, self.val_data)
-        arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values())]
+        arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values(), *d.inputs.values())]
         for array in arrays:
             h.update(f"{array.dtype.str}{array.shape}".encode())
             h.update(np.ascontiguousarray(array).tobytes())
@@ -185,6 +185,9 @@ def record_data(program: Program, parts: Parts) -> None:
         first.dtype, first.shape = "uint8", [first.shape[0], height, width, data.image.channels]
     if data.audio is not None and meta.inputs:  # model.onnx takes waveforms at this rate
         meta.audio = data.audio.model_copy(update={"input": meta.inputs[0].name})
+    for declared in meta.inputs or []:  # several inputs from a table: each one's columns
+        if declared.name in data.input_columns:
+            declared.columns = list(data.input_columns[declared.name])
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         meta.class_labels = list(data.labels)
     for entry in meta.outputs or []:  # class names of named outputs given as words
@@ -205,15 +208,27 @@ def record_data(program: Program, parts: Parts) -> None:
 def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Dataset, int | None]:
     """The data `source` names, checked for the model, one target per trained output;
     with the class count of a model's one unnamed output (named outputs count their own)."""
-    loaded = _load(train, source)
+    loaded = _load(train, source, _input_names(typed))
     data, classes = _conform(train, typed, loaded, source)
     return data, classes.get("")
 
 
-def _load(train: TrainSpec, source: Call) -> Dataset:
-    """The dataset `source` names, as loaded: one target array per trained output."""
+def _load(train: TrainSpec, source: Call, inputs: tuple[str, ...]) -> Dataset:
+    """The dataset `source` names, as loaded: one target array per trained output, and
+    for a model of several `inputs` one array per input."""
     dataset = DATASETS.get(source.name)
     names = tuple(h.output for h in train.trained() if h.output)
+    if len(inputs) > 1:
+        if dataset.inputs is None:
+            raise error(
+                f"dataset '{source.name}' provides one input array, but the model's inputs "
+                f"{', '.join(inputs)} need one each",
+                source.span,
+                help="train on a file with an .npz array named after each input (or a table "
+                "with a list of columns per input in features), or on digits (inputs top "
+                "and bottom)",
+            )
+        return dataset.inputs(source.args, inputs, names, train.seed, source.span)
     if not names:  # a model's one unnamed output reads the dataset's one target
         return dataset.load(source.args, train.seed, source.span)
     if dataset.targets is None:
@@ -227,10 +242,23 @@ def _load(train: TrainSpec, source: Call) -> Dataset:
     return dataset.targets(source.args, names, train.seed, source.span)
 
 
+def _input_names(typed: TypedModel) -> tuple[str, ...]:
+    return tuple(decl.name for decl in typed.spec.model.inputs)
+
+
 def _conform(
     train: TrainSpec, typed: TypedModel, loaded: Dataset, source: Call
 ) -> tuple[Dataset, dict[str, int | None]]:
     """`loaded` cast and checked against the model and each output's loss."""
+    inputs = _input_names(typed)
+    columns = [c for c in train.preprocess if c.name != "scale_target"]
+    if len(inputs) > 1 and columns:
+        raise error(
+            f"preprocess {columns[0].name} reads the columns of a model's one input, but the "
+            f"model has {len(inputs)} inputs ({', '.join(inputs)})",
+            columns[0].span,
+            help="prepare the inputs of a model of several before training (scale_target applies)",
+        )
     kinds = {h.output: LOSSES.get(h.loss.name).target for h in train.trained()}
     losses = {h.output: h.loss for h in train.trained()}
     encoded = encoded_columns(train, loaded)
@@ -270,7 +298,7 @@ def read_like_data(
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
     args = definition.signature.bind(name, [], given, span)
     source = Call(name=name, args=args, span=span)
-    raw = _load(train, source)
+    raw = _load(train, source, _input_names(typed))
     targets, words = head_targets(raw), head_labels(raw)
     for name, own in head_labels(raw).items():
         known = labels.get(name)

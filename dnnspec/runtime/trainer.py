@@ -261,15 +261,16 @@ class Trainer:
 
     # data --------------------------------------------------------------------
     def _bind_data(self, data: Dataset, input_name: str) -> bool:
-        """Hand `data` to the backend once; returns whether it is resident (else each call
-        hands over its own gathered block)."""
+        """Hand `data` to the backend once, each model input by name (`input_name`: the
+        one input's, which reads `data.x`; several read `data.inputs`); returns whether it
+        is resident (else each call hands over its own gathered block)."""
         if self._data is not None and self._data[0] is data and self._data[1] == input_name:
             return self._data[2]
-        targets = self.targets(data)
-        size = data.x.nbytes + sum(t.nbytes for t in targets.values())
+        inputs, targets = data.feeds(input_name), self.targets(data)
+        size = sum(a.nbytes for a in (*inputs.values(), *targets.values()))
         resident = self.device == "cpu" or size <= RESIDENT_BYTES
         if resident:
-            self.state.bind_data({input_name: data.x, **targets})
+            self.state.bind_data({**inputs, **targets})
         self._data = (data, input_name, resident)
         return resident
 
@@ -308,8 +309,8 @@ class Trainer:
             outs = self.state.loop(self._current, self.step, rows)
         else:
             flat = rows.reshape(-1)
-            block = {input_name: np.ascontiguousarray(data.x[flat])}
-            for name, array in self.targets(data).items():
+            block = {}
+            for name, array in (*data.feeds(input_name).items(), *self.targets(data).items()):
                 block[name] = np.ascontiguousarray(array[flat])
             order = np.arange(flat.size, dtype=np.int64).reshape(rows.shape)
             outs = self.state.loop(self._current, self.step, order, block)
@@ -333,9 +334,10 @@ class Trainer:
         """The same steps through the single-step graph, batches gathered on the host."""
         assert self._data is not None
         data, input_name, _ = self._data
+        inputs = data.feeds(input_name)
         seen = [
             self.train_step(
-                {input_name: data.x[row]},
+                {name: array[row] for name, array in inputs.items()},
                 {k: v[row] for k, v in head_targets(data).items()},
             )
             for row in rows
@@ -371,11 +373,9 @@ class Trainer:
         stats = EpochStats(info=self.program.metric_info())
         run = self.state.evaluator(self._current, params)
         scalars = self.program.scalar_outputs()
-        targets = self.targets(data)
+        arrays = {**data.feeds(input_name), **self.targets(data)}
         for idx in batches(len(data), batch):
-            feeds = {input_name: np.ascontiguousarray(data.x[idx])}
-            for name, array in targets.items():
-                feeds[name] = np.ascontiguousarray(array[idx])
+            feeds = {name: np.ascontiguousarray(array[idx]) for name, array in arrays.items()}
             outs = run(feeds)
             metrics = {key: outs[name] for key, name in scalars.items()}
             stats.add(float(outs[LOSS]), len(idx), self.elements(data, len(idx)), metrics)

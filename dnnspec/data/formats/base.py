@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec.data.tables import Layout
-from dnnspec.errors import Span
+from dnnspec.errors import Span, did_you_mean, error
 from dnnspec.registry import Registry
 
 UNNAMED = ""
@@ -40,9 +40,10 @@ class Limits:
 @dataclass(frozen=True)
 class Wanted:
     """What a training read returns: the model's inputs and its targets, by name (a
-    target `""`: the one target of a model without named outputs). Each reader feeds one
-    input today, the model's only one, with the file's inputs (an .npz's array `x`, a
-    CSV's feature columns) whatever the input's name."""
+    target `""`: the one target of a model without named outputs). A model's one input
+    reads the file's inputs (an .npz's array `x`, a table's feature columns) whatever its
+    name; several inputs each read their own (an .npz array named after the input, the
+    columns `features` lists for it)."""
 
     inputs: tuple[str, ...] = (UNNAMED,)
     outputs: tuple[str, ...] = (UNNAMED,)
@@ -75,13 +76,16 @@ class Arrays:
 class Feed:
     """What `predict` asks of a file: each model input's declared shape, by name (None:
     not known, read the file as it is); what model.onnx records of its training data
-    (`dnnspec.expects`); whether rows still hold the training file's target column."""
+    (`dnnspec.expects`); whether rows still hold the training file's target column; for a
+    model of several inputs trained on a table, each input's columns by name (a table is
+    read by them)."""
 
     inputs: dict[str, tuple[int | str, ...] | None]
     expects: dict[str, Any] | None = None
     drop_target: bool = False
     sample_rate: int | None = None
     """A model trained on audio: the rate its clips were sampled at (`dnnspec.audio`)."""
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,38 @@ class Format:
 
 
 FORMATS: Registry[Format] = Registry("data format")
+
+
+def recorded_columns(feed: Feed, what: str) -> dict[str, tuple[str, ...]]:
+    """The columns each input of a model of several reads from a table, as recorded; a
+    model trained on arrays records none, and is refused."""
+    missing = [name for name in feed.inputs if name not in feed.columns]
+    if missing:
+        raise error(
+            f"{what} is a table, but the model's input '{missing[0]}' was not trained on "
+            "columns of one, so the file cannot say which of its columns feed it",
+            help=f"pass an .npz with one array per input name ({', '.join(feed.inputs)})",
+        )
+    return {name: feed.columns[name] for name in feed.inputs}
+
+
+def pick_named(
+    header: list[str] | None, wanted: tuple[str, ...], name: str, what: str
+) -> list[int]:
+    """The positions in `header` of the columns `wanted` of input `name`."""
+    if header is None:
+        raise error(
+            f"{what} has no header row, so the columns of input '{name}' cannot be found",
+            help=f"give it a header naming the columns: {', '.join(wanted)}",
+        )
+    for column in wanted:
+        if column not in header:
+            raise error(
+                f"{what} has no column '{column}', which the model's input '{name}' reads",
+                help=did_you_mean(column, header)
+                or f"input '{name}' reads the columns {', '.join(wanted)}",
+            )
+    return [header.index(column) for column in wanted]
 
 
 def folder_files(folder: Path) -> list[Path]:

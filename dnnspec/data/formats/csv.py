@@ -9,14 +9,23 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dnnspec.data.formats.base import Arrays, Batch, Feed, Format, Limits, Wanted
-from dnnspec.data.tables import Layout, encoding, feature_columns, find_column, pick_columns
+from dnnspec.data.formats.base import (
+    Arrays,
+    Batch,
+    Feed,
+    Format,
+    Limits,
+    Wanted,
+    pick_named,
+    recorded_columns,
+)
+from dnnspec.data.tables import Layout, encoding, find_column, input_columns, pick_columns
 from dnnspec.errors import Span, error
 from dnnspec.files import read_bytes
 
@@ -117,12 +126,12 @@ def _read(
     path: Path, args: dict[str, Any], wanted: Wanted, limits: Limits, span: Span | None
 ) -> Arrays:
     """Inputs and target from a CSV: the target column by name or index (default the last),
-    the feature columns by name (default every other column); a target column of words
-    is a class label column, mapped to ids in sorted order, and a feature column of words
-    is a column of categories (see `Arrays.words`)."""
+    the feature columns by name (default every other column; for a model of several
+    inputs, `features` lists each one's); a target column of words is a class label
+    column, mapped to ids in sorted order, and a feature column of words is a column of
+    categories (see `Arrays.words`)."""
     if wanted.named:
         return _read_named(path, args, wanted, limits, span)
-    (name,) = wanted.inputs
     table = _table(path, args, limits, span)
     header, width = table.header, table.width
     if width < 2:
@@ -131,14 +140,27 @@ def _read(
             span,
         )
     target = find_column(path, header, args["target"], width, span)
-    columns = feature_columns(path, header, width, args, [target], span)
-    x, words, missing = _features(table, columns, span)
-    layout = Layout(width, target, tuple(columns), tuple(header) if header else None)
-    names = {name: tuple(header[c] for c in columns)} if header else {}
-    output = wanted.outputs[0]
+    chosen = input_columns(path, header, width, args, [target], wanted.inputs, span)
+    found, output = _inputs(table, chosen, span), wanted.outputs[0]
     y, labels = _target(table, target, span)
     classes = {output: labels} if labels is not None else {}
-    return Arrays({name: x}, {output: y}, classes, names, {name: words}, layout, {name: missing})
+    layout = None
+    if len(chosen) == 1:
+        (columns,) = chosen.values()
+        layout = Layout(width, target, tuple(columns), tuple(header) if header else None)
+    return replace(found, targets={output: y}, labels=classes, layout=layout)
+
+
+def _inputs(table: _Table, chosen: dict[str, list[int]], span: Span | None) -> Arrays:
+    """Each input's columns read (see `_features`); the targets are the caller's."""
+    header = table.header
+    inputs: dict[str, np.ndarray] = {}
+    words: dict[str, dict[int, tuple[str, ...]]] = {}
+    missing: dict[str, dict[int, str]] = {}
+    for name, columns in chosen.items():
+        inputs[name], words[name], missing[name] = _features(table, columns, span)
+    names = {n: tuple(header[c] for c in cs) for n, cs in chosen.items()} if header else {}
+    return Arrays(inputs, {}, {}, names, words, None, missing)
 
 
 def _read_named(
@@ -146,7 +168,6 @@ def _read_named(
 ) -> Arrays:
     """A CSV's targets for named outputs: the columns named like the outputs (by header
     name); the inputs are the other columns, or those `features` lists."""
-    (name,) = wanted.inputs
     names = wanted.outputs
     table = _table(path, args, limits, span)
     header = table.header
@@ -158,17 +179,16 @@ def _read_named(
             help="give the file a header naming a column after each output",
         )
     width = len(header)
-    chosen = [find_column(path, header, output, width, span) for output in names]
-    columns = feature_columns(path, header, width, args, chosen, span)
-    x, words, missing = _features(table, columns, span)
+    picked = [find_column(path, header, output, width, span) for output in names]
+    chosen = input_columns(path, header, width, args, picked, wanted.inputs, span)
+    found = _inputs(table, chosen, span)
     targets: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
-    for output, column in zip(names, chosen, strict=True):
+    for output, column in zip(names, picked, strict=True):
         targets[output], classes = _target(table, column, span)
         if classes is not None:
             labels[output] = classes
-    columns_named = {name: tuple(header[c] for c in columns)}
-    return Arrays({name: x}, targets, labels, columns_named, {name: words}, None, {name: missing})
+    return replace(found, targets=targets, labels=labels)
 
 
 def _target(
@@ -354,9 +374,23 @@ def read_prediction_csv(
     return encode_cells(rows, columns, header, expected, what)
 
 
+def _feed_inputs(path: Path, feed: Feed, limits: Limits) -> Batch:
+    """Each input of a model of several: the columns it was trained on, by name."""
+    what = f"'{path}'"
+    wanted = recorded_columns(feed, what)
+    header, rows = read_csv_cells(path, limits.text)
+    arrays = {
+        name: encode_cells(rows, pick_named(header, columns, name, what), header, None, what)
+        for name, columns in wanted.items()
+    }
+    return Batch(arrays, text=True, picked=True)
+
+
 def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
     """Rows of features [N, F] by the columns the model records; any other input the
-    file's numbers as they are."""
+    file's numbers as they are; several inputs each by its own columns."""
+    if len(feed.inputs) > 1:
+        return _feed_inputs(path, feed, limits)
     ((name, shape),) = feed.inputs.items()
     if shape is not None and len(shape) == 2:
         width = shape[1] if isinstance(shape[1], int) else -1

@@ -1,6 +1,7 @@
 """`.npz` archives: training reads arrays `x` and `y` (named by `file(x = ..., y = ...)`),
-or for named outputs one array per output name; `predict` reads array `x`, or the only
-array. Every array is checked before it is read (`dnnspec.npz`)."""
+or for named outputs one array per output name, and for a model of several inputs one
+array per input name; `predict` reads array `x`, or the only array (several inputs: one
+per input name). Every array is checked before it is read (`dnnspec.npz`)."""
 
 from __future__ import annotations
 
@@ -37,43 +38,96 @@ def _rows(key: str, array: np.ndarray, path: Path, span: Span | None) -> None:
         raise error(f"array {key!r} in '{path}' is a single number, not one row per sample", span)
 
 
+def _inputs(
+    path: Path, arrays: dict[str, np.ndarray], key: str, wanted: Wanted, span: Span | None
+) -> dict[str, np.ndarray]:
+    """The model's inputs: array `key` for its one input, else one array per input name."""
+    if len(wanted.inputs) == 1:
+        found = {wanted.inputs[0]: _array(arrays, key, path, span)}
+    else:
+        for name in wanted.inputs:
+            if name not in arrays:
+                raise error(
+                    f"'{path}' has no array named '{name}' for the model's input '{name}'",
+                    span,
+                    help=f"a model of several inputs reads one array per input name "
+                    f"({', '.join(wanted.inputs)}); arrays in the file: "
+                    f"{', '.join(arrays) or 'none'}",
+                )
+        found = {name: arrays[name] for name in wanted.inputs}
+    for name, array in found.items():
+        _rows(key if len(found) == 1 else name, array, path, span)
+    return found
+
+
+def _check_rows(
+    path: Path,
+    inputs: dict[str, np.ndarray],
+    target: str,
+    y: np.ndarray,
+    what: str,
+    span: Span | None,
+) -> None:
+    """Every input array holds as many rows as the targets' array `target` (`what` says
+    whose targets they are)."""
+    for name, array in inputs.items():
+        if len(array) == len(y):
+            continue
+        if len(inputs) == 1:
+            rows = "targets" if what == "the targets" else f"rows in {target!r}"
+            raise error(f"'{path}': {len(array)} inputs but {len(y)} {rows}", span)
+        raise error(
+            f"'{path}': array '{name}' (input '{name}') has {len(array)} rows, but array "
+            f"'{target}' ({what}) has {len(y)}",
+            span,
+            help="every array holds one row per sample",
+        )
+
+
 def _read(
     path: Path, args: dict[str, Any], wanted: Wanted, limits: Limits, span: Span | None
 ) -> Arrays:
-    (name,) = wanted.inputs
     arrays = read_npz(path, limits.arrays, span)
+    inputs = _inputs(path, arrays, args["x"], wanted, span)
     if wanted.named:
-        return _read_named(path, arrays, args["x"], name, wanted.outputs, span)
-    x, y = _array(arrays, args["x"], path, span), _array(arrays, args["y"], path, span)
-    for key, array in ((args["x"], x), (args["y"], y)):
-        _rows(key, array, path, span)
-    if len(x) != len(y):
-        raise error(f"'{path}': {len(x)} inputs but {len(y)} targets", span)
-    return Arrays({name: x}, {wanted.outputs[0]: y})
+        return _read_named(path, arrays, args["x"], inputs, wanted.outputs, span)
+    y = _array(arrays, args["y"], path, span)
+    _rows(args["y"], y, path, span)
+    _check_rows(path, inputs, args["y"], y, "the targets", span)
+    return Arrays(inputs, {wanted.outputs[0]: y})
 
 
 def _read_named(
     path: Path,
     arrays: dict[str, np.ndarray],
     key: str,
-    name: str,
+    inputs: dict[str, np.ndarray],
     outputs: tuple[str, ...],
     span: Span | None,
 ) -> Arrays:
-    """The inputs (array `key`) and the arrays named after the outputs."""
-    x = _array(arrays, key, path, span)
-    offered = {k: v for k, v in arrays.items() if k != key}
-    for each, array in ((key, x), *((n, offered[n]) for n in outputs if n in offered)):
-        _rows(each, array, path, span)
-        if len(array) != len(x):
-            raise error(f"'{path}': {len(x)} inputs but {len(array)} rows in {each!r}", span)
-    return Arrays({name: x}, named_targets(offered, outputs, f"'{path}'", span))
+    """The inputs and the arrays named after the outputs."""
+    used = {key} if len(inputs) == 1 else set(inputs)
+    offered = {k: v for k, v in arrays.items() if k not in used}
+    for each in (n for n in outputs if n in offered):
+        _rows(each, offered[each], path, span)
+        _check_rows(path, inputs, each, offered[each], f"the targets of output '{each}'", span)
+    return Arrays(inputs, named_targets(offered, outputs, f"'{path}'", span))
 
 
 def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
-    """Array `x`, or the archive's only array."""
-    (name,) = feed.inputs
+    """Array `x`, or the archive's only array; for a model of several inputs, one array
+    per input name."""
     arrays = read_npz(path, limits.arrays)
+    if len(feed.inputs) > 1:
+        missing = [name for name in feed.inputs if name not in arrays]
+        if missing:
+            raise error(
+                f"'{path}' has no array named '{missing[0]}' for the model's input '{missing[0]}'",
+                help=f"the model reads one array per input: {', '.join(feed.inputs)}; "
+                f"arrays in the file: {', '.join(arrays) or 'none'}",
+            )
+        return Batch({name: arrays[name] for name in feed.inputs})
+    (name,) = feed.inputs
     if "x" in arrays:
         return Batch({name: arrays["x"]})
     if len(arrays) == 1:

@@ -25,9 +25,11 @@ from dnnspec.data.formats.base import (
     Limits,
     Wanted,
     folder_files,
+    pick_named,
+    recorded_columns,
 )
 from dnnspec.data.formats.csv import is_number
-from dnnspec.data.tables import Layout, encoding, feature_columns, find_column, pick_columns
+from dnnspec.data.tables import Layout, encoding, find_column, input_columns, pick_columns
 from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.files import open_regular, size_text
 
@@ -302,8 +304,7 @@ def _features(
 def _read(
     path: Path, args: dict[str, Any], wanted: Wanted, limits: Limits, span: Span | None
 ) -> Arrays:
-    """The input and the target columns, chosen as a CSV's (see the module docstring)."""
-    (name,) = wanted.inputs
+    """The inputs' and the target columns, chosen as a CSV's (see the module docstring)."""
     source = _open(path, limits, span)
     header, width = source.names, len(source.names)
     if wanted.named:
@@ -315,31 +316,59 @@ def _read(
         )
     else:
         targets = [find_column(path, header, args["target"], width, span)]
-    columns = feature_columns(path, header, width, args, targets, span)
-    loaded = _load(source, sorted(set(columns + targets)), limits, span)
-    features = _features(source, columns, loaded, span)
+    chosen = input_columns(path, header, width, args, targets, wanted.inputs, span)
+    every = sorted({c for columns in chosen.values() for c in columns} | set(targets))
+    loaded = _load(source, every, limits, span)
+    features = {name: _features(source, cs, loaded, span) for name, cs in chosen.items()}
     found: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
     for output, column in zip(wanted.outputs, targets, strict=True):
         found[output], classes = _target(source, column, loaded[column], span)
         if classes is not None:
             labels[output] = classes
-    layout = None if wanted.named else Layout(width, targets[0], tuple(columns), tuple(header))
+    layout = None
+    if not wanted.named and len(chosen) == 1:
+        (columns,) = chosen.values()
+        layout = Layout(width, targets[0], tuple(columns), tuple(header))
     return Arrays(
-        {name: features.x},
+        {name: f.x for name, f in features.items()},
         found,
         labels,
-        {name: tuple(header[c] for c in columns)},
-        {name: features.words},
+        {name: tuple(header[c] for c in cs) for name, cs in chosen.items()},
+        {name: f.words for name, f in features.items()},
         layout,
-        {name: features.missing},
+        {name: f.missing for name, f in features.items()},
     )
+
+
+def _feed_inputs(path: Path, feed: Feed, limits: Limits) -> Batch:
+    """Each input of a model of several: the columns it was trained on, by name."""
+    what = f"'{path}'"
+    wanted = recorded_columns(feed, what)
+    source = _open(path, limits, None)
+    chosen = {name: pick_named(source.names, cs, name, what) for name, cs in wanted.items()}
+    loaded = _load(source, sorted({c for cs in chosen.values() for c in cs}), limits, None)
+    arrays: dict[str, np.ndarray] = {}
+    for name, columns in chosen.items():
+        arrays[name] = np.empty((source.rows, len(columns)), np.float64)
+        for j, c in enumerate(columns):
+            if source.kinds[c] == WORDS:
+                raise error(
+                    f"'{source.parts[0].path}' column '{source.names[c]}' holds words, but "
+                    f"the model's input '{name}' reads numbers from it"
+                )
+            empty = "the model reads a number in every cell"
+            arrays[name][:, j] = _numbers(source, c, loaded[c], None, empty)
+    return Batch(arrays, text=True, picked=True)
 
 
 def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
     """Rows of features [N, F] by the columns the model records (words of a one_hot column
     as their index in its categories, -1 when unseen); any other input every column, as
-    numbers. Numbers come back as float64, which the caller converts as CSV text's."""
+    numbers; several inputs each by its own columns. Numbers come back as float64, which
+    the caller converts as CSV text's."""
+    if len(feed.inputs) > 1:
+        return _feed_inputs(path, feed, limits)
     ((name, shape),) = feed.inputs.items()
     source = _open(path, limits, None)
     width = len(source.names)
