@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_train_step_matches_finite_differences
 
 import dnnspec
 from dnnspec.assemble.steps import build_inference
@@ -363,3 +363,24 @@ def test_check_lists_the_train_section_s_augmentations(
     assert main(["check", str(image_run.parent / SPEC.name)]) == 0
     rows = [line.split(None, 1) for line in capsys.readouterr().out.splitlines()]
     assert ["augment", "crop(padding = 1)"] in [[r[0], r[1].strip()] for r in rows if len(r) == 2]
+
+
+def test_the_gradient_of_an_augmented_train_step_matches_finite_differences() -> None:
+    """In float64, with every augmentation: the draws are a function of (seed, step), so
+    the differenced steps see the same images."""
+    text = """model m {
+  input x: float32[N, 2, 6, 6]
+  conv2d(3, 3, padding = same) -> relu
+  flatten
+  dense(4)
+}
+train {
+  data digits
+  augment crop(padding = 2), flip(horizontal), brightness(0.2), contrast(0.2)
+  loss cross_entropy
+  optimizer sgd(lr = 0.1)
+  batch 8
+  epochs 1
+}
+"""
+    assert_train_step_matches_finite_differences(load_spec_text(text, "m.dnn"), {"N": 5})
