@@ -271,3 +271,33 @@ def test_column_preprocessing_of_a_model_of_several_inputs_is_refused_where_writ
         "has 2 inputs (top, bottom)" in shown.stderr
     )
     assert "m.dnn:23:" in shown.stderr
+
+
+def test_a_table_column_of_words_or_gaps_for_one_of_several_inputs_is_named(
+    tmp_path: Path,
+) -> None:
+    x, y = digits()
+    write_csv(tmp_path / "d.csv", x[:60], y[:60])
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    words = [lines[0]] + [",".join([f"w{i % 3}", *r[1:]]) for i, r in enumerate(rows)]
+    (tmp_path / "w.csv").write_text("\n".join(words) + "\n")
+    gaps = [lines[0], lines[1], ",".join(["", *rows[1][1:]]), *lines[3:]]
+    (tmp_path / "g.csv").write_text("\n".join(gaps) + "\n")
+    for name, expected in (
+        ("w.csv", "column 'p0' of input 'top' holds words"),
+        ("g.csv", "g.csv' line 3, column 1 (p0) is empty"),
+    ):
+        (tmp_path / "m.dnn").write_text(spec_text(columns_text(name)))
+        shown = dnnspec("train", str(tmp_path / "m.dnn"), "--out", str(tmp_path / "run"))
+        assert shown.returncode == 2 and "Traceback" not in shown.stderr
+        assert expected in shown.stderr, shown.stderr
+
+
+def test_the_array_name_of_a_one_input_model_is_refused_for_several(tmp_path: Path) -> None:
+    x, y = digits()
+    np.savez(tmp_path / "d.npz", top=x[:, :32], bottom=x[:, 32:], y=y)
+    (tmp_path / "m.dnn").write_text(spec_text('file(path = "d.npz", x = "top")'))
+    shown = dnnspec("train", str(tmp_path / "m.dnn"), "--out", str(tmp_path / "run"))
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
+    assert "'x' names the array of a model's one input" in shown.stderr
