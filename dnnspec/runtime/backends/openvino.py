@@ -4,16 +4,19 @@ Every graph is compiled for the CPU with `INFERENCE_PRECISION_HINT` f32: without
 OpenVINO computes float32 graphs in bf16 on CPUs that have it, which moved the digits
 model's outputs by up to 0.65 here. `openvino_bf16` (`BF16`) asks for bf16 explicitly.
 
-The carried tensors live in SETS buffer sets of `ov.Tensor`s; a step sets the tensors of
-the set it reads as the graph's inputs and those of the set it writes as its outputs, so
-OpenVINO writes the update in place and nothing carried passes through the host.
+The carried tensors live in SETS buffer sets of `ov.Tensor`s. One infer request per
+pair of sets has the tensors of the set it reads bound as inputs and those of the set it
+writes as outputs, once, so OpenVINO writes the update in place and nothing carried
+passes through the host; a call binds only its sample indices and the step counter.
 
-A call's K steps run one by one through the single-step graph, batches gathered on the
-host, not through the train-loop graph: OpenVINO 2026.4 compiles the ONNX `Loop`, but
-its body computes the update 1 ulp apart from the same step compiled alone (so K-step
-calls were not bit-identical to single steps, which resume and divergence replay rely
-on), and it was slower: digits MLP, one thread, 721 us per step in the Loop against 543
-us as single steps (onnxruntime's Loop: 165). A graph that does not compile raises
+Every step runs through the train-loop graph (the ONNX `Loop` of `assemble/loop.py`),
+a single step as a call of one batch: OpenVINO's Loop body rounds the update 1 ulp apart
+from the same step compiled alone, so mixing the two graphs would break the bit-identity
+of K-step calls and single steps that resume and divergence replay rely on. The Loop is
+also the faster: digits MLP, one thread, same process alternating on a loaded machine,
+307-491 us per step (10th percentiles) against 483-715 as single steps (onnxruntime's
+Loop: 237-246). Where OpenVINO cannot compile the Loop, a call runs its steps one by one
+through the single-step graph instead. A graph that does not compile at all raises
 `CannotCompile` naming its node, and `runtime/fallback.py` runs the run in onnxruntime.
 """
 
@@ -28,6 +31,7 @@ import numpy as np
 import onnx
 import openvino as ov
 
+from dnnspec.assemble.loop import IN, ORDER, OUT, data_name
 from dnnspec.assemble.steps import SEED, STEP, next_name
 from dnnspec.errors import error
 from dnnspec.runtime.backend import (
@@ -181,15 +185,20 @@ def _on_the_cpu(device: Device) -> None:
 
 
 class OvTrainState:
-    """The compiled step and eval graphs and the buffer sets."""
+    """The buffer sets, the eval graph and the train-loop graph (the single-step graph
+    where OpenVINO cannot compile the Loop), with one infer request per pair of sets."""
 
     device = "cpu"
 
     def __init__(self, graphs: TrainGraphs, precision: str, values: Mapping[str, np.ndarray]):
         self.graphs = graphs
         count = threads(graphs.flops)
-        self.step_graph = Compiled(graphs.step, precision, count)
         self.eval_graph = Compiled(graphs.eval, precision, count)
+        try:
+            self.loop_graph: Compiled | None = Compiled(graphs.loop, precision, count)
+        except CannotCompile:
+            self.loop_graph = None
+        self.train_graph = self.loop_graph or Compiled(graphs.step, precision, count)
         self._sets = [
             {
                 name: ov.Tensor(np.array(values[name], graphs.dtype, order="C", copy=True))
@@ -214,6 +223,35 @@ class OvTrainState:
 
     def bind_data(self, arrays: Mapping[str, np.ndarray]) -> None:
         self._data = {name: _contiguous(a) for name, a in arrays.items()}
+        if self.loop_graph is not None:
+            for request in self._requests.values():
+                self._set_data(request, self._data)
+
+    def _set_data(self, request: Any, arrays: Mapping[str, np.ndarray]) -> None:
+        """The loop's dataset inputs (the caller keeps the arrays alive)."""
+        assert self.loop_graph is not None
+        for name, array in arrays.items():
+            request.set_tensor(self.loop_graph.inputs[data_name(name)], _host(array))
+
+    def _request(self, source: dict[str, ov.Tensor], into: dict[str, ov.Tensor]) -> Any:
+        """A request of the train graph reading `source` and writing `into`, bound once
+        per pair of sets: binding the carried tensors cost about 90 of a digits MLP step's
+        280 us, and requests share the compiled graph's memory."""
+        key = (id(source), id(into))
+        if key not in self._requests:
+            graph, looped = self.train_graph, self.loop_graph is not None
+            request = graph.model.create_infer_request()
+            for name, tensor in source.items():
+                request.set_tensor(graph.inputs[IN + name if looped else name], tensor)
+                out = OUT + name if looped else next_name(name)
+                request.set_tensor(graph.outputs[out], into[name])
+            for name, tensor in ((IN + STEP if looped else STEP, self._step), (SEED, self._seed)):
+                if name in graph.inputs:  # pruned from a step without dropout or schedule
+                    request.set_tensor(graph.inputs[name], tensor)
+            if looped:
+                self._set_data(request, self._data)
+            self._requests[key] = request
+        return self._requests[key]
 
     def loop(
         self,
@@ -222,10 +260,43 @@ class OvTrainState:
         order: np.ndarray,
         block: Mapping[str, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        """The K steps one by one through the single-step graph (the module's docstring
-        says why not the Loop graph), as one loop call would run them: from `source` into
-        `source + 1`, the steps between through two scratch sets, so the third set (the
-        input of the previous call, kept for a divergence replay) stays as it was."""
+        if self.loop_graph is None:
+            return self._steps(source, step, order, block)
+        graph = self.loop_graph
+        request = self._request(self._sets[source], self._sets[(source + 1) % SETS])
+        rows = _contiguous(order)  # these arrays stay alive until the call returns
+        blocked = {n: _contiguous(a) for n, a in (block or {}).items()}
+        request.set_tensor(graph.inputs[ORDER], _host(rows))
+        if block is not None:
+            self._set_data(request, blocked)
+        self._step_host[...] = step
+        request.infer()
+        scalars = self.graphs.scalars
+        outs = [np.array(request.get_tensor(graph.outputs[OUT + n]).data) for n in scalars]
+        if block is not None:
+            self._set_data(request, self._data)  # the bound dataset for the next call
+        return outs
+
+    def step(self, source: int, step: int, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """One step: a loop call of one batch, `feeds` as its block, so it computes what a
+        step inside a K-step call computes (OpenVINO's Loop body rounds the update apart
+        from the single-step graph compiled alone)."""
+        if self.loop_graph is None:
+            return self._one(self._sets[source], self._sets[(source + 1) % SETS], step, feeds)
+        rows = len(next(iter(feeds.values())))
+        order = np.arange(rows, dtype=np.int64)[None]
+        return [value[0] for value in self.loop(source, step, order, feeds)]
+
+    def _steps(
+        self,
+        source: int,
+        step: int,
+        order: np.ndarray,
+        block: Mapping[str, np.ndarray] | None,
+    ) -> list[np.ndarray]:
+        """Without the Loop, a call's K steps one by one, as one loop call would run them:
+        from `source` into `source + 1`, the steps between through two scratch sets, so the
+        third set (the input of the previous call, kept for a divergence replay) stays."""
         data = block if block is not None else self._data
         k = len(order)
         targets = [self._scratch[i % 2] for i in range(k - 1)] + [self._sets[(source + 1) % SETS]]
@@ -254,33 +325,13 @@ class OvTrainState:
         feeds: Mapping[str, np.ndarray],
     ) -> list[np.ndarray]:
         """One step of the single-step graph from the tensors `source` into `into`."""
-        graph, request = self.step_graph, self._request(source, into)
+        graph, request = self.train_graph, self._request(source, into)
         held = {name: _contiguous(value) for name, value in feeds.items()}
         for name, value in held.items():
             request.set_tensor(graph.inputs[name], _host(value))
         self._step_host[...] = step
         request.infer()
         return [np.array(request.get_tensor(graph.outputs[n]).data) for n in self.graphs.scalars]
-
-    def _request(self, source: dict[str, ov.Tensor], into: dict[str, ov.Tensor]) -> Any:
-        """A request of the step graph reading `source` and writing `into`, bound once per
-        pair of sets: binding the carried tensors cost about 90 of a digits MLP step's
-        280 us, and requests share the compiled graph's memory."""
-        key = (id(source), id(into))
-        if key not in self._requests:
-            graph = self.step_graph
-            request = graph.model.create_infer_request()
-            for name, tensor in source.items():
-                request.set_tensor(graph.inputs[name], tensor)
-                request.set_tensor(graph.outputs[next_name(name)], into[name])
-            for name, tensor in ((STEP, self._step), (SEED, self._seed)):
-                if name in graph.inputs:  # pruned from a step without dropout or schedule
-                    request.set_tensor(graph.inputs[name], tensor)
-            self._requests[key] = request
-        return self._requests[key]
-
-    def step(self, source: int, step: int, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        return self._one(self._sets[source], self._sets[(source + 1) % SETS], step, feeds)
 
     def evaluator(self, source: int, weights: Mapping[str, np.ndarray] | None = None) -> Evaluator:
         graph = self.eval_graph
