@@ -498,3 +498,18 @@ def test_an_output_whose_record_keys_collide_is_refused(
     (problem,) = caught.value.diagnostics
     assert problem.message.endswith(f"'{key}', which the training records use for {used_for}")
     assert problem.span is not None and problem.span.line == 4
+
+
+def test_the_train_sections_runtime_is_a_name_kept_out_of_the_specs_text() -> None:
+    train = (
+        "train {\n  data digits\n  loss cross_entropy\n  optimizer sgd(lr = 0.1)\n"
+        "  batch 8\n  epochs 1\n  runtime %s\n}\n"
+    )
+    head = f"model m {{\n{INPUT}  dense(10)\n}}\n"
+    spec = load_spec_text(head + train % "openvino", "t.dnn")
+    assert spec.train is not None and spec.train.runtime is not None
+    assert (spec.train.runtime.name, spec.train.runtime.span.line) == ("openvino", 11)
+    assert '"runtime"' not in spec.model_dump_json()
+    assert messages(head + train % "3") == [
+        "'runtime' takes the name of a runtime, like runtime openvino"
+    ]
