@@ -7,6 +7,7 @@ and caches its choice, and the spec's `runtime` is checked against the registere
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from dnnspec.api import load, train
 from dnnspec.cli import main
 from dnnspec.errors import Diagnostic, DiagnosticError
 from dnnspec.frontend import load_spec
-from dnnspec.runtime.backend import SETS, load_backend
+from dnnspec.runtime.backend import SETS, CannotCompile, load_backend
 from dnnspec.runtime.fallback import open_graph
 from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.trainer import Trainer, epoch_order, initial_values, train_graphs
@@ -272,3 +273,10 @@ def test_without_the_loop_a_call_runs_its_steps_one_by_one_to_the_same_bits(
     assert all(np.array_equal(a[k], b[k]) for k in carried)
     after = looped.read(2, carried)  # the previous call's input, kept for a replay
     assert all(np.array_equal(after[k], start[k]) for k in carried)
+
+
+def test_a_float64_run_is_not_given_to_openvino() -> None:
+    prep = prepare(load_spec(SPECS / "digits_mlp.dnn", {"hidden": "16"}), epochs=1)
+    graphs = replace(train_graphs(prep.program, 0), dtype=np.dtype(np.float64))
+    with pytest.raises(CannotCompile, match="float64, which OpenVINO computes in float32"):
+        load_backend("openvino").train(graphs, "cpu", initial_values(prep.program, 0))

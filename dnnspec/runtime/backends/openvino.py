@@ -103,14 +103,10 @@ class Compiled:
         self.request = self.model.create_infer_request()
         self.inputs = {n: p for p in self.model.inputs for n in p.get_names()}
         self.outputs = {n: p for p in self.model.outputs for n in p.get_names()}
-        self.input_names = {i.name for i in model.graph.input}
         self.output_names = [o.name for o in model.graph.output]
 
     def set_input(self, name: str, tensor: ov.Tensor) -> None:
         self.request.set_tensor(self.inputs[name], tensor)
-
-    def set_output(self, name: str, tensor: ov.Tensor) -> None:
-        self.request.set_tensor(self.outputs[name], tensor)
 
     def output(self, name: str) -> np.ndarray:
         """A copy: the request reuses its output buffers on the next call."""
@@ -165,13 +161,13 @@ class OpenVino:
     ) -> TrainState:
         _on_the_cpu(device)
         if graphs.dtype != np.float32:
-            raise CannotCompile(
-                "openvino", graphs.step.graph.name, f"a {graphs.dtype} graph (it computes in f32)"
-            )
+            why = f"{graphs.dtype}, which OpenVINO computes in float32"
+            raise CannotCompile("openvino", graphs.step.graph.name, why)
         return OvTrainState(graphs, self.precision, values)
 
 
 def _default_threads() -> int:
+    """`threads()`, which `open`'s parameter of that name hides."""
     return threads()
 
 
