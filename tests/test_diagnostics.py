@@ -346,11 +346,11 @@ help: an activation is a layer of its own: write dense(...) -> tanh"""
 def test_a_tensor_by_an_argument_name_the_layer_lacks_names_the_argument() -> None:
     out = rendered(
         "model m {\n  input x: float32[N, 5, 3]\n  input len: int64[N]\n"
-        "  x -> lstm(4, lengths = len)\n}\n"
+        "  x -> dense(4, lengths = len)\n}\n"
     )
-    assert out.splitlines()[0] == "specs/x.dnn:4:16: error: lstm has no argument 'lengths'"
+    assert out.splitlines()[0] == "specs/x.dnn:4:17: error: dense has no argument 'lengths'"
     assert "not a tensor" not in out
-    assert out.splitlines()[-1].startswith("help: lstm takes no tensor by that name")
+    assert out.splitlines()[-1].startswith("help: dense takes no tensor by that name")
 
 
 def test_a_dotted_parameter_name_as_a_value_says_weight_tying_is_not_supported() -> None:

@@ -289,3 +289,46 @@ def test_fused_inference_agrees_with_the_training_forward_within_1e_5(
     np.testing.assert_allclose(
         train.run(None, feeds)[0], infer_.run(None, feeds)[0], rtol=0, atol=1e-5
     )
+
+
+def packed_reference(
+    kind: str, x: np.ndarray, lengths: np.ndarray, ws: list[np.ndarray], units: int, **args: bool
+) -> np.ndarray:
+    """PyTorch's packed sequences: each sample run on its valid prefix alone, its step
+    outputs zero-padded to T."""
+    rows = []
+    for n, length in enumerate(lengths):
+        y = reference(kind, x[n : n + 1, :length], ws, units, **args)[0]
+        if args.get("return_sequences"):
+            y = np.concatenate([y, np.zeros((x.shape[1] - length, y.shape[-1]))])
+        rows.append(y)
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v) or "last")
+@pytest.mark.parametrize("steps", [3, "T"], ids=["unrolled", "scan"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_lengths_mask_padded_steps_as_packed_sequences_do(
+    kind: str, variant: dict[str, bool], steps: int | str, mode: Mode
+) -> None:
+    x = rng.standard_normal((3, 3, 2)).astype(np.float32)  # T = 3 (SIZES)
+    lengths = np.array([3, 2, 1], np.int64)
+    y, _, ws, _ = run(
+        kind,
+        [f32("N", steps, 2), i64("N")],
+        {"units": 3, "lengths": "in1", **variant},
+        mode=mode,
+        values=[x, lengths],
+    )
+    want = packed_reference(
+        kind, x.astype(np.float64), lengths, [w.astype(np.float64) for w in ws], 3, **variant
+    )
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    if variant.get("return_sequences"):  # past each length exactly zero
+        assert not y[1, 2:].any() and not y[2, 1:].any()
+
+
+def test_recurrent_lengths_that_are_not_one_integer_per_sample_are_refused() -> None:
+    with pytest.raises(ShapeError, match=r"lstm lengths must be one integer per sample"):
+        infer("lstm", f32("N", "T", 3), f32("N"), units=4, lengths="l")

@@ -18,6 +18,13 @@ The input projection x Wi + b of every step is one MatMul before the loop. The l
 is unrolled when T is a number (up to `UNROLL_MAX` steps) and a `Scan` otherwise (the
 measurement that chose this is in docs/performance.md). In evaluation and inference the
 layer is ONNX's fused LSTM/GRU/RNN op (tested to agree with the training forward).
+
+`lengths = len` (an int [N] input) masks padded steps as PyTorch's packed sequences do:
+a step t >= len[n] keeps sample n's state and outputs zeros, so the final state is the
+state at its last valid step, and a reversed direction starts at step len[n] - 1 from the
+zero state. Each step blends `state + keep (new - state)` with keep in {0, 1}. With
+lengths the inference graph uses these same steps rather than the fused op, whose
+`sequence_lens` onnx.reference ignores.
 """
 
 from __future__ import annotations
@@ -28,12 +35,12 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
-from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_int
+from dnnspec.schema import ArgSpec, Signature, arg_bool, arg_int, arg_str
 
 UNROLL_MAX = 16
 """Static sequences up to this length are unrolled; longer or symbolic ones use Scan."""
@@ -157,6 +164,13 @@ def _infer(kind: str) -> Callable[[Sequence[TensorType], dict[str, Any]], Tensor
     def infer(inputs: Sequence[TensorType], args: dict[str, Any]) -> TensorType:
         x = inputs[0]
         _features(kind, x)
+        if args["lengths"]:
+            lengths = inputs[1]
+            if lengths.dtype not in ("int64", "int32") or len(lengths.dims) != 1:
+                raise ShapeError(
+                    f"{kind} lengths must be one integer per sample, int64[N], got {lengths}",
+                    help="declare it as an input: input lengths: int64[N]",
+                )
         if args["bidirectional"] and args["reverse"]:
             raise ShapeError(
                 f"{kind}(bidirectional = true) already reads the sequence both ways; "
@@ -223,19 +237,64 @@ def _input_projection(b: GraphBuilder, kind: str, x: str, w: Weights) -> str:
     return b.op("Add", [b.op("MatMul", [x, w.ih]), bias])
 
 
+def _keep(b: GraphBuilder, lengths: str, positions: str) -> str:
+    """[N, T] of 1 where step t < lengths[n], else 0 (`positions` [T] int64)."""
+    column = b.op(
+        "Unsqueeze", [b.op("Cast", [lengths], to=TensorProto.INT64), b.const([1], "int64")]
+    )
+    valid = b.op("Less", [b.op("Unsqueeze", [positions, b.const([0], "int64")]), column])
+    return b.op("Cast", [valid], to=b.float_elem, hint="valid_steps")
+
+
+def _masked_step(
+    b: GraphBuilder,
+    cell: Cell,
+    gx: str,
+    state: list[str] | None,
+    w: Weights,
+    units: int,
+    keep: str | None,
+) -> tuple[list[str], str]:
+    """One step's state and output; with `keep` [N, 1] a padded step (keep 0) keeps the
+    state and outputs zeros."""
+    new = cell.step(b, gx, state, w, units)
+    if keep is None:
+        return new, new[0]
+    if state is None:
+        kept = [b.op("Mul", [keep, v]) for v in new]
+    else:
+        kept = [
+            b.op("Add", [old, b.op("Mul", [keep, b.op("Sub", [v, old])])])
+            for v, old in zip(new, state, strict=True)
+        ]
+    return kept, b.op("Mul", [keep, new[0]])
+
+
 def _unrolled(
-    b: GraphBuilder, kind: str, x: str, steps: int, w: Weights, units: int, backwards: bool
+    b: GraphBuilder,
+    kind: str,
+    x: str,
+    steps: int,
+    w: Weights,
+    units: int,
+    backwards: bool,
+    keep: str | None,
 ) -> tuple[list[str], str]:
     """Per-step outputs in position order and the last processed step's output."""
     cell = CELLS[kind]
     gx = _input_projection(b, kind, x, w)
     parts = b.op_multi("Split", [gx], steps, axis=1, num_outputs=steps) if steps > 1 else [gx]
+    masks: list[str | None] = [None] * steps
+    if keep is not None:
+        masks = list(
+            b.op_multi("Split", [keep], steps, axis=1, num_outputs=steps) if steps > 1 else [keep]
+        )
     one = b.const([1], "int64")
     outputs: list[str | None] = [None] * steps
     state: list[str] | None = None
     for t in reversed(range(steps)) if backwards else range(steps):
-        state = cell.step(b, b.op("Squeeze", [parts[t], one]), state, w, units)
-        outputs[t] = state[0]
+        gx_t = b.op("Squeeze", [parts[t], one])
+        state, outputs[t] = _masked_step(b, cell, gx_t, state, w, units, masks[t])
     assert state is not None
     return [o for o in outputs if o is not None], state[0]
 
@@ -261,31 +320,35 @@ def _scanned(
     units: int,
     backwards: bool,
     sequences: bool,
+    keep: str | None,
 ) -> tuple[str | None, str]:
     """A Scan over time: the per-step outputs [T, N, units] in position order (when
-    `sequences`) and the last processed step's output [N, units]."""
+    `sequences`) and the last processed step's output [N, units]. `keep`: [T, N, 1]."""
     cell = CELLS[kind]
     gx = _input_projection(b, kind, x_time_major, w)
     if backwards:
         gx = _time_reversed(b, gx, x_time_major)
+        keep = None if keep is None else _time_reversed(b, keep, x_time_major)
     batch = b.op("Shape", [x_time_major], start=1, end=2)
     zeros_shape = b.op("Concat", [batch, b.const([units], "int64")], axis=0)
     initial = [b.op("ConstantOfShape", [zeros_shape], value=_zero(b)) for _ in range(cell.states)]
     body = b.subgraph(f"{kind}_step")
     state = [body.fresh_input(f"{kind}_state", b.float_dtype, ["N", units]) for _ in initial]
     step_in = body.fresh_input(f"{kind}_gates_x", b.float_dtype, ["N", cell.gates * units])
-    new_state = cell.step(body, step_in, state, w, units)
+    step_keep = None if keep is None else body.fresh_input(f"{kind}_keep", b.float_dtype, ["N", 1])
+    new_state, output = _masked_step(body, cell, step_in, state, w, units, step_keep)
     for name in new_state:
         body.add_output(name, b.float_dtype, ["N", units])
     if sequences:
-        body.add_output(body.op("Identity", [new_state[0]]), b.float_dtype, ["N", units])
+        body.add_output(body.op("Identity", [output]), b.float_dtype, ["N", units])
+    scanned = [gx] if keep is None else [gx, keep]
     outs = b.op_multi(
         "Scan",
-        [*initial, gx],
+        [*initial, *scanned],
         cell.states + int(sequences),
         hint=f"{kind}_scan",
         body=body.graph(),
-        num_scan_inputs=1,
+        num_scan_inputs=len(scanned),
     )
     steps = outs[-1] if sequences else None
     if steps is not None and backwards:
@@ -297,7 +360,9 @@ def _zero(b: GraphBuilder) -> onnx.TensorProto:
     return numpy_helper.from_array(np.zeros(1, b.float_dtype))
 
 
-def _lower_train(ctx: LowerCtx, node: Node, x: str, params: dict[str, str]) -> str:
+def _lower_train(
+    ctx: LowerCtx, node: Node, x: str, lengths: str | None, params: dict[str, str]
+) -> str:
     """The training forward in standard ops our autodiff differentiates."""
     b, kind, args = ctx.b, node.layer, node.args
     units, sequences = arg_int(args, "units"), arg_bool(args, "return_sequences")
@@ -307,9 +372,10 @@ def _lower_train(ctx: LowerCtx, node: Node, x: str, params: dict[str, str]) -> s
         for suffix in _directions(args)
     ]
     if isinstance(steps, int) and steps <= UNROLL_MAX:
+        keep = None if lengths is None else _keep(b, lengths, b.const(np.arange(steps), "int64"))
         seqs, lasts = [], []
         for w, backwards in directions:
-            outputs, last = _unrolled(b, kind, x, steps, w, units, backwards)
+            outputs, last = _unrolled(b, kind, x, steps, w, units, backwards, keep)
             seqs.append(outputs)
             lasts.append(last)
         if not sequences:
@@ -322,8 +388,17 @@ def _lower_train(ctx: LowerCtx, node: Node, x: str, params: dict[str, str]) -> s
         stacked = [b.op("Unsqueeze", [h, one]) for h in per_step]
         return b.op("Concat", stacked, axis=1, hint=node.name) if len(stacked) > 1 else stacked[0]
     time_major = b.op("Transpose", [x], perm=[1, 0, 2])
+    keep_tm = None
+    if lengths is not None:
+        t = b.op("Squeeze", [b.op("Shape", [x], start=1, end=2), b.const([0], "int64")])
+        positions = b.op("Range", [b.const(0, "int64"), t, b.const(1, "int64")])
+        keep_tm = b.op(
+            "Unsqueeze",
+            [b.op("Transpose", [_keep(b, lengths, positions)], perm=[1, 0]), b.const([2], "int64")],
+        )
     results = [
-        _scanned(b, kind, time_major, w, units, backwards, sequences) for w, backwards in directions
+        _scanned(b, kind, time_major, w, units, backwards, sequences, keep_tm)
+        for w, backwards in directions
     ]
     if not sequences:
         lasts = [last for _, last in results]
@@ -389,8 +464,9 @@ def _lower_fused(ctx: LowerCtx, node: Node, x: str, params: dict[str, str]) -> s
 
 
 def _lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
-    if ctx.training:
-        return _lower_train(ctx, node, inputs[0], params)
+    lengths = inputs[1] if arg_str(node.args, "lengths") else None
+    if ctx.training or lengths is not None:
+        return _lower_train(ctx, node, inputs[0], lengths, params)
     return _lower_fused(ctx, node, inputs[0], params)
 
 
@@ -404,6 +480,12 @@ ARGS = (
     ),
     ArgSpec(name="bidirectional", type="bool", default=False, doc="also read backwards; concat"),
     ArgSpec(name="reverse", type="bool", default=False, doc="read the sequence from the end"),
+    ArgSpec(
+        name="lengths",
+        type="tensor",
+        default="",
+        doc="int64 [N]: steps at positions >= lengths[n] are padding (as packed sequences)",
+    ),
 )
 
 DOCS = {

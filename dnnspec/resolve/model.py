@@ -370,7 +370,7 @@ class ModelResolver:
     def foreign_arg(self, callee: str, arg: ast.Arg, value: Value, scope: Scope) -> bool:
         """Report a keyword that layer `callee` lacks when another library's habit explains
         it: Keras' `activation =` (here a layer of its own) or a tensor by a name the layer
-        does not take (`lstm(64, lengths = len)`). Other unknown keywords are left to the
+        does not take (`dense(64, lengths = len)`). Other unknown keywords are left to the
         signature's did-you-mean."""
         assert arg.name is not None
         key = arg.name.id
