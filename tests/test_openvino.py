@@ -281,3 +281,17 @@ def test_a_float64_run_is_not_given_to_openvino() -> None:
     graphs = replace(train_graphs(prep.program, 0), dtype=np.dtype(np.float64))
     with pytest.raises(CannotCompile, match="float64, which OpenVINO computes in float32"):
         load_backend("openvino").train(graphs, "cpu", initial_values(prep.program, 0))
+
+
+def test_auto_measures_again_over_an_unreadable_cache_and_predicts_in_onnxruntime_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = tiny(tmp_path)
+    train(spec, out=tmp_path / "run", plot=False)
+    assert load(tmp_path / "run", runtime="auto").runtime == "onnxruntime"  # nothing cached
+    (tmp_path / "cache" / "dnnspec").mkdir(parents=True)
+    (tmp_path / "cache" / "dnnspec" / "runtimes.json").write_text("{not json")
+    said = Collect()
+    train(spec, out=tmp_path / "auto", plot=False, runtime="auto", reporter=said)
+    assert any("measured now" in d.message for d in said.said)
