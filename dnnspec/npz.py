@@ -148,3 +148,26 @@ def read_npz(
                 raise error(f"{member} is damaged: {exc}", span) from None
             left -= used
     return arrays
+
+
+def map_npy(path: str, where: str, span: Span | None = None) -> np.ndarray:
+    """A read-only memory map of an `.npy` file (never a pickle), after its header is
+    checked as `read_npy` checks it: a header that declares more (or fewer) rows than the
+    file holds is refused here rather than failing, or reading past the end, later."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        shape, fortran, dtype = _header(f, where, span)
+        offset = f.tell()
+    declared = math.prod(shape) * dtype.itemsize
+    if size - offset != declared:
+        raise error(
+            f"{where} declares shape {list(shape)} ({size_text(declared)} of {dtype}) but "
+            f"holds {size_text(max(size - offset, 0))} of data",
+            span,
+        )
+    if declared == 0:
+        return np.empty(shape, dtype)
+    mapped: np.ndarray = np.memmap(
+        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
+    return mapped

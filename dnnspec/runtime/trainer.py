@@ -28,6 +28,7 @@ import numpy as np
 from dnnspec.assemble.loop import build_train_loop
 from dnnspec.assemble.steps import LOSS, Program, confusion_name
 from dnnspec.data.datasets import Dataset
+from dnnspec.data.stream import Feed, Streamed, epoch_order
 from dnnspec.layers.init import initial_value
 from dnnspec.runtime.backend import DEFAULT, SETS, Device, TrainGraphs
 from dnnspec.runtime.data import head_targets
@@ -159,11 +160,6 @@ def train_graphs(program: Program, seed: int) -> TrainGraphs:
     )
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of one epoch, a pure function of (seed, epoch) so resume replays it."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
 def batches(n: int, batch: int, order: np.ndarray | None = None) -> Iterator[np.ndarray]:
     index = np.arange(n) if order is None else order
     for start in range(0, n, batch):
@@ -179,7 +175,8 @@ HOST_LOOP_STEP_SECONDS = 0.005
 the Loop costs more per step than the per-call overhead it saves (docs/performance.md)."""
 RESIDENT_BYTES = 2 << 30
 """Datasets up to this size live on the device for the whole run; larger ones are
-gathered on the host, call by call, into a [K*B, ...] block (same graph)."""
+gathered on the host, call by call, into a [K*B, ...] block (same graph). A streamed
+dataset (`data/stream.py`) is gathered so too, its rows handed over by its reader."""
 
 
 @dataclass
@@ -222,19 +219,23 @@ class Trainer:
         self._current = 0
         self._previous: int | None = None
         self._last_call: _Call | None = None
-        self._data: tuple[Dataset, str, bool] | None = None
+        self._data: tuple[Dataset | Streamed, str, bool] | None = None
+        self._feed: Feed | None = None
 
     def targets(self, data: Dataset) -> dict[str, np.ndarray]:
         """Step-graph target input -> the data's targets for it."""
         return {out.target: head_targets(data)[out.head.output] for out in self.program.outputs}
 
-    def elements(self, data: Dataset, rows: int | None = None) -> dict[str, int]:
+    def elements(self, data: Dataset | Streamed, rows: int | None = None) -> dict[str, int]:
         """Target elements per output in `rows` samples (all of `data` when None)."""
         count = len(data) if rows is None else rows
         found = {}
         for out in self.program.outputs:
-            y = head_targets(data)[out.head.output]
-            found[out.head.output] = count * int(np.prod(y.shape[1:], dtype=np.int64))
+            if isinstance(data, Streamed):
+                shape = data.source.shapes[out.head.output or "y"]
+            else:
+                shape = head_targets(data)[out.head.output].shape[1:]
+            found[out.head.output] = count * int(np.prod(shape, dtype=np.int64))
         return found
 
     def values(self) -> dict[str, np.ndarray]:
@@ -260,12 +261,15 @@ class Trainer:
         return self.state.read(self._current, [s.name for s in self.program.model_slots()])
 
     # data --------------------------------------------------------------------
-    def _bind_data(self, data: Dataset, input_name: str) -> bool:
+    def _bind_data(self, data: Dataset | Streamed, input_name: str) -> bool:
         """Hand `data` to the backend once, each model input by name (`input_name`: the
         one input's, which reads `data.x`; several read `data.inputs`); returns whether it
         is resident (else each call hands over its own gathered block)."""
         if self._data is not None and self._data[0] is data and self._data[1] == input_name:
             return self._data[2]
+        if isinstance(data, Streamed):
+            self._data = (data, input_name, False)
+            return False
         inputs, targets = data.feeds(input_name), self.targets(data)
         size = sum(a.nbytes for a in (*inputs.values(), *targets.values()))
         resident = self.device == "cpu" or size <= RESIDENT_BYTES
@@ -301,17 +305,26 @@ class Trainer:
         self._previous, self._current = self._current, (self._current + 1) % SETS
         self.step += steps
 
+    def _block(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows `flat` of the bound data gathered on the host, by graph input name."""
+        assert self._data is not None
+        data, input_name, _ = self._data
+        if isinstance(data, Streamed):
+            assert self._feed is not None
+            got = self._feed.gather(flat)
+            heads = {out.head.output or "y": out.target for out in self.program.outputs}
+            return {heads.get(name, name): np.ascontiguousarray(a) for name, a in got.items()}
+        arrays = (*data.feeds(input_name).items(), *self.targets(data).items())
+        return {name: np.ascontiguousarray(array[flat]) for name, array in arrays}
+
     def _call(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Run the K steps whose batches are `rows`; per-step losses and metric sums."""
         assert self._data is not None
-        data, input_name, resident = self._data
-        if resident:
+        if self._data[2]:
             outs = self.state.loop(self._current, self.step, rows)
         else:
             flat = rows.reshape(-1)
-            block = {}
-            for name, array in (*data.feeds(input_name).items(), *self.targets(data).items()):
-                block[name] = np.ascontiguousarray(array[flat])
+            block = self._block(flat)
             order = np.arange(flat.size, dtype=np.int64).reshape(rows.shape)
             outs = self.state.loop(self._current, self.step, order, block)
         return outs[0], dict(zip(self._keys, outs[1:], strict=True))
@@ -332,16 +345,14 @@ class Trainer:
 
     def _host_steps(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The same steps through the single-step graph, batches gathered on the host."""
-        assert self._data is not None
-        data, input_name, _ = self._data
-        inputs = data.feeds(input_name)
-        seen = [
-            self.train_step(
-                {name: array[row] for name, array in inputs.items()},
-                {k: v[row] for k, v in head_targets(data).items()},
+        targets = {out.target: out.head.output for out in self.program.outputs}
+        seen = []
+        for row in rows:
+            block = self._block(row)
+            x = {name: a for name, a in block.items() if name not in targets}
+            seen.append(
+                self.train_step(x, {targets[k]: v for k, v in block.items() if k in targets})
             )
-            for row in rows
-        ]
         losses = np.array([loss for loss, _ in seen], self.dtype)
         return losses, {m: np.array([ms[m] for _, ms in seen], self.dtype) for m in self._keys}
 
@@ -391,7 +402,7 @@ class Trainer:
 
     def run_epoch(
         self,
-        data: Dataset,
+        data: Dataset | Streamed,
         input_name: str,
         batch: int,
         epoch: int,
@@ -400,9 +411,29 @@ class Trainer:
         """One pass in the epoch's order: full batches in calls of `steps_per_call` steps
         (adapted to take about CALL_SECONDS each), then the partial last batch.
         `on_call(losses of its steps, samples)` follows each call. Once a step is seen to
-        take HOST_LOOP_STEP_SECONDS, the steps of a call run one by one instead."""
+        take HOST_LOOP_STEP_SECONDS, the steps of a call run one by one instead. Streamed
+        data is read by a background reader in its own epoch order (`Streamed.order`)."""
         self._bind_data(data, input_name)
-        order = epoch_order(len(data), self.seed, epoch)
+        if not isinstance(data, Streamed):
+            return self._epoch(
+                data, epoch_order(len(data), self.seed, epoch), batch, epoch, on_call
+            )
+        self._feed = data.feed(self.seed, epoch)
+        try:
+            return self._epoch(data, data.order(self.seed, epoch), batch, epoch, on_call)
+        finally:
+            self._feed.close()
+            self._feed = None
+
+    def _epoch(
+        self,
+        data: Dataset | Streamed,
+        order: np.ndarray,
+        batch: int,
+        epoch: int,
+        on_call: Callable[[np.ndarray, int], None] | None,
+    ) -> dict[str, Any]:
+        """The calls of one epoch over `order` (see `run_epoch`)."""
         full, rest = divmod(len(order), batch)
         per_sample = self.elements(data, 1)
         stats = EpochStats(info=self.program.metric_info())

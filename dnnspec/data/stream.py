@@ -1,0 +1,391 @@
+"""Streamed data: a dataset larger than its memory budget, read chunk by chunk (Parquet row
+groups, slices of memory-mapped `.npy` files) by a background thread while training runs.
+
+An epoch's order is a pure function of (seed, epoch, chunk layout), so a resumed run replays
+it and the reader's position is just the trainer's (epoch, step). Names are the model's input names
+and `y` (a model's one unnamed output) or its output names. The order shuffles the
+chunks, groups consecutive ones into windows of at most `window` rows and permutes the rows
+inside each window. A window that covers all the data is one permutation equal to the
+in-memory `epoch_order`, so such a run trains exactly as the in-memory one. A smaller window
+mixes only the rows of the chunks it groups: batches drawn from a window are unbiased within
+it but rows of one chunk stay within one window (as `tf.data`'s `shuffle(buffer)` after
+`interleave` over shuffled files).
+
+Memory: the reader holds the window being trained on, one read ahead (a bounded queue) and the
+one it is filling plus one chunk while it reads; `Reader.peak` counts those bytes, which the
+window size keeps under the budget.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dnnspec.errors import Span, error
+from dnnspec.files import size_text
+from dnnspec.npz import map_npy
+
+HELD_WINDOWS = 4
+"""Windows' worth of rows the reader may hold at once: the one trained on, one queued, the
+one being filled and (at most a window of) the chunk being read into it."""
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch, a pure function of (seed, epoch) so resume replays it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset on disk as chunks of rows: `read(i)` gives chunk i's arrays by name (model
+    inputs and `y`), each [rows, ...]; `row_bytes` is what one row of all of them takes."""
+
+    sizes: tuple[int, ...]
+    read: Callable[[int], dict[str, np.ndarray]]
+    row_bytes: int
+    where: str
+    shapes: dict[str, tuple[int, ...]]
+    """Each name's shape of one row."""
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+
+def npy_source(paths: dict[str, Path], chunk_rows: int, span: Span | None = None) -> Source:
+    """`.npy` files, one per name, memory-mapped (never loaded whole, never unpickled) and
+    read in slices of `chunk_rows` rows; every file must hold the same number of rows."""
+    maps = {name: map_npy(str(path), f"'{path}'", span) for name, path in paths.items()}
+    rows = {len(m) if m.ndim else -1 for m in maps.values()}
+    if len(rows) != 1 or -1 in rows:
+        counts = ", ".join(f"'{paths[n]}' {m.shape[0] if m.ndim else 0}" for n, m in maps.items())
+        raise error(f"the .npy files of one dataset hold different numbers of rows: {counts}", span)
+    (n,) = rows
+    step = max(1, chunk_rows)
+    sizes = tuple(min(step, n - start) for start in range(0, n, step))
+
+    def read(i: int) -> dict[str, np.ndarray]:
+        return {name: np.array(m[i * step : i * step + sizes[i]]) for name, m in maps.items()}
+
+    row_bytes = sum(m.itemsize * int(np.prod(m.shape[1:], dtype=np.int64)) for m in maps.values())
+    where = ", ".join(f"'{p}'" for p in paths.values())
+    shapes = {name: tuple(m.shape[1:]) for name, m in maps.items()}
+    return Source(sizes, read, row_bytes, where, shapes)
+
+
+def parquet_source(path: Path, columns: dict[str, list[str]], span: Span | None = None) -> Source:
+    """A Parquet file read one row group at a time: each name's columns side by side as
+    float32 [rows, len(columns)] (`y`: its one column as int64 class ids or float32)."""
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow's errors have no common base to name
+        raise error(f"'{path}' is not a readable Parquet file: {exc}", span) from None
+    meta = file.metadata
+    sizes = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    wanted = [c for cols in columns.values() for c in cols]
+    missing = [c for c in wanted if c not in file.schema_arrow.names]
+    if missing:
+        raise error(
+            f"'{path}' has no column {missing[0]!r}",
+            span,
+            help=f"its columns are {', '.join(file.schema_arrow.names)}",
+        )
+
+    def read(i: int) -> dict[str, np.ndarray]:
+        table = file.read_row_group(i, columns=wanted)
+        out = {}
+        for name, cols in columns.items():
+            parts = [table.column(c).to_numpy() for c in cols]
+            if name == "y":
+                y = parts[0]
+                out[name] = y.astype(np.int64 if y.dtype.kind in "iu" else np.float32)
+            else:
+                out[name] = np.column_stack(parts).astype(np.float32)
+        return out
+
+    row_bytes = sum(4 * len(cols) if name != "y" else 8 for name, cols in columns.items())
+    shapes: dict[str, tuple[int, ...]] = {
+        name: () if name == "y" else (len(cols),) for name, cols in columns.items()
+    }
+    return Source(sizes, read, row_bytes, f"'{path}'", shapes)
+
+
+def budget_rows(source: Source, budget: int, span: Span | None = None) -> int:
+    """The window, in rows, that keeps the reader's buffers within `budget` bytes; a chunk
+    larger than a window is refused (it could not be read within the budget)."""
+    window = budget // max(1, source.row_bytes * HELD_WINDOWS)
+    largest = max(source.sizes, default=0)
+    if largest > window:
+        raise error(
+            f"{source.where}: a chunk of {largest:,} rows "
+            f"({size_text(largest * source.row_bytes)}) does not fit the memory budget of "
+            f"{size_text(budget)} ({window:,} rows a window)",
+            span,
+            help="write smaller Parquet row groups, or raise the memory budget",
+        )
+    return window
+
+
+def hash_split(n: int, validation: float, seed: int) -> np.ndarray:
+    """Which of `n` rows validate: a seeded hash of each row's index (SplitMix64) below
+    `validation`, so a row's part never depends on the chunk it is read in or on the epoch."""
+    with np.errstate(over="ignore"):
+        z = np.arange(n, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < validation
+
+
+@dataclass(frozen=True)
+class Window:
+    """Chunks read together: their kept rows (global indices, in the chunks' order) and the
+    order the epoch visits them in (`perm`, positions into `rows`)."""
+
+    chunks: tuple[int, ...]
+    counts: tuple[int, ...]
+    """Kept rows of each chunk."""
+    rows: np.ndarray
+    perm: np.ndarray
+
+
+def plan(
+    sizes: tuple[int, ...], window: int, seed: int, epoch: int, keep: np.ndarray | None = None
+) -> list[Window]:
+    """The epoch's windows (see the module's docstring); `keep` marks the rows trained on
+    (a hash split's training part), all when None."""
+    starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    kept = [
+        np.arange(starts[i], starts[i + 1])[keep[starts[i] : starts[i + 1]]]
+        if keep is not None
+        else np.arange(starts[i], starts[i + 1])
+        for i in range(len(sizes))
+    ]
+    total = sum(len(k) for k in kept)
+    if total <= window:
+        rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+        counts = tuple(len(k) for k in kept)
+        return [Window(tuple(range(len(sizes))), counts, rows, epoch_order(total, seed, epoch))]
+    windows: list[list[int]] = []
+    group: list[int] = []
+    count = 0
+    for i in np.random.default_rng([seed, epoch, 1]).permutation(len(sizes)).tolist():
+        if group and count + len(kept[i]) > window:
+            windows.append(group)
+            group, count = [], 0
+        group.append(i)
+        count += len(kept[i])
+    windows.append(group)
+    out = []
+    for w, chunks in enumerate(windows):
+        rows = np.concatenate([kept[i] for i in chunks])
+        perm = np.random.default_rng([seed, epoch, 2, w]).permutation(len(rows))
+        out.append(Window(tuple(chunks), tuple(len(kept[i]) for i in chunks), rows, perm))
+    return out
+
+
+@dataclass
+class _Loaded:
+    window: Window
+    arrays: dict[str, np.ndarray]
+    nbytes: int
+    used: int = 0
+
+
+class Reader:
+    """Reads an epoch's windows in order on a background thread into a bounded queue, so
+    the next window is in memory before the trainer needs it. `held`/`peak`: bytes of the
+    windows and chunk it holds now / at most."""
+
+    def __init__(self, source: Source, windows: list[Window], starts: np.ndarray) -> None:
+        self.source, self.windows, self._starts = source, windows, starts
+        self._queue: queue.Queue[_Loaded | BaseException | None] = queue.Queue(maxsize=1)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.held = self.peak = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _count(self, nbytes: int) -> None:
+        with self._lock:
+            self.held += nbytes
+            self.peak = max(self.peak, self.held)
+
+    def _load(self, window: Window) -> _Loaded:
+        arrays: dict[str, np.ndarray] = {}
+        filled, total = 0, 0
+        for i, count in zip(window.chunks, window.counts, strict=True):
+            chunk = self.source.read(i)
+            size = sum(a.nbytes for a in chunk.values())
+            self._count(size)
+            local = window.rows[filled : filled + count] - int(self._starts[i])
+            for name, array in chunk.items():
+                if name not in arrays:
+                    shape = (len(window.rows), *array.shape[1:])
+                    arrays[name] = np.empty(shape, array.dtype)
+                    self._count(arrays[name].nbytes)
+                    total += arrays[name].nbytes
+                arrays[name][filled : filled + len(local)] = array[local]
+            filled += len(local)
+            del chunk
+            self._count(-size)
+        return _Loaded(window, arrays, total)
+
+    def _run(self) -> None:
+        try:
+            for window in self.windows:
+                if self._stop.is_set():
+                    return
+                self._queue.put(self._load(window))
+            self._queue.put(None)
+        except BaseException as exc:  # handed to the trainer, which raises it
+            self._queue.put(exc)
+
+    def next(self) -> _Loaded:
+        got = self._queue.get()
+        if isinstance(got, BaseException):
+            raise got
+        if got is None:
+            raise IndexError("the epoch's windows are all read")
+        return got
+
+    def release(self, loaded: _Loaded) -> None:
+        self._count(-loaded.nbytes)
+
+    def stop(self) -> None:
+        """End the thread (an epoch left early): it stops after the window it is reading."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                got = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(got, _Loaded):
+                self.release(got)
+
+
+@dataclass
+class Feed:
+    """One epoch's rows handed out in its order: `gather(rows)` with the next rows of the
+    order reads on; rows of the last two gathers again (a replay after a non-finite loss)
+    are served from what was kept."""
+
+    reader: Reader
+    _current: list[_Loaded] = field(default_factory=list)
+    _recent: list[tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=list)
+
+    def _take(self, count: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        rows, pieces = [], []
+        while count:
+            if not self._current or self._current[0].used == len(self._current[0].window.rows):
+                if self._current:
+                    self.reader.release(self._current.pop())
+                self._current.append(self.reader.next())
+            loaded = self._current[0]
+            n = min(count, len(loaded.window.rows) - loaded.used)
+            where = loaded.window.perm[loaded.used : loaded.used + n]
+            rows.append(loaded.window.rows[where])
+            pieces.append({k: v[where] for k, v in loaded.arrays.items()})
+            loaded.used += n
+            count -= n
+        block = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+        return np.concatenate(rows), block
+
+    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        for seen, block in self._recent:
+            if len(rows) and (seen == rows[0]).any():
+                order = np.argsort(seen)
+                where = order[np.minimum(np.searchsorted(seen, rows, sorter=order), len(seen) - 1)]
+                if np.array_equal(seen[where], rows):
+                    return {k: v[where] for k, v in block.items()}
+        got, block = self._take(len(rows))
+        if not np.array_equal(got, rows):
+            raise ValueError("streamed rows asked out of the epoch's order")
+        self._recent = [*self._recent[-1:], (got, block)]
+        return block
+
+    def close(self) -> None:
+        self.reader.stop()
+        for loaded in self._current:
+            self.reader.release(loaded)
+        self._current = []
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A dataset trained on as it is read: its source, the window that keeps the reader in
+    its memory budget, and which rows it trains on (`keep`, None for all)."""
+
+    source: Source
+    window: int
+    keep: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.source) if self.keep is None else int(self.keep.sum())
+
+    def windows(self, seed: int, epoch: int) -> list[Window]:
+        return plan(self.source.sizes, self.window, seed, epoch, self.keep)
+
+    def order(self, seed: int, epoch: int) -> np.ndarray:
+        """The epoch's rows in the order trained (global row indices)."""
+        return np.concatenate([w.rows[w.perm] for w in self.windows(seed, epoch)])
+
+    def feed(self, seed: int, epoch: int) -> Feed:
+        starts = np.concatenate([[0], np.cumsum(self.source.sizes, dtype=np.int64)])
+        return Feed(Reader(self.source, self.windows(seed, epoch), starts))
+
+
+@dataclass
+class Moments:
+    """Per-column count, mean, sum of squared deviations (Chan et al.'s merge of chunk
+    statistics, as stable as Welford's one value at a time), minimum and maximum."""
+
+    count: int = 0
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    low: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def add(self, values: np.ndarray) -> None:
+        """Merge a chunk [rows, columns]."""
+        x = np.asarray(values, np.float64).reshape(len(values), -1)
+        if not len(x):
+            return
+        n, mean = len(x), x.mean(axis=0)
+        m2 = ((x - mean) ** 2).sum(axis=0)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, m2
+            self.low, self.high = x.min(axis=0), x.max(axis=0)
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+        self.low, self.high = (
+            np.minimum(self.low, x.min(axis=0)),
+            np.maximum(self.high, x.max(axis=0)),
+        )
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation (numpy's default, which `standardize` uses)."""
+        return np.sqrt(self.m2 / max(1, self.count))
+
+
+def moments(source: Source, name: str, keep: np.ndarray | None = None) -> Moments:
+    """One pass over `source`'s `name` column(s), the kept rows only (the training part).
+    A median is not computed on streamed data: it needs every value at once (`impute`'s
+    median is refused for it; its mean or most frequent value are exact in one pass)."""
+    found, start = Moments(), 0
+    for i, size in enumerate(source.sizes):
+        values = source.read(i)[name]
+        found.add(values if keep is None else values[keep[start : start + size]])
+        start += size
+    return found
