@@ -504,5 +504,6 @@ for _kind in CELLS:
             params=_params(_kind),
             flops=_flops(_kind),
             doc=DOCS[_kind],
+            recent=("lengths",),
         ),
     )
