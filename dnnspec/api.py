@@ -59,6 +59,7 @@ from dnnspec.tools.export import export as _export
 from dnnspec.tools.format import Formatted, format_file
 from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
 from dnnspec.tools.plot import can_plot, plot_runs
+from dnnspec.tools.web import export_site
 from dnnspec.training.losses import LOSSES
 from dnnspec.tune.tuner import Interrupted as TuneInterrupted
 from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
@@ -183,6 +184,7 @@ def export(
     fp16: bool = False,
     train: bool = False,
     outputs: Sequence[str] | None = None,
+    web: bool = False,
 ) -> Exported:
     """Export a run directory's model.onnx (or a spec's initialised model) to `out` at
     `opset` (default: the lowest the model needs, from 17), in float16 with `fp16`, with
@@ -190,8 +192,11 @@ def export(
     own, "logits"); with `train`, the train and eval steps, their initial state and
     interface.json into the directory `out`. Every graph is checked (full ONNX checker,
     shape inference, onnxruntime against onnx.reference) before it is written; see
-    docs/training-graph.md for the interface."""
+    docs/training-graph.md for the interface. With `web`, the directory `out` becomes a
+    static site that trains in the browser (docs/cli.md, "Training in the browser")."""
     kinds = list(outputs) if outputs is not None else None
+    if web:
+        return export_site(Path(source), Path(out), opset, fp16, kinds)
     return _export(Path(source), Path(out), opset, fp16, train, kinds)
 
 

@@ -463,7 +463,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import export
 
     outputs = args.outputs.split(",") if args.outputs is not None else None
-    result = export(args.source, args.out, args.opset, args.fp16, args.train, outputs)
+    result = export(args.source, args.out, args.opset, args.fp16, args.train, outputs, args.web)
     if args.json:
         print(dumps(result.as_json()))
         return OK
@@ -758,6 +758,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--train", action="store_true", help="export the train and eval steps and their state"
+    )
+    p.add_argument(
+        "--web",
+        action="store_true",
+        help="write a static site into --out that trains the model in the browser",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for name, help in (

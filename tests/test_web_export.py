@@ -1,0 +1,184 @@
+"""`dnnspec export --web`: the site trains the digits MLP in headless Chromium with
+onnxruntime-web and matches `dnnspec train` epoch for epoch.
+
+Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: fd 3
+in, fd 4 out, NUL-terminated JSON), which needs no port and no client library. The test
+skips when Chromium or npm (which installs onnxruntime-web into web/) is missing; CI
+installs both (.ci/run)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dnnspec.api import export, train
+from dnnspec.tools import web
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PAGE_SECONDS = 240
+"""How long the page may take to load onnxruntime-web and train two epochs."""
+
+
+def _runtime_or_skip() -> None:
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    ready = (web.WEB_DIR / "node_modules" / "onnxruntime-web").is_dir()
+    if not ready and shutil.which("npm") is None:
+        pytest.skip("npm is not installed to install onnxruntime-web (apt-get install npm)")
+
+
+@contextlib.contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """The folder over HTTP on 127.0.0.1 at a free port, for the test's duration."""
+    handler = functools.partial(_Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Browser:
+    """Headless Chromium and its DevTools pipe."""
+
+    def __init__(self, profile: Path) -> None:
+        to_browser, self._write = os.pipe()
+        self._read, from_browser = os.pipe()
+        # above 4, so moving them to the fds 3 (commands in) and 4 (answers out) where
+        # Chromium reads and writes cannot overwrite one with the other
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
+        for fd in (to_browser, from_browser):
+            os.close(fd)
+        assert CHROMIUM is not None
+        args = [
+            CHROMIUM,
+            "--headless=new",
+            "--remote-debugging-pipe",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
+        self.process = subprocess.Popen(
+            args,
+            close_fds=False,  # keeps the inheritable 3 and 4 (every other fd closes on exec)
+            preexec_fn=lambda: [os.dup2(fd, n) for n, fd in ((3, ends[0]), (4, ends[1]))] and None,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fd in ends:
+            os.close(fd)
+        self._buffer = b""
+        self._id = 0
+
+    def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        message: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        while True:
+            answer = self._next()
+            if answer.get("id") == self._id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                result: dict[str, Any] = answer["result"]
+                return result
+
+    def _next(self) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            chunk = os.read(self._read, 1 << 16)
+            if not chunk:
+                raise RuntimeError("Chromium closed its DevTools pipe")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\0", 1)
+        parsed: dict[str, Any] = json.loads(line)
+        return parsed
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self.send("Browser.close")
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._write)
+        os.close(self._read)
+
+    def text_of(self, url: str, element: str, seconds: float) -> str:
+        """Open `url` and wait for element `element` to hold text; returns it."""
+        target = self.send("Target.createTarget", url=url)["targetId"]
+        session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        expression = f"(document.getElementById('{element}') || {{}}).textContent || ''"
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = self.send("Runtime.evaluate", session, expression=expression)["result"]
+            if value.get("value"):
+                return str(value["value"])
+            time.sleep(0.5)
+        status = self.send(
+            "Runtime.evaluate", session, expression="document.getElementById('status').textContent"
+        )
+        raise AssertionError(f"no #{element} after {seconds} s; status: {status['result']}")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    _runtime_or_skip()
+    chromium = Browser(tmp_path / "profile")
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def _two_epochs(tmp_path: Path) -> Path:
+    text = (ROOT / "specs" / "digits_mlp.dnn").read_text()
+    assert "epochs 30" in text
+    spec = tmp_path / "digits_mlp.dnn"
+    spec.write_text(text.replace("epochs 30", "epochs 2"))
+    return spec
+
+
+@pytest.mark.slow
+def test_site_trains_the_digits_mlp_in_chromium_with_dnnspec_trains_losses(
+    tmp_path: Path, browser: Browser
+) -> None:
+    spec = _two_epochs(tmp_path)
+    site = tmp_path / "site"
+    export(spec, site, web=True)
+    train(spec, tmp_path / "run", plot=False, runtime="onnxruntime")
+    with serving(site) as url:
+        summary = json.loads(browser.text_of(url + "?autostart=1", "result", PAGE_SECONDS))
+    assert "error" not in summary, summary
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * 23
+    reference = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    np.testing.assert_allclose(summary["loss"], [r["loss"] for r in reference], atol=1e-4)
+    np.testing.assert_allclose(summary["val_loss"], [r["val_loss"] for r in reference], atol=1e-4)
+    last = reference[-1]["val_accuracy"]
+    assert summary["metrics"]["val_accuracy"] == pytest.approx(last, abs=1e-6)
