@@ -8,6 +8,7 @@ installs both (.ci/run)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import functools
@@ -23,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from dnnspec.api import export, train
+from dnnspec.errors import DiagnosticError
 from dnnspec.tools import web
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,21 +134,38 @@ class Browser:
         os.close(self._write)
         os.close(self._read)
 
-    def text_of(self, url: str, element: str, seconds: float) -> str:
-        """Open `url` and wait for element `element` to hold text; returns it."""
+    def open(self, url: str) -> str:
+        """A new tab at `url`; returns its DevTools session."""
         target = self.send("Target.createTarget", url=url)["targetId"]
-        session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        session: str = self.send("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+        return session
+
+    def evaluate(self, session: str, expression: str) -> Any:
+        """The value of a JavaScript expression in the tab (a promise's, awaited)."""
+        answer = self.send(
+            "Runtime.evaluate",
+            session,
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+        )
+        if "exceptionDetails" in answer:
+            raise AssertionError(f"{expression}: {answer['exceptionDetails']}")
+        return answer["result"].get("value")
+
+    def wait_text(self, session: str, element: str, seconds: float, holding: str = "") -> str:
+        """The text of element `element` once it has some (that contains `holding`)."""
         expression = f"(document.getElementById('{element}') || {{}}).textContent || ''"
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            value = self.send("Runtime.evaluate", session, expression=expression)["result"]
-            if value.get("value"):
-                return str(value["value"])
+            text = self.evaluate(session, expression)
+            if text and holding in text:
+                return str(text)
             time.sleep(0.5)
-        status = self.send(
-            "Runtime.evaluate", session, expression="document.getElementById('status').textContent"
-        )
-        raise AssertionError(f"no #{element} after {seconds} s; status: {status['result']}")
+        status = self.evaluate(session, "document.getElementById('status').textContent")
+        raise AssertionError(f"no #{element} after {seconds} s; the page says: {status}")
 
 
 @pytest.fixture
@@ -165,6 +186,16 @@ def _two_epochs(tmp_path: Path) -> Path:
     return spec
 
 
+MODEL_BASE64 = """(async () => {
+  const bytes = new Uint8Array(await window.trainedModel().arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+})()"""
+
+
 @pytest.mark.slow
 def test_site_trains_the_digits_mlp_in_chromium_with_dnnspec_trains_losses(
     tmp_path: Path, browser: Browser
@@ -174,11 +205,45 @@ def test_site_trains_the_digits_mlp_in_chromium_with_dnnspec_trains_losses(
     export(spec, site, web=True)
     train(spec, tmp_path / "run", plot=False, runtime="onnxruntime")
     with serving(site) as url:
-        summary = json.loads(browser.text_of(url + "?autostart=1", "result", PAGE_SECONDS))
-    assert "error" not in summary, summary
+        tab = browser.open(url + "?autostart=1")
+        summary = json.loads(browser.wait_text(tab, "result", PAGE_SECONDS))
+        assert "error" not in summary, summary
+        notes = browser.evaluate(tab, "document.getElementById('notes').textContent")
+        downloaded = base64.b64decode(browser.evaluate(tab, MODEL_BASE64))
     assert summary["epochs"] == 2 and summary["steps"] == 2 * 23
     reference = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     np.testing.assert_allclose(summary["loss"], [r["loss"] for r in reference], atol=1e-4)
     np.testing.assert_allclose(summary["val_loss"], [r["val_loss"] for r in reference], atol=1e-4)
     last = reference[-1]["val_accuracy"]
     assert summary["metrics"]["val_accuracy"] == pytest.approx(last, abs=1e-6)
+    # http.server sends no cross-origin isolation headers: one thread, and the page says so
+    assert "training on one thread" in notes
+    trained = onnx.load_from_string(downloaded)
+    onnx.checker.check_model(trained, full_check=True)
+    run_model = onnx.load(str(tmp_path / "run" / "model.onnx"))
+    weights = {i.name: numpy_helper.to_array(i) for i in run_model.graph.initializer}
+    for init in trained.graph.initializer:
+        np.testing.assert_allclose(numpy_helper.to_array(init), weights[init.name], atol=1e-5)
+
+
+def test_site_opened_from_a_file_says_how_to_serve_it(tmp_path: Path, browser: Browser) -> None:
+    site = tmp_path / "site"
+    export(_two_epochs(tmp_path), site, web=True)
+    tab = browser.open((site / "index.html").as_uri())
+    assert "must be served over HTTP" in browser.wait_text(tab, "status", 30, "http.server")
+
+
+def test_web_export_without_npm_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "package-lock.json").write_text("{}")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(DiagnosticError) as caught:
+        web.runtime_dir(tmp_path)
+    assert "npm is not installed" in str(caught.value)
+    assert "make web" in caught.value.render()
+
+
+def test_web_export_refuses_fp16(tmp_path: Path) -> None:
+    with pytest.raises(DiagnosticError, match="--web trains float32 steps"):
+        export(ROOT / "specs" / "digits_mlp.dnn", tmp_path / "site", fp16=True, web=True)

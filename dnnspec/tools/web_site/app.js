@@ -389,9 +389,10 @@ async function main() {
       const record = await trainer.evaluate(arrays.validation, "val_");
       note(`evaluated at step ${trainer.step}: ${JSON.stringify(record)}`);
     };
+    window.trainedModel = () => trainer.modelFile(template); // for scripts driving the page
     $("download").onclick = () => {
       const link = document.createElement("a");
-      link.href = URL.createObjectURL(trainer.modelFile(template));
+      link.href = URL.createObjectURL(window.trainedModel());
       link.download = "model.onnx";
       link.click();
       URL.revokeObjectURL(link.href);
