@@ -5,7 +5,7 @@ VENV := .venv
 EXTRAS ?= test
 BIN := $(VENV)/bin
 
-.PHONY: train test lint bench portability
+.PHONY: train test lint bench portability web
 
 $(BIN)/dnnspec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ bench: $(BIN)/dnnspec
 portability: $(BIN)/dnnspec
 	$(BIN)/python -c 'import openvino, tract' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[portability]'
 	$(BIN)/python tools/portability.py
+
+# onnxruntime-web for `dnnspec export --web`, as pinned by web/package-lock.json
+web: web/node_modules/.package-lock.json
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
