@@ -29,8 +29,9 @@ from dnnspec.assemble.compile import Compiled, compile_spec
 from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import DATASETS, locate_file, read_batch
+from dnnspec.data.datasets import DATASETS, MAX_DATA_BYTES, locate_file, read_batch
 from dnnspec.data.formats import Feed
+from dnnspec.data.formats.npz import read_npz
 from dnnspec.errors import DiagnosticError, Span, did_you_mean, error
 from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
@@ -41,7 +42,7 @@ from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.choose import for_model
 from dnnspec.runtime.columns import pick_columns, transform
 from dnnspec.runtime.data import fits_shape, from_text, head_labels
-from dnnspec.runtime.generate import encode, sample
+from dnnspec.runtime.generate import DECODER_INPUT, decode, encode, sample
 from dnnspec.runtime.model_file import InputInfo, read_model
 from dnnspec.runtime.prepare import load_parts, prepare, program_from_data, read_like_data
 from dnnspec.runtime.run import (
@@ -394,11 +395,45 @@ class Model:
         such as the target, are ignored); `drop_target` takes the inputs out of rows laid
         out as the training CSV (target included). A model of several inputs takes a dict
         of arrays by input name, or an .npz with one array per input name, or a CSV or
-        Parquet file read by the columns each input was trained on."""
+        Parquet file read by the columns each input was trained on. A model trained with
+        teacher forcing (an input `decoder_in`) given the batch without it decodes it."""
         names = [o.name for o in self.file.outputs]
+        decoded = self._decoded(x)
+        if decoded is not None:
+            return decoded
         values = self.session.run(names, self._feeds(x, drop_target))
         outputs = dict(zip(names, values, strict=True))
         return outputs if self.file.named else outputs[OUTPUT]
+
+    def _decoded(
+        self, x: npt.ArrayLike | Mapping[str, npt.ArrayLike] | str | Path
+    ) -> np.ndarray | None:
+        """The scores of a model trained with teacher forcing when the batch (a dict or an
+        .npz) lacks its `decoder_in`: decoded greedily (runtime/generate.py), the start
+        token the id one past the classes; None when the batch is fed as it is."""
+        decl = next((d for d in self.file.inputs if d.name == DECODER_INPUT), None)
+        if decl is None:
+            return None
+        if isinstance(x, str | Path) and Path(x).suffix == ".npz":
+            x = read_npz(Path(x), MAX_DATA_BYTES)
+        if not isinstance(x, Mapping) or not x or DECODER_INPUT in x:
+            return None
+        length = decl.shape[1] if len(decl.shape) == 2 else None
+        if not isinstance(length, int) or self.classes is None or self.file.named:
+            raise error(
+                f"no array given for '{DECODER_INPUT}', and it cannot be decoded: that "
+                "needs it declared int64[N, length] with a number for length, and one "
+                "output of class scores",
+                help=f"pass '{DECODER_INPUT}' with the other inputs",
+            )
+        rows = len(np.asarray(next(iter(x.values()))))
+        feeds = self._feeds({**x, DECODER_INPUT: np.zeros((rows, length), np.int64)}, False)
+
+        def scores(decoder_in: np.ndarray) -> np.ndarray:
+            out: np.ndarray = self.session.run([OUTPUT], {**feeds, DECODER_INPUT: decoder_in})[0]
+            return out
+
+        return decode(scores, rows, length, self.classes)
 
     def _feeds(
         self, x: npt.ArrayLike | Mapping[str, npt.ArrayLike] | str | Path, drop_target: bool

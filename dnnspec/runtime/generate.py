@@ -6,6 +6,9 @@ attention makes position t independent of what follows it, so the padding is nev
 seen), takes the scores at the last real position, and samples from softmax(scores /
 temperature); temperature 0 takes the most likely token. Sampling is seeded, so a
 prompt, seed and temperature always give the same text.
+
+An encoder-decoder trained with teacher forcing (an input `decoder_in`: the target shifted
+right behind a start token, the id one past the classes) is decoded greedily by `decode`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from dnnspec.errors import error
 
 Scores = Callable[[np.ndarray], np.ndarray]
 """ids [1, t] -> scores [1, t, classes]"""
+
+DECODER_INPUT = "decoder_in"
+"""The input of teacher forcing that predict fills by decoding when it is not given."""
 
 
 def encode(prompt: str, vocab: Sequence[str]) -> list[int]:
@@ -68,3 +74,17 @@ def sample(
         p = np.exp(z - z.max())
         ids.append(int(rng.choice(vocab_size, p=p / p.sum())))
     return ids[len(prompt) :]
+
+
+def decode(scores: Scores, rows: int, length: int, start: int) -> np.ndarray:
+    """Greedy autoregressive decoding: `decoder_in` [rows, length] starts as `start`
+    everywhere and each pass t writes the most likely class at position t into position
+    t + 1 (a causal decoder reads at t only positions up to t, so later ones are never
+    seen). The last pass's scores [rows, length, classes]: each position's, given the
+    decoded ones before it."""
+    decoder_in = np.full((rows, length), start, np.int64)
+    out = scores(decoder_in)
+    for t in range(length - 1):
+        decoder_in[:, t + 1] = out[:, t].argmax(-1)
+        out = scores(decoder_in)
+    return out
