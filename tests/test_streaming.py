@@ -143,7 +143,7 @@ def test_streamed_statistics_in_one_pass_equal_those_of_the_whole_table(tmp_path
     pq.write_table(
         pa.table({"a": a, "b": b, "label": np.arange(5000) % 3}), path, row_group_size=700
     )
-    source = parquet_source(path, {"x": ["a", "b"], "y": ["label"]})
+    source = parquet_source((path,), {"x": ("a", "b")}, "label", np.dtype(np.int64))
     assert source.sizes == (700,) * 7 + (100,)
     found = moments(source, "x")
     x = np.column_stack([a, b]).astype(np.float32).astype(np.float64)

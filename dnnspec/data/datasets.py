@@ -589,6 +589,13 @@ DATASETS.add(
                     doc="class targets: ids (numbers are class ids from 0) or names (each "
                     "distinct value names a class, ids in sorted order; words always do)",
                 ),
+                ArgSpec(
+                    name="memory",
+                    type="str",
+                    default="auto",
+                    doc='Parquet: the memory the data may take, e.g. "2 GiB" (auto: a '
+                    "quarter of RAM); a larger table is streamed, row group by row group",
+                ),
             )
         ),
         _file,

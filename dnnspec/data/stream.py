@@ -77,43 +77,60 @@ def npy_source(paths: dict[str, Path], chunk_rows: int, span: Span | None = None
     return Source(sizes, read, row_bytes, where, shapes)
 
 
-def parquet_source(path: Path, columns: dict[str, list[str]], span: Span | None = None) -> Source:
-    """A Parquet file read one row group at a time: each name's columns side by side as
-    float32 [rows, len(columns)] (`y`: its one column as int64 class ids or float32)."""
+def parquet_source(
+    files: tuple[Path, ...],
+    inputs: dict[str, tuple[str, ...]],
+    target: str,
+    y_dtype: np.dtype,
+    span: Span | None = None,
+) -> Source:
+    """Parquet files read one row group at a time: each input's columns side by side as
+    float32 [rows, columns], the target column as `y` (`y_dtype`). A null or non-finite
+    cell is refused when its row group is read, naming the file and the row."""
     import pyarrow.parquet as pq
 
-    try:
-        file = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow's errors have no common base to name
-        raise error(f"'{path}' is not a readable Parquet file: {exc}", span) from None
-    meta = file.metadata
-    sizes = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    wanted = [c for cols in columns.values() for c in cols]
-    missing = [c for c in wanted if c not in file.schema_arrow.names]
-    if missing:
-        raise error(
-            f"'{path}' has no column {missing[0]!r}",
-            span,
-            help=f"its columns are {', '.join(file.schema_arrow.names)}",
-        )
+    groups: list[tuple[Path, int, int]] = []  # file, row group, its first row in the file
+    for path in files:
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except Exception as exc:  # pyarrow's errors have no common base to name
+            raise error(f"'{path}' is not a readable Parquet file: {exc}", span) from None
+        first = 0
+        for g in range(meta.num_row_groups):
+            groups.append((path, g, first))
+            first += meta.row_group(g).num_rows
+    sizes = tuple(pq.ParquetFile(p).metadata.row_group(g).num_rows for p, g, _ in groups)
+    names = {name: list(cols) for name, cols in inputs.items()} | {"y": [target]}
+    wanted = sorted({c for cols in names.values() for c in cols})
 
     def read(i: int) -> dict[str, np.ndarray]:
-        table = file.read_row_group(i, columns=wanted)
+        path, group, first = groups[i]
+        try:
+            table = pq.ParquetFile(path).read_row_group(group, columns=wanted)
+        except Exception as exc:
+            raise error(f"cannot read '{path}' row group {group}: {exc}", span) from None
         out = {}
-        for name, cols in columns.items():
-            parts = [table.column(c).to_numpy() for c in cols]
-            if name == "y":
-                y = parts[0]
-                out[name] = y.astype(np.int64 if y.dtype.kind in "iu" else np.float32)
-            else:
-                out[name] = np.column_stack(parts).astype(np.float32)
+        for name, cols in names.items():
+            values = np.column_stack(
+                [np.asarray(table.column(c).to_numpy(), np.float64) for c in cols]
+            )
+            bad = ~np.isfinite(values)
+            if bad.any():
+                row, column = np.argwhere(bad)[0]
+                raise error(
+                    f"'{path}' row {first + int(row) + 1}, column '{cols[column]}' is "
+                    f"{'empty (null)' if np.isnan(values[row, column]) else values[row, column]}",
+                    span,
+                    help="data read in chunks needs every cell: fill or drop it beforehand",
+                )
+            out[name] = values[:, 0].astype(y_dtype) if name == "y" else values.astype(np.float32)
         return out
 
-    row_bytes = sum(4 * len(cols) if name != "y" else 8 for name, cols in columns.items())
-    shapes: dict[str, tuple[int, ...]] = {
-        name: () if name == "y" else (len(cols),) for name, cols in columns.items()
-    }
-    return Source(sizes, read, row_bytes, f"'{path}'", shapes)
+    row_bytes = 4 * sum(len(c) for c in inputs.values()) + y_dtype.itemsize
+    shapes: dict[str, tuple[int, ...]] = {name: (len(c),) for name, c in inputs.items()}
+    shapes["y"] = ()
+    where = ", ".join(f"'{p}'" for p in files)
+    return Source(sizes, read, row_bytes, where, shapes)
 
 
 def budget_rows(source: Source, budget: int, span: Span | None = None) -> int:

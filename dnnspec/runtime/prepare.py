@@ -22,6 +22,7 @@ from dnnspec.assemble.compile import train_section
 from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
 from dnnspec.data.datasets import DATASETS, Dataset, split_indices
+from dnnspec.data.stream import Streamed
 from dnnspec.errors import Span, error
 from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.metadata import Expects, PreprocessStep
@@ -35,6 +36,7 @@ from dnnspec.runtime.columns import (
 )
 from dnnspec.runtime.data import conform, head_labels, head_targets, with_heads
 from dnnspec.runtime.start import start_values
+from dnnspec.runtime.streamed import StreamedData, stream_data
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.preprocess import Preprocessing
@@ -56,10 +58,19 @@ class Prepared:
     val_index: np.ndarray
     test_data: Dataset | None = None
     """Evaluated once at the end with model.onnx's weights, never for early stopping."""
+    streamed: StreamedData | None = None
+    """Data over its memory budget: training reads it streamed (`train_data` is a sample)."""
+
+    @property
+    def training(self) -> Dataset | Streamed:
+        """What the epochs train on: the training data, or the stream of it."""
+        return self.train_data if self.streamed is None else self.streamed.stream
 
     @functools.cached_property
     def data_sha256(self) -> str:
         """A digest of the data as trained on: a resumed run must see the same samples."""
+        if self.streamed is not None:
+            return self.streamed.digest
         h = hashlib.sha256()
         parts = (self.train_data, self.val_data)
         arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values(), *d.inputs.values())]
@@ -86,10 +97,25 @@ class Parts:
     """The preprocessing fitted on the training part (already applied to every part)."""
     expected: dict[str, Any] | None
     """`dnnspec.expects` for model.onnx (see runtime/columns.py)."""
+    streamed: StreamedData | None = None
+
+    @property
+    def training(self) -> Dataset | Streamed:
+        return self.train_data if self.streamed is None else self.streamed.stream
 
 
 def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
-    """Load, check and split the data, and fit the preprocessing on the training part."""
+    """Load, check and split the data, and fit the preprocessing on the training part
+    (data over its memory budget: checked and split as it streams past, `runtime/streamed.py`)."""
+    streamed = stream_data(
+        train, _input_names(typed), lambda d: _with_classes(_conform(train, typed, d, train.data))
+    )
+    if streamed is not None:
+        sample, val = streamed.sample, streamed.val_data
+        found = expects(typed, sample, None, None)
+        test, kept, held = streamed.test_data, streamed.kept, streamed.held
+        classes = streamed.classes
+        return Parts(sample, classes, sample, val, test, kept, held, None, found, streamed)
     data, classes = load_data(train, typed, train.data)
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0
@@ -141,7 +167,7 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     train = train if epochs is None else train.model_copy(update={"epochs": epochs})
     typed = check_spec(spec)
     parts = load_parts(train, typed)
-    steps_per_epoch = math.ceil(len(parts.train_data) / train.batch)
+    steps_per_epoch = math.ceil(len(parts.training) / train.batch)
     timing = Timing(steps_per_epoch, steps_per_epoch * train.epochs)
     targets = parts.preprocessing.targets if parts.preprocessing is not None else None
     program = build_train_step(typed, train, parts.classes, timing, targets=targets)
@@ -159,6 +185,7 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
         parts.kept,
         parts.held,
         parts.test_data,
+        parts.streamed,
     )
 
 
@@ -240,6 +267,13 @@ def _load(train: TrainSpec, source: Call, inputs: tuple[str, ...]) -> Dataset:
             "output, or on digits (targets digit and ink)",
         )
     return dataset.targets(source.args, names, train.seed, source.span)
+
+
+def _with_classes(
+    conformed: tuple[Dataset, dict[str, int | None]],
+) -> tuple[Dataset, int | None]:
+    """A conformed dataset with the class count of a model's one unnamed output."""
+    return conformed[0], conformed[1].get("")
 
 
 def _input_names(typed: TypedModel) -> tuple[str, ...]:

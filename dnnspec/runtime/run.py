@@ -233,7 +233,7 @@ class _Run:
 
     def _check_progress(self, path: Path, header: checkpoint.Header) -> None:
         """The header's counters agree with each other and with this program's data."""
-        steps_per_epoch = math.ceil(len(self.prep.train_data) / self.prep.train.batch)
+        steps_per_epoch = math.ceil(len(self.prep.training) / self.prep.train.batch)
         problem = None
         if header.seed != self.prep.train.seed:
             problem = f"seed {header.seed}, but the spec's is {self.prep.train.seed}"
@@ -258,7 +258,7 @@ class _Run:
         prep, trainer, epoch = self.prep, self.trainer, self.epoch
         try:
             result = trainer.run_epoch(
-                prep.train_data,
+                prep.training,
                 prep.spec.model.inputs[0].name,
                 prep.train.batch,
                 epoch,
@@ -522,7 +522,7 @@ def _train(run: _Run, spec: Spec, resume: bool, stop_after: int | None) -> RunRe
     write_bytes(paths["split"], buffer.getvalue())
     paths["checkpoint"] = run.checkpoint_path
     started, cpu_started = time.perf_counter(), time.process_time()
-    run.reporter.start(train.epochs, math.ceil(len(prep.train_data) / train.batch), run.epoch)
+    run.reporter.start(train.epochs, math.ceil(len(prep.training) / train.batch), run.epoch)
     try:
         try:
             log = paths["metrics"].open("a" if resume else "w")

@@ -402,4 +402,44 @@ def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
     return Batch({name: x}, text=True, picked=picked)
 
 
-FORMAT = Format((SUFFIX,), _feed, _read, ("target", "features", "exclude"), folders=True)
+@dataclass(frozen=True)
+class Streamable:
+    """What a streamed read of a Parquet file or folder takes (`data/stream.py`): its files,
+    each input's columns and the target column by name, the layout, the row count, and the
+    chosen columns that hold words (which a streamed read refuses: their categories need
+    every row's word first)."""
+
+    files: tuple[Path, ...]
+    inputs: dict[str, tuple[str, ...]]
+    target: str
+    layout: Layout
+    rows: int
+    words: tuple[str, ...]
+
+
+def streamable(
+    path: Path, args: dict[str, Any], inputs: tuple[str, ...], span: Span | None
+) -> Streamable:
+    """The columns a streamed read takes, chosen as `_read` chooses them, from the footers
+    alone (no size limit: a streamed read holds a budget, not the file)."""
+    source = _open(path, Limits(1 << 62, 1 << 62), span)
+    header, width = source.names, len(source.names)
+    if width < 2:
+        raise error(
+            f"'{path}' has one column; training data needs input columns and a target column",
+            span,
+        )
+    target = find_column(path, header, args["target"], width, span)
+    chosen = input_columns(path, header, width, args, [target], inputs, span)
+    every = sorted({c for cs in chosen.values() for c in cs} | {target})
+    return Streamable(
+        tuple(p.path for p in source.parts),
+        {name: tuple(header[c] for c in cs) for name, cs in chosen.items()},
+        header[target],
+        Layout(width, target, tuple(next(iter(chosen.values()))), tuple(header)),
+        source.rows,
+        tuple(header[c] for c in every if source.kinds[c] != NUMBERS),
+    )
+
+
+FORMAT = Format((SUFFIX,), _feed, _read, ("target", "features", "exclude", "memory"), folders=True)

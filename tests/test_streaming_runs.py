@@ -1,0 +1,128 @@
+"""`dnnspec train` on a Parquet table over its memory budget (`file(..., memory = ...)`):
+the run streams it, holds out validation rows by a seeded hash of the row index, resumes
+bit-identically after kill -9, and refuses what it cannot stream with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnnspec.frontend import load_spec
+from dnnspec.runtime.prepare import prepare
+from tests.test_kill import finish, kill_soon, records, weights
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+SPEC = """model m {
+  input x: float32[N, 4]
+  dense(16) -> relu
+  dense(3)
+}
+train {
+  data file(path = "d.parquet", target = "label", validation = 0.2, memory = "16 KiB")
+  loss cross_entropy
+  optimizer adam(lr = 0.01)
+  batch 16
+  epochs 6
+  metrics accuracy
+}
+"""
+ROWS = 2000
+
+
+def write_table(folder: Path, words: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(ROWS, 4))
+    label = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    table = {f"f{i}": x[:, i] for i in range(4)} | {"label": label}
+    if words:
+        table["f3"] = np.array(["a", "b"] * (ROWS // 2), object)
+    pq.write_table(pa.table(table), folder / "d.parquet", row_group_size=100)
+    spec = folder / "m.dnn"
+    spec.write_text(SPEC)
+    return spec
+
+
+def train(spec: Path, run: Path, *extra: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "dnnspec", "train", str(spec), "--out", str(run), "--json"]
+    argv += ["--checkpoint-every", "1", "--device", "cpu", *extra]
+    env = dict(os.environ, DNNSPEC_THREADS="1")
+    pipe = subprocess.PIPE
+    return subprocess.Popen(argv, stdout=pipe, stderr=pipe, text=True, env=env)
+
+
+def test_a_table_over_its_memory_budget_is_streamed_and_split_by_row_hash(
+    tmp_path: Path,
+) -> None:
+    prep = prepare(load_spec(write_table(tmp_path)))
+    assert prep.streamed is not None
+    stream = prep.streamed.stream
+    assert stream.window < ROWS and len(stream) + len(prep.val_data) == ROWS
+    assert not set(prep.train_index) & set(prep.val_index)
+    assert prep.val_data.x.dtype == np.float32 and prep.val_data.y.dtype == np.int64
+
+
+def test_training_on_streamed_data_learns_and_writes_a_model(tmp_path: Path) -> None:
+    spec = write_table(tmp_path)
+    finish(train(spec, tmp_path / "run"))
+    epochs = records(tmp_path / "run")
+    assert len(epochs) == 6 and epochs[-1]["val_accuracy"] > 0.8
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+    assert (tmp_path / "run" / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_streamed_run_resumes_to_the_bit(tmp_path: Path) -> None:
+    spec = write_table(tmp_path)
+    reference = tmp_path / "reference"
+    finish(train(spec, reference))
+    run, kills, chooser = tmp_path / "run", 0, random.Random(1)
+    proc = train(spec, run)
+    while kill_soon(proc, run, chooser):
+        kills += 1
+        resumable = (run / "checkpoint" / "last.npz").exists()
+        proc = train(spec, run, "--resume" if resumable else "--overwrite")
+        if kills == 3:
+            finish(proc)
+            break
+    assert kills >= 2, "the run finished before it could be killed: make it longer"
+    assert records(run) == records(reference)
+    expected, got = weights(reference), weights(run)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_a_streamed_column_of_words_is_exit_2_naming_it_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    spec = write_table(tmp_path, words=True)
+    proc = train(spec, tmp_path / "run")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out + err
+    assert "column 'f3' holds words" in out + err and "Traceback" not in out + err
+    assert not (tmp_path / "run").exists()
+
+
+def test_predicting_on_an_npy_whose_header_lies_about_its_size_is_exit_2_naming_it(
+    tmp_path: Path,
+) -> None:
+    spec = write_table(tmp_path)
+    finish(train(spec, tmp_path / "run", "--epochs", "1"))
+    bad = tmp_path / "x.npy"
+    np.save(bad, np.zeros((50, 4), np.float32))
+    bad.write_bytes(bad.read_bytes()[:-160])  # ten rows fewer than its header declares
+    before = sorted(p.name for p in tmp_path.iterdir())
+    argv = [sys.executable, "-m", "dnnspec", "predict", str(tmp_path / "run"), str(bad)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "x.npy' declares shape [50, 4]" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
