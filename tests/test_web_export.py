@@ -226,6 +226,23 @@ def test_site_trains_the_digits_mlp_in_chromium_with_dnnspec_trains_losses(
         np.testing.assert_allclose(numpy_helper.to_array(init), weights[init.name], atol=1e-5)
 
 
+@pytest.mark.slow
+def test_site_continues_a_paused_run_as_dnnspec_train_resume_would(
+    tmp_path: Path, browser: Browser
+) -> None:
+    spec = _two_epochs(tmp_path)
+    train(spec, tmp_path / "whole", plot=False, runtime="onnxruntime")
+    train(spec, tmp_path / "paused", plot=False, runtime="onnxruntime", stop_after=1)
+    export(tmp_path / "paused", tmp_path / "site", web=True)
+    with serving(tmp_path / "site") as url:
+        tab = browser.open(url + "?autostart=1")
+        summary = json.loads(browser.wait_text(tab, "result", PAGE_SECONDS))
+    assert "error" not in summary, summary
+    whole = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").open()]
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * 23
+    np.testing.assert_allclose(summary["loss"], [r["loss"] for r in whole], atol=1e-4)
+
+
 def test_site_opened_from_a_file_says_how_to_serve_it(tmp_path: Path, browser: Browser) -> None:
     site = tmp_path / "site"
     export(_two_epochs(tmp_path), site, web=True)

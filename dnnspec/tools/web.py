@@ -25,9 +25,10 @@ import onnx
 from dnnspec.assemble.compile import train_section
 from dnnspec.check.shapes import check_spec
 from dnnspec.errors import error
-from dnnspec.files import read_bytes, write_bytes, write_text
+from dnnspec.files import is_regular, read_bytes, write_bytes, write_text
 from dnnspec.frontend import load_spec
 from dnnspec.resolve import read_lock
+from dnnspec.runtime import checkpoint
 from dnnspec.runtime.model_file import MAX_MODEL_BYTES
 from dnnspec.runtime.prepare import load_parts
 from dnnspec.tools.export import Exported, export
@@ -208,6 +209,7 @@ def export_site(
         "model": {"file": "model.onnx", "weights": offsets},
         "plateau": _plateau(train),
         "early_stop": _early_stop(train),
+        "progress": _progress(source),
     }
     write_text(out / "site.json", json.dumps(manifest, indent=1) + "\n", "site manifest")
     for name in RUNTIME_FILES:
@@ -218,6 +220,23 @@ def export_site(
     result.files |= {"model": model_out, "site": out / "index.html"}
     result.checks += model.checks
     return result
+
+
+def _progress(source: Path) -> dict[str, Any] | None:
+    """Where a run's checkpoint left the host's bookkeeping (its epochs' records, early
+    stopping's and reduce_on_plateau's counts), so the page continues the run as
+    `dnnspec train --resume` would."""
+    path = source / "checkpoint" / "last.npz"
+    if not source.is_dir() or not is_regular(path):
+        return None
+    _, raw = checkpoint.load(path)
+    header = checkpoint.header_of(path, raw)
+    return {
+        "history": header.history,
+        "stopped": header.stopped,
+        "early_stop": header.early_stop,
+        "plateau": header.plateau,
+    }
 
 
 def _plateau(train: Any) -> dict[str, Any] | None:

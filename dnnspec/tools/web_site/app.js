@@ -1,7 +1,8 @@
 // Trains the exported step in the browser: the driver of docs/training-graph.md ("A driver
 // in plain onnxruntime") in JavaScript, plus validation, reduce-on-plateau and early stop
-// as `dnnspec train` does them. site.json (written by `dnnspec export --web`) describes the
-// files; each epoch's sample order is precomputed there (numpy's permutation).
+// as `dnnspec train` does them (continuing a run's, when the site was exported from one).
+// site.json (written by `dnnspec export --web`) describes the files; each epoch's sample
+// order is precomputed there (numpy's permutation).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -146,6 +147,15 @@ class Trainer {
     this.plateau = site.plateau && { ...site.plateau, best: null, waited: 0, current: 1.0 };
     this.stop = site.early_stop && { ...site.early_stop, best: null, waited: 0 };
     this.best = null;
+    const done = site.progress; // a run's checkpoint: continue its bookkeeping
+    if (done) {
+      this.history = done.history.slice();
+      this.stopped = done.stopped;
+      if (this.plateau && done.plateau) {
+        [this.plateau.best, this.plateau.waited, this.plateau.current] = done.plateau;
+      }
+      if (this.stop && done.early_stop) [this.stop.best, this.stop.waited] = done.early_stop;
+    }
   }
 
   async pauseIfAsked() {
