@@ -32,6 +32,9 @@ from dnnspec.check.shapes import TypedModel
 from dnnspec.data.datasets import DATASETS, MAX_DATA_BYTES, locate_file, read_batch
 from dnnspec.data.formats import Feed
 from dnnspec.data.formats.npz import read_npz
+from dnnspec.data.texts import read_texts
+from dnnspec.data.tokenizer import encode as encode_with
+from dnnspec.data.tokenizer import load as load_tokenizer
 from dnnspec.errors import DiagnosticError, Span, did_you_mean, error
 from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
@@ -535,6 +538,25 @@ class Model:
                     help="token ids are those the model was trained with, counted from 0",
                 )
         return x
+
+    def texts_of(self, path: str | Path, column: str = "text") -> list[str]:
+        """The texts of a file for `encode_texts`: a CSV's `column`, else one text per
+        non-empty line."""
+        return read_texts(Path(path), column)
+
+    def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The inputs of a model trained on texts (`text_folder`) for `texts`: the ids the
+        run's tokenizer.json makes (and each text's count of real ids, for a model with a
+        lengths input), ready for `predict`."""
+        text = self.file.meta.text
+        if text is None:
+            raise error(
+                f"the model in '{self.run_dir}' was not trained on texts",
+                help="texts feed a model whose data is text_folder(...)",
+            )
+        tokenizer = load_tokenizer(self.run_dir / Path(text.tokenizer).name)
+        ids, lengths = encode_with(tokenizer, texts)
+        return {text.input: ids} | ({text.lengths: lengths} if text.lengths else {})
 
     def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
         """`tokens` characters sampled after `prompt` from a model trained on text (the

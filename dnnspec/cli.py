@@ -528,6 +528,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if not model.file.named and out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     paths = [Path(p) for p in args.input]
+    if args.text or model.file.meta.text:
+        return _predict_texts(args, console, model, paths)
+    if not paths:
+        raise error("predict needs an input file", help="dnnspec predict RUN FILE")
     if len(paths) > 1 or model.file.meta.image or model.file.meta.audio:
         return _predict_files(args, console, model, paths)
     pred = model.predict(paths[0], drop_target=args.drop_target)
@@ -596,6 +600,44 @@ def _predict_files(
     for record in records:
         shown = "nan" if record["probability"] is None else f"{record['probability']:.4f}"
         console.print(f"{record['file']}  {record['class']}  {shown}", markup=False)
+    return OK
+
+
+def _predict_texts(
+    args: argparse.Namespace, console: Console, model: Any, paths: list[Path]
+) -> int:
+    """`predict RUN --text "..."` or on text files (one text per line, or a CSV's
+    --text-column): each text's class name and probability, one line each, tokenized by
+    the run's tokenizer.json."""
+    if args.out or args.proba or args.drop_target or model.file.named:
+        raise error(
+            "texts are predicted one line each: --out, --proba and --drop-target do not "
+            "apply, and the model must have one output",
+            help="drop those options",
+        )
+    texts = [(text, text) for text in args.text]
+    for path in paths:
+        found = model.texts_of(path, args.text_column)
+        texts += [(f"{path}:{row + 1}", text) for row, text in enumerate(found)]
+    if not texts:
+        raise error("no texts to predict", help='pass --text "..." or a text file')
+    pred = model.predict(model.encode_texts([text for _, text in texts]))
+    names = model.class_names() or [str(i) for i in range(pred.shape[-1])]
+    probabilities = model.probabilities(pred)
+    records = [
+        {
+            "text": where,
+            "class": None if cls is None else names[cls],
+            "probability": None if cls is None else float(probs[cls]),
+        }
+        for (where, _), cls, probs in zip(texts, model.class_ids(pred), probabilities, strict=True)
+    ]
+    if args.json:
+        print(json.dumps({"predictions": records}))
+        return OK
+    for record in records:
+        shown = "nan" if record["probability"] is None else f"{record['probability']:.4f}"
+        console.print(f"{record['text']}  {record['class']}  {shown}", markup=False)
     return OK
 
 
@@ -785,9 +827,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             p.add_argument(
                 "input",
-                nargs="+",
+                nargs="*",
                 help="inputs: .npy, .npz (array x), .csv or .parquet; or image files, each "
-                "printed with its class name and probability",
+                "printed with its class name and probability; for a model trained on texts, "
+                "text files (one text per line, or a CSV's --text-column)",
+            )
+            p.add_argument(
+                "--text",
+                action="append",
+                default=[],
+                help="a text to classify, for a model trained on texts (repeatable)",
+            )
+            p.add_argument(
+                "--text-column",
+                default="text",
+                help="the column of texts in a CSV given to a model trained on texts "
+                "(default: text)",
             )
             p.add_argument("--out", help="write predictions to .npy or .csv")
             p.add_argument(

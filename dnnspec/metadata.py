@@ -243,6 +243,20 @@ class AudioMeta(Record):
     samples: Annotated[int, Field(ge=1)]
 
 
+class TextMeta(Record):
+    """`dnnspec.text`: model.onnx of a model trained on texts takes token ids `int64 [N,
+    length]` (id 0 pads), made by the tokenizer saved beside it (`tokenizer`, a standard
+    tokenizer.json that pads and truncates to `length` itself); `lengths`, the input that
+    takes each text's count of real ids (int64 [N]), where the model has one."""
+
+    input: str
+    tokenizer: str
+    kind: Literal["bpe", "wordpiece"]
+    length: Annotated[int, Field(ge=1)]
+    pad_id: Literal[0] = 0
+    lengths: str | None = None
+
+
 class Expects(Record):
     """`dnnspec.expects`: the raw columns in order with what is done to each, the features
     the network sees, the class names and the training CSV's layout (runtime/columns.py)."""
@@ -317,6 +331,8 @@ class ModelMetadata(Record):
     """A model trained on audio clips: the waveforms model.onnx takes."""
     image: ImageMeta | None = None
     """A model trained on images: model.onnx takes uint8 pixels, channels last."""
+    text: TextMeta | None = None
+    """A model trained on texts: model.onnx takes token ids, the tokenizer file beside it."""
     spec: dict[str, Any] | None = None
     """Exported files: the resolved spec, data paths pinned."""
     trained: bool | None = None

@@ -50,6 +50,15 @@ def write_clips(folder: Path) -> None:
             sf.write(folder / "clips" / label / f"{i}.wav", wave, 8000, "PCM_16")
 
 
+def write_reviews(folder: Path) -> None:
+    """Two classes of .txt files, three texts each."""
+    pytest.importorskip("tokenizers")
+    for label, word in (("neg", "dull"), ("pos", "lovely")):
+        (folder / "reviews" / label).mkdir(parents=True)
+        for i, thing in enumerate(("film", "book", "meal")):
+            (folder / "reviews" / label / f"{i}.txt").write_text(f"a {word} {thing}")
+
+
 def write_text(folder: Path) -> None:
     (folder / "t.txt").write_text("abracadabra, abracadabra!")
 
@@ -125,6 +134,14 @@ DATASET_CASES: list[DatasetCase] = [
         classes=2,
         seeded=False,
         write=write_clips,
+    ),
+    DatasetCase(
+        "text_folder",
+        ((6, 8), "int64"),
+        ((6,), "int64"),
+        {"path": "{dir}/reviews", "vocab": 40, "length": 8},
+        classes=2,  # seeded: the tokenizer is learned from the seeded training part
+        write=write_reviews,
     ),
     DatasetCase(
         "file",

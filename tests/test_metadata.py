@@ -29,6 +29,7 @@ from dnnspec.metadata import (
     ModelMetadata,
     OutputRole,
     TensorMeta,
+    TextMeta,
 )
 from dnnspec.resolve import pin_paths
 from dnnspec.runtime.model_file import read_model
@@ -89,6 +90,7 @@ def test_every_field_survives_a_round_trip() -> None:
     record.output_roles = [OutputRole(name="labels", output="output", role="labels")]
     record.audio = AudioMeta(input="x", sample_rate=16000, samples=16000)
     record.image = ImageMeta(input="x", size=[16, 16], channels=1, scale=1 / 255)
+    record.text = TextMeta(input="x", tokenizer="tokenizer.json", kind="bpe", length=64)
     assert set(record.to_props()) == KEYS - {"dnnspec.outputs"}
     assert ModelMetadata.from_props(record.to_props(), "p") == record
 

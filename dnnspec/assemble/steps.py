@@ -157,6 +157,8 @@ class Program:
     initialiser, by name: read by data preparation, used by `initial_values`."""
     preprocess: Preprocessing | None = None
     """Fitted input preprocessing: the graphs read transformed data, model.onnx raw data."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Files written beside model.onnx, by name (a text model's tokenizer.json)."""
     outputs: list[Trained] = field(default_factory=list)
 
     def metric_info(self) -> dict[str, tuple[str, str]]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from dnnspec.data.tables import Layout
 from dnnspec.errors import Span, did_you_mean, error
-from dnnspec.metadata import AudioMeta, ImageMeta
+from dnnspec.metadata import AudioMeta, ImageMeta, TextMeta
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,11 @@ class Dataset:
     image: ImageMeta | None = None
     """Image data (`x` the float32 [N, C, H, W] pixels x scale): how model.onnx takes the
     decoded pixels (`input` is filled in by data preparation)."""
+    text: TextMeta | None = None
+    """Tokenized texts (`x` the int64 [N, length] ids): the tokenizer model.onnx's ids come
+    from (`input` is filled in by data preparation)."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Files the run keeps beside model.onnx, by name (a text model's tokenizer.json)."""
 
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     """For a model with several inputs: each input's arrays by its name (`x` is then the

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
-from dnnspec.data.formats.base import folder_files
+from dnnspec.data.folders import Files, class_folders
 from dnnspec.data.formats.image import SCALE, SUFFIXES, decode, is_image
 from dnnspec.errors import Span, error
 from dnnspec.files import MiB, open_regular, size_text
@@ -24,43 +23,17 @@ MAX_LISTING_BYTES = 64 * MiB
 """Largest CSV listing images read (its cells become Python strings)."""
 
 
-def class_folders(root: Path, span: Span | None) -> list[tuple[str, list[Path]]]:
-    """The class folders of `root` in name order, each with its image files in name order
-    (names starting with `.` or `_` are skipped); a file beside them, a foreign file in
-    one, an empty one or fewer than two classes is a diagnostic."""
-    if not os.path.isdir(root):
-        raise error(
-            f"'{root}' is not a folder",
-            span,
-            help="image_folder reads a folder holding one sub-folder of images per class",
-        )
-    classes = []
-    for entry in folder_files(root):
-        if not entry.is_dir():
-            raise error(
-                f"'{entry}' is a file beside the class folders of '{root}'",
-                span,
-                help="put each image in the sub-folder named after its class",
-            )
-        files = folder_files(entry)
-        foreign = [f for f in files if not is_image(f)]
-        if foreign:
-            raise error(
-                f"'{foreign[0]}' is not an image ({', '.join(SUFFIXES)})",
-                span,
-                help="a class folder holds only its PNG and JPEG images",
-            )
-        if not files:
-            raise error(f"class folder '{entry}' holds no images", span)
-        classes.append((entry.name, files))
-    if len(classes) < 2:
-        raise error(
-            f"'{root}' holds {len(classes)} class folder{'s' if len(classes) != 1 else ''}; "
-            "a classifier needs at least two",
-            span,
-            help="one sub-folder per class, named after it, holding its images",
-        )
-    return classes
+IMAGES = Files(
+    source="image_folder",
+    one="image",
+    many="images",
+    accepts=is_image,
+    foreign=f"an image ({', '.join(SUFFIXES)})",
+    folder="images",
+    only="PNG and JPEG images",
+    holding="images",
+)
+"""The files of an image class folder."""
 
 
 def read_folder(
@@ -69,7 +42,7 @@ def read_folder(
     """Every image of the class folders of `root` as `uint8 [N, height, width, channels]`,
     with its class id (classes in name order) and the class names; refused before decoding
     when the float32 set would exceed `limit` bytes."""
-    classes = class_folders(root, span)
+    classes = class_folders(root, IMAGES, span)
     files = [path for _, paths in classes for path in paths]
     labels = np.repeat(np.arange(len(classes)), [len(paths) for _, paths in classes])
     pixels = _decode_all(root, files, size, channels, limit, span)

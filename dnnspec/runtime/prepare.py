@@ -212,6 +212,9 @@ def record_data(program: Program, parts: Parts) -> None:
         first.dtype, first.shape = "uint8", [first.shape[0], height, width, data.image.channels]
     if data.audio is not None and meta.inputs:  # model.onnx takes waveforms at this rate
         meta.audio = data.audio.model_copy(update={"input": meta.inputs[0].name})
+    if data.text is not None and meta.inputs:  # model.onnx takes the tokenizer's ids
+        meta.text = data.text.model_copy(update={"input": data.text.input or meta.inputs[0].name})
+    program.files = dict(data.files)
     for declared in meta.inputs or []:  # several inputs from a table: each one's columns
         if declared.name in data.input_columns:
             declared.columns = list(data.input_columns[declared.name])

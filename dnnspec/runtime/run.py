@@ -98,6 +98,8 @@ def export_model(program: Program, params: dict[str, np.ndarray], path: Path) ->
     )
     onnx.checker.check_model(model, full_check=True)
     with interrupts.deferred():  # a second Ctrl-C must not leave the run without a model
+        for name, data in program.files.items():  # what model.onnx names (tokenizer.json)
+            write_bytes(path.parent / name, data)
         write_bytes(path, model.SerializeToString())
     return path
 

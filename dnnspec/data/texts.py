@@ -1,0 +1,227 @@
+"""Texts for classification (`text_folder`): a folder of one sub-folder of `.txt` files per
+class (each file one text, as Keras' `text_dataset_from_directory`), or a CSV with a text
+column and a label column, tokenized into subword ids by a tokenizer learned from the
+training texts (data/tokenizer.py).
+
+The data is the ids `int64 [N, length]` (0 pads) and, for a model of two inputs, each
+text's count of real ids `int64 [N]` (input `lengths`, for masking: `attention(lengths =
+...)`); the tokenizer travels with the dataset as the bytes of its tokenizer.json, which
+the run saves beside model.onnx.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnspec.data.dataset import Dataset, named_inputs
+from dnnspec.data.datasets import DATASETS, MAX_CSV_BYTES, VALIDATION, DatasetDef, locate_file
+from dnnspec.data.folders import Files, class_folders
+from dnnspec.data.split import split_indices
+from dnnspec.data.tokenizer import FILE, KINDS, encode, save, train
+from dnnspec.errors import Span, error
+from dnnspec.files import read_bytes
+from dnnspec.metadata import TextMeta
+from dnnspec.schema import ArgSpec, Signature
+
+SUFFIXES = (".txt",)
+
+TEXTS = Files(
+    source="text_folder",
+    one="text",
+    many="texts",
+    accepts=lambda path: path.suffix.lower() in SUFFIXES,
+    foreign="a .txt file",
+    folder=".txt files",
+    only=".txt files",
+    holding=".txt files",
+)
+"""The files of a class folder of texts."""
+
+INPUTS = ("tokens", "lengths")
+"""The inputs a model of two reads: the ids and each text's count of real ids."""
+
+
+def _decode(data: bytes, where: str, span: Span | None) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where} is not UTF-8 text: {exc.reason} at byte {exc.start}", span) from None
+
+
+def read_folder(
+    root: Path, limit: int, span: Span | None
+) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """Every text of the class folders of `root` (one per file, without the whitespace
+    around it), with its class id (classes in name order) and the class names; more than
+    `limit` bytes in all is refused."""
+    classes = class_folders(root, TEXTS, span)
+    texts: list[str] = []
+    labels: list[int] = []
+    left = limit
+    for label, (_, files) in enumerate(classes):
+        for path in files:
+            data = read_bytes(path, "text", left, span)
+            left -= len(data)
+            texts.append(_decode(data, f"'{path}'", span).strip())
+            labels.append(label)
+    return texts, np.array(labels, np.int64), tuple(name for name, _ in classes)
+
+
+def read_listing(
+    listing: Path, columns: tuple[str, str], limit: int, span: Span | None, classes: bool = True
+) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """The texts of a CSV, one per row: `columns` names the column of texts and that of
+    class names (classes in name order), read from its header (`classes` False: the
+    texts alone, for predict)."""
+    text = _decode(read_bytes(listing, "text table", limit, span), f"'{listing}'", span)
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0] if rows else []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise error(
+            f"'{listing}' has no column '{missing[0]}' (its header: {', '.join(header) or 'none'})",
+            span,
+            help="name the columns of texts and class names with text_column and label_column"
+            if classes
+            else "name the column of texts with --text-column",
+        )
+    where = [header.index(c) for c in columns]
+    texts, names = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise error(
+                f"'{listing}' line {line} has {len(row)} cells, the header {len(header)}", span
+            )
+        texts.append(row[where[0]])
+        names.append(row[where[1]])
+    if not classes:
+        return texts, np.zeros(0, np.int64), ()
+    found = sorted(set(names))
+    if len(found) < 2:
+        raise error(
+            f"'{listing}' names {len(found)} class(es); a classifier needs at least two", span
+        )
+    labels = np.array([found.index(n) for n in names], np.int64)
+    return texts, labels, tuple(found)
+
+
+def read_texts(path: Path, column: str, limit: int = MAX_CSV_BYTES) -> list[str]:
+    """The texts of a file for `predict`: a CSV's `column` (by its header), else one text
+    per non-empty line."""
+    if path.suffix.lower() == ".csv":
+        return read_listing(path, (column, column), limit, None, classes=False)[0]
+    text = _decode(read_bytes(path, "text file", limit), f"'{path}'", None)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _tokenized(args: dict[str, Any], seed: int, span: Span | None) -> tuple[Dataset, np.ndarray]:
+    """The texts as ids `int64 [N, length]` with their class ids, and each text's count of
+    real ids; the tokenizer is learned from the training part (the split the train
+    section makes by default: seeded by its seed, each class in proportion), so no
+    validation text shapes the vocabulary."""
+    root = locate_file(args["path"], span)
+    if root.suffix.lower() == ".csv" and root.is_file():
+        columns = (args["text_column"], args["label_column"])
+        texts, labels, classes = read_listing(root, columns, MAX_CSV_BYTES, span)
+    else:
+        texts, labels, classes = read_folder(root, MAX_CSV_BYTES, span)
+    placeholder = Dataset(np.zeros(len(labels)), labels)
+    kept, _ = split_indices(placeholder, args["validation"], seed, stratify=True)
+    kind, length = args["tokenizer"], args["length"]
+    tokenizer = train([texts[i] for i in kept], kind, args["vocab"], length)
+    ids, lengths = encode(tokenizer, texts)
+    meta = TextMeta(input="", tokenizer=FILE, kind=kind, length=length)
+    data = Dataset(ids, labels, labels=classes, text=meta, files={FILE: save(tokenizer)})
+    return data, lengths
+
+
+def _text_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+    return _tokenized(args, seed, span)[0]
+
+
+def _text_folder_inputs(
+    args: dict[str, Any],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    seed: int,
+    span: Span | None,
+) -> Dataset:
+    """A model of two inputs: `tokens`, the ids, and `lengths`, each text's count of real
+    ids (the keys `attention(lengths = ...)` reads past are padding)."""
+    if outputs:
+        raise error(
+            "text_folder gives one target, the class, but the model has named outputs",
+            span,
+            help="return one output",
+        )
+    data, lengths = _tokenized(args, seed, span)
+    found = named_inputs(
+        dict(zip(INPUTS, (data.x, lengths), strict=True)), inputs, "text_folder", span
+    )
+    assert data.text is not None
+    text = data.text.model_copy(update={"input": INPUTS[0], "lengths": INPUTS[1]})
+    return replace(data, x=found[inputs[0]], inputs=found, text=text)
+
+
+DATASETS.add(
+    "text_folder",
+    DatasetDef(
+        Signature(
+            args=(
+                ArgSpec(
+                    name="path",
+                    type="str",
+                    doc="a folder of one sub-folder of .txt files per class, or a CSV",
+                ),
+                ArgSpec(
+                    name="vocab",
+                    type="int",
+                    default=2000,
+                    min=3,
+                    doc="most token ids the tokenizer learns (with [PAD] 0 and [UNK] 1)",
+                ),
+                ArgSpec(
+                    name="length",
+                    type="int",
+                    default=64,
+                    min=1,
+                    doc="ids per text: longer texts are cut, shorter padded with 0",
+                ),
+                ArgSpec(
+                    name="tokenizer",
+                    type="str",
+                    default="bpe",
+                    choices=KINDS,
+                    doc="the subword tokenizer learned from the training texts",
+                ),
+                VALIDATION,
+                ArgSpec(
+                    name="text_column",
+                    type="str",
+                    default="text",
+                    doc="a CSV: the column of texts",
+                ),
+                ArgSpec(
+                    name="label_column",
+                    type="str",
+                    default="label",
+                    doc="a CSV: the column of class names",
+                ),
+            )
+        ),
+        _text_folder,
+        "texts (.txt files, one text each) in one sub-folder per class (class names: the "
+        "folder names, sorted), or a CSV's text and label columns; tokenized by a BPE or "
+        "WordPiece tokenizer (the text extra) learned from the training texts and saved "
+        "with the run as tokenizer.json, as int64 ids [N, length] (0 pads); for a model of "
+        "two inputs, `tokens` and `lengths` (each text's count of real ids, int64 [N])",
+        paths=("path",),
+        inputs=_text_folder_inputs,
+    ),
+)
