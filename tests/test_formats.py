@@ -186,4 +186,5 @@ def test_a_call_shows_only_its_own_format_arguments() -> None:
         "features",
         "exclude",
         "labels",
+        "memory",
     }
