@@ -115,19 +115,20 @@ def write_case(path: Path, steps: int, where: Path) -> None:
     model = build_inference(prepared.typed, program.model_slots(), values, program.metadata)
     onnx.save(model, where / "model.onnx")
     onnx.save(program.train_step, where / "train_step.onnx")
-    (name,) = (decl.name for decl in prepared.spec.model.inputs)
+    inputs = data.feeds(prepared.spec.model.inputs[0].name)  # one array per model input
     sizes = (prepared.train.batch, prepared.train.batch // 2 + 1)
     start = 0
     for i in range(steps):
         size = sizes[i % len(sizes)]
         rows = np.arange(start, start + size) % len(data)
         start += size
-        batch = {name: data.x[rows], STEP: np.array(i, np.int64)}
+        batch = {**{k: v[rows] for k, v in inputs.items()}, STEP: np.array(i, np.int64)}
         for out in program.outputs:  # one target per trained output
             batch[out.target] = (data.targets[out.head.output] if out.head.output else data.y)[rows]
         _save(where / f"batch{i}.npz", batch)
         if i == 0:
-            _save(where / "model_feed.npz", {name: _model_input(program, data.x[rows])})
+            feed = {k: _model_input(program, v[rows]) for k, v in inputs.items()}
+            _save(where / "model_feed.npz", feed)
     state: Feeds = {k: v.astype(np.float32) for k, v in values.items()}
     _save(where / "state.npz", {**state, SEED: np.array(3, np.int64)})
     carried = {name: next_name(name) for name in program.carried()}
