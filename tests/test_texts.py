@@ -214,6 +214,20 @@ def test_predict_text_prints_the_class_and_probability_of_each_text(
     assert words[:4] == ["a", "lovely", "novel", "positive"] and 0.5 < float(words[4]) <= 1
 
 
+@pytest.mark.slow
+def test_a_resumed_text_run_learns_the_same_tokenizer_and_ends_bit_identical(
+    trained: tuple[Path, Any], tmp_path: Path
+) -> None:
+    run, result = trained
+    spec = run.parent / "reviews_sentiment.dnn"
+    api.train(spec, out=tmp_path / "paused", stop_after=4, plot=False)
+    resumed = api.train(spec, out=tmp_path / "paused", resume=True, plot=False)
+    assert (tmp_path / "paused" / "tokenizer.json").read_bytes() == (
+        run / "tokenizer.json"
+    ).read_bytes()
+    assert resumed.metrics == result.metrics
+
+
 TWO_INPUTS = """
 model lengths_gru {
   input tokens: int64[N, 12]
