@@ -563,9 +563,12 @@ class Model:
         `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
         decl, vocab = self.file.input, self.file.vocab
         if vocab is None or decl.dtype != "int64" or len(decl.shape) != 2:
+            seq2seq = any(d.name == DECODER_INPUT for d in self.file.inputs)
             raise error(
                 f"the model in '{self.run_dir}' was not trained on text",
-                help="generate samples from a model whose data is `text(...)`, with one "
+                help=f"predict decodes its '{DECODER_INPUT}' given its other inputs alone"
+                if seq2seq
+                else "generate samples from a model whose data is `text(...)`, with one "
                 "int64 input of token ids",
             )
         length = decl.shape[1]

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from conftest import SPECS
 from onnx.reference import ReferenceEvaluator
 
 from dnnspec import api
 from dnnspec.data.datasets import DATASETS
+from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.generate import decode
 from dnnspec.runtime.run import run_training
@@ -85,3 +87,9 @@ def test_seq2seq_sorts_digit_strings_to_90_percent_exact_match(tmp_path: Path) -
         capture_output=True,
     )
     np.testing.assert_array_equal(np.load(tmp_path / "sorted.npy"), decoded)
+
+    with pytest.raises(DiagnosticError) as caught:  # generate samples text; predict decodes
+        api.load(tmp_path).generate("12", 2)
+    assert caught.value.diagnostics[0].help == (
+        "predict decodes its 'decoder_in' given its other inputs alone"
+    )
