@@ -47,6 +47,7 @@ from dnnspec.runtime.columns import pick_columns, transform
 from dnnspec.runtime.data import fits_shape, from_text, head_labels
 from dnnspec.runtime.generate import DECODER_INPUT, decode, encode, sample
 from dnnspec.runtime.model_file import InputInfo, read_model
+from dnnspec.runtime.parallel import FOLLOWER, check_workers, launch, worker_rank
 from dnnspec.runtime.prepare import load_parts, prepare, program_from_data, read_like_data
 from dnnspec.runtime.run import (
     Interrupted,
@@ -73,6 +74,7 @@ __all__ = [
     "Compiled",
     "Device",
     "Exported",
+    "FOLLOWER",
     "Formatted",
     "GraphSummary",
     "Interrupted",
@@ -92,6 +94,7 @@ __all__ = [
     "format_file",
     "input_columns",
     "inspect",
+    "launch_workers",
     "plot",
     "draw_graph",
     "load",
@@ -258,9 +261,19 @@ def train(
     result = run_training(
         spec, run_dir, device, epochs, reporter, resume, overwrite, every, stop_after, runtime
     )
-    if plot if plot is not None else can_plot():
+    if result.stopped != FOLLOWER and (plot if plot is not None else can_plot()):
         result.paths["curves"] = plot_runs([result.run_dir], result.run_dir / "curves.png")
     return result
+
+
+def launch_workers(source: str | Path | Spec, workers: int, argv: Sequence[str]) -> int | None:
+    """`dnnspec ARGV` as `workers` data-parallel processes (MPI): their exit status, or
+    None where this process trains alone or already is one of them. A worker count the
+    spec's `batch` cannot share is a located error."""
+    check_workers(_spec(source, {}), workers)
+    if workers == 1 or worker_rank() is not None:
+        return None
+    return launch(workers, argv)
 
 
 def tune(

@@ -188,7 +188,7 @@ class ProgressReporter:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from dnnspec.api import Interrupted, train
+    from dnnspec.api import FOLLOWER, Interrupted, train
 
     if args.resume and not args.out:
         raise error("--resume needs the run directory: --out DIR")
@@ -198,6 +198,11 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             help="--resume continues the run in --out; --overwrite replaces it",
         )
     spec = _load(args)
+    from dnnspec.api import launch_workers
+
+    launched = launch_workers(spec, args.workers, args.argv)
+    if launched is not None:
+        return launched
     reporter: JsonReporter | ProgressReporter = (
         JsonReporter() if args.json else ProgressReporter(console)
     )
@@ -221,6 +226,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     finally:
         if isinstance(reporter, ProgressReporter):
             reporter.stop()
+    if result.stopped == FOLLOWER:  # a worker of --workers N: the leader reports the run
+        return OK
     summary = {
         "run_dir": str(result.run_dir),
         "epochs": result.epochs,
@@ -731,6 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel worker processes sharing each batch (MPI; default: 1)",
+    )
+    p.add_argument(
         "--checkpoint-every",
         metavar="N|Ts",
         default="60s",
@@ -888,6 +902,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # `train --workers` runs it again
     console = Console(highlight=False, soft_wrap=True)
     try:
         code = _run(args, console)

@@ -173,7 +173,7 @@ class Interface(Record):
 
     def carried(self) -> list[str]:
         """The inputs a driver carries from step to step (parameters, state, controls)."""
-        data_roles = ("step", "seed", "input", "target")
+        data_roles = ("step", "seed", "input", "target", "first_row")
         return [t.name for t in self.inputs if t.role not in data_roles]
 
 

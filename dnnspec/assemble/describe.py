@@ -15,6 +15,7 @@ import onnx
 
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.data.datasets import DATASETS
+from dnnspec.graph.rng import FIRST_ROW
 from dnnspec.ir import GRAPH_NAMES, TrainSpec
 from dnnspec.layers.base import LAYERS, token_vocab
 from dnnspec.metadata import (
@@ -61,6 +62,7 @@ def train_interface(
     roles: dict[str, dict[str, Any]] = {STEP: {"role": "step"}, SEED: {"role": "seed"}}
     roles[LR_FACTOR] = {"role": "control", "initial": 1.0}
     roles[SAMPLES] = {"role": "accumulator", "initial": 0.0}
+    roles[FIRST_ROW] = {"role": "first_row"}
     for out in trained:  # `target`, or `target/<output>` per named output
         roles[out.target] = {"role": "target", "loss": out.head.loss.name}
         if out.head.output:
@@ -76,7 +78,8 @@ def train_interface(
         node = buffer.name[: -len(buffer.spec.name) - 1]
         roles[buffer.name] = {"role": "layer_state", "node": node, "param": buffer.spec.name}
     inputs = [_value_info(i) | roles[i.name] for i in model.graph.input]
-    carried = {i["name"] for i in inputs if i["role"] not in ("step", "seed", "input", "target")}
+    data = ("step", "seed", "input", "target", "first_row")
+    carried = {i["name"] for i in inputs if i["role"] not in data}
     losses = {out.loss: out.head.output for out in trained if out.head.output}
     metrics = {
         key: (m.name, out.head.output)

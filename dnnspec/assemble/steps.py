@@ -22,7 +22,7 @@ from dnnspec.autodiff.engine import gradients
 from dnnspec.check.shapes import TypedModel, param_name
 from dnnspec.errors import error
 from dnnspec.graph.builder import GraphBuilder
-from dnnspec.graph.rng import TableRandom
+from dnnspec.graph.rng import FIRST_ROW, TableRandom
 from dnnspec.ir import GRAPH_NAMES, Head, TrainSpec
 from dnnspec.layers.base import LowerCtx, ParamSpec, TensorType
 from dnnspec.metadata import ImageMeta, ModelMetadata
@@ -311,10 +311,13 @@ def build_train_step(
     float_dtype: str = "float32",
     emit_grads: bool = False,
     targets: Mapping[str, Affine] | None = None,
+    sharded: bool = False,
 ) -> Program:
     """The training step; `emit_grads` also outputs each parameter's gradient (grad.<name>,
-    of this micro-batch under `accumulate`); `targets`: `scale_target`'s fit by output
-    name; `timing` counts batches (micro-batches under `accumulate`)."""
+    of this micro-batch under `accumulate`); `sharded` adds the input FIRST_ROW, so a
+    data-parallel worker's rows draw their global rows' dropout masks; `targets`:
+    `scale_target`'s fit by output name; `timing` counts batches (micro-batches under
+    `accumulate`)."""
     opt = OPTIMIZERS.get(train.optimizer.name)
     opt_args = train.optimizer.args
     every = train.accumulate
@@ -333,7 +336,7 @@ def build_train_step(
     outputs = trained_outputs(typed, train, classes, targets)
     _target_inputs(b, outputs)
 
-    rng = TableRandom(b, SEED, STEP)
+    rng = TableRandom(b, SEED, STEP, b.add_input(FIRST_ROW, "int64", []) if sharded else None)
     if train.augment:
         inputs = _augmented(b, typed, train, inputs, rng)
     ctx = LowerCtx(b, "train", typed.types, rng=rng)

@@ -41,6 +41,9 @@ ROUNDS = 2
 _KEYS = ((1709, 2963), (3251, 557), (2029, 3797), (887, 1423))
 _SALT = (2557, 1861)
 TABLE_SIZE = 2**16
+FIRST_ROW = "shard/first_row"
+"""The input of a data-parallel worker's train step: the global batch position of its
+row 0, where its rows' draws start (`TableRandom`'s `first_row`)."""
 
 
 @functools.cache
@@ -62,9 +65,12 @@ State = tuple[str, str]
 class TableRandom:
     """A `RandomSource` that looks its values up in `noise_tables` at each coordinate plus
     a shift drawn from a key mixed from the train step's `seed` and `step` inputs (int64
-    scalars, used exactly when below 2^24: 16.7 million steps) and the salt."""
+    scalars, used exactly when below 2^24: 16.7 million steps) and the salt. `first_row`
+    (an int64 scalar input) shifts the row coordinates: a data-parallel worker's rows then
+    draw the values of their positions in the global batch."""
 
-    def __init__(self, b: GraphBuilder, seed: str, step: str) -> None:
+    def __init__(self, b: GraphBuilder, seed: str, step: str, first_row: str | None = None) -> None:
+        self._first = first_row
         seed_x, seed_y = _split(b, seed)
         wraps = b.op("Div", [step, _c(b, P * Q)])  # steps past p * q still change the key
         state = _rounds(b, (b.op("Mod", [b.op("Add", [seed_x, wraps]), _c(b, P)]), seed_y), 1)
@@ -79,13 +85,13 @@ class TableRandom:
         x, y = _add(b, self._key, (salt_x, salt_y))
         mixed_x, mixed_y = _rounds(b, (x, y), 1)
         shape = b.op("Shape", [like])
-        col = _coords(b, shape, rank - 1)
+        col = _coords(b, shape, rank - 1, self._first)
         bb, d = _lookup(b, 1, col, mixed_x), _lookup(b, 3, col, y)
         if rank == 2:
-            row = b.op("Unsqueeze", [_coords(b, shape, 0), b.const([1], "int64")])
+            row = b.op("Unsqueeze", [_coords(b, shape, 0, self._first), b.const([1], "int64")])
             a, c = _lookup(b, 0, row, mixed_y), _lookup(b, 2, row, x)
         else:
-            a, c = _prefix_terms(b, shape, rank, (x, y))
+            a, c = _prefix_terms(b, shape, rank, (x, y), self._first)
         total = b.op("Add", [b.op("Add", [b.op("Mul", [a, bb]), c]), d], hint="scaled")
         u = b.op("Sub", [total, b.op("Floor", [total])], hint="uniform")
         f32 = TensorProto.FLOAT
@@ -98,14 +104,16 @@ def _lookup(b: GraphBuilder, table: int, coords: str, shift: str) -> str:
     return b.op("Gather", [b.const(noise_tables()[table], "float32"), index])
 
 
-def _prefix_terms(b: GraphBuilder, shape: str, rank: int, key: State) -> tuple[str, str]:
+def _prefix_terms(
+    b: GraphBuilder, shape: str, rank: int, key: State, first: str | None
+) -> tuple[str, str]:
     """A and C (C scaled by 2^-12) from the leading axes, absorbed one axis at a time on
     the broadcast prefix."""
     prefix = key
     for axis in range(rank - 1):
         others = [a for a in range(rank) if a != axis]
         coords = b.op(
-            "Unsqueeze", [_coords(b, shape, axis), b.const(others, "int64")], hint="coords"
+            "Unsqueeze", [_coords(b, shape, axis, first), b.const(others, "int64")], hint="coords"
         )
         prefix = _absorb(b, _split(b, coords), prefix)
     f32 = TensorProto.FLOAT
@@ -118,13 +126,15 @@ def _c(b: GraphBuilder, value: int) -> str:
     return b.const(value, "int64")
 
 
-def _coords(b: GraphBuilder, shape: str, axis: int) -> str:
+def _coords(b: GraphBuilder, shape: str, axis: int, first: str | None = None) -> str:
     """1, 2, ..., dim along `axis` (int64, rank 1), as a CumSum of ones rather than a
     Range: shape inference then knows its length is the (symbolic) dim, so the gradient of
-    the masked value needs no run-time broadcast reduction (which OpenVINO cannot load)."""
+    the masked value needs no run-time broadcast reduction (which OpenVINO cannot load).
+    Rows (axis 0) start after `first` rows when it is given."""
     dim = b.op("Slice", [shape, b.const([axis], "int64"), b.const([axis + 1], "int64")])
     one = numpy_helper.from_array(np.ones(1, np.int64))
-    return b.op("CumSum", [b.op("ConstantOfShape", [dim], value=one), _c(b, 0)])
+    coords = b.op("CumSum", [b.op("ConstantOfShape", [dim], value=one), _c(b, 0)])
+    return b.op("Add", [coords, first]) if first is not None and axis == 0 else coords
 
 
 def _split(b: GraphBuilder, value: str) -> State:

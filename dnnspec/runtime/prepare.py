@@ -112,11 +112,10 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     )
     if streamed is not None:
         sample, val = streamed.sample, streamed.val_data
-        found = expects(typed, sample, streamed.preprocessing, None)
+        found = expects(typed, sample, None, None)
         test, kept, held = streamed.test_data, streamed.kept, streamed.held
         classes = streamed.classes
-        fitted = streamed.preprocessing
-        return Parts(sample, classes, sample, val, test, kept, held, fitted, found, streamed)
+        return Parts(sample, classes, sample, val, test, kept, held, None, found, streamed)
     data, classes = load_data(train, typed, train.data)
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0

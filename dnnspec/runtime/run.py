@@ -40,6 +40,7 @@ from dnnspec.runtime import checkpoint, interrupts
 from dnnspec.runtime.backend import DEFAULT, Device
 from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.choose import AUTO, check_name, choose
+from dnnspec.runtime.parallel import FOLLOWER, ParallelTrainer, parallel_trainer, worker_rank
 from dnnspec.runtime.prepare import Prepared, prepare
 from dnnspec.runtime.trainer import Diverged, Trainer
 from dnnspec.training.early_stop import EarlyStop, higher_is_better
@@ -477,6 +478,9 @@ def run_training(
             help="monitor train_loss, or keep a validation split",
         )
     trainer, chosen = _trainer(prep, device, runtime)
+    if isinstance(trainer, ParallelTrainer) and not trainer.leader:
+        trainer.follow(prep.train_data, prep.spec.model.inputs[0].name)
+        return RunResult(run_dir, {}, {}, 0, trainer.step, FOLLOWER, 0.0)
     run = _Run(
         prep, trainer, run_dir, reporter or Silent(), stop, plateau, checkpoint_every or Cadence()
     )
@@ -493,6 +497,8 @@ def _trainer(
 ) -> tuple[Trainer, list[Diagnostic]]:
     """The run's Trainer in the runtime asked for (or the spec's); under `auto` with a
     note saying which one the probe chose."""
+    if worker_rank() is not None:  # one of the processes of `--workers N`
+        return parallel_trainer(prep.program, prep.train.seed, len(prep.train_data)), []
     given = prep.train.runtime
     if runtime is not None:
         name = check_name(runtime)

@@ -24,7 +24,6 @@ import onnx
 
 from dnnspec.assemble.compile import train_section
 from dnnspec.check.shapes import check_spec
-from dnnspec.data.dataset import Dataset
 from dnnspec.errors import error
 from dnnspec.files import is_regular, read_bytes, write_bytes, write_text
 from dnnspec.frontend import load_spec
@@ -155,15 +154,21 @@ def export_site(
     dist = runtime_dir()
     result = export(source, out, opset, train=True)
     interface = json.loads((out / "interface.json").read_text())
+    roles = [i["role"] for i in interface["inputs"]]
     roles_fed = ("input", "target")
-    fed = [i for i in interface["inputs"] if i["role"] in roles_fed]
+    inputs = [i for i in interface["inputs"] if i["role"] in roles_fed]
+    if roles.count("input") != 1 or roles.count("target") != 1:
+        raise error(
+            "the web export trains models of one input and one target",
+            help="train models of several inputs or named outputs with `dnnspec train`",
+        )
     floats = [i for i in interface["inputs"] if i["role"] not in ("step", "seed", *roles_fed)]
     if any(i["dtype"] != "float32" for i in floats):
         raise error(
             "the web page trains float32 steps",
             help="drop the spec's float64 setting for the web export",
         )
-    for tensor in fed:
+    for tensor in inputs:
         if tensor["dtype"] not in DTYPES:
             raise error(
                 f"the web page cannot feed {tensor['role']} '{tensor['name']}' of {tensor['dtype']}"
@@ -178,10 +183,11 @@ def export_site(
     spec = _spec_of(source)
     train = train_section(spec)
     parts = load_parts(train, check_spec(spec))
+    x_dtype, y_dtype = (t["dtype"] for t in inputs)
     data = {
         part: {
-            t["name"]: _array_file(out, f"{part}_{k}.bin", _column(dataset, t), t["dtype"])
-            for k, t in enumerate(fed)
+            "x": _array_file(out, f"{part}_x.bin", dataset.x, x_dtype),
+            "y": _array_file(out, f"{part}_y.bin", dataset.y, y_dtype),
         }
         for part, dataset in (("train", parts.train_data), ("validation", parts.val_data))
     }
@@ -194,7 +200,7 @@ def export_site(
     order_array = np.stack(orders) if orders else np.zeros((0, samples), np.int64)
     manifest = {
         "format": 1,
-        "feeds": [{"name": t["name"], "role": t["role"]} for t in fed],
+        "input": inputs[0]["name"],
         "epochs": train.epochs,
         "eval_batch": EVAL_BATCH,
         "state": state,
@@ -214,14 +220,6 @@ def export_site(
     result.files |= {"model": model_out, "site": out / "index.html"}
     result.checks += model.checks
     return result
-
-
-def _column(dataset: Dataset, tensor: dict[str, Any]) -> np.ndarray:
-    """The data a train-step input or target is fed, by its name (docs/training-graph.md)."""
-    if tensor["role"] == "input":
-        return dataset.feeds(tensor["name"])[tensor["name"]]
-    output = tensor.get("output")
-    return dataset.targets[output] if output else dataset.y
 
 
 def _progress(source: Path) -> dict[str, Any] | None:

@@ -1,0 +1,348 @@
+"""Data-parallel training (`dnnspec train SPEC --workers N`) over MPI (mpi4py).
+
+The driver starts N worker processes with the MPI launcher (`mpiexec`, from the `mpich`
+wheel of the `parallel` extra), each running the same `dnnspec train` command; the
+launcher marks them with `DNNSPEC_WORKERS`. Rank 0, the leader, runs the ordinary run
+(`runtime/run.py`): it alone writes progress, metrics, checkpoints and model.onnx. The
+other ranks follow: before each epoch the leader sends them the carried state and the
+step, then every rank walks the same epoch order (a function of seed and epoch) and,
+for each global batch of the spec's `batch` rows, computes the gradient graph on its own
+`batch / N` rows only (`assemble/split.py`). One all-reduce (SUM) per step adds the
+gradient sums, the rows and the statistics; each rank applies the same update graph to
+the same sums, so all hold the same parameters without sending them. A checkpoint is
+the global state alone, so a run resumes with any worker count.
+
+Every wait has a deadline (`DNNSPEC_WORKER_TIMEOUT` seconds, default WAIT_SECONDS): a
+worker that died or hangs ends the run with a message instead of a hang, and the last
+checkpoint resumes. Ctrl-C on the driver is forwarded to every worker; the leader
+keeps its last checkpoint as in a one-process run, and the launcher's process group is
+killed if it has not ended after STOP_SECONDS, so no worker outlives the driver.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from dnnspec.assemble.compile import train_section
+from dnnspec.assemble.split import ROWS, SplitStep, grad_sum_name, refuse_reason, split_step
+from dnnspec.assemble.steps import SEED, STEP, Program, build_train_step
+from dnnspec.data.datasets import Dataset
+from dnnspec.data.stream import Streamed
+from dnnspec.errors import Span, error
+from dnnspec.graph.rng import FIRST_ROW
+from dnnspec.ir import Spec, TrainSpec
+from dnnspec.runtime.trainer import Diverged, EpochStats, Trainer, initial_values
+from dnnspec.training.schedules import Timing
+
+ENV = "DNNSPEC_WORKERS"
+"""Set by the driver for the processes it starts: the worker count."""
+TIMEOUT_ENV = "DNNSPEC_WORKER_TIMEOUT"
+WAIT_SECONDS = 300.0
+"""How long a worker waits for the others (a step's all-reduce, the next epoch)."""
+STOP_SECONDS = 30.0
+"""After Ctrl-C, how long the driver waits for the workers before killing them."""
+FOLLOWER = "follower"
+"""`RunResult.stopped` of a rank other than 0: it wrote nothing."""
+_COMMAND = 7
+
+
+def worker_rank() -> int | None:
+    """This process's rank when the driver started it as a worker, else None."""
+    return None if ENV not in os.environ else int(_comm().Get_rank())
+
+
+def check_workers(spec: Spec, workers: int) -> TrainSpec:
+    """The train section, refused with a located error when `workers` cannot share it."""
+    train = train_section(spec)
+    if workers < 1:
+        raise error(f"--workers must be at least 1, got {workers}")
+    if workers == 1:
+        return train
+    span = _setting_span(train, "batch")
+    if workers > train.batch:
+        raise error(
+            f"{workers} workers cannot share a batch of {train.batch} samples: each needs "
+            "at least one",
+            span,
+            help=f"use at most {train.batch} workers, or a larger batch",
+        )
+    if train.batch % workers:
+        raise error(
+            f"batch {train.batch} does not divide among {workers} workers",
+            span,
+            help="the batch is the global batch: make it a multiple of --workers",
+        )
+    reason = refuse_reason(train)
+    if reason is not None:
+        raise error(reason, train.span)
+    return train
+
+
+def _setting_span(train: TrainSpec, name: str) -> Span:
+    """The line of setting `name` in the train section (the section's span if unread)."""
+    span = train.span
+    try:
+        lines = Path(span.file).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return span
+    for number in range(span.line, min(span.end_line, len(lines)) + 1):
+        text = lines[number - 1]
+        if text.strip().split(" ")[0] == name:
+            col = len(text) - len(text.lstrip()) + 1
+            return Span(
+                file=span.file, line=number, col=col, end_line=number, end_col=len(text) + 1
+            )
+    return span
+
+
+def launch(workers: int, argv: Sequence[str]) -> int:
+    """Run `dnnspec ARGV` as `workers` MPI processes and return their exit status."""
+    found = Path(sys.executable).with_name("mpiexec")
+    mpiexec = str(found) if found.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        raise error(
+            "--workers needs MPI, which is not installed",
+            help="pip install 'dnnspec[parallel]' (mpi4py and the mpich launcher)",
+        )
+    command = [mpiexec, "-n", str(workers), sys.executable, "-m", "dnnspec", *argv]
+    env = {**os.environ, ENV: str(workers)}
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            return proc.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return 130
+
+
+def _comm() -> Any:
+    """MPI's world communicator; a follower's output is silenced (the leader speaks)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise error("--workers needs mpi4py", help="pip install 'dnnspec[parallel]'") from None
+    comm = MPI.COMM_WORLD
+    if comm.Get_rank() and not getattr(_comm, "quiet", False):
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1)
+        os.dup2(quiet, 2)
+        _comm.quiet = True  # type: ignore[attr-defined]
+    return comm
+
+
+def parallel_trainer(program: Program, seed: int, data_size: int) -> ParallelTrainer:
+    """The Trainer of one rank of a `--workers` run."""
+    comm = _comm()
+    workers = comm.Get_size()
+    check = check_workers(program.typed.spec, workers)
+    if data_size < workers:
+        raise error(
+            f"{workers} workers but the training data has {data_size} samples",
+            check.data.span,
+            help="use fewer workers than training samples",
+        )
+    per_epoch = math.ceil(data_size / check.batch)
+    targets = {o.head.output: o.scale for o in program.outputs if o.scale is not None}
+    rebuilt = build_train_step(
+        program.typed,
+        program.train,
+        program.classes,
+        Timing(per_epoch, per_epoch * program.train.epochs),
+        program.float_dtype,
+        emit_grads=True,
+        targets=targets,
+        sharded=True,
+    )
+    return ParallelTrainer(program, split_step(rebuilt), comm, seed)
+
+
+def _timeout() -> float:
+    return float(os.environ.get(TIMEOUT_ENV, WAIT_SECONDS))
+
+
+class ParallelTrainer(Trainer):
+    """One rank's trainer: the carried state on the host, one global step per batch
+    (gradient graph on this rank's rows, all-reduce, update graph). Evaluation runs
+    the ordinary eval step on the host copy of the parameters."""
+
+    def __init__(self, program: Program, split: SplitStep, comm: Any, seed: int) -> None:
+        super().__init__(program, "cpu", seed)
+        self.split, self.comm = split, comm
+        self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
+        self.leader = self.rank == 0
+        cpu = ["CPUExecutionProvider"]
+        self._gradient = ort.InferenceSession(split.gradient.SerializeToString(), providers=cpu)
+        self._update = ort.InferenceSession(split.update.SerializeToString(), providers=cpu)
+        self._carried = initial_values(program, seed)
+        shapes = {o.name: o.shape for o in self._gradient.get_outputs()}
+        self._shapes = {  # what is all-reduced, by gradient-graph output, with its shape
+            name: tuple(int(d) for d in shapes[name])
+            for name in [*(grad_sum_name(p) for p in split.grads), *split.buffers, *split.scalars]
+        }
+        self._last_input: dict[str, np.ndarray] | None = None
+        self.communication = 0.0
+        """Seconds spent in the all-reduce (for the benchmark's share of a step)."""
+        if self.leader:
+            atexit.register(self._stop_followers)
+
+    # state -------------------------------------------------------------------
+    def values(self) -> dict[str, np.ndarray]:
+        return {name: self._carried[name] for name in self.carried}
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {s.name: self._carried[s.name] for s in self.program.model_slots()}
+
+    def load_values(self, values: dict[str, np.ndarray]) -> None:
+        self._carried = {name: np.asarray(values[name]) for name in self.carried}
+        self._last_input = None
+
+    def set_control(self, name: str, value: float) -> None:
+        self._carried[name] = np.array(value, self.dtype)
+
+    def evaluate_stats(
+        self,
+        data: Dataset,
+        input_name: str,
+        batch: int = 1024,
+        params: dict[str, np.ndarray] | None = None,
+    ) -> EpochStats:
+        return super().evaluate_stats(
+            data, input_name, batch, params if params is not None else self.params()
+        )
+
+    # the epoch loop ----------------------------------------------------------
+    def run_epoch(
+        self,
+        data: Dataset | Streamed,
+        input_name: str,
+        batch: int,
+        epoch: int,
+        on_call: Callable[[np.ndarray, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """The leader first hands the followers the state to start the epoch from."""
+        if self.leader:
+            for rank in range(1, self.size):
+                request = self.comm.isend((epoch, batch, self.step, self._carried), rank, _COMMAND)
+                self._wait(request, f"handing epoch {epoch + 1} to worker {rank}")
+        return super().run_epoch(data, input_name, batch, epoch, on_call)
+
+    def follow(self, data: Dataset | Streamed, input_name: str) -> None:
+        """A follower's run: epochs as the leader says, until it says stop (None)."""
+        while True:
+            deadline = time.monotonic() + _timeout()
+            while not self.comm.Iprobe(source=0, tag=_COMMAND):
+                if time.monotonic() > deadline:
+                    raise error(f"worker {self.rank}: the leader sent nothing for {_timeout():g} s")
+                time.sleep(0.001)
+            command = self.comm.recv(source=0, tag=_COMMAND)
+            if command is None:
+                return
+            epoch, batch, self.step, carried = command
+            self.load_values(carried)
+            try:
+                self.run_epoch(data, input_name, batch, epoch)
+            except Diverged:
+                continue  # the leader saw the same loss and says what comes next
+
+    def _stop_followers(self) -> None:
+        """Tell the followers the run is over (however the leader ends)."""
+        for rank in range(1, self.size):
+            try:
+                self._wait(self.comm.isend(None, rank, _COMMAND), "stopping", STOP_SECONDS)
+            except Exception:  # a follower already gone: the launcher ends it
+                return
+
+    def run_steps(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Global steps, one per row of `rows` [K, batch]."""
+        steps = [self._global_step(row) for row in rows]
+        losses = np.array([loss for loss, _ in steps], self.dtype)
+        return losses, {k: np.stack([stats[k] for _, stats in steps]) for k in self._keys}
+
+    def _global_step(self, row: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """This rank's rows of the global batch `row` through the gradient graph, the
+        sums all-reduced, the update applied; the global loss and statistics."""
+        shards = np.array_split(row, self.size)
+        local = self._local(shards[self.rank], sum(len(s) for s in shards[: self.rank]))
+        summed = self._all_reduce(local, len(shards[self.rank]))
+        loss = float(summed[self.split.scalars[0]])
+        if not math.isfinite(loss):  # the update before this step broke the parameters
+            if self._last_input is not None:
+                self._carried = self._last_input
+            raise Diverged(self.step, -1, loss)
+        feeds = {**self._carried, **summed, STEP: np.array(self.step, np.int64)}
+        got = self._update.run(None, {i.name: feeds[i.name] for i in self._update.get_inputs()})
+        new = dict(self._carried)
+        for output, value in zip(self._update.get_outputs(), got, strict=True):
+            new[output.name.removesuffix(".next")] = value
+        new |= {b.removesuffix(".next"): summed[b] for b in self.split.buffers}
+        self._last_input, self._carried = self._carried, new
+        self.step += 1
+        return loss, {key: summed[name] for key, name in self.program.scalar_outputs().items()}
+
+    def _local(self, shard: np.ndarray, first_row: int) -> dict[str, np.ndarray]:
+        """The gradient graph's outputs on the rows `shard` (nothing for no rows)."""
+        if not len(shard):
+            return {}
+        feeds = {**self._carried, **self._block(shard)}
+        feeds[FIRST_ROW] = np.array(first_row, np.int64)  # its rows' masks: the global rows'
+        feeds[STEP], feeds[SEED] = np.array(self.step, np.int64), np.array(self.seed, np.int64)
+        got = self._gradient.run(None, {i.name: feeds[i.name] for i in self._gradient.get_inputs()})
+        return dict(zip((o.name for o in self._gradient.get_outputs()), got, strict=True))
+
+    def _all_reduce(self, local: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """Sums over the workers of `local` (means weighted by `rows`), in one buffer;
+        the means divided by the summed rows again, and `rows` the summed rows."""
+        means, shapes = self.split.means, self._shapes
+        parts = [np.zeros(int(np.prod(shape)), self.dtype) for shape in shapes.values()]
+        for part, name in zip(parts, shapes, strict=True):
+            if name in local:
+                part[:] = local[name].reshape(-1) * (rows if name in means else 1)
+        flat = np.concatenate([*parts, np.array([rows], self.dtype)])
+        started = time.perf_counter()
+        self._wait(self.comm.Iallreduce(_in_place(), flat), f"the all-reduce of step {self.step}")
+        self.communication += time.perf_counter() - started
+        total = flat[-1]
+        summed, at = {ROWS: np.array(total, self.dtype)}, 0
+        for name, shape in shapes.items():
+            value = flat[at : at + int(np.prod(shape))].reshape(shape)
+            summed[name] = value / total if name in means else value
+            at += value.size
+        return summed
+
+    def _wait(self, request: Any, what: str, seconds: float | None = None) -> None:
+        """Poll `request` until done; past the deadline the run stops with a message."""
+        limit = _timeout() if seconds is None else seconds
+        deadline = time.monotonic() + limit
+        spins = 0
+        while not request.Test():
+            spins += 1
+            if spins > 1000:
+                time.sleep(0.0005)
+            if time.monotonic() > deadline:
+                raise error(
+                    f"workers did not answer within {limit:g} s ({what}): one stopped or hangs",
+                    help="the last checkpoint resumes with --resume (with any --workers)",
+                )
+
+
+def _in_place() -> Any:
+    from mpi4py import MPI
+
+    return MPI.IN_PLACE
