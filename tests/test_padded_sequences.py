@@ -8,9 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import SPECS, assert_train_step_matches_finite_differences, reference_runner
 
 from dnnspec import api
+from dnnspec.data.datasets import DATASETS
+from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec, load_spec_text
 
 EXAMPLE = SPECS / "padded_digits.dnn"
@@ -58,3 +61,14 @@ def test_the_masked_train_step_matches_finite_differences() -> None:
     spec = load_spec(EXAMPLE, {"d": "4"})
     feeds = strings(np.random.default_rng(2), 3)
     assert_train_step_matches_finite_differences(spec, {"N": 3}, inputs=feeds)
+
+
+def test_padded_strings_refuse_per_position_tasks_and_a_min_length_past_length() -> None:
+    load = DATASETS.get("digit_strings").load
+    args = {"task": "sort", "length": 5, "samples": 20, "validation": 0.1, "min_length": 2}
+    with pytest.raises(DiagnosticError, match="task = sort labels every position"):
+        load(args, 0, None)
+    with pytest.raises(DiagnosticError, match="min_length = 6 is longer than length = 5"):
+        load({**args, "task": "last", "min_length": 6}, 0, None)
+    data = load({**args, "task": "last"}, 0, None)
+    assert data.y.shape == (20,)
