@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.prepare import prepare
 from tests.test_kill import finish, kill_soon, records, weights
@@ -126,3 +127,57 @@ def test_predicting_on_an_npy_whose_header_lies_about_its_size_is_exit_2_naming_
     assert "x.npy' declares shape [50, 4]" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_standardize_and_min_max_of_streamed_data_are_fitted_in_one_pass_on_training_rows(
+    tmp_path: Path,
+) -> None:
+    spec = write_table(tmp_path)
+    spec.write_text(SPEC.replace("  batch 16", "  preprocess standardize, min_max\n  batch 16"))
+    prep = prepare(load_spec(spec))
+    assert prep.streamed is not None and prep.streamed.preprocessing is not None
+    table = pq.read_table(tmp_path / "d.parquet")
+    x = np.column_stack([table.column(f"f{i}").to_numpy() for i in range(4)])
+    x = x.astype(np.float32).astype(np.float64)[prep.train_index]
+    standardize, min_max = prep.streamed.preprocessing.scale
+    np.testing.assert_allclose(standardize.shift, x.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(standardize.scale, 1 / x.std(axis=0), rtol=1e-9)
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    np.testing.assert_allclose(min_max.shift, z.min(axis=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(min_max.scale, 1 / (z.max(axis=0) - z.min(axis=0)), rtol=1e-9)
+    val = prep.val_data.x
+    assert val.min() > -0.2 and val.max() < 1.2  # the validation rows are scaled too
+    finish(train(spec, tmp_path / "run", "--epochs", "1"))
+    assert (tmp_path / "run" / "model.onnx").exists()
+
+
+def test_preprocessing_one_pass_cannot_fit_is_refused_for_streamed_data(tmp_path: Path) -> None:
+    spec = write_table(tmp_path)
+    spec.write_text(
+        SPEC.replace("  batch 16", "  preprocess impute(strategy = median)\n  batch 16")
+    )
+    with pytest.raises(DiagnosticError, match="preprocess impute is not fitted on streamed data"):
+        prepare(load_spec(spec))
+
+
+def test_a_null_cell_in_a_later_row_group_is_exit_2_naming_its_row_before_any_write(
+    tmp_path: Path,
+) -> None:
+    spec = write_table(tmp_path)
+    table = pq.read_table(tmp_path / "d.parquet")
+    f2 = table.column("f2").to_pylist()
+    f2[1733] = None
+    table = table.set_column(2, "f2", pa.array(f2, pa.float64()))
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=100)
+    proc = train(spec, tmp_path / "run")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out + err
+    assert "d.parquet' row 1734, column 'f2' is empty (null)" in out + err
+    assert "Traceback" not in out + err and not (tmp_path / "run").exists()
+
+
+def test_validation_rows_over_the_budget_are_refused_as_they_are_read(tmp_path: Path) -> None:
+    spec = write_table(tmp_path)
+    spec.write_text(SPEC.replace("validation = 0.2", "validation = 0.9"))
+    with pytest.raises(DiagnosticError, match="validation and test rows .* take over 16 KiB"):
+        prepare(load_spec(spec))

@@ -22,17 +22,29 @@ import numpy as np
 from dnnspec.data.datasets import Dataset, locate_file
 from dnnspec.data.formats import FORMATS, format_for
 from dnnspec.data.formats.parquet import streamable
-from dnnspec.data.stream import Source, Streamed, budget_rows, hash_split, parquet_source
+from dnnspec.data.stream import (
+    Moments,
+    Source,
+    Streamed,
+    budget_rows,
+    hash_split,
+    parquet_source,
+)
 from dnnspec.errors import Span, error
 from dnnspec.files import size_text
 from dnnspec.ir import TrainSpec
+from dnnspec.runtime.columns import transform
 from dnnspec.schema import arg_float
+from dnnspec.training.preprocess import Affine, Preprocessing
 
 AUTO_FRACTION = 0.25
 """The share of the machine's memory data may take before it is streamed (`memory = "auto"`)."""
 UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 UNITS |= {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 
+SCALINGS = ("standardize", "min_max")
+"""The preprocessing fitted on streamed data: statistics one pass gives exactly (a median
+or the categories of `one_hot` would need every row at once)."""
 Conform = Callable[[Dataset], tuple[Dataset, int | None]]
 """Data preparation's check and cast of loaded data for the model, with its class count."""
 
@@ -67,6 +79,8 @@ class StreamedData:
     held: np.ndarray
     classes: int | None
     digest: str
+    preprocessing: Preprocessing | None
+    """`standardize` / `min_max` fitted on the training rows in the same pass."""
 
 
 def stream_data(train: TrainSpec, inputs: tuple[str, ...], conform: Conform) -> StreamedData | None:
@@ -102,36 +116,43 @@ def stream_data(train: TrainSpec, inputs: tuple[str, ...], conform: Conform) -> 
     digest, held, testing = hashlib.sha256(), [], []
     sample: dict[str, np.ndarray] | None = None
     classes: int | None = None
-    start = 0
+    moments, start, held_bytes = Moments(), 0, 0
     for i, size in enumerate(raw.sizes):
         arrays, classes = checked(i)
         for array in arrays.values():
             digest.update(f"{array.dtype.str}{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         rows = slice(start, start + size)
+        moments.add(arrays[name][keep[rows]])
         held.append({k: v[held_mask[rows]] for k, v in arrays.items()})
         testing.append({k: v[tested[rows]] for k, v in arrays.items()})
+        held_bytes += sum(a.nbytes for part in (held[-1], testing[-1]) for a in part.values())
+        if held_bytes > budget:  # checked as they are read, so they never outgrow it
+            raise error(
+                f"the validation and test rows of {raw.where} take over {size_text(budget)}, "
+                "its memory budget: they are held in memory",
+                span,
+                help="hold out a smaller fraction, or raise the budget: file(..., memory = ...)",
+            )
         if sample is None and keep[rows].any():
             sample = {k: v[keep[rows]] for k, v in arrays.items()}
         start += size
     if sample is None:
         raise error("no training samples left after the validation split", span)
-    kept_bytes = sum(a.nbytes for part in (*held, *testing) for a in part.values())
-    if kept_bytes > budget:
-        raise error(
-            f"the validation and test rows of {raw.where} take {size_text(kept_bytes)}, over "
-            f"the memory budget of {size_text(budget)}: they are held in memory",
-            span,
-            help="hold out a smaller fraction, or raise the budget: file(..., memory = ...)",
-        )
-    row_bytes = sum(a[:1].nbytes for a in sample.values())
-    shapes = {k: tuple(v.shape[1:]) for k, v in sample.items()}
-    source_ = Source(raw.sizes, lambda i: checked(i)[0], row_bytes, raw.where, shapes)
-    stream = Streamed(source_, budget_rows(source_, budget, span), keep)
+    prep = _fit_scaling(train, moments, columns) if train.preprocess else None
 
     def part(pieces: list[dict[str, np.ndarray]]) -> Dataset:
         joined = {k: np.concatenate([p[k] for p in pieces]) for k in sample}
-        return replace(like, x=joined[name], y=joined["y"])
+        return transform(replace(like, x=joined[name], y=joined["y"]), prep)
+
+    def read(i: int) -> dict[str, np.ndarray]:
+        arrays = checked(i)[0]
+        return {name: part([arrays]).x, "y": arrays["y"]}
+
+    row_bytes = sum(a[:1].nbytes for a in sample.values())
+    shapes = {k: tuple(v.shape[1:]) for k, v in sample.items()}
+    source_ = Source(raw.sizes, read, row_bytes, raw.where, shapes)
+    stream = Streamed(source_, budget_rows(source_, budget, span), keep)
 
     return StreamedData(
         stream,
@@ -142,7 +163,32 @@ def stream_data(train: TrainSpec, inputs: tuple[str, ...], conform: Conform) -> 
         np.flatnonzero(held_mask),
         classes,
         digest.hexdigest(),
+        prep,
     )
+
+
+def _fit_scaling(train: TrainSpec, found: Moments, names: tuple[str, ...]) -> Preprocessing:
+    """`standardize` and `min_max` over every column, fitted from one pass's moments as
+    `training/preprocess.py` fits them from the rows: each step sees the statistics of the
+    output of the steps before it (an affine map carries them exactly)."""
+    mean, std, low, high = found.mean, found.std, found.low, found.high
+    steps = []
+    for call in train.preprocess:
+        spread = std if call.name == "standardize" else high - low
+        flat = np.flatnonzero(spread == 0)
+        if len(flat):
+            column = int(flat[0])
+            raise error(
+                f"{call.name}: feature column {column} ({names[column]}) is constant on the "
+                "training split, so it cannot be scaled",
+                call.span,
+                help="drop the column from the inputs: exclude = [...]",
+            )
+        shift, scale = (mean, 1.0 / std) if call.name == SCALINGS[0] else (low, 1.0 / spread)
+        steps.append(Affine(call.name, shift, scale, tuple(range(len(names)))))
+        mean, std = (mean - shift) * scale, std * np.abs(scale)
+        low, high = (low - shift) * scale, (high - shift) * scale
+    return Preprocessing(len(names), names, tuple(steps))
 
 
 def _refuse(
@@ -165,11 +211,13 @@ def _refuse(
         )
     if len(inputs) > 1 or any(h.output for h in train.trained()):
         raise error(f"{over}; streamed data feeds one input, one unnamed output", span, help=help)
-    if train.preprocess:
-        raise error(
-            f"{over}; preprocess is not fitted on streamed data",
-            train.preprocess[0].span,
-            help=f"scale the columns beforehand, or {help}",
-        )
+    for call in train.preprocess:
+        if call.name not in SCALINGS or call.args.get("columns"):
+            raise error(
+                f"{over}; preprocess {call.name} is not fitted on streamed data (standardize "
+                "and min_max of every column are, in one pass)",
+                call.span,
+                help=f"prepare the columns beforehand, or {help}",
+            )
     if isinstance(train.test, str):
         raise error(f"{over}; a test file is not read beside streamed data", train.span, help=help)
