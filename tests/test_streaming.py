@@ -5,6 +5,7 @@ budget, and a file that lies about its size is refused by name."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from dnnspec.data.stream import (
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.prepare import Prepared, prepare
-from dnnspec.runtime.trainer import Trainer
+from dnnspec.runtime.trainer import Diverged, Trainer
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 BATCH = 16
@@ -152,3 +153,25 @@ def test_streamed_statistics_in_one_pass_equal_those_of_the_whole_table(tmp_path
     assert np.array_equal(found.low, x.min(axis=0)) and np.array_equal(found.high, x.max(axis=0))
     keep = ~hash_split(5000, 0.25, 0)
     np.testing.assert_allclose(moments(source, "x", keep).mean, x[keep].mean(axis=0), rtol=1e-12)
+
+
+def test_a_non_finite_loss_in_streamed_data_keeps_what_in_memory_data_keeps(
+    digits: Prepared, tmp_path: Path
+) -> None:
+    order = epoch_order(len(digits.train_data), digits.train.seed, 0)
+    x = digits.train_data.x.copy()
+    x[order[16 * 20 : 16 * 21]] = 1e38  # the loss overflows at step 20, inside a call of 7
+    data = replace(digits.train_data, x=x)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", data.y)
+    streamed = Streamed(npy_source({"x": tmp_path / "x.npy", "y": tmp_path / "y.npy"}, 100), 10**6)
+    kept = []
+    for given in (data, streamed):
+        trainer = Trainer(digits.program, "cpu", digits.train.seed, steps_per_call=7)
+        with pytest.raises(Diverged) as caught:
+            trainer.run_epoch(given, "x", BATCH, 0)  # type: ignore[arg-type]
+        kept.append((caught.value.step, trainer.params()))
+    (step, memory), (streamed_step, streamed_params) = kept
+    assert step == streamed_step == 20
+    for name, value in memory.items():
+        np.testing.assert_array_equal(streamed_params[name], value, err_msg=name)
