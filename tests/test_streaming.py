@@ -169,7 +169,7 @@ def test_a_non_finite_loss_in_streamed_data_keeps_what_in_memory_data_keeps(
     for given in (data, streamed):
         trainer = Trainer(digits.program, "cpu", digits.train.seed, steps_per_call=7)
         with pytest.raises(Diverged) as caught:
-            trainer.run_epoch(given, "x", BATCH, 0)  # type: ignore[arg-type]
+            trainer.run_epoch(given, "x", BATCH, 0)
         kept.append((caught.value.step, trainer.params()))
     (step, memory), (streamed_step, streamed_params) = kept
     assert step == streamed_step == 20
