@@ -181,3 +181,17 @@ def test_validation_rows_over_the_budget_are_refused_as_they_are_read(tmp_path: 
     spec.write_text(SPEC.replace("validation = 0.2", "validation = 0.9"))
     with pytest.raises(DiagnosticError, match="validation and test rows .* take over 16 KiB"):
         prepare(load_spec(spec))
+
+
+def test_a_folder_of_parquet_files_streams_as_one_table(tmp_path: Path) -> None:
+    spec = write_table(tmp_path)
+    table = pq.read_table(tmp_path / "d.parquet")
+    (tmp_path / "shards").mkdir()
+    pq.write_table(table.slice(0, 1200), tmp_path / "shards" / "a.parquet", row_group_size=100)
+    pq.write_table(table.slice(1200), tmp_path / "shards" / "b.parquet", row_group_size=100)
+    spec.write_text(SPEC.replace('"d.parquet"', '"shards"'))
+    prep = prepare(load_spec(spec))
+    assert prep.streamed is not None
+    assert prep.streamed.stream.source.sizes == (100,) * 20
+    whole = prepare(load_spec(write_table(tmp_path)))
+    assert whole.streamed is not None and prep.data_sha256 == whole.data_sha256
