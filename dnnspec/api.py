@@ -572,8 +572,8 @@ class Model:
         return {text.input: ids} | ({text.lengths: lengths} if text.lengths else {})
 
     def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
-        """`tokens` characters sampled after `prompt` from a model trained on text (the
-        `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
+        """`tokens` characters (or subwords) sampled after `prompt` from a model trained on
+        text (the `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
         decl, vocab = self.file.input, self.file.vocab
         if vocab is None or decl.dtype != "int64" or len(decl.shape) != 2:
             seq2seq = any(d.name == DECODER_INPUT for d in self.file.inputs)
@@ -593,9 +593,22 @@ class Model:
             return out
 
         new = sample(
-            scores, encode(prompt, vocab), tokens, len(vocab), context, fixed, temperature, seed
-        )
+            scores, self._prompt_ids(prompt, vocab), tokens, len(vocab), context, fixed,
+            temperature, seed,
+        )  # fmt: skip
         return "".join(vocab[i] for i in new)
+
+    def _prompt_ids(self, prompt: str, vocab: Sequence[str]) -> list[int]:
+        """The prompt's ids: by the run's tokenizer.json for a model trained on subwords,
+        else one per character."""
+        text = self.file.meta.text
+        if text is None:
+            return encode(prompt, vocab)
+        tokenizer = load_tokenizer(self.run_dir / Path(text.tokenizer).name)
+        ids: list[int] = tokenizer.encode(prompt).ids
+        if not ids:
+            raise error("--prompt is empty", help="give at least one word to continue from")
+        return ids
 
     def evaluate(self, data: str | Path | None = None) -> dict[str, Any]:
         """Loss and metrics of model.onnx's weights on the run's validation split, or on a

@@ -535,7 +535,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if not model.file.named and out is not None and out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
     paths = [Path(p) for p in args.input]
-    if args.text or model.file.meta.text:
+    if args.text or (model.file.meta.text and not model.file.meta.vocab):  # a text classifier
         return _predict_texts(args, console, model, paths)
     if not paths:
         raise error("predict needs an input file", help="dnnspec predict RUN FILE")

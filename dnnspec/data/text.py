@@ -1,9 +1,11 @@
-"""The `text` dataset: next-character prediction on a text, for character language models.
+"""The `text` dataset: next-token prediction on a text, for language models: one id per
+character, or BPE subwords (`tokenizer = bpe`).
 
 The text (the bundled generated corpus, or a user's UTF-8 file) is cut into windows of
 `context` characters; x holds a window's character ids and y the ids one position later,
 so a causal model learns p(c[t+1] | c[..t]) at every position. Ids index the sorted
-distinct characters, which travel as the dataset's `vocab` into model.onnx.
+distinct characters, which travel as the dataset's `vocab` into model.onnx; with `bpe`,
+the subwords a tokenizer learned from the text, which travels as tokenizer.json.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import numpy as np
 
 from dnnspec.data.datasets import DATASETS, VALIDATION, Dataset, DatasetDef
 from dnnspec.data.files import find
+from dnnspec.data.tokenizer import FILE, save, train
 from dnnspec.errors import Span, error
+from dnnspec.metadata import TextMeta
 from dnnspec.schema import ArgSpec, Signature
 
 CORPUS = "data/corpus.txt"
@@ -54,8 +58,36 @@ def windows(text: str, context: int, span: Span | None) -> Dataset:
     return Dataset(ids[index], ids[index + 1], vocab)
 
 
+def subword_windows(text: str, vocab: int, context: int, span: Span | None) -> Dataset:
+    """Windows of BPE ids: a tokenizer of at most `vocab` ids is learned from the whole
+    text (data/tokenizer.py) and travels as tokenizer.json; `vocab` holds each id's text,
+    a word start's `▁` as the space it stands for."""
+    tokenizer = train([text], "bpe", vocab, None)
+    ids = np.array(tokenizer.encode(text).ids, np.int64)
+    count = (len(ids) - 1) // context
+    if count < 2:
+        raise error(
+            f"the text has {len(ids)} tokens: too short for two windows of {context} + 1 tokens",
+            span,
+            help="use a longer text or a smaller context",
+        )
+    pieces = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    index = (np.arange(count) * context)[:, None] + np.arange(context)[None, :]
+    meta = TextMeta(input="", tokenizer=FILE, kind="bpe", length=context)
+    return Dataset(
+        ids[index],
+        ids[index + 1],
+        tuple(piece.replace("▁", " ") for piece, _ in pieces),
+        text=meta,
+        files={FILE: save(tokenizer)},
+    )
+
+
 def _text(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    return windows(read_text(args["path"], span), args["context"], span)
+    text = read_text(args["path"], span)
+    if args["tokenizer"] == "bpe":
+        return subword_windows(text, args["vocab"], args["context"], span)
+    return windows(text, args["context"], span)
 
 
 DATASETS.add(
@@ -71,9 +103,26 @@ DATASETS.add(
                     doc="a UTF-8 text file; empty: the bundled corpus (29 characters)",
                 ),
                 VALIDATION,
+                ArgSpec(
+                    name="tokenizer",
+                    type="str",
+                    default="chars",
+                    choices=("chars", "bpe"),
+                    doc="chars: one id per distinct character; bpe: subwords learned from "
+                    "the text, saved with the run as tokenizer.json",
+                ),
+                ArgSpec(
+                    name="vocab",
+                    type="int",
+                    default=2000,
+                    min=3,
+                    doc="bpe: most token ids the tokenizer learns",
+                ),
             )
         ),
         _text,
-        "next-character prediction: x = int64 ids [N, context], y = the ids one step later",
+        "next-token prediction: x = int64 ids [N, context], y = the ids one step later "
+        "(characters, or BPE subwords)",
+        recent=("tokenizer", "vocab"),
     ),
 )

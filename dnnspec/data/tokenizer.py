@@ -47,9 +47,10 @@ def tokenizers() -> Any:
     return tokenizers
 
 
-def train(texts: Sequence[str], kind: str, vocab: int, length: int) -> Any:
+def train(texts: Sequence[str], kind: str, vocab: int, length: int | None) -> Any:
     """A `kind` tokenizer of at most `vocab` ids (the special tokens included) learned
-    from `texts`, padding and truncating to `length` ids. The same texts give the same
+    from `texts`, padding and truncating to `length` ids (None: neither, for a language
+    model's running text). The same texts give the same
     tokenizer (resuming a run re-learns it), so the pieces are learned by the library's
     BPE trainer without continuation marks: its ids for marked pieces follow hash order
     and change from run to run."""
@@ -74,8 +75,9 @@ def train(texts: Sequence[str], kind: str, vocab: int, length: int) -> Any:
         tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, split_words
         tokenizer.decoder = lib.decoders.WordPiece()
         tokenizer.add_special_tokens([PAD, UNK])  # ids 0 and 1 already: decoding skips them
-    tokenizer.enable_truncation(max_length=length)
-    tokenizer.enable_padding(pad_id=0, pad_token=PAD, length=length)
+    if length is not None:
+        tokenizer.enable_truncation(max_length=length)
+        tokenizer.enable_padding(pad_id=0, pad_token=PAD, length=length)
     return tokenizer
 
 
