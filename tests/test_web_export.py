@@ -15,6 +15,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -241,6 +242,24 @@ def test_site_continues_a_paused_run_as_dnnspec_train_resume_would(
     whole = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").open()]
     assert summary["epochs"] == 2 and summary["steps"] == 2 * 23
     np.testing.assert_allclose(summary["loss"], [r["loss"] for r in whole], atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits_two_heads", "padded_digits"])
+def test_site_feeds_named_targets_and_several_inputs_by_name(
+    tmp_path: Path, browser: Browser, name: str
+) -> None:
+    spec = tmp_path / f"{name}.dnn"
+    spec.write_text(re.sub(r"epochs \d+", "epochs 1", (ROOT / "specs" / f"{name}.dnn").read_text()))
+    export(spec, tmp_path / "site", web=True)
+    train(spec, tmp_path / "run", plot=False, runtime="onnxruntime")
+    with serving(tmp_path / "site") as url:
+        tab = browser.open(url + "?autostart=1")
+        summary = json.loads(browser.wait_text(tab, "result", PAGE_SECONDS))
+    assert "error" not in summary, summary
+    (reference,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert summary["loss"] == pytest.approx([reference["loss"]], abs=1e-4)
+    assert summary["val_loss"] == pytest.approx([reference["val_loss"]], abs=1e-4)
 
 
 def test_site_opened_from_a_file_says_how_to_serve_it(tmp_path: Path, browser: Browser) -> None:
