@@ -24,9 +24,11 @@ import onnx
 
 from dnnspec.assemble.compile import train_section
 from dnnspec.check.shapes import check_spec
+from dnnspec.data.dataset import Dataset
 from dnnspec.errors import error
 from dnnspec.files import is_regular, read_bytes, write_bytes, write_text
 from dnnspec.frontend import load_spec
+from dnnspec.ir import TrainSpec
 from dnnspec.resolve import read_lock
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.model_file import MAX_MODEL_BYTES
@@ -43,6 +45,8 @@ RUNTIME_FILES = (
     "ort-wasm-simd-threaded.jsep.wasm",
 )
 """onnxruntime-web's WebAssembly and WebGPU runtime: one script, its loader and its binary."""
+RUNTIME_LIMIT = 1 << 30
+"""Bytes a runtime file may have (the WebAssembly binary is about 30 MB)."""
 PAGE_FILES = ("index.html", "app.js")
 EVAL_BATCH = 1024
 """Samples per eval-step call, as `dnnspec train`'s validation."""
@@ -132,10 +136,6 @@ def _state_file(out: Path, exported: Path) -> dict[str, Any]:
     return {"file": "state.bin", "step": step, "tensors": tensors}
 
 
-def _spec_of(source: Path) -> Any:
-    return read_lock(source / "spec.lock.json") if source.is_dir() else load_spec(source, {})
-
-
 def export_site(
     source: Path,
     out: Path,
@@ -154,21 +154,15 @@ def export_site(
     dist = runtime_dir()
     result = export(source, out, opset, train=True)
     interface = json.loads((out / "interface.json").read_text())
-    roles = [i["role"] for i in interface["inputs"]]
     roles_fed = ("input", "target")
-    inputs = [i for i in interface["inputs"] if i["role"] in roles_fed]
-    if roles.count("input") != 1 or roles.count("target") != 1:
-        raise error(
-            "the web export trains models of one input and one target",
-            help="train models of several inputs or named outputs with `dnnspec train`",
-        )
+    fed = [i for i in interface["inputs"] if i["role"] in roles_fed]
     floats = [i for i in interface["inputs"] if i["role"] not in ("step", "seed", *roles_fed)]
     if any(i["dtype"] != "float32" for i in floats):
         raise error(
             "the web page trains float32 steps",
             help="drop the spec's float64 setting for the web export",
         )
-    for tensor in inputs:
+    for tensor in fed:
         if tensor["dtype"] not in DTYPES:
             raise error(
                 f"the web page cannot feed {tensor['role']} '{tensor['name']}' of {tensor['dtype']}"
@@ -180,32 +174,15 @@ def export_site(
     serialised, offsets = weight_offsets(proto, {t["name"] for t in state["tensors"]})
     write_bytes(model_out, serialised, "exported model")
 
-    spec = _spec_of(source)
-    train = train_section(spec)
-    parts = load_parts(train, check_spec(spec))
-    x_dtype, y_dtype = (t["dtype"] for t in inputs)
-    data = {
-        part: {
-            "x": _array_file(out, f"{part}_x.bin", dataset.x, x_dtype),
-            "y": _array_file(out, f"{part}_y.bin", dataset.y, y_dtype),
-        }
-        for part, dataset in (("train", parts.train_data), ("validation", parts.val_data))
-    }
-    samples = len(parts.train_data)
-    per_epoch = -(-samples // interface["batch"])
-    first = state["step"] // per_epoch
-    # docs/training-graph.md's order of epoch e, as `dnnspec train` visits the samples
-    seed, epochs = interface["seed"], range(first, train.epochs)
-    orders = [np.random.default_rng([seed, e]).permutation(samples) for e in epochs]
-    order_array = np.stack(orders) if orders else np.zeros((0, samples), np.int64)
+    train, data, orders = _data(out, source, interface, fed, state["step"])
     manifest = {
         "format": 1,
-        "input": inputs[0]["name"],
+        "feeds": [{"name": t["name"], "role": t["role"]} for t in fed],
         "epochs": train.epochs,
         "eval_batch": EVAL_BATCH,
         "state": state,
         "data": data,
-        "orders": _array_file(out, "orders.bin", order_array, "int32") | {"first_epoch": first},
+        "orders": orders,
         "model": {"file": "model.onnx", "weights": offsets},
         "plateau": _plateau(train),
         "early_stop": _early_stop(train),
@@ -213,13 +190,46 @@ def export_site(
     }
     write_text(out / "site.json", json.dumps(manifest, indent=1) + "\n", "site manifest")
     for name in RUNTIME_FILES:
-        write_bytes(out / name, read_bytes(dist / name, name, 1 << 30), name)
+        write_bytes(out / name, read_bytes(dist / name, name, RUNTIME_LIMIT), name)
     page = resources.files("dnnspec.tools") / "web_site"
     for name in PAGE_FILES:
         write_bytes(out / name, page.joinpath(name).read_bytes(), name)
     result.files |= {"model": model_out, "site": out / "index.html"}
     result.checks += model.checks
     return result
+
+
+def _data(
+    out: Path, source: Path, interface: dict[str, Any], fed: list[dict[str, Any]], step: int
+) -> tuple[TrainSpec, dict[str, Any], dict[str, Any]]:
+    """The training and validation split as `dnnspec train` makes it, one file per input
+    and target, and the sample order of each epoch from the one `step` is in."""
+    spec = read_lock(source / "spec.lock.json") if source.is_dir() else load_spec(source, {})
+    train = train_section(spec)
+    parts = load_parts(train, check_spec(spec))
+    data = {
+        part: {
+            t["name"]: _array_file(out, f"{part}_{k}.bin", _column(dataset, t), t["dtype"])
+            for k, t in enumerate(fed)
+        }
+        for part, dataset in (("train", parts.train_data), ("validation", parts.val_data))
+    }
+    samples = len(parts.train_data)
+    first = step // -(-samples // interface["batch"])
+    # docs/training-graph.md's order of epoch e, as `dnnspec train` visits the samples
+    seed, epochs = interface["seed"], range(first, train.epochs)
+    orders = [np.random.default_rng([seed, e]).permutation(samples) for e in epochs]
+    order_array = np.stack(orders) if orders else np.zeros((0, samples), np.int64)
+    entry = _array_file(out, "orders.bin", order_array, "int32") | {"first_epoch": first}
+    return train, data, entry
+
+
+def _column(dataset: Dataset, tensor: dict[str, Any]) -> np.ndarray:
+    """The data a train-step input or target is fed, by its name (docs/training-graph.md)."""
+    if tensor["role"] == "input":
+        return dataset.feeds(tensor["name"])[tensor["name"]]
+    output = tensor.get("output")
+    return dataset.targets[output] if output else dataset.y
 
 
 def _progress(source: Path) -> dict[str, Any] | None:
@@ -239,7 +249,7 @@ def _progress(source: Path) -> dict[str, Any] | None:
     }
 
 
-def _plateau(train: Any) -> dict[str, Any] | None:
+def _plateau(train: TrainSpec) -> dict[str, Any] | None:
     schedule = train.schedule
     plateau = schedule and Plateau.from_spec(schedule, lambda m: higher_is_better(train, m))
     if not plateau:
@@ -254,7 +264,7 @@ def _plateau(train: Any) -> dict[str, Any] | None:
     }
 
 
-def _early_stop(train: Any) -> dict[str, Any] | None:
+def _early_stop(train: TrainSpec) -> dict[str, Any] | None:
     stop = EarlyStop.from_spec(train)
     if stop is None:
         return None
