@@ -110,20 +110,22 @@ def parquet_source(
         except Exception as exc:
             raise error(f"cannot read '{path}' row group {group}: {exc}", span) from None
         out = {}
-        for name, cols in names.items():
-            values = np.column_stack(
-                [np.asarray(table.column(c).to_numpy(), np.float64) for c in cols]
-            )
-            bad = ~np.isfinite(values)
-            if bad.any():
-                row, column = np.argwhere(bad)[0]
-                raise error(
-                    f"'{path}' row {first + int(row) + 1}, column '{cols[column]}' is "
-                    f"{'empty (null)' if np.isnan(values[row, column]) else values[row, column]}",
-                    span,
-                    help="data read in chunks needs every cell: fill or drop it beforehand",
-                )
-            out[name] = values[:, 0].astype(y_dtype) if name == "y" else values.astype(np.float32)
+        for name, cols in names.items():  # column by column: one float64 column at a time
+            dtype = y_dtype if name == "y" else np.dtype(np.float32)
+            values = np.empty((table.num_rows, len(cols)), dtype)
+            for j, column in enumerate(cols):
+                cells = np.asarray(table.column(column).to_numpy(), np.float64)
+                bad = np.flatnonzero(~np.isfinite(cells))
+                if len(bad):
+                    cell = cells[bad[0]]
+                    raise error(
+                        f"'{path}' row {first + int(bad[0]) + 1}, column '{column}' is "
+                        f"{'empty (null)' if np.isnan(cell) else cell}",
+                        span,
+                        help="data read in chunks needs every cell: fill or drop it beforehand",
+                    )
+                values[:, j] = cells
+            out[name] = values[:, 0] if name == "y" else values
         return out
 
     row_bytes = 4 * sum(len(c) for c in inputs.values()) + y_dtype.itemsize
