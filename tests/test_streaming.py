@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dnnspec.data.dataset import Dataset
 from dnnspec.data.stream import (
     Streamed,
     budget_rows,
@@ -45,12 +46,12 @@ def write_npy(prep: Prepared, folder: Path) -> dict[str, Path]:
 
 
 def epoch_losses(
-    prep: Prepared, data: object, epochs: range, trainer: Trainer | None = None
+    prep: Prepared, data: Dataset | Streamed, epochs: range, trainer: Trainer | None = None
 ) -> list[float]:
     trainer = trainer or Trainer(prep.program, "cpu", prep.train.seed, steps_per_call=7)
     losses: list[float] = []
     for epoch in epochs:
-        trainer.run_epoch(data, "x", BATCH, epoch, lambda c, n: losses.extend(c.tolist()))  # type: ignore[arg-type]
+        trainer.run_epoch(data, "x", BATCH, epoch, lambda c, n: losses.extend(c.tolist()))
     return losses
 
 
