@@ -5,6 +5,7 @@ batch or the data cannot share is refused before anything starts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 from dnnspec.cli import main
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.checkpoint import load as load_checkpoint
-from dnnspec.runtime.parallel import ENV
+from dnnspec.runtime.parallel import ENV, TIMEOUT_ENV
 from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.trainer import Trainer
 
@@ -154,30 +155,75 @@ def test_more_workers_than_training_samples_is_refused(tmp_path: Path) -> None:
 
 @needs_mpi
 def test_ctrl_c_on_the_driver_stops_every_worker_and_keeps_a_checkpoint(tmp_path: Path) -> None:
-    spec = tmp_path / "long.dnn"
+    spec, out = tmp_path / "long.dnn", tmp_path / "run"
+    driver = _start_long_run(spec, out, {})
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    assert "--resume" in err
+    _resumes(spec, out)
+
+
+def _start_long_run(spec: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A 2-worker run, returned once it wrote its first checkpoint."""
     spec.write_text(SPEC.format(samples=2000, validation=0.25).replace("epochs 2", "epochs 500"))
-    out = tmp_path / "run"
     command = [sys.executable, "-m", "dnnspec", "train", str(spec), "--out", str(out)]
     driver = subprocess.Popen(
         [*command, "--workers", "2", "--checkpoint-every", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **env},
     )
     deadline = time.monotonic() + 60
     while not (out / "checkpoint" / "last.npz").exists():
         assert time.monotonic() < deadline and driver.poll() is None
         time.sleep(0.2)
-    driver.send_signal(signal.SIGINT)
-    _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130, err
-    assert "--resume" in err
-    left = subprocess.run(["pgrep", "-f", str(spec)], capture_output=True, text=True, check=False)
-    assert left.stdout == ""  # no worker outlived the driver
+    return driver
+
+
+def _follower(spec: Path) -> int:
+    """The pid of rank 1 of the run of `spec` (MPICH gives each rank PMI_RANK)."""
+    found = subprocess.run(["pgrep", "-f", str(spec)], capture_output=True, text=True)
+    for pid in map(int, found.stdout.split()):
+        with contextlib.suppress(OSError):
+            if b"PMI_RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes():
+                return pid
+    raise AssertionError("no worker of rank 1")
+
+
+def _resumes(spec: Path, out: Path) -> None:
+    """No process of the run is left, and --resume with one worker continues it."""
+    left = subprocess.run(["pgrep", "-f", str(spec)], capture_output=True, text=True)
+    assert left.stdout == ""
     done = len(_epochs(out))
-    resumed = _train(spec, out, "--workers", "1", "--resume", "--stop-after", str(done + 1))
+    resumed = _train(spec, out, "--resume", "--stop-after", str(done + 1))
     assert resumed.returncode == 0, resumed.stderr
     assert len(_epochs(out)) == done + 1
+
+
+@needs_mpi
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_worker_ends_the_run_with_a_message_and_it_resumes(tmp_path: Path) -> None:
+    spec, out = tmp_path / "long.dnn", tmp_path / "run"
+    driver = _start_long_run(spec, out, {})
+    os.kill(_follower(spec), signal.SIGKILL)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 2
+    assert "a worker stopped (exit status 9) and the run with it" in err
+    _resumes(spec, out)
+
+
+@needs_mpi
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_hung_worker_ends_the_run_at_the_deadline_and_it_resumes(tmp_path: Path) -> None:
+    spec, out = tmp_path / "long.dnn", tmp_path / "run"
+    driver = _start_long_run(spec, out, {TIMEOUT_ENV: "2"})
+    os.kill(_follower(spec), signal.SIGSTOP)  # alive but silent: only a deadline ends it
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 2
+    assert "workers did not answer within 2 s (the all-reduce of step" in err
+    _resumes(spec, out)
 
 
 def test_a_batch_the_workers_cannot_share_is_a_located_error(

@@ -17,6 +17,9 @@
   32-channel 3x3 convolutions at 28x28), LSTMs and the char transformer.
 - **infer**: the deployable model at batch 1 and 256 (onnxruntime on model.onnx against
   PyTorch eager under no_grad), same alternation.
+- **parallel** (only when asked; `tools/bench_parallel.py`): `train --workers` scaling, 1
+  process against 1 and 2 MPI workers on the MLP 784-1024-1024-10 at batch 512, with the
+  all-reduce's share of a step.
 
 `--device cuda` runs both on the GPU (dnnspec with data, parameters and state on the
 device, PyTorch with its tensors there). Without torch (the `bench` extra) only
@@ -316,7 +319,9 @@ def print_tables(report: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--suite", default="e2e,step,infer", help="comma-separated: e2e, step, infer"
+        "--suite",
+        default="e2e,step,infer",
+        help="comma-separated: e2e, step, infer, parallel (tools/bench_parallel.py)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="end-to-end rounds per framework")
     parser.add_argument(
@@ -375,11 +380,19 @@ def main() -> None:
         report["infer"] = [
             bench_inproc(c, args.seconds, have_torch) for c in INFER if args.only in c.name
         ]
+    if "parallel" in suites:  # not by default: it needs the parallel extra and a quiet machine
+        import bench_parallel
+
+        report["parallel"] = bench_parallel.run(30, [1, 2])
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print_tables(report)
+        if "parallel" in report:
+            import bench_parallel
+
+            bench_parallel.print_table(report["parallel"])
 
 
 if __name__ == "__main__":

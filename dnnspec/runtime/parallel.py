@@ -22,6 +22,8 @@ killed if it has not ended after STOP_SECONDS, so no worker outlives the driver.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import functools
 import math
 import os
 import shutil
@@ -34,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from dnnspec.assemble.compile import train_section
 from dnnspec.assemble.split import ROWS, SplitStep, grad_sum_name, refuse_reason, split_step
@@ -44,6 +45,8 @@ from dnnspec.data.stream import Streamed
 from dnnspec.errors import Span, error
 from dnnspec.graph.rng import FIRST_ROW
 from dnnspec.ir import Spec, TrainSpec
+from dnnspec.runtime.backend import threads
+from dnnspec.runtime.session import make_session
 from dnnspec.runtime.trainer import Diverged, EpochStats, Trainer, initial_values
 from dnnspec.training.schedules import Timing
 
@@ -57,6 +60,10 @@ STOP_SECONDS = 30.0
 FOLLOWER = "follower"
 """`RunResult.stopped` of a rank other than 0: it wrote nothing."""
 _COMMAND = 7
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process receives when its parent exits."""
+_BROKEN: list[str] = []
+"""The waits that ran out in this process (then MPI is not finalized at exit)."""
 
 
 def worker_rank() -> int | None:
@@ -109,7 +116,8 @@ def _setting_span(train: TrainSpec, name: str) -> Span:
 
 
 def launch(workers: int, argv: Sequence[str]) -> int:
-    """Run `dnnspec ARGV` as `workers` MPI processes and return their exit status."""
+    """Run `dnnspec ARGV` as `workers` MPI processes and return their exit status; a
+    worker killed (by a signal, or the launcher after another's death) is an error."""
     found = Path(sys.executable).with_name("mpiexec")
     mpiexec = str(found) if found.exists() else shutil.which("mpiexec")
     if mpiexec is None:
@@ -119,31 +127,61 @@ def launch(workers: int, argv: Sequence[str]) -> int:
         )
     command = [mpiexec, "-n", str(workers), sys.executable, "-m", "dnnspec", *argv]
     env = {**os.environ, ENV: str(workers)}
-    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    # its own session, so Ctrl-C reaches the workers once, through the launcher, which
+    # is asked to be stopped (and so to stop them) if the driver dies
+    proc = subprocess.Popen(
+        command, env=env, start_new_session=True, preexec_fn=_stop_with(os.getpid())
+    )
     try:
-        return proc.wait()
+        status = proc.wait()
     except KeyboardInterrupt:
         os.killpg(proc.pid, signal.SIGINT)
         try:
             return proc.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGTERM)  # the launcher kills its workers
             proc.wait()
             return 130
+    if status in (0, 1, 2, 130):  # done, or the leader said why
+        return status
+    raise error(
+        f"a worker stopped (exit status {status}) and the run with it",
+        help="the last checkpoint resumes with --resume (with any --workers)",
+    )
 
 
+def _stop_with(parent: int) -> Callable[[], None]:
+    """What the launcher runs before starting: ask the kernel for a SIGTERM when the
+    driver exits (Linux), on which it ends its workers."""
+    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+    def prepare() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the driver died before the request was made
+            os._exit(143)
+
+    return prepare
+
+
+@functools.cache
 def _comm() -> Any:
-    """MPI's world communicator; a follower's output is silenced (the leader speaks)."""
+    """MPI's world communicator; a follower's output is silenced (the leader speaks).
+    MPI is finalized at exit only when no wait ran out: finalizing with a request still
+    pending would hang, while exiting without it makes the launcher end every worker."""
     try:
+        import mpi4py
+
+        mpi4py.rc.finalize = False
         from mpi4py import MPI
     except ImportError:
         raise error("--workers needs mpi4py", help="pip install 'dnnspec[parallel]'") from None
     comm = MPI.COMM_WORLD
-    if comm.Get_rank() and not getattr(_comm, "quiet", False):
+    if comm.Get_rank():
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, 1)
         os.dup2(quiet, 2)
-        _comm.quiet = True  # type: ignore[attr-defined]
+    atexit.register(lambda: None if _BROKEN or MPI.Is_finalized() else MPI.Finalize())
     return comm
 
 
@@ -187,9 +225,11 @@ class ParallelTrainer(Trainer):
         self.split, self.comm = split, comm
         self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
         self.leader = self.rank == 0
-        cpu = ["CPUExecutionProvider"]
-        self._gradient = ort.InferenceSession(split.gradient.SerializeToString(), providers=cpu)
-        self._update = ort.InferenceSession(split.update.SerializeToString(), providers=cpu)
+        # the machine's cores shared among the workers on it
+        flops = 3.0 * program.typed.total_flops() * program.train.batch / self.size
+        intra = max(1, threads(flops) // self.size)
+        self._gradient = make_session(split.gradient, "cpu", weights_as_inputs=True, intra_op=intra)
+        self._update = make_session(split.update, "cpu", weights_as_inputs=True, intra_op=intra)
         self._carried = initial_values(program, seed)
         shapes = {o.name: o.shape for o in self._gradient.get_outputs()}
         self._shapes = {  # what is all-reduced, by gradient-graph output, with its shape
@@ -249,6 +289,7 @@ class ParallelTrainer(Trainer):
             deadline = time.monotonic() + _timeout()
             while not self.comm.Iprobe(source=0, tag=_COMMAND):
                 if time.monotonic() > deadline:
+                    _BROKEN.append("the next epoch")
                     raise error(f"worker {self.rank}: the leader sent nothing for {_timeout():g} s")
                 time.sleep(0.001)
             command = self.comm.recv(source=0, tag=_COMMAND)
@@ -336,6 +377,7 @@ class ParallelTrainer(Trainer):
             if spins > 1000:
                 time.sleep(0.0005)
             if time.monotonic() > deadline:
+                _BROKEN.append(what)
                 raise error(
                     f"workers did not answer within {limit:g} s ({what}): one stopped or hangs",
                     help="the last checkpoint resumes with --resume (with any --workers)",

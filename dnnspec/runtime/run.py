@@ -479,7 +479,7 @@ def run_training(
         )
     trainer, chosen = _trainer(prep, device, runtime)
     if isinstance(trainer, ParallelTrainer) and not trainer.leader:
-        trainer.follow(prep.train_data, prep.spec.model.inputs[0].name)
+        trainer.follow(prep.training, prep.spec.model.inputs[0].name)
         return RunResult(run_dir, {}, {}, 0, trainer.step, FOLLOWER, 0.0)
     run = _Run(
         prep, trainer, run_dir, reporter or Silent(), stop, plateau, checkpoint_every or Cadence()
@@ -498,7 +498,7 @@ def _trainer(
     """The run's Trainer in the runtime asked for (or the spec's); under `auto` with a
     note saying which one the probe chose."""
     if worker_rank() is not None:  # one of the processes of `--workers N`
-        return parallel_trainer(prep.program, prep.train.seed, len(prep.train_data)), []
+        return parallel_trainer(prep.program, prep.train.seed, len(prep.training)), []
     given = prep.train.runtime
     if runtime is not None:
         name = check_name(runtime)
