@@ -262,6 +262,49 @@ def test_site_feeds_named_targets_and_several_inputs_by_name(
     assert summary["val_loss"] == pytest.approx([reference["val_loss"]], abs=1e-4)
 
 
+@pytest.mark.slow
+def test_paused_training_stands_still_and_resumes_to_the_same_losses(
+    tmp_path: Path, browser: Browser
+) -> None:
+    spec = _two_epochs(tmp_path)
+    export(spec, tmp_path / "site", web=True)
+    train(spec, tmp_path / "run", plot=False, runtime="onnxruntime")
+    status = "document.getElementById('status').textContent"
+    with serving(tmp_path / "site") as url:
+        tab = browser.open(url + "?autostart=1")
+        browser.wait_text(tab, "pause", PAGE_SECONDS)  # the button exists from the start
+        deadline = time.monotonic() + PAGE_SECONDS
+        while browser.evaluate(tab, "document.getElementById('pause').disabled"):
+            assert time.monotonic() < deadline, browser.evaluate(tab, status)
+            time.sleep(0.05)
+        browser.evaluate(tab, "document.getElementById('pause').click()")
+        paused = browser.wait_text(tab, "status", 30, "paused at step")
+        time.sleep(1.5)
+        assert browser.evaluate(tab, status) == paused
+        assert not browser.evaluate(tab, "document.getElementById('result').textContent")
+        browser.evaluate(tab, "document.getElementById('pause').click()")
+        summary = json.loads(browser.wait_text(tab, "result", PAGE_SECONDS))
+    reference = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    np.testing.assert_allclose(summary["loss"], [r["loss"] for r in reference], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_asked_for_webgpu_a_browser_without_it_trains_with_webassembly_and_says_so(
+    tmp_path: Path, browser: Browser
+) -> None:
+    # headless Chromium with --disable-gpu offers navigator.gpu but no adapter
+    spec = _two_epochs(tmp_path)
+    export(spec, tmp_path / "site", web=True)
+    train(spec, tmp_path / "run", plot=False, runtime="onnxruntime")
+    with serving(tmp_path / "site") as url:
+        tab = browser.open(url + "?autostart=1&backend=webgpu")
+        summary = json.loads(browser.wait_text(tab, "result", PAGE_SECONDS))
+        notes = browser.evaluate(tab, "document.getElementById('notes').textContent")
+    assert "WebGPU is not available in this browser: training with WebAssembly" in notes
+    reference = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    np.testing.assert_allclose(summary["loss"], [r["loss"] for r in reference], atol=1e-4)
+
+
 def test_site_opened_from_a_file_says_how_to_serve_it(tmp_path: Path, browser: Browser) -> None:
     site = tmp_path / "site"
     export(_two_epochs(tmp_path), site, web=True)
