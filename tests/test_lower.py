@@ -7,11 +7,11 @@ import numpy as np
 import onnxruntime as ort
 from conftest import SPECS
 
+from dnnspec.assemble.lower import lower_outputs
 from dnnspec.check.shapes import TypedModel, check_spec, param_name
 from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.layers.base import LowerCtx, Mode
-from dnnspec.assemble.lower import lower_outputs
 
 
 class RecordingUniform:
