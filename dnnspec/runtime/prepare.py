@@ -112,10 +112,11 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     )
     if streamed is not None:
         sample, val = streamed.sample, streamed.val_data
-        found = expects(typed, sample, None, None)
+        found = expects(typed, sample, streamed.preprocessing, None)
         test, kept, held = streamed.test_data, streamed.kept, streamed.held
         classes = streamed.classes
-        return Parts(sample, classes, sample, val, test, kept, held, None, found, streamed)
+        fitted = streamed.preprocessing
+        return Parts(sample, classes, sample, val, test, kept, held, fitted, found, streamed)
     data, classes = load_data(train, typed, train.data)
     args = train.data.args
     validation = arg_float(args, "validation") if "validation" in args else 0.0

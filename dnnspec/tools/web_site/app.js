@@ -47,6 +47,11 @@ function gather(array, rows) {
   return new ort.Tensor(array.dtype, out, [rows.length, ...array.shape.slice(1)]);
 }
 
+// The samples of a data part: the rows of its arrays (each input and target has one per sample).
+function samplesOf(part) {
+  return Object.values(part)[0].shape[0];
+}
+
 function range(start, end) {
   return Array.from({ length: end - start }, (_, i) => start + i);
 }
@@ -131,12 +136,11 @@ class Trainer {
     Object.assign(this, { site, iface, arrays });
     [this.train, this.evaluator] = sessions;
     this.carried = iface.inputs.filter((i) => !FIXED.has(i.role)).map((i) => i.name);
-    this.inputName = site.input;
-    this.targetName = iface.inputs.find((i) => i.role === "target").name;
     this.metricOutputs = iface.outputs.filter((o) => o.role === "metric");
-    this.targetWidth = size(arrays.train.y.shape.slice(1));
+    const target = site.feeds.find((f) => f.role === "target").name;
+    this.targetWidth = size(arrays.train[target].shape.slice(1));
     this.step = site.state.step;
-    this.samples = arrays.train.x.shape[0];
+    this.samples = samplesOf(arrays.train);
     this.perEpoch = Math.ceil(this.samples / iface.batch);
     this.epoch = Math.floor(this.step / this.perEpoch);
     this.history = [];
@@ -186,8 +190,7 @@ class Trainer {
       const rows = Array.from(order.subarray(start, start + iface.batch));
       const feeds = { step: scalar("int64", this.step), seed };
       for (const name of this.carried) feeds[name] = this.state[name];
-      feeds[this.inputName] = gather(this.arrays.train.x, rows);
-      feeds[this.targetName] = gather(this.arrays.train.y, rows);
+      for (const f of site.feeds) feeds[f.name] = gather(this.arrays.train[f.name], rows);
       const out = await this.train.run(feeds);
       for (const name of this.carried) this.state[name] = out[`${name}.next`];
       stats.add(out, rows.length);
@@ -206,14 +209,13 @@ class Trainer {
   // Loss and metrics of the validation data (or `data`) with the current parameters.
   async evaluate(data, prefix) {
     const stats = new Stats(this.metricOutputs, this.targetWidth);
-    const n = data.x.shape[0];
+    const n = samplesOf(data);
     const wanted = new Set(this.evaluator.inputNames);
     for (let start = 0; start < n; start += this.site.eval_batch) {
       const rows = range(start, Math.min(n, start + this.site.eval_batch));
       const feeds = {};
       for (const name of this.carried) if (wanted.has(name)) feeds[name] = this.state[name];
-      feeds[this.inputName] = gather(data.x, rows);
-      feeds[this.targetName] = gather(data.y, rows);
+      for (const f of this.site.feeds) if (wanted.has(f.name)) feeds[f.name] = gather(data[f.name], rows);
       stats.add(await this.evaluator.run(feeds), rows.length);
     }
     return stats.result(prefix);
@@ -225,7 +227,7 @@ class Trainer {
     while (this.stopped === null && this.epoch < site.epochs) {
       const record = { epoch: this.epoch + 1, ...(await this.runEpoch()) };
       record.step = this.step;
-      if (validation.x.shape[0]) Object.assign(record, await this.evaluate(validation, "val_"));
+      if (samplesOf(validation)) Object.assign(record, await this.evaluate(validation, "val_"));
       if (this.plateau) this.updatePlateau(record);
       this.history.push(record);
       this.epoch += 1;
@@ -362,10 +364,11 @@ async function main() {
   if (query.get("backend")) $("backend").value = query.get("backend");
   const site = await fetchJson("site.json");
   const iface = await fetchJson("interface.json");
-  const loadPart = async (part) => ({
-    x: await loadArray(site.data[part].x),
-    y: await loadArray(site.data[part].y),
-  });
+  const loadPart = async (part) => {
+    const arrays = {};
+    for (const f of site.feeds) arrays[f.name] = await loadArray(site.data[part][f.name]);
+    return arrays;
+  };
   const arrays = {
     train: await loadPart("train"),
     validation: await loadPart("validation"),
@@ -373,7 +376,7 @@ async function main() {
   };
   const stateBytes = await fetchBytes(site.state.file);
   const template = new Uint8Array(await fetchBytes(site.model.file));
-  setStatus(`ready: ${arrays.train.x.shape[0]} training samples, ${site.epochs} epochs`);
+  setStatus(`ready: ${samplesOf(arrays.train)} training samples, ${site.epochs} epochs`);
   $("start").disabled = false;
 
   const start = async () => {
