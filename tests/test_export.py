@@ -542,7 +542,9 @@ def test_exported_probabilities_and_labels_follow_the_loss_as_predict_proba_does
     assert [o.name for o in model.graph.output] == ["output", "probabilities", "labels"]
     x = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32) * 3
     logits, proba, labels = _ort(model, {"x": x})
-    np.testing.assert_allclose(proba, LOSSES.get(loss).probabilities(logits), atol=1e-6)
+    probabilities = LOSSES.get(loss).probabilities
+    assert probabilities is not None
+    np.testing.assert_allclose(proba, probabilities(logits), atol=1e-6)
     assert labels.dtype == np.int64
     expected = logits > 0 if loss == "binary_cross_entropy" else logits.argmax(axis=-1)
     np.testing.assert_array_equal(labels, expected)

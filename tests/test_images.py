@@ -20,6 +20,7 @@ import dnnspec
 from dnnspec.assemble.steps import build_inference
 from dnnspec.cli import main
 from dnnspec.data import datasets
+from dnnspec.data.images import to_model
 from dnnspec.errors import DiagnosticError, Span
 from dnnspec.frontend import load_spec_text
 from dnnspec.graph.builder import GraphBuilder
@@ -91,7 +92,7 @@ def test_image_folder_reads_a_csv_listing_image_paths_and_class_names(tmp_path: 
         path=str(tmp_path / "list.csv"), size=[6, 10], image_column="file", label_column="kind"
     )
     assert listed.labels == ("ant", "cat") and listed.y.tolist() == [1, 1, 0, 0]
-    png = datasets.to_model(pixels["cat/0.png"][None])
+    png = to_model(pixels["cat/0.png"][None])
     np.testing.assert_array_equal(listed.x[0], png[0])
     with pytest.raises(DiagnosticError, match="has no column 'label' \\(its header: file, kind\\)"):
         load(path=str(tmp_path / "list.csv"), size=[6, 10], image_column="file")
@@ -148,9 +149,7 @@ def test_model_onnx_takes_uint8_pixels_channels_last_and_computes_what_training_
     weights = model.weights()
     floats = prep.program.metadata.model_copy(update={"image": None})
     plain = build_inference(prep.typed, prep.program.model_slots(), weights, floats)
-    expected = ort.InferenceSession(plain.SerializeToString()).run(
-        None, {"x": datasets.to_model(pixels)}
-    )[0]
+    expected = ort.InferenceSession(plain.SerializeToString()).run(None, {"x": to_model(pixels)})[0]
     got = ort.InferenceSession(model.proto.SerializeToString()).run(None, {"x": pixels})[0]
     np.testing.assert_array_equal(got, expected)
 

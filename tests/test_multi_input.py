@@ -106,8 +106,8 @@ def test_cli_predict_reads_an_npz_with_one_array_per_input(npz_run: Path) -> Non
     np.savez(npz_run / "batch.npz", top=x[:7, :32], bottom=x[:7, 32:])
     shown = dnnspec("predict", str(npz_run / "run"), str(npz_run / "batch.npz"))
     assert shown.returncode == 0, shown.stderr
-    expected = api.load(npz_run / "run", device="cpu").predict(
-        {"top": x[:7, :32], "bottom": x[:7, 32:]}
+    expected = np.asarray(
+        api.load(npz_run / "run", device="cpu").predict({"top": x[:7, :32], "bottom": x[:7, 32:]})
     )
     np.testing.assert_allclose(json.loads(shown.stdout)["predictions"], expected, rtol=1e-6)
     np.savez(npz_run / "half.npz", top=x[:7, :32])
@@ -169,9 +169,11 @@ def test_a_table_feeds_each_input_the_columns_listed_for_it(npz_run: Path, tmp_p
     )
     assert [i["columns"] for i in meta] == [TOP, BOTTOM]
     model = api.load(tmp_path / "run", device="cpu")
-    expected = model.predict({"top": x[:9, :32], "bottom": x[:9, 32:]})
+    expected = np.asarray(model.predict({"top": x[:9, :32], "bottom": x[:9, 32:]}))
     write_csv(tmp_path / "rows.csv", x[:9], y[:9], reverse=True)  # found by name
-    np.testing.assert_allclose(model.predict(tmp_path / "rows.csv"), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(model.predict(tmp_path / "rows.csv")), expected, rtol=1e-6
+    )
     shown = dnnspec("predict", str(tmp_path / "run"), str(tmp_path / "rows.csv"))
     assert shown.returncode == 0, shown.stderr
     np.testing.assert_allclose(json.loads(shown.stdout)["predictions"], expected, rtol=1e-6)
@@ -190,9 +192,11 @@ def test_a_parquet_file_feeds_each_input_by_its_columns(tmp_path: Path) -> None:
     (tmp_path / "m.dnn").write_text(spec_text(columns_text("d.parquet"), epochs=1))
     api.train(tmp_path / "m.dnn", out=tmp_path / "run", plot=False)
     model = api.load(tmp_path / "run", device="cpu")
-    expected = model.predict({"top": x[:5, :32], "bottom": x[:5, 32:]})
+    expected = np.asarray(model.predict({"top": x[:5, :32], "bottom": x[:5, 32:]}))
     pq.write_table(pa.table({k: v[:5] for k, v in table.items()}), tmp_path / "rows.parquet")
-    np.testing.assert_allclose(model.predict(tmp_path / "rows.parquet"), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(model.predict(tmp_path / "rows.parquet")), expected, rtol=1e-6
+    )
 
 
 BAD_ARRAYS = {

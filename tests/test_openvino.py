@@ -173,6 +173,9 @@ def test_openvino_computes_in_f32_unless_bf16_is_asked_for() -> None:
     for precision, kind in (("f32", ov.Type.f32), ("bf16", ov.Type.bf16)):
         compiled = backend.Compiled(model, precision, 1).model
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == kind
+    assert isinstance(backend.BACKEND, backend.OpenVino) and isinstance(
+        backend.BF16, backend.OpenVino
+    )
     assert backend.BACKEND.precision == "f32" and backend.BF16.precision == "bf16"
 
 

@@ -16,6 +16,7 @@ import onnx
 import pytest
 
 from dnnspec.assemble.loop import build_train_loop, carried_names
+from dnnspec.data.stream import epoch_order
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
 from dnnspec.runtime import checkpoint
@@ -24,7 +25,7 @@ from dnnspec.runtime.cadence import Cadence
 from dnnspec.runtime.prepare import Prepared, prepare
 from dnnspec.runtime.run import run_training
 from dnnspec.runtime.session import cuda_available
-from dnnspec.runtime.trainer import Trainer, epoch_order
+from dnnspec.runtime.trainer import Trainer
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 STEPS = 100
