@@ -92,11 +92,11 @@ class DatasetDef:
     recent: tuple[str, ...] = ()
     """Arguments added since runs were first written: left out of the spec hash at their
     default, so a spec written before them keeps its hash (and its runs resume)."""
-    inputs: InputsLoader | None = None
-    """How a model with several inputs gets one array each (None: it cannot)."""
     images: bool = False
     """It reads image files: model.onnx then takes them as decoded (uint8, channels last),
     so even compiling reads the data."""
+    inputs: InputsLoader | None = None
+    """How a model with several inputs gets one array each (None: it cannot)."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -608,6 +608,6 @@ DATASETS.add(
         paths=("path",),
         targets=_file_targets,
         inputs=_file_inputs,
-        recent=("exclude",),
+        recent=("exclude", "memory"),
     ),
 )
