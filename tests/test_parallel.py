@@ -133,6 +133,42 @@ def test_a_run_resumes_with_another_worker_count(tmp_path: Path, first: str, the
         np.testing.assert_allclose(_params(parts)[key], value, rtol=1e-4, atol=1e-6)
 
 
+STREAMED = """model m {
+  input x: float32[N, 4]
+  dense(16) -> relu
+  dropout(0.2)
+  dense(3)
+}
+train {
+  data file(path = "d.parquet", target = "label", validation = 0.2, memory = "16 KiB")
+  loss cross_entropy
+  optimizer adam(lr = 0.01)
+  batch 16
+  epochs 1
+  metrics accuracy
+}
+"""
+
+
+@needs_mpi
+def test_two_workers_train_on_streamed_data_as_one_process(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 4))
+    table = {f"f{i}": x[:, i] for i in range(4)} | {"label": (x[:, 0] > 0).astype(np.int64)}
+    pq.write_table(pa.table(table), tmp_path / "d.parquet", row_group_size=100)
+    spec = tmp_path / "m.dnn"
+    spec.write_text(STREAMED)
+    assert prepare(load_spec(spec)).streamed is not None  # over its budget: read as a stream
+    assert _train(spec, tmp_path / "one").returncode == 0
+    two = _train(spec, tmp_path / "two", "--workers", "2")
+    assert two.returncode == 0, two.stderr
+    expected, got = _epochs(tmp_path / "one"), _epochs(tmp_path / "two")
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose([r[key] for r in got], [r[key] for r in expected], rtol=1e-5)
+
+
 @needs_mpi
 def test_only_the_leader_writes_the_run(tmp_path: Path) -> None:
     spec = _spec(tmp_path)

@@ -320,7 +320,8 @@ class ParallelTrainer(Trainer):
         """This rank's rows of the global batch `row` through the gradient graph, the
         sums all-reduced, the update applied; the global loss and statistics."""
         shards = np.array_split(row, self.size)
-        local = self._local(shards[self.rank], sum(len(s) for s in shards[: self.rank]))
+        first = sum(len(s) for s in shards[: self.rank])
+        local = self._local(row, first, len(shards[self.rank]))
         summed = self._all_reduce(local, len(shards[self.rank]))
         loss = float(summed[self.split.scalars[0]])
         if not math.isfinite(loss):  # the update before this step broke the parameters
@@ -337,12 +338,20 @@ class ParallelTrainer(Trainer):
         self.step += 1
         return loss, {key: summed[name] for key, name in self.program.scalar_outputs().items()}
 
-    def _local(self, shard: np.ndarray, first_row: int) -> dict[str, np.ndarray]:
-        """The gradient graph's outputs on the rows `shard` (nothing for no rows)."""
-        if not len(shard):
+    def _local(self, row: np.ndarray, first: int, rows: int) -> dict[str, np.ndarray]:
+        """The gradient graph's outputs on the `rows` rows of the global batch `row` from
+        position `first` (nothing for no rows). In-memory data is gathered for those rows
+        only; a stream's reader hands out the epoch's rows in order, so a worker reads the
+        batch and keeps its rows."""
+        if not rows:
             return {}
-        feeds = {**self._carried, **self._block(shard)}
-        feeds[FIRST_ROW] = np.array(first_row, np.int64)  # its rows' masks: the global rows'
+        assert self._data is not None
+        if isinstance(self._data[0], Streamed):
+            block = {k: v[first : first + rows] for k, v in self._block(row).items()}
+        else:
+            block = self._block(row[first : first + rows])
+        feeds = {**self._carried, **block}
+        feeds[FIRST_ROW] = np.array(first, np.int64)  # its rows' masks: the global rows'
         feeds[STEP], feeds[SEED] = np.array(self.step, np.int64), np.array(self.seed, np.int64)
         got = self._gradient.run(None, {i.name: feeds[i.name] for i in self._gradient.get_inputs()})
         return dict(zip((o.name for o in self._gradient.get_outputs()), got, strict=True))
