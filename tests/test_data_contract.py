@@ -216,7 +216,7 @@ def test_conform_rejects_string_targets(tmp_path: Path) -> None:
         ("x.npy", b"garbage", "is not a valid .npy file"),
         ("x.npz", b"garbage", "is not a valid .npz file"),
         ("x.csv", b"", "has no data rows"),
-        ("x.txt", b"1,2", "expected .npy, .npz or .csv"),
+        ("x.txt", b"1,2", "expected .npy, .npz, .csv, .parquet, .png, .jpg, .jpeg or .wav"),
     ],
 )
 def test_prediction_inputs_that_cannot_be_read_are_clear_errors(

@@ -103,9 +103,12 @@ def test_a_data_path_that_is_no_regular_file_is_a_clear_error(
     spec = tmp_path / "m.dnn"
     spec.write_text(FILE_SPEC.format(path=target))
     err = cli_error(capsys, "train", str(spec), "--out", str(tmp_path / "out"))
-    assert {"fifo": "FIFO", "device": "a device", "directory": "a directory", "long": "too long"}[
-        kind
-    ] in err
+    assert {
+        "fifo": "FIFO",
+        "device": "a device",
+        "directory": "is a directory",
+        "long": "too long",
+    }[kind] in err
 
 
 def test_an_empty_data_path_is_not_the_current_directory(

@@ -217,6 +217,15 @@ def _read_file(args: dict[str, Any], wanted: Wanted, span: Span | None) -> Array
     path = locate_file(args["path"], span)
     form = format_for(path, training=True)
     if form is None or form.read is None:
+        if path.is_dir():
+            folders = " or ".join(
+                s for n in FORMATS if FORMATS.get(n).folders for s in FORMATS.get(n).suffixes
+            )
+            raise error(
+                f"cannot read '{path}': it is a directory holding no {folders} files",
+                span,
+                help=f"name a {suffixes(training=True)} file, or a folder of {folders} files",
+            )
         raise error(f"cannot read '{path}': expected a {suffixes(training=True)} file", span)
     return form.read(path, args, wanted, _limits(), span)
 
