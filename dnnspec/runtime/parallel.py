@@ -42,7 +42,7 @@ from dnnspec.assemble.split import ROWS, SplitStep, grad_sum_name, refuse_reason
 from dnnspec.assemble.steps import SEED, STEP, Program, build_train_step
 from dnnspec.data.datasets import Dataset
 from dnnspec.data.stream import Streamed
-from dnnspec.errors import Span, error
+from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.graph.rng import FIRST_ROW
 from dnnspec.ir import Spec, TrainSpec
 from dnnspec.runtime.backend import threads
@@ -63,6 +63,8 @@ _COMMAND = 7
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal a process receives when its parent exits."""
 _BROKEN: list[str] = []
+_STDERR: list[int] = []
+"""A follower's own standard error, kept while its output is silenced."""
 """The waits that ran out in this process (then MPI is not finalized at exit)."""
 
 
@@ -178,6 +180,7 @@ def _comm() -> Any:
         raise error("--workers needs mpi4py", help="pip install 'dnnspec[parallel]'") from None
     comm = MPI.COMM_WORLD
     if comm.Get_rank():
+        _STDERR.append(os.dup(2))  # for what only this worker can tell (`follow`)
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, 1)
         os.dup2(quiet, 2)
@@ -284,7 +287,17 @@ class ParallelTrainer(Trainer):
         return super().run_epoch(data, input_name, batch, epoch, on_call)
 
     def follow(self, data: Dataset | Streamed, input_name: str) -> None:
-        """A follower's run: epochs as the leader says, until it says stop (None)."""
+        """A follower's run: epochs as the leader says, until it says stop (None). What
+        stops it here (its deadline, its memory) it says itself: the leader cannot."""
+        try:
+            self._follow(data, input_name)
+        except Exception as exc:
+            if _STDERR:
+                text = exc.render() if isinstance(exc, DiagnosticError) else f"error: {exc}"
+                os.write(_STDERR[0], f"worker {self.rank}: {text}\n".encode())
+            raise
+
+    def _follow(self, data: Dataset | Streamed, input_name: str) -> None:
         while True:
             deadline = time.monotonic() + _timeout()
             while not self.comm.Iprobe(source=0, tag=_COMMAND):
