@@ -266,14 +266,20 @@ def train(
     return result
 
 
-def launch_workers(source: str | Path | Spec, workers: int, argv: Sequence[str]) -> int | None:
-    """`dnnspec ARGV` as `workers` data-parallel processes (MPI): their exit status, or
-    None where this process trains alone or already is one of them. A worker count the
-    spec's `batch` cannot share is a located error."""
-    check_workers(_spec(source, {}), workers)
+def launch_workers(
+    source: str | Path | Spec, workers: int, argv: Sequence[str], out: str | Path | None
+) -> int | None:
+    """`dnnspec ARGV` (a `train` into `out`) as `workers` data-parallel processes (MPI):
+    their exit status, or None where this process trains alone or already is one of them.
+    A worker count the spec's `batch` cannot share is a located error. Without `out` the
+    run directory is chosen here, so that all workers, and a restart, use the same."""
+    spec = _spec(source, {})
+    check_workers(spec, workers)
     if workers == 1 or worker_rank() is not None:
         return None
-    return launch(workers, argv)
+    run_dir = Path(out) if out is not None else new_run_dir(Path(spec.source))
+    given = [*argv] if out is not None else [*argv, "--out", str(run_dir)]
+    return launch(workers, given, run_dir)
 
 
 def tune(

@@ -200,7 +200,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     spec = _load(args)
     from dnnspec.api import launch_workers
 
-    launched = launch_workers(spec, args.workers, args.argv)
+    launched = launch_workers(spec, args.workers, args.argv, args.out)
     if launched is not None:
         return launched
     reporter: JsonReporter | ProgressReporter = (

@@ -21,7 +21,7 @@ import pytest
 from dnnspec.cli import main
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.checkpoint import load as load_checkpoint
-from dnnspec.runtime.parallel import ENV, TIMEOUT_ENV
+from dnnspec.runtime.parallel import ENV, RESTARTS_ENV, TIMEOUT_ENV
 from dnnspec.runtime.prepare import prepare
 from dnnspec.runtime.trainer import Trainer
 
@@ -200,9 +200,12 @@ def test_ctrl_c_on_the_driver_stops_every_worker_and_keeps_a_checkpoint(tmp_path
     _resumes(spec, out)
 
 
-def _start_long_run(spec: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start_long_run(
+    spec: Path, out: Path, env: dict[str, str], epochs: int = 500
+) -> subprocess.Popen[str]:
     """A 2-worker run, returned once it wrote its first checkpoint."""
-    spec.write_text(SPEC.format(samples=2000, validation=0.25).replace("epochs 2", "epochs 500"))
+    text = SPEC.format(samples=2000, validation=0.25)
+    spec.write_text(text.replace("epochs 2", f"epochs {epochs}"))
     command = [sys.executable, "-m", "dnnspec", "train", str(spec), "--out", str(out)]
     driver = subprocess.Popen(
         [*command, "--workers", "2", "--checkpoint-every", "1"],
@@ -240,14 +243,32 @@ def _resumes(spec: Path, out: Path) -> None:
 
 @needs_mpi
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_killed_worker_ends_the_run_with_a_message_and_it_resumes(tmp_path: Path) -> None:
+def test_a_killed_worker_without_restarts_ends_the_run_with_a_message_and_it_resumes(
+    tmp_path: Path,
+) -> None:
     spec, out = tmp_path / "long.dnn", tmp_path / "run"
-    driver = _start_long_run(spec, out, {})
+    driver = _start_long_run(spec, out, {RESTARTS_ENV: "0"})
     os.kill(_follower(spec), signal.SIGKILL)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 2
     assert "a worker stopped (exit status 9) and the run with it" in err
     _resumes(spec, out)
+
+
+@needs_mpi
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_worker_restarts_the_workers_from_the_last_checkpoint(tmp_path: Path) -> None:
+    spec, out = tmp_path / "long.dnn", tmp_path / "run"
+    driver = _start_long_run(spec, out, {}, epochs=30)
+    os.kill(_follower(spec), signal.SIGKILL)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 0, err
+    assert "note: a worker stopped (exit status 9): all restart from the last checkpoint" in err
+    alone = _train(spec, tmp_path / "alone")
+    assert alone.returncode == 0
+    expected, got = _epochs(tmp_path / "alone"), _epochs(out)
+    assert [r["epoch"] for r in got] == list(range(1, 31))  # each epoch once, none lost
+    np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in expected], rtol=1e-5)
 
 
 @needs_mpi

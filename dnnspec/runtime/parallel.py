@@ -55,6 +55,9 @@ ENV = "DNNSPEC_WORKERS"
 TIMEOUT_ENV = "DNNSPEC_WORKER_TIMEOUT"
 WAIT_SECONDS = 300.0
 """How long a worker waits for the others (a step's all-reduce, the next epoch)."""
+RESTARTS_ENV = "DNNSPEC_WORKER_RESTARTS"
+RESTARTS = 2
+"""How often a run whose worker was killed restarts from its last checkpoint."""
 STOP_SECONDS = 30.0
 """After Ctrl-C, how long the driver waits for the workers before killing them."""
 FOLLOWER = "follower"
@@ -117,9 +120,11 @@ def _setting_span(train: TrainSpec, name: str) -> Span:
     return span
 
 
-def launch(workers: int, argv: Sequence[str]) -> int:
-    """Run `dnnspec ARGV` as `workers` MPI processes and return their exit status; a
-    worker killed (by a signal, or the launcher after another's death) is an error."""
+def launch(workers: int, argv: Sequence[str], run_dir: Path) -> int:
+    """Run `dnnspec ARGV` (training into `run_dir`) as `workers` MPI processes and return
+    their exit status. A worker killed (by a signal, or the launcher after another's
+    death) restarts them all from the run's last checkpoint, up to RESTARTS_ENV times
+    (RESTARTS by default); past that, or with no checkpoint yet, it is an error."""
     found = Path(sys.executable).with_name("mpiexec")
     mpiexec = str(found) if found.exists() else shutil.which("mpiexec")
     if mpiexec is None:
@@ -128,6 +133,28 @@ def launch(workers: int, argv: Sequence[str]) -> int:
             help="pip install 'dnnspec[parallel]' (mpi4py and the mpich launcher)",
         )
     command = [mpiexec, "-n", str(workers), sys.executable, "-m", "dnnspec", *argv]
+    restarts = int(os.environ.get(RESTARTS_ENV, RESTARTS))
+    for restart in range(restarts + 1):
+        status = _run_workers(command, workers)
+        if status in (0, 1, 2, 130):  # done, or the leader said why
+            return status
+        if restart == restarts or not (run_dir / "checkpoint" / "last.npz").is_file():
+            break
+        print(
+            f"note: a worker stopped (exit status {status}): all restart from the last "
+            f"checkpoint (restart {restart + 1} of {restarts})",
+            file=sys.stderr,
+        )
+        again = [a for a in command if a != "--overwrite"]
+        command = again if "--resume" in again else [*again, "--resume"]
+    raise error(
+        f"a worker stopped (exit status {status}) and the run with it",
+        help="the last checkpoint resumes with --resume (with any --workers)",
+    )
+
+
+def _run_workers(command: list[str], workers: int) -> int:
+    """One launch of the workers; their exit status (130 after Ctrl-C)."""
     env = {**os.environ, ENV: str(workers)}
     # its own session, so Ctrl-C reaches the workers once, through the launcher, which
     # is asked to be stopped (and so to stop them) if the driver dies
@@ -135,7 +162,7 @@ def launch(workers: int, argv: Sequence[str]) -> int:
         command, env=env, start_new_session=True, preexec_fn=_stop_with(os.getpid())
     )
     try:
-        status = proc.wait()
+        return proc.wait()
     except KeyboardInterrupt:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -144,12 +171,6 @@ def launch(workers: int, argv: Sequence[str]) -> int:
             os.killpg(proc.pid, signal.SIGTERM)  # the launcher kills its workers
             proc.wait()
             return 130
-    if status in (0, 1, 2, 130):  # done, or the leader said why
-        return status
-    raise error(
-        f"a worker stopped (exit status {status}) and the run with it",
-        help="the last checkpoint resumes with --resume (with any --workers)",
-    )
 
 
 def _stop_with(parent: int) -> Callable[[], None]:
