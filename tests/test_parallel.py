@@ -308,3 +308,23 @@ def test_a_worker_count_below_one_exits_2(
     spec = _spec(tmp_path)
     assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--workers", count]) == 2
     assert f"--workers must be at least 1, got {count}" in capsys.readouterr().err
+
+
+def test_a_deadline_that_is_not_a_positive_number_is_refused_before_any_worker_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TIMEOUT_ENV, "soon")
+    spec = _spec(tmp_path)
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--workers", "2"]) == 2
+    assert f"{TIMEOUT_ENV} must be a positive number of seconds, got 'soon'" in (
+        capsys.readouterr().err
+    )
+
+
+@needs_mpi
+def test_workers_on_cuda_are_refused_with_the_reason(tmp_path: Path) -> None:
+    refused = _train(_spec(tmp_path), tmp_path / "run", "--workers", "2", "--device", "cuda")
+    assert refused.returncode == 2
+    assert "--workers trains on the CPU: --device cuda does not combine with it yet" in (
+        refused.stdout
+    )

@@ -100,6 +100,7 @@ def check_workers(spec: Spec, workers: int) -> TrainSpec:
     reason = refuse_reason(train)
     if reason is not None:
         raise error(reason, train.span)
+    _timeout()  # a bad deadline is refused here, before any worker starts
     return train
 
 
@@ -209,8 +210,15 @@ def _comm() -> Any:
     return comm
 
 
-def parallel_trainer(program: Program, seed: int, data_size: int) -> ParallelTrainer:
-    """The Trainer of one rank of a `--workers` run."""
+def parallel_trainer(
+    program: Program, seed: int, data_size: int, device: str = "cpu"
+) -> ParallelTrainer:
+    """The Trainer of one rank of a `--workers` run (on the CPU)."""
+    if device == "cuda":
+        raise error(
+            "--workers trains on the CPU: --device cuda does not combine with it yet",
+            help="leave out --device (or use --device cpu) with --workers",
+        )
     comm = _comm()
     workers = comm.Get_size()
     check = check_workers(program.typed.spec, workers)
@@ -236,7 +244,14 @@ def parallel_trainer(program: Program, seed: int, data_size: int) -> ParallelTra
 
 
 def _timeout() -> float:
-    return float(os.environ.get(TIMEOUT_ENV, WAIT_SECONDS))
+    text = os.environ.get(TIMEOUT_ENV, str(WAIT_SECONDS))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:
+        raise error(f"{TIMEOUT_ENV} must be a positive number of seconds, got '{text}'")
+    return seconds
 
 
 class ParallelTrainer(Trainer):

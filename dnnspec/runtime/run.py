@@ -498,7 +498,8 @@ def _trainer(
     """The run's Trainer in the runtime asked for (or the spec's); under `auto` with a
     note saying which one the probe chose."""
     if worker_rank() is not None:  # one of the processes of `--workers N`
-        return parallel_trainer(prep.program, prep.train.seed, len(prep.training)), []
+        trainer = parallel_trainer(prep.program, prep.train.seed, len(prep.training), device)
+        return trainer, []
     given = prep.train.runtime
     if runtime is not None:
         name = check_name(runtime)
