@@ -648,6 +648,7 @@ class Model:
                 head_labels(prep.train_data),
                 _file_span(Path(data)),
                 "data file",
+                like=prep.train_data,
             )
             if steps is not None and held_out.x.shape[1:] != (steps.width,):
                 raise error(

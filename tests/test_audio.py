@@ -19,6 +19,8 @@ from dnnspec import api
 from dnnspec.cli import main
 from dnnspec.data.datasets import DATASETS, Dataset
 from dnnspec.errors import DiagnosticError, Span
+from dnnspec.frontend import load_spec
+from dnnspec.runtime.prepare import prepare
 
 sf = pytest.importorskip("soundfile")
 sys.path.insert(0, str(ROOT / "tools"))
@@ -169,3 +171,19 @@ def test_predict_prints_the_class_and_probability_of_each_wav_file(
     assert main(["predict", str(run), str(files[0])]) == 0
     line = capsys.readouterr().out.split()
     assert line[0] == str(files[0]) and line[1] in tone_clips.CLASSES and float(line[2]) > 0.25
+
+
+def test_a_held_out_clip_folder_is_read_as_the_spec_s_with_classes_matched_by_name(
+    tmp_path: Path,
+) -> None:
+    tone_clips.write(tmp_path / "clips", per_class=3)
+    classes = sorted(tone_clips.CLASSES)
+    for name in classes[-2:]:  # the last two classes, in a folder of their own
+        shutil.copytree(tmp_path / "clips" / name, tmp_path / "held" / name)
+    text = KEYWORDS.read_text(encoding="utf-8").replace("seed 0", 'seed 0\n  test "held/"')
+    (tmp_path / "k.dnn").write_text(text, encoding="utf-8")
+    prep = prepare(load_spec(tmp_path / "k.dnn"))
+    held = load(tmp_path / "held")
+    assert prep.test_data is not None
+    np.testing.assert_array_equal(prep.test_data.x, held.x)
+    assert prep.test_data.y.tolist() == [len(classes) - 2] * 3 + [len(classes) - 1] * 3

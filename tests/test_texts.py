@@ -21,8 +21,11 @@ from dnnspec import api
 from dnnspec.cli import main
 from dnnspec.data import tokenizer
 from dnnspec.data.datasets import DATASETS, Dataset
+from dnnspec.data.texts import read_folder
 from dnnspec.errors import DiagnosticError, Span
+from dnnspec.frontend import load_spec
 from dnnspec.metadata import ModelMetadata
+from dnnspec.runtime.prepare import prepare
 
 pytest.importorskip("tokenizers")
 sys.path.insert(0, str(ROOT / "tools"))
@@ -304,3 +307,78 @@ def test_predict_text_on_a_model_not_trained_on_texts_says_so(
     api.train(spec, out=run, plot=False, epochs=1)
     assert main(["predict", str(run), "--text", "hello"]) == 2
     assert "was not trained on texts" in capsys.readouterr().err
+
+
+TINY = """
+model tiny {
+  input tokens: int64[N, 8]
+  embedding(vocab = 80, dim = 8)
+  conv1d(8, 3, padding = same) -> relu
+  global_max_pool
+  dense(2)
+}
+
+train {
+  data text_folder(path = "t/", vocab = 80, length = 8, validation = 0.25)
+  split(seed = 5)
+  test 0.2
+  loss cross_entropy
+  optimizer adam(lr = 1e-2)
+  batch 8
+  epochs 1
+  seed 0
+}
+"""
+
+
+def write_tiny(folder: Path, spec: str = TINY) -> Path:
+    """A folder of texts where each text holds a word of its own, and a spec on it."""
+    words = {"pos": [f"good w{i}x" for i in range(20)], "neg": [f"bad v{i}x" for i in range(20)]}
+    write_folder(folder / "t", words)
+    (folder / "tiny.dnn").write_text(spec, encoding="utf-8")
+    return folder / "tiny.dnn"
+
+
+def test_the_tokenizer_learns_from_exactly_the_rows_the_run_trains_on(tmp_path: Path) -> None:
+    # split(seed = 5) and test 0.2 choose other rows than the loader's default split
+    prep = prepare(load_spec(write_tiny(tmp_path)))
+    texts, _, _ = read_folder(tmp_path / "t", 1 << 20, None)  # in the data's order
+    trained_on = [texts[i] for i in prep.train_index]
+    expected = tokenizer.save(tokenizer.train(trained_on, "bpe", 80, 8))
+    assert prep.program.files["tokenizer.json"] == expected
+    vocab = json.loads(prep.program.files["tokenizer.json"])["model"]["vocab"]
+    unseen = set(range(40)) - set(prep.train_index.tolist())
+    assert not [i for i in unseen if "▁" + texts[i].split()[1] in vocab]
+
+
+def test_a_held_out_text_folder_is_tokenized_by_the_run_s_tokenizer_classes_by_name(
+    tmp_path: Path,
+) -> None:
+    spec = write_tiny(tmp_path, TINY.replace("test 0.2", 'test "held/"'))
+    held = {"pos": ["good w3x and w4x", "good news"], "neg": ["bad news"]}
+    write_folder(tmp_path / "held", held)
+    prep = prepare(load_spec(spec))
+    assert prep.test_data is not None and prep.test_data.y.tolist() == [0, 1, 1]  # neg is 0
+    tok = tokenizer.parse(prep.program.files["tokenizer.json"], "the run's")
+    ids, _ = tokenizer.encode(tok, ["bad news", *held["pos"]])
+    np.testing.assert_array_equal(prep.test_data.x, ids)
+
+
+def test_eval_reads_a_held_out_text_folder_as_the_spec_s(tmp_path: Path) -> None:
+    spec = write_tiny(tmp_path)
+    api.train(spec, out=tmp_path / "run", plot=False)
+    write_folder(tmp_path / "held", {"pos": ["good w1x", "good"], "neg": ["bad v1x"]})
+    result = api.load(tmp_path / "run").evaluate(tmp_path / "held")
+    counts = np.asarray(result["confusion"])
+    assert counts.shape == (2, 2) and counts.sum(axis=1).tolist() == [1, 2]
+
+
+def test_compile_of_a_text_spec_saves_its_tokenizer_beside_model_onnx(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_tiny(tmp_path)
+    assert main(["compile", str(spec), "--out", str(tmp_path / "c")]) == 0
+    saved = (tmp_path / "c" / "tokenizer.json").read_bytes()
+    assert saved == prepare(load_spec(spec)).program.files["tokenizer.json"]
+    meta = ModelMetadata.from_model(onnx.load(str(tmp_path / "c" / "model.onnx")), "model.onnx")
+    assert meta.text is not None and meta.text.tokenizer == "tokenizer.json"

@@ -55,7 +55,9 @@ def compile_spec(spec: Spec, with_data: WithData) -> Compiled:
     width). The data is read (`with_data`) only when the graphs depend on it: fitted
     preprocessing (its shift and scale are constants of model.onnx) or a schedule
     measured in epochs or spanning the run (its step counts are constants of the train
-    step), or images (model.onnx takes them as decoded, which the data says how)."""
+    step), or data its dataset says model.onnx depends on (`DatasetDef.compile_reads`:
+    images, which model.onnx takes as decoded; texts, whose tokenizer is learned from
+    them and saved beside model.onnx)."""
     train = train_section(spec)
     typed = check_spec(spec)
     loss = LOSSES.get(train.trained()[0].loss.name)  # named outputs count their own classes
@@ -63,8 +65,8 @@ def compile_spec(spec: Spec, with_data: WithData) -> Compiled:
     reason = None
     if train.preprocess:
         reason = f"its preprocessing ({train.preprocess[0].name}) is fitted on the training data"
-    elif DATASETS.get(train.data.name).images:
-        reason = "model.onnx takes the data's images as decoded (uint8 pixels, channels last)"
+    elif DATASETS.get(train.data.name).compile_reads:
+        reason = DATASETS.get(train.data.name).compile_reads
     elif train.accumulate > 1:
         reason = f"`accumulate {train.accumulate}` ends a group of batches at each epoch's end"
     else:

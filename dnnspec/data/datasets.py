@@ -72,6 +72,14 @@ InputsLoader = Callable[
 ]
 """Loads one array per input of a model of several (in `Dataset.inputs`, by input name),
 given the input names and the named outputs' (none: the one target in `Dataset.y`)."""
+HeldOutLoader = Callable[[dict[str, Any], tuple[str, ...], Dataset, Span | None], Dataset]
+"""Reads held-out data (`test "dir/"`, `dnnspec eval RUN dir/`) as the training data was
+read: given the training call's arguments with the held-out path, the model's inputs and
+the training data (whose tokenizer a text reader reuses)."""
+RowsLoader = Callable[[dict[str, Any], tuple[str, ...], np.ndarray, Span | None], Dataset]
+"""Loads the data again with what it learns from its samples (a text tokenizer) learned
+from exactly the given rows (the training rows, as indices into the data as loaded), for
+the model's inputs."""
 
 
 def _all_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -92,11 +100,16 @@ class DatasetDef:
     recent: tuple[str, ...] = ()
     """Arguments added since runs were first written: left out of the spec hash at their
     default, so a spec written before them keeps its hash (and its runs resume)."""
-    images: bool = False
-    """It reads image files: model.onnx then takes them as decoded (uint8, channels last),
-    so even compiling reads the data."""
+    compile_reads: str = ""
+    """Why even compiling reads this data, as its note says (model.onnx takes images as
+    decoded; a text model's tokenizer is learned from the texts); empty: it need not."""
     inputs: InputsLoader | None = None
     """How a model with several inputs gets one array each (None: it cannot)."""
+    held_out: HeldOutLoader | None = None
+    """How a held-out path is read as the training data was (None: as a data `file`)."""
+    refit: RowsLoader | None = None
+    """How the data is loaded with what it learns learned from the training rows alone
+    (None: it learns nothing from its samples)."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -515,7 +528,8 @@ DATASETS.add(
         "float32 [N, channels, height, width] of pixel / 255, held in memory (at most "
         "2 GiB); model.onnx takes uint8 [N, height, width, channels]",
         paths=("path",),
-        images=True,
+        compile_reads="model.onnx takes the data's images as decoded (uint8 pixels, channels last)",
+        held_out=lambda args, inputs, like, span: _image_folder(args, 0, span),
     ),
 )
 DATASETS.add(
@@ -547,6 +561,7 @@ DATASETS.add(
         "folder names, sorted); mono (channels averaged), cut or zero-padded to seconds, as "
         "float32 [N, sample_rate x seconds] in [-1, 1], held in memory (at most 2 GiB)",
         paths=("path",),
+        held_out=lambda args, inputs, like, span: _audio_folder(args, 0, span),
     ),
 )
 DATASETS.add(

@@ -23,7 +23,7 @@ from dnnspec.data.dataset import Dataset, named_inputs
 from dnnspec.data.datasets import DATASETS, MAX_CSV_BYTES, VALIDATION, DatasetDef, locate_file
 from dnnspec.data.folders import Files, class_folders
 from dnnspec.data.split import split_indices
-from dnnspec.data.tokenizer import FILE, KINDS, encode, save, train
+from dnnspec.data.tokenizer import FILE, KINDS, encode, parse, save, train
 from dnnspec.errors import Span, error
 from dnnspec.files import read_bytes
 from dnnspec.metadata import TextMeta
@@ -120,29 +120,60 @@ def read_texts(path: Path, column: str, limit: int = MAX_CSV_BYTES) -> list[str]
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _tokenized(args: dict[str, Any], seed: int, span: Span | None) -> tuple[Dataset, np.ndarray]:
-    """The texts as ids `int64 [N, length]` with their class ids, and each text's count of
-    real ids; the tokenizer is learned from the training part (the split the train
-    section makes by default: seeded by its seed, each class in proportion), so no
-    validation text shapes the vocabulary."""
+def _read(args: dict[str, Any], span: Span | None) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """The texts `args` name (a folder of class folders or a CSV), their class ids and
+    the class names."""
     root = locate_file(args["path"], span)
     if root.suffix.lower() == ".csv" and root.is_file():
         columns = (args["text_column"], args["label_column"])
-        texts, labels, classes = read_listing(root, columns, MAX_CSV_BYTES, span)
-    else:
-        texts, labels, classes = read_folder(root, MAX_CSV_BYTES, span)
-    placeholder = Dataset(np.zeros(len(labels)), labels)
-    kept, _ = split_indices(placeholder, args["validation"], seed, stratify=True)
-    kind, length = args["tokenizer"], args["length"]
-    tokenizer = train([texts[i] for i in kept], kind, args["vocab"], length)
+        return read_listing(root, columns, MAX_CSV_BYTES, span)
+    return read_folder(root, MAX_CSV_BYTES, span)
+
+
+def _encoded(
+    tokenizer: Any, meta: TextMeta, read: tuple[list[str], np.ndarray, tuple[str, ...]]
+) -> tuple[Dataset, np.ndarray]:
+    """The `read` texts as ids `int64 [N, length]` with their class ids, carrying the
+    tokenizer (`meta` says which), and each text's count of real ids."""
+    texts, labels, classes = read
     ids, lengths = encode(tokenizer, texts)
-    meta = TextMeta(input="", tokenizer=FILE, kind=kind, length=length)
     data = Dataset(ids, labels, labels=classes, text=meta, files={FILE: save(tokenizer)})
     return data, lengths
 
 
+def _tokenized(
+    args: dict[str, Any], rows: np.ndarray | None, seed: int, span: Span | None
+) -> tuple[Dataset, np.ndarray]:
+    """The texts tokenized by a tokenizer learned from the training `rows` alone, so no
+    held-out text shapes the vocabulary; None: from the split the train section makes by
+    default (seeded by its seed, each class in proportion), until data preparation knows
+    the run's split and loads them again with its rows (`DatasetDef.refit`)."""
+    read = _read(args, span)
+    texts, labels, _ = read
+    if rows is None:
+        placeholder = Dataset(np.zeros(len(labels)), labels)
+        rows, _ = split_indices(placeholder, args["validation"], seed, stratify=True)
+    kind, length = args["tokenizer"], args["length"]
+    tokenizer = train([texts[i] for i in rows], kind, args["vocab"], length)
+    return _encoded(tokenizer, TextMeta(input="", tokenizer=FILE, kind=kind, length=length), read)
+
+
 def _text_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    return _tokenized(args, seed, span)[0]
+    return _tokenized(args, None, seed, span)[0]
+
+
+def _with_lengths(
+    tokenized: tuple[Dataset, np.ndarray], inputs: tuple[str, ...], span: Span | None
+) -> Dataset:
+    """A model of two inputs: `tokens`, the ids, and `lengths`, each text's count of real
+    ids (the keys `attention(lengths = ...)` reads past are padding)."""
+    data, lengths = tokenized
+    found = named_inputs(
+        dict(zip(INPUTS, (data.x, lengths), strict=True)), inputs, "text_folder", span
+    )
+    assert data.text is not None
+    text = data.text.model_copy(update={"input": INPUTS[0], "lengths": INPUTS[1]})
+    return replace(data, x=found[inputs[0]], inputs=found, text=text)
 
 
 def _text_folder_inputs(
@@ -152,21 +183,35 @@ def _text_folder_inputs(
     seed: int,
     span: Span | None,
 ) -> Dataset:
-    """A model of two inputs: `tokens`, the ids, and `lengths`, each text's count of real
-    ids (the keys `attention(lengths = ...)` reads past are padding)."""
     if outputs:
         raise error(
             "text_folder gives one target, the class, but the model has named outputs",
             span,
             help="return one output",
         )
-    data, lengths = _tokenized(args, seed, span)
-    found = named_inputs(
-        dict(zip(INPUTS, (data.x, lengths), strict=True)), inputs, "text_folder", span
-    )
-    assert data.text is not None
-    text = data.text.model_copy(update={"input": INPUTS[0], "lengths": INPUTS[1]})
-    return replace(data, x=found[inputs[0]], inputs=found, text=text)
+    return _with_lengths(_tokenized(args, None, seed, span), inputs, span)
+
+
+def _for_inputs(
+    tokenized: tuple[Dataset, np.ndarray], inputs: tuple[str, ...], span: Span | None
+) -> Dataset:
+    return _with_lengths(tokenized, inputs, span) if len(inputs) > 1 else tokenized[0]
+
+
+def _refit(
+    args: dict[str, Any], inputs: tuple[str, ...], rows: np.ndarray, span: Span | None
+) -> Dataset:
+    """The texts tokenized by a tokenizer learned from exactly the training `rows`."""
+    return _for_inputs(_tokenized(args, rows, 0, span), inputs, span)
+
+
+def _held_out(
+    args: dict[str, Any], inputs: tuple[str, ...], like: Dataset, span: Span | None
+) -> Dataset:
+    """Held-out texts tokenized by the training data's tokenizer (`like`'s)."""
+    assert like.text is not None
+    tokenizer = parse(like.files[FILE], f"the training data's {FILE}", span)
+    return _for_inputs(_encoded(tokenizer, like.text, _read(args, span)), inputs, span)
 
 
 DATASETS.add(
@@ -223,5 +268,9 @@ DATASETS.add(
         "two inputs, `tokens` and `lengths` (each text's count of real ids, int64 [N])",
         paths=("path",),
         inputs=_text_folder_inputs,
+        compile_reads="model.onnx reads the ids of a tokenizer learned from the training "
+        f"texts, saved beside it as {FILE}",
+        held_out=_held_out,
+        refit=_refit,
     ),
 )

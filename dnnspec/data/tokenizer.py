@@ -117,9 +117,14 @@ def load(path: Path, span: Span | None = None) -> Any:
     """The tokenizer of a tokenizer.json (at most `MAX_TOKENIZER_BYTES`); a file the
     tokenizers library cannot read is a diagnostic naming it."""
     data = read_bytes(path, "tokenizer", MAX_TOKENIZER_BYTES, span)
+    return parse(data, f"'{path}'", span)
+
+
+def parse(data: bytes, where: str, span: Span | None = None) -> Any:
+    """The tokenizer of a tokenizer.json's bytes (`where`: what they were read from)."""
     lib = tokenizers()
     try:
         return lib.Tokenizer.from_str(data.decode("utf-8"))
     except (UnicodeDecodeError, Exception) as exc:  # noqa: BLE001 - the library raises Exception
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise error(f"cannot read tokenizer '{path}': {reason}", span) from None
+        raise error(f"cannot read tokenizer {where}: {reason}", span) from None

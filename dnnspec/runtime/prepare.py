@@ -127,15 +127,19 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
         split_seed = train.seed if chosen < 0 else chosen
         stratify = stratify and bool(train.split.args["stratify"])
     rest = np.arange(len(data))
-    test_data = None
+    test_index = None
     if isinstance(train.test, float):  # held out first, so validation never sees it
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
-        test_data = data.take(test_index)
-    elif isinstance(train.test, str):
-        test_data = read_like_data(train, train.test, typed, head_labels(data))
     part = data.take(rest)
     kept, held = split_indices(part, validation, split_seed, stratify)
     kept, held = rest[kept], rest[held]
+    refit = DATASETS.get(train.data.name).refit
+    if refit is not None:  # what the data learns (a tokenizer) learned from the kept rows
+        refitted = refit(train.data.args, _input_names(typed), kept, train.data.span)
+        data = _conform(train, typed, refitted, train.data)[0]
+    test_data = None if test_index is None else data.take(test_index)
+    if isinstance(train.test, str):
+        test_data = read_like_data(train, train.test, typed, head_labels(data), like=data)
     train_data, val_data = data.take(kept), data.take(held)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
@@ -322,13 +326,16 @@ def read_like_data(
     labels: dict[str, tuple[str, ...]],
     span: Span | None = None,
     what: str = "test file",
+    like: Dataset | None = None,
 ) -> Dataset:
     """`test "file.csv"` (or `dnnspec eval RUN file.csv`): read as the spec's data file is
-    (same columns; a folder of images as the spec's image folder, at its size and
-    channels), each output's class names mapped to the training data's ids (`labels`,
-    by output as `head_labels` gives them); errors at `span` (by default the train
-    section)."""
-    name = train.data.name if DATASETS.get(train.data.name).images else "file"
+    (same columns; a folder of images, clips or texts as the spec's folder is, by
+    `DatasetDef.held_out`: at its size and channels, or tokenized by the tokenizer of the
+    training data `like`), each output's class names mapped to the training data's ids
+    (`labels`, by output as `head_labels` gives them); errors at `span` (by default the
+    train section)."""
+    held_out = DATASETS.get(train.data.name).held_out
+    name = train.data.name if held_out is not None else "file"
     definition = DATASETS.get(name)
     span = span or train.span
     given: list[tuple[str, Any, Span]] = [("path", path, span)]
@@ -336,7 +343,11 @@ def read_like_data(
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
     args = definition.signature.bind(name, [], given, span)
     source = Call(name=name, args=args, span=span)
-    raw = _load(train, source, _input_names(typed))
+    if held_out is None:
+        raw = _load(train, source, _input_names(typed))
+    else:
+        assert like is not None, "held-out data read as the training data needs that data"
+        raw = held_out(args, _input_names(typed), like, span)
     targets, words = head_targets(raw), head_labels(raw)
     for name, own in head_labels(raw).items():
         known = labels.get(name)
