@@ -267,6 +267,7 @@ def _interrupted(args: argparse.Namespace, spec: Spec, stop: Interrupted) -> str
     again += ["--runtime", args.runtime] if args.runtime else []
     again += ["--checkpoint-every", args.checkpoint_every] if args.checkpoint_every != "60s" else []
     again += ["--stop-after", str(args.stop_after)] if args.stop_after else []
+    again += ["--workers", str(args.workers)] if args.workers != 1 else []
     if not stop.resumable:
         return (
             f"interrupted in epoch {stop.epoch + 1} before any epoch finished: nothing was "

@@ -196,7 +196,7 @@ def test_ctrl_c_on_the_driver_stops_every_worker_and_keeps_a_checkpoint(tmp_path
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err
-    assert "--resume" in err
+    assert "--checkpoint-every 1 --workers 2 --resume" in err  # the command that continues
     _resumes(spec, out)
 
 
