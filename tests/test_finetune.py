@@ -142,6 +142,32 @@ def test_freeze_and_init_mistakes_are_located(tmp_path: Path, extra: str, messag
     assert caught.value.diagnostics[0].span is not None
 
 
+def test_trainable_false_on_a_layer_freezes_it_as_freeze_in_the_train_section_does(
+    tmp_path: Path,
+) -> None:
+    written = small(tmp_path).read_text().replace("dense(8)", "dense(8, trainable = false)")
+    (tmp_path / "t.dnn").write_text(written)
+    program = dnnspec.compile(tmp_path / "t.dnn")
+    assert [s.name for s in program.slots] == ["dense_2.weight", "dense_2.bias"]
+    frozen = dnnspec.compile(small(tmp_path, "  freeze [dense_1]", name="f.dnn"))
+    assert program.metadata.spec_hash == frozen.metadata.spec_hash  # one meaning, one hash
+    kept = (
+        small(tmp_path, name="k.dnn").read_text().replace("dense(8)", "dense(8, trainable = true)")
+    )
+    (tmp_path / "k.dnn").write_text(kept)
+    assert len(dnnspec.compile(tmp_path / "k.dnn").slots) == 4
+    for wrong, message in (
+        ("dense(8, trainable = 0)", "trainable is true or false"),
+        ("dense(8) -> relu(trainable = false)", "no parameter of the model is called 'relu_1'"),
+    ):
+        (tmp_path / "w.dnn").write_text(
+            written.replace("dense(8, trainable = false) -> relu", wrong)
+        )
+        with pytest.raises(DiagnosticError, match=message) as caught:
+            dnnspec.check_spec(tmp_path / "w.dnn")
+        assert caught.value.diagnostics[0].span is not None
+
+
 def _train_base(tmp_path: Path) -> Path:
     out = tmp_path / "base"
     dnnspec.train(small(tmp_path, name="base.dnn"), out=out, device="cpu")

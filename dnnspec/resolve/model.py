@@ -55,6 +55,8 @@ class ModelResolver:
         self.inputs: dict[str, ir.InputDecl] = {}
         self.outputs: list[ir.Output] = []
         self.iterations = 0
+        self.frozen: list[ir.Selector] = []
+        """Layers written with `trainable = false`: the train section freezes them."""
 
     def resolve_model(self, model: ast.ModelDef) -> ir.Graph | None:
         scope = Scope()
@@ -453,6 +455,14 @@ class ModelResolver:
         scope: Scope,
     ) -> Value:
         canonical = LAYERS.canonical(name) or name
+        trainable = [k for k in keyword if k[0] == "trainable"]
+        keyword = [k for k in keyword if k[0] != "trainable"]
+        for _, value, where in trainable:
+            if not isinstance(value, bool):
+                self.problems.fail(
+                    f"trainable is true or false, got {describe(value)}", where, scope
+                )
+                return POISON
         try:
             args = LAYERS.get(name, span).signature.bind(canonical, positional, keyword, span)
         except DiagnosticError as exc:
@@ -460,6 +470,8 @@ class ModelResolver:
         if any(v is POISON for v in inputs):
             return POISON
         node_name = self.fresh(canonical, scope)
+        if trainable and not trainable[-1][1]:  # as `freeze [node]` in the train section
+            self.frozen.append(ir.Selector(name=node_name, span=trainable[-1][2]))
         named = [args[a.name] for a in LAYERS.get(name).signature.args if a.type == "tensor"]
         self.nodes.append(
             ir.Node(

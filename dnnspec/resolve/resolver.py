@@ -72,6 +72,8 @@ class Resolver:
             )
         outputs = graph.outputs if graph is not None else None
         train = self.train.resolve_train(trains[0], outputs) if trains else None
+        if train is not None and self.model.frozen:  # `trainable = false` on a layer
+            train = train.model_copy(update={"freeze": (*train.freeze, *self.model.frozen)})
         search = self.search.resolve_search(searches[0], train) if searches else None
         if search is not None and self.check_space and not self.problems:
             for dim in search.dims:
