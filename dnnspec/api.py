@@ -221,6 +221,7 @@ def save(program: Program, out: str | Path) -> dict[str, Path]:
         paths = write_graphs(program, out)
         params = initial_values(program, program.train.seed, params_only=True)
         paths["model"] = export_model(program, params, out / "model.onnx")
+        paths.update({Path(name).stem: out / name for name in program.files})  # tokenizer.json
         paths["lock"] = out / "spec.lock.json"
         # compiling need not read the data, so its file need not exist yet
         write_lock(pin_paths(program.typed.spec, missing_ok=True), paths["lock"])

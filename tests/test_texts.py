@@ -378,6 +378,7 @@ def test_compile_of_a_text_spec_saves_its_tokenizer_beside_model_onnx(
 ) -> None:
     spec = write_tiny(tmp_path)
     assert main(["compile", str(spec), "--out", str(tmp_path / "c")]) == 0
+    assert f"wrote {tmp_path / 'c' / 'tokenizer.json'} (tokenizer)" in capsys.readouterr().out
     saved = (tmp_path / "c" / "tokenizer.json").read_bytes()
     assert saved == prepare(load_spec(spec)).program.files["tokenizer.json"]
     meta = ModelMetadata.from_model(onnx.load(str(tmp_path / "c" / "model.onnx")), "model.onnx")
