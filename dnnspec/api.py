@@ -14,60 +14,41 @@ value as itself.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
-from dnnspec.assemble.compile import Compiled, compile_spec
-from dnnspec.assemble.steps import OUTPUT, Program
 from dnnspec.check import shapes
 from dnnspec.check.shapes import TypedModel
-from dnnspec.data.datasets import DATASETS, MAX_DATA_BYTES, locate_file, read_batch
-from dnnspec.data.formats import Feed
-from dnnspec.data.formats.npz import read_npz
-from dnnspec.data.texts import read_texts
-from dnnspec.data.tokenizer import encode as encode_with
-from dnnspec.data.tokenizer import load as load_tokenizer
 from dnnspec.errors import DiagnosticError, Span, did_you_mean, error
-from dnnspec.files import DirectoryLock, make_directory, write_text, write_with
 from dnnspec.frontend import load_spec as _load_spec
 from dnnspec.ir import Spec
-from dnnspec.resolve import pin_paths, read_lock, write_lock
-from dnnspec.runtime.backend import Device
-from dnnspec.runtime.cadence import Cadence
-from dnnspec.runtime.choose import for_model
-from dnnspec.runtime.columns import pick_columns, transform
-from dnnspec.runtime.data import fits_shape, from_text, head_labels
-from dnnspec.runtime.generate import DECODER_INPUT, decode, encode, sample
-from dnnspec.runtime.model_file import InputInfo, read_model
-from dnnspec.runtime.parallel import FOLLOWER, check_workers, launch, worker_rank
-from dnnspec.runtime.prepare import load_parts, prepare, program_from_data, read_like_data
-from dnnspec.runtime.run import (
-    Interrupted,
-    Reporter,
-    RunResult,
-    export_model,
-    new_run_dir,
-    run_training,
-    write_graphs,
-)
-from dnnspec.runtime.trainer import Trainer, initial_values
-from dnnspec.tools.export import Exported
-from dnnspec.tools.export import export as _export
-from dnnspec.tools.format import Formatted, format_file
-from dnnspec.tools.inspect import GraphSummary, graph_of, inspect_path, render_dot, to_dot
-from dnnspec.tools.plot import can_plot, plot_runs
-from dnnspec.tools.web import export_site
-from dnnspec.training.losses import LOSSES
-from dnnspec.tune.tuner import Interrupted as TuneInterrupted
-from dnnspec.tune.tuner import ProgressFn, Tuner, TuneResult
+
+if TYPE_CHECKING:
+    from dnnspec.assemble.compile import Compiled
+    from dnnspec.assemble.steps import Program
+    from dnnspec.runtime.backend import Device
+    from dnnspec.runtime.cadence import Cadence
+    from dnnspec.runtime.model_file import InputInfo
+    from dnnspec.runtime.parallel import FOLLOWER
+    from dnnspec.runtime.run import (
+        Interrupted,
+        Reporter,
+        RunResult,
+    )
+    from dnnspec.tools.export import Exported
+    from dnnspec.tools.format import Formatted, format_file
+    from dnnspec.tools.inspect import GraphSummary
+    from dnnspec.tune.tuner import Interrupted as TuneInterrupted
+    from dnnspec.tune.tuner import ProgressFn, TuneResult
 
 __all__ = [
     "Cadence",
@@ -103,6 +84,33 @@ __all__ = [
     "train",
     "tune",
 ]
+
+_LATER = {
+    "Cadence": ("dnnspec.runtime.cadence", "Cadence"),
+    "Compiled": ("dnnspec.assemble.compile", "Compiled"),
+    "Device": ("dnnspec.runtime.backend", "Device"),
+    "Exported": ("dnnspec.tools.export", "Exported"),
+    "FOLLOWER": ("dnnspec.runtime.parallel", "FOLLOWER"),
+    "Formatted": ("dnnspec.tools.format", "Formatted"),
+    "GraphSummary": ("dnnspec.tools.inspect", "GraphSummary"),
+    "Interrupted": ("dnnspec.runtime.run", "Interrupted"),
+    "Program": ("dnnspec.assemble.steps", "Program"),
+    "Reporter": ("dnnspec.runtime.run", "Reporter"),
+    "RunResult": ("dnnspec.runtime.run", "RunResult"),
+    "TuneInterrupted": ("dnnspec.tune.tuner", "Interrupted"),
+    "TuneResult": ("dnnspec.tune.tuner", "TuneResult"),
+    "format_file": ("dnnspec.tools.format", "format_file"),
+}
+"""The API's names from the stages after `check` (module, name): imported on first use, so
+that `check` loads neither the runtime nor onnxruntime (docs/performance.md, "Process
+start")."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LATER:
+        module, attr = _LATER[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _texts(overrides: dict[str, Any]) -> dict[str, str]:
@@ -143,6 +151,8 @@ def input_columns(source: str | Path | Spec, /, **overrides: Any) -> dict[str, A
     done to each (fitted on the training split, as training fits it) and the features the
     model's input holds (one_hot makes it wider than the data); `{"error": ...}` when the
     data cannot be read or fitted; None without preprocessing."""
+    from dnnspec.runtime.prepare import load_parts
+
     spec = _spec(source, overrides)
     if spec.train is None or not spec.train.preprocess:
         return None
@@ -158,6 +168,9 @@ def check_data(source: str | Path | Spec, /, **overrides: Any) -> dict[str, Any]
     input columns as `input_columns` gives them (None without preprocessing). A spec
     without a train section, or whose data file does not exist yet, is left unchecked
     (None): compiling and checking a spec need no data."""
+    from dnnspec.data.datasets import DATASETS, locate_file
+    from dnnspec.runtime.prepare import load_parts
+
     spec = _spec(source, overrides)
     train = spec.train
     if train is None:
@@ -174,12 +187,18 @@ def check_data(source: str | Path | Spec, /, **overrides: Any) -> dict[str, Any]
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb
     """Check a spec and assemble its train-step and eval-step graphs; the data is read only
     when the graphs depend on it (see `compile_details`)."""
+    from dnnspec.assemble.compile import compile_spec
+    from dnnspec.runtime.prepare import program_from_data
+
     return compile_spec(_spec(source, overrides), program_from_data).program
 
 
 def compile_details(source: str | Path | Spec, /, **overrides: Any) -> Compiled:
     """`compile`, saying whether and why the data was read (fitted preprocessing, a
     schedule counted in epochs) and what only the data would have told (class names)."""
+    from dnnspec.assemble.compile import compile_spec
+    from dnnspec.runtime.prepare import program_from_data
+
     return compile_spec(_spec(source, overrides), program_from_data)
 
 
@@ -201,6 +220,9 @@ def export(
     shape inference, onnxruntime against onnx.reference) before it is written; see
     docs/training-graph.md for the interface. With `web`, the directory `out` becomes a
     static site that trains in the browser (docs/cli.md, "Training in the browser")."""
+    from dnnspec.tools.export import export as _export
+    from dnnspec.tools.web import export_site
+
     kinds = list(outputs) if outputs is not None else None
     if web:
         return export_site(Path(source), Path(out), opset, fp16, kinds)
@@ -210,6 +232,11 @@ def export(
 def save(program: Program, out: str | Path) -> dict[str, Path]:
     """Write a compiled program into `out`: its train-step and eval-step graphs, model.onnx
     with the seeded initial weights and spec.lock.json; returns each file by kind."""
+    from dnnspec.files import DirectoryLock, make_directory
+    from dnnspec.resolve import pin_paths, write_lock
+    from dnnspec.runtime.run import export_model, write_graphs
+    from dnnspec.runtime.trainer import initial_values
+
     out = Path(out)
     make_directory(out, "the output directory")
     with DirectoryLock(out):
@@ -252,6 +279,11 @@ def train(
     draws curves.png into the run (default: when matplotlib is installed). `runtime` trains
     in that backend (`onnxruntime`, `openvino`, `openvino_bf16`, or `auto`: the faster,
     measured; default: the spec's `runtime`, else onnxruntime); a run resumes in any."""
+    from dnnspec.runtime.cadence import Cadence
+    from dnnspec.runtime.parallel import FOLLOWER
+    from dnnspec.runtime.run import new_run_dir, run_training
+    from dnnspec.tools.plot import can_plot, plot_runs
+
     if resume and out is None:
         raise error("resume needs the run directory to continue: out=DIR")
     spec = _spec(source, overrides)
@@ -274,6 +306,9 @@ def launch_workers(
     their exit status, or None where this process trains alone or already is one of them.
     A worker count the spec's `batch` cannot share is a located error. Without `out` the
     run directory is chosen here, so that all workers, and a restart, use the same."""
+    from dnnspec.runtime.parallel import check_workers, launch, worker_rank
+    from dnnspec.runtime.run import new_run_dir
+
     spec = _spec(source, {})
     check_workers(spec, workers)
     if workers == 1 or worker_rank() is not None:
@@ -303,6 +338,9 @@ def tune(
     results.jsonl, the best values into best.dnn. Keyword arguments override params in
     every trial. Ctrl-C raises `TuneInterrupted` (finished trials are kept; `resume`
     continues)."""
+    from dnnspec.runtime.run import new_run_dir
+    from dnnspec.tune.tuner import Tuner
+
     if resume and out is None:
         raise error("resume needs the search directory to continue: out=DIR")
     texts = _texts(overrides)
@@ -333,6 +371,9 @@ class Model:
     ) -> None:
         """`runtime`: the backend that runs the model (`auto`: the one training chose for
         its spec on this machine)."""
+        from dnnspec.runtime.choose import for_model
+        from dnnspec.runtime.model_file import read_model
+
         self.run_dir, self.device = run_dir, device
         path = run_dir / "model.onnx"
         try:
@@ -356,6 +397,9 @@ class Model:
         """The model's outputs (or named `output`'s) as probabilities, the way its loss
         reads them: softmax of the logits (cross_entropy), exp of log-probabilities (nll), a
         sigmoid per unit (binary_cross_entropy)."""
+        from dnnspec.assemble.steps import OUTPUT
+        from dnnspec.training.losses import LOSSES
+
         loss = next(o.loss for o in self.file.outputs if o.name == (output or OUTPUT))
         known = loss is not None and loss in LOSSES
         definition = LOSSES.get(loss) if known and loss is not None else None
@@ -372,12 +416,17 @@ class Model:
 
     def has_probabilities(self, output: str) -> bool:
         """Whether `output` was trained by a loss that reads probabilities."""
+        from dnnspec.training.losses import LOSSES
+
         loss = next((o.loss for o in self.file.outputs if o.name == output), None)
         return loss is not None and loss in LOSSES and LOSSES.get(loss).probabilities is not None
 
     def binary(self, output: str | None = None) -> bool:
         """Whether the output (named `output`) is one 0/1 unit: a binary classifier whose
         logit says how likely the positive class (id 1) is."""
+        from dnnspec.assemble.steps import OUTPUT
+        from dnnspec.training.losses import LOSSES
+
         info = next(o for o in self.file.outputs if o.name == (output or OUTPUT))
         kind = LOSSES.get(info.loss).target if info.loss and info.loss in LOSSES else None
         graph_output = next(o for o in self.onnx.graph.output if o.name == info.name)
@@ -388,6 +437,8 @@ class Model:
         """The output's class names in id order: those recorded (class ids as text where the
         targets were ids), "0" and "1" for a binary one given numbers; None where it
         predicts values or several 0/1 units."""
+        from dnnspec.assemble.steps import OUTPUT
+
         info = next(o for o in self.file.outputs if o.name == (output or OUTPUT))
         if self.binary(output):
             return list(info.labels or ("0", "1"))
@@ -420,6 +471,8 @@ class Model:
         of arrays by input name, or an .npz with one array per input name, or a CSV or
         Parquet file read by the columns each input was trained on. A model trained with
         teacher forcing (an input `decoder_in`) given the batch without it decodes it."""
+        from dnnspec.assemble.steps import OUTPUT
+
         names = [o.name for o in self.file.outputs]
         decoded = self._decoded(x)
         if decoded is not None:
@@ -434,6 +487,11 @@ class Model:
         """The scores of a model trained with teacher forcing when the batch (a dict or an
         .npz) lacks its `decoder_in`: decoded greedily (runtime/generate.py), the start
         token the id one past the classes; None when the batch is fed as it is."""
+        from dnnspec.assemble.steps import OUTPUT
+        from dnnspec.data.datasets import MAX_DATA_BYTES
+        from dnnspec.data.formats.npz import read_npz
+        from dnnspec.runtime.generate import DECODER_INPUT, decode
+
         decl = next((d for d in self.file.inputs if d.name == DECODER_INPUT), None)
         if decl is None:
             return None
@@ -462,6 +520,10 @@ class Model:
         self, x: npt.ArrayLike | Mapping[str, npt.ArrayLike] | str | Path, drop_target: bool
     ) -> dict[str, np.ndarray]:
         """Every input of a batch by name, read and checked against its declaration."""
+        from dnnspec.data.datasets import read_batch
+        from dnnspec.data.formats import Feed
+        from dnnspec.runtime.data import from_text
+
         inputs = self.file.inputs
         if len(inputs) == 1 and not isinstance(x, Mapping):
             return {inputs[0].name: self._x(x, drop_target, inputs[0])}
@@ -503,6 +565,11 @@ class Model:
 
     def _x(self, x: npt.ArrayLike | str | Path, drop_target: bool, decl: InputInfo) -> np.ndarray:
         """A batch of inputs read and checked against the input `decl`."""
+        from dnnspec.data.datasets import read_batch
+        from dnnspec.data.formats import Feed
+        from dnnspec.runtime.columns import pick_columns
+        from dnnspec.runtime.data import fits_shape, from_text
+
         expected = self.file.expects if len(self.file.inputs) == 1 else None
         raw_width = decl.shape[1] if len(decl.shape) == 2 and isinstance(decl.shape[1], int) else -1
         picked = False  # a CSV of rows is read by its columns
@@ -562,12 +629,17 @@ class Model:
     def texts_of(self, path: str | Path, column: str = "text") -> list[str]:
         """The texts of a file for `encode_texts`: a CSV's `column`, else one text per
         non-empty line."""
+        from dnnspec.data.texts import read_texts
+
         return read_texts(Path(path), column)
 
     def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """The inputs of a model trained on texts (`text_folder`) for `texts`: the ids the
         run's tokenizer.json makes (and each text's count of real ids, for a model with a
         lengths input), ready for `predict`."""
+        from dnnspec.data.tokenizer import encode as encode_with
+        from dnnspec.data.tokenizer import load as load_tokenizer
+
         text = self.file.meta.text
         if text is None:
             raise error(
@@ -581,6 +653,9 @@ class Model:
     def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
         """`tokens` characters (or subwords) sampled after `prompt` from a model trained on
         text (the `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
+        from dnnspec.assemble.steps import OUTPUT
+        from dnnspec.runtime.generate import DECODER_INPUT, sample
+
         decl, vocab = self.file.input, self.file.vocab
         if vocab is None or decl.dtype != "int64" or len(decl.shape) != 2:
             seq2seq = any(d.name == DECODER_INPUT for d in self.file.inputs)
@@ -608,6 +683,9 @@ class Model:
     def _prompt_ids(self, prompt: str, vocab: Sequence[str]) -> list[int]:
         """The prompt's ids: by the run's tokenizer.json for a model trained on subwords,
         else one per character."""
+        from dnnspec.data.tokenizer import load as load_tokenizer
+        from dnnspec.runtime.generate import encode
+
         text = self.file.meta.text
         if text is None:
             return encode(prompt, vocab)
@@ -621,6 +699,12 @@ class Model:
         """Loss and metrics of model.onnx's weights on the run's validation split, or on a
         data file read as the spec's `file` dataset reads one; a class model's result
         holds its `confusion` matrix ([true, predicted] counts) too."""
+        from dnnspec.resolve import read_lock
+        from dnnspec.runtime.columns import transform
+        from dnnspec.runtime.data import head_labels
+        from dnnspec.runtime.prepare import prepare, read_like_data
+        from dnnspec.runtime.trainer import Trainer
+
         spec = read_lock(self.run_dir / "spec.lock.json")
         prep = prepare(spec)
         program = prep.program
@@ -701,6 +785,8 @@ def write_predictions(
 ) -> Path:
     """Predictions as .npy or .csv (one row per sample), written atomically; a CSV may
     start with a `header` row naming the columns."""
+    from dnnspec.files import write_with
+
     out = Path(out)
     if out.suffix not in PREDICTION_FORMATS:
         raise error(f"--out '{out}': predictions are written as .npy or .csv")
@@ -742,6 +828,8 @@ def write_output_predictions(predictions: dict[str, np.ndarray], out: str | Path
     """Every named output's predictions: an .npz with one array per output name, or a CSV
     with one row per sample whose header names each column `<output>_<i>` (the columns of
     each output flattened in order), written atomically."""
+    from dnnspec.files import write_with
+
     out = Path(out)
     if out.suffix not in OUTPUTS_FORMATS:
         raise error(
@@ -809,12 +897,17 @@ def load(run_dir: str | Path, device: Device = "auto", runtime: str = "onnxrunti
 
 def inspect(path: str | Path) -> list[GraphSummary]:
     """What is inside an .onnx file, the graphs of a run directory, or a spec's graphs."""
+    from dnnspec.tools.inspect import inspect_path
+
     return inspect_path(Path(path))
 
 
 def draw_graph(path: str | Path, out: str | Path, graph: str = "model") -> Path:
     """Draw one graph of `path` (see `inspect`) as Graphviz DOT (`out` ending in .dot), or
     as .svg/.png when Graphviz is installed; nodes are clustered by the spec's layers."""
+    from dnnspec.files import write_text
+    from dnnspec.tools.inspect import graph_of, render_dot, to_dot
+
     out = Path(out)
     dot = to_dot(graph_of(Path(path), graph))
     if out.suffix == ".dot":
@@ -827,6 +920,8 @@ def draw_graph(path: str | Path, out: str | Path, graph: str = "model") -> Path:
 def plot(runs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     """Learning curves of one or more runs as a PNG (needs matplotlib: `dnnspec[plot]`);
     by default the run's curves.png, or curves.png here for several runs."""
+    from dnnspec.tools.plot import plot_runs
+
     paths = [Path(r) for r in runs]
     if out is None:
         out = paths[0] / "curves.png" if len(paths) == 1 else Path("curves.png")

@@ -1,63 +1,34 @@
-"""`dnnspec` command line: a thin layer over the Python API (`dnnspec.api`).
-
-Spec and data mistakes surface as rendered diagnostics with exit code 2; no traceback
-reaches the user for them. `--json` switches every command to machine-readable output.
-"""
+"""One function per `dnnspec` command: its parsed arguments in, the API called, the result
+rendered; each returns the process's exit code."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
+from dnnspec.cli.common import (
+    CHANGES_NEEDED,
+    INTERRUPTED,
+    OK,
+    SPEC_ERROR,
+    dumps,
+    jsonable,
+    metrics_text,
+    overrides,
+    show_warnings,
+    spec_of,
 )
-from rich.table import Table
-
-from dnnspec.errors import Diagnostic, DiagnosticError, error
 
 if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+
     from dnnspec.api import Interrupted, Model, Spec
-
-OK, CHANGES_NEEDED, SPEC_ERROR, INTERRUPTED, OUTPUT_CLOSED = 0, 1, 2, 130, 141
-
-
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise error(f"--set expects name=value, got '{pair}'", help="e.g. --set hidden=64")
-        out[name.strip()] = value.strip()
-    return out
-
-
-def _load(args: argparse.Namespace) -> Spec:
-    from dnnspec.api import load_spec
-
-    # --set text is passed as text: the API reads a string override as the command line does.
-    return load_spec(args.spec, **_overrides(getattr(args, "set", None) or []))
-
-
-def show_warnings(warnings: Sequence[Diagnostic]) -> None:
-    """Rendered like errors, on stderr, before the command's own output."""
-    for warning in warnings:
-        print(warning.render() + "\n", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
@@ -65,8 +36,9 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     --json only the diagnostic, so that stdout holds one JSON document)."""
     from dnnspec.api import check_data, check_spec
     from dnnspec.check.report import check_json, render_check
+    from dnnspec.errors import DiagnosticError
 
-    spec = _load(args)
+    spec = spec_of(args)
     typed = check_spec(spec)
     show_warnings(typed.warnings)
     refused: DiagnosticError | None = None
@@ -85,110 +57,10 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
-def metrics_text(record: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
-    """`loss 0.1234  accuracy 0.9500`: the numbers of a record; per-class lists are shown
-    by --json and logged in metrics.jsonl."""
-    return "  ".join(
-        f"{k} {v:.4f}"
-        for k, v in record.items()
-        if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)
-    )
-
-
-def dumps(value: Any) -> str:
-    """Valid JSON whatever the numbers: NaN and infinities (a diverged metric) are null."""
-    return json.dumps(_finite(value), indent=2, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-class JsonReporter:
-    """Training under --json: no progress drawn, warnings on stderr and kept for the JSON."""
-
-    def __init__(self) -> None:
-        self.warnings: list[Diagnostic] = []
-
-    def warn(self, warnings: Sequence[Diagnostic]) -> None:
-        self.warnings.extend(warnings)
-        show_warnings(warnings)
-
-    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
-    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None: ...
-    def epoch(self, record: dict[str, Any]) -> None: ...
-    def finish(self, message: str) -> None: ...
-
-
-class ProgressReporter:
-    """A rich progress bar (epoch, step, loss, samples/s, ETA) and one line per epoch."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]:,.0f} samples/s"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        self.task: TaskID | None = None
-        self.epochs = 0
-        self.samples = 0
-        self.t0 = time.perf_counter()
-
-    def warn(self, warnings: Sequence[Diagnostic]) -> None:
-        show_warnings(warnings)
-
-    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
-        self.epochs = epochs
-        self.progress.start()
-        self.task = self.progress.add_task(
-            "train",
-            total=(epochs - first_epoch) * steps_per_epoch,
-            epoch=first_epoch + 1,
-            epochs=epochs,
-            loss="-",
-            rate=0.0,
-        )
-        self.t0 = time.perf_counter()
-
-    def advance(self, epoch: int, steps: int, samples: int, loss: float) -> None:
-        self.samples += samples
-        rate = self.samples / max(1e-9, time.perf_counter() - self.t0)
-        assert self.task is not None, "advance() before start()"
-        self.progress.update(
-            self.task, advance=steps, epoch=epoch + 1, loss=f"{loss:.4f}", rate=rate
-        )
-
-    def epoch(self, record: dict[str, Any]) -> None:
-        shown = metrics_text(record, skip=("epoch", "step", "seconds"))
-        self.console.print(
-            f"epoch {record['epoch']:>3}/{self.epochs}  {shown}  ({record['seconds']:.2f}s)",
-            highlight=False,
-        )
-
-    def finish(self, message: str) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Idempotent, and silent when the bar never started (an error before training)."""
-        if self.task is not None:
-            self.progress.stop()
-            self.task = None
-
-
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import FOLLOWER, Interrupted, train
+    from dnnspec.cli.progress import JsonReporter, ProgressReporter
+    from dnnspec.errors import error
 
     if args.resume and not args.out:
         raise error("--resume needs the run directory: --out DIR")
@@ -197,7 +69,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             "--resume and --overwrite contradict each other",
             help="--resume continues the run in --out; --overwrite replaces it",
         )
-    spec = _load(args)
+    spec = spec_of(args)
     from dnnspec.api import launch_workers
 
     launched = launch_workers(spec, args.workers, args.argv, args.out)
@@ -288,6 +160,7 @@ def _interrupted(args: argparse.Namespace, spec: Spec, stop: Interrupted) -> str
 
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import TuneInterrupted, tune
+    from dnnspec.errors import error
     from dnnspec.tune.report import TuneProgress, render_results, results_json
 
     if args.resume and not args.out:
@@ -308,7 +181,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             progress=progress,
-            **_overrides(args.set or []),
+            **overrides(args.set or []),
         )
     except TuneInterrupted as stop:
         if progress is not None:
@@ -345,6 +218,7 @@ def cmd_fmt(args: argparse.Namespace, console: Console) -> int:
     import difflib
 
     from dnnspec.api import format_file
+    from dnnspec.errors import DiagnosticError
 
     results, problems = [], []
     for path in _spec_files(args.files):
@@ -445,7 +319,7 @@ def cmd_plot(args: argparse.Namespace, console: Console) -> int:
 def cmd_compile(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import compile_details, save
 
-    compiled = compile_details(_load(args))
+    compiled = compile_details(spec_of(args))
     program = compiled.program
     show_warnings(program.typed.warnings)
     paths = save(program, args.out)
@@ -493,6 +367,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
     from dnnspec.api import load
 
     model = load(args.run, runtime=args.runtime)
@@ -519,16 +395,9 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
-def _jsonable(values: np.ndarray) -> list[Any]:
-    """Nested lists with NaN/inf as null: JSON has no NaN."""
-    cells = values.astype(object)
-    cells[~np.isfinite(values)] = None
-    nested: list[Any] = cells.tolist()
-    return nested
-
-
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import PREDICTION_FORMATS, load, proba_table, write_predictions
+    from dnnspec.errors import error
 
     out = Path(args.out) if args.out else None
     model = load(args.run, runtime=args.runtime)
@@ -551,14 +420,14 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             table = model.probabilities(pred)  # an array holds numbers: the probabilities
         write_predictions(table, out, header if out.suffix == ".csv" else None)
     if args.json or out is None:
-        payload: dict[str, Any] = {"predictions": _jsonable(pred)}
+        payload: dict[str, Any] = {"predictions": jsonable(pred)}
         names = model.class_names()
         if names is not None:
             payload["classes"] = model.class_ids(pred)
             if names != [str(i) for i in range(len(names))]:
                 payload["labels"] = [None if c is None else names[c] for c in payload["classes"]]
         if args.proba:
-            payload["probabilities"] = _jsonable(model.probabilities(pred))
+            payload["probabilities"] = jsonable(model.probabilities(pred))
             if names is not None:
                 payload["class_names"] = names
             if names is not None and model.binary():  # one probability each: the positive's
@@ -574,6 +443,8 @@ def _predict_files(
 ) -> int:
     """`predict RUN a.png b.jpg`: each file's class name and probability, one line each
     (with --json, one record per file), for a model with one class output."""
+    from dnnspec.errors import error
+
     if args.out or args.proba or args.drop_target or model.file.named:
         raise error(
             "several input files are predicted one line each: --out, --proba and "
@@ -617,6 +488,8 @@ def _predict_texts(
     """`predict RUN --text "..."` or on text files (one text per line, or a CSV's
     --text-column): each text's class name and probability, one line each, tokenized by
     the run's tokenizer.json."""
+    from dnnspec.errors import error
+
     if args.out or args.proba or args.drop_target or model.file.named:
         raise error(
             "texts are predicted one line each: --out, --proba and --drop-target do not "
@@ -661,6 +534,7 @@ def _predict_outputs(
     a class output's classes, labels when they are words, and with --proba probabilities)
     under its name."""
     from dnnspec.api import write_output_predictions
+    from dnnspec.errors import error
 
     proba = {}
     if args.proba:  # each class output's probabilities replace its scores in the file
@@ -682,9 +556,9 @@ def _predict_outputs(
         payload: dict[str, Any] = {}
         for info in model.file.outputs:
             pred = preds[info.name]
-            entry: dict[str, Any] = {"predictions": _jsonable(pred)}
+            entry: dict[str, Any] = {"predictions": jsonable(pred)}
             if info.name in proba:
-                entry["probabilities"] = _jsonable(proba[info.name])
+                entry["probabilities"] = jsonable(proba[info.name])
             names = model.class_names(info.name)
             if names is not None:
                 entry["classes"] = model.class_ids(pred, info.name)
@@ -707,242 +581,3 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
     else:
         print(args.prompt + text)
     return OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dnnspec", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def spec_command(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("spec", help="path to a .dnn spec")
-        p.add_argument(
-            "--set", action="append", metavar="NAME=VALUE", help="override a param (repeatable)"
-        )
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
-
-    spec_command("check", "validate a spec and show each layer's shape, parameters and FLOPs")
-    p = spec_command("train", "train a spec and write model.onnx and the run directory")
-    p.add_argument("--out", help="run directory (default: runs/<spec name>[-n])")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument(
-        "--runtime",
-        metavar="NAME",
-        help="the backend that trains: onnxruntime, openvino, openvino_bf16, or auto (the "
-        "faster, measured once per spec and machine); default: the spec's runtime, else "
-        "onnxruntime",
-    )
-    p.add_argument("--epochs", type=int, help="override the spec's epoch count")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="data-parallel worker processes sharing each batch (MPI; default: 1)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        metavar="N|Ts",
-        default="60s",
-        help="checkpoint every N epochs, or at most every T seconds (30s, 2m); always at the "
-        "end, on early stop, Ctrl-C and divergence (default: 60s)",
-    )
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        metavar="N",
-        help="pause after epoch N (the schedule still spans the whole run); --resume continues",
-    )
-    p.add_argument(
-        "--no-plot", action="store_true", help="do not draw curves.png (drawn with matplotlib)"
-    )
-    p = spec_command("tune", "run the spec's search section: trials, a results table, best.dnn")
-    p.add_argument("--out", help="search directory (default: runs/<spec name>-tune[-n])")
-    p.add_argument("--workers", type=int, help="trials run at once (default: the cores)")
-    p.add_argument("--trials", type=int, help="at most this many trials (caps the method's own)")
-    p.add_argument("--epochs", type=int, help="override the spec's epoch count in every trial")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
-    p.add_argument("--backend", choices=["local", "ray"], default="local")
-    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
-    p.add_argument("--resume", action="store_true", help="continue the search in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier search in --out")
-    p = sub.add_parser("fmt", help="rewrite .dnn files in the canonical layout (comments kept)")
-    p.add_argument("files", nargs="+", help=".dnn files, or directories to search for them")
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
-    p.add_argument("--diff", action="store_true", help="print the changes as a diff; exit 1 if any")
-    p = sub.add_parser(
-        "inspect", help="show what is inside an .onnx file, a run or a spec's graphs"
-    )
-    p.add_argument("path", help="an .onnx file, a run directory or a .dnn spec")
-    p.add_argument("--graph", choices=["model", "train", "eval"], default="model",
-                   help="which graph of a run or spec --dot/--svg/--png draws")  # fmt: skip
-    p.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz DOT")
-    p.add_argument("--svg", metavar="FILE", help="draw the graph as SVG (needs Graphviz)")
-    p.add_argument("--png", metavar="FILE", help="draw the graph as PNG (needs Graphviz)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("plot", help="draw learning curves of one or more runs as a PNG")
-    p.add_argument("runs", nargs="+", help="run directories written by `dnnspec train`")
-    p.add_argument(
-        "--out", help="PNG to write (default: RUN/curves.png, or curves.png for several)"
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = spec_command("compile", "write train_step/eval_step/model ONNX graphs without training")
-    p.add_argument("--out", required=True, help="output directory")
-    p = sub.add_parser(
-        "export", help="write a run's (or a spec's untrained) model for other runtimes, checked"
-    )
-    p.add_argument("source", help="a run directory, or a .dnn spec (its initialised model)")
-    p.add_argument(
-        "--out", required=True, help="the .onnx file (with --train: a directory) to write"
-    )
-    p.add_argument(
-        "--opset",
-        type=int,
-        help="ONNX opset, 17 to the newest onnxruntime loads (default: the lowest the model needs)",
-    )
-    p.add_argument(
-        "--outputs",
-        help="the model's outputs to write, of logits,probabilities,labels,class_names "
-        "(default: logits, the model's own)",
-    )
-    p.add_argument(
-        "--fp16", action="store_true", help="weights and compute in float16, float32 inputs/outputs"
-    )
-    p.add_argument(
-        "--train", action="store_true", help="export the train and eval steps and their state"
-    )
-    p.add_argument(
-        "--web",
-        action="store_true",
-        help="write a static site into --out that trains the model in the browser",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    for name, help in (
-        ("eval", "evaluate a trained run on its validation data, or on a data file"),
-        ("predict", "run a trained model on inputs from .npy/.npz/.csv/.parquet or images"),
-    ):
-        p = sub.add_parser(name, help=help)
-        p.add_argument("run", help="run directory written by `dnnspec train`")
-        p.add_argument(
-            "--runtime",
-            metavar="NAME",
-            default="onnxruntime",
-            help="the backend that runs the model: onnxruntime (default), openvino, "
-            "openvino_bf16, or auto (the one training measured faster for its spec here)",
-        )
-        if name == "eval":
-            p.add_argument(
-                "data", nargs="?", help="evaluate this .npz/.csv (as the spec's data file reads)"
-            )
-        if name == "predict":
-            p.add_argument(
-                "input",
-                nargs="*",
-                help="inputs: .npy, .npz (array x), .csv or .parquet; or image files, each "
-                "printed with its class name and probability; for a model trained on texts, "
-                "text files (one text per line, or a CSV's --text-column)",
-            )
-            p.add_argument(
-                "--text",
-                action="append",
-                default=[],
-                help="a text to classify, for a model trained on texts (repeatable)",
-            )
-            p.add_argument(
-                "--text-column",
-                default="text",
-                help="the column of texts in a CSV given to a model trained on texts "
-                "(default: text)",
-            )
-            p.add_argument("--out", help="write predictions to .npy or .csv")
-            p.add_argument(
-                "--proba",
-                action="store_true",
-                help="class name and probabilities: a CSV `class,p_<name>...` with a header",
-            )
-            p.add_argument(
-                "--drop-target",
-                action="store_true",
-                help="the input still holds the target column, as the training CSV did",
-            )
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("generate", help="sample text from a model trained on the text dataset")
-    p.add_argument("run", help="run directory written by `dnnspec train`")
-    p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--tokens", type=int, default=100, help="characters to sample (default 100)")
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=1.0,
-        help="divide the scores by T before sampling; 0 picks the most likely (default 1)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
-
-
-COMMANDS = {
-    "check": cmd_check,
-    "train": cmd_train,
-    "tune": cmd_tune,
-    "fmt": cmd_fmt,
-    "inspect": cmd_inspect,
-    "plot": cmd_plot,
-    "compile": cmd_compile,
-    "export": cmd_export,
-    "eval": cmd_eval,
-    "predict": cmd_predict,
-    "generate": cmd_generate,
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)  # `train --workers` runs it again
-    console = Console(highlight=False, soft_wrap=True)
-    try:
-        code = _run(args, console)
-        sys.stdout.flush()  # a reader that left shows here, not as a traceback at exit
-    except BrokenPipeError:
-        return _output_closed()
-    return code
-
-
-def _output_closed() -> int:
-    """The reader of our output left (`dnnspec inspect --json | head`): stop quietly with
-    the status of a program stopped by SIGPIPE; what is still buffered goes nowhere."""
-    with contextlib.suppress(OSError, ValueError):  # not a file (captured): nothing to flush
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return OUTPUT_CLOSED
-
-
-def _run(args: argparse.Namespace, console: Console) -> int:
-    try:
-        return COMMANDS[args.command](args, console)
-    except DiagnosticError as exc:
-        if getattr(args, "json", False):
-            print(exc.to_json())
-        else:
-            print(exc.render(), file=sys.stderr)
-        return SPEC_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as exc:  # onnxruntime's are plain Exceptions: only allocation is ours
-        if not isinstance(exc, MemoryError) and "Failed to allocate" not in str(exc):
-            raise
-        print(
-            "error: out of memory: this machine could not hold what the command needed; "
-            "a smaller batch or smaller layers need less",
-            file=sys.stderr,
-        )
-        return SPEC_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())
