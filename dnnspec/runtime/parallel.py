@@ -17,6 +17,13 @@ worker that died or hangs ends the run with a message instead of a hang, and the
 checkpoint resumes. Ctrl-C on the driver is forwarded to every worker; the leader
 keeps its last checkpoint as in a one-process run, and the launcher's process group is
 killed if it has not ended after STOP_SECONDS, so no worker outlives the driver.
+
+Why MPI: the all-reduce is an existing collective library's, not a home-made one, and it
+must install from PyPI on Python 3.11 with a CPU path. `mpi4py` with the `mpich` wheel
+does, `mpiexec` included, and its `Iallreduce` can be polled against a deadline. Ray's
+collective library needs `pygloo` for its CPU backend, of which PyPI has no distribution
+for this Python; NCCL is GPU only; torch.distributed (gloo) would bring PyTorch for one
+call.
 """
 
 from __future__ import annotations
