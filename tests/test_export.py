@@ -28,7 +28,7 @@ from dnnspec.ir import Spec
 from dnnspec.runtime.model_file import read_model
 from dnnspec.runtime.prepare import prepare
 from dnnspec.tools import export as export_module
-from dnnspec.tools.export import HALF_TOLERANCE, difference
+from dnnspec.tools.checks import HALF_TOLERANCE, difference
 from dnnspec.tools.opset import MIN_OPSET, OpsetError, convert, newest_opset
 
 OPSETS = list(range(MIN_OPSET, newest_opset() + 1))
@@ -417,7 +417,7 @@ def test_a_disagreement_between_runtimes_fails_the_export_with_the_difference(
     def off(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: v + 1e-3 for k, v in honest(model, feeds).items()}
 
-    monkeypatch.setattr("dnnspec.tools.export.run_reference", off)
+    monkeypatch.setattr("dnnspec.tools.checks.run_reference", off)
     with pytest.raises(DiagnosticError, match=r"output 'output' differs by 0\.001 \(tolerance"):
         export_module._export_model(source, tmp_path / "m.onnx", 21, fp16=False)
     assert not (tmp_path / "m.onnx").exists()

@@ -20,7 +20,8 @@ from onnx import TensorProto, numpy_helper
 from test_layers import LAYER_CASES, LayerCase
 
 from dnnspec.errors import DiagnosticError
-from dnnspec.tools.export import HALF_TOLERANCE, TOLERANCE, Exported, export
+from dnnspec.tools.checks import HALF_TOLERANCE, TOLERANCE
+from dnnspec.tools.export import Exported, export
 
 OPSET = 17
 """The oldest opset export writes, where most rewrites of changed operators happen."""
