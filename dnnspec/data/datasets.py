@@ -5,6 +5,11 @@ A loader returns one `Dataset` (inputs and targets as found); `runtime.data.conf
 checks them against the model and the loss, and `split` divides them once, seeded, into
 training and validation parts. A data file is read by its format (`formats/`), the same
 readers `dnnspec predict` uses (`read_batch`).
+
+Over 600 lines because every dataset a spec can name is registered here, each entry beside
+its loader, so the registry is read in one place; the readers of folder datasets live in
+their own modules (`images.py`, `audio.py`, `texts.py`) and each file format in
+`formats/`.
 """
 
 from __future__ import annotations

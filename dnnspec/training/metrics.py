@@ -8,6 +8,10 @@ what it should and F1 or R² are those of the whole set, not an average of per-b
 
 A metric may read more than one kind of target (`precision` of class labels and of 0/1
 targets): each kind has its own statistics, and `finish` tells them apart by their shape.
+
+Over 600 lines because each metric's statistics graph, `finish` and registration sit
+together, and the confusion-matrix and score-histogram metrics share the counting helpers
+(`_counts`, `_units`) that build their statistics.
 """
 
 from __future__ import annotations
