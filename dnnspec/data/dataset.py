@@ -46,7 +46,6 @@ class Dataset:
     from (`input` is filled in by data preparation)."""
     files: dict[str, bytes] = field(default_factory=dict)
     """Files the run keeps beside model.onnx, by name (a text model's tokenizer.json)."""
-
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     """For a model with several inputs: each input's arrays by its name (`x` is then the
     first input's). A model's one input reads `x` whatever its name."""

@@ -215,14 +215,14 @@ def record_data(program: Program, parts: Parts) -> None:
         meta.image = data.image.model_copy(update={"input": first.name})
         height, width = data.image.size
         first.dtype, first.shape = "uint8", [first.shape[0], height, width, data.image.channels]
+    for declared in meta.inputs or []:  # several inputs from a table: each one's columns
+        if declared.name in data.input_columns:
+            declared.columns = list(data.input_columns[declared.name])
     if data.audio is not None and meta.inputs:  # model.onnx takes waveforms at this rate
         meta.audio = data.audio.model_copy(update={"input": meta.inputs[0].name})
     if data.text is not None and meta.inputs:  # model.onnx takes the tokenizer's ids
         meta.text = data.text.model_copy(update={"input": data.text.input or meta.inputs[0].name})
     program.files = dict(data.files)
-    for declared in meta.inputs or []:  # several inputs from a table: each one's columns
-        if declared.name in data.input_columns:
-            declared.columns = list(data.input_columns[declared.name])
     if data.labels is not None:  # the CSV's class names, in id order, for model.onnx
         meta.class_labels = list(data.labels)
     for entry in meta.outputs or []:  # class names of named outputs given as words
