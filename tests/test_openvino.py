@@ -244,15 +244,19 @@ def test_without_the_loop_a_call_runs_its_steps_one_by_one_to_the_same_bits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     class NoLoop:
-        """OpenVINO's core, failing to compile a graph holding a Loop."""
+        """OpenVINO's core, failing to compile a graph holding a Loop. One core serves
+        every call: a compiled model must not outlive the core that compiled it (a
+        throw-away core per call left the process to crash at a later signal)."""
+
+        core = ov.Core()
 
         def read_model(self, *args: Any) -> Any:
-            return ov.Core().read_model(*args)
+            return self.core.read_model(*args)
 
         def compile_model(self, model: Any, *args: Any) -> Any:
             if any(op.get_type_name() == "Loop" for op in model.get_ops()):
                 raise RuntimeError("-- No conversion rule found for operations: Loop-21\n")
-            return ov.Core().compile_model(model, *args)
+            return self.core.compile_model(model, *args)
 
     monkeypatch.setattr(backend, "_CORE", NoLoop())
     prep = prepare(load_spec(SPECS / "digits_mlp.dnn", {"hidden": "16"}), epochs=1)
