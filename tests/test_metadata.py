@@ -219,3 +219,24 @@ def test_inspect_of_an_input_of_an_undefined_element_type_is_a_clear_error(
     onnx.save(model, run / "model.onnx")
     code, err = cli(capsys, "inspect", str(run / "model.onnx"))
     assert code == 2 and "'x' has element type 999, which ONNX does not define" in err
+
+
+def test_a_lock_file_without_arguments_added_since_reads_with_their_defaults(
+    tmp_path: Path,
+) -> None:
+    """A run's spec.lock.json from an older dnnspec lacks the arguments added since (lstm's
+    lengths, the text dataset's tokenizer): reading it fills in their defaults, so `eval`,
+    `export` and `--resume` of such a run work and its spec hash is unchanged."""
+    from dnnspec.resolve import read_lock, write_lock
+
+    spec = load_spec(Path(__file__).parent.parent / "specs" / "sequence_lstm.dnn", {})
+    lock = tmp_path / "spec.lock.json"
+    write_lock(spec, lock)
+    stored = json.loads(lock.read_text())
+    lstm = next(n for n in stored["model"]["nodes"] if n["layer"] == "lstm")
+    lstm_default = lstm["args"].pop("lengths")
+    lock.write_text(json.dumps(stored))
+    read = read_lock(lock)
+    assert next(n for n in read.model.nodes if n.layer == "lstm").args["lengths"] == lstm_default
+
+    assert spec_hash(check_spec(read)) == spec_hash(check_spec(spec))

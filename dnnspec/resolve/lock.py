@@ -86,15 +86,19 @@ def read_lock(path: str | Path) -> ir.Spec:
 
 
 def _bind(signature: Signature, what: str, call: ir.Call | ir.Node) -> None:
-    """Raise the problems of `call`'s stored arguments against `signature`. A value equal
-    to the argument's default is the registry's own (some defaults are sentinels, such as
-    a pool's `stride = kernel`), so only the others are checked."""
+    """Raise the problems of `call`'s stored arguments against `signature`, and fill in
+    the defaults of arguments added since the file was written (a lock file of an older
+    dnnspec lacks them). A value equal to the argument's default is the registry's own
+    (some defaults are sentinels, such as a pool's `stride = kernel`), so only the others
+    are checked."""
     keyword = []
     for name, value in call.args.items():
         spec = signature.get(name)
         if spec is None or spec.required or spec.default != value:
             keyword.append((name, value, call.span))
-    signature.bind(what, [], keyword, call.span)
+    bound = signature.bind(what, [], keyword, call.span)
+    for name, value in bound.items():
+        call.args.setdefault(name, value)
 
 
 def _call(registry: Registry[Any], call: ir.Call, where: str) -> None:
