@@ -305,3 +305,10 @@ def test_the_array_name_of_a_one_input_model_is_refused_for_several(tmp_path: Pa
     shown = dnnspec("train", str(tmp_path / "m.dnn"), "--out", str(tmp_path / "run"))
     assert shown.returncode == 2 and "Traceback" not in shown.stderr
     assert "'x' names the array of a model's one input" in shown.stderr
+
+
+def test_a_single_npy_for_a_model_of_several_inputs_names_the_inputs(npz_run: Path) -> None:
+    np.save(npz_run / "one.npy", digits()[0][:3])
+    shown = dnnspec("predict", str(npz_run / "run"), str(npz_run / "one.npy"))
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
+    assert "holds one array, but the model takes inputs top, bottom" in shown.stderr
