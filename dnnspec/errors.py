@@ -94,7 +94,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     lowered = [o for o in options if o.lower() == word.lower()]
     if lowered:
         return f"did you mean '{lowered[0]}'?"
-    if options and len(options) <= 12:
+    if options and len(options) <= 16:
         return "expected one of: " + ", ".join(f"'{o}'" for o in options)
     return None
 

@@ -359,3 +359,30 @@ def test_a_dotted_parameter_name_as_a_value_says_weight_tying_is_not_supported()
         "specs/x.dnn:3:29: error: 'dense_1.weight': a layer's parameter cannot be used as a value"
     )
     assert "weight tying" in out and '"dense_1.weight"' in out
+
+
+DATA_AS_SETTING = """model m {
+  input x: float32[N, 64]
+  dense(10)
+}
+train {
+  digits(validation = 0.2)
+  loss cross_entropy
+  optimizer adam
+  batch 8
+  epochs 1
+  metrics %s
+}
+"""
+
+
+def test_a_dataset_written_as_a_train_setting_points_to_the_data_setting() -> None:
+    shown = rendered(DATA_AS_SETTING % "accuracy")
+    assert "unknown train setting 'digits'" in shown
+    assert "help: a dataset is named by the data setting: data digits(...)" in shown
+
+
+def test_an_unknown_metric_lists_every_metric() -> None:
+    shown = rendered(DATA_AS_SETTING.replace("  digits(", "  data digits(") % "xyz")
+    assert "unknown metric 'xyz'" in shown and "expected one of:" in shown
+    assert "'accuracy'" in shown and "'auc'" in shown

@@ -111,7 +111,9 @@ class TrainResolver:
                 self.problems.fail(
                     f"unknown train setting '{key}'",
                     item.key.span,
-                    help=did_you_mean(key, TRAIN_ITEMS),
+                    help=f"a dataset is named by the data setting: data {key}(...)"
+                    if key in DATASETS
+                    else did_you_mean(key, TRAIN_ITEMS),
                 )
             elif key in items:
                 self.problems.fail(
