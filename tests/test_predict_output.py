@@ -230,3 +230,34 @@ def test_model_predict_reads_a_pandas_frame_by_its_column_names(classes: Path) -
     np.testing.assert_array_equal(model.predict(frame), model.predict(rows))
     with pytest.raises(DiagnosticError, match=r"expects shape \[N, 2\], got \[2, 1\]"):
         model.predict(pandas.Series([1.0, 3.0], name="sepal"))
+
+
+SEQUENCE_SPEC = """model m {
+  input tokens: int64[N, 6]
+  embedding(5, 4)
+  dense(5)
+}
+train {
+  data file(path = "d.npz")
+  loss cross_entropy
+  optimizer adam
+  batch 8
+  epochs 1
+}
+"""
+
+
+def test_an_output_of_a_class_per_position_predicts_a_list_of_ids_per_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 5, (32, 6))
+    np.savez(tmp_path / "d.npz", x=tokens, y=tokens)
+    (tmp_path / "m.dnn").write_text(SEQUENCE_SPEC)
+    assert main(["train", str(tmp_path / "m.dnn"), "--out", str(tmp_path / "run")]) == 0
+    np.save(tmp_path / "t.npy", tokens[:3])
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "t.npy"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert np.array(shown["classes"]).shape == (3, 6)
+    assert shown["classes"] == np.array(shown["predictions"]).argmax(axis=-1).tolist()

@@ -395,6 +395,14 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return OK
 
 
+def _named(ids: list[Any], names: list[str]) -> list[Any]:
+    """The class names of class ids (None stays None), per position for an output of a
+    class per position."""
+    return [
+        _named(c, names) if isinstance(c, list) else None if c is None else names[c] for c in ids
+    ]
+
+
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from dnnspec.api import PREDICTION_FORMATS, load, proba_table, write_predictions
     from dnnspec.errors import error
@@ -425,7 +433,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         if names is not None:
             payload["classes"] = model.class_ids(pred)
             if names != [str(i) for i in range(len(names))]:
-                payload["labels"] = [None if c is None else names[c] for c in payload["classes"]]
+                payload["labels"] = _named(payload["classes"], names)
         if args.proba:
             payload["probabilities"] = jsonable(model.probabilities(pred))
             if names is not None:
@@ -563,7 +571,7 @@ def _predict_outputs(
             if names is not None:
                 entry["classes"] = model.class_ids(pred, info.name)
                 if names != [str(i) for i in range(len(names))]:
-                    entry["labels"] = [None if c is None else names[c] for c in entry["classes"]]
+                    entry["labels"] = _named(entry["classes"], names)
             payload[info.name] = entry
         print(json.dumps({"outputs": payload}))
     else:

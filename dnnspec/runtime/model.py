@@ -103,13 +103,15 @@ class Model:
             return list(info.labels or ("0", "1"))
         return list(info.labels) if info.labels is not None else None
 
-    def class_ids(self, outputs: np.ndarray, output: str | None = None) -> list[int | None]:
+    def class_ids(self, outputs: np.ndarray, output: str | None = None) -> list[Any]:
         """Each sample's predicted class id: the highest score, or for a binary output 1
         where the logit exceeds 0 (the probability exceeds 0.5, as binary_accuracy and
-        precision count); None for a row that is not finite (a diverged model)."""
+        precision count); None for a row that is not finite (a diverged model). An output
+        of a class per position ([N, T, C]) gives a list of ids per sample."""
         finite = np.isfinite(outputs).all(axis=-1)
         ids = (outputs[..., 0] > 0) if self.binary(output) else outputs.argmax(axis=-1)
-        return [int(c) if ok else None for c, ok in zip(ids, finite, strict=True)]
+        chosen: list[Any] = np.where(finite, ids.astype(np.int64).astype(object), None).tolist()
+        return chosen
 
     def predict(
         self,
