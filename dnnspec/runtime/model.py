@@ -110,8 +110,10 @@ class Model:
         of a class per position ([N, T, C]) gives a list of ids per sample."""
         finite = np.isfinite(outputs).all(axis=-1)
         ids = (outputs[..., 0] > 0) if self.binary(output) else outputs.argmax(axis=-1)
-        chosen: list[Any] = np.where(finite, ids.astype(np.int64).astype(object), None).tolist()
-        return chosen
+        chosen = ids.astype(np.int64).astype(object)
+        chosen[~finite] = None
+        listed: list[Any] = chosen.tolist()
+        return listed
 
     def predict(
         self,
