@@ -8,10 +8,14 @@ in the same order.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from dnnspec.data.formats.base import folder_files
 from dnnspec.errors import Span, error
@@ -74,3 +78,43 @@ def class_folders(root: Path, files: Files, span: Span | None) -> list[tuple[str
             help=f"one sub-folder per class, named after it, holding its {files.holding}",
         )
     return classes
+
+
+def listing_rows(
+    listing: Path, text: str, columns: tuple[str, str], span: Span | None, help: str
+) -> list[tuple[int, str, str]]:
+    """The rows of a CSV listing (the other layout of a class-folder source: a column of
+    files or texts and one of class names, found by the header): each row's line and its
+    two cells; a missing column (`help` says how to name them) or a row of another width
+    is a diagnostic."""
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0] if rows else []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise error(
+            f"'{listing}' has no column '{missing[0]}' (its header: {', '.join(header) or 'none'})",
+            span,
+            help=help,
+        )
+    first, second = (header.index(c) for c in columns)
+    found = []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise error(
+                f"'{listing}' line {line} has {len(row)} cells, the header {len(header)}", span
+            )
+        found.append((line, row[first], row[second]))
+    return found
+
+
+def listing_classes(
+    listing: Path, names: list[str], span: Span | None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class ids of the class names a listing gives (classes in name order) and the
+    classes; fewer than two is a diagnostic."""
+    classes = sorted(set(names))
+    if len(classes) < 2:
+        raise error(
+            f"'{listing}' names {len(classes)} class(es); a classifier needs at least two", span
+        )
+    return np.array([classes.index(n) for n in names], np.int64), tuple(classes)

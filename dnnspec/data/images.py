@@ -8,13 +8,11 @@ x 1/255), so its size is checked against a limit before the first file is decode
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from dnnspec.data.folders import Files, class_folders
+from dnnspec.data.folders import Files, class_folders, listing_classes, listing_rows
 from dnnspec.data.formats.image import SCALE, SUFFIXES, decode, is_image
 from dnnspec.errors import Span, error
 from dnnspec.files import MiB, open_regular, size_text
@@ -62,39 +60,25 @@ def read_listing(
     from its header; otherwise as `read_folder`."""
     with open_regular(listing, "image list", MAX_LISTING_BYTES, span) as f:
         text = f.read().decode("utf-8-sig", errors="replace")
-    rows = list(csv.reader(io.StringIO(text)))
-    header = rows[0] if rows else []
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise error(
-            f"'{listing}' has no column '{missing[0]}' (its header: {', '.join(header) or 'none'})",
-            span,
-            help="name the columns of image paths and class names with image_column and "
-            "label_column",
-        )
-    where = [header.index(c) for c in columns]
+    rows = listing_rows(
+        listing,
+        text,
+        columns,
+        span,
+        help="name the columns of image paths and class names with image_column and label_column",
+    )
     files, names = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise error(
-                f"'{listing}' line {line} has {len(row)} cells, the header {len(header)}", span
-            )
-        path = listing.parent / row[where[0]]
+    for line, file, name in rows:
+        path = listing.parent / file
         if not is_image(path):
             raise error(
-                f"'{listing}' line {line}: '{row[where[0]]}' is not an image "
-                f"({', '.join(SUFFIXES)})",
+                f"'{listing}' line {line}: '{file}' is not an image ({', '.join(SUFFIXES)})",
                 span,
             )
         files.append(path)
-        names.append(row[where[1]])
-    classes = sorted(set(names))
-    if len(classes) < 2:
-        raise error(
-            f"'{listing}' names {len(classes)} class(es); a classifier needs at least two", span
-        )
-    labels = np.array([classes.index(n) for n in names], np.int64)
-    return _decode_all(listing, files, size, channels, limit, span), labels, tuple(classes)
+        names.append(name)
+    labels, classes = listing_classes(listing, names, span)
+    return _decode_all(listing, files, size, channels, limit, span), labels, classes
 
 
 def _decode_all(

@@ -11,8 +11,6 @@ the run saves beside model.onnx.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import numpy as np
 
 from dnnspec.data.dataset import Dataset, named_inputs
 from dnnspec.data.datasets import DATASETS, MAX_CSV_BYTES, VALIDATION, DatasetDef, locate_file
-from dnnspec.data.folders import Files, class_folders
+from dnnspec.data.folders import Files, class_folders, listing_classes, listing_rows
 from dnnspec.data.split import split_indices
 from dnnspec.data.tokenizer import FILE, KINDS, encode, parse, save, train
 from dnnspec.errors import Span, error
@@ -80,35 +78,20 @@ def read_listing(
     class names (classes in name order), read from its header (`classes` False: the
     texts alone, for predict)."""
     text = _decode(read_bytes(listing, "text table", limit, span), f"'{listing}'", span)
-    rows = list(csv.reader(io.StringIO(text)))
-    header = rows[0] if rows else []
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise error(
-            f"'{listing}' has no column '{missing[0]}' (its header: {', '.join(header) or 'none'})",
-            span,
-            help="name the columns of texts and class names with text_column and label_column"
-            if classes
-            else "name the column of texts with --text-column",
-        )
-    where = [header.index(c) for c in columns]
-    texts, names = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise error(
-                f"'{listing}' line {line} has {len(row)} cells, the header {len(header)}", span
-            )
-        texts.append(row[where[0]])
-        names.append(row[where[1]])
+    rows = listing_rows(
+        listing,
+        text,
+        columns,
+        span,
+        help="name the columns of texts and class names with text_column and label_column"
+        if classes
+        else "name the column of texts with --text-column",
+    )
+    texts = [t for _, t, _ in rows]
     if not classes:
         return texts, np.zeros(0, np.int64), ()
-    found = sorted(set(names))
-    if len(found) < 2:
-        raise error(
-            f"'{listing}' names {len(found)} class(es); a classifier needs at least two", span
-        )
-    labels = np.array([found.index(n) for n in names], np.int64)
-    return texts, labels, tuple(found)
+    labels, found = listing_classes(listing, [n for _, _, n in rows], span)
+    return texts, labels, found
 
 
 def read_texts(path: Path, column: str, limit: int = MAX_CSV_BYTES) -> list[str]:
