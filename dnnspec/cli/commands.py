@@ -465,28 +465,42 @@ def _predict_files(
             f"the model in '{args.run}' predicts values, not classes",
             help="pass one input file to get its values",
         )
-    binary = model.binary()
     records: list[dict[str, Any]] = []
     for path in paths:
         pred = model.predict(path)
-        ids, probabilities = model.class_ids(pred), model.probabilities(pred)
-        for row, (cls, probs) in enumerate(zip(ids, probabilities, strict=True)):
-            p = None
-            if cls is not None:  # a binary output's one probability is the positive's
-                p = float(probs[cls]) if not binary else float(probs[0] if cls else 1 - probs[0])
-            records.append(
-                {
-                    "file": str(path) if len(pred) == 1 else f"{path}[{row}]",
-                    "class": None if cls is None else names[cls],
-                    "probability": p,
-                }
-            )
+        wheres = [str(path)] if len(pred) == 1 else [f"{path}[{row}]" for row in range(len(pred))]
+        records += _class_records(model, pred, names, "file", wheres)
+    return _show_records(args, console, records, "file")
+
+
+def _class_records(
+    model: Any, pred: np.ndarray, names: list[str], key: str, wheres: list[str]
+) -> list[dict[str, Any]]:
+    """One record per row of `pred`: where it came from (under `key`), its class name and
+    that class's probability (a binary output's one probability is the positive's); None
+    for a row that is not finite."""
+    binary = model.binary()
+    records = []
+    for where, cls, probs in zip(
+        wheres, model.class_ids(pred), model.probabilities(pred), strict=True
+    ):
+        p = None
+        if cls is not None:
+            p = float(probs[cls]) if not binary else float(probs[0] if cls else 1 - probs[0])
+        records.append({key: where, "class": None if cls is None else names[cls], "probability": p})
+    return records
+
+
+def _show_records(
+    args: argparse.Namespace, console: Console, records: list[dict[str, Any]], key: str
+) -> int:
+    """The records as JSON (--json), else one line each: where, class, probability."""
     if args.json:
         print(json.dumps({"predictions": records}))
         return OK
     for record in records:
         shown = "nan" if record["probability"] is None else f"{record['probability']:.4f}"
-        console.print(f"{record['file']}  {record['class']}  {shown}", markup=False)
+        console.print(f"{record[key]}  {record['class']}  {shown}", markup=False)
     return OK
 
 
@@ -512,22 +526,8 @@ def _predict_texts(
         raise error("no texts to predict", help='pass --text "..." or a text file')
     pred = model.predict(model.encode_texts([text for _, text in texts]))
     names = model.class_names() or [str(i) for i in range(pred.shape[-1])]
-    probabilities = model.probabilities(pred)
-    records = [
-        {
-            "text": where,
-            "class": None if cls is None else names[cls],
-            "probability": None if cls is None else float(probs[cls]),
-        }
-        for (where, _), cls, probs in zip(texts, model.class_ids(pred), probabilities, strict=True)
-    ]
-    if args.json:
-        print(json.dumps({"predictions": records}))
-        return OK
-    for record in records:
-        shown = "nan" if record["probability"] is None else f"{record['probability']:.4f}"
-        console.print(f"{record['text']}  {record['class']}  {shown}", markup=False)
-    return OK
+    records = _class_records(model, pred, names, "text", [where for where, _ in texts])
+    return _show_records(args, console, records, "text")
 
 
 def _predict_outputs(
