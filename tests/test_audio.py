@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from conftest import ROOT
@@ -20,6 +21,7 @@ from dnnspec.cli import main
 from dnnspec.data.datasets import DATASETS, Dataset
 from dnnspec.errors import DiagnosticError, Span
 from dnnspec.frontend import load_spec
+from dnnspec.metadata import ModelMetadata
 from dnnspec.runtime.prepare import prepare
 
 sf = pytest.importorskip("soundfile")
@@ -187,3 +189,19 @@ def test_a_held_out_clip_folder_is_read_as_the_spec_s_with_classes_matched_by_na
     assert prep.test_data is not None
     np.testing.assert_array_equal(prep.test_data.x, held.x)
     assert prep.test_data.y.tolist() == [len(classes) - 2] * 3 + [len(classes) - 1] * 3
+
+
+def test_compile_and_export_of_an_audio_spec_record_the_waveforms_as_training_does(
+    tmp_path: Path,
+) -> None:
+    tone_clips.write(tmp_path / "clips", per_class=2)
+    spec = tmp_path / "k.dnn"
+    shutil.copy(KEYWORDS, spec)
+    trained = prepare(load_spec(spec)).program.metadata.audio
+    assert trained is not None and trained.input == "wave"
+    compiled = api.compile(spec)
+    assert compiled.metadata.audio == trained
+    written = api.save(compiled, tmp_path / "compiled")["model"]
+    api.export(spec, out=tmp_path / "exported.onnx")
+    for path in (written, tmp_path / "exported.onnx"):
+        assert ModelMetadata.from_model(onnx.load(path), path).audio == trained

@@ -87,6 +87,9 @@ def compile_spec(spec: Spec, with_data: WithData) -> Compiled:
                 [first.model_copy(update={"notes": (*first.notes, why)}), *exc.diagnostics[1:]],
                 exc.sources,
             ) from None
+    declares = DATASETS.get(train.data.name).declares
+    if declares is not None:  # as training records it from the data
+        declares(train.data.args, program.metadata)
     from_data = []
     if classes is not None:
         from_data.append(

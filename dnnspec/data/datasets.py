@@ -41,7 +41,7 @@ from dnnspec.data.images import read_folder, read_listing, to_model
 from dnnspec.data.split import split, split_indices
 from dnnspec.errors import Span, error
 from dnnspec.files import GiB, MiB
-from dnnspec.metadata import AudioMeta, ImageMeta
+from dnnspec.metadata import AudioMeta, ImageMeta, ModelMetadata
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
@@ -115,6 +115,9 @@ class DatasetDef:
     refit: RowsLoader | None = None
     """How the data is loaded with what it learns learned from the training rows alone
     (None: it learns nothing from its samples)."""
+    declares: Callable[[dict[str, Any], ModelMetadata], None] | None = None
+    """What the call's arguments alone tell model.onnx's metadata (an audio folder's rate
+    and length), recorded by compiling without the data as training records it."""
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -395,15 +398,27 @@ def _image_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset
     return Dataset(to_model(pixels), labels, labels=classes, image=image)
 
 
+def _audio_meta(args: dict[str, Any]) -> AudioMeta:
+    """The waveforms an `audio_folder` call gives: its rate, and seconds x rate samples."""
+    rate = args["sample_rate"]
+    return AudioMeta(input="", sample_rate=rate, samples=max(1, round(rate * args["seconds"])))
+
+
 def _audio_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     """One sub-folder of WAV clips per class (Keras' `audio_dataset_from_directory`): the
     waveforms as float32 [N, sample_rate x seconds], class ids in folder-name order."""
-    rate = args["sample_rate"]
-    samples = max(1, round(rate * args["seconds"]))
+    audio = _audio_meta(args)
     root = locate_file(args["path"], span)
-    waves, labels, classes = read_audio_folder(root, rate, samples, MAX_DATA_BYTES, span)
-    audio = AudioMeta(input="", sample_rate=rate, samples=samples)
+    waves, labels, classes = read_audio_folder(
+        root, audio.sample_rate, audio.samples, MAX_DATA_BYTES, span
+    )
     return Dataset(waves, labels, labels=classes, audio=audio)
+
+
+def _audio_declares(args: dict[str, Any], meta: ModelMetadata) -> None:
+    """model.onnx takes the waveforms at the call's rate and length, data read or not."""
+    if meta.inputs:
+        meta.audio = _audio_meta(args).model_copy(update={"input": meta.inputs[0].name})
 
 
 def read_batch(path: Path, feed: Feed) -> Batch:
@@ -567,6 +582,7 @@ DATASETS.add(
         "float32 [N, sample_rate x seconds] in [-1, 1], held in memory (at most 2 GiB)",
         paths=("path",),
         held_out=lambda args, inputs, like, span: _audio_folder(args, 0, span),
+        declares=_audio_declares,
     ),
 )
 DATASETS.add(
