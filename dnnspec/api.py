@@ -186,19 +186,17 @@ def check_data(source: str | Path | Spec, /, **overrides: Any) -> dict[str, Any]
 def compile(source: str | Path | Spec, /, **overrides: Any) -> Program:  # noqa: A001 - the verb
     """Check a spec and assemble its train-step and eval-step graphs; the data is read only
     when the graphs depend on it (see `compile_details`)."""
-    from dnnspec.assemble.compile import compile_spec
-    from dnnspec.runtime.prepare import program_from_data
+    from dnnspec.runtime.prepare import compile_program
 
-    return compile_spec(_spec(source, overrides), program_from_data).program
+    return compile_program(_spec(source, overrides)).program
 
 
 def compile_details(source: str | Path | Spec, /, **overrides: Any) -> Compiled:
     """`compile`, saying whether and why the data was read (fitted preprocessing, a
     schedule counted in epochs) and what only the data would have told (class names)."""
-    from dnnspec.assemble.compile import compile_spec
-    from dnnspec.runtime.prepare import program_from_data
+    from dnnspec.runtime.prepare import compile_program
 
-    return compile_spec(_spec(source, overrides), program_from_data)
+    return compile_program(_spec(source, overrides))
 
 
 def export(

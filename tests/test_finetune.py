@@ -14,6 +14,7 @@ from conftest import SPECS, assert_train_step_matches_finite_differences
 from onnx import helper, numpy_helper
 
 import dnnspec
+from dnnspec import api
 from dnnspec.check.report import check_json
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec_text
@@ -192,6 +193,19 @@ def test_init_starts_from_a_run_and_renames_map_the_file_s_names(tmp_path: Path)
     assert np.array_equal(program.start["dense_3.weight"], start["dense_2.weight"])
     drawn = initial_values(program, 0)
     assert np.array_equal(drawn["dense_1.weight"], start["dense_1.weight"])
+
+
+def test_compile_and_export_of_a_spec_start_from_its_init_weights_without_reading_data(
+    tmp_path: Path,
+) -> None:
+    base = _train_base(tmp_path)
+    path = small(tmp_path, f'  init from("{base}", exclude = [dense_2])', name="tuned.dnn")
+    compiled = api.compile_details(path)
+    assert compiled.read_data is None
+    assert set(compiled.program.start) == {"dense_1.weight", "dense_1.bias"}
+    dnnspec.export(path, out=tmp_path / "tuned.onnx")
+    exported = weights(tmp_path / "tuned.onnx")["dense_1.weight"]
+    assert np.array_equal(exported, weights(base / "model.onnx")["dense_1.weight"])
 
 
 def test_a_shape_mismatch_lists_what_the_model_expects_and_what_the_file_has(

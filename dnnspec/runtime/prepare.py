@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dnnspec.assemble.compile import train_section
+from dnnspec.assemble.compile import Compiled, compile_spec, train_section
 from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
 from dnnspec.data.datasets import DATASETS, Dataset, split_indices
@@ -177,9 +177,7 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     targets = parts.preprocessing.targets if parts.preprocessing is not None else None
     program = build_train_step(typed, train, parts.classes, timing, targets=targets)
     record_data(program, parts)
-    if train.init is not None:
-        slots = {s.name: s.spec for s in program.model_slots()}
-        program.start = start_values(train.init, slots, np.dtype(program.float_dtype))
+    _start_from(program, train)
     return Prepared(
         spec,
         train,
@@ -194,9 +192,25 @@ def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
     )
 
 
+def _start_from(program: Program, train: TrainSpec) -> None:
+    """Give the parameters `init from(...)` names their earlier values."""
+    if train.init is not None:
+        slots = {s.name: s.spec for s in program.model_slots()}
+        program.start = start_values(train.init, slots, np.dtype(program.float_dtype))
+
+
 def program_from_data(spec: Spec) -> Program:
     """The graphs of `spec` assembled for its data: `compile_spec`'s `with_data`."""
     return prepare(spec).program
+
+
+def compile_program(spec: Spec) -> Compiled:
+    """`compile_spec` with this stage's data reading, and the spec's `init from(...)`
+    weights as the starting values even where the data is not read."""
+    compiled = compile_spec(spec, program_from_data)
+    if compiled.read_data is None:
+        _start_from(compiled.program, train_section(spec))
+    return compiled
 
 
 def record_data(program: Program, parts: Parts) -> None:

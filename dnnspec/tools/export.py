@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from dnnspec.assemble.compile import compile_spec
 from dnnspec.assemble.describe import spec_hash
 from dnnspec.assemble.steps import SEED, STEP, Program, build_inference
 from dnnspec.check.shapes import TypedModel, check_spec, param_name
@@ -33,7 +32,7 @@ from dnnspec.metadata import Interface, ModelMetadata, OutputRole, TensorMeta
 from dnnspec.resolve import pin_paths, read_lock
 from dnnspec.runtime import checkpoint
 from dnnspec.runtime.model_file import MAX_MODEL_BYTES, read_model
-from dnnspec.runtime.prepare import program_from_data
+from dnnspec.runtime.prepare import compile_program
 from dnnspec.runtime.session import make_session
 from dnnspec.runtime.trainer import initial_values
 from dnnspec.tools.checks import (
@@ -117,7 +116,7 @@ def _version() -> str:
 
 def _from_spec(path: Path) -> _Source:
     spec = load_spec(path, {})
-    compiled = compile_spec(spec, program_from_data)
+    compiled = compile_program(spec)
     program = compiled.program
     params = initial_values(program, program.train.seed, params_only=True)
     model = build_inference(
@@ -417,7 +416,7 @@ def _train_state(source: _Source, interface: Interface) -> tuple[dict[str, np.nd
                 help="the run directory was written by another version; train it again",
             )
         return {name: arrays[name] for name in carried}, int(header["step"])
-    program = source.program or compile_spec(source.spec, program_from_data).program
+    program = source.program or compile_program(source.spec).program
     values = initial_values(program, program.train.seed)
     return {name: values[name] for name in carried}, 0
 
