@@ -22,7 +22,7 @@ from dnnspec.cli import main
 from dnnspec.data import datasets
 from dnnspec.data.images import to_model
 from dnnspec.errors import DiagnosticError, Span
-from dnnspec.frontend import load_spec_text
+from dnnspec.frontend import load_spec, load_spec_text
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.graph.rng import TableRandom
 from dnnspec.runtime import checkpoint
@@ -383,3 +383,33 @@ train {
 }
 """
     assert_train_step_matches_finite_differences(load_spec_text(text, "m.dnn"), {"N": 5})
+
+
+HELD_OUT = """model m {
+  input x: float32[N, 3, 4, 4]
+  flatten
+  dense(2)
+}
+train {
+  data image_folder(path = "photos/", size = [4, 4], validation = 0.0)
+  test "held/"
+  loss cross_entropy
+  optimizer sgd(lr = 0.1)
+  batch 2
+  epochs 1
+}
+"""
+
+
+def test_a_held_out_folder_of_one_class_takes_its_training_id_and_an_unknown_one_is_located(
+    tmp_path: Path,
+) -> None:
+    write_classes(tmp_path / "photos")
+    shutil.copytree(tmp_path / "photos" / "cat", tmp_path / "held" / "cat")
+    (tmp_path / "m.dnn").write_text(HELD_OUT)
+    prep = prepare(load_spec(tmp_path / "m.dnn"))
+    assert prep.test_data is not None and prep.test_data.y.tolist() == [1, 1]  # ant is 0
+    (tmp_path / "held" / "cat").rename(tmp_path / "held" / "dog")
+    with pytest.raises(DiagnosticError, match="class labels the training data lacks: dog") as e:
+        prepare(load_spec(tmp_path / "m.dnn"))
+    assert e.value.diagnostics[0].span is not None

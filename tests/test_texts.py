@@ -364,6 +364,19 @@ def test_a_held_out_text_folder_is_tokenized_by_the_run_s_tokenizer_classes_by_n
     np.testing.assert_array_equal(prep.test_data.x, ids)
 
 
+def test_a_held_out_text_folder_or_listing_of_one_class_takes_its_training_id(
+    tmp_path: Path,
+) -> None:
+    spec = write_tiny(tmp_path, TINY.replace("test 0.2", 'test "held/"'))
+    write_folder(tmp_path / "held", {"pos": ["good w3x", "good news"]})
+    prep = prepare(load_spec(spec))
+    assert prep.test_data is not None and prep.test_data.y.tolist() == [1, 1]  # neg is 0
+    (tmp_path / "held.csv").write_text("text,label\nbad news,neg\n", encoding="utf-8")
+    spec.write_text(spec.read_text().replace('"held/"', '"held.csv"'))
+    prep = prepare(load_spec(spec))
+    assert prep.test_data is not None and prep.test_data.y.tolist() == [0]
+
+
 def test_eval_reads_a_held_out_text_folder_as_the_spec_s(tmp_path: Path) -> None:
     spec = write_tiny(tmp_path)
     api.train(spec, out=tmp_path / "run", plot=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnnspec.data.folders import Files, class_folders
+from dnnspec.data.folders import LEAST, Files, class_folders
 from dnnspec.data.formats.wav import SUFFIXES, is_wav, read_clip
 from dnnspec.errors import Span, error
 from dnnspec.files import size_text
@@ -31,12 +31,17 @@ CLIPS = Files(
 
 
 def read_folder(
-    root: Path, sample_rate: int, samples: int, limit: int, span: Span | None
+    root: Path,
+    sample_rate: int,
+    samples: int,
+    limit: int,
+    span: Span | None,
+    least: int = LEAST,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Every clip of the class folders of `root` as float32 `[N, samples]`, with its class
-    id (classes in name order) and the class names; refused before reading when the set
-    would exceed `limit` bytes."""
-    classes = class_folders(root, CLIPS, span)
+    """Every clip of the class folders of `root` (at least `least`) as float32 `[N,
+    samples]`, with its class id (classes in name order) and the class names; refused
+    before reading when the set would exceed `limit` bytes."""
+    classes = class_folders(root, CLIPS, span, least)
     count = sum(len(files) for _, files in classes)
     needed = count * samples * 4
     if needed > limit:

@@ -25,6 +25,7 @@ import numpy as np
 from dnnspec.data.audio import read_folder as read_audio_folder
 from dnnspec.data.dataset import Dataset, named_inputs, named_targets
 from dnnspec.data.files import locate_file
+from dnnspec.data.folders import LEAST
 from dnnspec.data.formats import (
     FORMATS,
     UNNAMED,
@@ -375,9 +376,12 @@ def _file_inputs(
     return _as_names(data, span) if args["labels"] == "names" else data
 
 
-def _image_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+def _image_folder(
+    args: dict[str, Any], seed: int, span: Span | None, least: int = LEAST
+) -> Dataset:
     """One sub-folder of images per class (Keras' `image_dataset_from_directory`): the
-    pixels as float32 [N, channels, height, width] x 1/255, class ids in folder-name order."""
+    pixels as float32 [N, channels, height, width] x 1/255, class ids in folder-name order
+    (at least `least` classes: held-out data may hold one)."""
     size = args["size"]
     if len(size) != 2 or min(size) < 1:
         raise error(f"size is [height, width], two positive sizes, got {list(size)}", span)
@@ -388,11 +392,11 @@ def _image_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset
     if root.suffix == ".csv" and root.is_file():
         columns = (args["image_column"], args["label_column"])
         pixels, labels, classes = read_listing(
-            root, columns, (size[0], size[1]), channels, MAX_DATA_BYTES, span
+            root, columns, (size[0], size[1]), channels, MAX_DATA_BYTES, span, least
         )
     else:
         pixels, labels, classes = read_folder(
-            root, (size[0], size[1]), channels, MAX_DATA_BYTES, span
+            root, (size[0], size[1]), channels, MAX_DATA_BYTES, span, least
         )
     image = ImageMeta(input="", size=[size[0], size[1]], channels=channels, scale=float(SCALE))
     return Dataset(to_model(pixels), labels, labels=classes, image=image)
@@ -404,13 +408,16 @@ def _audio_meta(args: dict[str, Any]) -> AudioMeta:
     return AudioMeta(input="", sample_rate=rate, samples=max(1, round(rate * args["seconds"])))
 
 
-def _audio_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
+def _audio_folder(
+    args: dict[str, Any], seed: int, span: Span | None, least: int = LEAST
+) -> Dataset:
     """One sub-folder of WAV clips per class (Keras' `audio_dataset_from_directory`): the
-    waveforms as float32 [N, sample_rate x seconds], class ids in folder-name order."""
+    waveforms as float32 [N, sample_rate x seconds], class ids in folder-name order (at
+    least `least` classes: held-out data may hold one)."""
     audio = _audio_meta(args)
     root = locate_file(args["path"], span)
     waves, labels, classes = read_audio_folder(
-        root, audio.sample_rate, audio.samples, MAX_DATA_BYTES, span
+        root, audio.sample_rate, audio.samples, MAX_DATA_BYTES, span, least
     )
     return Dataset(waves, labels, labels=classes, audio=audio)
 
@@ -549,7 +556,7 @@ DATASETS.add(
         "2 GiB); model.onnx takes uint8 [N, height, width, channels]",
         paths=("path",),
         compile_reads="model.onnx takes the data's images as decoded (uint8 pixels, channels last)",
-        held_out=lambda args, inputs, like, span: _image_folder(args, 0, span),
+        held_out=lambda args, inputs, like, span: _image_folder(args, 0, span, 1),
     ),
 )
 DATASETS.add(
@@ -581,7 +588,7 @@ DATASETS.add(
         "folder names, sorted); mono (channels averaged), cut or zero-padded to seconds, as "
         "float32 [N, sample_rate x seconds] in [-1, 1], held in memory (at most 2 GiB)",
         paths=("path",),
-        held_out=lambda args, inputs, like, span: _audio_folder(args, 0, span),
+        held_out=lambda args, inputs, like, span: _audio_folder(args, 0, span, 1),
         declares=_audio_declares,
     ),
 )

@@ -40,10 +40,17 @@ class Files:
     holding: str
 
 
-def class_folders(root: Path, files: Files, span: Span | None) -> list[tuple[str, list[Path]]]:
+LEAST = 2
+"""Classes a training folder or listing must hold; held-out data needs one, its class ids
+being the training data's (matched by name)."""
+
+
+def class_folders(
+    root: Path, files: Files, span: Span | None, least: int = LEAST
+) -> list[tuple[str, list[Path]]]:
     """The class folders of `root` in name order, each with its files in name order
     (names starting with `.` or `_` are skipped); a file beside them, a foreign file in
-    one, an empty one or fewer than two classes is a diagnostic."""
+    one, an empty one or fewer than `least` classes is a diagnostic."""
     if not os.path.isdir(root):
         raise error(
             f"'{root}' is not a folder",
@@ -70,10 +77,10 @@ def class_folders(root: Path, files: Files, span: Span | None) -> list[tuple[str
         if not found:
             raise error(f"class folder '{entry}' holds no {files.many}", span)
         classes.append((entry.name, found))
-    if len(classes) < 2:
+    if len(classes) < least:
         raise error(
             f"'{root}' holds {len(classes)} class folder{'s' if len(classes) != 1 else ''}; "
-            "a classifier needs at least two",
+            + _needs(least),
             span,
             help=f"one sub-folder per class, named after it, holding its {files.holding}",
         )
@@ -108,13 +115,15 @@ def listing_rows(
 
 
 def listing_classes(
-    listing: Path, names: list[str], span: Span | None
+    listing: Path, names: list[str], span: Span | None, least: int = LEAST
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class ids of the class names a listing gives (classes in name order) and the
-    classes; fewer than two is a diagnostic."""
+    classes; fewer than `least` is a diagnostic."""
     classes = sorted(set(names))
-    if len(classes) < 2:
-        raise error(
-            f"'{listing}' names {len(classes)} class(es); a classifier needs at least two", span
-        )
+    if len(classes) < least:
+        raise error(f"'{listing}' names {len(classes)} class(es); {_needs(least)}", span)
     return np.array([classes.index(n) for n in names], np.int64), tuple(classes)
+
+
+def _needs(least: int) -> str:
+    return "a classifier needs at least two" if least > 1 else "held-out data needs at least one"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnnspec.data.folders import Files, class_folders, listing_classes, listing_rows
+from dnnspec.data.folders import LEAST, Files, class_folders, listing_classes, listing_rows
 from dnnspec.data.formats.image import SCALE, SUFFIXES, decode, is_image
 from dnnspec.errors import Span, error
 from dnnspec.files import MiB, open_regular, size_text
@@ -35,12 +35,17 @@ IMAGES = Files(
 
 
 def read_folder(
-    root: Path, size: tuple[int, int], channels: int, limit: int, span: Span | None
+    root: Path,
+    size: tuple[int, int],
+    channels: int,
+    limit: int,
+    span: Span | None,
+    least: int = LEAST,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Every image of the class folders of `root` as `uint8 [N, height, width, channels]`,
-    with its class id (classes in name order) and the class names; refused before decoding
-    when the float32 set would exceed `limit` bytes."""
-    classes = class_folders(root, IMAGES, span)
+    """Every image of the class folders of `root` (at least `least`) as `uint8 [N, height,
+    width, channels]`, with its class id (classes in name order) and the class names;
+    refused before decoding when the float32 set would exceed `limit` bytes."""
+    classes = class_folders(root, IMAGES, span, least)
     files = [path for _, paths in classes for path in paths]
     labels = np.repeat(np.arange(len(classes)), [len(paths) for _, paths in classes])
     pixels = _decode_all(root, files, size, channels, limit, span)
@@ -54,6 +59,7 @@ def read_listing(
     channels: int,
     limit: int,
     span: Span | None,
+    least: int = LEAST,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """The images a CSV lists, one per row: `columns` names the column of image paths
     (relative to the CSV's folder) and that of class names (classes in name order), read
@@ -77,7 +83,7 @@ def read_listing(
             )
         files.append(path)
         names.append(name)
-    labels, classes = listing_classes(listing, names, span)
+    labels, classes = listing_classes(listing, names, span, least)
     return _decode_all(listing, files, size, channels, limit, span), labels, classes
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from dnnspec.data.dataset import Dataset, named_inputs
 from dnnspec.data.datasets import DATASETS, MAX_CSV_BYTES, VALIDATION, DatasetDef, locate_file
-from dnnspec.data.folders import Files, class_folders, listing_classes, listing_rows
+from dnnspec.data.folders import LEAST, Files, class_folders, listing_classes, listing_rows
 from dnnspec.data.split import split_indices
 from dnnspec.data.tokenizer import FILE, KINDS, encode, parse, save, train
 from dnnspec.errors import Span, error
@@ -53,12 +53,12 @@ def _decode(data: bytes, where: str, span: Span | None) -> str:
 
 
 def read_folder(
-    root: Path, limit: int, span: Span | None
+    root: Path, limit: int, span: Span | None, least: int = LEAST
 ) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
-    """Every text of the class folders of `root` (one per file, without the whitespace
-    around it), with its class id (classes in name order) and the class names; more than
-    `limit` bytes in all is refused."""
-    classes = class_folders(root, TEXTS, span)
+    """Every text of the class folders of `root` (at least `least`; one text per file,
+    without the whitespace around it), with its class id (classes in name order) and the
+    class names; more than `limit` bytes in all is refused."""
+    classes = class_folders(root, TEXTS, span, least)
     texts: list[str] = []
     labels: list[int] = []
     left = limit
@@ -72,11 +72,16 @@ def read_folder(
 
 
 def read_listing(
-    listing: Path, columns: tuple[str, str], limit: int, span: Span | None, classes: bool = True
+    listing: Path,
+    columns: tuple[str, str],
+    limit: int,
+    span: Span | None,
+    classes: bool = True,
+    least: int = LEAST,
 ) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
     """The texts of a CSV, one per row: `columns` names the column of texts and that of
-    class names (classes in name order), read from its header (`classes` False: the
-    texts alone, for predict)."""
+    class names (at least `least` classes, in name order), read from its header
+    (`classes` False: the texts alone, for predict)."""
     text = _decode(read_bytes(listing, "text table", limit, span), f"'{listing}'", span)
     rows = listing_rows(
         listing,
@@ -90,7 +95,7 @@ def read_listing(
     texts = [t for _, t, _ in rows]
     if not classes:
         return texts, np.zeros(0, np.int64), ()
-    labels, found = listing_classes(listing, [n for _, _, n in rows], span)
+    labels, found = listing_classes(listing, [n for _, _, n in rows], span, least)
     return texts, labels, found
 
 
@@ -103,14 +108,16 @@ def read_texts(path: Path, column: str, limit: int = MAX_CSV_BYTES) -> list[str]
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _read(args: dict[str, Any], span: Span | None) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
-    """The texts `args` name (a folder of class folders or a CSV), their class ids and
-    the class names."""
+def _read(
+    args: dict[str, Any], span: Span | None, least: int = LEAST
+) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """The texts `args` name (a folder of class folders or a CSV, of at least `least`
+    classes), their class ids and the class names."""
     root = locate_file(args["path"], span)
     if root.suffix.lower() == ".csv" and root.is_file():
         columns = (args["text_column"], args["label_column"])
-        return read_listing(root, columns, MAX_CSV_BYTES, span)
-    return read_folder(root, MAX_CSV_BYTES, span)
+        return read_listing(root, columns, MAX_CSV_BYTES, span, least=least)
+    return read_folder(root, MAX_CSV_BYTES, span, least)
 
 
 def _encoded(
@@ -194,7 +201,7 @@ def _held_out(
     """Held-out texts tokenized by the training data's tokenizer (`like`'s)."""
     assert like.text is not None
     tokenizer = parse(like.files[FILE], f"the training data's {FILE}", span)
-    return _for_inputs(_encoded(tokenizer, like.text, _read(args, span)), inputs, span)
+    return _for_inputs(_encoded(tokenizer, like.text, _read(args, span, 1)), inputs, span)
 
 
 DATASETS.add(
