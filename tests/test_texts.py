@@ -19,6 +19,7 @@ from conftest import ROOT
 
 from dnnspec import api
 from dnnspec.cli import main
+from dnnspec.data import texts as text_folder
 from dnnspec.data import tokenizer
 from dnnspec.data.datasets import DATASETS, Dataset
 from dnnspec.data.texts import read_folder
@@ -349,6 +350,26 @@ def test_the_tokenizer_learns_from_exactly_the_rows_the_run_trains_on(tmp_path: 
     vocab = json.loads(prep.program.files["tokenizer.json"])["model"]["vocab"]
     unseen = set(range(40)) - set(prep.train_index.tolist())
     assert not [i for i in unseen if "▁" + texts[i].split()[1] in vocab]
+
+
+def test_data_preparation_reads_the_texts_and_learns_the_tokenizer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def counted(name: str) -> Any:
+        original = getattr(text_folder, name)
+
+        def call(*args: Any) -> Any:
+            calls.append(name)
+            return original(*args)
+
+        return call
+
+    for name in ("train", "_read"):
+        monkeypatch.setattr(text_folder, name, counted(name))
+    prepare(load_spec(write_tiny(tmp_path)))
+    assert sorted(calls) == ["_read", "train"]
 
 
 def test_a_held_out_text_folder_is_tokenized_by_the_run_s_tokenizer_classes_by_name(

@@ -53,6 +53,7 @@ __all__ = [
     "VALIDATION",
     "Dataset",
     "DatasetDef",
+    "TrainingRows",
     "locate_file",
     "read_batch",
     "read_inputs",
@@ -82,10 +83,15 @@ HeldOutLoader = Callable[[dict[str, Any], tuple[str, ...], Dataset, Span | None]
 """Reads held-out data (`test "dir/"`, `dnnspec eval RUN dir/`) as the training data was
 read: given the training call's arguments with the held-out path, the model's inputs and
 the training data (whose tokenizer a text reader reuses)."""
-RowsLoader = Callable[[dict[str, Any], tuple[str, ...], np.ndarray, Span | None], Dataset]
-"""Loads the data again with what it learns from its samples (a text tokenizer) learned
-from exactly the given rows (the training rows, as indices into the data as loaded), for
-the model's inputs."""
+TrainingRows = Callable[[np.ndarray], np.ndarray]
+"""Given the class ids of every sample as loaded, the rows that train (data preparation's
+split, as indices into the data as loaded)."""
+RowsLoader = Callable[
+    [dict[str, Any], tuple[str, ...], tuple[str, ...], TrainingRows, Span | None], Dataset
+]
+"""Loads the data with what it learns from its samples (a text tokenizer) learned from
+exactly the training rows, which it asks for once it has read the class ids (so it reads
+and learns once); for the model's inputs and named outputs."""
 
 
 def _all_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +120,8 @@ class DatasetDef:
     held_out: HeldOutLoader | None = None
     """How a held-out path is read as the training data was (None: as a data `file`)."""
     refit: RowsLoader | None = None
-    """How the data is loaded with what it learns learned from the training rows alone
-    (None: it learns nothing from its samples)."""
+    """How data preparation loads the data with what it learns learned from the run's
+    training rows alone (None: it learns nothing from its samples)."""
     declares: Callable[[dict[str, Any], ModelMetadata], None] | None = None
     """What the call's arguments alone tell model.onnx's metadata (an audio folder's rate
     and length), recorded by compiling without the data as training records it."""

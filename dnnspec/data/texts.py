@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from dnnspec.data.dataset import Dataset, named_inputs
-from dnnspec.data.datasets import DATASETS, MAX_CSV_BYTES, VALIDATION, DatasetDef, locate_file
+from dnnspec.data.datasets import (
+    DATASETS,
+    MAX_CSV_BYTES,
+    VALIDATION,
+    DatasetDef,
+    TrainingRows,
+    locate_file,
+)
 from dnnspec.data.folders import LEAST, Files, class_folders, listing_classes, listing_rows
 from dnnspec.data.split import split_indices
 from dnnspec.data.tokenizer import FILE, KINDS, encode, parse, save, train
@@ -132,24 +139,32 @@ def _encoded(
 
 
 def _tokenized(
-    args: dict[str, Any], rows: np.ndarray | None, seed: int, span: Span | None
+    args: dict[str, Any], training_rows: TrainingRows, span: Span | None
 ) -> tuple[Dataset, np.ndarray]:
-    """The texts tokenized by a tokenizer learned from the training `rows` alone, so no
-    held-out text shapes the vocabulary; None: from the split the train section makes by
-    default (seeded by its seed, each class in proportion), until data preparation knows
-    the run's split and loads them again with its rows (`DatasetDef.refit`)."""
+    """The texts tokenized by a tokenizer learned from the training rows alone (chosen by
+    `training_rows` from the class ids), so no held-out text shapes the vocabulary."""
     read = _read(args, span)
     texts, labels, _ = read
-    if rows is None:
-        placeholder = Dataset(np.zeros(len(labels)), labels)
-        rows, _ = split_indices(placeholder, args["validation"], seed, stratify=True)
+    rows = training_rows(labels)
     kind, length = args["tokenizer"], args["length"]
     tokenizer = train([texts[i] for i in rows], kind, args["vocab"], length)
     return _encoded(tokenizer, TextMeta(input="", tokenizer=FILE, kind=kind, length=length), read)
 
 
+def _default_split(args: dict[str, Any], seed: int) -> TrainingRows:
+    """The training rows of the split the train section makes by default (seeded by its
+    seed, each class in proportion): for readers of the data alone, such as `check`; data
+    preparation hands in the run's own split (`DatasetDef.refit`)."""
+
+    def rows(labels: np.ndarray) -> np.ndarray:
+        placeholder = Dataset(np.zeros(len(labels)), labels)
+        return split_indices(placeholder, args["validation"], seed, stratify=True)[0]
+
+    return rows
+
+
 def _text_folder(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
-    return _tokenized(args, None, seed, span)[0]
+    return _tokenized(args, _default_split(args, seed), span)[0]
 
 
 def _with_lengths(
@@ -166,6 +181,15 @@ def _with_lengths(
     return replace(data, x=found[inputs[0]], inputs=found, text=text)
 
 
+def _one_target(outputs: tuple[str, ...], span: Span | None) -> None:
+    if outputs:
+        raise error(
+            "text_folder gives one target, the class, but the model has named outputs",
+            span,
+            help="return one output",
+        )
+
+
 def _text_folder_inputs(
     args: dict[str, Any],
     inputs: tuple[str, ...],
@@ -173,13 +197,8 @@ def _text_folder_inputs(
     seed: int,
     span: Span | None,
 ) -> Dataset:
-    if outputs:
-        raise error(
-            "text_folder gives one target, the class, but the model has named outputs",
-            span,
-            help="return one output",
-        )
-    return _with_lengths(_tokenized(args, None, seed, span), inputs, span)
+    _one_target(outputs, span)
+    return _with_lengths(_tokenized(args, _default_split(args, seed), span), inputs, span)
 
 
 def _for_inputs(
@@ -189,10 +208,16 @@ def _for_inputs(
 
 
 def _refit(
-    args: dict[str, Any], inputs: tuple[str, ...], rows: np.ndarray, span: Span | None
+    args: dict[str, Any],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    training_rows: TrainingRows,
+    span: Span | None,
 ) -> Dataset:
-    """The texts tokenized by a tokenizer learned from exactly the training `rows`."""
-    return _for_inputs(_tokenized(args, rows, 0, span), inputs, span)
+    """The texts, read once, tokenized by a tokenizer learned once from exactly the run's
+    training rows."""
+    _one_target(outputs, span)
+    return _for_inputs(_tokenized(args, training_rows, span), inputs, span)
 
 
 def _held_out(

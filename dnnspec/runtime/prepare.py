@@ -21,7 +21,7 @@ import numpy as np
 from dnnspec.assemble.compile import Compiled, compile_spec, train_section
 from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
-from dnnspec.data.datasets import DATASETS, Dataset, split_indices
+from dnnspec.data.datasets import DATASETS, Dataset, TrainingRows, split_indices
 from dnnspec.data.stream import Streamed
 from dnnspec.errors import Span, error
 from dnnspec.ir import Call, Spec, TrainSpec
@@ -117,26 +117,16 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
         classes = streamed.classes
         fitted = streamed.preprocessing
         return Parts(sample, classes, sample, val, test, kept, held, fitted, found, streamed)
-    data, classes = load_data(train, typed, train.data)
-    args = train.data.args
-    validation = arg_float(args, "validation") if "validation" in args else 0.0
-    first = LOSSES.get(train.trained()[0].loss.name)
-    split_seed, stratify = train.seed, first.target == "class"
-    if train.split is not None:
-        chosen = arg_int(train.split.args, "seed")
-        split_seed = train.seed if chosen < 0 else chosen
-        stratify = stratify and bool(train.split.args["stratify"])
-    rest = np.arange(len(data))
-    test_index = None
-    if isinstance(train.test, float):  # held out first, so validation never sees it
-        rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
-    part = data.take(rest)
-    kept, held = split_indices(part, validation, split_seed, stratify)
-    kept, held = rest[kept], rest[held]
-    refit = DATASETS.get(train.data.name).refit
-    if refit is not None:  # what the data learns (a tokenizer) learned from the kept rows
-        refitted = refit(train.data.args, _input_names(typed), kept, train.data.span)
-        data = _conform(train, typed, refitted, train.data)[0]
+    splits: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
+
+    def training_rows(labels: np.ndarray) -> np.ndarray:
+        """The split of data that learns from its training rows (a tokenizer), made from
+        its class ids before it learns."""
+        splits.append(_split(train, Dataset(np.zeros(len(labels)), labels)))
+        return splits[0][1]
+
+    data, classes = load_data(train, typed, train.data, training_rows)
+    test_index, kept, held = splits[0] if splits else _split(train, data)
     test_data = None if test_index is None else data.take(test_index)
     if isinstance(train.test, str):
         test_data = read_like_data(train, train.test, typed, head_labels(data), like=data)
@@ -162,6 +152,26 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     return Parts(
         data, classes, train_data, val_data, test_data, kept, held, preprocessing, expected
     )
+
+
+def _split(train: TrainSpec, data: Dataset) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """The rows of `data` held out for testing (`test 0.2`; None without), then those that
+    train and validate: seeded, each class in proportion for a class target, unless the
+    `split` setting says otherwise."""
+    args = train.data.args
+    validation = arg_float(args, "validation") if "validation" in args else 0.0
+    first = LOSSES.get(train.trained()[0].loss.name)
+    split_seed, stratify = train.seed, first.target == "class"
+    if train.split is not None:
+        chosen = arg_int(train.split.args, "seed")
+        split_seed = train.seed if chosen < 0 else chosen
+        stratify = stratify and bool(train.split.args["stratify"])
+    rest = np.arange(len(data))
+    test_index = None
+    if isinstance(train.test, float):  # held out first, so validation never sees it
+        rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
+    kept, held = split_indices(data.take(rest), validation, split_seed, stratify)
+    return test_index, rest[kept], rest[held]
 
 
 def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
@@ -254,17 +264,26 @@ def record_data(program: Program, parts: Parts) -> None:
         meta.expects = Expects.model_validate(expected)
 
 
-def load_data(train: TrainSpec, typed: TypedModel, source: Call) -> tuple[Dataset, int | None]:
+def load_data(
+    train: TrainSpec, typed: TypedModel, source: Call, training_rows: TrainingRows | None = None
+) -> tuple[Dataset, int | None]:
     """The data `source` names, checked for the model, one target per trained output;
-    with the class count of a model's one unnamed output (named outputs count their own)."""
-    loaded = _load(train, source, _input_names(typed))
+    with the class count of a model's one unnamed output (named outputs count their own).
+    `training_rows`: the run's split, for data that learns from its training rows."""
+    loaded = _load(train, source, _input_names(typed), training_rows)
     data, classes = _conform(train, typed, loaded, source)
     return data, classes.get("")
 
 
-def _load(train: TrainSpec, source: Call, inputs: tuple[str, ...]) -> Dataset:
+def _load(
+    train: TrainSpec,
+    source: Call,
+    inputs: tuple[str, ...],
+    training_rows: TrainingRows | None = None,
+) -> Dataset:
     """The dataset `source` names, as loaded: one target array per trained output, and
-    for a model of several `inputs` one array per input."""
+    for a model of several `inputs` one array per input; what it learns from its samples
+    (a tokenizer) learned from the `training_rows` given (`DatasetDef.refit`)."""
     dataset = DATASETS.get(source.name)
     names = tuple(h.output for h in train.trained() if h.output)
     if len(inputs) > 1:
@@ -277,10 +296,7 @@ def _load(train: TrainSpec, source: Call, inputs: tuple[str, ...]) -> Dataset:
                 "with a list of columns per input in features), or on digits (inputs top "
                 "and bottom)",
             )
-        return dataset.inputs(source.args, inputs, names, train.seed, source.span)
-    if not names:  # a model's one unnamed output reads the dataset's one target
-        return dataset.load(source.args, train.seed, source.span)
-    if dataset.targets is None:
+    elif names and dataset.targets is None:
         raise error(
             f"dataset '{source.name}' has one target, but the model's outputs "
             f"{', '.join(names)} need one each",
@@ -288,7 +304,13 @@ def _load(train: TrainSpec, source: Call, inputs: tuple[str, ...]) -> Dataset:
             help="train on a file with an .npz array or a CSV column named after each "
             "output, or on digits (targets digit and ink)",
         )
-    return dataset.targets(source.args, names, train.seed, source.span)
+    if dataset.refit is not None and training_rows is not None:
+        return dataset.refit(source.args, inputs, names, training_rows, source.span)
+    if len(inputs) > 1 and dataset.inputs is not None:
+        return dataset.inputs(source.args, inputs, names, train.seed, source.span)
+    if names and dataset.targets is not None:
+        return dataset.targets(source.args, names, train.seed, source.span)
+    return dataset.load(source.args, train.seed, source.span)  # the one unnamed output's
 
 
 def _with_classes(
