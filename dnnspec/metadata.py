@@ -235,8 +235,8 @@ class ImageMeta(Record):
 
 class AudioMeta(Record):
     """`dnnspec.audio`: model.onnx of a model trained on audio clips takes float32 waveforms
-    `[N, samples]` in [-1, 1], mono, sampled at `sample_rate` (`dnnspec predict` refuses a
-    WAV file at another rate)."""
+    `[N, samples]` in [-1, 1], mono, sampled at `sample_rate` (`dnnspec predict` resamples a
+    WAV file at another rate to it)."""
 
     input: str
     sample_rate: Annotated[int, Field(ge=1)]

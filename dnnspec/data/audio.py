@@ -1,7 +1,7 @@
 """A folder of WAV clips, one sub-folder per class (`audio_folder`), as training data.
 
-Each clip is read as `formats/wav.py` reads a file for `predict` (mono, cut or padded to
-the length, the sample rate checked), so training and prediction see the same waveform.
+Each clip is read as `formats/wav.py` reads a file for `predict` (mono, resampled to the
+sample rate, cut or padded to the length), so training and prediction see the same waveform.
 The whole set is held in memory as the float32 `[N, samples]` the steps read, so its size
 is checked against a limit before the first file is read.
 """

@@ -576,7 +576,7 @@ DATASETS.add(
                     type="int",
                     default=16000,
                     min=1,
-                    doc="Hz; a clip at another rate is refused",
+                    doc="Hz; a clip at another rate is resampled to it (soxr)",
                 ),
                 ArgSpec(
                     name="seconds",

@@ -2,14 +2,15 @@
 feeds `predict` one clip, and `audio_folder` (data/audio.py) reads its training clips the
 same way (`read_clip`).
 
-A clip is read as float32 in [-1, 1]; several channels are averaged to mono; it is cut or
-padded with zeros at its end to the model's length. A file at another sample rate than
-the model's is refused, naming both rates: resample it first (e.g. `sox in.wav -r 16000
-out.wav`), as nothing is resampled behind the user's back.
+A clip is read as float32 in [-1, 1]; several channels are averaged to mono; a file at
+another sample rate than the model's is resampled to it by soxr (the `audio` extra; its
+default "HQ" quality, the SoX resampler's band-limited conversion); the clip is then cut
+or padded with zeros at its end to the model's length.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,23 @@ def soundfile() -> Any:
     return soundfile
 
 
+def soxr() -> Any:
+    """The soxr module, or a message saying how to install it."""
+    try:
+        import soxr
+    except ImportError:
+        raise error(
+            "resampling audio needs soxr, which is not installed",
+            help="pip install 'dnnspec[audio]' (or pip install soxr)",
+        ) from None
+    return soxr
+
+
+RESAMPLE_MARGIN = 0.1
+"""Seconds read past the frames a cut clip needs before resampling, so the resampler's
+filter sees the signal beyond the cut rather than an end."""
+
+
 def is_wav(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES
 
@@ -41,28 +59,29 @@ def is_wav(path: Path) -> bool:
 def read_clip(
     path: Path, sample_rate: int | None, samples: int | None, span: Span | None = None
 ) -> np.ndarray:
-    """One WAV file as float32 `[samples]`, mono (channels averaged), cut or zero-padded
-    to `samples` (None: as long as the file). A file at another rate than `sample_rate`
-    (None: any) or one soundfile cannot read is a diagnostic naming it."""
+    """One WAV file as float32 `[samples]`, mono (channels averaged), resampled to
+    `sample_rate` (None: left at its rate), cut or zero-padded to `samples` (None: as long
+    as the file). A file soundfile cannot read is a diagnostic naming it."""
     sf = soundfile()
     try:
         with sf.SoundFile(str(path)) as f:
             rate = int(f.samplerate)
-            if sample_rate is not None and rate != sample_rate:
-                raise error(
-                    f"'{path}' is sampled at {rate} Hz, but the model reads {sample_rate} Hz",
-                    span,
-                    help=f"resample it to {sample_rate} Hz first (e.g. sox '{path.name}' -r "
-                    f"{sample_rate} out.wav)"
-                    + ("" if span is None else f", or train at its rate: sample_rate = {rate}"),
-                )
-            frames = f.read(frames=-1 if samples is None else samples, dtype="float32")
+            other = sample_rate is not None and rate != sample_rate
+            frames = -1
+            if samples is not None:  # the frames at the file's rate that make the clip
+                frames = math.ceil((samples / (sample_rate or rate) + RESAMPLE_MARGIN) * rate)
+                frames = frames if other else samples
+            data = f.read(frames=frames, dtype="float32")
     except (RuntimeError, sf.SoundFileError, OSError) as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise error(f"cannot read audio file '{path}': {reason}", span) from None
-    wave = np.asarray(frames, np.float32)
+    wave = np.asarray(data, np.float32)
     if wave.ndim == 2:
         wave = wave.mean(axis=1, dtype=np.float32)
+    if other and len(wave):
+        wave = np.asarray(soxr().resample(wave, rate, sample_rate), np.float32)
+    if samples is not None:
+        wave = wave[:samples]
     if samples is not None and len(wave) < samples:
         wave = np.pad(wave, (0, samples - len(wave)))
     return wave
