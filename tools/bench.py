@@ -20,6 +20,10 @@
 - **parallel** (only when asked; `tools/bench_parallel.py`): `train --workers` scaling, 1
   process against 1 and 2 MPI workers on the MLP 784-1024-1024-10 at batch 512, with the
   all-reduce's share of a step.
+- **data** (only when asked; `tools/bench_data.py`, which also runs alone with a smaller
+  `--data-gib`): training from files against a PyTorch `DataLoader` twin, a 4 GiB Parquet
+  table streamed under a memory budget (peak RSS, rows/s) and a smaller one in memory, an
+  image folder CNN and an audio folder model.
 
 `--device cuda` runs both on the GPU (dnnspec with data, parameters and state on the
 device, PyTorch with its tensors there). Without torch (the `bench` extra) only
@@ -321,7 +325,8 @@ def main() -> None:
     parser.add_argument(
         "--suite",
         default="e2e,step,infer",
-        help="comma-separated: e2e, step, infer, parallel (tools/bench_parallel.py)",
+        help="comma-separated: e2e, step, infer, parallel (tools/bench_parallel.py), data "
+        "(tools/bench_data.py: writes 4.5 GiB to the temporary folder)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="end-to-end rounds per framework")
     parser.add_argument(
@@ -384,6 +389,17 @@ def main() -> None:
         import bench_parallel
 
         report["parallel"] = bench_parallel.run(30, [1, 2])
+    if "data" in suites:  # not by default: it writes gigabytes of data
+        import bench_data
+
+        settings = bench_data.Settings(
+            repeats=args.repeats,
+            threads=args.threads,
+            device=bench_step.DEVICE,
+            timeout=args.timeout,
+            only=args.only,
+        )
+        report["data"] = bench_data.run(settings, have_torch)
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(report, indent=2))
@@ -393,6 +409,10 @@ def main() -> None:
             import bench_parallel
 
             bench_parallel.print_table(report["parallel"])
+        if "data" in report:
+            import bench_data
+
+            bench_data.print_table(report["data"])
 
 
 if __name__ == "__main__":
