@@ -4,13 +4,17 @@
                           [--threads N] [--device cpu|cuda] [--epochs SCALE]
                           [--only TEXT] [--timeout S] [--json]
 
-- **e2e**: `dnnspec train` (the real loop: data order, per-epoch validation, logging,
-  checkpoints) as its own process against `tools/bench_torch.py`, an idiomatic PyTorch
-  loop doing the same work on the same data, split, batch and epochs. The two alternate
-  (which goes first alternates too), `--repeats` times; the table shows the median
-  training-loop seconds and whole-process seconds (interpreter start, imports, spec
-  compilation and session creation included), the ratios PyTorch / dnnspec (higher is
-  faster for dnnspec) with their spread over the rounds, and each process's peak RSS.
+- **e2e**: `dnnspec train --runtime auto` (the real loop: data order, per-epoch
+  validation, logging, checkpoints, in the runtime its probe picks, named in brackets) as
+  its own process against `tools/bench_torch.py`, an idiomatic PyTorch loop doing the same
+  work on the same data file, split, batch and epochs (one row: the minimal loop a PyTorch
+  user writes). MLPs, the digits CNN, a 28x28 CNN, an LSTM looped by Scan and the char
+  transformer, each network described once in `tools/bench_models.py`. The two alternate
+  (which goes first alternates too), `--repeats` times, after one untimed epoch of
+  dnnspec that runs the probe; the table shows the median training-loop seconds and
+  whole-process seconds (interpreter start, imports, spec compilation and session
+  creation included), the ratios PyTorch / dnnspec (higher is faster for dnnspec) with
+  their spread over the rounds, and each process's peak RSS.
 - **step** (`tools/bench_step.py`, as **infer**): one train step on a fixed batch, both
   frameworks in this process, alternating in 0.2 s rounds (a shared virtual CPU drifts by
   20% over seconds); median steps/s. MLPs, CNNs (a digits-size CNN with batchnorm, and
@@ -49,10 +53,13 @@ from typing import Any
 
 import bench_step
 import numpy as np
+from bench_models import LR, CharTransformer, Mlp, Net, net_config, spec_text
 from bench_step import (
+    CNN_28,
     CNNS,
+    DIGITS_CNN,
     INFER,
-    LR,
+    LSTM_SCAN,
     LSTMS,
     STEPS,
     TRANSFORMERS,
@@ -60,9 +67,10 @@ from bench_step import (
     bench_inproc,
     bench_lstm,
     bench_transformer,
-    mlp_spec,
 )
 
+from dnnspec.data.datasets import DATASETS
+from dnnspec.errors import Span
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.prepare import prepare
 
@@ -72,30 +80,63 @@ TOOLS = Path(__file__).resolve().parent
 # end to end --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class E2ECase:
+    """A row: `net` (both programs build it from this one description) trained `epochs`
+    with `optimizer` at `batch`, validated every epoch on the `validation` share. The data
+    is a registered dataset (`data` called with `data_args`), or with `samples` seeded
+    normal inputs and uniform classes of that many rows; either is written once to an .npz
+    both programs read. `loop` picks the PyTorch side: "same" does dnnspec's work,
+    "minimal" is the loop a PyTorch user writes (tools/bench_torch.py has both), at
+    `torch_threads` intra-op threads (0: one per core) unless --threads says otherwise."""
+
     name: str
-    widths: tuple[int, ...]
+    net: Net
     batch: int
     optimizer: str
     epochs: int
-    dropout: float = 0.0
-    samples: int = 0  # 0: the built-in digits; else seeded random data of this many rows
+    data: str = "digits"
+    data_args: tuple[tuple[str, Any], ...] = ()
+    samples: int = 0
+    validation: float = 0.2
+    loop: str = "same"
+    torch_threads: int = 0
 
 
+DIGITS_MLP = Mlp((64, 256, 256, 10), 0.2)
 E2E = [
+    E2ECase("digits MLP 64-256-256-10, dropout, adam, batch 64", DIGITS_MLP, 64, "adam", 100),
     E2ECase(
-        "digits MLP 64-256-256-10, dropout, adam, batch 64",
-        (64, 256, 256, 10),
+        "digits MLP 64-256-256-10, dropout, adam, batch 64, minimal PyTorch loop",
+        DIGITS_MLP,
         64,
         "adam",
         100,
-        0.2,
+        loop="minimal",
+        torch_threads=2,
+    ),
+    E2ECase("digits MLP 64-256-256-10, dropout, sgd, batch 64", DIGITS_MLP, 64, "sgd", 100),
+    E2ECase("digits MLP 64-256-256-10, sgd, batch 1024", Mlp((64, 256, 256, 10)), 1024, "sgd", 200),
+    E2ECase(
+        "MLP 784-1024-1024-10, sgd, batch 256",
+        Mlp((784, 1024, 1024, 10)),
+        256,
+        "sgd",
+        4,
+        samples=8192,
+    ),
+    E2ECase("digits CNN 8x8, conv 16-32 + batchnorm, batch 64, adam", DIGITS_CNN, 64, "adam", 50),
+    E2ECase("CNN 28x28, conv 32-32, batch 64, adam", CNN_28, 64, "adam", 3, samples=4096),
+    E2ECase(
+        "LSTM 32x32 -> 128, T = 32 (Scan), batch 64, adam", LSTM_SCAN, 64, "adam", 5, samples=4096
     ),
     E2ECase(
-        "digits MLP 64-256-256-10, dropout, sgd, batch 64", (64, 256, 256, 10), 64, "sgd", 100, 0.2
-    ),
-    E2ECase("digits MLP 64-256-256-10, sgd, batch 1024", (64, 256, 256, 10), 1024, "sgd", 200),
-    E2ECase(
-        "MLP 784-1024-1024-10, sgd, batch 256", (784, 1024, 1024, 10), 256, "sgd", 4, 0.0, 8192
+        "char transformer d64 x2, T = 64, batch 32, adam",
+        CharTransformer(),
+        32,
+        "adam",
+        6,
+        data="text",
+        data_args=(("context", 64),),
+        validation=0.1,
     ),
 ]
 
@@ -104,36 +145,49 @@ def scaled(case: E2ECase, factor: float) -> E2ECase:
     return replace(case, epochs=max(1, round(case.epochs * factor)))
 
 
+def _dataset(name: str, args: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of `data name(args)`, loaded as a spec's train section loads them."""
+    entry = DATASETS.get(name)
+    span = Span(file="<bench>", line=1, col=1, end_line=1, end_col=1)
+    bound = entry.signature.bind(name, [], [(k, v, span) for k, v in args.items()], span)
+    data = entry.load(bound, 0, span)
+    return data.x, data.y
+
+
+def _write_data(case: E2ECase, path: Path) -> None:
+    """The case's samples as arrays `x` (shaped as the net's input) and `y`."""
+    dtype, shape = case.net.sample
+    if case.samples:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(case.samples, *shape)).astype(dtype)
+        y = rng.integers(0, case.net.classes, case.samples)
+    else:
+        x, y = _dataset(case.data, dict(case.data_args))
+    np.savez(path, x=x.reshape(len(x), *shape).astype(dtype), y=y.astype(np.int64))
+
+
 def _prepare_e2e(case: E2ECase, work: Path, threads: int | None) -> tuple[list[str], list[str]]:
     """Write both programs' inputs; returns the dnnspec and PyTorch command lines."""
     work.mkdir(parents=True, exist_ok=True)
-    if case.samples:
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(case.samples, case.widths[0])).astype(np.float32)
-        y = rng.integers(0, case.widths[-1], case.samples).astype(np.int64)
-        np.savez(work / "data.npz", x=x, y=y)
-        data = f'file(path = "{work / "data.npz"}", validation = 0.2)'
-    else:
-        data = "digits(validation = 0.2)"
-    spec = mlp_spec(
-        case.widths, case.dropout, case.optimizer, case.batch, epochs=case.epochs, data=data
-    )
+    _write_data(case, work / "data.npz")
+    data = f'file(path = "{work / "data.npz"}", validation = {case.validation})'
+    spec = spec_text(case.net, data, case.optimizer, case.batch, epochs=case.epochs)
     (work / "bench.dnn").write_text(spec)
     # the split dnnspec itself makes, so that both programs train on the same samples
     prep = prepare(load_spec(work / "bench.dnn"))
-    train, val = prep.train_data, prep.val_data
-    np.savez(work / "torch_data.npz", x=train.x, y=train.y, val_x=val.x, val_y=val.y)
+    np.savez(work / "split.npz", train=prep.train_index, validation=prep.val_index)
     config = {
-        "widths": list(case.widths),
-        "dropout": case.dropout,
+        "net": net_config(case.net),
+        "loop": case.loop,
         "optimizer": case.optimizer,
         "lr": LR[case.optimizer],
         "batch": case.batch,
         "epochs": case.epochs,
         "seed": 0,
-        "threads": threads or os.cpu_count() or 1,
+        "threads": threads or case.torch_threads or os.cpu_count() or 1,
         "device": bench_step.DEVICE,
-        "data": str(work / "torch_data.npz"),
+        "data": str(work / "data.npz"),
+        "split": str(work / "split.npz"),
         "out": str(work / "torch_run"),
     }
     (work / "torch.json").write_text(json.dumps(config))
@@ -147,12 +201,27 @@ def _prepare_e2e(case: E2ECase, work: Path, threads: int | None) -> tuple[list[s
         str(work / "run"),
         "--device",
         bench_step.DEVICE,
+        "--runtime",
+        "auto",  # the faster runtime, by the probe (see _choose_runtime)
         "--overwrite",
         "--no-plot",  # the PyTorch loop draws no curves either
         "--json",
     ]
     theirs = [sys.executable, str(TOOLS / "bench_torch.py"), str(work / "torch.json")]
     return ours, theirs
+
+
+def _choose_runtime(cmd: list[str], env: dict[str, str], timeout: float) -> str:
+    """One untimed epoch of dnnspec's command: `--runtime auto` probes the runtimes and
+    caches its choice (under the `XDG_CACHE_HOME` of `env`), so every timed round runs the
+    choice as a user's later runs of the spec do. Returns the note saying which it chose."""
+    done = subprocess.run(
+        [*cmd, "--epochs", "1"], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    notes = [w["message"] for w in json.loads(done.stdout)["warnings"]]
+    return next(n for n in notes if n.startswith("runtime auto: "))
 
 
 LAUNCHER = """
@@ -203,6 +272,9 @@ def bench_e2e(
     env["PYTHONPATH"] = os.pathsep.join([str(TOOLS.parent), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory(prefix="dnnspec-bench-") as tmp:
         ours_cmd, theirs_cmd = _prepare_e2e(case, Path(tmp), threads)
+        env["XDG_CACHE_HOME"] = str(Path(tmp, "cache"))  # a fresh probe for this machine
+        note = _choose_runtime(ours_cmd, env, timeout)
+        print(f"{case.name}: {note}", file=sys.stderr)
         runs: dict[str, list[dict[str, float]]] = {"dnnspec": [], "torch": []}
         for r in range(repeats):
             order = [("dnnspec", ours_cmd), ("torch", theirs_cmd)]
@@ -213,7 +285,8 @@ def bench_e2e(
                     continue
                 time.sleep(0.5)  # let the previous process's threads and page cache settle
                 runs[name].append(_run_process(cmd, env, timeout))
-    row: dict[str, Any] = {"case": asdict(case), "runs": runs}
+    runtime = note.removeprefix("runtime auto: ").split()[0]
+    row: dict[str, Any] = {"case": asdict(case), "runtime": runtime, "note": note, "runs": runs}
     for name, seen in runs.items():
         if seen:
             row[name] = {k: statistics.median(s[k] for s in seen) for k in seen[0]}
@@ -300,7 +373,7 @@ def print_tables(report: dict[str, Any]) -> None:
         print("|---|---|---|---|---|---|---|---|")
         for row in report["e2e"]:
             print(
-                f"| {row['case']['name']} | {_pair(row, 'loop', '.2f')} "
+                f"| {row['case']['name']} [{row['runtime']}] | {_pair(row, 'loop', '.2f')} "
                 f"| {_ratio(row, 'loop_ratio')} | {_ratio(row, 'loop_cpu_ratio')} "
                 f"| {_pair(row, 'whole', '.2f')} "
                 f"| {_ratio(row, 'whole_ratio')} | {_ratio(row, 'whole_cpu_ratio')} "

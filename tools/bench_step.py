@@ -4,7 +4,8 @@ virtual CPU drifts by 20% over seconds); each row is the median rate.
 
 The cases are MLPs, CNNs (a digits-size CNN with batchnorm, and 32-channel 3x3
 convolutions at 28x28), LSTMs (unrolled and Scan) and specs/char_transformer.dnn, each
-beside the same network in PyTorch. Without torch only dnnspec's rates are measured.
+beside the same network in PyTorch (both built from one `bench_models` description).
+Without torch only dnnspec's rates are measured.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_models import LR, CharTransformer, Cnn, Lstm, Mlp, spec_text
 
 from dnnspec.assemble.steps import build_inference, build_train_step
 from dnnspec.check.shapes import check_spec
@@ -29,24 +31,14 @@ from dnnspec.training.schedules import Timing
 
 DEVICE: Device = "cpu"
 """Where both frameworks run (`--device cuda`: dnnspec's CUDA provider, torch on cuda)."""
-LR = {"sgd": 0.01, "adam": 0.001}
 
 
 def mlp_spec(
     widths: tuple[int, ...], dropout: float, optimizer: str, batch: int, **train: Any
 ) -> str:
     """An MLP spec: ReLU hidden layers, dropout after the first one when `dropout` > 0."""
-    hidden = [f"  dense({w}) -> relu" for w in widths[1:-1]]
-    if dropout:
-        hidden[0] += f" -> dropout({dropout})"
-    data = train.get("data", "digits")
-    return (
-        f"model bench {{\n  input x: float32[N, {widths[0]}]\n" + "\n".join(hidden) + "\n"
-        f"  dense({widths[-1]})\n}}\n"
-        f"train {{\n  data {data}\n  loss cross_entropy\n"
-        f"  optimizer {optimizer}(lr = {LR[optimizer]})\n  batch {batch}\n"
-        f"  epochs {train.get('epochs', 1)}\n  metrics accuracy\n  seed 0\n}}\n"
-    )
+    net = Mlp(widths, dropout)
+    return spec_text(net, train.get("data", "digits"), optimizer, batch, train.get("epochs", 1))
 
 
 # one step and inference -------------------------------------------------------------
@@ -91,76 +83,35 @@ INFER = [
 
 @dataclass(frozen=True)
 class CnnCase:
-    """A CNN train step: `side` x `side` single-channel images, 3x3 `same` convolutions of
-    `channels` filters (each followed by batchnorm when `norm`, then ReLU), a 2x2 max pool
-    after the convolutions numbered in `pool_after`, flatten, dense(10)."""
+    """A CNN train step (`bench_models.Cnn`) on a batch of random images."""
 
     name: str
-    side: int
-    channels: tuple[int, ...]
-    pool_after: tuple[int, ...]
-    norm: bool
+    net: Cnn
     batch: int = 64
     optimizer: str = "adam"
 
 
+DIGITS_CNN = Cnn(8, (16, 32), (0, 1), norm=True)
+"""specs/digits_cnn.dnn's network, taking the images as [N, 1, 8, 8]."""
+CNN_28 = Cnn(28, (32, 32), (1,), norm=False)
 CNNS = [
-    CnnCase(
-        "digits CNN 8x8, conv 16-32 + batchnorm, batch 64, adam",
-        8,
-        (16, 32),
-        (0, 1),
-        True,
-    ),
-    CnnCase("CNN 28x28, conv 32-32, batch 64, adam", 28, (32, 32), (1,), False),
+    CnnCase("digits CNN 8x8, conv 16-32 + batchnorm, batch 64, adam", DIGITS_CNN),
+    CnnCase("CNN 28x28, conv 32-32, batch 64, adam", CNN_28),
 ]
 
 
-def cnn_spec(case: CnnCase) -> str:
-    lines = [f"  input x: float32[N, 1, {case.side}, {case.side}]"]
-    for i, width in enumerate(case.channels):
-        norm = " -> batchnorm" if case.norm else ""
-        lines.append(f"  conv2d({width}, 3, padding = same, bias = {str(not case.norm).lower()})"
-                     f"{norm} -> relu")  # fmt: skip
-        if i in case.pool_after:
-            lines.append("  max_pool2d(2)")
-    lines += ["  flatten", "  dense(10)"]
-    return (
-        "model bench {\n" + "\n".join(lines) + "\n}\n"
-        f"train {{\n  data digits\n  loss cross_entropy\n  optimizer {case.optimizer}"
-        f"(lr = {LR[case.optimizer]})\n  batch {case.batch}\n  epochs 1\n  seed 0\n}}\n"
-    )
-
-
-def _torch_cnn(case: CnnCase) -> Any:
-    import torch
-
-    layers: list[torch.nn.Module] = []
-    side, channels = case.side, 1
-    for i, width in enumerate(case.channels):
-        layers.append(torch.nn.Conv2d(channels, width, 3, padding=1, bias=not case.norm))
-        if case.norm:
-            layers.append(torch.nn.BatchNorm2d(width))
-        layers.append(torch.nn.ReLU())
-        if i in case.pool_after:
-            layers.append(torch.nn.MaxPool2d(2))
-            side //= 2
-        channels = width
-    layers += [torch.nn.Flatten(), torch.nn.Linear(channels * side * side, 10)]
-    return torch.nn.Sequential(*layers)
-
-
 def cnn_pair(case: CnnCase, have_torch: bool) -> list[Callable[[], object]]:
-    spec = load_spec_text(cnn_spec(case), "<bench>")
+    text = spec_text(case.net, "digits", case.optimizer, case.batch, metrics=False)
+    spec = load_spec_text(text, "<bench>")
     assert spec.train is not None
     program = build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(case.batch, 1, case.side, case.side)).astype(np.float32)
+    x = rng.normal(size=(case.batch, *case.net.sample[1])).astype(np.float32)
     y = rng.integers(0, 10, case.batch).astype(np.int64)
     trainer = Trainer(program, DEVICE, 0)
     fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
     if have_torch:
-        fns.append(_torch_step(_torch_cnn(case).to(DEVICE), case.optimizer, x, y))
+        fns.append(_torch_step(case.net.module().to(DEVICE), case.optimizer, x, y))
     return fns
 
 
@@ -200,22 +151,13 @@ def _program(case: StepCase) -> Any:
     return build_train_step(check_spec(spec), spec.train, case.widths[-1], Timing(100, 10_000))
 
 
-def _torch_mlp(widths: tuple[int, ...]) -> Any:
-    import torch
-
-    layers: list[torch.nn.Module] = []
-    for a, b in zip(widths[:-2], widths[1:-1], strict=True):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers, torch.nn.Linear(widths[-2], widths[-1]))
-
-
 def step_pair(
     case: StepCase, x: np.ndarray, y: np.ndarray, have_torch: bool
 ) -> list[Callable[[], object]]:
     trainer = Trainer(_program(case), DEVICE, 0)
     fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
     if have_torch:
-        fns.append(_torch_step(_torch_mlp(case.widths).to(DEVICE), case.optimizer, x, y))
+        fns.append(_torch_step(Mlp(case.widths).module().to(DEVICE), case.optimizer, x, y))
     return fns
 
 
@@ -228,7 +170,7 @@ def infer_pair(case: StepCase, x: np.ndarray, have_torch: bool) -> list[Callable
     if have_torch:
         import torch
 
-        net = _torch_mlp(case.widths).eval().to(DEVICE)
+        net = Mlp(case.widths).module().eval().to(DEVICE)
 
         def forward() -> None:  # host array in, host array out, as onnxruntime's run()
             with torch.no_grad():
@@ -253,31 +195,22 @@ def bench_inproc(case: StepCase, seconds: float, have_torch: bool) -> dict[str, 
 
 @dataclass(frozen=True)
 class LstmCase:
-    """lstm(units) over [N, steps, features] (the last step's output) -> dense(10), Adam;
-    `symbolic` declares T as a name, so the loop is a Scan whatever the length."""
+    """An LSTM train step (`bench_models.Lstm`), Adam, on a batch of random sequences."""
 
     name: str
-    steps: int
-    features: int
-    units: int
+    net: Lstm
     batch: int
-    symbolic: bool = False
-
-    def spec(self) -> str:
-        t = "T" if self.symbolic else str(self.steps)
-        return (
-            f"model bench {{\n  input x: float32[N, {t}, {self.features}]\n"
-            f"  lstm({self.units})\n  dense(10)\n}}\n"
-            "train {\n  data digits\n  loss cross_entropy\n  optimizer adam(lr = 0.001)\n"
-            f"  batch {self.batch}\n  epochs 1\n}}\n"
-        )
 
 
+LSTM_SCAN = Lstm(32, 32, 128)
+"""T = 32, above the unrolling limit: the train step loops a Scan."""
 LSTMS = [
-    LstmCase("LSTM 16x32 -> 128, T = 16 (unrolled), batch 64", 16, 32, 128, 64),
-    LstmCase("LSTM 32x32 -> 128, T = 32 (Scan), batch 64", 32, 32, 128, 64),
-    LstmCase("LSTM 32x32 -> 128, symbolic T (Scan), batch 64", 32, 32, 128, 64, symbolic=True),
-    LstmCase("LSTM 8x16 -> 32, T = 8 (unrolled), batch 32", 8, 16, 32, 32),
+    LstmCase("LSTM 16x32 -> 128, T = 16 (unrolled), batch 64", Lstm(16, 32, 128), 64),
+    LstmCase("LSTM 32x32 -> 128, T = 32 (Scan), batch 64", LSTM_SCAN, 64),
+    LstmCase(
+        "LSTM 32x32 -> 128, symbolic T (Scan), batch 64", Lstm(32, 32, 128, symbolic=True), 64
+    ),
+    LstmCase("LSTM 8x16 -> 32, T = 8 (unrolled), batch 32", Lstm(8, 16, 32), 32),
 ]
 
 
@@ -285,36 +218,21 @@ def lstm_pair(
     case: LstmCase, x: np.ndarray, y: np.ndarray, have_torch: bool
 ) -> list[Callable[[], object]]:
     """dnnspec's train step and the same nn.LSTM + Linear step in PyTorch."""
-    spec = load_spec_text(case.spec(), "<bench>")
+    text = spec_text(case.net, "digits", "adam", case.batch, metrics=False)
+    spec = load_spec_text(text, "<bench>")
     assert spec.train is not None
     trainer = Trainer(
         build_train_step(check_spec(spec), spec.train, 10, Timing(100, 10_000)), DEVICE, 0
     )
     fns: list[Callable[[], object]] = [lambda: trainer.train_step({"x": x}, y)]
     if have_torch:
-        import torch
-
-        lstm = torch.nn.LSTM(case.features, case.units, batch_first=True).to(DEVICE)
-        head = torch.nn.Linear(case.units, 10).to(DEVICE)
-        opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=LR["adam"])
-        loss_fn = torch.nn.CrossEntropyLoss()
-        tx, ty = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            out, _ = lstm(tx)
-            loss = loss_fn(head(out[:, -1]), ty)
-            loss.backward()
-            opt.step()
-            loss.item()
-
-        fns.append(step)
+        fns.append(_torch_step(case.net.module().to(DEVICE), "adam", x, y))
     return fns
 
 
 def bench_lstm(case: LstmCase, seconds: float, have_torch: bool) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(case.batch, case.steps, case.features)).astype(np.float32)
+    x = rng.normal(size=(case.batch, *case.net.sample[1])).astype(np.float32)
     y = rng.integers(0, 10, case.batch).astype(np.int64)
     measured = rates(lstm_pair(case, x, y, have_torch), seconds)
     row: dict[str, Any] = {"case": asdict(case), "dnnspec_per_s": measured[0]}
@@ -336,37 +254,6 @@ class TransformerCase:
 TRANSFORMERS = [TransformerCase("char transformer d64 x2, T = 64, batch 32, adam")]
 
 
-def _torch_char_transformer(d: int, heads: int, layers: int, vocab: int, t: int) -> Any:
-    import torch
-    from torch import nn
-
-    class Layer(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-            self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d))
-            self.register_buffer("mask", torch.triu(torch.ones(t, t, dtype=torch.bool), 1))
-
-        def forward(self, x: Any) -> Any:
-            h = self.norm1(x)
-            x = x + self.attn(h, h, h, attn_mask=self.mask, need_weights=False)[0]
-            return x + self.ff(self.norm2(x))
-
-    class Model(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(vocab, d)
-            self.pos = nn.Parameter(torch.randn(t, d) * 0.02)
-            self.layers = nn.Sequential(*[Layer() for _ in range(layers)])
-            self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, vocab))
-
-        def forward(self, ids: Any) -> Any:
-            return self.head(self.layers(self.embed(ids) + self.pos)).reshape(-1, vocab)
-
-    return Model()
-
-
 def transformer_pair(case: TransformerCase, have_torch: bool) -> list[Callable[[], object]]:
     spec = load_spec(Path(__file__).resolve().parent.parent / "specs" / "char_transformer.dnn")
     assert spec.train is not None
@@ -380,7 +267,7 @@ def transformer_pair(case: TransformerCase, have_torch: bool) -> list[Callable[[
     trainer = Trainer(program, DEVICE, 0)
     fns: list[Callable[[], object]] = [lambda: trainer.train_step({"text": x}, y)]
     if have_torch:
-        model = _torch_char_transformer(d, heads, layers, vocab, t).to(DEVICE)
+        model = CharTransformer(d, heads, layers, vocab, t).module().to(DEVICE)
         fns.append(_torch_step(model, "adam", x, y.reshape(-1)))
     return fns
 
