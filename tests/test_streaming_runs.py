@@ -151,13 +151,23 @@ def test_standardize_and_min_max_of_streamed_data_are_fitted_in_one_pass_on_trai
     assert (tmp_path / "run" / "model.onnx").exists()
 
 
-def test_preprocessing_one_pass_cannot_fit_is_refused_for_streamed_data(tmp_path: Path) -> None:
+def test_a_median_of_streamed_data_is_exact_over_the_training_rows(tmp_path: Path) -> None:
     spec = write_table(tmp_path)
     spec.write_text(
-        SPEC.replace("  batch 16", "  preprocess impute(strategy = median)\n  batch 16")
+        SPEC.replace(
+            "  batch 16", '  preprocess impute(strategy = median, columns = ["f0"])\n  batch 16'
+        )
+        .replace('"16 KiB"', '"64 KiB"')
+        .replace("validation = 0.2", "validation = 0.0")
     )
-    with pytest.raises(DiagnosticError, match="preprocess impute is not fitted on streamed data"):
-        prepare(load_spec(spec))
+    prep = prepare(load_spec(spec))
+    assert prep.streamed is not None and prep.streamed.preprocessing is not None
+    table = pq.read_table(tmp_path / "d.parquet")
+    x = np.column_stack([table.column(f"f{i}").to_numpy() for i in range(4)])
+    (impute,) = prep.streamed.preprocessing.impute
+    np.testing.assert_array_equal(
+        impute.fill, np.median(x[:, :1].astype(np.float32).astype(np.float64), axis=0)
+    )
 
 
 def test_a_null_cell_in_a_later_row_group_is_exit_2_naming_its_row_before_any_write(
@@ -172,7 +182,7 @@ def test_a_null_cell_in_a_later_row_group_is_exit_2_naming_its_row_before_any_wr
     proc = train(spec, tmp_path / "run")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, out + err
-    assert "d.parquet' row 1734, column 'f2' is empty (null)" in out + err
+    assert "d.parquet' row 1734, column 'f2' is empty" in out + err and "impute" in out + err
     assert "Traceback" not in out + err and not (tmp_path / "run").exists()
 
 

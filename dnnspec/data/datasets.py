@@ -260,16 +260,7 @@ def _read_file(args: dict[str, Any], wanted: Wanted, span: Span | None) -> Array
 
 def _file(args: dict[str, Any], seed: int, span: Span | None) -> Dataset:
     """A file's inputs and its one target (a model without named outputs)."""
-    read = _read_file(args, Wanted(), span)
-    data = Dataset(
-        read.inputs[UNNAMED],
-        read.targets[UNNAMED],
-        labels=read.labels.get(UNNAMED),
-        columns=read.columns.get(UNNAMED),
-        words=read.words.get(UNNAMED, {}),
-        layout=read.layout,
-        missing=read.missing.get(UNNAMED, {}),
-    )
+    data = file_dataset(_read_file(args, Wanted(), span), Wanted())
     return _as_names(data, span) if args["labels"] == "names" else data
 
 
@@ -297,17 +288,76 @@ def _file_targets(
 ) -> Dataset:
     """A file's targets for named outputs: the .npz arrays, or the CSV columns (by header
     name), named like the outputs; the inputs are array `x`, or the other columns."""
-    _no_single_target(args, names, span)
-    read = _read_file(args, Wanted(outputs=names), span)
-    return Dataset(
-        read.inputs[UNNAMED],
-        read.targets[names[0]],
-        columns=read.columns.get(UNNAMED),
-        words=read.words.get(UNNAMED, {}),
-        targets=read.targets,
-        target_labels=read.labels,
-        missing=read.missing.get(UNNAMED, {}),
+    wanted = file_wanted(args, (UNNAMED,), names, span)
+    return file_dataset(_read_file(args, wanted, span), wanted)
+
+
+def file_wanted(
+    args: dict[str, Any], inputs: tuple[str, ...], outputs: tuple[str, ...], span: Span | None
+) -> Wanted:
+    """What a `file(...)` read returns for a model's `inputs` (one: `(UNNAMED,)`) and named
+    `outputs` (none: `()`), the arguments that choose one array or target refused where
+    the model reads several."""
+    if len(inputs) > 1 and args["x"] != "x":
+        raise error(
+            f"'x' names the array of a model's one input; the model's inputs "
+            f"{', '.join(inputs)} read the arrays named after them",
+            span,
+            help=f"drop x = ..., and name the arrays {', '.join(inputs)}",
+        )
+    if outputs:
+        _no_single_target(args, outputs, span)
+    return Wanted(inputs if len(inputs) > 1 else (UNNAMED,), outputs or (UNNAMED,))
+
+
+def file_dataset(read: Arrays, wanted: Wanted) -> Dataset:
+    """A file's arrays as a `Dataset`: a model's one input as `x` with its columns, words
+    and missing cells; several inputs by name; named outputs' targets by name."""
+    first = read.targets[wanted.outputs[0]]
+    heads: dict[str, Any] = (
+        {"targets": read.targets, "target_labels": read.labels}
+        if wanted.named
+        else {"labels": read.labels.get(UNNAMED)}
     )
+    if wanted.inputs == (UNNAMED,):
+        return Dataset(
+            read.inputs[UNNAMED],
+            first,
+            columns=read.columns.get(UNNAMED),
+            words=read.words.get(UNNAMED, {}),
+            layout=None if wanted.named else read.layout,
+            missing=read.missing.get(UNNAMED, {}),
+            **heads,
+        )
+    found = read.inputs
+    return Dataset(
+        found[wanted.inputs[0]], first, inputs=found, input_columns=read.columns, **heads
+    )
+
+
+def numeric_inputs(read: Arrays, wanted: Wanted, span: Span | None) -> None:
+    """A model of several inputs reads numbers only: a column of words or with a missing
+    cell is refused, naming it."""
+    if wanted.inputs == (UNNAMED,):
+        return
+    for name in wanted.inputs:
+        names = read.columns.get(name, ())
+        for column, words in read.words.get(name, {}).items():
+            shown = ", ".join(words[:4]) + (", ..." if len(words) > 4 else "")
+            raise error(
+                f"column '{names[column] if names else column}' of input '{name}' holds "
+                f"words ({shown}), but a model of several inputs reads numbers only",
+                span,
+                help="one_hot encodes a model's one input; encode the column as numbers, or "
+                "leave it out of features",
+            )
+        for where in read.missing.get(name, {}).values():
+            raise error(
+                f"{where} is empty",
+                span,
+                help="impute fills a model's one input; fill missing values before "
+                "training a model of several inputs, or remove the row",
+            )
 
 
 def _no_single_target(args: dict[str, Any], names: tuple[str, ...], span: Span | None) -> None:
@@ -334,52 +384,11 @@ def _file_inputs(
 ) -> Dataset:
     """A file's arrays for a model of several inputs: an .npz array named after each input,
     or the columns `features` lists for each; the targets as for one input."""
-    if args["x"] != "x":
-        raise error(
-            f"'x' names the array of a model's one input; the model's inputs "
-            f"{', '.join(inputs)} read the arrays named after them",
-            span,
-            help=f"drop x = ..., and name the arrays {', '.join(inputs)}",
-        )
-    if outputs:
-        _no_single_target(args, outputs, span)
-    read = _read_file(args, Wanted(inputs, outputs or (UNNAMED,)), span)
-    for name in inputs:
-        names = read.columns.get(name, ())
-        for column, words in read.words.get(name, {}).items():
-            shown = ", ".join(words[:4]) + (", ..." if len(words) > 4 else "")
-            raise error(
-                f"column '{names[column] if names else column}' of input '{name}' holds "
-                f"words ({shown}), but a model of several inputs reads numbers only",
-                span,
-                help="one_hot encodes a model's one input; encode the column as numbers, or "
-                "leave it out of features",
-            )
-        for where in read.missing.get(name, {}).values():
-            raise error(
-                f"{where} is empty",
-                span,
-                help="impute fills a model's one input; fill missing values before "
-                "training a model of several inputs, or remove the row",
-            )
-    found, columns = read.inputs, read.columns
-    if outputs:
-        return Dataset(
-            found[inputs[0]],
-            read.targets[outputs[0]],
-            targets=read.targets,
-            target_labels=read.labels,
-            inputs=found,
-            input_columns=columns,
-        )
-    data = Dataset(
-        found[inputs[0]],
-        read.targets[UNNAMED],
-        labels=read.labels.get(UNNAMED),
-        inputs=found,
-        input_columns=columns,
-    )
-    return _as_names(data, span) if args["labels"] == "names" else data
+    wanted = file_wanted(args, inputs, outputs, span)
+    read = _read_file(args, wanted, span)
+    numeric_inputs(read, wanted, span)
+    data = file_dataset(read, wanted)
+    return _as_names(data, span) if not outputs and args["labels"] == "names" else data
 
 
 def _image_folder(

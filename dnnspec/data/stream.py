@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dnnspec.data.dataset import Dataset
 from dnnspec.errors import Span, error
 from dnnspec.files import size_text
 from dnnspec.npz import map_npy
@@ -363,45 +364,134 @@ class Streamed:
 @dataclass
 class Moments:
     """Per-column count, mean, sum of squared deviations (Chan et al.'s merge of chunk
-    statistics, as stable as Welford's one value at a time), minimum and maximum."""
+    statistics, as stable as Welford's one value at a time), minimum and maximum, over the
+    present values (NaN is a missing value, counted apart in `missing`)."""
 
-    count: int = 0
+    count: np.ndarray = field(default_factory=lambda: np.zeros(0))
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
     low: np.ndarray = field(default_factory=lambda: np.zeros(0))
     high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    missing: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(self, values: np.ndarray) -> None:
         """Merge a chunk [rows, columns]."""
         x = np.asarray(values, np.float64).reshape(len(values), -1)
-        if not len(x):
-            return
-        n, mean = len(x), x.mean(axis=0)
-        m2 = ((x - mean) ** 2).sum(axis=0)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n, mean, m2
-            self.low, self.high = x.min(axis=0), x.max(axis=0)
-            return
+        if not self.count.size:
+            zeros = np.zeros(x.shape[1])
+            self.count, self.mean, self.m2, self.missing = zeros, zeros, zeros, zeros
+            self.low, self.high = np.full_like(zeros, np.inf), np.full_like(zeros, -np.inf)
+        gaps = np.isnan(x)
+        n = (~gaps).sum(axis=0).astype(np.float64)
+        self.missing = self.missing + gaps.sum(axis=0)
+        if not gaps.any():
+            mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+            m2 = ((x - mean) ** 2).sum(axis=0)
+            low, high = (x.min(axis=0), x.max(axis=0)) if len(x) else (self.low, self.high)
+        else:
+            safe = np.maximum(n, 1)
+            mean = np.where(gaps, 0, x).sum(axis=0) / safe
+            m2 = np.where(gaps, 0, (x - mean) ** 2).sum(axis=0)
+            low = np.where(gaps, np.inf, x).min(axis=0, initial=np.inf)
+            high = np.where(gaps, -np.inf, x).max(axis=0, initial=-np.inf)
+        self.merge(n, mean, m2, low, high)
+
+    def merge(
+        self, n: np.ndarray, mean: np.ndarray, m2: np.ndarray, low: np.ndarray, high: np.ndarray
+    ) -> None:
+        """Merge the statistics of `n` more values per column."""
         total = self.count + n
+        safe = np.maximum(total, 1)
         delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.mean = np.where(self.count == 0, mean, self.mean + delta * (n / safe))
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / safe)
         self.count = total
-        self.low, self.high = (
-            np.minimum(self.low, x.min(axis=0)),
-            np.maximum(self.high, x.max(axis=0)),
+        self.low, self.high = np.minimum(self.low, low), np.maximum(self.high, high)
+
+    def fill(self, columns: list[int], values: np.ndarray) -> None:
+        """The columns' missing values become `values` (imputation)."""
+        k = np.zeros_like(self.count)
+        k[columns] = self.missing[columns]
+        with_fill = np.array(self.mean)
+        with_fill[columns] = values
+        filled = k > 0
+        self.merge(
+            k,
+            with_fill,
+            np.zeros_like(k),
+            np.where(filled, with_fill, np.inf),
+            np.where(filled, with_fill, -np.inf),
         )
+        self.missing = self.missing - k
+
+    def scale(self, shift: np.ndarray, factor: np.ndarray) -> None:
+        """The statistics of (x - shift) * factor."""
+        low, high = (self.low - shift) * factor, (self.high - shift) * factor
+        self.mean, self.m2 = (self.mean - shift) * factor, self.m2 * factor**2
+        self.low, self.high = np.minimum(low, high), np.maximum(low, high)
 
     @property
     def std(self) -> np.ndarray:
         """Population standard deviation (numpy's default, which `standardize` uses)."""
-        return np.sqrt(self.m2 / max(1, self.count))
+        std: np.ndarray = np.sqrt(self.m2 / np.maximum(1, self.count))
+        return std
+
+
+@dataclass
+class Counts:
+    """How often each distinct value occurs in one column (NaN left out): exact for a
+    median or most frequent value, in memory proportional to the distinct values."""
+
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def add(self, column: np.ndarray, times: int = 1) -> None:
+        present = column[~np.isnan(column)]
+        merged = np.concatenate([self.values, present])
+        weights = np.concatenate([self.counts, np.full(len(present), times, np.int64)])
+        self.values, where = np.unique(merged, return_inverse=True)
+        self.counts = np.bincount(where.reshape(-1), weights, len(self.values)).astype(np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes + self.counts.nbytes)
+
+    def most_frequent(self) -> float:
+        """The most frequent value, the smallest of those tied (as SimpleImputer)."""
+        return float(self.values[np.argmax(self.counts)])
+
+    def median(self) -> float:
+        """The median as numpy's: the middle value, or the mean of the two middle ones."""
+        ends = np.cumsum(self.counts)
+        n = int(ends[-1])
+        low = self.values[np.searchsorted(ends, (n - 1) // 2, side="right")]
+        high = self.values[np.searchsorted(ends, n // 2, side="right")]
+        return float(np.mean([low, high]))
+
+
+@dataclass(frozen=True)
+class Chunked:
+    """Held-out data too large to hold, evaluated chunk by chunk: `read(i)` gives chunk i
+    as the graphs read it."""
+
+    sizes: tuple[int, ...]
+    read: Callable[[int], Dataset]
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def parts(self) -> Iterator[Dataset]:
+        return (self.read(i) for i in range(len(self.sizes)))
+
+    def check(self) -> None:
+        """Read every chunk once, as training reads its data before the first step, so a
+        bad row is refused before anything is trained."""
+        for _ in self.parts():
+            continue
 
 
 def moments(source: Source, name: str, keep: np.ndarray | None = None) -> Moments:
-    """One pass over `source`'s `name` column(s), the kept rows only (the training part).
-    A median is not computed on streamed data: it needs every value at once (`impute`'s
-    median is refused for it; its mean or most frequent value are exact in one pass)."""
+    """One pass over `source`'s `name` column(s), the kept rows only (the training part)."""
     found, start = Moments(), 0
     for i, size in enumerate(source.sizes):
         values = source.read(i)[name]

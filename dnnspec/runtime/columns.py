@@ -10,7 +10,7 @@ prediction file by these columns is its format's job (`data/formats/`); `pick_co
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -75,15 +75,7 @@ def _name(data: Dataset, column: int) -> str:
 def encoded_columns(train: TrainSpec, data: Dataset) -> dict[int, Call]:
     """The one_hot columns by the step that encodes them; every column of words must be
     one of them (a model reads numbers), and no column is encoded twice."""
-    width = data.x.shape[1] if data.x.ndim == 2 else 0
-    encoded: dict[int, Call] = {}
-    for call in train.preprocess:
-        if call.name != "one_hot":
-            continue
-        for column in _pick(call, data, width):
-            if column in encoded:
-                raise error(f"one_hot: column {_name(data, column)} is encoded twice", call.span)
-            encoded[column] = call
+    encoded = _encoded(train, data)
     for column, words in data.words.items():
         if column not in encoded:
             name = data.columns[column] if data.columns else str(column)
@@ -96,6 +88,19 @@ def encoded_columns(train: TrainSpec, data: Dataset) -> dict[int, Call]:
                 help=f"one-hot encode it: preprocess one_hot(columns = [{chosen}]), or leave "
                 "it out with features = [...]",
             )
+    return encoded
+
+
+def _encoded(train: TrainSpec, data: Dataset) -> dict[int, Call]:
+    width = data.x.shape[1] if data.x.ndim == 2 else 0
+    encoded: dict[int, Call] = {}
+    for call in train.preprocess:
+        if call.name != "one_hot":
+            continue
+        for column in _pick(call, data, width):
+            if column in encoded:
+                raise error(f"one_hot: column {_name(data, column)} is encoded twice", call.span)
+            encoded[column] = call
     return encoded
 
 
@@ -132,35 +137,88 @@ def _numeric(data: Dataset, width: int) -> list[int]:
     return [c for c in range(width) if c not in data.words]
 
 
-def _impute(call: Call, data: Dataset, x: np.ndarray) -> Impute:
-    """One `impute` fitted on the training split `x` (NaN where missing)."""
-    columns = _pick(call, data, x.shape[1]) or _numeric(data, x.shape[1])
-    fills = PREPROCESS.get(call.name).fills
-    assert fills is not None
-    fitted = fills(x[:, columns], call.args) if columns else np.zeros(0)
+class Fit(Protocol):
+    """What fitting the preprocessing reads of the training split's raw columns: the rows
+    themselves (`Rows`), or statistics gathered in one streamed pass
+    (`runtime/streamed.py`). Each answer is about the columns as the steps fitted so far
+    leave them."""
+
+    def fills(self, columns: list[int], args: dict[str, Any]) -> np.ndarray | str:
+        """`impute`'s values for `columns` (a message where one cannot be imputed)."""
+        ...
+
+    def gaps(self, columns: list[int]) -> np.ndarray:
+        """Whether each of `columns` has a missing value."""
+        ...
+
+    def impute(self, step: Impute) -> None: ...
+
+    def fit(self, name: str, columns: list[int]) -> tuple[np.ndarray, np.ndarray] | str:
+        """The scaling step `name` fitted on `columns` (a message where one is constant)."""
+        ...
+
+    def scale(self, step: Affine) -> None: ...
+
+    def unique(self, column: int) -> np.ndarray:
+        """The distinct values of `column` after imputation (word columns: word indices)."""
+        ...
+
+
+class Rows:
+    """The training split's rows as `Fit` reads them."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.current = self.filled = x.astype(np.float64)
+
+    def fills(self, columns: list[int], args: dict[str, Any]) -> np.ndarray | str:
+        fills = PREPROCESS.get("impute").fills
+        assert fills is not None
+        return fills(self.current[:, columns], args)
+
+    def gaps(self, columns: list[int]) -> np.ndarray:
+        return np.asarray(np.isnan(self.current[:, columns]).any(axis=0))
+
+    def impute(self, step: Impute) -> None:
+        self.current = self.filled = step.apply(self.current)
+
+    def fit(self, name: str, columns: list[int]) -> tuple[np.ndarray, np.ndarray] | str:
+        fit = PREPROCESS.get(name).fit
+        assert fit is not None
+        return fit(self.current[:, columns])
+
+    def scale(self, step: Affine) -> None:
+        self.current = step.apply(self.current)
+
+    def unique(self, column: int) -> np.ndarray:
+        return np.unique(self.filled[:, column])
+
+
+def _impute(call: Call, data: Dataset, width: int, fit: Fit) -> Impute:
+    """One `impute` fitted on the training split (NaN where missing)."""
+    columns = _pick(call, data, width) or _numeric(data, width)
+    fitted = fit.fills(columns, call.args) if columns else np.zeros(0)
     if isinstance(fitted, str):
         raise error(
             f"{call.name}: {_constant_message(fitted, data, columns)}, so it cannot be imputed",
             call.span,
             help="drop the column, or impute it with strategy = constant",
         )
-    gaps = np.isnan(x[:, columns]).any(axis=0)
+    gaps = fit.gaps(columns) if columns else np.zeros(0, bool)
     indicated = [c for c, gap in zip(columns, gaps, strict=True) if gap]
     indicate = tuple(indicated) if call.args["add_indicator"] else ()
     return Impute(str(call.args["strategy"]), tuple(columns), fitted, indicate)
 
 
-def _one_hot(call: Call, column: int, data: Dataset, x: np.ndarray) -> OneHot:
-    """The categories of one column on the training split."""
+def _one_hot(call: Call, column: int, data: Dataset, values: np.ndarray) -> OneHot:
+    """The categories of one column on the training split, from its distinct `values`."""
     limit = arg_int(call.args, "max_categories")
     name = _name(data, column)
     if column in data.words:
-        codes = np.unique(x[:, column].astype(np.int64))
+        codes = values.astype(np.int64)
         categories = tuple(data.words[column][c] for c in codes)
         values = np.arange(len(categories), dtype=np.float64)
         words = True
     else:
-        values = np.unique(x[:, column])
         fractional = values[values != np.round(values)]
         if len(fractional):
             raise error(
@@ -182,13 +240,20 @@ def _one_hot(call: Call, column: int, data: Dataset, x: np.ndarray) -> OneHot:
     return OneHot(column, values, categories, words)
 
 
-def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Preprocessing | None:
-    """Fit each declared step on the training split `data`: imputation first, then the
-    scaling steps in order (each sees the output of the steps before it); one-hot columns
-    are expanded after scaling, and missing indicators appended last."""
+def fit_preprocess(
+    train: TrainSpec,
+    typed: TypedModel,
+    data: Dataset,
+    fit: Fit | None = None,
+    targets: dict[str, Affine] | None = None,
+) -> Preprocessing | None:
+    """Fit each declared step on the training split `data` (or, for data too large to hold,
+    on `fit`, with `data` a sample of it and `targets` scale_target's fit): imputation
+    first, then the scaling steps in order (each sees the output of the steps before it);
+    one-hot columns are expanded after scaling, and missing indicators appended last."""
     if not train.preprocess:
         return None
-    targets = fit_targets(train, data)
+    targets = fit_targets(train, data) if targets is None else targets
     steps = [call for call in train.preprocess if call.name != "scale_target"]
     x = data.x
     if not steps:
@@ -202,11 +267,10 @@ def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Prepro
         )
     width = x.shape[1]
     encoded = encoded_columns(train, data)
-    current = x.astype(np.float64)
-    impute = [_impute(c, data, current) for c in train.preprocess if c.name == "impute"]
+    fit = Rows(x) if fit is None else fit
+    impute = [_impute(c, data, width, fit) for c in train.preprocess if c.name == "impute"]
     for fill in impute:
-        current = fill.apply(current)
-    filled = current
+        fit.impute(fill)
     scale: list[Affine] = []
     for call in train.preprocess:
         if PREPROCESS.get(call.name).fit is None:  # one_hot and impute are fitted apart
@@ -221,9 +285,7 @@ def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Prepro
                 notes=[],
                 help="scaling applies to columns of numbers; leave it out with columns = [...]",
             )
-        fit = PREPROCESS.get(call.name).fit
-        assert fit is not None
-        fitted = fit(current[:, columns]) if columns else (np.zeros(0), np.ones(0))
+        fitted = fit.fit(call.name, columns) if columns else (np.zeros(0), np.ones(0))
         if isinstance(fitted, str):
             raise error(
                 f"{call.name}: {_constant_message(fitted, data, columns)}, so it cannot be scaled",
@@ -233,10 +295,22 @@ def fit_preprocess(train: TrainSpec, typed: TypedModel, data: Dataset) -> Prepro
         shift, factor = np.zeros(width), np.ones(width)
         shift[columns], factor[columns] = fitted
         step = Affine(call.name, shift, factor, tuple(columns))
-        current = step.apply(current)
+        fit.scale(step)
         scale.append(step)
-    one_hot = [_one_hot(call, c, data, filled) for c, call in sorted(encoded.items())]
+    one_hot = [_one_hot(call, c, data, fit.unique(c)) for c, call in sorted(encoded.items())]
     return Preprocessing(width, data.columns, tuple(scale), tuple(one_hot), tuple(impute), targets)
+
+
+def fitted_columns(train: TrainSpec, data: Dataset) -> tuple[set[int], set[int]]:
+    """The columns whose distinct values fitting reads (`Fit.unique`, a median or most
+    frequent value), and of those the ones one_hot encodes; `data` a sample of the data."""
+    width = data.x.shape[1] if data.x.ndim == 2 else 0
+    counted: set[int] = set()
+    for call in train.preprocess:
+        if call.name == "impute" and call.args["strategy"] in ("median", "most_frequent"):
+            counted |= set(_pick(call, data, width) or _numeric(data, width))
+    encoded = set(_encoded(train, data))
+    return counted | encoded, encoded
 
 
 def _constant_message(message: str, data: Dataset, columns: list[int]) -> str:

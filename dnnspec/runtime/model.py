@@ -15,9 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from dnnspec.assemble.steps import OUTPUT
-from dnnspec.data.datasets import MAX_DATA_BYTES, read_batch
+from dnnspec.data.datasets import MAX_DATA_BYTES, Dataset, read_batch
 from dnnspec.data.formats import Feed
 from dnnspec.data.formats.npz import read_npz
+from dnnspec.data.stream import Chunked
 from dnnspec.data.texts import read_texts
 from dnnspec.data.tokenizer import encode as encode_with
 from dnnspec.data.tokenizer import load as load_tokenizer
@@ -29,7 +30,7 @@ from dnnspec.runtime.columns import pick_columns, transform
 from dnnspec.runtime.data import fits_shape, from_text, head_labels
 from dnnspec.runtime.generate import DECODER_INPUT, decode, encode, sample
 from dnnspec.runtime.model_file import InputInfo, read_model
-from dnnspec.runtime.prepare import prepare, read_like_data
+from dnnspec.runtime.prepare import prepare, read_held_out
 from dnnspec.runtime.trainer import Trainer
 from dnnspec.training.losses import LOSSES
 
@@ -354,24 +355,30 @@ class Model:
             if weight is None or weight.shape != values[slot.name].shape:
                 raise error(f"'{self.file.path}' lacks the weight '{slot.name}' of its spec")
             params[slot.name] = weight
+        held_out: Dataset | Chunked
         if data is not None:
             steps = prep.program.preprocess
-            held_out = read_like_data(
+
+            def fitted(part: Dataset) -> Dataset:
+                if steps is not None and part.x.shape[1:] != (steps.width,):
+                    raise error(
+                        f"'{data}' has {part.x.shape[1]} feature columns; the model reads "
+                        f"{steps.width}",
+                        help="evaluate a file with the columns of the training data",
+                    )
+                return transform(part, steps)
+
+            loaded = prep.train_data if prep.streamed is None else prep.streamed.loaded
+            held_out = read_held_out(
                 prep.train,
                 str(Path(data).resolve()),
                 prep.typed,
-                head_labels(prep.train_data),
+                head_labels(loaded),
+                fitted,
                 _file_span(Path(data)),
                 "data file",
                 like=prep.train_data,
             )
-            if steps is not None and held_out.x.shape[1:] != (steps.width,):
-                raise error(
-                    f"'{data}' has {held_out.x.shape[1]} feature columns; the model reads "
-                    f"{steps.width}",
-                    help="evaluate a file with the columns of the training data",
-                )
-            held_out = transform(held_out, steps)
         elif len(prep.val_data):
             held_out = prep.val_data
         else:

@@ -48,7 +48,7 @@ from dnnspec.assemble.compile import train_section
 from dnnspec.assemble.split import ROWS, SplitStep, grad_sum_name, refuse_reason, split_step
 from dnnspec.assemble.steps import SEED, STEP, Program, build_train_step
 from dnnspec.data.datasets import Dataset
-from dnnspec.data.stream import Streamed
+from dnnspec.data.stream import Chunked, Streamed
 from dnnspec.errors import DiagnosticError, Span, error
 from dnnspec.graph.rng import FIRST_ROW
 from dnnspec.ir import Spec, TrainSpec
@@ -304,7 +304,7 @@ class ParallelTrainer(Trainer):
 
     def evaluate_stats(
         self,
-        data: Dataset,
+        data: Dataset | Chunked,
         input_name: str,
         batch: int = 1024,
         params: dict[str, np.ndarray] | None = None,

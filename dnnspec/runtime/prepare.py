@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,8 @@ import numpy as np
 from dnnspec.assemble.compile import Compiled, compile_spec, train_section
 from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
-from dnnspec.data.datasets import DATASETS, Dataset, TrainingRows, split_indices
-from dnnspec.data.stream import Streamed
+from dnnspec.data.datasets import DATASETS, Dataset, TrainingRows, locate_file, split_indices
+from dnnspec.data.stream import Chunked, Streamed
 from dnnspec.errors import Span, error
 from dnnspec.ir import Call, Spec, TrainSpec
 from dnnspec.metadata import Expects, PreprocessStep
@@ -36,7 +37,7 @@ from dnnspec.runtime.columns import (
 )
 from dnnspec.runtime.data import conform, head_labels, head_targets, with_heads
 from dnnspec.runtime.start import start_values
-from dnnspec.runtime.streamed import StreamedData, stream_data
+from dnnspec.runtime.streamed import StreamedData, stream_data, stream_held_out
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.preprocess import Preprocessing
@@ -56,8 +57,9 @@ class Prepared:
     train_index: np.ndarray
     """Which samples of the loaded data train and which validate (split.npz in a run)."""
     val_index: np.ndarray
-    test_data: Dataset | None = None
-    """Evaluated once at the end with model.onnx's weights, never for early stopping."""
+    test_data: Dataset | Chunked | None = None
+    """Evaluated once at the end with model.onnx's weights, never for early stopping (a
+    Parquet table over its memory budget chunk by chunk)."""
     streamed: StreamedData | None = None
     """Data over its memory budget: training reads it streamed (`train_data` is a sample)."""
 
@@ -90,7 +92,7 @@ class Parts:
     classes: int | None
     train_data: Dataset
     val_data: Dataset
-    test_data: Dataset | None
+    test_data: Dataset | Chunked | None
     kept: np.ndarray
     held: np.ndarray
     preprocessing: Preprocessing | None
@@ -108,15 +110,22 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     """Load, check and split the data, and fit the preprocessing on the training part
     (data over its memory budget: checked and split as it streams past, `runtime/streamed.py`)."""
     streamed = stream_data(
-        train, _input_names(typed), lambda d: _with_classes(_conform(train, typed, d, train.data))
+        train, typed, lambda d: _with_classes(_conform(train, typed, d, train.data))
     )
     if streamed is not None:
-        sample, val = streamed.sample, streamed.val_data
-        found = expects(typed, sample, streamed.preprocessing, None)
-        test, kept, held = streamed.test_data, streamed.kept, streamed.held
-        classes = streamed.classes
-        fitted = streamed.preprocessing
-        return Parts(sample, classes, sample, val, test, kept, held, fitted, found, streamed)
+        loaded, sample, fitted = streamed.loaded, streamed.sample, streamed.preprocessing
+        found = expects(typed, loaded, fitted, list(loaded.labels) if loaded.labels else None)
+        test: Dataset | Chunked | None = streamed.test_data
+        if isinstance(train.test, str):
+            test = read_held_out(
+                train, train.test, typed, head_labels(loaded), lambda d: transform(d, fitted)
+            )
+            if isinstance(test, Chunked):
+                test.check()
+        return Parts(
+            loaded, streamed.classes, sample, streamed.val_data, test, streamed.kept,
+            streamed.held, fitted, found, streamed,
+        )  # fmt: skip
     splits: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
 
     def training_rows(labels: np.ndarray) -> np.ndarray:
@@ -370,6 +379,45 @@ def read_like_data(
     training data `like`), each output's class names mapped to the training data's ids
     (`labels`, by output as `head_labels` gives them); errors at `span` (by default the
     train section)."""
+    source = _held_out_call(train, path, span)
+    held_out = DATASETS.get(train.data.name).held_out
+    if held_out is None:
+        raw = _load(train, source, _input_names(typed))
+    else:
+        assert like is not None, "held-out data read as the training data needs that data"
+        raw = held_out(source.args, _input_names(typed), like, source.span)
+    return _as_trained(train, typed, raw, labels, source, what)
+
+
+def read_held_out(
+    train: TrainSpec,
+    path: str,
+    typed: TypedModel,
+    labels: dict[str, tuple[str, ...]],
+    fitted: Callable[[Dataset], Dataset],
+    span: Span | None = None,
+    what: str = "test file",
+    like: Dataset | None = None,
+) -> Dataset | Chunked:
+    """`read_like_data` made ready for the graphs by `fitted` (the fitted preprocessing);
+    a Parquet table over its memory budget is read row group by row group as it is
+    evaluated (`runtime/streamed.py`), each made ready so."""
+    if DATASETS.get(train.data.name).held_out is None:
+        source = _held_out_call(train, path, span)
+        chunked = stream_held_out(
+            train,
+            typed,
+            locate_file(str(source.args["path"]), source.span),
+            source,
+            lambda raw: fitted(_as_trained(train, typed, raw, labels, source, what)),
+        )
+        if chunked is not None:
+            return chunked
+    return fitted(read_like_data(train, path, typed, labels, span, what, like))
+
+
+def _held_out_call(train: TrainSpec, path: str, span: Span | None) -> Call:
+    """The data call that reads held-out `path` as the spec's data is read."""
     held_out = DATASETS.get(train.data.name).held_out
     name = train.data.name if held_out is not None else "file"
     definition = DATASETS.get(name)
@@ -378,12 +426,18 @@ def read_like_data(
     if train.data.name == name:
         given += [(k, v, span) for k, v in train.data.args.items() if k not in ("path",)]
     args = definition.signature.bind(name, [], given, span)
-    source = Call(name=name, args=args, span=span)
-    if held_out is None:
-        raw = _load(train, source, _input_names(typed))
-    else:
-        assert like is not None, "held-out data read as the training data needs that data"
-        raw = held_out(args, _input_names(typed), like, span)
+    return Call(name=name, args=args, span=span)
+
+
+def _as_trained(
+    train: TrainSpec,
+    typed: TypedModel,
+    raw: Dataset,
+    labels: dict[str, tuple[str, ...]],
+    source: Call,
+    what: str,
+) -> Dataset:
+    """Held-out data with the training data's class ids, checked for the model."""
     targets, words = head_targets(raw), head_labels(raw)
     for name, own in head_labels(raw).items():
         known = labels.get(name)

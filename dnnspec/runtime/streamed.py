@@ -1,11 +1,16 @@
 """Training data larger than its memory budget: a Parquet `data file(...)` whose table would
 not fit `memory` (a quarter of RAM unless the spec says) is streamed (`data/stream.py`).
 
-One pass before training checks every row group as the in-memory data is checked (the same
-`conform`), digests it (a resumed run must see the same samples), and reads the validation
-and test rows, chosen by a seeded hash of the row index, into memory; training then reads
-the other rows chunk by chunk. Data that fits the budget is read whole, as before, so its
-runs are unchanged.
+One pass before training reads every row group once. It checks each group as in-memory
+data is checked (the same `conform`), digests it (a resumed run must see the same samples),
+gathers what fitting the preprocessing reads of the training rows (`Summary`: per-column
+moments, the distinct values a median, a most frequent value or `one_hot` needs, the words
+of each column of words) and keeps the validation and test rows, chosen by a seeded hash of
+the row index. What needs every row is checked once the pass is over, with the in-memory
+messages: the words of a column (a group's own words index its cells until then; targets
+given as words stand in as class 0 meanwhile), and the first missing cell of each column.
+Training then reads the training rows group by group, each group's words indexed by the
+whole table's. Data that fits the budget is read whole, as before, so its runs are unchanged.
 """
 
 from __future__ import annotations
@@ -14,39 +19,54 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dnnspec.data.datasets import Dataset, locate_file
+from dnnspec.check.shapes import TypedModel
+from dnnspec.data.datasets import Dataset, file_dataset, file_wanted, locate_file, numeric_inputs
 from dnnspec.data.formats import FORMATS, format_for
-from dnnspec.data.formats.parquet import streamable
-from dnnspec.data.stream import (
-    Moments,
-    Source,
-    Streamed,
-    budget_rows,
-    hash_split,
-    parquet_source,
-)
+from dnnspec.data.formats.base import Arrays
+from dnnspec.data.formats.parquet import Streamable, streamable
+from dnnspec.data.stream import Chunked, Counts, Moments, Source, Streamed, budget_rows, hash_split
 from dnnspec.errors import Span, error
 from dnnspec.files import size_text
-from dnnspec.ir import TrainSpec
-from dnnspec.runtime.columns import transform
+from dnnspec.ir import Call, TrainSpec
+from dnnspec.runtime.columns import check_width, fit_preprocess, fitted_columns, transform
+from dnnspec.runtime.data import head_targets
+from dnnspec.runtime.targets import fit_targets
 from dnnspec.schema import arg_float
-from dnnspec.training.preprocess import Affine, Preprocessing
+from dnnspec.training.losses import LOSSES
+from dnnspec.training.preprocess import PREPROCESS, Affine, Impute, Preprocessing
 
 AUTO_FRACTION = 0.25
 """The share of the machine's memory data may take before it is streamed (`memory = "auto"`)."""
 UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 UNITS |= {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 
-SCALINGS = ("standardize", "min_max")
-"""The preprocessing fitted on streamed data: statistics one pass gives exactly (a median
-or the categories of `one_hot` would need every row at once)."""
 Conform = Callable[[Dataset], tuple[Dataset, int | None]]
 """Data preparation's check and cast of loaded data for the model, with its class count."""
+
+
+def _constant(spread: np.ndarray) -> str | None:
+    flat = np.flatnonzero(spread == 0)
+    return f"feature column {int(flat[0])} is constant on the training split" if len(flat) else None
+
+
+def _standardize(m: Moments, c: list[int]) -> tuple[np.ndarray, np.ndarray] | str:
+    return _constant(m.std[c]) or (m.mean[c], 1.0 / m.std[c])
+
+
+def _min_max(m: Moments, c: list[int]) -> tuple[np.ndarray, np.ndarray] | str:
+    spread = m.high[c] - m.low[c]
+    return _constant(spread) or (m.low[c], 1.0 / spread)
+
+
+ONE_PASS = {"standardize": _standardize, "min_max": _min_max}
+"""Each scaling step's fit from merged moments, as `training/preprocess.py` fits it from
+the rows (a scaling step without one is refused for streamed data)."""
 
 
 def memory_budget(value: Any, span: Span | None) -> int:
@@ -64,14 +84,213 @@ def memory_budget(value: Any, span: Span | None) -> int:
     return int(float(found.group(1)) * UNITS[found.group(2)])
 
 
+class Summary:
+    """The training rows' statistics as one pass gathers them, read by `fit_preprocess`
+    (`runtime/columns.py`'s `Fit`): NaN-aware moments of every column, the value counts of
+    the columns whose median, most frequent value or categories are fitted (held within
+    the memory budget), the words seen in each one_hot column of words, and the moments
+    of each value output's targets (`scale_target`)."""
+
+    def __init__(self, sample: Dataset, train: TrainSpec, budget: int) -> None:
+        counted, encoded = fitted_columns(train, sample)
+        self.words = {c: set[str]() for c in encoded if c in sample.words}
+        self.counts = {c: Counts() for c in counted if c not in sample.words}
+        self.moments, self.targets = Moments(), dict[str, Moments]()
+        self.budget, self.span = budget, train.data.span
+        self.vocabulary: dict[int, tuple[str, ...]] = {}
+        """Each column of words' words in the whole table, once the pass is over."""
+
+    def add(
+        self, x: np.ndarray, words: dict[int, tuple[str, ...]], targets: dict[str, Any]
+    ) -> None:
+        """Training rows: `x` [rows, columns] (NaN where missing; a column of words holds
+        indices into its `words`) and the value outputs' targets."""
+        self.moments.add(x)
+        for c, seen in self.words.items():
+            seen |= {words[c][i] for i in np.unique(x[:, c]).astype(np.int64).tolist()}
+        for c, counts in self.counts.items():
+            counts.add(x[:, c])
+        held = sum(c.nbytes for c in self.counts.values())
+        if held > self.budget:
+            raise error(
+                f"the distinct values that preprocessing counts (a median, a most frequent "
+                f"value, one_hot's categories) take over {size_text(self.budget)}, the data's "
+                "memory budget",
+                self.span,
+                help="impute with strategy = mean or constant, or raise the budget: "
+                "file(..., memory = ...)",
+            )
+        for output, y in targets.items():
+            units = y.shape[-1] if y.ndim > 1 else 1
+            self.targets.setdefault(output, Moments()).add(y.reshape(-1, units))
+
+    def fills(self, columns: list[int], args: dict[str, Any]) -> np.ndarray | str:
+        strategy = args["strategy"]
+        if strategy == "constant":
+            return np.full(len(columns), float(args["fill"]))
+        empty = [i for i, c in enumerate(columns) if self.moments.count[c] == 0]
+        if empty:
+            return f"feature column {empty[0]} has no values on the training split"
+        if strategy == "mean":
+            mean: np.ndarray = self.moments.mean[columns]
+            return mean
+        if strategy == "median":
+            return np.array([self.counts[c].median() for c in columns])
+        return np.array([self.counts[c].most_frequent() for c in columns])
+
+    def gaps(self, columns: list[int]) -> np.ndarray:
+        gaps: np.ndarray = self.moments.missing[columns] > 0
+        return gaps
+
+    def impute(self, step: Impute) -> None:
+        for c, value in zip(step.columns, step.fill.tolist(), strict=True):
+            if c in self.counts and self.moments.missing[c]:
+                self.counts[c].add(np.array([value]), int(self.moments.missing[c]))
+        self.moments.fill(list(step.columns), step.fill)
+
+    def fit(self, name: str, columns: list[int]) -> tuple[np.ndarray, np.ndarray] | str:
+        return ONE_PASS[name](self.moments, columns)
+
+    def scale(self, step: Affine) -> None:
+        self.moments.scale(step.shift, step.scale)
+
+    def unique(self, column: int) -> np.ndarray:
+        if column in self.words:
+            index = {w: i for i, w in enumerate(self.vocabulary[column])}
+            return np.array(sorted(index[w] for w in self.words[column]), np.float64)
+        return self.counts[column].values
+
+    def scaled(self, method: str, output: str) -> tuple[np.ndarray, np.ndarray] | str:
+        """`scale_target`'s fit of one output's targets (`runtime/targets.py`)."""
+        found = self.targets[output]
+        return ONE_PASS[method](found, list(range(len(found.mean))))
+
+
+@dataclass
+class _Words:
+    """The words of each column of words and each target of class names, by input and
+    column and by output, as the pass meets them; `first`: each column's first missing
+    cell, as the in-memory read names it."""
+
+    inputs: dict[str, dict[int, set[str]]] = field(default_factory=dict)
+    targets: dict[str, set[str]] = field(default_factory=dict)
+    first: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    def add(self, raw: Arrays) -> None:
+        for name, columns in raw.words.items():
+            for c, words in columns.items():
+                self.inputs.setdefault(name, {}).setdefault(c, set()).update(words)
+        for output, labels in raw.labels.items():
+            self.targets.setdefault(output, set()).update(labels)
+        for name, missing in raw.missing.items():
+            for c, where in missing.items():
+                self.first.setdefault(name, {}).setdefault(c, where)
+
+    def whole(self, raw: Arrays) -> Arrays:
+        """A row group's arrays as the whole table's read gives them: its words indexed in
+        the table's sorted words, the table's words and first missing cells."""
+        inputs, words = dict(raw.inputs), dict[str, dict[int, tuple[str, ...]]]()
+        for name, columns in raw.words.items():
+            x, words[name] = np.array(inputs[name]), {}
+            for c, own in columns.items():
+                words[name][c] = tuple(sorted(self.inputs[name][c]))
+                x[:, c] = _recode(own, words[name][c])[x[:, c].astype(np.int64)]
+            inputs[name] = x
+        targets, labels = dict(raw.targets), {}
+        for output, own in raw.labels.items():
+            labels[output] = tuple(sorted(self.targets[output]))
+            targets[output] = _recode(own, labels[output]).astype(np.int64)[targets[output]]
+        return replace(raw, inputs=inputs, targets=targets, labels=labels, words=words,
+                       missing={n: dict(self.first.get(n, {})) for n in raw.missing})  # fmt: skip
+
+
+def _recode(own: tuple[str, ...], whole: tuple[str, ...]) -> np.ndarray:
+    index = {w: i for i, w in enumerate(whole)}
+    return np.array([index[w] for w in own] or [0], np.float64)
+
+
+def _rows(raw: Arrays, mask: np.ndarray) -> Arrays:
+    return replace(
+        raw,
+        inputs={k: v[mask] for k, v in raw.inputs.items()},
+        targets={k: v[mask] for k, v in raw.targets.items()},
+    )
+
+
+def _held(raw: Arrays, mask: np.ndarray) -> Arrays:
+    """Held-out rows as they are kept until the pass is over: inputs in float32, which
+    the graphs read (word indices and NaN survive it)."""
+    rows = _rows(raw, mask)
+    return replace(rows, inputs={k: v.astype(np.float32) for k, v in rows.inputs.items()})
+
+
+def _join(pieces: list[Arrays]) -> Arrays:
+    return replace(
+        pieces[0],
+        inputs={k: np.concatenate([p.inputs[k] for p in pieces]) for k in pieces[0].inputs},
+        targets={k: np.concatenate([p.targets[k] for p in pieces]) for k in pieces[0].targets},
+    )
+
+
+def _nbytes(raw: Arrays) -> int:
+    return sum(a.nbytes for a in (*raw.inputs.values(), *raw.targets.values()))
+
+
+def _checkable(raw: Arrays, train: TrainSpec, typed: TypedModel) -> Arrays:
+    """A row group as the pass checks it before every row is seen: missing cells and
+    words hidden (a missing cell is 0, checked at the end), and targets given as words
+    standing in as class 0 of as many classes as the output has (or the two words of a
+    0/1 output, the positive one named by its loss)."""
+    inputs = {k: np.nan_to_num(v, nan=0.0) for k, v in raw.inputs.items()}
+    targets, labels = dict(raw.targets), dict(raw.labels)
+    losses = {h.output: h.loss for h in train.trained()}
+    for output in raw.labels:
+        head = losses[output]
+        kind = LOSSES.get(head.name).target
+        if kind == "class":
+            labels[output] = tuple(map(str, range(int(typed.outputs[output].dims[-1]))))
+        elif kind == "binary":
+            labels[output] = ("", str(head.args.get("positive", "")) or " ")
+        else:
+            continue
+        targets[output] = np.zeros(len(targets[output]), np.int64)
+    return replace(raw, inputs=inputs, targets=targets, labels=labels, words={}, missing={})
+
+
+def _digest(digest: Any, checked: dict[str, np.ndarray], raw: Arrays) -> None:
+    """Add a row group to the data's digest: its checked arrays (as before words and
+    missing cells were streamed), then, where it has them, its missing cells and words."""
+    for array in checked.values():
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for x in raw.inputs.values():
+        if np.isnan(x).any():
+            digest.update(np.packbits(np.isnan(x)).tobytes())
+    for name, columns in sorted(raw.words.items()):
+        for c, words in sorted(columns.items()):
+            digest.update("\0".join([name, str(c), *words]).encode())
+            digest.update(raw.inputs[name][:, c].tobytes())
+    for output, labels in sorted(raw.labels.items()):
+        digest.update("\0".join([output, *labels]).encode())
+        digest.update(raw.targets[output].tobytes())
+
+
+def _named(data: Dataset, inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A checked dataset's arrays as the stream hands them over: the model inputs by name,
+    the targets by output name (`y`: a model's one unnamed output)."""
+    return data.feeds(inputs[0]) | {o or "y": t for o, t in head_targets(data).items()}
+
+
 @dataclass(frozen=True)
 class StreamedData:
     """A streamed data file as data preparation hands it on: the training rows as a
-    `Streamed`, the first chunk's (checked) training rows as a sample (what model.onnx's
-    metadata and the runtime probe read), the validation and test rows in memory, the
-    split's row indices, the class count and the digest of every checked row."""
+    `Streamed`, the first training row group's rows as loaded and checked (`loaded`, what
+    model.onnx's metadata reads) and as the graphs read them (`sample`, what the runtime
+    probe reads), the validation and test rows in memory, the split's row indices, the
+    class count and the digest of every checked row."""
 
     stream: Streamed
+    loaded: Dataset
     sample: Dataset
     val_data: Dataset
     test_data: Dataset | None
@@ -80,85 +299,125 @@ class StreamedData:
     classes: int | None
     digest: str
     preprocessing: Preprocessing | None
-    """`standardize` / `min_max` fitted on the training rows in the same pass."""
+    """Fitted on the training rows in the same pass."""
 
 
-def stream_data(train: TrainSpec, inputs: tuple[str, ...], conform: Conform) -> StreamedData | None:
+def _table(
+    source: Call, typed: TypedModel, train: TrainSpec, path: Path
+) -> tuple[Streamable, int] | None:
+    """`path`'s table as a streamed read takes it and its memory budget, or None where it
+    is not Parquet or fits the budget (it is then read whole)."""
+    if format_for(path, training=True) is not FORMATS.get("parquet"):
+        return None
+    budget = memory_budget(source.args.get("memory", "auto"), source.span)
+    inputs = tuple(decl.name for decl in typed.spec.model.inputs)
+    outputs = tuple(h.output for h in train.trained() if h.output)
+    wanted = file_wanted(source.args, inputs, outputs, source.span)
+    table = streamable(path, source.args, wanted, source.span)
+    size = table.rows * table.width * 8  # read whole as float64, as it is in memory
+    if size <= budget:
+        return None
+    over = f"the data ({size_text(size)}) is over its memory budget ({size_text(budget)})"
+    help = "raise the budget if the data fits: file(..., memory = ...)"
+    if source.args.get("labels") == "names":
+        raise error(
+            f"{over}; labels = names needs every target before the first is a class id",
+            source.span,
+            help=f"write the targets as class ids or as words, or {help}",
+        )
+    for call in train.preprocess:
+        if PREPROCESS.get(call.name).fit is not None and call.name not in ONE_PASS:
+            raise error(
+                f"{over}; preprocess {call.name} is not fitted on streamed data",
+                call.span,
+                help=f"prepare the columns beforehand, or {help}",
+            )
+    return table, budget
+
+
+def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> StreamedData | None:
     """The spec's data streamed, or None where it fits its budget (or is not Parquet)."""
     source, span = train.data, train.data.span
     if source.name != "file":
         return None
-    path = locate_file(str(source.args["path"]), span)
-    if format_for(path, training=True) is not FORMATS.get("parquet"):
+    found = _table(source, typed, train, locate_file(str(source.args["path"]), span))
+    if found is None:
         return None
-    budget = memory_budget(source.args.get("memory", "auto"), span)
-    table = streamable(path, source.args, inputs, span)
-    width = sum(len(c) for c in table.inputs.values()) + 1
-    if table.rows * width * 8 <= budget:  # read whole as float64, as it is in memory
-        return None
-    _refuse(train, inputs, table.words, span, table.rows * width * 8, budget)
-    (name,) = inputs
-    columns = table.inputs[name]
-    raw = parquet_source(table.files, table.inputs, table.target, np.dtype(np.float64), span)
-    like = Dataset(np.zeros((0, len(columns))), np.zeros(0), columns=columns, layout=table.layout)
-
-    def checked(i: int) -> tuple[dict[str, np.ndarray], int | None]:
-        got = raw.read(i)
-        data, classes = conform(replace(like, x=got[name], y=got["y"]))
-        return {name: data.x, "y": data.y}, classes
-
-    n = len(raw)
+    table, budget = found
+    wanted, inputs = table.wanted, tuple(d.name for d in typed.spec.model.inputs)
+    n = table.rows
     test = train.test if isinstance(train.test, float) else 0.0
     tested = hash_split(n, test, train.seed + 1)
     validation = arg_float(source.args, "validation") if "validation" in source.args else 0.0
     held_mask = hash_split(n, validation, train.seed) & ~tested
     keep = ~(held_mask | tested)
-    digest, held, testing = hashlib.sha256(), [], []
-    sample: dict[str, np.ndarray] | None = None
-    classes: int | None = None
-    moments, start, held_bytes = Moments(), 0, 0
-    for i, size in enumerate(raw.sizes):
-        arrays, classes = checked(i)
-        for array in arrays.values():
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+    digest, words = hashlib.sha256(), _Words()
+    held: list[Arrays] = []
+    testing: list[Arrays] = []
+    first: Arrays | None = None
+    summary: Summary | None = None
+    start, held_bytes = 0, 0
+    for i, size in enumerate(table.sizes):
+        raw = table.read(i)
+        words.add(raw)
+        checked, _ = conform(file_dataset(_checkable(raw, train, typed), wanted))
+        _digest(digest, _named(checked, inputs), raw)
         rows = slice(start, start + size)
-        moments.add(arrays[name][keep[rows]])
-        held.append({k: v[held_mask[rows]] for k, v in arrays.items()})
-        testing.append({k: v[tested[rows]] for k, v in arrays.items()})
-        held_bytes += sum(a.nbytes for part in (held[-1], testing[-1]) for a in part.values())
+        if train.preprocess:
+            local = file_dataset(raw, wanted)
+            if summary is None:
+                summary = Summary(local, train, budget)
+            x = checked.x.astype(np.float64)
+            x[np.isnan(local.x)] = np.nan
+            value = {
+                h.output: np.asarray(head_targets(checked)[h.output], np.float64)[keep[rows]]
+                for h in train.trained()
+                if LOSSES.get(h.loss.name).target == "value"
+            }
+            summary.add(x[keep[rows]], local.words, value)
+        held.append(_held(raw, held_mask[rows]))
+        testing.append(_held(raw, tested[rows]))
+        held_bytes += _nbytes(held[-1]) + _nbytes(testing[-1])
         if held_bytes > budget:  # checked as they are read, so they never outgrow it
             raise error(
-                f"the validation and test rows of {raw.where} take over {size_text(budget)}, "
+                f"the validation and test rows of {table.where} take over {size_text(budget)}, "
                 "its memory budget: they are held in memory",
                 span,
                 help="hold out a smaller fraction, or raise the budget: file(..., memory = ...)",
             )
-        if sample is None and keep[rows].any():
-            sample = {k: v[keep[rows]] for k, v in arrays.items()}
+        if first is None and keep[rows].any():
+            first = _rows(raw, keep[rows])
         start += size
-    if sample is None:
+    if first is None:
         raise error("no training samples left after the validation split", span)
-    prep = _fit_scaling(train, moments, columns) if train.preprocess else None
+    whole = words.whole(first)
+    numeric_inputs(whole, wanted, span)
+    loaded, classes = conform(file_dataset(whole, wanted))
+    prep = None
+    if summary is not None:
+        summary.vocabulary = loaded.words
+        targets = fit_targets(train, loaded, summary.scaled)
+        prep = fit_preprocess(train, typed, loaded, summary, targets)
+        if prep is not None and prep.widens():
+            check_width(prep, typed, len(keep), span)
 
-    def part(pieces: list[dict[str, np.ndarray]]) -> Dataset:
-        joined = {k: np.concatenate([p[k] for p in pieces]) for k in sample}
-        return transform(replace(like, x=joined[name], y=joined["y"]), prep)
+    def graphs(raw: Arrays) -> Dataset:
+        return transform(conform(file_dataset(words.whole(raw), wanted))[0], prep)
 
     def read(i: int) -> dict[str, np.ndarray]:
-        arrays = checked(i)[0]
-        return {name: part([arrays]).x, "y": arrays["y"]}
+        return _named(graphs(table.read(i)), inputs)
 
-    row_bytes = sum(a[:1].nbytes for a in sample.values())
-    shapes = {k: tuple(v.shape[1:]) for k, v in sample.items()}
-    source_ = Source(raw.sizes, read, row_bytes, raw.where, shapes)
-    stream = Streamed(source_, budget_rows(source_, budget, span), keep)
-
+    sample = graphs(first)
+    named = _named(sample, inputs)
+    row_bytes = sum(a[:1].nbytes for a in named.values())
+    shapes = {k: tuple(v.shape[1:]) for k, v in named.items()}
+    streamed = Source(table.sizes, read, row_bytes, table.where, shapes)
     return StreamedData(
-        stream,
-        part([sample]),
-        part(held),
-        part(testing) if test else None,
+        Streamed(streamed, budget_rows(streamed, budget, span), keep),
+        loaded,
+        sample,
+        graphs(_join(held)),
+        graphs(_join(testing)) if test else None,
         np.flatnonzero(keep),
         np.flatnonzero(held_mask),
         classes,
@@ -167,57 +426,22 @@ def stream_data(train: TrainSpec, inputs: tuple[str, ...], conform: Conform) -> 
     )
 
 
-def _fit_scaling(train: TrainSpec, found: Moments, names: tuple[str, ...]) -> Preprocessing:
-    """`standardize` and `min_max` over every column, fitted from one pass's moments as
-    `training/preprocess.py` fits them from the rows: each step sees the statistics of the
-    output of the steps before it (an affine map carries them exactly)."""
-    mean, std, low, high = found.mean, found.std, found.low, found.high
-    steps = []
-    for call in train.preprocess:
-        spread = std if call.name == "standardize" else high - low
-        flat = np.flatnonzero(spread == 0)
-        if len(flat):
-            column = int(flat[0])
-            raise error(
-                f"{call.name}: feature column {column} ({names[column]}) is constant on the "
-                "training split, so it cannot be scaled",
-                call.span,
-                help="drop the column from the inputs: exclude = [...]",
-            )
-        shift, scale = (mean, 1.0 / std) if call.name == SCALINGS[0] else (low, 1.0 / spread)
-        steps.append(Affine(call.name, shift, scale, tuple(range(len(names)))))
-        mean, std = (mean - shift) * scale, std * np.abs(scale)
-        low, high = (low - shift) * scale, (high - shift) * scale
-    return Preprocessing(len(names), names, tuple(steps))
-
-
-def _refuse(
+def stream_held_out(
     train: TrainSpec,
-    inputs: tuple[str, ...],
-    words: tuple[str, ...],
-    span: Span | None,
-    size: int,
-    budget: int,
-) -> None:
-    """What streamed data does not do yet, each said with the size that made it stream."""
-    over = f"the data ({size_text(size)}) is over its memory budget ({size_text(budget)})"
-    help = "raise the budget if the data fits: file(..., memory = ...)"
-    if words:
-        raise error(
-            f"{over} and is read in chunks, which takes columns of numbers only; "
-            f"column '{words[0]}' holds words",
-            span,
-            help=f"encode the column as numbers, or {help}",
-        )
-    if len(inputs) > 1 or any(h.output for h in train.trained()):
-        raise error(f"{over}; streamed data feeds one input, one unnamed output", span, help=help)
-    for call in train.preprocess:
-        if call.name not in SCALINGS or call.args.get("columns"):
-            raise error(
-                f"{over}; preprocess {call.name} is not fitted on streamed data (standardize "
-                "and min_max of every column are, in one pass)",
-                call.span,
-                help=f"prepare the columns beforehand, or {help}",
-            )
-    if isinstance(train.test, str):
-        raise error(f"{over}; a test file is not read beside streamed data", train.span, help=help)
+    typed: TypedModel,
+    path: Path,
+    call: Call,
+    prepare: Callable[[Dataset], Dataset],
+) -> Chunked | None:
+    """A held-out Parquet table over its memory budget (`test "file"`, `dnnspec eval RUN
+    file`) read row group by row group, each as `prepare` (its class names mapped to the
+    training data's, checked, preprocessed) makes it; None where it fits the budget."""
+    found = _table(call, typed, train, path)
+    if found is None:
+        return None
+    table = found[0]
+
+    def read(i: int) -> Dataset:
+        return prepare(file_dataset(table.read(i), table.wanted))
+
+    return Chunked(table.sizes, read)

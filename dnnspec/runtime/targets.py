@@ -8,6 +8,8 @@ units), and model.onnx unscales its output (`assemble/steps.py`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from dnnspec.data.datasets import Dataset
@@ -17,10 +19,13 @@ from dnnspec.runtime.data import head_targets
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.preprocess import PREPROCESS, Affine
 
+Scaled = Callable[[str, str], tuple[np.ndarray, np.ndarray] | str]
+"""(method, output name) -> the method fitted on that output's training targets."""
 
-def fit_targets(train: TrainSpec, data: Dataset) -> dict[str, Affine]:
+
+def fit_targets(train: TrainSpec, data: Dataset, scaled: Scaled | None = None) -> dict[str, Affine]:
     """Each value output's fitted scaling, by output name, from the training split `data`
-    (a scaling per unit: the target's last axis)."""
+    (a scaling per unit: the target's last axis), or from `scaled` with `data` a sample."""
     call = next((c for c in train.preprocess if c.name == "scale_target"), None)
     if call is None:
         return {}
@@ -34,16 +39,16 @@ def fit_targets(train: TrainSpec, data: Dataset) -> dict[str, Affine]:
             continue
         y = np.asarray(given[head.output], np.float64)
         units = y.shape[-1] if y.ndim > 1 else 1
-        scaled = fit(y.reshape(-1, units))
+        found = fit(y.reshape(-1, units)) if scaled is None else scaled(method, head.output)
         which = f"output '{head.output}'" if head.output else "the target"
-        if isinstance(scaled, str):
-            unit = scaled.removeprefix("feature column ").split(" ", 1)[0]
+        if isinstance(found, str):
+            unit = found.removeprefix("feature column ").split(" ", 1)[0]
             raise error(
                 f"scale_target: unit {unit} of {which} is constant on the training split, "
                 f"so it cannot be scaled",
                 call.span,
             )
-        shift, scale = scaled
+        shift, scale = found
         fitted[head.output] = Affine(method, shift, scale, tuple(range(units)))
     if not fitted:
         raise error(

@@ -28,7 +28,7 @@ import numpy as np
 from dnnspec.assemble.loop import build_train_loop
 from dnnspec.assemble.steps import LOSS, Program, confusion_name
 from dnnspec.data.datasets import Dataset
-from dnnspec.data.stream import Feed, Streamed, epoch_order
+from dnnspec.data.stream import Chunked, Feed, Streamed, epoch_order
 from dnnspec.layers.init import initial_value
 from dnnspec.runtime.backend import DEFAULT, SETS, Device, TrainGraphs
 from dnnspec.runtime.data import head_targets
@@ -373,31 +373,32 @@ class Trainer:
 
     def evaluate_stats(
         self,
-        data: Dataset,
+        data: Dataset | Chunked,
         input_name: str,
         batch: int = 1024,
         params: dict[str, np.ndarray] | None = None,
     ) -> EpochStats:
         """The summed loss and metric statistics of one pass over `data`, no dropout, with
         the current parameters or `params` (e.g. the best epoch's); for a class model also
-        the confusion matrix."""
+        the confusion matrix. Data too large to hold is evaluated chunk by chunk."""
         stats = EpochStats(info=self.program.metric_info())
         run = self.state.evaluator(self._current, params)
         scalars = self.program.scalar_outputs()
-        arrays = {**data.feeds(input_name), **self.targets(data)}
-        for idx in batches(len(data), batch):
-            feeds = {name: np.ascontiguousarray(array[idx]) for name, array in arrays.items()}
-            outs = run(feeds)
-            metrics = {key: outs[name] for key, name in scalars.items()}
-            stats.add(float(outs[LOSS]), len(idx), self.elements(data, len(idx)), metrics)
-            for out in self.program.outputs:
-                name = confusion_name(out.head.output)
-                if name in outs:
-                    counts = outs[name].astype(np.int64)
-                    before = stats.confusions.get(out.head.output)
-                    stats.confusions[out.head.output] = (
-                        counts if before is None else before + counts
-                    )
+        for part in data.parts() if isinstance(data, Chunked) else [data]:
+            arrays = {**part.feeds(input_name), **self.targets(part)}
+            for idx in batches(len(part), batch):
+                feeds = {name: np.ascontiguousarray(a[idx]) for name, a in arrays.items()}
+                outs = run(feeds)
+                metrics = {key: outs[name] for key, name in scalars.items()}
+                stats.add(float(outs[LOSS]), len(idx), self.elements(part, len(idx)), metrics)
+                for out in self.program.outputs:
+                    name = confusion_name(out.head.output)
+                    if name in outs:
+                        counts = outs[name].astype(np.int64)
+                        before = stats.confusions.get(out.head.output)
+                        stats.confusions[out.head.output] = (
+                            counts if before is None else before + counts
+                        )
         return stats
 
     def run_epoch(

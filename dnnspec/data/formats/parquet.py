@@ -11,7 +11,7 @@ cell); in a target or a column of words it is an error."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +179,8 @@ def _open(path: Path, limits: Limits, span: Span | None) -> _Source:
     return _Source(path, tuple(parts), first.names, first.types, first.kinds, rows)
 
 
-def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None) -> dict[int, Any]:
-    """The chosen columns of every file as one pyarrow array each: numbers as float64,
-    words as strings. A column of another type is refused before any data is read."""
-    pa, pq = _pyarrow(span)
+def _readable(source: _Source, columns: list[int], span: Span | None) -> None:
+    """Refuse, before any data is read, a chosen column of a type a model cannot read."""
     for c in columns:
         if source.kinds[c] is None:
             raise error(
@@ -193,7 +191,17 @@ def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None
                 "columns) and words (string columns: class names, or categories for "
                 "one_hot); convert the column, or leave it out with exclude",
             )
-    normal = {NUMBERS: pa.float64(), WORDS: pa.large_string()}
+
+
+def _normal(pa: Any, source: _Source, column: int) -> Any:
+    """The type a column is read as: numbers as float64, words as strings."""
+    return pa.float64() if source.kinds[column] == NUMBERS else pa.large_string()
+
+
+def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None) -> dict[int, Any]:
+    """The chosen columns of every file as one pyarrow array each (see `_normal`)."""
+    pa, pq = _pyarrow(span)
+    _readable(source, columns, span)
     names = [source.names[c] for c in columns]
     chunks: dict[int, list[Any]] = {c: [] for c in columns}
     for part in source.parts:
@@ -203,9 +211,8 @@ def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None
             except (pa.ArrowException, OSError) as exc:
                 raise _corrupt(part.path, exc, span) from None
         for c, name in zip(columns, names, strict=True):
-            kind = normal[str(source.kinds[c])]
-            chunks[c] += table.column(name).cast(kind, safe=False).chunks
-    return {c: pa.chunked_array(chunks[c], type=normal[str(source.kinds[c])]) for c in columns}
+            chunks[c] += table.column(name).cast(_normal(pa, source, c), safe=False).chunks
+    return {c: pa.chunked_array(chunks[c], type=_normal(pa, source, c)) for c in columns}
 
 
 def _nulls(values: Any) -> np.ndarray:
@@ -301,11 +308,21 @@ def _features(
     return _Features(x, words, missing)
 
 
-def _read(
-    path: Path, args: dict[str, Any], wanted: Wanted, limits: Limits, span: Span | None
-) -> Arrays:
-    """The inputs' and the target columns, chosen as a CSV's (see the module docstring)."""
-    source = _open(path, limits, span)
+@dataclass(frozen=True)
+class _Chosen:
+    """The columns a training read takes: each target's (in `Wanted.outputs` order) and
+    each input's, as a CSV's are chosen (see the module docstring)."""
+
+    targets: list[int]
+    inputs: dict[str, list[int]]
+
+    def every(self) -> list[int]:
+        return sorted({c for columns in self.inputs.values() for c in columns} | set(self.targets))
+
+
+def _choose(
+    source: _Source, path: Path, args: dict[str, Any], wanted: Wanted, span: Span | None
+) -> _Chosen:
     header, width = source.names, len(source.names)
     if wanted.named:
         targets = [find_column(path, header, output, width, span) for output in wanted.outputs]
@@ -316,29 +333,43 @@ def _read(
         )
     else:
         targets = [find_column(path, header, args["target"], width, span)]
-    chosen = input_columns(path, header, width, args, targets, wanted.inputs, span)
-    every = sorted({c for columns in chosen.values() for c in columns} | set(targets))
-    loaded = _load(source, every, limits, span)
-    features = {name: _features(source, cs, loaded, span) for name, cs in chosen.items()}
+    return _Chosen(targets, input_columns(path, header, width, args, targets, wanted.inputs, span))
+
+
+def _arrays(
+    source: _Source, chosen: _Chosen, loaded: dict[int, Any], wanted: Wanted, span: Span | None
+) -> Arrays:
+    """The chosen columns of `source`'s rows (`loaded`) as a training read returns them."""
+    header = source.names
+    features = {name: _features(source, cs, loaded, span) for name, cs in chosen.inputs.items()}
     found: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
-    for output, column in zip(wanted.outputs, targets, strict=True):
+    for output, column in zip(wanted.outputs, chosen.targets, strict=True):
         found[output], classes = _target(source, column, loaded[column], span)
         if classes is not None:
             labels[output] = classes
     layout = None
-    if not wanted.named and len(chosen) == 1:
-        (columns,) = chosen.values()
-        layout = Layout(width, targets[0], tuple(columns), tuple(header))
+    if not wanted.named and len(chosen.inputs) == 1:
+        (columns,) = chosen.inputs.values()
+        layout = Layout(len(header), chosen.targets[0], tuple(columns), tuple(header))
     return Arrays(
         {name: f.x for name, f in features.items()},
         found,
         labels,
-        {name: tuple(header[c] for c in cs) for name, cs in chosen.items()},
+        {name: tuple(header[c] for c in cs) for name, cs in chosen.inputs.items()},
         {name: f.words for name, f in features.items()},
         layout,
         {name: f.missing for name, f in features.items()},
     )
+
+
+def _read(
+    path: Path, args: dict[str, Any], wanted: Wanted, limits: Limits, span: Span | None
+) -> Arrays:
+    """The inputs' and the target columns, chosen as a CSV's (see the module docstring)."""
+    source = _open(path, limits, span)
+    chosen = _choose(source, path, args, wanted, span)
+    return _arrays(source, chosen, _load(source, chosen.every(), limits, span), wanted, span)
 
 
 def _feed_inputs(path: Path, feed: Feed, limits: Limits) -> Batch:
@@ -404,42 +435,70 @@ def _feed(path: Path, feed: Feed, limits: Limits) -> Batch:
 
 @dataclass(frozen=True)
 class Streamable:
-    """What a streamed read of a Parquet file or folder takes (`data/stream.py`): its files,
-    each input's columns and the target column by name, the layout, the row count, and the
-    chosen columns that hold words (which a streamed read refuses: their categories need
-    every row's word first)."""
+    """A Parquet file or folder read one row group at a time (`data/stream.py`): `read(i)`
+    gives row group i's chosen columns as a training read gives the whole table's (words
+    indexed in that group's own sorted words; a cell is named by its row in its file).
+    `width`: the chosen columns' count."""
 
-    files: tuple[Path, ...]
-    inputs: dict[str, tuple[str, ...]]
-    target: str
-    layout: Layout
-    rows: int
-    words: tuple[str, ...]
+    source: _Source
+    chosen: _Chosen
+    wanted: Wanted
+    groups: tuple[tuple[Path, int, int], ...]
+    """Each row group's file, its index in the file and the table row it starts at."""
+    sizes: tuple[int, ...]
+    span: Span | None
+
+    @property
+    def rows(self) -> int:
+        return self.source.rows
+
+    @property
+    def width(self) -> int:
+        return len(self.chosen.every())
+
+    @property
+    def where(self) -> str:
+        return ", ".join(f"'{p.path}'" for p in self.source.parts)
+
+    def read(self, i: int) -> Arrays:
+        pa, pq = _pyarrow(self.span)
+        path, group, start = self.groups[i]
+        every = self.chosen.every()
+        try:
+            table = pq.ParquetFile(path).read_row_group(
+                group, columns=[self.source.names[c] for c in every]
+            )
+        except (pa.ArrowException, OSError) as exc:
+            raise _corrupt(path, exc, self.span) from None
+        loaded = {
+            c: table.column(self.source.names[c]).cast(_normal(pa, self.source, c), safe=False)
+            for c in every
+        }
+        parts = tuple(_Part(p.path, p.start - start) for p in self.source.parts)
+        rows = replace(self.source, parts=parts, rows=table.num_rows)
+        return _arrays(rows, self.chosen, loaded, self.wanted, self.span)
 
 
-def streamable(
-    path: Path, args: dict[str, Any], inputs: tuple[str, ...], span: Span | None
-) -> Streamable:
-    """The columns a streamed read takes, chosen as `_read` chooses them, from the footers
-    alone (no size limit: a streamed read holds a budget, not the file)."""
+def streamable(path: Path, args: dict[str, Any], wanted: Wanted, span: Span | None) -> Streamable:
+    """`path` as a streamed read takes it, its columns chosen as `_read` chooses them, from
+    the footers alone (no size limit: a streamed read holds a budget, not the file)."""
+    _, pq = _pyarrow(span)
     source = _open(path, Limits(1 << 62, 1 << 62), span)
-    header, width = source.names, len(source.names)
-    if width < 2:
-        raise error(
-            f"'{path}' has one column; training data needs input columns and a target column",
-            span,
-        )
-    target = find_column(path, header, args["target"], width, span)
-    chosen = input_columns(path, header, width, args, [target], inputs, span)
-    every = sorted({c for cs in chosen.values() for c in cs} | {target})
-    return Streamable(
-        tuple(p.path for p in source.parts),
-        {name: tuple(header[c] for c in cs) for name, cs in chosen.items()},
-        header[target],
-        Layout(width, target, tuple(next(iter(chosen.values()))), tuple(header)),
-        source.rows,
-        tuple(header[c] for c in every if source.kinds[c] != NUMBERS),
-    )
+    chosen = _choose(source, path, args, wanted, span)
+    _readable(source, chosen.every(), span)
+    groups: list[tuple[Path, int, int]] = []
+    sizes: list[int] = []
+    for part in source.parts:
+        try:
+            meta = pq.ParquetFile(part.path).metadata
+        except Exception as exc:  # read a moment ago: a file changed since is damaged
+            raise _corrupt(part.path, exc, span) from None
+        first = part.start
+        for g in range(meta.num_row_groups):
+            groups.append((part.path, g, first))
+            sizes.append(meta.row_group(g).num_rows)
+            first += sizes[-1]
+    return Streamable(source, chosen, wanted, tuple(groups), tuple(sizes), span)
 
 
 FORMAT = Format((SUFFIX,), _feed, _read, ("target", "features", "exclude", "memory"), folders=True)
