@@ -290,3 +290,27 @@ def test_a_missing_cell_of_streamed_data_without_impute_is_named_as_in_memory(
         prepared(tmp_path, text, SMALL)
     assert str(streamed.value) == str(whole.value)
     assert "row 4, column 'a' is empty" in str(whole.value)
+
+
+def test_eval_of_a_table_over_its_budget_reads_it_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_kill import finish
+    from test_streaming_runs import train
+
+    from dnnspec.api import load
+    from dnnspec.runtime import streamed
+
+    table(tmp_path)
+    held_out = table(tmp_path, "t.parquet", seed=1)
+    spec = tmp_path / "m.dnn"
+    spec.write_text(WORDS.replace("MEMORY", SMALL))
+    finish(train(spec, tmp_path / "run", "--epochs", "1"))
+    with monkeypatch.context() as patched:
+        patched.setattr(parquet, "_load", refuse_whole)
+        found = load(tmp_path / "run", "cpu").evaluate(held_out)
+    monkeypatch.setattr(streamed, "memory_budget", lambda value, span: 1 << 40)
+    expected = load(tmp_path / "run", "cpu").evaluate(held_out)
+    assert found.keys() == expected.keys() and "confusion" in found
+    for key, value in expected.items():
+        np.testing.assert_allclose(found[key], value, rtol=1e-5, err_msg=key)

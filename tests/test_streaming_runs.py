@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,16 +40,30 @@ train {
 ROWS = 2000
 
 
-def write_table(folder: Path, words: bool = False) -> Path:
+COLUMNS = SPEC.replace("float32[N, 4]", "float32[N, 7]").replace(
+    "  batch 16",
+    '  preprocess impute(columns = ["f2"], add_indicator = true), one_hot(columns = ["f3"])\n'
+    "  batch 16",
+)
+"""The spec of a table with words and missing cells (`write_table(..., columns=True)`)."""
+
+
+def write_table(folder: Path, words: bool = False, columns: bool = False) -> Path:
+    """Four columns of numbers and a class id; `words`: f3 holds words; `columns`: so
+    does f3 (three of them), f2 has missing cells and the label is a class name."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(ROWS, 4))
     label = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
-    table = {f"f{i}": x[:, i] for i in range(4)} | {"label": label}
+    table: dict[str, Any] = {f"f{i}": x[:, i] for i in range(4)} | {"label": label}
     if words:
         table["f3"] = np.array(["a", "b"] * (ROWS // 2), object)
+    if columns:
+        table["f3"] = np.array(["a", "b", "c", "b"] * (ROWS // 4), object)
+        table["f2"] = pa.array([None if i % 9 == 4 else v for i, v in enumerate(x[:, 2])])
+        table["label"] = np.array(["low", "mid", "high"], object)[label]
     pq.write_table(pa.table(table), folder / "d.parquet", row_group_size=100)
     spec = folder / "m.dnn"
-    spec.write_text(SPEC)
+    spec.write_text(COLUMNS if columns else SPEC)
     return spec
 
 
@@ -81,8 +96,9 @@ def test_training_on_streamed_data_learns_and_writes_a_model(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_a_killed_streamed_run_resumes_to_the_bit(tmp_path: Path) -> None:
-    spec = write_table(tmp_path)
+@pytest.mark.parametrize("columns", [False, True], ids=["numbers", "words and missing cells"])
+def test_a_killed_streamed_run_resumes_to_the_bit(tmp_path: Path, columns: bool) -> None:
+    spec = write_table(tmp_path, columns=columns)
     reference = tmp_path / "reference"
     finish(train(spec, reference))
     run, kills, chooser = tmp_path / "run", 0, random.Random(1)
