@@ -408,7 +408,8 @@ def test_a_held_out_folder_of_one_class_takes_its_training_id_and_an_unknown_one
     shutil.copytree(tmp_path / "photos" / "cat", tmp_path / "held" / "cat")
     (tmp_path / "m.dnn").write_text(HELD_OUT)
     prep = prepare(load_spec(tmp_path / "m.dnn"))
-    assert prep.test_data is not None and prep.test_data.y.tolist() == [1, 1]  # ant is 0
+    assert isinstance(prep.test_data, datasets.Dataset)
+    assert prep.test_data.y.tolist() == [1, 1]  # ant is 0
     (tmp_path / "held" / "cat").rename(tmp_path / "held" / "dog")
     with pytest.raises(DiagnosticError, match="class labels the training data lacks: dog") as e:
         prepare(load_spec(tmp_path / "m.dnn"))

@@ -391,11 +391,11 @@ def test_a_held_out_text_folder_or_listing_of_one_class_takes_its_training_id(
     spec = write_tiny(tmp_path, TINY.replace("test 0.2", 'test "held/"'))
     write_folder(tmp_path / "held", {"pos": ["good w3x", "good news"]})
     prep = prepare(load_spec(spec))
-    assert prep.test_data is not None and prep.test_data.y.tolist() == [1, 1]  # neg is 0
+    assert isinstance(prep.test_data, Dataset) and prep.test_data.y.tolist() == [1, 1]
     (tmp_path / "held.csv").write_text("text,label\nbad news,neg\n", encoding="utf-8")
     spec.write_text(spec.read_text().replace('"held/"', '"held.csv"'))
     prep = prepare(load_spec(spec))
-    assert prep.test_data is not None and prep.test_data.y.tolist() == [0]
+    assert isinstance(prep.test_data, Dataset) and prep.test_data.y.tolist() == [0]
 
 
 def test_eval_reads_a_held_out_text_folder_as_the_spec_s(tmp_path: Path) -> None:

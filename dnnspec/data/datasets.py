@@ -37,12 +37,11 @@ from dnnspec.data.formats import (
     format_for,
     suffixes,
 )
-from dnnspec.data.formats.image import SCALE
-from dnnspec.data.images import read_folder, read_listing, to_model
+from dnnspec.data.images import list_images
 from dnnspec.data.split import split, split_indices
 from dnnspec.errors import Span, error
 from dnnspec.files import GiB, MiB
-from dnnspec.metadata import AudioMeta, ImageMeta, ModelMetadata
+from dnnspec.metadata import AudioMeta, ModelMetadata
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
 
@@ -396,25 +395,11 @@ def _image_folder(
 ) -> Dataset:
     """One sub-folder of images per class (Keras' `image_dataset_from_directory`): the
     pixels as float32 [N, channels, height, width] x 1/255, class ids in folder-name order
-    (at least `least` classes: held-out data may hold one)."""
-    size = args["size"]
-    if len(size) != 2 or min(size) < 1:
-        raise error(f"size is [height, width], two positive sizes, got {list(size)}", span)
-    channels = args["channels"]
-    if channels not in (1, 3):
-        raise error(f"channels is 1 (grey) or 3 (RGB), got {channels}", span)
-    root = locate_file(args["path"], span)
-    if root.suffix == ".csv" and root.is_file():
-        columns = (args["image_column"], args["label_column"])
-        pixels, labels, classes = read_listing(
-            root, columns, (size[0], size[1]), channels, MAX_DATA_BYTES, span, least
-        )
-    else:
-        pixels, labels, classes = read_folder(
-            root, (size[0], size[1]), channels, MAX_DATA_BYTES, span, least
-        )
-    image = ImageMeta(input="", size=[size[0], size[1]], channels=channels, scale=float(SCALE))
-    return Dataset(to_model(pixels), labels, labels=classes, image=image)
+    (at least `least` classes: held-out data may hold one), held in memory (data
+    preparation streams a training set over its budget, `runtime/streamed_images.py`)."""
+    listed = list_images(args, span, least)
+    listed.refuse_over(MAX_DATA_BYTES, span)
+    return listed.dataset(np.arange(len(listed)), span)
 
 
 def _audio_meta(args: dict[str, Any]) -> AudioMeta:
@@ -561,15 +546,25 @@ DATASETS.add(
                     default="label",
                     doc="a CSV listing: the column of class names",
                 ),
+                ArgSpec(
+                    name="memory",
+                    type="str",
+                    default="auto",
+                    doc='the memory the decoded images may take, e.g. "2 GiB" (auto: a '
+                    "quarter of RAM); a larger set, or one over 2 GiB, is decoded chunk by "
+                    "chunk as training reads it",
+                ),
             )
         ),
         _image_folder,
         "PNG and JPEG images (Pillow: the images extra), one sub-folder per class (class "
         "names: the folder names, sorted), or listed in a CSV of image paths and class "
         "names; decoded, converted and resized bilinearly, as "
-        "float32 [N, channels, height, width] of pixel / 255, held in memory (at most "
-        "2 GiB); model.onnx takes uint8 [N, height, width, channels]",
+        "float32 [N, channels, height, width] of pixel / 255, held in memory up to memory "
+        "and 2 GiB, else decoded chunk by chunk as training reads them; model.onnx takes "
+        "uint8 [N, height, width, channels]",
         paths=("path",),
+        recent=("memory",),
         compile_reads="model.onnx takes the data's images as decoded (uint8 pixels, channels last)",
         held_out=lambda args, inputs, like, span: _image_folder(args, 0, span, 1),
     ),

@@ -38,6 +38,7 @@ from dnnspec.runtime.columns import (
 from dnnspec.runtime.data import conform, head_labels, head_targets, with_heads
 from dnnspec.runtime.start import start_values
 from dnnspec.runtime.streamed import StreamedData, stream_data, stream_held_out
+from dnnspec.runtime.streamed_images import stream_images
 from dnnspec.schema import arg_float, arg_int
 from dnnspec.training.losses import LOSSES
 from dnnspec.training.preprocess import Preprocessing
@@ -109,8 +110,12 @@ class Parts:
 def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     """Load, check and split the data, and fit the preprocessing on the training part
     (data over its memory budget: checked and split as it streams past, `runtime/streamed.py`)."""
-    streamed = stream_data(
-        train, typed, lambda d: _with_classes(_conform(train, typed, d, train.data))
+
+    def checked(loaded: Dataset) -> tuple[Dataset, int | None]:
+        return _with_classes(_conform(train, typed, loaded, train.data))
+
+    streamed = stream_data(train, typed, checked) or stream_images(
+        train, _input_names(typed), checked, functools.partial(_split_labels, train)
     )
     if streamed is not None:
         loaded, sample, fitted = streamed.loaded, streamed.sample, streamed.preprocessing
@@ -118,7 +123,12 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
         test: Dataset | Chunked | None = streamed.test_data
         if isinstance(train.test, str):
             test = read_held_out(
-                train, train.test, typed, head_labels(loaded), lambda d: transform(d, fitted)
+                train,
+                train.test,
+                typed,
+                head_labels(loaded),
+                lambda d: transform(d, fitted),
+                like=loaded,
             )
             if isinstance(test, Chunked):
                 test.check()
@@ -131,7 +141,7 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
     def training_rows(labels: np.ndarray) -> np.ndarray:
         """The split of data that learns from its training rows (a tokenizer), made from
         its class ids before it learns."""
-        splits.append(_split(train, Dataset(np.zeros(len(labels)), labels)))
+        splits.append(_split_labels(train, labels))
         return splits[0][1]
 
     data, classes = load_data(train, typed, train.data, training_rows)
@@ -181,6 +191,13 @@ def _split(train: TrainSpec, data: Dataset) -> tuple[np.ndarray | None, np.ndarr
         rest, test_index = split_indices(data, train.test, split_seed + 1, stratify)
     kept, held = split_indices(data.take(rest), validation, split_seed, stratify)
     return test_index, rest[kept], rest[held]
+
+
+def _split_labels(
+    train: TrainSpec, labels: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """`_split` of data known by its class ids alone, before it is read (or learns)."""
+    return _split(train, Dataset(np.zeros(len(labels)), labels))
 
 
 def prepare(spec: Spec, epochs: int | None = None) -> Prepared:
