@@ -87,9 +87,27 @@ def test_seq2seq_sorts_digit_strings_to_90_percent_exact_match(tmp_path: Path) -
         capture_output=True,
     )
     np.testing.assert_array_equal(np.load(tmp_path / "sorted.npy"), decoded)
+    first = "".join(str(i) for i in decoded[0].argmax(-1))  # generate decodes as predict
+    assert api.load(tmp_path).generate("".join(map(str, digits[0])), 8) == first
 
-    with pytest.raises(DiagnosticError) as caught:  # generate samples text; predict decodes
-        api.load(tmp_path).generate("12", 2)
-    assert caught.value.diagnostics[0].help == (
-        "predict decodes its 'decoder_in' given its other inputs alone"
+
+def test_generate_decodes_the_prompt_step_by_step_as_predict_does(tmp_path: Path) -> None:
+    text = (SPECS / "seq2seq.dnn").read_text()
+    spec = tmp_path / "seq2seq.dnn"
+    spec.write_text(text.replace("samples = 4000", "samples = 300").replace("epochs 6", "epochs 1"))
+    run_training(load_spec(spec), tmp_path / "run", "cpu")
+    model = api.load(tmp_path / "run")
+    decoded = model.predict({"digits": np.array([[3, 1, 4, 1, 5, 9, 2, 6]])})
+    assert isinstance(decoded, np.ndarray)
+    expected = "".join(str(i) for i in decoded[0].argmax(-1))
+    assert model.generate("31415926", 8) == expected
+    assert model.generate("31415926", 3) == expected[:3]
+    argv = [sys.executable, "-m", "dnnspec", "generate", str(tmp_path / "run")]
+    proc = subprocess.run(
+        [*argv, "--prompt", "31415926", "--tokens", "8", "--json"], capture_output=True, text=True
     )
+    assert proc.returncode == 0 and f'"text": "{expected}"' in proc.stdout, proc.stderr
+    with pytest.raises(DiagnosticError, match="the prompt has 3 characters; .* reads 8"):
+        model.generate("314", 8)
+    with pytest.raises(DiagnosticError, match="characters the model never saw: 'x'"):
+        model.generate("3141592x", 8)

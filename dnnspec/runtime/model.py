@@ -295,15 +295,17 @@ class Model:
 
     def generate(self, prompt: str, tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
         """`tokens` characters (or subwords) sampled after `prompt` from a model trained on
-        text (the `text` dataset): softmax(scores / temperature), 0 for the most likely one."""
+        text (the `text` dataset): softmax(scores / temperature), 0 for the most likely one.
+        A model trained with teacher forcing (an input `decoder_in`) reads `prompt` as its
+        other input and decodes its first `tokens` positions as `predict` does (greedily,
+        so `temperature` and `seed` do not apply)."""
+        if any(d.name == DECODER_INPUT for d in self.file.inputs):
+            return self._translate(prompt, tokens)
         decl, vocab = self.file.input, self.file.vocab
         if vocab is None or decl.dtype != "int64" or len(decl.shape) != 2:
-            seq2seq = any(d.name == DECODER_INPUT for d in self.file.inputs)
             raise error(
                 f"the model in '{self.run_dir}' was not trained on text",
-                help=f"predict decodes its '{DECODER_INPUT}' given its other inputs alone"
-                if seq2seq
-                else "generate samples from a model whose data is `text(...)`, with one "
+                help="generate samples from a model whose data is `text(...)`, with one "
                 "int64 input of token ids",
             )
         length = decl.shape[1]
@@ -319,6 +321,37 @@ class Model:
             temperature, seed,
         )  # fmt: skip
         return "".join(vocab[i] for i in new)
+
+    def _translate(self, prompt: str, tokens: int) -> str:
+        """The string an encoder-decoder decodes from `prompt` (see `generate`): each
+        character one id of the encoder's input, by the model's vocabulary, else its class
+        names, else the digits of the class ids; the output written so too."""
+        if tokens < 1:
+            raise error(f"--tokens must be at least 1, got {tokens}")
+        encoder = [d for d in self.file.inputs if d.name != DECODER_INPUT]
+        if len(encoder) != 1 or encoder[0].dtype != "int64" or len(encoder[0].shape) != 2:
+            raise error(
+                f"generate reads the prompt as the one input beside '{DECODER_INPUT}', an "
+                f"int64 [N, length] of ids; the model in '{self.run_dir}' has "
+                + ", ".join(f"{d.name}: {d.dtype}{list(d.shape)}" for d in encoder),
+                help=f"predict its inputs instead: dnnspec predict {self.run_dir} inputs.npz",
+            )
+        (decl,) = encoder
+        symbols = (
+            self.file.vocab or self.labels or [str(i) for i in range(min(self.classes or 0, 10))]
+        )
+        ids = encode(prompt, symbols)
+        length = decl.shape[1]
+        if isinstance(length, int) and len(ids) != length:
+            raise error(
+                f"the prompt has {len(ids)} characters; the model's input '{decl.name}' "
+                f"reads {length}",
+                help=f"give a prompt of {length} characters",
+            )
+        decoded = self._decoded({decl.name: np.array([ids], np.int64)})
+        assert decoded is not None, "a batch without decoder_in is decoded"
+        found = decoded[0, :tokens].argmax(-1).tolist()
+        return "".join(symbols[i] if i < len(symbols) else f"<{i}>" for i in found)
 
     def _prompt_ids(self, prompt: str, vocab: Sequence[str]) -> list[int]:
         """The prompt's ids: by the run's tokenizer.json for a model trained on subwords,
