@@ -89,6 +89,17 @@ def test_a_clip_at_another_sample_rate_is_resampled_by_soxr_keeping_its_frequenc
         assert 0.45 < np.abs(wave[1000:-1000]).max() < 0.55
 
 
+def test_without_soxr_a_clip_at_another_rate_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "low" / "a.wav", np.zeros(800), rate=8000)
+    write(tmp_path / "high" / "b.wav", np.zeros(1600), rate=16000)
+    monkeypatch.setitem(sys.modules, "soxr", None)
+    with pytest.raises(DiagnosticError, match="resampling audio needs soxr") as caught:
+        load(tmp_path, sample_rate=16000, seconds=0.1)
+    assert caught.value.diagnostics[0].help == "pip install 'dnnspec[audio]' (or pip install soxr)"
+
+
 @pytest.mark.parametrize(
     ("layout", "message"),
     [
