@@ -210,6 +210,7 @@ def _max_pool_tiles(
     size = _static_spatial(ctx.shape(x))
     if size is None or any(n % k for n, k in zip(size, kernel, strict=True)):
         return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(ctx.elem(x))
     scales = b.const([1.0, 1.0, *map(float, kernel)], "float32", hint="pool_scales")
 
     def upsample(value: str) -> str:
@@ -222,11 +223,8 @@ def _max_pool_tiles(
         )
 
     mask = b.op("Cast", [b.op("Equal", [x, upsample(y)])], to=ctx.elem(x))
-    # [N, C, out_1, k_1, out_2, k_2, ...]: each window's taps on axes of their own
-    windows = [d for n, k in zip(size, kernel, strict=True) for d in (n // k, k)]
-    tiles = b.op("Reshape", [mask, ctx.int_const([0, 0, *windows])])
-    taps = ctx.int_const(list(range(3, 2 + 2 * len(kernel), 2)))
-    share = b.op("Div", [dy, b.op("ReduceSum", [tiles, taps], keepdims=0)])
+    share_of = b.op("AveragePool", [mask], kernel_shape=kernel, strides=kernel)
+    share = b.op("Div", [b.op("Mul", [dy, b.const(1.0 / math.prod(kernel), dtype)]), share_of])
     return b.op("Mul", [mask, upsample(share)])
 
 
