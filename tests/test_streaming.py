@@ -14,14 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from dnnspec.data.dataset import Dataset
+from dnnspec.data.formats.base import Wanted
+from dnnspec.data.formats.parquet import streamable
 from dnnspec.data.stream import (
+    Moments,
     Streamed,
     budget_rows,
     epoch_order,
     hash_split,
-    moments,
     npy_source,
-    parquet_source,
     plan,
 )
 from dnnspec.errors import DiagnosticError
@@ -145,15 +146,20 @@ def test_streamed_statistics_in_one_pass_equal_those_of_the_whole_table(tmp_path
     pq.write_table(
         pa.table({"a": a, "b": b, "label": np.arange(5000) % 3}), path, row_group_size=700
     )
-    source = parquet_source((path,), {"x": ("a", "b")}, "label", np.dtype(np.int64))
-    assert source.sizes == (700,) * 7 + (100,)
-    found = moments(source, "x")
+    table = streamable(path, {"target": "label", "features": [], "exclude": []}, Wanted(), None)
+    assert table.sizes == (700,) * 7 + (100,)
     x = np.column_stack([a, b]).astype(np.float32).astype(np.float64)
+    keep = ~hash_split(5000, 0.25, 0)
+    found, kept, start = Moments(), Moments(), 0
+    for i, size in enumerate(table.sizes):
+        rows = table.read(i).inputs[""].astype(np.float32)
+        found.add(rows)
+        kept.add(rows[keep[start : start + size]])
+        start += size
     np.testing.assert_allclose(found.mean, x.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(found.std, x.std(axis=0), rtol=1e-9)
     assert np.array_equal(found.low, x.min(axis=0)) and np.array_equal(found.high, x.max(axis=0))
-    keep = ~hash_split(5000, 0.25, 0)
-    np.testing.assert_allclose(moments(source, "x", keep).mean, x[keep].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(kept.mean, x[keep].mean(axis=0), rtol=1e-12)
 
 
 def test_a_non_finite_loss_in_streamed_data_keeps_what_in_memory_data_keeps(

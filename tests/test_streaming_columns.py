@@ -314,3 +314,10 @@ def test_eval_of_a_table_over_its_budget_reads_it_chunk_by_chunk(
     assert found.keys() == expected.keys() and "confusion" in found
     for key, value in expected.items():
         np.testing.assert_allclose(found[key], value, rtol=1e-5, err_msg=key)
+
+
+def test_a_truncated_table_over_its_budget_is_refused_naming_it(tmp_path: Path) -> None:
+    path = table(tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DiagnosticError, match="d.parquet': it is not a valid Parquet file"):
+        prepared(tmp_path, INPUTS, SMALL)

@@ -78,64 +78,6 @@ def npy_source(paths: dict[str, Path], chunk_rows: int, span: Span | None = None
     return Source(sizes, read, row_bytes, where, shapes)
 
 
-def parquet_source(
-    files: tuple[Path, ...],
-    inputs: dict[str, tuple[str, ...]],
-    target: str,
-    y_dtype: np.dtype,
-    span: Span | None = None,
-) -> Source:
-    """Parquet files read one row group at a time: each input's columns side by side as
-    float32 [rows, columns], the target column as `y` (`y_dtype`). A null or non-finite
-    cell is refused when its row group is read, naming the file and the row."""
-    import pyarrow.parquet as pq
-
-    groups: list[tuple[Path, int, int]] = []  # file, row group, its first row in the file
-    for path in files:
-        try:
-            meta = pq.ParquetFile(path).metadata
-        except Exception as exc:  # pyarrow's errors have no common base to name
-            raise error(f"'{path}' is not a readable Parquet file: {exc}", span) from None
-        first = 0
-        for g in range(meta.num_row_groups):
-            groups.append((path, g, first))
-            first += meta.row_group(g).num_rows
-    sizes = tuple(pq.ParquetFile(p).metadata.row_group(g).num_rows for p, g, _ in groups)
-    names = {name: list(cols) for name, cols in inputs.items()} | {"y": [target]}
-    wanted = sorted({c for cols in names.values() for c in cols})
-
-    def read(i: int) -> dict[str, np.ndarray]:
-        path, group, first = groups[i]
-        try:
-            table = pq.ParquetFile(path).read_row_group(group, columns=wanted)
-        except Exception as exc:
-            raise error(f"cannot read '{path}' row group {group}: {exc}", span) from None
-        out = {}
-        for name, cols in names.items():  # column by column: one float64 column at a time
-            dtype = y_dtype if name == "y" else np.dtype(np.float32)
-            values = np.empty((table.num_rows, len(cols)), dtype)
-            for j, column in enumerate(cols):
-                cells = np.asarray(table.column(column).to_numpy(), np.float64)
-                bad = np.flatnonzero(~np.isfinite(cells))
-                if len(bad):
-                    cell = cells[bad[0]]
-                    raise error(
-                        f"'{path}' row {first + int(bad[0]) + 1}, column '{column}' is "
-                        f"{'empty (null)' if np.isnan(cell) else cell}",
-                        span,
-                        help="data read in chunks needs every cell: fill or drop it beforehand",
-                    )
-                values[:, j] = cells
-            out[name] = values[:, 0] if name == "y" else values
-        return out
-
-    row_bytes = 4 * sum(len(c) for c in inputs.values()) + y_dtype.itemsize
-    shapes: dict[str, tuple[int, ...]] = {name: (len(c),) for name, c in inputs.items()}
-    shapes["y"] = ()
-    where = ", ".join(f"'{p}'" for p in files)
-    return Source(sizes, read, row_bytes, where, shapes)
-
-
 def budget_rows(source: Source, budget: int, span: Span | None = None) -> int:
     """The window, in rows, that keeps the reader's buffers within `budget` bytes; a chunk
     larger than a window is refused (it could not be read within the budget)."""
@@ -488,13 +430,3 @@ class Chunked:
         bad row is refused before anything is trained."""
         for _ in self.parts():
             continue
-
-
-def moments(source: Source, name: str, keep: np.ndarray | None = None) -> Moments:
-    """One pass over `source`'s `name` column(s), the kept rows only (the training part)."""
-    found, start = Moments(), 0
-    for i, size in enumerate(source.sizes):
-        values = source.read(i)[name]
-        found.add(values if keep is None else values[keep[start : start + size]])
-        start += size
-    return found
