@@ -379,7 +379,8 @@ def test_a_held_out_text_folder_is_tokenized_by_the_run_s_tokenizer_classes_by_n
     held = {"pos": ["good w3x and w4x", "good news"], "neg": ["bad news"]}
     write_folder(tmp_path / "held", held)
     prep = prepare(load_spec(spec))
-    assert prep.test_data is not None and prep.test_data.y.tolist() == [0, 1, 1]  # neg is 0
+    assert isinstance(prep.test_data, Dataset)
+    assert prep.test_data.y.tolist() == [0, 1, 1]  # neg is 0
     tok = tokenizer.parse(prep.program.files["tokenizer.json"], "the run's")
     ids, _ = tokenizer.encode(tok, ["bad news", *held["pos"]])
     np.testing.assert_array_equal(prep.test_data.x, ids)
