@@ -15,6 +15,7 @@ whole table's. Data that fits the budget is read whole, as before, so its runs a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -186,27 +187,44 @@ class _Words:
             for c, where in missing.items():
                 self.first.setdefault(name, {}).setdefault(c, where)
 
+    @functools.cached_property
+    def vocabulary(self) -> dict[tuple[str, int | None], tuple[str, ...]]:
+        """Once the pass is over: the words of each column of words (by input and column)
+        and of each target (by output and None), in sorted order."""
+        found: dict[tuple[str, int | None], tuple[str, ...]] = {
+            (o, None): tuple(sorted(words)) for o, words in self.targets.items()
+        }
+        for name, columns in self.inputs.items():
+            found |= {(name, c): tuple(sorted(words)) for c, words in columns.items()}
+        return found
+
+    @functools.cached_property
+    def _index(self) -> dict[tuple[str, int | None], dict[str, int]]:
+        return {key: {w: i for i, w in enumerate(ws)} for key, ws in self.vocabulary.items()}
+
+    def _recode(self, key: tuple[str, int | None], own: tuple[str, ...]) -> np.ndarray:
+        """Each of a row group's own words' index in the table's words."""
+        return np.array([self._index[key][w] for w in own] or [0], np.int64)
+
     def whole(self, raw: Arrays) -> Arrays:
-        """A row group's arrays as the whole table's read gives them: its words indexed in
-        the table's sorted words, the table's words and first missing cells."""
+        """A row group's arrays as the whole table's read gives them (once the pass is
+        over): its words indexed in the table's sorted words, the table's words and first
+        missing cells."""
         inputs, words = dict(raw.inputs), dict[str, dict[int, tuple[str, ...]]]()
         for name, columns in raw.words.items():
             x, words[name] = np.array(inputs[name]), {}
             for c, own in columns.items():
-                words[name][c] = tuple(sorted(self.inputs[name][c]))
-                x[:, c] = _recode(own, words[name][c])[x[:, c].astype(np.int64)]
+                words[name][c] = self.vocabulary[name, c]
+                x[:, c] = self._recode((name, c), own)[x[:, c].astype(np.int64)]
             inputs[name] = x
         targets, labels = dict(raw.targets), {}
         for output, own in raw.labels.items():
-            labels[output] = tuple(sorted(self.targets[output]))
-            targets[output] = _recode(own, labels[output]).astype(np.int64)[targets[output]]
-        return replace(raw, inputs=inputs, targets=targets, labels=labels, words=words,
-                       missing={n: dict(self.first.get(n, {})) for n in raw.missing})  # fmt: skip
-
-
-def _recode(own: tuple[str, ...], whole: tuple[str, ...]) -> np.ndarray:
-    index = {w: i for i, w in enumerate(whole)}
-    return np.array([index[w] for w in own] or [0], np.float64)
+            labels[output] = self.vocabulary[output, None]
+            targets[output] = self._recode((output, None), own)[targets[output]]
+        missing = {name: dict(self.first.get(name, {})) for name in raw.missing}
+        return replace(
+            raw, inputs=inputs, targets=targets, labels=labels, words=words, missing=missing
+        )
 
 
 def _rows(raw: Arrays, mask: np.ndarray) -> Arrays:
