@@ -188,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the input still holds the target column, as the training CSV did",
             )
         p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("generate", help="sample text from a model trained on the text dataset")
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a model trained on the text dataset, or decode a prompt "
+        "through a seq2seq model",
+    )
     p.add_argument("run", help="run directory written by `dnnspec train`")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--tokens", type=int, default=100, help="characters to sample (default 100)")
