@@ -321,3 +321,16 @@ def test_a_truncated_table_over_its_budget_is_refused_naming_it(tmp_path: Path) 
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DiagnosticError, match="d.parquet': it is not a valid Parquet file"):
         prepared(tmp_path, INPUTS, SMALL)
+
+
+def test_scale_target_of_streamed_named_outputs_is_fitted_in_the_pass(tmp_path: Path) -> None:
+    path = table(tmp_path)
+    text = OUTPUTS.replace(
+        "  batch 32", "  preprocess scale_target(method = standardize)\n  batch 32"
+    )
+    prep = prepared(tmp_path, text, SMALL)
+    assert prep.streamed is not None and prep.program.preprocess is not None
+    price = np.asarray(pq.read_table(path).column("price"), np.float32).astype(np.float64)
+    fitted = prep.program.preprocess.targets["price"]
+    np.testing.assert_allclose(fitted.shift, [price.mean()], rtol=1e-12)
+    np.testing.assert_allclose(fitted.scale, [1 / price.std()], rtol=1e-9)
