@@ -334,3 +334,23 @@ def test_scale_target_of_streamed_named_outputs_is_fitted_in_the_pass(tmp_path: 
     fitted = prep.program.preprocess.targets["price"]
     np.testing.assert_allclose(fitted.shift, [price.mean()], rtol=1e-12)
     np.testing.assert_allclose(fitted.scale, [1 / price.std()], rtol=1e-9)
+
+
+def test_a_test_table_over_the_budget_beside_data_held_whole_is_read_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table(tmp_path, rows=300)
+    table(tmp_path, "t.parquet", seed=1, rows=2000)
+    text = WORDS.replace("  seed 3", '  seed 3\n  test "t.parquet"')
+    expected = prepared(tmp_path, text, LARGE)
+    reads = []
+    whole_read = parquet._load
+    monkeypatch.setattr(parquet, "_load", lambda *a: reads.append(a[0].path) or whole_read(*a))
+    prep = prepared(tmp_path, text, '"32 KiB"')
+    assert prep.streamed is None and [p.name for p in reads] == ["d.parquet"]
+    assert isinstance(prep.test_data, Chunked) and len(prep.test_data) == 2000
+    assert expected.test_data is not None and not isinstance(expected.test_data, Chunked)
+    trainer = Trainer(expected.program, "cpu", 0)
+    found = trainer.evaluate_stats(prep.test_data, "x").result()
+    for key, value in trainer.evaluate_stats(expected.test_data, "x").result().items():
+        np.testing.assert_allclose(found[key], value, rtol=1e-5, err_msg=key)

@@ -146,28 +146,34 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
 
     data, classes = load_data(train, typed, train.data, training_rows)
     test_index, kept, held = splits[0] if splits else _split(train, data)
-    test_data = None if test_index is None else data.take(test_index)
-    if isinstance(train.test, str):
-        test_data = read_like_data(train, train.test, typed, head_labels(data), like=data)
     train_data, val_data = data.take(kept), data.take(held)
     if len(train_data) == 0:
         raise error("no training samples left after the validation split", train.data.span)
     preprocessing = fit_preprocess(train, typed, train_data)
     if preprocessing is not None and preprocessing.widens():
         check_width(preprocessing, typed, len(train_data), train.data.span)
-        if test_data is not None and test_data.x.shape[1] != preprocessing.width:
+    expected = expects(typed, train_data, preprocessing, list(data.labels) if data.labels else None)
+
+    def ready(part: Dataset) -> Dataset:
+        """Test data as the graphs read it (a table with other columns refused)."""
+        if preprocessing is None:
+            return part
+        if preprocessing.widens() and part.x.shape[1] != preprocessing.width:
             raise error(
-                f"the test data has {test_data.x.shape[1]} feature columns, the training "
+                f"the test data has {part.x.shape[1]} feature columns, the training "
                 f"data {preprocessing.width}",
                 train.span,
             )
-    expected = expects(typed, train_data, preprocessing, list(data.labels) if data.labels else None)
-    if preprocessing is not None:
-        train_data, val_data = (
-            transform(train_data, preprocessing),
-            transform(val_data, preprocessing),
-        )
-        test_data = None if test_data is None else transform(test_data, preprocessing)
+        return transform(part, preprocessing)
+
+    test_data: Dataset | Chunked | None = None
+    if isinstance(train.test, str):
+        test_data = read_held_out(train, train.test, typed, head_labels(data), ready, like=data)
+        if isinstance(test_data, Chunked):
+            test_data.check()
+    elif test_index is not None:
+        test_data = ready(data.take(test_index))
+    train_data, val_data = transform(train_data, preprocessing), transform(val_data, preprocessing)
     return Parts(
         data, classes, train_data, val_data, test_data, kept, held, preprocessing, expected
     )
