@@ -297,21 +297,37 @@ def train(
 
 
 def launch_workers(
-    source: str | Path | Spec, workers: int, argv: Sequence[str], out: str | Path | None
+    source: str | Path | Spec,
+    workers: int,
+    argv: Sequence[str],
+    out: str | Path | None,
+    backend: str = "mpi",
+    address: str | None = None,
 ) -> int | None:
-    """`dnnspec ARGV` (a `train` into `out`) as `workers` data-parallel processes (MPI):
-    their exit status, or None where this process trains alone or already is one of them.
-    A worker count the spec's `batch` cannot share is a located error. Without `out` the
-    run directory is chosen here, so that all workers, and a restart, use the same."""
+    """`dnnspec ARGV` (a `train` into `out`) as `workers` data-parallel processes, started
+    by MPI's launcher (`backend` "mpi") or as Ray actors ("ray", on the cluster at
+    `address`, else a local Ray): their exit status, or None where this process trains
+    alone or already is one of them. A worker count the spec's `batch` cannot share is a
+    located error. Without `out` the run directory is chosen here, so that all workers,
+    and a restart, use the same."""
     from dnnspec.runtime.parallel import check_workers, launch, worker_rank
     from dnnspec.runtime.run import new_run_dir
 
+    if address is not None and backend != "ray":
+        raise error(
+            "--address only applies to --backend ray",
+            help="add --backend ray to train on that Ray cluster, or drop --address",
+        )
     spec = _spec(source, {})
     check_workers(spec, workers)
-    if workers == 1 or worker_rank() is not None:
+    if worker_rank() is not None or (workers == 1 and backend == "mpi"):
         return None
     run_dir = Path(out) if out is not None else new_run_dir(Path(spec.source))
     given = [*argv] if out is not None else [*argv, "--out", str(run_dir)]
+    if backend == "ray":
+        from dnnspec.runtime.ray_workers import launch_ray
+
+        return launch_ray(workers, given, run_dir, address)
     return launch(workers, given, run_dir)
 
 

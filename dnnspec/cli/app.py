@@ -60,8 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="data-parallel worker processes sharing each batch (MPI; default: 1)",
+        help="data-parallel workers sharing each batch (default: 1)",
     )
+    p.add_argument(
+        "--backend",
+        choices=["mpi", "ray"],
+        default="mpi",
+        help="what starts the --workers: MPI's launcher on this machine (default), or Ray "
+        "actors on a local Ray or the cluster at --address",
+    )
+    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
     p.add_argument(
         "--checkpoint-every",
         metavar="N|Ts",

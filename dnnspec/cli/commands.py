@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     spec = spec_of(args)
     from dnnspec.api import launch_workers
 
-    launched = launch_workers(spec, args.workers, args.argv, args.out)
+    launched = launch_workers(spec, args.workers, args.argv, args.out, args.backend, args.address)
     if launched is not None:
         return launched
     reporter: JsonReporter | ProgressReporter = (
@@ -140,6 +140,8 @@ def _interrupted(args: argparse.Namespace, spec: Spec, stop: Interrupted) -> str
     again += ["--checkpoint-every", args.checkpoint_every] if args.checkpoint_every != "60s" else []
     again += ["--stop-after", str(args.stop_after)] if args.stop_after else []
     again += ["--workers", str(args.workers)] if args.workers != 1 else []
+    again += ["--backend", args.backend] if args.backend != "mpi" else []
+    again += ["--address", args.address] if args.address else []
     if not stop.resumable:
         return (
             f"interrupted in epoch {stop.epoch + 1} before any epoch finished: nothing was "

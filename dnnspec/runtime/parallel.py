@@ -73,9 +73,11 @@ _COMMAND = 7
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal a process receives when its parent exits."""
 _BROKEN: list[str] = []
+"""The waits that ran out in this process (then MPI is not finalized at exit)."""
 _STDERR: list[int] = []
 """A follower's own standard error, kept while its output is silenced."""
-"""The waits that ran out in this process (then MPI is not finalized at exit)."""
+_JOINED: list[Any] = []
+"""The communicator `use_communicator` gave, when not MPI's world."""
 
 
 def worker_rank() -> int | None:
@@ -107,7 +109,7 @@ def check_workers(spec: Spec, workers: int) -> TrainSpec:
     reason = refuse_reason(train)
     if reason is not None:
         raise error(reason, train.span)
-    _timeout()  # a bad deadline is refused here, before any worker starts
+    timeout()  # a bad deadline is refused here, before any worker starts
     return train
 
 
@@ -130,33 +132,51 @@ def _setting_span(train: TrainSpec, name: str) -> Span:
 
 def launch(workers: int, argv: Sequence[str], run_dir: Path) -> int:
     """Run `dnnspec ARGV` (training into `run_dir`) as `workers` MPI processes and return
-    their exit status. A worker killed (by a signal, or the launcher after another's
-    death) restarts them all from the run's last checkpoint, up to RESTARTS_ENV times
-    (RESTARTS by default); past that, or with no checkpoint yet, it is an error."""
+    their exit status, restarted from the last checkpoint when a worker is killed (by a
+    signal, or the launcher after another's death; see `restarting`)."""
+    prefix = [mpiexec(), "-n", str(workers), sys.executable, "-m", "dnnspec"]
+
+    def once(args: list[str]) -> int | str:
+        status = _run_workers([*prefix, *args], workers)
+        return status if status in (0, 1, 2, 130) else f"exit status {status}"  # 0-2, 130: said why
+
+    return restarting(once, argv, run_dir)
+
+
+def mpiexec() -> str:
+    """The MPI launcher beside this Python (the mpich wheel's), else on the PATH."""
     found = Path(sys.executable).with_name("mpiexec")
-    mpiexec = str(found) if found.exists() else shutil.which("mpiexec")
-    if mpiexec is None:
+    command = str(found) if found.exists() else shutil.which("mpiexec")
+    if command is None:
         raise error(
             "--workers needs MPI, which is not installed",
             help="pip install 'dnnspec[parallel]' (mpi4py and the mpich launcher)",
         )
-    command = [mpiexec, "-n", str(workers), sys.executable, "-m", "dnnspec", *argv]
+    return command
+
+
+def restarting(once: Callable[[list[str]], int | str], argv: Sequence[str], run_dir: Path) -> int:
+    """`once(argv)` until it gives an exit status; where it says instead why a worker
+    stopped (killed, or its process lost), all restart from the run's last checkpoint
+    (`--resume`), up to RESTARTS_ENV times (RESTARTS by default); past that, or with no
+    checkpoint yet, it is an error."""
     restarts = int(os.environ.get(RESTARTS_ENV, RESTARTS))
+    args = list(argv)
     for restart in range(restarts + 1):
-        status = _run_workers(command, workers)
-        if status in (0, 1, 2, 130):  # done, or the leader said why
-            return status
+        got = once(args)
+        if isinstance(got, int):
+            return got
         if restart == restarts or not (run_dir / "checkpoint" / "last.npz").is_file():
             break
         print(
-            f"note: a worker stopped (exit status {status}): all restart from the last "
+            f"note: a worker stopped ({got}): all restart from the last "
             f"checkpoint (restart {restart + 1} of {restarts})",
             file=sys.stderr,
         )
-        again = [a for a in command if a != "--overwrite"]
-        command = again if "--resume" in again else [*again, "--resume"]
+        again = [a for a in args if a != "--overwrite"]
+        args = again if "--resume" in again else [*again, "--resume"]
     raise error(
-        f"a worker stopped (exit status {status}) and the run with it",
+        f"a worker stopped ({got}) and the run with it",
         help="the last checkpoint resumes with --resume (with any --workers)",
     )
 
@@ -195,11 +215,8 @@ def _stop_with(parent: int) -> Callable[[], None]:
     return prepare
 
 
-@functools.cache
-def _comm() -> Any:
-    """MPI's world communicator; a follower's output is silenced (the leader speaks).
-    MPI is finalized at exit only when no wait ran out: finalizing with a request still
-    pending would hang, while exiting without it makes the launcher end every worker."""
+def mpi() -> Any:
+    """mpi4py's MPI module, initialised here (never finalized by mpi4py: see `_comm`)."""
     try:
         import mpi4py
 
@@ -207,7 +224,23 @@ def _comm() -> Any:
         from mpi4py import MPI
     except ImportError:
         raise error("--workers needs mpi4py", help="pip install 'dnnspec[parallel]'") from None
-    comm = MPI.COMM_WORLD
+    return MPI
+
+
+def use_communicator(comm: Any) -> None:
+    """Train over `comm` instead of MPI's world: the workers of `--backend ray`, each a
+    one-process MPI job, join theirs (runtime/ray_workers.py). Before any `_comm()`."""
+    _JOINED.append(comm)
+
+
+@functools.cache
+def _comm() -> Any:
+    """The workers' communicator (MPI's world, or the one joined by `use_communicator`); a
+    follower's output is silenced (the leader speaks). MPI is finalized at exit only when
+    no wait ran out: finalizing with a request still pending would hang, while exiting
+    without it makes the launcher end every worker."""
+    MPI = mpi()
+    comm = _JOINED[0] if _JOINED else MPI.COMM_WORLD
     if comm.Get_rank():
         _STDERR.append(os.dup(2))  # for what only this worker can tell (`follow`)
         quiet = os.open(os.devnull, os.O_WRONLY)
@@ -250,7 +283,8 @@ def parallel_trainer(
     return ParallelTrainer(program, split_step(rebuilt), comm, seed)
 
 
-def _timeout() -> float:
+def timeout() -> float:
+    """Seconds a worker waits for the others (TIMEOUT_ENV, else WAIT_SECONDS)."""
     text = os.environ.get(TIMEOUT_ENV, str(WAIT_SECONDS))
     try:
         seconds = float(text)
@@ -342,11 +376,11 @@ class ParallelTrainer(Trainer):
 
     def _follow(self, data: Dataset | Streamed, input_name: str) -> None:
         while True:
-            deadline = time.monotonic() + _timeout()
+            deadline = time.monotonic() + timeout()
             while not self.comm.Iprobe(source=0, tag=_COMMAND):
                 if time.monotonic() > deadline:
                     _BROKEN.append("the next epoch")
-                    raise error(f"worker {self.rank}: the leader sent nothing for {_timeout():g} s")
+                    raise error(f"worker {self.rank}: the leader sent nothing for {timeout():g} s")
                 time.sleep(0.001)
             command = self.comm.recv(source=0, tag=_COMMAND)
             if command is None:
@@ -434,7 +468,7 @@ class ParallelTrainer(Trainer):
 
     def _wait(self, request: Any, what: str, seconds: float | None = None) -> None:
         """Poll `request` until done; past the deadline the run stops with a message."""
-        limit = _timeout() if seconds is None else seconds
+        limit = timeout() if seconds is None else seconds
         deadline = time.monotonic() + limit
         spins = 0
         while not request.Test():
