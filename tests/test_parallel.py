@@ -116,6 +116,35 @@ def test_two_workers_equal_one_process_over_50_steps_with_dropout(tmp_path: Path
 
 
 @needs_mpi
+def test_two_workers_accumulating_equal_one_process_accumulating(tmp_path: Path) -> None:
+    """`accumulate 3` over 50 micro-batches of 10 (17 updates, the last of 2 micro-batches)
+    with dropout: each worker sums its rows' gradients over a group, one all-reduce of the
+    sums per update."""
+    spec = _spec(tmp_path, samples=500, validation=0)
+    spec.write_text(spec.read_text().replace("  batch 10\n", "  batch 10\n  accumulate 3\n"))
+    script = tmp_path / "leader.py"
+    script.write_text(LEADER_SCRIPT)
+    out = tmp_path / "two.npz"
+    subprocess.run(
+        [str(MPIEXEC), "-n", "2", sys.executable, str(script), str(spec), str(out)],
+        env={**os.environ, ENV: "2"},
+        check=True,
+        timeout=120,
+    )
+    prep = prepare(load_spec(spec))
+    assert prep.train.accumulate == 3
+    alone = Trainer(prep.program, seed=prep.train.seed)
+    losses: list[float] = []
+    name = prep.spec.model.inputs[0].name
+    alone.run_epoch(prep.train_data, name, prep.train.batch, 0, lambda got, n: losses.extend(got))
+    two = np.load(out)
+    assert len(losses) == len(two["losses"]) == 50
+    np.testing.assert_allclose(two["losses"], losses, rtol=1e-5)
+    for key, value in alone.params().items():
+        np.testing.assert_allclose(two[key], value, rtol=1e-5, atol=1e-7)
+
+
+@needs_mpi
 @pytest.mark.parametrize(("first", "then"), [("2", "1"), ("1", "2")])
 def test_a_run_resumes_with_another_worker_count(tmp_path: Path, first: str, then: str) -> None:
     spec = _spec(tmp_path)

@@ -19,7 +19,6 @@ import onnx
 from onnx import TensorProto, helper
 
 from dnnspec.assemble.steps import LOSS, STEP, Program, next_name
-from dnnspec.ir import TrainSpec
 
 ROWS = "rows"
 """The gradient graph's sample count (float) and the update graph's summed one."""
@@ -44,13 +43,6 @@ class SplitStep:
     """`loss`, then each per-batch statistic's output (as `Program.scalar_outputs`)."""
     means: frozenset[str]
     """Outputs among `buffers` and `scalars` that are batch means (summed times rows)."""
-
-
-def refuse_reason(train: TrainSpec) -> str | None:
-    """Why a train section cannot run split (None: it can)."""
-    if train.accumulate > 1:
-        return "accumulate does not combine with --workers"
-    return None
 
 
 def split_step(program: Program) -> SplitStep:

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec.assemble.compile import train_section
-from dnnspec.assemble.split import ROWS, SplitStep, grad_sum_name, refuse_reason, split_step
+from dnnspec.assemble.split import ROWS, SplitStep, grad_sum_name, split_step
 from dnnspec.assemble.steps import SEED, STEP, Program, build_train_step
 from dnnspec.data.datasets import Dataset
 from dnnspec.data.stream import Chunked, Streamed
@@ -55,6 +55,7 @@ from dnnspec.ir import Spec, TrainSpec
 from dnnspec.runtime.backend import threads
 from dnnspec.runtime.session import make_session
 from dnnspec.runtime.trainer import Diverged, EpochStats, Trainer, initial_values
+from dnnspec.training.accumulate import update_timing
 from dnnspec.training.schedules import Timing
 
 ENV = "DNNSPEC_WORKERS"
@@ -106,9 +107,6 @@ def check_workers(spec: Spec, workers: int) -> TrainSpec:
             span,
             help="the batch is the global batch: make it a multiple of --workers",
         )
-    reason = refuse_reason(train)
-    if reason is not None:
-        raise error(reason, train.span)
     timeout()  # a bad deadline is refused here, before any worker starts
     return train
 
@@ -270,17 +268,18 @@ def parallel_trainer(
         )
     per_epoch = math.ceil(data_size / check.batch)
     targets = {o.head.output: o.scale for o in program.outputs if o.scale is not None}
-    rebuilt = build_train_step(
+    every = program.train.accumulate
+    rebuilt = build_train_step(  # under `accumulate`, the host sums a group's gradients
         program.typed,
-        program.train,
+        program.train.model_copy(update={"accumulate": 1}),
         program.classes,
-        Timing(per_epoch, per_epoch * program.train.epochs),
+        update_timing(Timing(per_epoch, per_epoch * program.train.epochs), every),
         program.float_dtype,
         emit_grads=True,
         targets=targets,
         sharded=True,
     )
-    return ParallelTrainer(program, split_step(rebuilt), comm, seed)
+    return ParallelTrainer(program, split_step(rebuilt), comm, seed, per_epoch)
 
 
 def timeout() -> float:
@@ -298,11 +297,24 @@ def timeout() -> float:
 class ParallelTrainer(Trainer):
     """One rank's trainer: the carried state on the host, one global step per batch
     (gradient graph on this rank's rows, all-reduce, update graph). Evaluation runs
-    the ordinary eval step on the host copy of the parameters."""
+    the ordinary eval step on the host copy of the parameters.
 
-    def __init__(self, program: Program, split: SplitStep, comm: Any, seed: int) -> None:
+    Under `accumulate K` a step is a micro-batch: each rank adds its rows' gradient sums
+    up on the host and they are all-reduced with the group's last micro-batch only (as
+    DDP's `no_sync`), followed by the update; the other micro-batches all-reduce their
+    loss, statistics and layer state alone. `step` counts micro-batches as in one
+    process, and a group ends where `training/accumulate.py` ends it (every K
+    micro-batches and at the epoch's end), so checkpoints, taken between epochs when
+    the sums are zero, are those of one process."""
+
+    def __init__(
+        self, program: Program, split: SplitStep, comm: Any, seed: int, per_epoch: int
+    ) -> None:
         super().__init__(program, "cpu", seed)
         self.split, self.comm = split, comm
+        self.every, self.per_epoch = program.train.accumulate, per_epoch
+        self._group: dict[str, np.ndarray] = {}
+        """This rank's gradient sums and rows (`ROWS`) of the group so far."""
         self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
         self.leader = self.rank == 0
         # the machine's cores shared among the workers on it
@@ -316,6 +328,7 @@ class ParallelTrainer(Trainer):
             name: tuple(int(d) for d in shapes[name])
             for name in [*(grad_sum_name(p) for p in split.grads), *split.buffers, *split.scalars]
         }
+        self._sums = [grad_sum_name(p) for p in split.grads]
         self._last_input: dict[str, np.ndarray] | None = None
         self.communication = 0.0
         """Seconds spent in the all-reduce (for the benchmark's share of a step)."""
@@ -331,7 +344,7 @@ class ParallelTrainer(Trainer):
 
     def load_values(self, values: dict[str, np.ndarray]) -> None:
         self._carried = {name: np.asarray(values[name]) for name in self.carried}
-        self._last_input = None
+        self._last_input, self._group = None, {}
 
     def set_control(self, name: str, value: float) -> None:
         self._carried[name] = np.array(value, self.dtype)
@@ -408,25 +421,57 @@ class ParallelTrainer(Trainer):
 
     def _global_step(self, row: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         """This rank's rows of the global batch `row` through the gradient graph, the
-        sums all-reduced, the update applied; the global loss and statistics."""
+        sums all-reduced, the update applied (on a group's last micro-batch under
+        `accumulate`); the global loss and statistics."""
         shards = np.array_split(row, self.size)
         first = sum(len(s) for s in shards[: self.rank])
-        local = self._local(row, first, len(shards[self.rank]))
-        summed = self._all_reduce(local, len(shards[self.rank]))
+        rows = len(shards[self.rank])
+        local = self._local(row, first, rows)
+        parts = {ROWS: np.array(rows, self.dtype)}
+        for name, shape in self._shapes.items():
+            if name not in self._sums:  # batch means are summed times the rows
+                value = local.get(name, np.zeros(shape, self.dtype))
+                parts[name] = value * rows if name in self.split.means else value
+        group = self._add_to_group(local, rows)
+        summed = self._all_reduce({**parts, **{f"group/{k}": v for k, v in group.items()}})
+        total = summed[ROWS]
+        for name in self.split.means:
+            summed[name] = summed[name] / total
         loss = float(summed[self.split.scalars[0]])
         if not math.isfinite(loss):  # the update before this step broke the parameters
             if self._last_input is not None:
                 self._carried = self._last_input
             raise Diverged(self.step, -1, loss)
-        feeds = {**self._carried, **summed, STEP: np.array(self.step, np.int64)}
-        got = self._update.run(None, {i.name: feeds[i.name] for i in self._update.get_inputs()})
         new = dict(self._carried)
-        for output, value in zip(self._update.get_outputs(), got, strict=True):
-            new[output.name.removesuffix(".next")] = value
+        if group:
+            feeds = {**self._carried, **{k: summed[f"group/{k}"] for k in group}}
+            feeds[STEP] = np.array(self._updates_before(), np.int64)
+            got = self._update.run(None, {i.name: feeds[i.name] for i in self._update.get_inputs()})
+            for output, value in zip(self._update.get_outputs(), got, strict=True):
+                new[output.name.removesuffix(".next")] = value
         new |= {b.removesuffix(".next"): summed[b] for b in self.split.buffers}
         self._last_input, self._carried = self._carried, new
         self.step += 1
         return loss, {key: summed[name] for key, name in self.program.scalar_outputs().items()}
+
+    def _add_to_group(self, local: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """This micro-batch's gradient sums and rows added to the group's; the group's, to
+        all-reduce, when this micro-batch ends it (always without `accumulate`), else {}."""
+        for name in self._sums:
+            value = local.get(name, np.zeros(self._shapes[name], self.dtype))
+            self._group[name] = self._group[name] + value if name in self._group else value
+        self._group[ROWS] = self._group.get(ROWS, np.array(0, self.dtype)) + rows
+        after = self.step % self.per_epoch + 1
+        if after % self.every and after != self.per_epoch:
+            return {}
+        group, self._group = self._group, {}
+        return group
+
+    def _updates_before(self) -> int:
+        """Updates made before this step's (the update graph's `step`), as
+        `training/accumulate.py` counts them."""
+        epoch, position = divmod(self.step, self.per_epoch)
+        return epoch * -(-self.per_epoch // self.every) + position // self.every
 
     def _local(self, row: np.ndarray, first: int, rows: int) -> dict[str, np.ndarray]:
         """The gradient graph's outputs on the `rows` rows of the global batch `row` from
@@ -446,24 +491,17 @@ class ParallelTrainer(Trainer):
         got = self._gradient.run(None, {i.name: feeds[i.name] for i in self._gradient.get_inputs()})
         return dict(zip((o.name for o in self._gradient.get_outputs()), got, strict=True))
 
-    def _all_reduce(self, local: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        """Sums over the workers of `local` (means weighted by `rows`), in one buffer;
-        the means divided by the summed rows again, and `rows` the summed rows."""
-        means, shapes = self.split.means, self._shapes
-        parts = [np.zeros(int(np.prod(shape)), self.dtype) for shape in shapes.values()]
-        for part, name in zip(parts, shapes, strict=True):
-            if name in local:
-                part[:] = local[name].reshape(-1) * (rows if name in means else 1)
-        flat = np.concatenate([*parts, np.array([rows], self.dtype)])
+    def _all_reduce(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Sums over the workers of each of `parts`, in one buffer."""
+        flat = np.concatenate([np.asarray(v, self.dtype).reshape(-1) for v in parts.values()])
         started = time.perf_counter()
         self._wait(self.comm.Iallreduce(_in_place(), flat), f"the all-reduce of step {self.step}")
         self.communication += time.perf_counter() - started
-        total = flat[-1]
-        summed, at = {ROWS: np.array(total, self.dtype)}, 0
-        for name, shape in shapes.items():
-            value = flat[at : at + int(np.prod(shape))].reshape(shape)
-            summed[name] = value / total if name in means else value
-            at += value.size
+        summed, at = {}, 0
+        for name, value in parts.items():
+            size = int(np.prod(np.shape(value)))
+            summed[name] = flat[at : at + size].reshape(np.shape(value))
+            at += size
         return summed
 
     def _wait(self, request: Any, what: str, seconds: float | None = None) -> None:
