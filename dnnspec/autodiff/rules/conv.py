@@ -156,7 +156,7 @@ def _conv_weight_grad(
     if any(d != 1 for d in dilations):
         attrs["dilations"] = dilations
     patches = b.op("Conv", [folded, one_hot], hint="patches", **attrs)  # [N*C, taps, *out]
-    out = _static_spatial(ctx.shape(dy))
+    out = _static_spatial(ctx.shape(dy) or ctx.shape(node.output[0]))  # dy's is y's
     channels = _dim(ctx, w, 1)  # per group
     per_group: int | str = (
         channels * taps
