@@ -354,3 +354,13 @@ def test_a_test_table_over_the_budget_beside_data_held_whole_is_read_chunk_by_ch
     found = trainer.evaluate_stats(prep.test_data, "x").result()
     for key, value in trainer.evaluate_stats(expected.test_data, "x").result().items():
         np.testing.assert_allclose(found[key], value, rtol=1e-5, err_msg=key)
+
+
+def test_a_word_the_pass_did_not_see_is_refused_naming_the_changed_file(tmp_path: Path) -> None:
+    path = table(tmp_path)
+    prep = prepared(tmp_path, WORDS, SMALL)
+    assert prep.streamed is not None
+    rows = pq.read_table(path)
+    pq.write_table(rows.set_column(3, "color", pa.array(["mauve"] * ROWS)), path, row_group_size=50)
+    with pytest.raises(DiagnosticError, match="changed while it was read: .* 'mauve'"):
+        prep.streamed.stream.source.read(0)

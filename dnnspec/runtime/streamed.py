@@ -171,11 +171,14 @@ class Summary:
 class _Words:
     """The words of each column of words and each target of class names, by input and
     column and by output, as the pass meets them; `first`: each column's first missing
-    cell, as the in-memory read names it."""
+    cell, as the in-memory read names it; `where` and `span`: the data, for a word that
+    appears only later (the file changed)."""
 
     inputs: dict[str, dict[int, set[str]]] = field(default_factory=dict)
     targets: dict[str, set[str]] = field(default_factory=dict)
     first: dict[str, dict[int, str]] = field(default_factory=dict)
+    where: str = ""
+    span: Span | None = None
 
     def add(self, raw: Arrays) -> None:
         for name, columns in raw.words.items():
@@ -204,7 +207,16 @@ class _Words:
 
     def _recode(self, key: tuple[str, int | None], own: tuple[str, ...]) -> np.ndarray:
         """Each of a row group's own words' index in the table's words."""
-        return np.array([self._index[key][w] for w in own] or [0], np.int64)
+        index = self._index[key]
+        unseen = [w for w in own if w not in index]
+        if unseen:
+            raise error(
+                f"{self.where} changed while it was read: a row group holds {unseen[0]!r}, "
+                "which the pass before training did not see",
+                self.span,
+                help="train on data that does not change during the run",
+            )
+        return np.array([index[w] for w in own] or [0], np.int64)
 
     def whole(self, raw: Arrays) -> Arrays:
         """A row group's arrays as the whole table's read gives them (once the pass is
@@ -369,7 +381,7 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
     validation = arg_float(source.args, "validation") if "validation" in source.args else 0.0
     held_mask = hash_split(n, validation, train.seed) & ~tested
     keep = ~(held_mask | tested)
-    digest, words = hashlib.sha256(), _Words()
+    digest, words = hashlib.sha256(), _Words(where=table.where, span=span)
     held: list[Arrays] = []
     testing: list[Arrays] = []
     first: Arrays | None = None
