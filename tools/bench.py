@@ -23,7 +23,7 @@
   PyTorch eager under no_grad), same alternation.
 - **parallel** (only when asked; `tools/bench_parallel.py`): `train --workers` scaling, 1
   process against 1 and 2 MPI workers on the MLP 784-1024-1024-10 at batch 512, with the
-  all-reduce's share of a step.
+  all-reduce's share of a step, then the same workers as Ray actors on a local Ray.
 - **data** (only when asked; `tools/bench_data.py`, which also runs alone with a smaller
   `--data-gib`): training from files against a PyTorch `DataLoader` twin, a 4 GiB Parquet
   table streamed under a memory budget (peak RSS, rows/s) and a smaller one in memory, an

@@ -58,12 +58,19 @@ POLL_SECONDS = 0.2
 """How often the driver shows rank 0's new output and looks for ended workers."""
 
 
-def launch_ray(workers: int, argv: Sequence[str], run_dir: Path, address: str | None) -> int:
-    """`dnnspec ARGV` (training into `run_dir`) as `workers` Ray actors; their exit status."""
+def launch_ray(
+    workers: int,
+    argv: Sequence[str],
+    run_dir: Path,
+    address: str | None,
+    script: str | None = None,
+) -> int:
+    """`dnnspec ARGV` (training into `run_dir`) as `workers` Ray actors; their exit status.
+    `script`: run that Python file with ARGV instead (tools/bench_parallel.py's ranks)."""
     ray = _connect(address, workers)
     started_here = not address
     try:
-        return restarting(lambda args: _run_actors(ray, workers, args), argv, run_dir)
+        return restarting(lambda args: _run_actors(ray, workers, args, script), argv, run_dir)
     finally:
         if started_here:
             ray.shutdown()
@@ -113,7 +120,7 @@ def _probe(address: str) -> None:
         ) from None
 
 
-def _run_actors(ray: Any, workers: int, argv: list[str]) -> int | str:
+def _run_actors(ray: Any, workers: int, argv: list[str], script: str | None) -> int | str:
     """One try: the actors started, joined and run; the leader's exit status, or why a
     worker stopped when its actor died."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -136,14 +143,16 @@ def _run_actors(ray: Any, workers: int, argv: list[str]) -> int | str:
     with tempfile.TemporaryDirectory(prefix="dnnspec-ray-") as tmp:
         shown = _Shown(Path(tmp))
         try:
-            return _train(ray, actors, argv, shown)
+            return _train(ray, actors, argv, shown, script)
         finally:
             for actor in actors:
                 ray.kill(actor)
             shown.show()
 
 
-def _train(ray: Any, actors: list[Any], argv: list[str], shown: _Shown) -> int | str:
+def _train(
+    ray: Any, actors: list[Any], argv: list[str], shown: _Shown, script: str | None
+) -> int | str:
     """Start the actors, join them into one communicator and run the command."""
     workers = len(actors)
     outputs = [(str(shown.out), str(shown.err)), *[(None, None)] * (workers - 1)]
@@ -161,7 +170,7 @@ def _train(ray: Any, actors: list[Any], argv: list[str], shown: _Shown) -> int |
         "each worker connects to rank 0's port (on this node): a firewall between the "
         "nodes stops it",
     )
-    refs = [a.run.remote(argv, os.getcwd()) for a in actors]
+    refs = [a.run.remote(argv, os.getcwd(), script) for a in actors]
     try:
         return _watch(ray, refs, shown)
     except KeyboardInterrupt:
@@ -271,15 +280,19 @@ class Rank:
         use_communicator(comm)
         return int(comm.Get_rank())
 
-    def run(self, argv: list[str], cwd: str) -> tuple[int, str]:
-        """`python -m dnnspec ARGV` in this process, as `mpiexec` starts each rank, from the
-        driver's directory where this node has it; the exit status and what the worker
-        said on its standard error."""
+    def run(self, argv: list[str], cwd: str, script: str | None) -> tuple[int, str]:
+        """`python -m dnnspec ARGV` (or `python SCRIPT ARGV`) in this process, as `mpiexec`
+        starts each rank, from the driver's directory where this node has it; the exit
+        status and what the worker said on its standard error."""
         if Path(cwd).is_dir():
             os.chdir(cwd)
-        sys.argv = [sys.executable, *argv]
+        sys.argv = [script or sys.executable, *argv]
         try:
-            runpy.run_module("dnnspec", run_name="__main__", alter_sys=True)
+            if script is None:
+                runpy.run_module("dnnspec", run_name="__main__", alter_sys=True)
+            else:  # as `python SCRIPT` runs it: its folder first on the path
+                sys.path.insert(0, str(Path(script).resolve().parent))
+                runpy.run_path(script, run_name="__main__")
             code = 0
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
