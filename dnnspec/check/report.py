@@ -163,6 +163,14 @@ def _print_whole(console: Console, table: Table) -> None:
         console.width = width
 
 
+SPLIT = (
+    "by the train seed: class data stratified in memory; "
+    "streamed data by a seeded hash of the row index"
+)
+"""How the default split draws: a table over its memory budget is split row by row as it is
+read (data/stream.py `hash_split`), so it cannot be stratified."""
+
+
 def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
     train = typed.spec.train
     if train is None:
@@ -180,10 +188,7 @@ def _train_rows(typed: TypedModel) -> list[tuple[str, str]]:
         *([("augment", ", ".join(call_text(c) for c in train.augment))] if train.augment else []),
         ("early stop", call_text(train.early_stop) if train.early_stop else "none"),
         ("clip", call_text(train.clip) if train.clip else "none"),
-        (
-            "split",
-            call_text(train.split) if train.split else "by the train seed, class data stratified",
-        ),
+        ("split", call_text(train.split) if train.split else SPLIT),
         ("seed", str(train.seed)),
         ("learning rate", _lr_text(train)),
         *_reuse_rows(train),
