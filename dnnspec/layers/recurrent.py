@@ -101,15 +101,12 @@ def _gru_step(
 ) -> list[str]:
     h = state[0] if state else None
     hh = _recurrent(b, h, w, bias=True)
-    x_rz, x_n = b.op_multi("Split", [gx, b.const([2 * units, units], "int64")], 2, axis=-1)
-    if hh is None:  # h = 0: h Wh + bh is the bias alone
-        h_rz, h_n = b.op_multi(
-            "Split", [w.bias_hh, b.const([2 * units, units], "int64")], 2, axis=-1
-        )
-    else:
-        h_rz, h_n = b.op_multi("Split", [hh, b.const([2 * units, units], "int64")], 2, axis=-1)
-    rz = b.op("Sigmoid", [b.op("Add", [x_rz, h_rz])])
-    r, z = b.op_multi("Split", [rz], 2, axis=-1, num_outputs=2)
+    x_r, x_z, x_n = b.op_multi("Split", [gx], 3, axis=-1, num_outputs=3)
+    # h = 0: h Wh + bh is the bias alone
+    h_r, h_z, h_n = b.op_multi(
+        "Split", [w.bias_hh if hh is None else hh], 3, axis=-1, num_outputs=3
+    )
+    r, z = (b.op("Sigmoid", [b.op("Add", [xg, hg])]) for xg, hg in ((x_r, h_r), (x_z, h_z)))
     n = b.op("Tanh", [b.op("Add", [x_n, b.op("Mul", [r, h_n])])])
     if h is None:  # (1 - z) n
         return [b.op("Sub", [n, b.op("Mul", [z, n])])]
