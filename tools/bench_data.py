@@ -4,7 +4,7 @@ with the libraries a PyTorch user would (pyarrow, Pillow, soundfile; no torchvis
 torchaudio), same model, split, batch and epochs.
 
     python tools/bench_data.py [--data-gib 4] [--images 2000] [--clips 1000] [--repeats 3]
-                               [--loader-workers 1] [--threads N] [--only TEXT]
+                               [--loader-workers 0] [--threads N] [--only TEXT]
                                [--timeout S] [--json]
 
 - **Parquet, streamed**: a seeded float32 table of `--data-gib` GiB (256 feature columns and
@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -46,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import tone_clips
-from bench import TOOLS, _pair, _ratio, _run_process
+from bench import TOOLS, _pair, _ratio, _run_process, machine, print_tables
 
 from dnnspec.data.audio import CLIPS
 from dnnspec.data.dataset import Dataset
@@ -69,10 +70,10 @@ class Settings:
     images: int = 2000
     clips: int = 1000
     repeats: int = 3
-    loader_workers: int = 1
+    loader_workers: int = 0
     threads: int | None = None
     device: str = "cpu"
-    timeout: float = 900
+    timeout: float = 3600
     only: str = ""
 
 
@@ -419,12 +420,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="images in the image folder")
     parser.add_argument("--clips", type=int, default=1000, help="clips in the audio folder")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per framework")
-    parser.add_argument("--loader-workers", type=int, default=1, help="DataLoader processes")
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        default=0,
+        help="the twin's DataLoader worker processes (default PyTorch's, 0: read in the loop)",
+    )
     parser.add_argument("--threads", type=int, help="intra-op threads for both")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per process")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per process")
     parser.add_argument("--only", default="", help="run only the rows whose name contains this")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # children die with the bench
     try:
         import torch  # noqa: F401
 
@@ -441,11 +448,14 @@ def main() -> None:
         timeout=args.timeout,
         only=args.only,
     )
-    rows = run(settings, have_torch)
+    report: dict[str, Any] = {"machine": machine(args.threads)}
+    report["data"] = run(settings, have_torch)
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(report, indent=2))
     else:
-        print_table(rows)
+        print_tables(report)  # the machine line
+        print_table(report["data"])
 
 
 if __name__ == "__main__":
