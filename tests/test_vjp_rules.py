@@ -21,6 +21,7 @@ from conftest import Run, ort_runner, reference_runner
 from onnx.reference import ReferenceEvaluator
 
 from dnnspec.autodiff import VJP, AutodiffError, gradients
+from dnnspec.autodiff.rules import conv as conv_rules
 from dnnspec.graph.builder import GraphBuilder
 
 SYMBOLS = {"N": 3, "B": 1, "T": 4}  # run-time sizes of the symbolic dims used below
@@ -428,6 +429,13 @@ CASES: list[Case] = [
         op("Conv", kernel_shape=[2, 2]),
         (In(("N", 2, 4, 4), wrt=False), In((3, 2, 2, 2))),
     ),
+    # channels x positions large enough for the weight gradient read tap by tap
+    Case(
+        "conv2d_taps",
+        "Conv",
+        op("Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        (In(("N", 16, 16, 16)), In((2, 16, 3, 3)), In((2,))),
+    ),
     Case(
         "maxpool2d",
         "MaxPool",
@@ -726,6 +734,27 @@ def test_static_shapes_need_no_shape_nodes(case: Case) -> None:
 def backward_ops(case_id: str, mode: str = "symbolic") -> list[str]:
     case = next(c for c in CASES if c.id == case_id)
     return [node.op_type for node in build(case, mode).backward]
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.op == "Conv" and c.inputs[1].wrt], ids=lambda c: c.id
+)
+def test_conv_weight_gradient_tap_by_tap_in_every_geometry(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the per-tap form at every size: strides, uneven pads, dilations, groups, 1-D
+    monkeypatch.setattr(conv_rules, "TAP_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_rules, "TAP_MIN_WORK", 1)
+    built = build(case, "symbolic")
+    assert not [n for n in built.backward if n.op_type == "Conv"]
+    check_both_runtimes(built, random_feeds(built, case), case, "symbolic")
+
+
+def test_large_conv_weight_gradient_reads_x_tap_by_tap() -> None:
+    # no one-hot patch Conv: one strided Slice and one MatMul per kernel tap
+    ops = backward_ops("conv2d_taps")
+    assert ops.count("Conv") == 0 and ops.count("Slice") == ops.count("MatMul") == 9
+    assert backward_ops("conv2d_bias_same").count("Conv") == 1  # small: one-hot patches
 
 
 def test_lean_backward_forms() -> None:

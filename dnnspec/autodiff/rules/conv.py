@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from dnnspec.autodiff.context import AutodiffError, Shape, VjpContext
+from dnnspec.autodiff.context import AutodiffError, Shape, VjpContext, static_dims
 from dnnspec.autodiff.rules.base import VJP, single
 
 Grads = list[str | None]
@@ -135,6 +135,63 @@ def _divided(ctx: VjpContext, dim: int | str, by: int) -> int | str:
     return dim if by == 1 else ctx.b.op("Div", [dim, ctx.int_const([by])])
 
 
+TAP_MIN_CHANNELS = 16
+TAP_MIN_WORK = 4096
+"""The weight gradient reads x tap by tap when a group has at least TAP_MIN_CHANNELS
+input channels and channels x output positions reach TAP_MIN_WORK (16 channels at 16x16,
+32 at 14x14); below, the per-tap products are too thin and the one-hot patches win
+(docs/performance.md)."""
+
+
+def _tap_weight_grad(
+    ctx: VjpContext,
+    node: onnx.NodeProto,
+    dy: str,
+    geometry: tuple[int, list[int], list[int], list[int], list[int]],
+    group: int,
+) -> str | None:
+    """dW[:, :, t] = sum over n of dy[n] @ x_t[n]^T, x_t the window of x (padded) that
+    kernel tap t reads at every output position: one strided `Slice` and one batched
+    `MatMul` per tap, the taps' products concatenated and summed over the batch once.
+    Unlike the one-hot patches nothing 9x the size of x is written and read back. None
+    where the sizes are hidden or too small for it to pay."""
+    x, w = node.input[0], node.input[1]
+    spatial, kernel, strides, dilations, pads = geometry
+    w_shape = static_dims(ctx.shape(w))
+    size = _static_spatial(ctx.shape(x))
+    out = _static_spatial(ctx.shape(dy) or ctx.shape(node.output[0]))
+    if w_shape is None or size is None or out is None:
+        return None
+    filters, channels = w_shape[0], w_shape[1]  # channels per group
+    positions = math.prod(out)
+    if channels < TAP_MIN_CHANNELS or channels * positions < TAP_MIN_WORK:
+        return None
+    b, taps = ctx.b, math.prod(kernel)
+    padded = x
+    if any(pads):
+        widths = ctx.int_const([0, 0, *pads[:spatial], 0, 0, *pads[spatial:]])
+        padded = b.op("Pad", [x, widths])
+    axes = ctx.int_const(list(range(2, spatial + 2)))
+    steps = ctx.int_const(strides)
+    rows = ctx.int_const([0, group, channels, positions])
+    dy_rows = b.op("Reshape", [dy, ctx.int_const([0, group, filters // group, positions])])
+    products = []
+    for tap in np.ndindex(*kernel):
+        begin = [t * d for t, d in zip(tap, dilations, strict=True)]
+        end = [s0 + (o - 1) * st + 1 for s0, o, st in zip(begin, out, strides, strict=True)]
+        window = b.op("Slice", [padded, ctx.int_const(begin), ctx.int_const(end), axes, steps])
+        window_rows = b.op("Reshape", [window, rows])  # [N, g, C/g, L]
+        window_cols = b.op("Transpose", [window_rows], perm=[0, 1, 3, 2])
+        products.append(b.op("MatMul", [dy_rows, window_cols]))  # [N, g, K/g, C/g]
+    joined = b.op("Concat", products, axis=3)  # [N, g, K/g, taps * C/g]
+    summed = b.op("ReduceSum", [joined, ctx.int_const([0])], keepdims=0)
+    by_tap = b.op("Reshape", [summed, ctx.int_const([filters, taps, channels])])
+    return b.op(
+        "Reshape",
+        [b.op("Transpose", [by_tap], perm=[0, 2, 1]), ctx.int_const(list(w_shape))],
+    )
+
+
 def _conv_weight_grad(
     ctx: VjpContext,
     node: onnx.NodeProto,
@@ -191,7 +248,9 @@ def conv(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     if ctx.needs(x):
         grads[0] = transposed_window(ctx, dy, w, x, geometry, group)
     if ctx.needs(w):
-        grads[1] = _conv_weight_grad(ctx, node, dy, geometry, group)
+        grads[1] = _tap_weight_grad(ctx, node, dy, geometry, group) or _conv_weight_grad(
+            ctx, node, dy, geometry, group
+        )
     if bias is not None and ctx.needs(bias):
         axes = [0, *range(2, geometry[0] + 2)]
         grads[2] = b.op("ReduceSum", [dy, ctx.int_const(axes)], keepdims=0)
