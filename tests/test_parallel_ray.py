@@ -99,14 +99,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """`ray start --block` stops the processes it started on SIGTERM."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """`ray start --block` stops the processes it started on SIGTERM, but takes half a
+    minute over it: past 10 s its process group is killed (Ray's processes die with
+    their parent)."""
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +120,12 @@ def cluster() -> Iterator[str]:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     start = [str(BIN / "ray"), "start", "--num-cpus=1", "--disable-usage-stats", "--block"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     head = subprocess.Popen(
         [*start, "--head", f"--port={port}", "--include-dashboard=false"],
         env=ENV,
         start_new_session=True,
-        **quiet,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     nodes = [head]
     try:
@@ -134,35 +139,40 @@ def cluster() -> Iterator[str]:
                 time.sleep(0.5)
         nodes.append(
             subprocess.Popen(
-                [*start, f"--address={address}"], env=ENV, start_new_session=True, **quiet
+                [*start, f"--address={address}"],
+                env=ENV,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         )
         yield address
     finally:
-        for node in reversed(nodes):
-            _stop(node)
+        _stop(nodes)
 
 
 def _actors(folder: Path) -> dict[int, list[int]]:
     """The run's actors (those working in `folder`, the driver's directory), each with its
     process and the `mpiexec -n 1` and proxy above it."""
-    found = {}
+    found: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         try:
             title = (entry / "cmdline").read_bytes()
             if (
                 entry.name.isdigit()
                 and title.startswith(b"ray::Rank")
-                and (Path(os.readlink(entry / "cwd")) == folder)
+                and Path(os.readlink(entry / "cwd")) == folder
             ):
-                pid, chain = int(entry.name), []
-                for _ in range(2):
-                    stat = (Path("/proc") / str(chain[-1] if chain else pid) / "stat").read_text()
-                    chain.append(int(stat.rsplit(")", 1)[1].split()[1]))
-                found[pid] = chain
+                pid = int(entry.name)
+                found[pid] = [_parent(pid)]
+                found[pid].append(_parent(found[pid][0]))
         except OSError:
             continue
     return found
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -250,6 +260,25 @@ def test_a_killed_ray_worker_without_restarts_ends_the_run_with_a_message_and_it
     resumed = _train(spec, out, "--resume", "--stop-after", str(done + 1))
     assert resumed.returncode == 0, resumed.stderr
     assert len(_epochs(out)) == done + 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_on_the_ray_driver_stops_every_worker_and_keeps_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    spec, out = _spec(tmp_path, samples=2000, epochs=500), tmp_path / "run"
+    driver = _start_long_run(spec, out, {})
+    processes = [p for pid, chain in _actors(tmp_path).items() for p in (pid, *chain)]
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    assert "--checkpoint-every 1 --workers 2 --backend ray --resume" in err  # as rank 0 said
+    assert (out / "model.onnx").is_file()
+    assert not any(_alive(pid) for pid in processes)
+    done = len(_epochs(out))
+    resumed = _train(spec, out, "--resume", "--stop-after", str(done + 1))
+    assert resumed.returncode == 0, resumed.stderr
 
 
 def test_an_address_where_no_cluster_answers_exits_2_at_once(tmp_path: Path) -> None:
