@@ -159,13 +159,22 @@ def flops(inputs: Sequence[TensorType], out: TensorType, args: dict[str, Any]) -
     return proj + 2 * t * d * d + 4 * t * s * d + 5 * int(args["heads"]) * t * s
 
 
-def _heads(b: GraphBuilder, x: str, parts: int, heads: int, dh: int) -> list[str]:
-    """[N, T, parts * d] -> `parts` tensors [N, heads, T, dh]."""
-    split = b.op("Reshape", [x, b.const([0, 0, parts * heads, dh], "int64")])
-    moved = b.op("Transpose", [split], perm=[0, 2, 1, 3])
+def _heads(b: GraphBuilder, x: str, weight: str, parts: int, heads: int, dh: int) -> list[str]:
+    """x [N, T, d_in] projected by weight [d_in, parts * d] as W^T x^T, [N, parts * d, T],
+    so each of the `parts` [N, heads, dh, T] is a Reshape and a Split away: no Transpose of
+    the activations (onnxruntime folds both Transposes into the MatMul), and the scores
+    and the weighted sum read the heads through transposed MatMul operands."""
+    xt = b.op("Transpose", [x], perm=[0, 2, 1])
+    projected = b.op("MatMul", [b.op("Transpose", [weight], perm=[1, 0]), xt])
+    split = b.op("Reshape", [projected, b.const([0, parts * heads, dh, -1], "int64")])
     if parts == 1:
-        return [moved]
-    return b.op_multi("Split", [moved], parts, axis=1, num_outputs=parts)
+        return [split]
+    return b.op_multi("Split", [split], parts, axis=1, num_outputs=parts)
+
+
+def _per_head(b: GraphBuilder, bias: str, heads: int, dh: int) -> str:
+    """A [d] bias as [heads, dh, 1], to add to heads laid out [N, heads, dh, T]."""
+    return b.op("Reshape", [bias, b.const([heads, dh, 1], "int64")])
 
 
 def _length(ctx: LowerCtx, value: str, dim: Any) -> str:
@@ -206,50 +215,64 @@ def _padding(ctx: LowerCtx, node: Node, named: dict[str, str], keys: str, length
     return b.op("Unsqueeze", [mask, b.const([1, 2], "int64")], hint="padding_mask")
 
 
-def _without_key_bias(b: GraphBuilder, bias: str, blocks: int, key: int, d: int) -> str:
-    """The packed bias with its key block multiplied by 0. A key bias adds q . b_k to
-    every score of a query, which the softmax cancels: it changes no output, and its exact
-    gradient is 0. Computed, that gradient is rounding noise, which Adam's normalisation
-    turns into steps sized by the learning rate, not the gradient, and different in every
-    runtime (chained transformer steps disagreed there first, by 1.5e-5 a step). Masked
-    out, its
-    gradient is exactly 0, so it keeps its initial value (zeros) as in exact arithmetic;
-    the parameter stays for PyTorch's layout (`in_proj_bias`)."""
-    mask = np.ones((blocks, d), b.float_dtype)
-    mask[key] = 0.0
-    return b.op("Mul", [bias, b.const(mask.reshape(-1))], hint="bias_without_key")
+def _bias_blocks(b: GraphBuilder, bias: str, blocks: int) -> list[str]:
+    """The blocks of a packed bias ([q, k, v] or [k, v]), of which lowering leaves the
+    key's out. A key bias adds q . b_k to every score of a query, which the softmax
+    cancels: it changes no output, and its exact gradient is 0. Computed, that gradient is
+    rounding noise, which Adam's normalisation turns into steps sized by the learning rate,
+    not the gradient, and different in every runtime (chained transformer steps disagreed
+    there first, by 1.5e-5 a step). Left out, its gradient is exactly 0, so it keeps its
+    initial value (zeros) as in exact arithmetic; the parameter stays for PyTorch's layout
+    (`in_proj_bias`)."""
+    return b.op_multi("Split", [bias], blocks, axis=0, num_outputs=blocks)
 
 
 def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, str]) -> str:
+    """softmax(q k^T / sqrt(dh) + mask) v per head, the heads laid out [N, heads, dh, T]
+    (`_heads`). 1 / sqrt(dh) scales the query weight and bias (a [d, d] product, not one
+    over every query). The value bias is added to the output bias through the output
+    weight (b_v W_out + b_out), since each row of the attention weights sums to 1, unless
+    dropout rescales those rows. Each form was the faster measured (docs/performance.md)."""
     b = ctx.b
     x, named = operands(inputs, node.args)
     x_type = ctx.types[node.inputs[0]]
     d, heads = int(x_type.dims[2]), arg_int(node.args, "heads")
     dh = d // heads
+    scale = 1.0 / math.sqrt(dh)
     if "memory" in named:
         keys, key_len = named["memory"], ctx.types[node.inputs[1]].dims[1]
-        q_proj = b.op("Add", [b.op("MatMul", [x, params["q_weight"]]), params["q_bias"]])
-        kv_bias = _without_key_bias(b, params["kv_bias"], 2, 0, d)
-        kv = b.op("Add", [b.op("MatMul", [keys, params["kv_weight"]]), kv_bias])
-        (q,) = _heads(b, q_proj, 1, heads, dh)
-        k, v = _heads(b, kv, 2, heads, dh)
+        q_weight = b.op("Mul", [params["q_weight"], b.const(scale)])
+        (qt,) = _heads(b, x, q_weight, 1, heads, dh)
+        kt, vt = _heads(b, keys, params["kv_weight"], 2, heads, dh)
+        q_bias = params["q_bias"]
+        _, v_bias = _bias_blocks(b, params["kv_bias"], 2)
     else:
         keys, key_len = x, x_type.dims[1]
-        in_bias = _without_key_bias(b, params["in_bias"], 3, 1, d)
-        qkv = b.op("Add", [b.op("MatMul", [x, params["in_weight"]]), in_bias])
-        q, k, v = _heads(b, qkv, 3, heads, dh)
-    q = b.op("Mul", [q, b.const(1.0 / math.sqrt(dh))])
-    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])], hint="scores")
+        columns = np.ones(3 * d, b.float_dtype)
+        columns[:d] = scale
+        in_weight = b.op("Mul", [params["in_weight"], b.const(columns)])
+        qt, kt, vt = _heads(b, x, in_weight, 3, heads, dh)
+        q_bias, _, v_bias = _bias_blocks(b, params["in_bias"], 3)
+    q_bias = b.op("Mul", [q_bias, b.const(scale)])
+    qt = b.op("Add", [qt, _per_head(b, q_bias, heads, dh)])
+    q = b.op("Transpose", [qt], perm=[0, 1, 3, 2])
+    scores = b.op("MatMul", [q, kt], hint="scores")
     if arg_bool(node.args, "causal"):
         scores = b.op("Add", [scores, _causal(ctx, x, x_type.dims[1])])
     if "lengths" in named or "tokens" in named:
         scores = b.op("Add", [scores, _padding(ctx, node, named, keys, key_len)])
     weights = b.op("Softmax", [scores], hint="attention_weights", axis=-1)
-    weights = drop(ctx, weights, 4, arg_float(node.args, "dropout"))
-    mixed = b.op("Transpose", [b.op("MatMul", [weights, v])], perm=[0, 2, 1, 3])
+    dropped = drop(ctx, weights, 4, arg_float(node.args, "dropout"))
+    out_bias = params["out_bias"]
+    if dropped == weights:
+        out_bias = b.op("Add", [b.op("MatMul", [v_bias, params["out_weight"]]), out_bias])
+    else:
+        vt = b.op("Add", [vt, _per_head(b, v_bias, heads, dh)])
+    v = b.op("Transpose", [vt], perm=[0, 1, 3, 2])
+    mixed = b.op("Transpose", [b.op("MatMul", [dropped, v])], perm=[0, 2, 1, 3])
     merged = b.op("Reshape", [mixed, b.const([0, 0, d], "int64")])
     out = b.op("MatMul", [merged, params["out_weight"]])
-    return b.op("Add", [out, params["out_bias"]], hint=node.name)
+    return b.op("Add", [out, out_bias], hint=node.name)
 
 
 LAYERS.add(
