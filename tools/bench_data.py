@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import tone_clips
-from bench import TOOLS, _pair, _ratio, _run_process, machine, print_tables
+from bench import TOOLS, _choose_runtime, _pair, _ratio, _run_process, machine, print_tables
 
 from dnnspec.data.audio import CLIPS
 from dnnspec.data.dataset import Dataset
@@ -85,6 +85,9 @@ class DataCase:
     epochs: int
     streamed: bool = False
     rss_limit_mb: float = 0.0
+    runtime: str = "onnxruntime"
+    """`auto` for the convolutional rows: an untimed run first probes the runtimes, as in
+    the end-to-end suite (the MLP rows need no probe, which would read the table again)."""
 
 
 def budget_mib(s: Settings) -> float:
@@ -112,6 +115,7 @@ def cases(s: Settings) -> list[DataCase]:
             "images",
             64,
             10,
+            runtime="auto",
         ),
         DataCase(
             f"audio folder, {s.clips} WAV 1 s 16 kHz, log_mel + conv1d 32-32, adam, batch 32, "
@@ -119,6 +123,7 @@ def cases(s: Settings) -> list[DataCase]:
             "audio",
             32,
             8,
+            runtime="auto",
         ),
     ]
 
@@ -326,7 +331,8 @@ def _commands(case: DataCase, work: Path, s: Settings) -> tuple[list[str], list[
     }
     (work / "torch.json").write_text(json.dumps(twin))
     ours = [sys.executable, "-m", "dnnspec", "train", str(work / "bench.dnn")]
-    ours += ["--out", str(work / "run"), "--device", s.device, "--overwrite", "--no-plot", "--json"]
+    ours += ["--out", str(work / "run"), "--device", s.device, "--runtime", case.runtime]
+    ours += ["--overwrite", "--no-plot", "--json"]
     theirs = [sys.executable, str(TOOLS / "bench_torch_data.py"), str(work / "torch.json")]
     return ours, theirs, samples
 
@@ -340,6 +346,11 @@ def bench_data(case: DataCase, s: Settings, have_torch: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="dnnspec-bench-data-"))
     try:
         ours, theirs, samples = _commands(case, work, s)
+        runtime = case.runtime
+        if runtime == "auto":
+            env["XDG_CACHE_HOME"] = str(work / "cache")  # a fresh probe for this machine
+            note = _choose_runtime(ours, env, s.timeout)
+            runtime = note.removeprefix("runtime auto: ").split()[0]
         runs: dict[str, list[dict[str, float]]] = {"dnnspec": [], "torch": []}
         for r in range(s.repeats):
             order = [("dnnspec", ours), ("torch", theirs)][:: -1 if r % 2 else 1]
@@ -357,7 +368,8 @@ def bench_data(case: DataCase, s: Settings, have_torch: bool) -> dict[str, Any]:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    row: dict[str, Any] = {"case": asdict(case), "samples": samples, "runs": runs}
+    row: dict[str, Any] = {"case": asdict(case), "runtime": runtime, "samples": samples}
+    row["runs"] = runs
     row["val_accuracy"] = learned  # both learned something: the rows are not void
     for name, seen in runs.items():
         if seen:
@@ -406,7 +418,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         limit = row["case"]["rss_limit_mb"]
         over = " **over the limit**" if limit and row["dnnspec"]["rss_mb"] >= limit else ""
         print(
-            f"| {row['case']['name']} | {_pair(row, 'whole', '.2f')} "
+            f"| {row['case']['name']} [{row['runtime']}] | {_pair(row, 'whole', '.2f')} "
             f"| {_ratio(row, 'whole_ratio')} | {_ratio(row, 'whole_cpu_ratio')} "
             f"| {_pair(row, 'per_s', '.0f')} | {_pair(row, 'loop_per_s', '.0f')} "
             f"| {_pair(row, 'rss_mb', '.0f')}{over} "
