@@ -10,7 +10,8 @@ for each global batch of the spec's `batch` rows, computes the gradient graph on
 `batch / N` rows only (`assemble/split.py`). One all-reduce (SUM) per step adds the
 gradient sums, the rows and the statistics; each rank applies the same update graph to
 the same sums, so all hold the same parameters without sending them. A checkpoint is
-the global state alone, so a run resumes with any worker count.
+the global state alone, so a run resumes with any worker count. `--backend ray` starts
+the same ranks as Ray actors instead (runtime/ray_workers.py).
 
 Every wait has a deadline (`DNNSPEC_WORKER_TIMEOUT` seconds, default WAIT_SECONDS): a
 worker that died or hangs ends the run with a message instead of a hang, and the last
