@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from dnnspec.runtime.checkpoint import load as load_checkpoint
-from dnnspec.runtime.parallel import RESTARTS_ENV
+from dnnspec.runtime.parallel import RESTARTS_ENV, TIMEOUT_ENV
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(
@@ -195,6 +195,17 @@ def test_ray_workers_on_a_two_node_cluster_train_as_one_process(
     _same_run(tmp_path / "two", tmp_path / "one")
     assert (tmp_path / "two" / "model.onnx").is_file()
     assert not _actors(tmp_path)  # none outlives the run
+
+
+@pytest.mark.slow
+def test_workers_the_cluster_cannot_place_end_the_run_at_the_deadline(
+    tmp_path: Path, cluster: str
+) -> None:
+    flags = ["--workers", "5", "--backend", "ray", "--address", cluster]
+    refused = _train(_spec(tmp_path), tmp_path / "run", *flags, env={**ENV, TIMEOUT_ENV: "5"})
+    assert refused.returncode == 2
+    assert "5 Ray workers did not start within 5 s" in refused.stdout  # 2 CPUs for 5
+    assert not _actors(tmp_path)
 
 
 def _start_long_run(spec: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
