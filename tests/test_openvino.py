@@ -283,6 +283,24 @@ def test_without_the_loop_a_call_runs_its_steps_one_by_one_to_the_same_bits(
     assert all(np.array_equal(after[k], start[k]) for k in carried)
 
 
+def test_a_convolutional_model_runs_its_openvino_steps_one_by_one() -> None:
+    """OpenVINO runs convolutions slower inside the Loop's body: such a model's calls go
+    step by step through the single-step graph (an MLP's through the Loop), with
+    onnxruntime's losses."""
+    mlp = prepare(load_spec(SPECS / "digits_mlp.dnn", {"hidden": "16"}), epochs=1).program
+    mlp_state = load_backend("openvino").train(train_graphs(mlp, 0), "cpu", initial_values(mlp, 0))
+    assert isinstance(mlp_state, backend.OvTrainState) and mlp_state.loop_graph is not None
+    prep = prepare(load_spec(SPECS / "digits_cnn.dnn"), epochs=1)
+    rows = np.arange(2 * 5 * 64).reshape(2, 5, 64)
+    losses = {}
+    for name in ("onnxruntime", "openvino"):
+        trainer = Trainer(prep.program, "cpu", 0, backend=name)
+        trainer._bind_data(prep.train_data, "x")
+        losses[name] = np.concatenate([trainer.run_steps(call)[0] for call in rows])
+    assert isinstance(trainer.state, backend.OvTrainState) and trainer.state.loop_graph is None
+    assert all(map(close, losses["openvino"], losses["onnxruntime"]))
+
+
 def test_a_float64_run_is_not_given_to_openvino() -> None:
     prep = prepare(load_spec(SPECS / "digits_mlp.dnn", {"hidden": "16"}), epochs=1)
     graphs = replace(train_graphs(prep.program, 0), dtype=np.dtype(np.float64))

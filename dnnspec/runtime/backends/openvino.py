@@ -15,8 +15,11 @@ from the same step compiled alone, so mixing the two graphs would break the bit-
 of K-step calls and single steps that resume and divergence replay rely on. The Loop is
 also the faster: digits MLP, one thread, same process alternating on a loaded machine,
 307-491 us per step (10th percentiles) against 483-715 as single steps (onnxruntime's
-Loop: 237-246). Where OpenVINO cannot compile the Loop, a call runs its steps one by one
-through the single-step graph instead. A graph that does not compile at all raises
+Loop: 237-246). Graphs with convolutions are the exception (`STEPPED_OPS`): OpenVINO
+runs them slower inside the Loop's body than in a graph of their own (digits CNN 2.9
+against 1.8 ms per step, resnet_small 15 against 12), so their calls run their steps one
+by one through the single-step graph, as they also do where OpenVINO cannot compile the
+Loop. A graph that does not compile at all raises
 `CannotCompile` naming its node, and `runtime/fallback.py` runs the run in onnxruntime.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from functools import cached_property
 from typing import Any
 
@@ -180,6 +184,16 @@ def _on_the_cpu(device: Device) -> None:
         )
 
 
+STEPPED_OPS = frozenset({"Conv", "ConvTranspose"})
+"""Ops whose train steps OpenVINO runs faster one by one than in the K-step Loop
+(docs/performance.md); transformer and LSTM steps take the same time either way, MLP
+steps are faster in the Loop."""
+
+
+def _loops_well(step: onnx.ModelProto) -> bool:
+    return not any(node.op_type in STEPPED_OPS for node in _nodes(step.graph))
+
+
 class OvTrainState:
     """The buffer sets, the eval graph and the train-loop graph (the single-step graph
     where OpenVINO cannot compile the Loop), with one infer request per pair of sets."""
@@ -190,10 +204,10 @@ class OvTrainState:
         self.graphs = graphs
         count = threads(graphs.flops)
         self.eval_graph = Compiled(graphs.eval, precision, count)
-        try:
-            self.loop_graph: Compiled | None = Compiled(graphs.loop, precision, count)
-        except CannotCompile:
-            self.loop_graph = None
+        self.loop_graph: Compiled | None = None
+        if _loops_well(graphs.step):
+            with suppress(CannotCompile):  # else its steps one by one
+                self.loop_graph = Compiled(graphs.loop, precision, count)
         self.train_graph = self.loop_graph or Compiled(graphs.step, precision, count)
         self._sets = [
             {
