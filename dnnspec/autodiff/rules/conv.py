@@ -1,11 +1,14 @@
 """Convolution and pooling: Conv, MaxPool, AveragePool, Resize (nearest, integer scales).
 
 Conv's input gradient is one `ConvTranspose` of dy with the same weight; its weight
-gradient contracts dy with the patches of x. The patches come from a `Conv` of x, with
-its channels folded into the batch, against a constant one-hot kernel (one output channel
-per kernel tap, the forward's strides, pads and dilations), so any geometry and `group`
-count works; one batched `MatMul` and a `ReduceSum` over the batch finish it. Both
-formulations were the fastest of those measured (docs/performance.md).
+gradient contracts dy with the patches of x. A wide convolution reads them tap by tap
+(`_tap_weight_grad`: a strided `Slice` of x and a batched `MatMul` per kernel tap); a
+narrow one, or one whose sizes are hidden, makes them with one `Conv` of x, its channels
+folded into the batch, against a constant one-hot kernel (one output channel per kernel
+tap, the forward's strides, pads and dilations), then one batched `MatMul` and a
+`ReduceSum` over the batch. Any geometry and `group` count works either way. Each was the
+fastest of the formulations measured at its sizes, in onnxruntime and OpenVINO alike
+(docs/performance.md).
 
 Static spatial sizes give exact `pads` and `output_padding`; when they are hidden, the
 transposed convolution runs unpadded with the largest output padding and is sliced to
