@@ -13,8 +13,10 @@ The key is a pair in Z_p x Z_q (p = 4091, q = 4079, primes with p * q < 2^24), m
 Feistel rounds: x += y (y + k) mod p, y += x (x + k') mod q, a permutation of the pairs.
 An element's value is the fractional part of A(prefix) * B(col) + C(prefix) + D(col),
 where A is a whole number below p and B, C and D are whole numbers below p times 2^-12:
-the low 12 bits of a whole number below 2^24, as a fraction, so the six full-size float32
-ops are exact in every runtime, in any order or with a fused multiply-add. B and D, and
+the low 12 bits of a whole number below 2^24, as a fraction, so the full-size float32
+ops are exact in every runtime, in any order or with a fused multiply-add; for a matrix
+the products and sums are one Gemm, [A, C] @ [B; 1] + D, exact for the same reason and
+cheaper than a Mul and two Adds over every element (docs/performance.md). B and D, and
 for a matrix A and C, are looked up in four fixed tables of random whole numbers below p
 at the coordinate plus a shift drawn from the key: a few small nodes per value instead
 of hashing every coordinate (about 40 nodes on the rows and columns; docs/performance.md).
@@ -86,13 +88,20 @@ class TableRandom:
         mixed_x, mixed_y = _rounds(b, (x, y), 1)
         shape = b.op("Shape", [like])
         col = _coords(b, shape, rank - 1, self._first)
-        bb, d = _lookup(b, 1, col, mixed_x), _lookup(b, 3, col, y)
+        d = _lookup(b, 3, col, y)
         if rank == 2:
+            # [A, C] @ [B; 1] + D: one Gemm for the Mul and two Adds over the matrix
             row = b.op("Unsqueeze", [_coords(b, shape, 0, self._first), b.const([1], "int64")])
             a, c = _lookup(b, 0, row, mixed_y), _lookup(b, 2, row, x)
+            index = b.op("Mod", [b.op("Add", [col, mixed_x]), _c(b, TABLE_SIZE)])
+            ones = np.stack([noise_tables()[1], np.ones(TABLE_SIZE, np.float32)])
+            bb = b.op("Gather", [b.const(ones, "float32"), index], axis=1)
+            terms = b.op("Concat", [a, c], axis=1)
+            total = b.op("Gemm", [terms, bb, d], hint="scaled")
         else:
+            bb = _lookup(b, 1, col, mixed_x)
             a, c = _prefix_terms(b, shape, rank, (x, y), self._first)
-        total = b.op("Add", [b.op("Add", [b.op("Mul", [a, bb]), c]), d], hint="scaled")
+            total = b.op("Add", [b.op("Add", [b.op("Mul", [a, bb]), c]), d], hint="scaled")
         u = b.op("Sub", [total, b.op("Floor", [total])], hint="uniform")
         f32 = TensorProto.FLOAT
         return u if b.float_elem == f32 else b.op("Cast", [u], to=b.float_elem)
