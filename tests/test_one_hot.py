@@ -20,6 +20,7 @@ from onnx.reference import ReferenceEvaluator
 
 from dnnspec import api
 from dnnspec.cli import main
+from dnnspec.data.dataset import Dataset
 from dnnspec.errors import DiagnosticError
 from dnnspec.runtime.prepare import prepare
 from dnnspec.training.preprocess import OneHot, Preprocessing
@@ -298,10 +299,10 @@ def test_a_test_file_is_encoded_with_the_training_categories(tmp_path: Path) -> 
     spec.write_text(
         spec.read_text().replace("  metrics accuracy", '  metrics accuracy\n  test "t.csv"')
     )
-    prep = prepare(api.load_spec(spec))
-    assert prep.test_data is not None and prep.test_data.x.shape == (2, 8)
-    np.testing.assert_array_equal(prep.test_data.x[0, 1:4].sum(), 1)
-    np.testing.assert_array_equal(prep.test_data.x[1, 1:4], 0)  # purple: never in training
+    test = prepare(api.load_spec(spec)).test_data
+    assert isinstance(test, Dataset) and test.x.shape == (2, 8)
+    np.testing.assert_array_equal(test.x[0, 1:4].sum(), 1)
+    np.testing.assert_array_equal(test.x[1, 1:4], 0)  # purple: never in training
 
 
 def test_an_npz_column_of_codes_is_one_hot_by_index(tmp_path: Path) -> None:

@@ -343,9 +343,14 @@ def test_a_test_table_over_the_budget_beside_data_held_whole_is_read_chunk_by_ch
     table(tmp_path, "t.parquet", seed=1, rows=2000)
     text = WORDS.replace("  seed 3", '  seed 3\n  test "t.parquet"')
     expected = prepared(tmp_path, text, LARGE)
-    reads = []
+    reads: list[Path] = []
     whole_read = parquet._load
-    monkeypatch.setattr(parquet, "_load", lambda *a: reads.append(a[0].path) or whole_read(*a))
+
+    def counted(*args: Any) -> Any:
+        reads.append(args[0].path)
+        return whole_read(*args)
+
+    monkeypatch.setattr(parquet, "_load", counted)
     prep = prepared(tmp_path, text, '"32 KiB"')
     assert prep.streamed is None and [p.name for p in reads] == ["d.parquet"]
     assert isinstance(prep.test_data, Chunked) and len(prep.test_data) == 2000
