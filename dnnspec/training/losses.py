@@ -142,23 +142,20 @@ def _class_checks(args: dict[str, Any], dims: tuple[int | str, ...]) -> list[tup
 
 
 def _one_hot(b: GraphBuilder, labels: str, classes: int, off: float, on: float) -> str:
-    """labels -> [..., classes] of `off`/`on` in the graph's float type.
-
-    onnxruntime's OneHot has float32 values only: float64 (gradient-check) graphs cast a
-    0/1 one-hot and scale it in float64, so that they compute the formula exactly."""
-    wide = b.float_dtype != "float32"
-    values = [0.0, 1.0] if wide else [off, on]
-    target = b.op(
-        "OneHot",
-        [labels, b.const(classes, "int64"), b.const(values, "float32")],
+    """labels -> [..., classes] of `off`/`on` in the graph's float type: the labels
+    compared with 0..classes-1 (an `Equal`, then a `Cast` or a `Where`), which onnxruntime
+    runs several times faster than `OneHot` (whose values are float32 only there)."""
+    hot = b.op(
+        "Equal",
+        [
+            b.op("Unsqueeze", [labels, b.const([-1], "int64")]),
+            b.const(np.arange(classes), "int64"),
+        ],
         hint="target",
-        axis=-1,
     )
-    if wide:
-        target = b.op("Cast", [target], to=b.float_elem)
-        if (off, on) != (0.0, 1.0):
-            target = b.op("Add", [b.op("Mul", [target, b.const(on - off)]), b.const(off)])
-    return target
+    if (off, on) == (0.0, 1.0):
+        return b.op("Cast", [hot], to=b.float_elem)
+    return b.op("Where", [hot, b.const(on), b.const(off)])
 
 
 @dataclass(frozen=True)
