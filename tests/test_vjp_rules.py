@@ -86,6 +86,19 @@ def softmax_product(also: bool = False) -> Build:
     return build
 
 
+def of_views(ranks: tuple[int, int]) -> Build:
+    """MatMul(Transpose(a), Transpose(b)), each Transpose swapping the last two axes of an
+    input of the given rank."""
+
+    def build(b: GraphBuilder, *xs: str) -> str:
+        swaps = [[*range(r - 2), r - 1, r - 2] for r in ranks]
+        return b.op(
+            "MatMul", [b.op("Transpose", [x], perm=p) for x, p in zip(xs, swaps, strict=True)]
+        )
+
+    return build
+
+
 F64 = onnx.TensorProto.DOUBLE
 F32 = onnx.TensorProto.FLOAT
 
@@ -223,6 +236,14 @@ CASES: list[Case] = [
     Case("matmul_dense_nd", "MatMul", op("MatMul"), (In((2, "N", 4)), In((4, 5)))),
     Case("matmul_batched", "MatMul", op("MatMul"), (In(("N", 1, 3, 4)), In((2, 4, 5)))),
     Case("matmul_batched_left_2d", "MatMul", op("MatMul"), (In((3, 4)), In((2, 4, 5)))),
+    # operands that are transposed views of their sources, as attention reads its heads
+    Case("matmul_of_views", "MatMul", of_views((4, 4)), (In(("N", 2, 4, 3)), In(("N", 2, 5, 4)))),
+    Case(
+        "matmul_of_broadcast_views",
+        "MatMul",
+        of_views((3, 4)),
+        (In((2, 4, 3)), In(("N", 2, 5, 4))),
+    ),
     Case("matmul_vec_mat", "MatMul", op("MatMul"), (In((4,)), In((4, 5)))),
     Case("matmul_vec_batched", "MatMul", op("MatMul"), (In((4,)), In(("N", 4, 5)))),
     Case("matmul_mat_vec", "MatMul", op("MatMul"), (In(("N", 3, 4)), In((4,)))),
@@ -826,6 +847,22 @@ def test_softmax_into_a_product_reads_its_row_sums_off_the_product() -> None:
             product = next(n for n in built.model.graph.node if n.op_type == "MatMul")
             muls = [n for n in built.backward if n.op_type == "Mul"]
             assert any(product.output[0] in n.input for n in muls) == shortcut, (case_id, mode)
+
+
+def test_a_product_of_transposed_views_differentiates_their_sources_without_transposes() -> None:
+    """MatMul(Transpose(a), Transpose(b)) (attention's heads): each source's gradient is one
+    MatMul, the view's Transpose undoing the product's transposed layout; a view that is
+    broadcast keeps the generic form (a sum over the broadcast axes)."""
+    for case_id, direct in (
+        ("matmul_of_views", [True, True]),
+        ("matmul_of_broadcast_views", [False, True]),
+    ):
+        for mode in ("static", "symbolic"):
+            built = build(next(c for c in CASES if c.id == case_id), mode)
+            made = {o: n for n in built.model.graph.node for o in n.output}
+            for x, expected in zip(built.wrt, direct, strict=True):
+                grad = made[f"grad.{x}"].input[0]
+                assert (made[grad].op_type == "MatMul") == expected, (case_id, mode, x)
 
 
 def _graph(*inputs: tuple[str, tuple[int | str, ...]]) -> tuple[GraphBuilder, list[str]]:

@@ -5,7 +5,9 @@ layer on >2-D inputs (A [..., K] @ W [K, N]), dA = MatMul(dy, Transpose(W)) (onn
 fuses the Transpose into the MatMul) and dW = Gemm(Reshape(A, [-1, K]), Reshape(dy,
 [-1, N]), transA=1) were the fastest of the forms timed (docs/performance.md). Other
 batched cases use MatMul against the swapped operand and sum broadcast batch axes back;
-1-D operands follow numpy's promotion.
+an operand that is a Transpose of its source's last two axes (attention's heads) gets its
+gradient built transposed, which that Transpose's rule cancels, so the source's gradient
+is one MatMul with no Transpose pass. 1-D operands follow numpy's promotion.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from dnnspec.autodiff.context import Shape, VjpContext, static_dims
+from dnnspec.autodiff.context import Shape, VjpContext, same_dim, static_dims
 from dnnspec.autodiff.rules.base import VJP, single
 
 Grads = list[str | None]
@@ -79,12 +81,37 @@ def matmul(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     else:
         batch = _dims(sy, slice(0, -2))
         if need_a:
-            full = b.op("MatMul", [dy, _swap_last(ctx, w, rw)])
-            da = ctx.reduce_to(full, _join(batch, _dims(sa, slice(-2, None))), a)
+            if _transposed_view(ctx, a) and _unbroadcast(sa, sy):
+                # (dy w^T)^T = w dy^T, transposed back: the view's own rule cancels it
+                da = _swap_last(ctx, b.op("MatMul", [w, _swap_last(ctx, dy, ra)]), ra)
+            else:
+                full = b.op("MatMul", [dy, _swap_last(ctx, w, rw)])
+                da = ctx.reduce_to(full, _join(batch, _dims(sa, slice(-2, None))), a)
         if need_w:
-            full = b.op("MatMul", [_swap_last(ctx, a, ra), dy])
-            dw = ctx.reduce_to(full, _join(batch, _dims(sw, slice(-2, None))), w)
+            if _transposed_view(ctx, w) and _unbroadcast(sw, sy):
+                dw = _swap_last(ctx, b.op("MatMul", [_swap_last(ctx, dy, rw), a]), rw)
+            else:
+                full = b.op("MatMul", [_swap_last(ctx, a, ra), dy])
+                dw = ctx.reduce_to(full, _join(batch, _dims(sw, slice(-2, None))), w)
     return [da, dw]
+
+
+def _transposed_view(ctx: VjpContext, x: str) -> bool:
+    """Whether x is a forward Transpose of its source's last two axes (attention reads
+    its heads so): its gradient is then built transposed, as the source is laid out, and
+    the Transpose's rule cancels the two (no pass over either)."""
+    made = next((n for n in ctx.b.nodes if x in n.output), None)
+    rank = ctx.rank(x)
+    if made is None or made.op_type != "Transpose" or rank is None or rank < 2:
+        return False
+    return list(ctx.attr(made, "perm", [])) == [*range(rank - 2), rank - 1, rank - 2]
+
+
+def _unbroadcast(operand: Shape | None, out: Shape | None) -> bool:
+    """Whether the operand has the product's batch dims (its gradient sums over none)."""
+    if operand is None or out is None or len(operand) != len(out):
+        return False
+    return all(same_dim(p, q) for p, q in zip(operand[:-2], out[:-2], strict=True))
 
 
 @VJP.register("Gemm")

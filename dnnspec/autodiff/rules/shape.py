@@ -49,7 +49,13 @@ def transpose(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     inverse = [0] * len(perm)
     for i, p in enumerate(perm):
         inverse[p] = i
-    return [ctx.b.op("Transpose", [single(dys)], perm=inverse)]
+    dy = single(dys)
+    made = next((n for n in reversed(ctx.b.nodes) if dy in n.output), None)
+    if made is not None and made.op_type == "Transpose":
+        undone = list(ctx.attr(made, "perm", []))
+        if len(undone) == len(perm) and [undone[q] for q in inverse] == list(range(len(perm))):
+            return [made.input[0]]  # dy is a Transpose this one undoes (MatMul's views)
+    return [ctx.b.op("Transpose", [dy], perm=inverse)]
 
 
 @VJP.register("Concat")
