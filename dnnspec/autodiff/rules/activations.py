@@ -100,51 +100,13 @@ def softplus(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
     return [b.op("Mul", [single(dys), b.op("Sigmoid", [x])])]
 
 
-def _producer(ctx: VjpContext, name: str) -> onnx.NodeProto | None:
-    return next((n for n in reversed(ctx.b.nodes) if name in n.output), None)
-
-
-def _row_sums_through_product(ctx: VjpContext, y: str, dy: str) -> str | None:
-    """sum(y * dy) over y's last axis when y's whole gradient is dy = dO @ v^T, the
-    MatMul rule's for O = y @ v (attention's weights times values): it equals
-    sum(dO * O) over O's last axis, a pass over O ([.., T, d_head]) instead of y
-    ([.., T, T]). None where dy was made otherwise (a sum of several consumers' parts, a
-    dropout mask between), which the generic form serves."""
-    made = _producer(ctx, dy)
-    if made is None or made.op_type != "MatMul":
-        return None
-    d_out, swapped = made.input
-    swap = _producer(ctx, swapped)
-    if swap is None or swap.op_type != "Transpose":
-        return None
-    v = swap.input[0]
-    rank = ctx.rank(v)
-    if rank is None or list(ctx.attr(swap, "perm", [])) != [*range(rank - 2), rank - 1, rank - 2]:
-        return None
-    product = next(
-        (n for n in ctx.b.nodes if n.op_type == "MatMul" and list(n.input) == [y, v]), None
-    )
-    if product is None:
-        return None
-    b = ctx.b
-    inner = b.op("Mul", [d_out, product.output[0]])
-    return b.op("ReduceSum", [inner, ctx.int_const([-1])], keepdims=1)
-
-
 @VJP.register("Softmax")
 def softmax(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Grads:
-    """dx = y * (dy - sum(y * dy)) along the axis. Where y feeds a product y @ v alone
-    (attention), the sum comes from that product's output and its gradient
-    (`_row_sums_through_product`): two passes over y's size instead of four."""
-    y, b, dy = node.output[0], ctx.b, single(dys)
-    axis = int(ctx.attr(node, "axis", -1))
-    rank = ctx.rank(y)
-    if rank is not None and axis % rank == rank - 1:
-        total = _row_sums_through_product(ctx, y, dy)
-        if total is not None:
-            return [b.op("Mul", [b.op("Sub", [dy, total]), y])]
-    p = b.op("Mul", [dy, y])
-    total = b.op("ReduceSum", [p, ctx.int_const([axis])], keepdims=1)
+    """dx = y * dy - y * sum(y * dy) along the axis."""
+    y, b = node.output[0], ctx.b
+    axis = ctx.int_const([int(ctx.attr(node, "axis", -1))])
+    p = b.op("Mul", [single(dys), y])
+    total = b.op("ReduceSum", [p, axis], keepdims=1)
     return [b.op("Sub", [p, b.op("Mul", [y, total])])]
 
 
