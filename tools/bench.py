@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -262,41 +263,76 @@ def _run_process(cmd: list[str], env: dict[str, str], timeout: float) -> dict[st
     return {"loop": float(report["seconds"]), "loop_cpu": float(report["cpu_seconds"]), **measured}
 
 
-def bench_e2e(
-    case: E2ECase, repeats: int, threads: int | None, have_torch: bool, timeout: float
-) -> dict[str, Any]:
-    """Both programs on `case`, alternating, `repeats` rounds; medians and ratios."""
+Runs = dict[str, list[dict[str, float]]]
+"""Each program's measurements (`_run_process`), one per round, by "dnnspec" and "torch"."""
+
+
+def bench_env(threads: int | None) -> dict[str, str]:
+    """The environment both programs of a pair run in: `threads` intra-op threads each
+    (else each framework picks its own), and tools/ importable."""
     env = dict(os.environ)
-    if threads:  # else each framework picks its own
+    if threads:
         env.update(DNNSPEC_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join([str(TOOLS.parent), env.get("PYTHONPATH", "")])
-    with tempfile.TemporaryDirectory(prefix="dnnspec-bench-") as tmp:
-        ours_cmd, theirs_cmd = _prepare_e2e(case, Path(tmp), threads)
-        env["XDG_CACHE_HOME"] = str(Path(tmp, "cache"))  # a fresh probe for this machine
-        note = _choose_runtime(ours_cmd, env, timeout)
-        print(f"{case.name}: {note}", file=sys.stderr)
-        runs: dict[str, list[dict[str, float]]] = {"dnnspec": [], "torch": []}
-        for r in range(repeats):
-            order = [("dnnspec", ours_cmd), ("torch", theirs_cmd)]
-            if r % 2:
-                order.reverse()
-            for name, cmd in order:
-                if name == "torch" and not have_torch:
-                    continue
-                time.sleep(0.5)  # let the previous process's threads and page cache settle
-                runs[name].append(_run_process(cmd, env, timeout))
-    runtime = note.removeprefix("runtime auto: ").split()[0]
-    row: dict[str, Any] = {"case": asdict(case), "runtime": runtime, "note": note, "runs": runs}
+    return env
+
+
+def alternate(
+    ours: list[str],
+    theirs: list[str],
+    env: dict[str, str],
+    repeats: int,
+    timeout: float,
+    have_torch: bool,
+    after_torch: Callable[[], None] | None = None,
+) -> Runs:
+    """Both processes `repeats` rounds, which one goes first alternating (the PyTorch one
+    only with torch installed; `after_torch` checks each of its runs)."""
+    runs: Runs = {"dnnspec": [], "torch": []}
+    for r in range(repeats):
+        order = [("dnnspec", ours), ("torch", theirs)][:: -1 if r % 2 else 1]
+        for name, cmd in order:
+            if name == "torch" and not have_torch:
+                continue
+            time.sleep(0.5)  # let the previous process's threads and page cache settle
+            runs[name].append(_run_process(cmd, env, timeout))
+            if name == "torch" and after_torch is not None:
+                after_torch()
+    return runs
+
+
+def medians(runs: Runs, ratios: tuple[str, ...]) -> dict[str, Any]:
+    """Each program's median of every measure, and for each of `ratios` PyTorch / dnnspec
+    of the medians with its range over the rounds."""
+    row: dict[str, Any] = {}
     for name, seen in runs.items():
         if seen:
             row[name] = {k: statistics.median(s[k] for s in seen) for k in seen[0]}
     if runs["torch"]:
-        for key in ("loop", "whole", "loop_cpu", "whole_cpu"):
+        for key in ratios:
             per_round = [
                 t[key] / o[key] for o, t in zip(runs["dnnspec"], runs["torch"], strict=True)
             ]
             row[f"{key}_ratio"] = row["torch"][key] / row["dnnspec"][key]
             row[f"{key}_ratio_range"] = [min(per_round), max(per_round)]
+    return row
+
+
+def bench_e2e(
+    case: E2ECase, repeats: int, threads: int | None, have_torch: bool, timeout: float
+) -> dict[str, Any]:
+    """Both programs on `case`, alternating, `repeats` rounds; medians and ratios."""
+    env = bench_env(threads)
+    with tempfile.TemporaryDirectory(prefix="dnnspec-bench-") as tmp:
+        ours_cmd, theirs_cmd = _prepare_e2e(case, Path(tmp), threads)
+        env["XDG_CACHE_HOME"] = str(Path(tmp, "cache"))  # a fresh probe for this machine
+        note = _choose_runtime(ours_cmd, env, timeout)
+        print(f"{case.name}: {note}", file=sys.stderr)
+        runs = alternate(ours_cmd, theirs_cmd, env, repeats, timeout, have_torch)
+    runtime = note.removeprefix("runtime auto: ").split()[0]
+    row: dict[str, Any] = {"case": asdict(case), "runtime": runtime, "note": note, "runs": runs}
+    row |= medians(runs, ("loop", "whole", "loop_cpu", "whole_cpu"))
+    if runs["torch"]:
         row["rss_ratio"] = row["dnnspec"]["rss_mb"] / row["torch"]["rss_mb"]
     return row
 

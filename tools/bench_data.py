@@ -36,10 +36,8 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +45,17 @@ from typing import Any
 
 import numpy as np
 import tone_clips
-from bench import TOOLS, _choose_runtime, _pair, _ratio, _run_process, machine, print_tables
+from bench import (
+    TOOLS,
+    _choose_runtime,
+    _pair,
+    _ratio,
+    alternate,
+    bench_env,
+    machine,
+    medians,
+    print_tables,
+)
 
 from dnnspec.data.audio import CLIPS
 from dnnspec.data.dataset import Dataset
@@ -339,10 +347,7 @@ def _commands(case: DataCase, work: Path, s: Settings) -> tuple[list[str], list[
 
 def bench_data(case: DataCase, s: Settings, have_torch: bool) -> dict[str, Any]:
     """Both programs on `case`, alternating, `s.repeats` rounds; medians, ratios, rates."""
-    env = dict(os.environ)
-    if s.threads:
-        env.update(DNNSPEC_THREADS=str(s.threads), OMP_NUM_THREADS=str(s.threads))
-    env["PYTHONPATH"] = os.pathsep.join([str(TOOLS.parent), env.get("PYTHONPATH", "")])
+    env = bench_env(s.threads)
     work = Path(tempfile.mkdtemp(prefix="dnnspec-bench-data-"))
     try:
         ours, theirs, samples = _commands(case, work, s)
@@ -351,16 +356,16 @@ def bench_data(case: DataCase, s: Settings, have_torch: bool) -> dict[str, Any]:
             env["XDG_CACHE_HOME"] = str(work / "cache")  # a fresh probe for this machine
             note = _choose_runtime(ours, env, s.timeout)
             runtime = note.removeprefix("runtime auto: ").split()[0]
-        runs: dict[str, list[dict[str, float]]] = {"dnnspec": [], "torch": []}
-        for r in range(s.repeats):
-            order = [("dnnspec", ours), ("torch", theirs)][:: -1 if r % 2 else 1]
-            for name, cmd in order:
-                if name == "torch" and not have_torch:
-                    continue
-                time.sleep(0.5)  # let the previous process's threads and page cache settle
-                runs[name].append(_run_process(cmd, env, s.timeout))
-                if name == "torch":
-                    _check_samples(work / "torch_run" / "metrics.jsonl", samples)
+        log = work / "torch_run" / "metrics.jsonl"
+        runs = alternate(
+            ours,
+            theirs,
+            env,
+            s.repeats,
+            s.timeout,
+            have_torch,
+            lambda: _check_samples(log, samples),
+        )
         learned = {
             name: _last(work / folder / "metrics.jsonl").get("val_accuracy")
             for name, folder in (("dnnspec", "run"), ("torch", "torch_run"))
@@ -371,18 +376,11 @@ def bench_data(case: DataCase, s: Settings, have_torch: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"case": asdict(case), "runtime": runtime, "samples": samples}
     row["runs"] = runs
     row["val_accuracy"] = learned  # both learned something: the rows are not void
-    for name, seen in runs.items():
-        if seen:
-            row[name] = {k: statistics.median(r[k] for r in seen) for k in seen[0]}
+    row |= medians(runs, ("loop", "whole", "whole_cpu"))
+    for name in runs:
+        if name in row:
             row[name]["per_s"] = samples / row[name]["whole"]
             row[name]["loop_per_s"] = samples / row[name]["loop"]
-    if runs["torch"]:
-        for key in ("loop", "whole", "whole_cpu"):
-            per_round = [
-                t[key] / o[key] for o, t in zip(runs["dnnspec"], runs["torch"], strict=True)
-            ]
-            row[f"{key}_ratio"] = row["torch"][key] / row["dnnspec"][key]
-            row[f"{key}_ratio_range"] = [min(per_round), max(per_round)]
     return row
 
 
