@@ -369,3 +369,19 @@ def test_a_word_the_pass_did_not_see_is_refused_naming_the_changed_file(tmp_path
     pq.write_table(rows.set_column(3, "color", pa.array(["mauve"] * ROWS)), path, row_group_size=50)
     with pytest.raises(DiagnosticError, match="changed while it was read: .* 'mauve'"):
         prep.streamed.stream.source.read(0)
+
+
+def test_held_out_words_of_row_groups_with_different_words_are_those_of_their_rows(
+    tmp_path: Path,
+) -> None:
+    """Each row group indexes its own words until the pass is over: a validation row of a
+    later group keeps its own word and class name, not the first group's at that index."""
+    path = table(tmp_path)
+    pq.write_table(pq.read_table(path).sort_by([("color", "ascending")]), path, row_group_size=50)
+    text = WORDS.replace("validation = 0.0", "validation = 0.3")
+    streamed = prepared(tmp_path, text, SMALL)
+    whole = prepared(tmp_path, WORDS, LARGE)  # every row, in the table's order
+    assert streamed.streamed is not None and whole.streamed is None
+    held = streamed.streamed.held
+    np.testing.assert_array_equal(streamed.val_data.x, whole.train_data.x[held])
+    np.testing.assert_array_equal(streamed.val_data.y, whole.train_data.y[held])

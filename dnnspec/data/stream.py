@@ -18,6 +18,9 @@ window size keeps under the budget.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -34,6 +37,24 @@ from dnnspec.npz import map_npy
 HELD_WINDOWS = 4
 """Windows' worth of rows the reader may hold at once: the one trained on, one queued, the
 one being filled and (at most a window of) the chunk being read into it."""
+
+
+MMAP_THRESHOLD = 1 << 20
+"""Blocks from this size up are mapped on their own and unmapped when freed (`give_back_freed`)."""
+
+
+@functools.cache
+def give_back_freed() -> None:
+    """Have glibc's malloc return freed large blocks to the system at once. By default it
+    raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, after which
+    blocks of a row group's size come from its heaps, one per thread (the reader's too),
+    which keep freed memory: a streamed run's RSS would grow past what it holds. A fixed
+    threshold (`mallopt(M_MMAP_THRESHOLD)`) keeps every block of a MiB or more mapped on
+    its own. Elsewhere (another libc) nothing is done."""
+    name = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    if mallopt is not None:
+        mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -166,6 +187,7 @@ class Reader:
     windows and chunk it holds now / at most."""
 
     def __init__(self, source: Source, windows: list[Window], starts: np.ndarray) -> None:
+        give_back_freed()
         self.source, self.windows, self._starts = source, windows, starts
         self._queue: queue.Queue[_Loaded | BaseException | None] = queue.Queue(maxsize=1)
         self._lock = threading.Lock()

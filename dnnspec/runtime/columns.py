@@ -355,7 +355,7 @@ def transform(data: Dataset, prep: Preprocessing | None) -> Dataset:
     if prep is None or not prep.transforms_columns():
         return data
     dtype = data.x.dtype if data.x.dtype.kind == "f" else np.dtype(np.float32)
-    x = prep.apply(prep.encode(data.x, data.words)).astype(dtype)
+    x = prep.apply(prep.encode(data.x, data.words)).astype(dtype, copy=False)
     return replace(data, x=x, words={})
 
 

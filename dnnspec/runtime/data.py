@@ -76,7 +76,7 @@ def _check_float32(array: np.ndarray, what: str, source: Call) -> np.ndarray:
                 source.span,
                 help="rescale the data: the graphs compute in float32",
             )
-    return array.astype(np.float32)
+    return np.asarray(array, np.float32)  # float32 data is not copied
 
 
 def from_text(table: np.ndarray, dtype: str, where: str) -> np.ndarray:
@@ -263,8 +263,8 @@ def _input(
             notes=[where],
             help=f"declare `input {decl.name}: {decl.dtype}{_shape(got)}`" if x.ndim else None,
         )
-    gaps = np.isin(np.arange(x.shape[-1]), list(imputed)) & np.isnan(x) if imputed else False
-    checked = np.where(gaps, 0, x)
+    gaps = np.isin(np.arange(x.shape[-1]), list(imputed)) & np.isnan(x) if imputed else None
+    checked = np.where(gaps, 0, x) if gaps is not None and gaps.any() else x
     if x.ndim == 2:  # rows of features: preprocessing can fill them
         hint = "fill missing values with `preprocess impute`, or remove non-finite values"
         _check_finite(checked, what, source, hint)

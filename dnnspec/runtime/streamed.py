@@ -31,7 +31,16 @@ from dnnspec.data.datasets import Dataset, file_dataset, file_wanted, locate_fil
 from dnnspec.data.formats import FORMATS, format_for
 from dnnspec.data.formats.base import Arrays
 from dnnspec.data.formats.parquet import Streamable, streamable
-from dnnspec.data.stream import Chunked, Counts, Moments, Source, Streamed, budget_rows, hash_split
+from dnnspec.data.stream import (
+    Chunked,
+    Counts,
+    Moments,
+    Source,
+    Streamed,
+    budget_rows,
+    give_back_freed,
+    hash_split,
+)
 from dnnspec.errors import Span, error
 from dnnspec.files import size_text
 from dnnspec.ir import Call, TrainSpec
@@ -224,7 +233,10 @@ class _Words:
         missing cells."""
         inputs, words = dict(raw.inputs), dict[str, dict[int, tuple[str, ...]]]()
         for name, columns in raw.words.items():
-            x, words[name] = np.array(inputs[name]), {}
+            words[name] = {}
+            if not columns:  # numbers only: the array is handed on as it is, not copied
+                continue
+            x = np.array(inputs[name])
             for c, own in columns.items():
                 words[name][c] = self.vocabulary[name, c]
                 x[:, c] = self._recode((name, c), own)[x[:, c].astype(np.int64)]
@@ -251,15 +263,59 @@ def _held(raw: Arrays, mask: np.ndarray) -> Arrays:
     """Held-out rows as they are kept until the pass is over: inputs in float32, which
     the graphs read (word indices and NaN survive it)."""
     rows = _rows(raw, mask)
-    return replace(rows, inputs={k: v.astype(np.float32) for k, v in rows.inputs.items()})
+    return replace(rows, inputs={k: np.asarray(v, np.float32) for k, v in rows.inputs.items()})
 
 
-def _join(pieces: list[Arrays]) -> Arrays:
-    return replace(
-        pieces[0],
-        inputs={k: np.concatenate([p.inputs[k] for p in pieces]) for k in pieces[0].inputs},
-        targets={k: np.concatenate([p.targets[k] for p in pieces]) for k in pieces[0].targets},
-    )
+class _Holder:
+    """Held-out rows (the validation or the test part) as the pass keeps them: arrays sized
+    for all of them up front (`np.empty`: pages not yet filled take no memory) and filled
+    group by group, so the rows are held once, never as pieces and their join. A group's
+    words index its own sorted words until the pass is over; `take` then recodes each
+    group's rows into the whole table's words."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.count, self.filled, self.nbytes = int(mask.sum()), 0, 0
+        self.rows: Arrays | None = None
+        self.parts: list[tuple[slice, Arrays]] = []
+        """Each group's rows and its words, where it has words."""
+
+    def add(self, raw: Arrays, mask: np.ndarray) -> None:
+        """A row group's held-out rows (`mask`)."""
+        rows = _held(raw, mask)
+        if self.rows is None:
+            empty = {
+                k: np.empty((self.count, *v.shape[1:]), v.dtype) for k, v in rows.inputs.items()
+            }
+            targets = {
+                k: np.empty((self.count, *v.shape[1:]), v.dtype) for k, v in rows.targets.items()
+            }
+            self.rows = replace(rows, inputs=empty, targets=targets)
+        at = slice(self.filled, self.filled + int(mask.sum()))
+        for k, v in rows.inputs.items():
+            self.rows.inputs[k][at] = v
+        for k, v in rows.targets.items():
+            self.rows.targets[k][at] = v
+        if any(raw.words.values()) or raw.labels:
+            self.parts.append((at, replace(raw, inputs={}, targets={})))
+        self.filled, self.nbytes = at.stop, self.nbytes + _nbytes(rows)
+
+    def take(self, words: _Words) -> Arrays:
+        """Every held-out row, its words indexed in the table's words (once the pass is over)."""
+        assert self.rows is not None  # a table has a row group
+        rows = self.rows
+        for at, part in self.parts:
+            for name, columns in part.words.items():
+                x = rows.inputs[name]
+                for c, own in columns.items():
+                    x[at, c] = words._recode((name, c), own)[x[at, c].astype(np.int64)]
+            for output, own in part.labels.items():
+                y = rows.targets[output]
+                y[at] = words._recode((output, None), own)[y[at]]
+        whole = {
+            name: {c: words.vocabulary[name, c] for c in cs} for name, cs in rows.words.items()
+        }
+        labels = {output: words.vocabulary[output, None] for output in rows.labels}
+        return replace(rows, words=whole, labels=labels)
 
 
 def _nbytes(raw: Arrays) -> int:
@@ -292,7 +348,7 @@ def _digest(digest: Any, checked: dict[str, np.ndarray], raw: Arrays) -> None:
     missing cells were streamed), then, where it has them, its missing cells and words."""
     for array in checked.values():
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(np.ascontiguousarray(array).data)  # hashed in place, not copied
     for x in raw.inputs.values():
         if np.isnan(x).any():
             digest.update(np.packbits(np.isnan(x)).tobytes())
@@ -374,6 +430,7 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
     if found is None:
         return None
     table, budget = found
+    give_back_freed()
     wanted, inputs = table.wanted, tuple(d.name for d in typed.spec.model.inputs)
     n = table.rows
     test = train.test if isinstance(train.test, float) else 0.0
@@ -382,11 +439,10 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
     held_mask = hash_split(n, validation, train.seed) & ~tested
     keep = ~(held_mask | tested)
     digest, words = hashlib.sha256(), _Words(where=table.where, span=span)
-    held: list[Arrays] = []
-    testing: list[Arrays] = []
+    held, testing = _Holder(held_mask), _Holder(tested)
     first: Arrays | None = None
     summary: Summary | None = None
-    start, held_bytes = 0, 0
+    start = 0
     for i, size in enumerate(table.sizes):
         raw = table.read(i)
         words.add(raw)
@@ -405,10 +461,11 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
                 if LOSSES.get(h.loss.name).target == "value"
             }
             summary.add(x[keep[rows]], local.words, value)
-        held.append(_held(raw, held_mask[rows]))
-        testing.append(_held(raw, tested[rows]))
-        held_bytes += _nbytes(held[-1]) + _nbytes(testing[-1])
-        if held_bytes > budget:  # checked as they are read, so they never outgrow it
+        held.add(raw, held_mask[rows])
+        testing.add(raw, tested[rows])
+        if (
+            held.nbytes + testing.nbytes > budget
+        ):  # checked as they are read, so they never outgrow it
             raise error(
                 f"the validation and test rows of {table.where} take over {size_text(budget)}, "
                 "its memory budget: they are held in memory",
@@ -446,8 +503,8 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
         Streamed(streamed, budget_rows(streamed, budget, span), keep),
         loaded,
         sample,
-        graphs(_join(held)),
-        graphs(_join(testing)) if test else None,
+        graphs(held.take(words)),
+        graphs(testing.take(words)) if test else None,
         np.flatnonzero(keep),
         np.flatnonzero(held_mask),
         classes,

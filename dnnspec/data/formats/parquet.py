@@ -215,6 +215,20 @@ def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None
     return {c: pa.chunked_array(chunks[c], type=_normal(pa, source, c)) for c in columns}
 
 
+def _dtype(values: Any) -> type[np.floating[Any]]:
+    """float32 for a column read as float32 (`_narrow`), else float64."""
+    return np.float32 if str(values.type) == "float" else np.float64
+
+
+def _streamed(pa: Any, source: _Source, column: int, values: Any, feature: bool) -> Any:
+    """A column of a streamed row group as it is read: a float32 feature column as it is
+    stored (the graphs read float32, so a row group is not widened to float64 on its way),
+    any other as `_normal` makes it."""
+    if feature and values.type == pa.float32():
+        return values
+    return values.cast(_normal(pa, source, column), safe=False)
+
+
 def _nulls(values: Any) -> np.ndarray:
     return np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)
 
@@ -222,9 +236,10 @@ def _nulls(values: Any) -> np.ndarray:
 def _numbers(
     source: _Source, column: int, values: Any, span: Span | None, empty: str | None
 ) -> np.ndarray:
-    """A column of numbers as float64; a null is NaN, or with `empty` (what to do about
-    it) an error at its cell, as is a NaN or infinity in the file."""
-    x = np.asarray(values.to_numpy(zero_copy_only=False), np.float64)
+    """A column of numbers as float64 (float32 where it is read as float32: `_narrow`); a
+    null is NaN, or with `empty` (what to do about it) an error at its cell, as is a NaN or
+    infinity in the file."""
+    x = np.asarray(values.to_numpy(zero_copy_only=False), _dtype(values))
     nulls = _nulls(values)
     if nulls.any() and empty is not None:
         raise error(
@@ -294,7 +309,8 @@ class _Features:
 def _features(
     source: _Source, columns: list[int], loaded: dict[int, Any], span: Span | None
 ) -> _Features:
-    x = np.empty((source.rows, len(columns)), np.float64)
+    narrow = bool(columns) and all(_dtype(loaded[c]) is np.float32 for c in columns)
+    x = np.empty((source.rows, len(columns)), np.float32 if narrow else np.float64)
     words: dict[int, tuple[str, ...]] = {}
     missing: dict[int, str] = {}
     for i, c in enumerate(columns):
@@ -470,8 +486,10 @@ class Streamable:
             )
         except (pa.ArrowException, OSError) as exc:
             raise _corrupt(path, exc, self.span) from None
+        features = {c for cs in self.chosen.inputs.values() for c in cs}
+        names = self.source.names
         loaded = {
-            c: table.column(self.source.names[c]).cast(_normal(pa, self.source, c), safe=False)
+            c: _streamed(pa, self.source, c, table.column(names[c]), c in features)
             for c in every
         }
         parts = tuple(_Part(p.path, p.start - start) for p in self.source.parts)
