@@ -56,6 +56,7 @@ from bench import (
     medians,
     print_tables,
 )
+from bench_models import LR, Mlp, net_config, spec_text
 
 from dnnspec.data.audio import CLIPS
 from dnnspec.data.dataset import Dataset
@@ -198,21 +199,8 @@ Prepared = tuple[str, dict[str, Any], int]
 """A row's spec text, the twin's settings and the samples trained per run."""
 
 
-MLP = """model table {{
-  input x: float32[N, {features}]
-  dense(64) -> relu
-  dense({classes})
-}}
-train {{
-  data {data}
-  loss cross_entropy
-  optimizer adam(lr = 1e-3)
-  batch {batch}
-  epochs {epochs}
-  metrics accuracy
-  seed 0
-}}
-"""
+MLP = Mlp((FEATURES, 64, CLASSES))
+"""The Parquet rows' network (tools/bench_models.py builds it on both sides)."""
 
 
 def _parquet(case: DataCase, work: Path, s: Settings) -> Prepared:
@@ -232,11 +220,9 @@ def _parquet(case: DataCase, work: Path, s: Settings) -> Prepared:
     data = (
         f'file(path = "{path}", target = "label", validation = {validation}, memory = "{memory}")'
     )
-    spec = MLP.format(
-        features=FEATURES, classes=CLASSES, data=data, batch=case.batch, epochs=case.epochs
-    )
+    spec = spec_text(MLP, data, "adam", case.batch, case.epochs)
     twin = {"path": str(path), "held": str(work / "held.npy"), "streamed": case.streamed}
-    twin |= {"widths": [FEATURES, 64, CLASSES], "lr": 1e-3}
+    twin |= {"net": net_config(MLP), "lr": LR["adam"]}
     return spec, twin, (rows - len(held)) * case.epochs
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_models import net_from_config
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -112,11 +113,9 @@ def parquet_data(
 
 
 def mlp(config: dict[str, Any]) -> torch.nn.Module:
-    widths = config["widths"]
-    layers: list[torch.nn.Module] = []
-    for a, b in zip(widths[:-2], widths[1:-1], strict=True):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers, torch.nn.Linear(widths[-2], widths[-1]))
+    """The Parquet rows' network, as `bench_models` describes it for both sides."""
+    module: torch.nn.Module = net_from_config(config["net"]).module()
+    return module
 
 
 # images ----------------------------------------------------------------------------------
