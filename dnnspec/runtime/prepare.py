@@ -122,16 +122,7 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
         found = expects(typed, loaded, fitted, list(loaded.labels) if loaded.labels else None)
         test: Dataset | Chunked | None = streamed.test_data
         if isinstance(train.test, str):
-            test = read_held_out(
-                train,
-                train.test,
-                typed,
-                head_labels(loaded),
-                lambda d: transform(d, fitted),
-                like=loaded,
-            )
-            if isinstance(test, Chunked):
-                test.check()
+            test = _test_file(train, train.test, typed, loaded, lambda d: transform(d, fitted))
         return Parts(
             loaded, streamed.classes, sample, streamed.val_data, test, streamed.kept,
             streamed.held, fitted, found, streamed,
@@ -168,15 +159,28 @@ def load_parts(train: TrainSpec, typed: TypedModel) -> Parts:
 
     test_data: Dataset | Chunked | None = None
     if isinstance(train.test, str):
-        test_data = read_held_out(train, train.test, typed, head_labels(data), ready, like=data)
-        if isinstance(test_data, Chunked):
-            test_data.check()
+        test_data = _test_file(train, train.test, typed, data, ready)
     elif test_index is not None:
         test_data = ready(data.take(test_index))
     train_data, val_data = transform(train_data, preprocessing), transform(val_data, preprocessing)
     return Parts(
         data, classes, train_data, val_data, test_data, kept, held, preprocessing, expected
     )
+
+
+def _test_file(
+    train: TrainSpec,
+    path: str,
+    typed: TypedModel,
+    like: Dataset,
+    ready: Callable[[Dataset], Dataset],
+) -> Dataset | Chunked:
+    """`test "file"`, read as the training data `like` and made ready for the graphs by
+    `ready`; a table over its memory budget is checked now and evaluated chunk by chunk."""
+    test = read_held_out(train, path, typed, head_labels(like), ready, like=like)
+    if isinstance(test, Chunked):
+        test.check()
+    return test
 
 
 def _split(train: TrainSpec, data: Dataset) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
