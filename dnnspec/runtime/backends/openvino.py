@@ -196,7 +196,8 @@ def _loops_well(step: onnx.ModelProto) -> bool:
 
 class OvTrainState:
     """The buffer sets, the eval graph and the train-loop graph (the single-step graph
-    where OpenVINO cannot compile the Loop), with one infer request per pair of sets."""
+    for a model with convolutions, or where OpenVINO cannot compile the Loop), with one
+    infer request per pair of sets."""
 
     device = "cpu"
 
