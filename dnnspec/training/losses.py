@@ -141,7 +141,7 @@ def _class_checks(args: dict[str, Any], dims: tuple[int | str, ...]) -> list[tup
     return found
 
 
-def _one_hot(b: GraphBuilder, labels: str, classes: int, off: float, on: float) -> str:
+def one_hot(b: GraphBuilder, labels: str, classes: int, off: float = 0.0, on: float = 1.0) -> str:
     """labels -> [..., classes] of `off`/`on` in the graph's float type: the labels
     compared with 0..classes-1 (an `Equal`, then a `Cast` or a `Where`), which onnxruntime
     runs several times faster than `OneHot` (whose values are float32 only there)."""
@@ -199,7 +199,7 @@ def _cross_entropy(
     assert classes is not None
     eps = float(args["label_smoothing"])
     logp = b.op("LogSoftmax", [logits], hint="logp", axis=-1)
-    target = _one_hot(b, labels, classes, eps / classes, 1.0 - eps + eps / classes)
+    target = one_hot(b, labels, classes, eps / classes, 1.0 - eps + eps / classes)
     per = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([-1], "int64")], keepdims=0)
     mean = _weighted_mean(b, per, labels, args)
     loss = b.op("Neg", [mean.value], hint="loss")
@@ -216,7 +216,7 @@ def _cross_entropy(
 
 def _nll(b: GraphBuilder, logp: str, labels: str, classes: int | None, args: dict[str, Any]) -> str:
     assert classes is not None
-    target = _one_hot(b, labels, classes, 0.0, 1.0)
+    target = one_hot(b, labels, classes)
     per = b.op("ReduceSum", [b.op("Mul", [target, logp]), b.const([-1], "int64")], keepdims=0)
     return b.op("Neg", [_weighted_mean(b, per, labels, args).value], hint="loss")
 

@@ -26,7 +26,7 @@ from onnx import TensorProto, numpy_helper
 from dnnspec.graph.builder import GraphBuilder
 from dnnspec.registry import Registry
 from dnnspec.schema import ArgSpec, Signature
-from dnnspec.training.losses import Target
+from dnnspec.training.losses import Target, one_hot
 
 Per = Literal["sample", "element"]
 # build(b, output, target, classes (or output units), args) -> statistics summed per batch
@@ -177,12 +177,7 @@ def _rmse(total: np.ndarray, count: int) -> float:
 def _nll_sum(b: GraphBuilder, logits: str, labels: str, width: int, args: dict[str, Any]) -> str:
     """Summed negative log-likelihood of the labels under softmax(logits), and the count."""
     logp = b.op("LogSoftmax", [logits], axis=-1)
-    hot = b.op(
-        "OneHot",
-        [labels, b.const(width, "int64"), b.const([0.0, 1.0], "float32")],
-        axis=-1,
-    )
-    hot = b.op("Cast", [hot], to=b.float_elem)
+    hot = one_hot(b, labels, width)
     per = b.op("ReduceSum", [b.op("Mul", [hot, logp]), b.const([-1], "int64")], keepdims=0)
     return _counted(b, b.op("Neg", [per], hint="nll"), labels, args)
 
@@ -199,12 +194,11 @@ def confusion(
     flat = b.const([-1], "int64")
     pred = b.op("Reshape", [b.op("ArgMax", [logits], axis=-1, keepdims=0), flat])
     truth = b.op("Reshape", [labels, flat])
-    depth, values = b.const(width, "int64"), b.const([0.0, 1.0], "float32")
-    hot_true = b.op("Cast", [b.op("OneHot", [truth, depth, values], axis=-1)], to=b.float_elem)
+    hot_true = one_hot(b, truth, width)
     keep = _kept(b, truth, args or {})
     if keep is not None:
         hot_true = b.op("Mul", [hot_true, b.op("Unsqueeze", [keep, b.const([-1], "int64")])])
-    hot_pred = b.op("Cast", [b.op("OneHot", [pred, depth, values], axis=-1)], to=b.float_elem)
+    hot_pred = one_hot(b, pred, width)
     return b.op("MatMul", [b.op("Transpose", [hot_true], perm=[1, 0]), hot_pred], hint="confusion")
 
 
@@ -391,8 +385,7 @@ def _class_scores(
     rest = b.op("Sub", [b.const(1.0), b.op("Softmax", [flat], axis=-1)])
     log_odds = b.op("Sub", [log_p, b.op("Log", [rest])])
     truth = b.op("Reshape", [labels, b.const([-1], "int64")])
-    depth, values = b.const(width, "int64"), b.const([0.0, 1.0], "float32")
-    hot = b.op("OneHot", [truth, depth, values], axis=-1)
+    hot = one_hot(b, truth, width)
     keep = _kept(b, truth, args)
     weight = None if keep is None else b.op("Unsqueeze", [keep, b.const([-1], "int64")])
     return _binned(b, log_odds, hot, weight, width)
