@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,14 @@ MMAP_THRESHOLD = 1 << 20
 
 
 @functools.cache
+def _glibc() -> Any:
+    """The C library where it is glibc (it has `mallopt` and `malloc_trim`), else None."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+@functools.cache
 def give_back_freed() -> None:
     """Have glibc's malloc return freed large blocks to the system at once. By default it
     raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, after which
@@ -51,10 +60,17 @@ def give_back_freed() -> None:
     which keep freed memory: a streamed run's RSS would grow past what it holds. A fixed
     threshold (`mallopt(M_MMAP_THRESHOLD)`) keeps every block of a MiB or more mapped on
     its own. Elsewhere (another libc) nothing is done."""
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
-    if mallopt is not None:
-        mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+
+
+def trim() -> None:
+    """Return the free pages of glibc's heaps to the system (`malloc_trim`): once a pass
+    over the data has freed the small blocks it read between those it keeps."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -40,6 +40,7 @@ from dnnspec.data.stream import (
     budget_rows,
     give_back_freed,
     hash_split,
+    trim,
 )
 from dnnspec.errors import Span, error
 from dnnspec.files import size_text
@@ -475,6 +476,7 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
         if first is None and keep[rows].any():
             first = _rows(raw, keep[rows])
         start += size
+    trim()
     if first is None:
         raise error("no training samples left after the validation split", span)
     whole = words.whole(first)

@@ -489,12 +489,14 @@ class Streamable:
         features = {c for cs in self.chosen.inputs.values() for c in cs}
         names = self.source.names
         loaded = {
-            c: _streamed(pa, self.source, c, table.column(names[c]), c in features)
-            for c in every
+            c: _streamed(pa, self.source, c, table.column(names[c]), c in features) for c in every
         }
         parts = tuple(_Part(p.path, p.start - start) for p in self.source.parts)
         rows = replace(self.source, parts=parts, rows=table.num_rows)
-        return _arrays(rows, self.chosen, loaded, self.wanted, self.span)
+        arrays = _arrays(rows, self.chosen, loaded, self.wanted, self.span)
+        del table, loaded  # the group's Arrow buffers go back to the system, not kept
+        pa.default_memory_pool().release_unused()  # by the pool for reuse
+        return arrays
 
 
 def streamable(path: Path, args: dict[str, Any], wanted: Wanted, span: Span | None) -> Streamable:
