@@ -13,7 +13,9 @@ it but rows of one chunk stay within one window (as `tf.data`'s `shuffle(buffer)
 
 Memory: the reader holds the window being trained on, one read ahead (a bounded queue) and the
 one it is filling plus one chunk while it reads; `Reader.peak` counts those bytes, which the
-window size keeps under the budget.
+window size keeps under the budget. Beside them a run holds its held-out rows, the rows of
+the current call and the model and runtime; freed buffers go back to the system at once
+(`give_back_freed`), so that sum bounds the process's RSS.
 """
 
 from __future__ import annotations
