@@ -162,6 +162,37 @@ def test_streamed_statistics_in_one_pass_equal_those_of_the_whole_table(tmp_path
     np.testing.assert_allclose(kept.mean, x[keep].mean(axis=0), rtol=1e-12)
 
 
+def test_one_pass_statistics_of_float32_rows_widen_them_by_column_blocks_to_the_same_bits() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    rows = rng.normal(3.0, 2.0, (3000, 401)).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.05] = np.nan
+    wide, narrow = Moments(), Moments()
+    wide.add(rows[:10].astype(np.float64))  # one chunk in float64, as statistics were fitted
+    wide.add(rows[10:].astype(np.float64))
+    narrow.add(rows[:10])
+    narrow.add(np.zeros((0, 401), np.float32))  # a row group whose rows are all held out
+    tracemalloc.start()
+    narrow.add(rows[10:])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < rows.nbytes  # never the whole chunk in float64 (twice its float32 bytes)
+    for name in ("count", "mean", "m2", "low", "high", "missing"):
+        assert np.array_equal(getattr(narrow, name), getattr(wide, name)), name
+
+
+def test_a_streamed_row_group_of_float32_features_is_read_as_float32(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    columns = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "label": np.arange(300) % 2}
+    pq.write_table(pa.table(columns), tmp_path / "t.parquet", row_group_size=100)
+    args = {"target": "label", "features": [], "exclude": []}
+    read = streamable(tmp_path / "t.parquet", args, Wanted(), None).read(1)
+    assert read.inputs[""].dtype == np.float32  # not widened to float64 on its way
+    assert np.array_equal(read.inputs[""], x[100:200])
+
+
 def test_a_non_finite_loss_in_streamed_data_keeps_what_in_memory_data_keeps(
     digits: Prepared, tmp_path: Path
 ) -> None:

@@ -343,6 +343,10 @@ class Streamed:
         return Feed(Reader(self.source, self.windows(seed, epoch), starts))
 
 
+BLOCK = 32
+"""Columns `Moments.add` widens to float64 at a time."""
+
+
 @dataclass
 class Moments:
     """Per-column count, mean, sum of squared deviations (Chan et al.'s merge of chunk
@@ -357,26 +361,44 @@ class Moments:
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(self, values: np.ndarray) -> None:
-        """Merge a chunk [rows, columns]."""
-        x = np.asarray(values, np.float64).reshape(len(values), -1)
+        """Merge a chunk [rows, columns], of any numeric dtype: it is widened to float64
+        `BLOCK` columns at a time, never whole (each column's sums are the same)."""
+        values = np.asarray(values)
+        values = values.reshape(len(values), int(np.prod(values.shape[1:])))  # none: (0, w)
+        width = values.shape[1]
         if not self.count.size:
-            zeros = np.zeros(x.shape[1])
+            zeros = np.zeros(width)
             self.count, self.mean, self.m2, self.missing = zeros, zeros, zeros, zeros
             self.low, self.high = np.full_like(zeros, np.inf), np.full_like(zeros, -np.inf)
+        starts = list(range(0, width, BLOCK))
+        if len(starts) > 1 and width - starts[-1] == 1:
+            starts.pop()  # one column alone is summed pairwise, several row by row as a chunk is
+        bounds = zip(starts, [*starts[1:], width], strict=True)
+        found = [self._block(values[:, a:b]) for a, b in bounds]
+        if found:
+            n, mean, m2, low, high, missing = (np.concatenate(p) for p in zip(*found, strict=True))
+            self.missing = self.missing + missing
+            self.merge(n, mean, m2, low, high)
+
+    @staticmethod
+    def _block(values: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The count, mean, squared deviations, minimum, maximum and missing count of each
+        column of a block."""
+        x = np.ascontiguousarray(values, np.float64)
         gaps = np.isnan(x)
         n = (~gaps).sum(axis=0).astype(np.float64)
-        self.missing = self.missing + gaps.sum(axis=0)
         if not gaps.any():
             mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
             m2 = ((x - mean) ** 2).sum(axis=0)
-            low, high = (x.min(axis=0), x.max(axis=0)) if len(x) else (self.low, self.high)
+            empty = np.full(x.shape[1], np.inf)
+            low, high = (x.min(axis=0), x.max(axis=0)) if len(x) else (empty, -empty)
         else:
             safe = np.maximum(n, 1)
             mean = np.where(gaps, 0, x).sum(axis=0) / safe
             m2 = np.where(gaps, 0, (x - mean) ** 2).sum(axis=0)
             low = np.where(gaps, np.inf, x).min(axis=0, initial=np.inf)
             high = np.where(gaps, -np.inf, x).max(axis=0, initial=-np.inf)
-        self.merge(n, mean, m2, low, high)
+        return n, mean, m2, low, high, gaps.sum(axis=0)
 
     def merge(
         self, n: np.ndarray, mean: np.ndarray, m2: np.ndarray, low: np.ndarray, high: np.ndarray

@@ -454,14 +454,17 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
             local = file_dataset(raw, wanted)
             if summary is None:
                 summary = Summary(local, train, budget)
-            x = checked.x.astype(np.float64)
-            x[np.isnan(local.x)] = np.nan
+            kept = keep[rows]
+            x = checked.x[kept]  # as checked (float32): Moments widens it column block-wise
+            if x.dtype.kind != "f":
+                x = x.astype(np.float64)
+            x[np.isnan(local.x[kept])] = np.nan
             value = {
-                h.output: np.asarray(head_targets(checked)[h.output], np.float64)[keep[rows]]
+                h.output: np.asarray(head_targets(checked)[h.output], np.float64)[kept]
                 for h in train.trained()
                 if LOSSES.get(h.loss.name).target == "value"
             }
-            summary.add(x[keep[rows]], local.words, value)
+            summary.add(x, local.words, value)
         held.add(raw, held_mask[rows])
         testing.add(raw, tested[rows])
         if (
