@@ -126,3 +126,19 @@ def test_preprocessing_names_are_checked() -> None:
     with pytest.raises(DiagnosticError) as info:
         load_spec_text(SPEC.format(steps="standardise", epochs=1))
     assert "unknown preprocessing 'standardise'" in info.value.diagnostics[0].message
+
+
+def test_a_scaling_step_scales_float32_rows_in_row_blocks_to_the_whole_arrays_bits() -> None:
+    import tracemalloc
+
+    from dnnspec.training.preprocess import APPLY_ROWS, Affine
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 3.0, (8 * APPLY_ROWS + 5, 64)).astype(np.float32)
+    step = Affine("standardize", rng.normal(size=64), rng.uniform(0.1, 3.0, 64))
+    tracemalloc.start()
+    scaled = step.apply(x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert scaled.dtype == np.float32 and peak < 2 * x.nbytes  # x in float64 is 2 x.nbytes
+    assert np.array_equal(scaled, ((x - step.shift) * step.scale).astype(np.float32))

@@ -204,6 +204,10 @@ PREPROCESS.add(
 )
 
 
+APPLY_ROWS = 8192
+"""Rows a scaling step computes in float64 at a time."""
+
+
 @dataclass(frozen=True)
 class Affine:
     """One fitted scaling step over all F raw features (untouched columns: shift 0, scale 1)."""
@@ -215,7 +219,12 @@ class Affine:
     """The columns it scales (the others pass through)."""
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        out: np.ndarray = ((x - self.shift) * self.scale).astype(x.dtype)
+        """`(x - shift) * scale` in float64, in x's dtype, `APPLY_ROWS` rows at a time so
+        float32 data is never widened whole (held-out rows, a streamed row group)."""
+        out = np.empty(x.shape, x.dtype)
+        for start in range(0, len(x), APPLY_ROWS):
+            rows = slice(start, start + APPLY_ROWS)
+            out[rows] = (x[rows] - self.shift) * self.scale
         return out
 
     def to_json(self) -> dict[str, Any]:
