@@ -89,8 +89,8 @@ def batch_norm(b: GraphBuilder, x: str, scale: str, bias: str, rank: int) -> str
     as the statistics of an inference-form BatchNormalization."""
     axes = c(b, [0, *range(2, rank)])
     mean = b.op("ReduceMean", [x, axes], keepdims=0)
-    view = mean if rank == 2 else b.op("Reshape", [mean, c(b, [1, -1, *[1] * (rank - 2)])])
-    centred = b.op("Sub", [x, view])
+    zeros, ones = fc(b, [0.0] * 3), fc(b, [1.0] * 3)
+    centred = b.op("BatchNormalization", [x, ones, b.op("Neg", [mean]), zeros, ones], epsilon=0.0)
     var = b.op("ReduceMean", [b.op("Mul", [centred, centred]), axes], keepdims=0)
     return b.op("BatchNormalization", [x, scale, bias, mean, var])
 

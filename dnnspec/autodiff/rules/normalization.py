@@ -70,7 +70,8 @@ def layer_normalization(ctx: VjpContext, node: onnx.NodeProto, dys: Grads) -> Gr
 def _centred_batch(ctx: VjpContext, node: onnx.NodeProto, axes: list[int]) -> str | None:
     """x - mean when the node's mean and var inputs are its input's own batch mean and
     biased variance over `axes` (batchnorm's training form: ReduceMean of x, then
-    ReduceMean of the squared Sub of x and the mean, viewed per channel); else None."""
+    ReduceMean of the square of x - mean, a BatchNormalization of x with scale 1, shift
+    -mean, mean 0, variance 1 and epsilon 0); else None."""
     x, mean, var = node.input[0], node.input[3], node.input[4]
     producers = {o: n for n in ctx.b.nodes for o in n.output}
 
@@ -86,12 +87,18 @@ def _centred_batch(ctx: VjpContext, node: onnx.NodeProto, axes: list[int]) -> st
     square = producers.get(of_var.input[0])
     if square is None or square.op_type != "Mul" or square.input[0] != square.input[1]:
         return None
-    sub = producers.get(square.input[0])
-    if sub is None or sub.op_type != "Sub" or sub.input[0] != x:
+    centring = producers.get(square.input[0])
+    if centring is None or centring.op_type != "BatchNormalization" or centring.input[0] != x:
         return None
-    view = producers.get(sub.input[1])
-    viewed = view is not None and view.op_type == "Reshape" and view.input[0] == mean
-    return square.input[0] if sub.input[1] == mean or viewed else None
+    shift = producers.get(centring.input[2])
+    if shift is None or shift.op_type != "Neg" or shift.input[0] != mean:
+        return None
+    unit = [ctx.const_value(centring.input[i]) for i in (1, 3, 4)]
+    if float(ctx.attr(centring, "epsilon", 1e-5)) != 0.0 or any(
+        v is None or not np.all(v == k) for v, k in zip(unit, (1, 0, 1), strict=True)
+    ):
+        return None
+    return str(square.input[0])
 
 
 def _inverse_count(ctx: VjpContext, x: str, scale: str, reduced: list[int]) -> str:
@@ -113,12 +120,12 @@ def _inverse_count(ctx: VjpContext, x: str, scale: str, reduced: list[int]) -> s
 
 def _channel_constants(ctx: VjpContext, like: str) -> tuple[str, str]:
     """Zeros and ones shaped like the per-channel vector `like`."""
-    zeros = ctx.zeros_like(like)
     channels = static_dims(ctx.shape(like))
     if channels is None:
+        zeros = ctx.zeros_like(like)
         return zeros, ctx.b.op("Add", [zeros, ctx.scalar(1.0, like)])
     dtype = onnx.helper.tensor_dtype_to_np_dtype(ctx.elem(like))
-    return zeros, ctx.b.const(np.ones(channels, dtype))
+    return ctx.b.const(np.zeros(channels, dtype)), ctx.b.const(np.ones(channels, dtype))
 
 
 def _affine(b: GraphBuilder, v: str, scale: str, shift: str, zeros: str, ones: str) -> str:
