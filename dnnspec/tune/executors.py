@@ -172,8 +172,8 @@ class RayExecutor:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
                 options["address"] = address
-            else:
-                options["num_cpus"] = workers * threads
+            else:  # a new Ray, even where `ray start` left one (or its address file) behind
+                options |= {"address": "local", "num_cpus": workers * threads}
             try:
                 ray.init(**options)
             except Exception as exc:  # Ray raises several unrelated types for "cannot connect"
