@@ -940,6 +940,15 @@ def test_missing_rule_is_a_clear_error() -> None:
         gradients(b, {y: "dy"}, [x])
 
 
+def test_batch_norm_in_training_mode_is_refused_not_differentiated_as_inference() -> None:
+    b, (x, scale) = _graph(("x", (2, 3)), ("scale", (3,)))
+    zeros, ones = fc(b, [0.0] * 3), fc(b, [1.0] * 3)
+    y = b.op("BatchNormalization", [x, scale, zeros, zeros, ones], training_mode=1)
+    b.add_input("dy", "float64", [2, 3])
+    with pytest.raises(AutodiffError, match="BatchNormalization in training mode"):
+        gradients(b, {y: "dy"}, [x])
+
+
 def _mlp(batch: int | str) -> tuple[GraphBuilder, list[str], str, str]:
     """Gemm -> Relu -> Gemm -> LogSoftmax -> mean negative log-likelihood."""
     b, inputs = _graph(
