@@ -7,6 +7,8 @@ chunk, never whole."""
 
 from __future__ import annotations
 
+import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from dnnspec.data.formats import parquet
 from dnnspec.data.stream import Chunked, Streamed
 from dnnspec.errors import DiagnosticError
 from dnnspec.frontend import load_spec
+from dnnspec.runtime.columns import transform
 from dnnspec.runtime.prepare import Prepared, prepare
 from dnnspec.runtime.trainer import Trainer
 
@@ -385,3 +388,23 @@ def test_held_out_words_of_row_groups_with_different_words_are_those_of_their_ro
     held = streamed.streamed.held
     np.testing.assert_array_equal(streamed.val_data.x, whole.train_data.x[held])
     np.testing.assert_array_equal(streamed.val_data.y, whole.train_data.y[held])
+
+
+def test_preprocessing_rows_takes_them_block_by_block_to_the_whole_arrays_bits(
+    tmp_path: Path,
+) -> None:
+    """Held-out rows of streamed data are imputed, one-hot encoded and scaled a block of
+    rows at a time (never widened to float64 whole), to the values of the whole array."""
+    table(tmp_path)
+    streamed = prepared(tmp_path, WORDS, SMALL)
+    prep = streamed.program.preprocess
+    assert prep is not None and streamed.streamed is not None
+    loaded = streamed.streamed.loaded  # a row group as loaded and checked, words and gaps
+    data = replace(loaded, x=np.tile(loaded.x, (8000, 1)), y=np.tile(loaded.y, 8000))
+    expected = prep.apply(prep.encode(data.x, data.words)).astype(np.float32)
+    tracemalloc.start()
+    got = transform(data, prep).x
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(got, expected)
+    assert peak < 2 * expected.nbytes  # the float64 whole array alone is 2 x its bytes

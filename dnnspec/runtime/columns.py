@@ -22,7 +22,14 @@ from dnnspec.ir import Call, TrainSpec
 from dnnspec.runtime.data import fits_shape
 from dnnspec.runtime.targets import fit_targets
 from dnnspec.schema import arg_int
-from dnnspec.training.preprocess import PREPROCESS, Affine, Impute, OneHot, Preprocessing
+from dnnspec.training.preprocess import (
+    APPLY_ROWS,
+    PREPROCESS,
+    Affine,
+    Impute,
+    OneHot,
+    Preprocessing,
+)
 
 
 def _pick(call: Call, data: Dataset, width: int) -> list[int]:
@@ -355,7 +362,14 @@ def transform(data: Dataset, prep: Preprocessing | None) -> Dataset:
     if prep is None or not prep.transforms_columns():
         return data
     dtype = data.x.dtype if data.x.dtype.kind == "f" else np.dtype(np.float32)
-    x = prep.apply(prep.encode(data.x, data.words)).astype(dtype, copy=False)
+    x: np.ndarray | None = None
+    for start in range(0, max(1, len(data.x)), APPLY_ROWS):  # rows never widened whole
+        rows = slice(start, start + APPLY_ROWS)
+        done = prep.apply(prep.encode(data.x[rows], data.words))
+        if x is None:
+            x = np.empty((len(data.x), *done.shape[1:]), dtype)
+        x[rows] = done
+    assert x is not None  # one block at least
     return replace(data, x=x, words={})
 
 
