@@ -84,17 +84,6 @@ def of_views(ranks: tuple[int, int]) -> Build:
     return build
 
 
-def batch_norm(b: GraphBuilder, x: str, scale: str, bias: str, rank: int) -> str:
-    """batchnorm's training form: x's batch mean and biased variance per channel (axis 1)
-    as the statistics of an inference-form BatchNormalization."""
-    axes = c(b, [0, *range(2, rank)])
-    mean = b.op("ReduceMean", [x, axes], keepdims=0)
-    zeros, ones = fc(b, [0.0] * 3), fc(b, [1.0] * 3)
-    centred = b.op("BatchNormalization", [x, ones, b.op("Neg", [mean]), zeros, ones], epsilon=0.0)
-    var = b.op("ReduceMean", [b.op("Mul", [centred, centred]), axes], keepdims=0)
-    return b.op("BatchNormalization", [x, scale, bias, mean, var])
-
-
 F64 = onnx.TensorProto.DOUBLE
 F32 = onnx.TensorProto.FLOAT
 
@@ -382,24 +371,6 @@ CASES: list[Case] = [
         "LayerNormalization",
         op("LayerNormalization", axis=-1),
         (In(("N", 4)), In((4,), wrt=False), In((4,), wrt=False)),
-    ),
-    Case(
-        "batch_norm_given_statistics",
-        "BatchNormalization",
-        op("BatchNormalization", epsilon=1e-3),
-        (In(("N", 3, 2, 2)), In((3,)), In((3,)), In((3,)), In((3,), "positive")),
-    ),
-    Case(
-        "batch_norm_batch_statistics",
-        "BatchNormalization",
-        lambda b, x, scale, bias: batch_norm(b, x, scale, bias, 4),
-        (In(("N", 3, 2, 2)), In((3,)), In((3,))),
-    ),
-    Case(
-        "batch_norm_batch_statistics_features",
-        "BatchNormalization",
-        lambda b, x, scale, bias: batch_norm(b, x, scale, bias, 2),
-        (In(("N", 3)), In((3,)), In((3,))),
     ),
     # reductions
     *[
@@ -940,15 +911,6 @@ def test_missing_rule_is_a_clear_error() -> None:
         gradients(b, {y: "dy"}, [x])
 
 
-def test_batch_norm_in_training_mode_is_refused_not_differentiated_as_inference() -> None:
-    b, (x, scale) = _graph(("x", (2, 3)), ("scale", (3,)))
-    zeros, ones = fc(b, [0.0] * 3), fc(b, [1.0] * 3)
-    y = b.op("BatchNormalization", [x, scale, zeros, zeros, ones], training_mode=1)
-    b.add_input("dy", "float64", [2, 3])
-    with pytest.raises(AutodiffError, match="BatchNormalization in training mode"):
-        gradients(b, {y: "dy"}, [x])
-
-
 def _mlp(batch: int | str) -> tuple[GraphBuilder, list[str], str, str]:
     """Gemm -> Relu -> Gemm -> LogSoftmax -> mean negative log-likelihood."""
     b, inputs = _graph(
@@ -1073,14 +1035,3 @@ def test_layer_norm_float32_rule_reads_the_fused_statistics(case_id: str) -> Non
     out32 = run32({k: v.astype(np.float32) for k, v in feeds.items()})
     for x in built64.wrt:
         np.testing.assert_allclose(out32[f"grad.{x}"], reference[f"grad.{x}"], rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("mode", ["symbolic", "dynamic"])
-def test_batch_norm_over_its_own_batch_statistics_differentiates_in_closed_form(mode: str) -> None:
-    """When the statistics are x's own batch mean and variance, dx takes their paths in
-    the closed form: two channel sums, no gradient back through the statistics' means
-    (no Expand), no broadcast Mul or Add on [N, C, H, W] (per-channel BatchNormalizations)."""
-    case = next(c for c in CASES if c.id == "batch_norm_batch_statistics")
-    ops = [n.op_type for n in build(case, mode).backward]
-    assert ops.count("ReduceSum") == 2 and "ReduceMean" not in ops and "Expand" not in ops
-    assert ops.count("BatchNormalization") == 2

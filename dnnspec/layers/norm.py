@@ -3,21 +3,17 @@
 The channel axis is 1 for channels-first tensors (`[N, C, L]`, `[N, C, H, W]`) and the
 last axis for `[N, F]`, as PyTorch's BatchNorm1d/2d; of a sequence tensor `[N, T, F]`, the
 features (over time, as Keras' BatchNormalization; `layout.over_time`). While training,
-each batch is normalised by its own mean and (biased) variance: two channel means (of x,
-then of the squared centred x) feed ONNX's BatchNormalization, which scales and shifts in
-one pass, and whose VJP rule recognises these statistics and gives dx in closed form
-(autodiff/rules/normalization.py). The running mean and variance move towards the batch's
-by `momentum` (PyTorch's convention: new = (1 - m) old + m batch, with the unbiased
-variance), and are the layer's non-trained state. Evaluation and model.onnx use the
-running statistics through the same BatchNormalization.
+each batch is normalised by its own mean and (biased) variance, written in primitive ops so the
+autodiff engine differentiates it with the rules it has; the running mean and variance
+move towards the batch's by `momentum` (PyTorch's convention: new = (1 - m) old + m
+batch, with the unbiased variance), and are the layer's non-trained state. Evaluation
+and model.onnx use the running statistics through ONNX's fused BatchNormalization.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from dnnspec.ir import Node
 from dnnspec.layers.base import LAYERS, LayerDef, LowerCtx, ParamSpec, ShapeError, TensorType
@@ -84,23 +80,26 @@ def lower(ctx: LowerCtx, node: Node, inputs: Sequence[str], params: dict[str, st
         return b.op("BatchNormalization", operands, hint=node.name, epsilon=eps)
     axes = b.const([0, *range(2, rank)], "int64", hint="axes")
     n = _features(ctx.types[node.inputs[0]])
-    mean = b.op("ReduceMean", [x, axes], keepdims=0, hint="batch_mean")
-    # x - mean as a per-channel multiply-add: faster than a [1, C, 1, 1] broadcast Sub
-    zeros, ones = b.const(np.zeros(n, b.float_dtype)), b.const(np.ones(n, b.float_dtype))
-    shift = b.op("Neg", [mean])
-    centred = b.op("BatchNormalization", [x, ones, shift, zeros, ones], epsilon=0.0)
-    var = b.op("ReduceMean", [b.op("Mul", [centred, centred]), axes], keepdims=0, hint="batch_var")
-    operands = [x, params["weight"], params["bias"], mean, var]
-    out = b.op("BatchNormalization", operands, hint=node.name, epsilon=eps)
+    per_channel = b.const([1, n, *([1] * (rank - 2))], "int64", hint="shape")
+
+    def channelwise(value: str) -> str:
+        return value if rank == 2 else b.op("Reshape", [value, per_channel])
+
+    mean = b.op("ReduceMean", [x, axes], hint="batch_mean")
+    centred = b.op("Sub", [x, mean])
+    var = b.op("ReduceMean", [b.op("Mul", [centred, centred]), axes], hint="batch_var")
+    inv_std = b.op("Div", [b.const(1.0), b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
+    scale = b.op("Mul", [inv_std, channelwise(params["weight"])])
+    out = b.op("Add", [b.op("Mul", [centred, scale]), channelwise(params["bias"])], hint=node.name)
 
     # running statistics: not on any path to the loss, so never differentiated
-    size = b.op("Cast", [b.op("Size", [x])], to=b.float_elem)
-    channels = b.const(float(n))
-    # count / (count - 1) with count = size / n, as size / (size - n); 1 for one sample
-    unbiased = b.op("Div", [size, b.op("Max", [b.op("Sub", [size, channels]), channels])])
+    flat = b.const([n], "int64", hint="shape")
+    count = b.op("Div", [b.op("Cast", [b.op("Size", [x])], to=b.float_elem), b.const(float(n))])
+    unbiased = b.op("Div", [count, b.op("Max", [b.op("Sub", [count, b.const(1.0)]), b.const(1.0)])])
+    batch_var = b.op("Mul", [b.op("Reshape", [var, flat]), unbiased])
     for name, old, new in (
-        ("running_mean", mean_in, mean),
-        ("running_var", var_in, b.op("Mul", [var, unbiased])),
+        ("running_mean", mean_in, b.op("Reshape", [mean, flat])),
+        ("running_var", var_in, batch_var),
     ):
         moved = b.op("Mul", [b.op("Sub", [new, old]), b.const(momentum)])
         ctx.updates[params[name]] = b.op("Add", [old, moved], hint=f"{node.name}_{name}")
