@@ -3,6 +3,8 @@ them), and the choice of named targets every loader of named outputs shares."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -64,6 +66,15 @@ class Dataset:
     def feeds(self, name: str) -> dict[str, np.ndarray]:
         """The model inputs by name: `inputs`, or `x` as the one input `name`."""
         return dict(self.inputs) if self.inputs else {name: self.x}
+
+
+def digest_arrays(digest: hashlib._Hash, arrays: Iterable[np.ndarray]) -> None:
+    """Add arrays to a data digest, each as its dtype, shape and bytes (hashed in place, not
+    copied): a run resumes only on data of the same digest, however it was read (whole,
+    streamed from a table, decoded image by image)."""
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
 
 
 def named_inputs(

@@ -22,6 +22,7 @@ import numpy as np
 from dnnspec.assemble.compile import Compiled, compile_spec, train_section
 from dnnspec.assemble.steps import Program, build_train_step
 from dnnspec.check.shapes import TypedModel, check_spec
+from dnnspec.data.dataset import digest_arrays
 from dnnspec.data.datasets import DATASETS, Dataset, TrainingRows, locate_file, split_indices
 from dnnspec.data.stream import Chunked, Streamed
 from dnnspec.errors import Span, error
@@ -76,10 +77,8 @@ class Prepared:
             return self.streamed.digest
         h = hashlib.sha256()
         parts = (self.train_data, self.val_data)
-        arrays = [a for d in parts for a in (d.x, d.y, *d.targets.values(), *d.inputs.values())]
-        for array in arrays:
-            h.update(f"{array.dtype.str}{array.shape}".encode())
-            h.update(np.ascontiguousarray(array).tobytes())
+        arrays = (a for d in parts for a in (d.x, d.y, *d.targets.values(), *d.inputs.values()))
+        digest_arrays(h, arrays)
         return h.hexdigest()
 
 

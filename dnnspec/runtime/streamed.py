@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from dnnspec.check.shapes import TypedModel
+from dnnspec.data.dataset import digest_arrays
 from dnnspec.data.datasets import Dataset, file_dataset, file_wanted, locate_file, numeric_inputs
 from dnnspec.data.formats import FORMATS, format_for
 from dnnspec.data.formats.base import Arrays
@@ -344,12 +345,10 @@ def _checkable(raw: Arrays, train: TrainSpec, typed: TypedModel) -> Arrays:
     return replace(raw, inputs=inputs, targets=targets, labels=labels, words={}, missing={})
 
 
-def _digest(digest: Any, checked: dict[str, np.ndarray], raw: Arrays) -> None:
+def _digest(digest: hashlib._Hash, checked: dict[str, np.ndarray], raw: Arrays) -> None:
     """Add a row group to the data's digest: its checked arrays (as before words and
     missing cells were streamed), then, where it has them, its missing cells and words."""
-    for array in checked.values():
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).data)  # hashed in place, not copied
+    digest_arrays(digest, checked.values())
     for x in raw.inputs.values():
         if np.isnan(x).any():
             digest.update(np.packbits(np.isnan(x)).tobytes())

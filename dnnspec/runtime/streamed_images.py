@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from dnnspec.data.dataset import Dataset
+from dnnspec.data.dataset import Dataset, digest_arrays
 from dnnspec.data.datasets import MAX_DATA_BYTES
 from dnnspec.data.images import list_images
 from dnnspec.data.stream import HELD_WINDOWS, Source, Streamed, budget_rows
@@ -90,9 +90,7 @@ def stream_images(
     for start in range(0, len(listed), chunk):  # every image checked before the first step
         index = np.arange(start, min(start + chunk, len(listed)))
         data, classes = decoded(index)
-        for array in (data.x, data.y):
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+        digest_arrays(digest, (data.x, data.y))
         for part, rows in (("held", held), ("tested", testing)):
             parts[part].append(data.take(np.flatnonzero(np.isin(index, rows))))
         if sample is None and np.isin(index, kept).any():
