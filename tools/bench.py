@@ -2,7 +2,8 @@
 
     python tools/bench.py [--suite e2e,step,infer] [--repeats 3] [--seconds 3]
                           [--threads N] [--device cpu|cuda] [--epochs SCALE]
-                          [--only TEXT] [--timeout S] [--json]
+                          [--runtime auto|onnxruntime|openvino] [--only TEXT]
+                          [--timeout S] [--json]
 
 - **e2e**: `dnnspec train --runtime auto` (the real loop: data order, per-epoch
   validation, logging, checkpoints, in the runtime its probe picks, named in brackets) as
@@ -319,17 +320,27 @@ def medians(runs: Runs, ratios: tuple[str, ...]) -> dict[str, Any]:
 
 
 def bench_e2e(
-    case: E2ECase, repeats: int, threads: int | None, have_torch: bool, timeout: float
+    case: E2ECase,
+    repeats: int,
+    threads: int | None,
+    have_torch: bool,
+    timeout: float,
+    runtime: str = "auto",
 ) -> dict[str, Any]:
-    """Both programs on `case`, alternating, `repeats` rounds; medians and ratios."""
+    """Both programs on `case`, alternating, `repeats` rounds; medians and ratios. dnnspec
+    runs in `runtime`, where "auto" the one its probe picks."""
     env = bench_env(threads)
     with tempfile.TemporaryDirectory(prefix="dnnspec-bench-") as tmp:
         ours_cmd, theirs_cmd = _prepare_e2e(case, Path(tmp), threads)
-        env["XDG_CACHE_HOME"] = str(Path(tmp, "cache"))  # a fresh probe for this machine
-        note = _choose_runtime(ours_cmd, env, timeout)
+        if runtime == "auto":
+            env["XDG_CACHE_HOME"] = str(Path(tmp, "cache"))  # a fresh probe for this machine
+            note = _choose_runtime(ours_cmd, env, timeout)
+            runtime = note.removeprefix("runtime auto: ").split()[0]
+        else:
+            ours_cmd[ours_cmd.index("auto")] = runtime
+            note = f"runtime {runtime}, as asked"
         print(f"{case.name}: {note}", file=sys.stderr)
         runs = alternate(ours_cmd, theirs_cmd, env, repeats, timeout, have_torch)
-    runtime = note.removeprefix("runtime auto: ").split()[0]
     row: dict[str, Any] = {"case": asdict(case), "runtime": runtime, "note": note, "runs": runs}
     row |= medians(runs, ("loop", "whole", "loop_cpu", "whole_cpu"))
     if runs["torch"]:
@@ -452,6 +463,12 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=float, default=1.0, help="scale every e2e case's epochs (0.1: quick)"
     )
+    parser.add_argument(
+        "--runtime",
+        choices=["auto", "onnxruntime", "openvino"],
+        default="auto",
+        help="dnnspec's runtime in the e2e suite (default: the one `--runtime auto` picks)",
+    )
     parser.add_argument("--only", default="", help="run only the rows whose name contains this")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args()
@@ -471,7 +488,14 @@ def main() -> None:
     report: dict[str, Any] = {"machine": machine(args.threads)}
     if "e2e" in suites:
         report["e2e"] = [
-            bench_e2e(scaled(c, args.epochs), args.repeats, args.threads, have_torch, args.timeout)
+            bench_e2e(
+                scaled(c, args.epochs),
+                args.repeats,
+                args.threads,
+                have_torch,
+                args.timeout,
+                args.runtime,
+            )
             for c in E2E
             if args.only in c.name
         ]
