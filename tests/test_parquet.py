@@ -218,6 +218,40 @@ def test_a_parquet_column_of_words_is_a_column_of_categories_and_nulls_are_missi
     }
 
 
+def float32_table(path: Path, rows: int) -> np.ndarray:
+    """`rows` of two float32 columns, sepal and petal, in row groups of 7, beside the id and
+    the species (`columns`)."""
+    x = np.random.default_rng(1).normal(size=(rows, 2)).astype(np.float32)
+    species = [SPECIES[i % 3] for i in range(rows)]
+    table = {"id": np.arange(rows), "sepal": x[:, 0], "species": species, "petal": x[:, 1]}
+    pq.write_table(pa.table(table), path, row_group_size=7)
+    return x
+
+
+def test_float32_feature_columns_are_read_whole_as_float32_to_their_bits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dnnspec.data.formats import parquet
+
+    monkeypatch.setattr(parquet, "MATRIX_ROWS", 5)  # row groups of 7 laid out 5 rows at a time
+    x = float32_table(tmp_path / "d.parquet", 40)
+    data = load(tmp_path, tmp_path / "d.parquet")
+    assert data.x.dtype == np.float32 and data.x.flags.c_contiguous  # not widened to float64
+    assert np.array_equal(data.x.view(np.uint32), x.view(np.uint32))
+
+
+def test_a_non_finite_float32_cell_is_named_as_when_columns_are_read_one_by_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "d.parquet"
+    x = float32_table(path, 40)
+    x[23, 1] = np.inf
+    table = pq.read_table(path).set_column(3, "petal", pa.array(x[:, 1]))
+    pq.write_table(table, path, row_group_size=7)
+    with pytest.raises(DiagnosticError, match=f"'{path}' row 24, column 'petal' holds inf"):
+        load(tmp_path, path)
+
+
 def test_a_parquet_file_over_the_data_limit_is_refused_before_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -221,3 +221,65 @@ def test_a_folder_of_parquet_files_streams_as_one_table(tmp_path: Path) -> None:
     assert prep.streamed.stream.source.sizes == (100,) * 20
     whole = prepare(load_spec(write_table(tmp_path)))
     assert whole.streamed is not None and prep.data_sha256 == whole.data_sha256
+
+
+def float32_table(folder: Path, gaps: bool) -> None:
+    """`write_table`'s numbers as float32 columns; `gaps`: f2 has missing cells."""
+    x = np.random.default_rng(0).normal(size=(ROWS, 4)).astype(np.float32)
+    label = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    table: dict[str, Any] = {f"f{i}": x[:, i] for i in range(4)} | {"label": label}
+    if gaps:
+        cells = [None if i % 9 == 4 else v for i, v in enumerate(x[:, 2])]
+        table["f2"] = pa.array(cells, pa.float32())
+    pq.write_table(pa.table(table), folder / "d.parquet", row_group_size=100)
+
+
+@pytest.mark.parametrize(
+    ("gaps", "memory", "digest"),
+    [
+        (False, "16 KiB", "e391bfb4f0261ac90734ab6eba158e6c9675d6c53f1b5ef5853c6af4c6b39235"),
+        (False, "1 GiB", "89baea14ea7e2dd4699d1b824815021c2ef52f44e54fc8facb908d633bc8e16b"),
+        (True, "16 KiB", "c343d3f04022b5fa3a4a6d81b0867647206bfe3b1dc57836c9949df7e15fbc2c"),
+        (True, "1 GiB", "48e5fa3be80c04daa50a0865b63490cb0206f6466a5a7926348929351afbb33a"),
+    ],
+)
+def test_a_float32_table_keeps_the_data_digest_its_runs_resume_by(
+    tmp_path: Path, gaps: bool, memory: str, digest: str
+) -> None:
+    """Streamed or read whole, with missing cells or without: the digests of runs written
+    before float32 columns were read as stored (a resumed run must find the same)."""
+    float32_table(tmp_path, gaps)
+    text = SPEC.replace("16 KiB", memory)
+    if gaps:
+        text = text.replace("  batch 16", '  preprocess impute(columns = ["f2"])\n  batch 16')
+    (tmp_path / "m.dnn").write_text(text)
+    prep = prepare(load_spec(tmp_path / "m.dnn"))
+    assert (prep.streamed is not None) == (memory == "16 KiB")
+    assert prep.data_sha256 == digest
+
+
+def test_a_row_group_is_read_by_the_footer_read_before_unless_the_file_was_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dnnspec.data.formats.base import Wanted
+    from dnnspec.data.formats.parquet import streamable
+
+    float32_table(tmp_path, gaps=False)
+    args = {"target": "label", "features": [], "exclude": []}
+    table = streamable(tmp_path / "d.parquet", args, Wanted(), None)
+    opened: list[bool] = []
+    parquet_file = pq.ParquetFile
+
+    def counted(source: Any, **options: Any) -> Any:
+        opened.append(options.get("metadata") is None)
+        return parquet_file(source, **options)
+
+    rows = pq.read_table(tmp_path / "d.parquet")
+    later = rows.slice(100, 100).select([f"f{i}" for i in range(4)])
+    monkeypatch.setattr(pq, "ParquetFile", counted)
+    first = table.read(0).inputs[""]
+    assert opened == [False] and first.dtype == np.float32  # by the footer `streamable` read
+    pq.write_table(rows.slice(100), tmp_path / "d.parquet", row_group_size=100)
+    again = table.read(0).inputs[""]
+    assert opened == [False, True]  # written again: its own footer
+    assert np.array_equal(again, np.column_stack([c.to_numpy() for c in later.columns]))

@@ -11,6 +11,8 @@ cell); in a target or a column of words it is an error."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ from dnnspec.files import open_regular, size_text
 SUFFIX = ".parquet"
 NUMBERS, WORDS = "numbers", "words"
 """The kinds of column a model reads (`_kind`)."""
+MATRIX_ROWS = 8192
+"""Rows `_matrix` lays out at a time (their columns stacked take 8 MiB at 256 columns)."""
 
 
 def _pyarrow(span: Span | None) -> tuple[Any, Any]:
@@ -198,8 +202,16 @@ def _normal(pa: Any, source: _Source, column: int) -> Any:
     return pa.float64() if source.kinds[column] == NUMBERS else pa.large_string()
 
 
-def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None) -> dict[int, Any]:
-    """The chosen columns of every file as one pyarrow array each (see `_normal`)."""
+def _load(
+    source: _Source,
+    columns: list[int],
+    limits: Limits,
+    span: Span | None,
+    features: Collection[int] = (),
+) -> dict[int, Any]:
+    """The chosen columns of every file as one pyarrow array each (see `_normal`), a column
+    of `features` that every file stores as float32 as it is stored (as `_streamed` keeps
+    a row group's: converted to float32 for the graphs anyway, to the same values)."""
     pa, pq = _pyarrow(span)
     _readable(source, columns, span)
     names = [source.names[c] for c in columns]
@@ -211,8 +223,14 @@ def _load(source: _Source, columns: list[int], limits: Limits, span: Span | None
             except (pa.ArrowException, OSError) as exc:
                 raise _corrupt(part.path, exc, span) from None
         for c, name in zip(columns, names, strict=True):
-            chunks[c] += table.column(name).cast(_normal(pa, source, c), safe=False).chunks
-    return {c: pa.chunked_array(chunks[c], type=_normal(pa, source, c)) for c in columns}
+            chunks[c] += table.column(name).chunks
+    loaded: dict[int, Any] = {}
+    for c in columns:
+        stored = c in features and all(chunk.type == pa.float32() for chunk in chunks[c])
+        kind = pa.float32() if stored else _normal(pa, source, c)
+        cast = chunks[c] if stored else [chunk.cast(kind, safe=False) for chunk in chunks[c]]
+        loaded[c] = pa.chunked_array(cast, type=kind)
+    return loaded
 
 
 def _dtype(values: Any) -> type[np.floating[Any]]:
@@ -306,9 +324,33 @@ class _Features:
     missing: dict[int, str]
 
 
+def _matrix(columns: list[int], loaded: dict[int, Any], span: Span | None) -> np.ndarray | None:
+    """Feature columns that are all float32 without nulls as one float32 [rows, columns]
+    array, laid out `MATRIX_ROWS` rows at a time (the columns stacked, then transposed in
+    one copy) rather than written into it column by column; None where a column is of
+    another type or has nulls, or a cell holds a NaN or an infinity (`_numbers` then reads
+    the columns one by one and names it)."""
+    pa, _ = _pyarrow(span)
+    if not columns or any(loaded[c].type != pa.float32() or loaded[c].null_count for c in columns):
+        return None
+    table = pa.table([loaded[c] for c in columns], names=[str(i) for i in range(len(columns))])
+    x = np.empty((table.num_rows, len(columns)), np.float32)
+    start = 0
+    for batch in table.to_batches(max_chunksize=MATRIX_ROWS):
+        block = x[start : start + batch.num_rows]
+        block.T[...] = np.stack([column.to_numpy() for column in batch.columns])
+        if not np.isfinite(block).all():
+            return None
+        start += batch.num_rows
+    return x
+
+
 def _features(
     source: _Source, columns: list[int], loaded: dict[int, Any], span: Span | None
 ) -> _Features:
+    whole = _matrix(columns, loaded, span)
+    if whole is not None:
+        return _Features(whole, {}, {})
     narrow = bool(columns) and all(_dtype(loaded[c]) is np.float32 for c in columns)
     x = np.empty((source.rows, len(columns)), np.float32 if narrow else np.float64)
     words: dict[int, tuple[str, ...]] = {}
@@ -385,7 +427,12 @@ def _read(
     """The inputs' and the target columns, chosen as a CSV's (see the module docstring)."""
     source = _open(path, limits, span)
     chosen = _choose(source, path, args, wanted, span)
-    return _arrays(source, chosen, _load(source, chosen.every(), limits, span), wanted, span)
+    features = {c for columns in chosen.inputs.values() for c in columns}
+    loaded = _load(source, chosen.every(), limits, span, features)
+    arrays = _arrays(source, chosen, loaded, wanted, span)
+    del loaded  # the table's Arrow buffers go back to the system, not kept by the pool
+    _pyarrow(span)[0].default_memory_pool().release_unused()
+    return arrays
 
 
 def _feed_inputs(path: Path, feed: Feed, limits: Limits) -> Batch:
@@ -463,6 +510,10 @@ class Streamable:
     """Each row group's file, its index in the file and the table row it starts at."""
     sizes: tuple[int, ...]
     span: Span | None
+    footers: dict[Path, tuple[tuple[int, int], Any]]
+    """Each file's footer as read once, and the size and modification time it was read at:
+    a footer takes as long to parse as a row group to read (a few MiB for 128 groups of 257
+    columns), so a group of an unchanged file is read by it (`_file`)."""
 
     @property
     def rows(self) -> int:
@@ -476,12 +527,19 @@ class Streamable:
     def where(self) -> str:
         return ", ".join(f"'{p.path}'" for p in self.source.parts)
 
+    def _file(self, path: Path) -> Any:
+        """`path` opened for reading, by the footer read before where the file is unchanged
+        since (a file written again has its footer read again)."""
+        _, pq = _pyarrow(self.span)
+        stamp, footer = self.footers[path]
+        return pq.ParquetFile(path, metadata=footer if _stamp(path) == stamp else None)
+
     def read(self, i: int) -> Arrays:
-        pa, pq = _pyarrow(self.span)
+        pa, _ = _pyarrow(self.span)
         path, group, start = self.groups[i]
         every = self.chosen.every()
         try:
-            table = pq.ParquetFile(path).read_row_group(
+            table = self._file(path).read_row_group(
                 group, columns=[self.source.names[c] for c in every]
             )
         except (pa.ArrowException, OSError) as exc:
@@ -499,6 +557,12 @@ class Streamable:
         return arrays
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    """A file's size and modification time (ns): whether it was written since."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
 def streamable(path: Path, args: dict[str, Any], wanted: Wanted, span: Span | None) -> Streamable:
     """`path` as a streamed read takes it, its columns chosen as `_read` chooses them, from
     the footers alone (no size limit: a streamed read holds a budget, not the file)."""
@@ -508,17 +572,20 @@ def streamable(path: Path, args: dict[str, Any], wanted: Wanted, span: Span | No
     _readable(source, chosen.every(), span)
     groups: list[tuple[Path, int, int]] = []
     sizes: list[int] = []
+    footers: dict[Path, tuple[tuple[int, int], Any]] = {}
     for part in source.parts:
         try:
+            stamp = _stamp(part.path)
             meta = pq.ParquetFile(part.path).metadata
         except Exception as exc:  # read a moment ago: a file changed since is damaged
             raise _corrupt(part.path, exc, span) from None
+        footers[part.path] = stamp, meta
         first = part.start
         for g in range(meta.num_row_groups):
             groups.append((part.path, g, first))
             sizes.append(meta.row_group(g).num_rows)
             first += sizes[-1]
-    return Streamable(source, chosen, wanted, tuple(groups), tuple(sizes), span)
+    return Streamable(source, chosen, wanted, tuple(groups), tuple(sizes), span, footers)
 
 
 FORMAT = Format((SUFFIX,), _feed, _read, ("target", "features", "exclude", "memory"), folders=True)
