@@ -213,3 +213,16 @@ def test_a_non_finite_loss_in_streamed_data_keeps_what_in_memory_data_keeps(
     assert step == streamed_step == 20
     for name, value in memory.items():
         np.testing.assert_array_equal(streamed_params[name], value, err_msg=name)
+
+
+def test_a_row_group_without_missing_cells_is_checked_as_it_is_not_copied() -> None:
+    """The pass checks a row group with its missing cells as 0 (`np.nan_to_num`), which
+    copied every group; one without is handed on as it is."""
+    from dnnspec.runtime.streamed import _zeroed
+
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert _zeroed(rows) is rows
+    gaps = rows.copy()
+    gaps[2, 1], gaps[3, 0] = np.nan, np.inf
+    assert np.array_equal(_zeroed(gaps), np.nan_to_num(gaps, nan=0.0))
+    assert np.isnan(gaps[2, 1])  # the group itself is left as read

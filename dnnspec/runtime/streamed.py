@@ -2,11 +2,11 @@
 not fit `memory` (a quarter of RAM unless the spec says) is streamed (`data/stream.py`).
 
 One pass before training reads every row group once. It checks each group as in-memory
-data is checked (the same `conform`), digests it (a resumed run must see the same samples),
-gathers what fitting the preprocessing reads of the training rows (`Summary`: per-column
-moments, the distinct values a median, a most frequent value or `one_hot` needs, the words
-of each column of words) and keeps the validation and test rows, chosen by a seeded hash of
-the row index. What needs every row is checked once the pass is over, with the in-memory
+data is checked (the same `conform`), digests it (a resumed run must see the same samples;
+hashed on a thread while the next group is read), gathers what fitting the preprocessing
+reads of the training rows (`Summary`: per-column moments, the distinct values a median, a
+most frequent value or `one_hot` needs, the words of each column of words) and keeps the
+validation and test rows, chosen by a seeded hash of the row index. What needs every row is checked once the pass is over, with the in-memory
 messages: the words of a column (a group's own words index its cells until then; targets
 given as words stand in as class 0 meanwhile), and the first missing cell of each column.
 Training then reads the training rows group by group, each group's words indexed by the
@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -324,12 +325,21 @@ def _nbytes(raw: Arrays) -> int:
     return sum(a.nbytes for a in (*raw.inputs.values(), *raw.targets.values()))
 
 
+def _zeroed(x: np.ndarray) -> np.ndarray:
+    """`np.nan_to_num(x, nan=0.0)`, copied only where it changes a value (a row group
+    without missing cells is handed on as it is)."""
+    if x.dtype.kind != "f" or np.isfinite(x).all():
+        return x
+    zeroed: np.ndarray = np.nan_to_num(x, nan=0.0)
+    return zeroed
+
+
 def _checkable(raw: Arrays, train: TrainSpec, typed: TypedModel) -> Arrays:
     """A row group as the pass checks it before every row is seen: missing cells and
     words hidden (a missing cell is 0, checked at the end), and targets given as words
     standing in as class 0 of as many classes as the output has (or the two words of a
     0/1 output, the positive one named by its loss)."""
-    inputs = {k: np.nan_to_num(v, nan=0.0) for k, v in raw.inputs.items()}
+    inputs = {k: _zeroed(v) for k, v in raw.inputs.items()}
     targets, labels = dict(raw.targets), dict(raw.labels)
     losses = {h.output: h.loss for h in train.trained()}
     for output in raw.labels:
@@ -359,6 +369,31 @@ def _digest(digest: hashlib._Hash, checked: dict[str, np.ndarray], raw: Arrays) 
     for output, labels in sorted(raw.labels.items()):
         digest.update("\0".join([output, *labels]).encode())
         digest.update(raw.targets[output].tobytes())
+
+
+class _Digest:
+    """The data's digest (`_digest`) computed on a thread beside the pass, a row group at a
+    time in the pass's order: hashlib lets go of the interpreter while it hashes, so one
+    group is hashed while the next is read and checked (at most one group waits)."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="dnnspec-digest")
+        self._last: Future[None] | None = None
+
+    def add(self, checked: dict[str, np.ndarray], raw: Arrays) -> None:
+        self._wait()
+        self._last = self._thread.submit(_digest, self.digest, checked, raw)
+
+    def _wait(self) -> None:
+        if self._last is not None:
+            self._last.result()
+            self._last = None
+
+    def hexdigest(self) -> str:
+        self._wait()
+        self._thread.shutdown()
+        return self.digest.hexdigest()
 
 
 def _named(data: Dataset, inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -438,7 +473,7 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
     validation = arg_float(source.args, "validation") if "validation" in source.args else 0.0
     held_mask = hash_split(n, validation, train.seed) & ~tested
     keep = ~(held_mask | tested)
-    digest, words = hashlib.sha256(), _Words(where=table.where, span=span)
+    digest, words = _Digest(), _Words(where=table.where, span=span)
     held, testing = _Holder(held_mask), _Holder(tested)
     first: Arrays | None = None
     summary: Summary | None = None
@@ -447,7 +482,7 @@ def stream_data(train: TrainSpec, typed: TypedModel, conform: Conform) -> Stream
         raw = table.read(i)
         words.add(raw)
         checked, _ = conform(file_dataset(_checkable(raw, train, typed), wanted))
-        _digest(digest, _named(checked, inputs), raw)
+        digest.add(_named(checked, inputs), raw)
         rows = slice(start, start + size)
         if train.preprocess:
             local = file_dataset(raw, wanted)
