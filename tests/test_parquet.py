@@ -234,6 +234,7 @@ def test_float32_feature_columns_are_read_whole_as_float32_to_their_bits(
     from dnnspec.data.formats import parquet
 
     monkeypatch.setattr(parquet, "MATRIX_ROWS", 5)  # row groups of 7 laid out 5 rows at a time
+    monkeypatch.setattr(parquet, "MATRIX_COLUMNS", 1)  # and a column at a time
     x = float32_table(tmp_path / "d.parquet", 40)
     data = load(tmp_path, tmp_path / "d.parquet")
     assert data.x.dtype == np.float32 and data.x.flags.c_contiguous  # not widened to float64
