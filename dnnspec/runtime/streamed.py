@@ -6,11 +6,12 @@ data is checked (the same `conform`), digests it (a resumed run must see the sam
 hashed on a thread while the next group is read), gathers what fitting the preprocessing
 reads of the training rows (`Summary`: per-column moments, the distinct values a median, a
 most frequent value or `one_hot` needs, the words of each column of words) and keeps the
-validation and test rows, chosen by a seeded hash of the row index. What needs every row is checked once the pass is over, with the in-memory
-messages: the words of a column (a group's own words index its cells until then; targets
-given as words stand in as class 0 meanwhile), and the first missing cell of each column.
-Training then reads the training rows group by group, each group's words indexed by the
-whole table's. Data that fits the budget is read whole, as before, so its runs are unchanged.
+validation and test rows, chosen by a seeded hash of the row index. What needs every row
+is checked once the pass is over, with the in-memory messages: the words of a column (a
+group's own words index its cells until then; targets given as words stand in as class 0
+meanwhile), and the first missing cell of each column. Training then reads the training
+rows group by group, each group's words indexed by the whole table's. Data that fits the
+budget is read whole, as before, so its runs are unchanged.
 """
 
 from __future__ import annotations
