@@ -22,7 +22,7 @@ from dnnspec.cli import main
 from dnnspec.frontend import load_spec
 from dnnspec.runtime.checkpoint import load as load_checkpoint
 from dnnspec.runtime.parallel import ENV, RESTARTS_ENV, TIMEOUT_ENV
-from dnnspec.runtime.prepare import prepare
+from dnnspec.runtime.prepare import Prepared, prepare
 from dnnspec.runtime.trainer import Trainer
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
@@ -91,12 +91,12 @@ def _params(run: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if not k.startswith("best:")}
 
 
-@needs_mpi
-def test_two_workers_equal_one_process_over_50_steps_with_dropout(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, samples=500, validation=0)
-    script = tmp_path / "leader.py"
+def _two_workers_against_one(spec: Path, rtol: float, atol: float) -> Prepared:
+    """Train `spec` for one epoch on 2 MPI workers and in this process: the 50 losses
+    agree within 1e-5 and the parameters within `rtol`/`atol`. Returns the prepared spec."""
+    script = spec.parent / "leader.py"
     script.write_text(LEADER_SCRIPT)
-    out = tmp_path / "two.npz"
+    out = spec.parent / "two.npz"
     subprocess.run(
         [str(MPIEXEC), "-n", "2", sys.executable, str(script), str(spec), str(out)],
         env={**os.environ, ENV: "2"},
@@ -112,7 +112,13 @@ def test_two_workers_equal_one_process_over_50_steps_with_dropout(tmp_path: Path
     assert len(losses) == len(two["losses"]) == 50
     np.testing.assert_allclose(two["losses"], losses, rtol=1e-5)
     for key, value in alone.params().items():
-        np.testing.assert_allclose(two[key], value, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(two[key], value, rtol=rtol, atol=atol)
+    return prep
+
+
+@needs_mpi
+def test_two_workers_equal_one_process_over_50_steps_with_dropout(tmp_path: Path) -> None:
+    _two_workers_against_one(_spec(tmp_path, samples=500, validation=0), rtol=1e-4, atol=1e-6)
 
 
 @needs_mpi
@@ -122,26 +128,8 @@ def test_two_workers_accumulating_equal_one_process_accumulating(tmp_path: Path)
     sums per update."""
     spec = _spec(tmp_path, samples=500, validation=0)
     spec.write_text(spec.read_text().replace("  batch 10\n", "  batch 10\n  accumulate 3\n"))
-    script = tmp_path / "leader.py"
-    script.write_text(LEADER_SCRIPT)
-    out = tmp_path / "two.npz"
-    subprocess.run(
-        [str(MPIEXEC), "-n", "2", sys.executable, str(script), str(spec), str(out)],
-        env={**os.environ, ENV: "2"},
-        check=True,
-        timeout=120,
-    )
-    prep = prepare(load_spec(spec))
+    prep = _two_workers_against_one(spec, rtol=1e-5, atol=1e-7)
     assert prep.train.accumulate == 3
-    alone = Trainer(prep.program, seed=prep.train.seed)
-    losses: list[float] = []
-    name = prep.spec.model.inputs[0].name
-    alone.run_epoch(prep.train_data, name, prep.train.batch, 0, lambda got, n: losses.extend(got))
-    two = np.load(out)
-    assert len(losses) == len(two["losses"]) == 50
-    np.testing.assert_allclose(two["losses"], losses, rtol=1e-5)
-    for key, value in alone.params().items():
-        np.testing.assert_allclose(two[key], value, rtol=1e-5, atol=1e-7)
 
 
 @needs_mpi
